@@ -1,0 +1,92 @@
+//! [`ChannelContext`]: everything a module may touch (legacy `ctx`): store handles by key, RPC to the peer, the
+//! node's clock and the module's options. Never the socket.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::module::ModuleError;
+use crate::store::{validate_key, MaxValueTracker, StoreError, TransferLog};
+
+/// What the host (a BTP trustline or a settlement-engine account) provides to its module.
+#[async_trait]
+pub trait ContextHost: Send + Sync {
+    /// The transfer log stored under `key` (already validated). `""` is the trustline's main log.
+    fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError>;
+    /// The max-value tracker stored under `key` (already validated).
+    fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError>;
+    /// Sends a module RPC to the peer's module and waits for its reply (BTP Message in trustline mode; a
+    /// settlement message through the connectors in engine mode).
+    async fn rpc(
+        &self,
+        method: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ModuleError>;
+    /// The node's clock (injected so tests can move time).
+    fn now(&self) -> SystemTime;
+}
+
+/// The handle a module receives on every hook. Cheap to clone.
+#[derive(Clone)]
+pub struct ChannelContext {
+    host: Arc<dyn ContextHost>,
+    options: Arc<serde_json::Value>,
+    account_id: Arc<str>,
+}
+
+impl ChannelContext {
+    /// Builds a context for the peer or account `account_id`, with the module's `options`.
+    pub fn new(
+        host: Arc<dyn ContextHost>,
+        options: serde_json::Value,
+        account_id: impl Into<Arc<str>>,
+    ) -> Self {
+        ChannelContext {
+            host,
+            options: Arc::new(options),
+            account_id: account_id.into(),
+        }
+    }
+
+    /// The peer (trustline) or SE account this context belongs to.
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// The module's options, as configured (legacy plugin options JSON).
+    pub fn options(&self) -> &serde_json::Value {
+        &self.options
+    }
+
+    /// The trustline's main transfer log (key `""`).
+    pub fn main_log(&self) -> Result<Arc<dyn TransferLog>, StoreError> {
+        self.host.transfer_log("")
+    }
+
+    /// A transfer log by key; keys follow the legacy alphabet `[A-Za-z0-9_-]`.
+    pub fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        validate_key(key)?;
+        self.host.transfer_log(key)
+    }
+
+    /// A max-value tracker by key; keys follow the legacy alphabet `[A-Za-z0-9_-]`.
+    pub fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
+        validate_key(key)?;
+        self.host.max_value_tracker(key)
+    }
+
+    /// RPC to the peer's module.
+    pub async fn rpc(
+        &self,
+        method: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ModuleError> {
+        self.host.rpc(method, args).await
+    }
+
+    /// The node's clock.
+    pub fn now(&self) -> SystemTime {
+        self.host.now()
+    }
+}

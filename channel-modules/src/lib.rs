@@ -1,0 +1,43 @@
+//! # channel-modules
+//!
+//! The payment-channel module contract of ilp-bridge: the legacy `ilp-plugin-payment-channel-framework`
+//! module hooks as the [`ChannelModule`] trait, the [`ChannelContext`] a module works through, the interfaces of
+//! the two money-holding primitives ([`store::TransferLog`], [`store::MaxValueTracker`]), and the stock modules.
+//!
+//! This crate does no networking of its own toward the peer and knows nothing of BTP or HTTP: the host (the
+//! `ilp-bridge` crate) runs a module either inside a BTP/1.0 trustline or as an RFC 38 settlement engine.
+//!
+//! Layout:
+//! * [`store`]: transfer log / max-value tracker interfaces and their types;
+//! * [`module`]: the trait, claims, errors, and when each hook is called;
+//! * [`context`]: what a module can reach;
+//! * [`build_module`]: the registry of stock modules by name.
+
+pub mod context;
+pub mod module;
+pub mod store;
+
+use std::sync::Arc;
+
+pub use context::{ChannelContext, ContextHost};
+pub use module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+
+/// Names of the stock modules, as used in configuration (`module = "..."`).
+pub const STOCK_MODULES: &[&str] = &[];
+
+/// Builds a stock module by name from its options (the legacy plugin options JSON, or the module section of
+/// the TOML config).
+pub fn build_module(
+    name: &str,
+    options: &serde_json::Value,
+) -> Result<Arc<dyn ChannelModule>, ModuleError> {
+    let _ = options;
+    // Each stock module adds one arm here.
+    #[allow(clippy::match_single_binding)]
+    match name {
+        other => Err(ModuleError::InvalidFields(format!(
+            "unknown channel module {other:?} (known: {})",
+            STOCK_MODULES.join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,7 @@
+//! # ilp-bridge
+//!
+//! One program that lets legacy Interledger deployments (ILP Kit, `ilp-plugin-payment-channel-framework`,
+//! BTP/1.0) and modern ones (interledger-rs, the Java connector: BTP/2.0, ILPv4, RFC 38 settlement engines) talk
+//! to each other. See `ARCHITECTURE.md` for the map.
+
+pub mod store;

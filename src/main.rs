@@ -1,0 +1,2 @@
+//! The `ilp-bridge` command.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Durable storage: the TransferLog and MaxValueTracker implementations (RocksDB and in-memory).
