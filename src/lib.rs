@@ -5,3 +5,7 @@
 //! to each other. See `ARCHITECTURE.md` for the map.
 
 pub mod store;
+pub mod config;
+pub mod peer;
+pub mod se;
+pub mod testing;

@@ -8,3 +8,21 @@
 //! * the OER primitives they are built from.
 //!
 //! This crate knows nothing about balances, stores or modules.
+
+pub mod error;
+pub mod ilp_v1;
+pub mod ilp_v4;
+pub mod oer;
+pub mod packet;
+pub mod time;
+pub mod transport;
+
+pub use error::DecodeError;
+pub use ilp_v1::IlpV1Packet;
+pub use ilp_v4::{Address, IlpV4Packet};
+pub use oer::MAX_FRAME_BYTES;
+pub use packet::{
+    legacy_error_code, BtpError, BtpVersion, ContentType, Frame, Packet, PacketType, ProtocolData, ProtocolDataEntry,
+    ProtocolName,
+};
+pub use time::Timestamp;

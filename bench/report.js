@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+// Builds the issue 7 side-by-side table from the JSON files written by bench/run, prints it (Markdown), and with
+// --append FILE inserts it at the end of FILE's "## Side by side with the legacy JS plugin" section (creating the
+// section at the end of the file if it is missing).
+//
+// Usage: node bench/report.js --dir DIR [--append BENCHMARKS.md] [--date D] [--machine M] [--commit C]
+// Input files in DIR (each optional; a missing or unreadable file makes its rows "not available"):
+//   trustline.json  ilp-bridge trustline (format of bench/legacy_trustline.js: {results:[{in_flight,...}]})
+//   legacy.json     legacy JS plugin trustline (bench/legacy_trustline.js)
+//   settle.json     {connections, accepted_per_s, p50_ms, p99_ms, ...}
+//   idle.json       {idle_peers, per_peer_kib, ...}
+//   legacy_idle.json  the same for the legacy plugin (bench/legacy_idle_peers.js)
+//   startup.json    {finished_transfers, startup_s, ...}
+//   *.note          one line explaining why a file is missing (shown under the table)
+'use strict'
+const fs = require('fs')
+const path = require('path')
+
+const SECTION = '## Side by side with the legacy JS plugin'
+
+function args (argv) {
+  const o = { dir: null, append: null, date: new Date().toISOString(), machine: '?', commit: '?', duration: null }
+  for (let i = 2; i < argv.length; i++) {
+    const k = argv[i]; const v = argv[++i]
+    if (k === '--dir') o.dir = v
+    else if (k === '--append') o.append = v
+    else if (k === '--date') o.date = v
+    else if (k === '--machine') o.machine = v
+    else if (k === '--commit') o.commit = v
+    else if (k === '--duration') o.duration = v
+    else { console.error('unknown argument ' + k); process.exit(2) }
+  }
+  if (!o.dir) { console.error('--dir is required'); process.exit(2) }
+  return o
+}
+
+const o = args(process.argv)
+const read = (name) => {
+  try { return JSON.parse(fs.readFileSync(path.join(o.dir, name), 'utf8').trim().split('\n').pop()) } catch (e) { return null }
+}
+const note = (name) => {
+  try { return fs.readFileSync(path.join(o.dir, name + '.note'), 'utf8').trim() } catch (e) { return null }
+}
+
+const bridge = read('trustline.json')
+const legacy = read('legacy.json')
+const settle = read('settle.json')
+const idle = read('idle.json')
+const startup = read('startup.json')
+const legacyIdle = read('legacy_idle.json')
+
+const at = (doc, n) => doc && Array.isArray(doc.results) ? doc.results.find((r) => r.in_flight === n) || null : null
+const num = (x) => typeof x === 'number' && isFinite(x) ? x : null
+const fmt = (x, unit) => {
+  if (x === null) return 'not available'
+  const digits = x >= 100 ? 0 : x >= 10 ? 1 : x >= 1 ? 2 : 3
+  const s = x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+  return unit ? s + ' ' + unit : s
+}
+// ratio = how many times better ilp-bridge is: throughput bridge/legacy, latency and memory legacy/bridge.
+const ratio = (b, l, higherBetter) => {
+  if (b === null || l === null || b === 0 || l === 0) return '—'
+  const r = higherBetter ? b / l : l / b
+  return (r >= 10 ? r.toFixed(0) : r.toFixed(1)) + '×'
+}
+// target check: ✅ met, ❌ missed, blank when not measured.
+const check = (x, target, op) => x === null ? '' : ((op === '>=' ? x >= target : x < target) ? ' ✅' : ' ❌')
+const checkLe = (x, target) => x === null ? '' : (x <= target ? ' ✅' : ' ❌')
+
+const rows = []
+const trustlineRows = (n, rateTarget, p99Target) => {
+  const b = at(bridge, n); const l = at(legacy, n)
+  const bRate = num(b && b.transfers_per_s); const lRate = num(l && l.transfers_per_s)
+  const bP50 = num(b && b.p50_ms); const lP50 = num(l && l.p50_ms)
+  const bP99 = num(b && b.p99_ms); const lP99 = num(l && l.p99_ms)
+  const label = n === 1 ? 'one at a time' : n + ' in flight'
+  rows.push(['trustline transfers/s, ' + label, fmt(bRate), fmt(lRate), ratio(bRate, lRate, true),
+    '≥ ' + rateTarget.toLocaleString('en-US') + check(bRate, rateTarget, '>=')])
+  rows.push(['trustline p50 latency, ' + label, fmt(bP50, 'ms'), fmt(lP50, 'ms'), ratio(bP50, lP50, false), ''])
+  rows.push(['trustline p99 latency, ' + label, fmt(bP99, 'ms'), fmt(lP99, 'ms'), ratio(bP99, lP99, false),
+    '< ' + p99Target + ' ms' + check(bP99, p99Target, '<')])
+}
+trustlineRows(1, 8000, 1)
+trustlineRows(50, 40000, 5)
+
+const sRate = num(settle && settle.accepted_per_s); const sP99 = num(settle && settle.p99_ms)
+const conns = settle && settle.connections ? settle.connections : 32
+rows.push(['settle requests accepted/s, ' + conns + ' connections', fmt(sRate), 'n/a (no engine)', '—',
+  '≥ 20,000' + check(sRate, 20000, '>=')])
+rows.push(['settle request p99, ' + conns + ' connections', fmt(sP99, 'ms'), 'n/a', '—', '< 5 ms' + check(sP99, 5, '<')])
+
+const perPeer = num(idle && idle.per_peer_kib)
+const legacyPerPeer = num(legacyIdle && legacyIdle.per_peer_kib)
+rows.push(['memory per idle peer (' + ((idle && idle.idle_peers) || 1000).toLocaleString('en-US') + ' peers)',
+  fmt(perPeer, 'KiB'), legacyPerPeer === null ? 'not measured' : fmt(legacyPerPeer, 'KiB'),
+  ratio(perPeer, legacyPerPeer, false), '≤ 64 KiB' + checkLe(perPeer, 64)])
+const st = num(startup && startup.startup_s)
+const stN = startup && startup.finished_transfers ? startup.finished_transfers : 1000000
+rows.push(['start-up with ' + stN.toLocaleString('en-US') + ' finished transfers', fmt(st, 's'),
+  'n/a (keeps no history index)', '—', '< 1 s' + check(st, 1, '<')])
+
+const header = ['metric', 'ilp-bridge', 'legacy 1.3.5', 'ratio', 'target (issue 7)']
+const lines = []
+lines.push('### Run of ' + o.date)
+lines.push('')
+lines.push('Machine: ' + o.machine + '. Commit: `' + o.commit + '`.' + (o.duration ? ' Load points: ' + o.duration + '.' : ''))
+if (bridge && bridge.implementation) lines.push('ilp-bridge side: ' + bridge.implementation + (bridge.store ? ', ' + bridge.store : '') + '.')
+if (legacy && legacy.implementation) lines.push('Legacy side: ' + legacy.implementation + ', ' + legacy.store + ' store, ' + legacy.processes + ' process(es).')
+lines.push('')
+lines.push('| ' + header.join(' | ') + ' |')
+lines.push('|' + header.map(() => '--').join('|') + '|')
+for (const r of rows) lines.push('| ' + r.join(' | ') + ' |')
+const notes = []
+for (const f of ['trustline', 'legacy', 'settle', 'idle', 'legacy_idle', 'startup']) {
+  const n = note(f)
+  if (n) notes.push('- ' + f + ': ' + n)
+}
+const errs = []
+for (const [name, doc] of [['ilp-bridge', bridge], ['legacy', legacy]]) {
+  if (doc && Array.isArray(doc.results)) {
+    for (const r of doc.results) if (r.errors) errs.push('- ' + name + ' at ' + r.in_flight + ' in flight: ' + r.errors + ' failed transfers')
+  }
+}
+if (notes.length || errs.length) {
+  lines.push('')
+  lines.push(...notes, ...errs)
+}
+const table = lines.join('\n') + '\n'
+process.stdout.write(table)
+
+if (o.append) {
+  let text = ''
+  try { text = fs.readFileSync(o.append, 'utf8') } catch (e) { text = '# Benchmarks\n' }
+  const start = text.indexOf('\n' + SECTION + '\n')
+  if (start < 0) {
+    text = text.replace(/\n*$/, '\n\n') + SECTION + '\n\n' + table
+  } else {
+    const bodyStart = start + 1 + SECTION.length + 1
+    const next = text.indexOf('\n## ', bodyStart)
+    const end = next < 0 ? text.length : next + 1
+    const before = text.slice(0, end).replace(/\n*$/, '\n\n')
+    const after = text.slice(end)
+    text = before + table + (after ? '\n' + after : '')
+  }
+  fs.writeFileSync(o.append, text)
+}

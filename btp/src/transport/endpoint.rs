@@ -1,0 +1,181 @@
+//! [`BtpEndpoint`]: a node's registry of sessions, shared by its listener and its dialers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::net::TcpListener;
+
+use super::client::{spawn_dialer, ClientOptions};
+use super::server::{self, ServerConfig};
+use super::session::BtpSession;
+use super::{Authenticator, BtpUrl, PeerKey, RequestHandler};
+
+/// Chooses the handler for a peer that authenticated on a listener and has no session yet.
+pub trait SessionFactory: Send + Sync + 'static {
+    /// The handler for `peer`'s new session, or `None` to refuse the socket (it gets the legacy
+    /// `F00 NotAcceptedError "invalid auth token and/or username"`). Called at most once per peer and endpoint
+    /// (the session is then kept); not called for peers created with [`BtpEndpoint::register`] or
+    /// [`BtpEndpoint::connect`].
+    fn handler_for(&self, peer: &PeerKey) -> Option<Arc<dyn RequestHandler>>;
+}
+
+impl<F> SessionFactory for F
+where
+    F: Fn(&PeerKey) -> Option<Arc<dyn RequestHandler>> + Send + Sync + 'static,
+{
+    fn handler_for(&self, peer: &PeerKey) -> Option<Arc<dyn RequestHandler>> {
+        self(peer)
+    }
+}
+
+/// Node-wide transport settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Election nonce (see "Election" in the [module docs](super)); random by default. Two nodes that peer
+    /// with each other must have different nonces.
+    pub nonce: u64,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            nonce: rand::random(),
+        }
+    }
+}
+
+struct EndpointInner {
+    config: EndpointConfig,
+    sessions: Mutex<HashMap<PeerKey, BtpSession>>,
+}
+
+/// One node's BTP transport: the sessions by peer, the listener(s) and the dialers. Cheap to clone.
+///
+/// Use one endpoint for everything a node does so that a peer's inbound and outbound sockets join the same
+/// session.
+#[derive(Clone)]
+pub struct BtpEndpoint {
+    inner: Arc<EndpointInner>,
+}
+
+impl std::fmt::Debug for BtpEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BtpEndpoint")
+            .field("nonce", &self.inner.config.nonce)
+            .finish()
+    }
+}
+
+impl BtpEndpoint {
+    /// An endpoint with no sessions.
+    pub fn new(config: EndpointConfig) -> Self {
+        BtpEndpoint {
+            inner: Arc::new(EndpointInner {
+                config,
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// This node's election nonce.
+    pub fn nonce(&self) -> u64 {
+        self.inner.config.nonce
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<PeerKey, BtpSession>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The session for `peer`, creating it (disconnected, no dialer) with `handler` if there is none. An
+    /// existing session keeps its handler. Use this for peers that dial us, so requests to them fail fast
+    /// with [`RpcError::NotConnected`](super::RpcError::NotConnected) until they do.
+    pub fn register(&self, peer: PeerKey, handler: Arc<dyn RequestHandler>) -> BtpSession {
+        let nonce = self.nonce();
+        self.sessions()
+            .entry(peer.clone())
+            .or_insert_with(|| BtpSession::new(peer, handler, nonce))
+            .clone()
+    }
+
+    /// The session for `peer` (as [`register`](Self::register)) with a dialer for `url` started in the
+    /// background: it connects at once, re-authenticates after every drop and redials with backoff. Calling it
+    /// again for the same peer returns the same session and starts no second dialer. Needs a tokio runtime.
+    pub fn connect(
+        &self,
+        peer: PeerKey,
+        url: &BtpUrl,
+        opts: ClientOptions,
+        handler: Arc<dyn RequestHandler>,
+    ) -> BtpSession {
+        let session = self.register(peer, handler);
+        spawn_dialer(session.inner.clone(), url.clone(), opts, self.nonce());
+        session
+    }
+
+    /// The session for `peer`, if one exists.
+    pub fn session(&self, peer: &PeerKey) -> Option<BtpSession> {
+        self.sessions().get(peer).cloned()
+    }
+
+    /// All sessions.
+    pub fn all_sessions(&self) -> Vec<BtpSession> {
+        self.sessions().values().cloned().collect()
+    }
+
+    /// The session an authenticated inbound socket joins: the existing one, or a new one if `factory` gives a
+    /// handler. `None` refuses the socket; a closed session refuses too.
+    pub(crate) fn session_for_inbound(
+        &self,
+        peer: &PeerKey,
+        factory: &dyn SessionFactory,
+    ) -> Option<BtpSession> {
+        if let Some(session) = self.session(peer) {
+            return (!session.inner.is_closed()).then_some(session);
+        }
+        // Ask the factory without holding the lock (it is host code).
+        let handler = factory.handler_for(peer)?;
+        Some(self.register(peer.clone(), handler))
+    }
+
+    /// Accepts BTP sockets on `listener` until `shutdown` completes, then stops accepting, closes the sockets
+    /// it accepted (code 1000) and returns after they are closed (or after a short grace period).
+    ///
+    /// `auth` decides who may connect; `handler_for` supplies the handler for peers without a session.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        config: ServerConfig,
+        auth: Arc<dyn Authenticator>,
+        handler_for: Arc<dyn SessionFactory>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        server::serve(self.clone(), listener, config, auth, handler_for, shutdown).await;
+    }
+}
+
+/// [`BtpEndpoint::serve`] on a fresh endpoint of its own (no election with dialers elsewhere).
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    auth: Arc<dyn Authenticator>,
+    handler_for: Arc<dyn SessionFactory>,
+    shutdown: impl Future<Output = ()>,
+) {
+    BtpEndpoint::new(EndpointConfig::default())
+        .serve(listener, config, auth, handler_for, shutdown)
+        .await;
+}
+
+/// [`BtpEndpoint::connect`] on a fresh endpoint of its own.
+pub fn connect(
+    peer: PeerKey,
+    url: &BtpUrl,
+    opts: ClientOptions,
+    handler: Arc<dyn RequestHandler>,
+) -> BtpSession {
+    BtpEndpoint::new(EndpointConfig::default()).connect(peer, url, opts, handler)
+}

@@ -1,0 +1,227 @@
+//! One authenticated websocket ("link"): a reader task and a writer task.
+//!
+//! The **reader** decodes incoming binary messages and hands them to the session; it stops on a close frame,
+//! a read error or the close signal (then it keeps reading for up to [`CLOSE_LINGER`] so replies still in
+//! flight are not lost and the peer's close frame is consumed). The **writer** drains the bounded outbound
+//! queue, sends keepalive pings and, when told to close, sends a close frame (code 1000) after the frames
+//! already queued. Reading and writing in separate tasks means a slow peer cannot deadlock us with both sides
+//! blocked on writes.
+//!
+//! When both tasks have ended the link detaches itself from the session, which fails the requests written to
+//! it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{interval_at, timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::session::{LinkHandle, SessionInner};
+use super::stream::WsStream;
+use super::{CLOSE_LINGER, OUTBOUND_QUEUE_FRAMES};
+
+/// Who opened a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkOrigin {
+    /// We dialed it.
+    Dialed,
+    /// The peer dialed it; `nonce` is its election nonce if it is a bridge node.
+    Accepted {
+        /// The peer's `ilp_bridge_nonce`.
+        nonce: Option<u64>,
+    },
+}
+
+/// Shared between a link's tasks and the session: the close signal and liveness.
+pub(crate) struct LinkControl {
+    /// Set to true to close the socket.
+    closing: watch::Sender<bool>,
+    /// True if the election (rather than an error, the peer or shutdown) closed the socket.
+    by_election: AtomicBool,
+    /// When the link started.
+    started: Instant,
+    /// Milliseconds after `started` at which something was last received.
+    last_rx_ms: AtomicU64,
+}
+
+impl LinkControl {
+    fn new() -> Self {
+        LinkControl {
+            closing: watch::Sender::new(false),
+            by_election: AtomicBool::new(false),
+            started: Instant::now(),
+            last_rx_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Asks the link to close (idempotent).
+    pub(crate) fn close(&self, by_election: bool) {
+        if by_election {
+            self.by_election.store(true, Ordering::SeqCst);
+        }
+        self.closing.send_replace(true);
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_rx_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_rx_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// Resolves once the flag is true (or its sender is gone). Returns nothing, so no borrow of the watch value
+/// is held across an `.await` (which would make the future `!Send`).
+pub(crate) async fn signalled(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
+fn next_link_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Starts the tasks for an authenticated websocket and attaches it to the session. `first` is written before
+/// anything else (the listener's auth Response). Returns the link's control and the reader task, which ends
+/// after the link has detached.
+pub(crate) fn spawn_link(
+    session: &Arc<SessionInner>,
+    origin: LinkOrigin,
+    ws: WsStream,
+    first: Option<Bytes>,
+    keepalive: Option<Duration>,
+) -> (Arc<LinkControl>, JoinHandle<()>) {
+    let id = next_link_id();
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
+    if let Some(first) = first {
+        // The queue is new and empty, so this cannot fail for lack of room.
+        let _ = tx.try_send(first);
+    }
+    let control = Arc::new(LinkControl::new());
+    let span = info_span!("btp_link", peer = %session.peer, link = id, origin = ?origin);
+    let handle = LinkHandle {
+        id,
+        origin,
+        tx,
+        control: control.clone(),
+    };
+    let elected = span.in_scope(|| session.attach(handle));
+    if elected {
+        span.in_scope(|| info!("socket authenticated"));
+    }
+    let task = run(ws, rx, session.clone(), control.clone(), id, keepalive).instrument(span);
+    (control, tokio::spawn(task))
+}
+
+async fn run(
+    ws: WsStream,
+    rx: mpsc::Receiver<Bytes>,
+    session: Arc<SessionInner>,
+    control: Arc<LinkControl>,
+    id: u64,
+    keepalive: Option<Duration>,
+) {
+    let (sink, mut stream) = ws.split();
+    let writer = tokio::spawn(write_loop(sink, rx, control.clone(), keepalive).in_current_span());
+    let mut closing = control.closing.subscribe();
+    loop {
+        tokio::select! {
+            _ = signalled(&mut closing) => break,
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Binary(bytes))) => {
+                    control.touch();
+                    session.on_frame(id, bytes).await;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    debug!(?frame, "peer closed the socket");
+                    break;
+                }
+                Some(Ok(_)) => control.touch(),
+                Some(Err(err)) => {
+                    debug!(%err, "socket error");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    control.close(false);
+    // Keep reading briefly: replies may still arrive, and the peer's close frame completes the handshake.
+    let linger = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if let Message::Binary(bytes) = msg {
+                session.on_frame(id, bytes).await;
+            }
+        }
+    };
+    let _ = timeout(CLOSE_LINGER, linger).await;
+    let _ = writer.await;
+    session.detach(id, control.by_election.load(Ordering::SeqCst));
+    info!("socket closed");
+}
+
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WsStream, Message>,
+    mut rx: mpsc::Receiver<Bytes>,
+    control: Arc<LinkControl>,
+    keepalive: Option<Duration>,
+) {
+    let mut closing = control.closing.subscribe();
+    let mut ping = keepalive.map(|every| interval_at(Instant::now() + every, every));
+    loop {
+        tokio::select! {
+            biased;
+            frame = rx.recv() => match frame {
+                Some(bytes) => {
+                    if let Err(err) = sink.send(Message::Binary(bytes)).await {
+                        debug!(%err, "write failed");
+                        control.close(false);
+                        return;
+                    }
+                }
+                None => break,
+            },
+            _ = signalled(&mut closing) => break,
+            _ = async {
+                match ping.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let limit = keepalive.map(|k| k * 2).unwrap_or(Duration::MAX);
+                if control.idle() > limit {
+                    warn!(idle_ms = control.idle().as_millis() as u64, "keepalive timeout, closing socket");
+                    break;
+                }
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    control.close(false);
+                    return;
+                }
+            }
+        }
+    }
+    // Frames queued before the close signal go out first (the auth Response of a socket that lost the
+    // election, replies); nothing is queued after the session dropped the link.
+    while let Ok(bytes) = rx.try_recv() {
+        if sink.send(Message::Binary(bytes)).await.is_err() {
+            break;
+        }
+    }
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+    control.close(false);
+}

@@ -1,0 +1,494 @@
+//! In-memory [`TransferLog`] and [`MaxValueTracker`], plus the sum arithmetic every implementation shares.
+//!
+//! The in-memory stores have exactly the semantics of the durable RocksDB stores (`ilp_bridge::store`): both run
+//! one conformance suite. They keep everything in a `HashMap` behind a mutex, so a change is "durable" the moment
+//! the lock is released, and nothing survives the process. Use them in module tests (see `crate::testing`) and
+//! in the stateless mode.
+//!
+//! The pure functions [`reserve`], [`settle`] and [`check_idempotent_prepare`] hold the limit formulas and the
+//! state machine of `legacy-plugin.md` §4 with the legacy bugs fixed; the RocksDB store calls the same functions
+//! so the two implementations cannot drift apart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::store::{
+    validate_key, Direction, Limit, MaxValue, MaxValueTracker, PrepareOutcome, StoreError, Sums,
+    Transfer, TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
+};
+
+/// Largest value any sum may reach (`i128::MAX`), so that `IF − OF` and the limit formulas never overflow.
+pub const SUM_MAX: u128 = i128::MAX as u128;
+
+fn add_sum(sum: u128, amount: u64) -> Result<u128, StoreError> {
+    sum.checked_add(u128::from(amount))
+        .filter(|s| *s <= SUM_MAX)
+        .ok_or(StoreError::Overflow)
+}
+
+fn sub_sum(sum: u128, amount: u64) -> Result<u128, StoreError> {
+    // A prepared amount is always included in its fulfilled-and-prepared sum, so this only fails on corrupt
+    // state; report it rather than wrap around.
+    sum.checked_sub(u128::from(amount))
+        .ok_or_else(|| StoreError::Corrupt {
+            key: "sums".to_owned(),
+            reason: format!("fulfilled-and-prepared sum {sum} is below a prepared amount {amount}"),
+        })
+}
+
+/// Checks the limit for a new prepared transfer and returns the sums with its amount reserved.
+///
+/// Incoming: fails if `(IFP + amount) − OF > maximum`. Outgoing: fails if `(OFP + amount) − IF > −minimum`.
+/// Equality is allowed; [`Limit::Unbounded`] never fails. Outgoing prepared amounts never relieve the incoming
+/// limit (only OF is subtracted). A sum above [`SUM_MAX`] is [`StoreError::Overflow`].
+pub fn reserve(
+    sums: &Sums,
+    direction: Direction,
+    amount: u64,
+    maximum: Limit,
+    minimum: Limit,
+) -> Result<Sums, TransferLogError> {
+    let mut next = *sums;
+    match direction {
+        Direction::Incoming => {
+            let ifp = add_sum(sums.incoming_fulfilled_and_prepared, amount)?;
+            // Both operands are ≤ i128::MAX, so the casts and the subtraction cannot overflow.
+            let after = ifp as i128 - sums.outgoing_fulfilled as i128;
+            if let Limit::Finite(maximum) = maximum {
+                if after > maximum {
+                    return Err(TransferLogError::IncomingLimitExceeded { after, maximum });
+                }
+            }
+            next.incoming_fulfilled_and_prepared = ifp;
+        }
+        Direction::Outgoing => {
+            let ofp = add_sum(sums.outgoing_fulfilled_and_prepared, amount)?;
+            let after = ofp as i128 - sums.incoming_fulfilled as i128;
+            if let Limit::Finite(minimum) = minimum {
+                // −i128::MIN does not fit: it is larger than any `after`, so that limit never fails.
+                if let Some(negated) = minimum.checked_neg() {
+                    if after > negated {
+                        return Err(TransferLogError::OutgoingLimitExceeded { after, minimum });
+                    }
+                }
+            }
+            next.outgoing_fulfilled_and_prepared = ofp;
+        }
+    }
+    Ok(next)
+}
+
+/// What [`settle`] decided for a fulfill or cancel request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// A prepared transfer changes state: store `record` and `sums`.
+    Changed {
+        /// The record in its new state.
+        record: TransferRecord,
+        /// The sums after the change.
+        sums: Sums,
+    },
+    /// The request repeats what already happened (same fulfillment, or a second cancel): nothing changes.
+    Unchanged(TransferRecord),
+}
+
+/// The target of [`settle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleTo<'a> {
+    /// Fulfill with this fulfillment.
+    Fulfill(&'a [u8; 32]),
+    /// Cancel for this reason.
+    Cancel(&'a str),
+}
+
+/// The state machine of fulfill and cancel: prepared → fulfilled | cancelled, exactly once.
+///
+/// * prepared + fulfill: adds the amount to IF or OF; prepared + cancel: subtracts it from IFP or OFP.
+/// * fulfilled + fulfill with the same fulfillment, cancelled + cancel: [`Settlement::Unchanged`].
+/// * fulfilled + other fulfillment, fulfilled + cancel: `AlreadyFulfilled`; cancelled + fulfill:
+///   `AlreadyRolledBack`.
+pub fn settle(
+    sums: &Sums,
+    record: &TransferRecord,
+    to: SettleTo<'_>,
+) -> Result<Settlement, TransferLogError> {
+    let id = record.transfer.id;
+    match (&record.state, to) {
+        (TransferState::Prepared, SettleTo::Fulfill(fulfillment)) => {
+            let mut next = *sums;
+            let amount = record.transfer.amount;
+            match record.direction {
+                Direction::Incoming => {
+                    next.incoming_fulfilled = add_sum(sums.incoming_fulfilled, amount)?
+                }
+                Direction::Outgoing => {
+                    next.outgoing_fulfilled = add_sum(sums.outgoing_fulfilled, amount)?
+                }
+            }
+            let mut record = record.clone();
+            record.state = TransferState::Fulfilled {
+                fulfillment: *fulfillment,
+            };
+            Ok(Settlement::Changed { record, sums: next })
+        }
+        (TransferState::Prepared, SettleTo::Cancel(reason)) => {
+            let mut next = *sums;
+            let amount = record.transfer.amount;
+            match record.direction {
+                Direction::Incoming => {
+                    next.incoming_fulfilled_and_prepared =
+                        sub_sum(sums.incoming_fulfilled_and_prepared, amount)?
+                }
+                Direction::Outgoing => {
+                    next.outgoing_fulfilled_and_prepared =
+                        sub_sum(sums.outgoing_fulfilled_and_prepared, amount)?
+                }
+            }
+            let mut record = record.clone();
+            record.state = TransferState::Cancelled {
+                reason: reason.to_owned(),
+            };
+            Ok(Settlement::Changed { record, sums: next })
+        }
+        (TransferState::Fulfilled { fulfillment }, SettleTo::Fulfill(requested)) => {
+            if fulfillment == requested {
+                Ok(Settlement::Unchanged(record.clone()))
+            } else {
+                Err(TransferLogError::AlreadyFulfilled(id))
+            }
+        }
+        (TransferState::Fulfilled { .. }, SettleTo::Cancel(_)) => {
+            Err(TransferLogError::AlreadyFulfilled(id))
+        }
+        (TransferState::Cancelled { .. }, SettleTo::Fulfill(_)) => {
+            Err(TransferLogError::AlreadyRolledBack(id))
+        }
+        (TransferState::Cancelled { .. }, SettleTo::Cancel(_)) => {
+            Ok(Settlement::Unchanged(record.clone()))
+        }
+    }
+}
+
+/// A prepare whose ID is already stored: identical transfer and direction is `AlreadyExists(stored)` in any
+/// state (no limit check, no sum change); anything else is `DuplicateId`.
+pub fn check_idempotent_prepare(
+    stored: &TransferRecord,
+    transfer: &Transfer,
+    direction: Direction,
+) -> Result<PrepareOutcome, TransferLogError> {
+    if stored.transfer == *transfer && stored.direction == direction {
+        Ok(PrepareOutcome::AlreadyExists(stored.clone()))
+    } else {
+        Err(TransferLogError::DuplicateId(transfer.id))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the state half-updated (every update is computed first and
+    // assigned at the end), so a poisoned mutex is still consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    records: HashMap<TransferId, TransferRecord>,
+    sums: Sums,
+    maximum: Option<Limit>,
+    minimum: Option<Limit>,
+}
+
+/// An in-memory [`TransferLog`] with the exact semantics of the durable one.
+#[derive(Debug)]
+pub struct MemoryTransferLog {
+    configured_maximum: Limit,
+    configured_minimum: Limit,
+    state: Mutex<LogState>,
+}
+
+impl MemoryTransferLog {
+    /// An empty log with the configured limits (used when no override is stored).
+    pub fn new(maximum: Limit, minimum: Limit) -> Self {
+        MemoryTransferLog {
+            configured_maximum: maximum,
+            configured_minimum: minimum,
+            state: Mutex::new(LogState::default()),
+        }
+    }
+
+    /// Every record in any state (tests use it to check sums against records).
+    pub fn records(&self) -> Vec<TransferRecord> {
+        lock(&self.state).records.values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl TransferLog for MemoryTransferLog {
+    async fn prepare(
+        &self,
+        transfer: &Transfer,
+        direction: Direction,
+    ) -> Result<PrepareOutcome, TransferLogError> {
+        let mut state = lock(&self.state);
+        if let Some(stored) = state.records.get(&transfer.id) {
+            return check_idempotent_prepare(stored, transfer, direction);
+        }
+        let maximum = state.maximum.unwrap_or(self.configured_maximum);
+        let minimum = state.minimum.unwrap_or(self.configured_minimum);
+        let sums = reserve(&state.sums, direction, transfer.amount, maximum, minimum)?;
+        state.records.insert(
+            transfer.id,
+            TransferRecord {
+                transfer: transfer.clone(),
+                direction,
+                state: TransferState::Prepared,
+            },
+        );
+        state.sums = sums;
+        Ok(PrepareOutcome::Prepared)
+    }
+
+    async fn fulfill(
+        &self,
+        id: &TransferId,
+        fulfillment: &[u8; 32],
+    ) -> Result<TransferRecord, TransferLogError> {
+        self.settle_in_memory(id, SettleTo::Fulfill(fulfillment))
+    }
+
+    async fn cancel(
+        &self,
+        id: &TransferId,
+        reason: &str,
+    ) -> Result<TransferRecord, TransferLogError> {
+        self.settle_in_memory(id, SettleTo::Cancel(reason))
+    }
+
+    async fn get(&self, id: &TransferId) -> Result<Option<TransferRecord>, TransferLogError> {
+        Ok(lock(&self.state).records.get(id).cloned())
+    }
+
+    fn sums(&self) -> Sums {
+        lock(&self.state).sums
+    }
+
+    fn maximum(&self) -> Limit {
+        lock(&self.state).maximum.unwrap_or(self.configured_maximum)
+    }
+
+    fn minimum(&self) -> Limit {
+        lock(&self.state).minimum.unwrap_or(self.configured_minimum)
+    }
+
+    async fn set_maximum(&self, maximum: Limit) -> Result<(), TransferLogError> {
+        lock(&self.state).maximum = Some(maximum);
+        Ok(())
+    }
+
+    async fn set_minimum(&self, minimum: Limit) -> Result<(), TransferLogError> {
+        lock(&self.state).minimum = Some(minimum);
+        Ok(())
+    }
+
+    async fn prepared(&self) -> Result<Vec<TransferRecord>, TransferLogError> {
+        Ok(lock(&self.state)
+            .records
+            .values()
+            .filter(|r| r.state == TransferState::Prepared)
+            .cloned()
+            .collect())
+    }
+}
+
+impl MemoryTransferLog {
+    fn settle_in_memory(
+        &self,
+        id: &TransferId,
+        to: SettleTo<'_>,
+    ) -> Result<TransferRecord, TransferLogError> {
+        let mut state = lock(&self.state);
+        let stored = state
+            .records
+            .get(id)
+            .ok_or(TransferLogError::NotFound(*id))?;
+        match settle(&state.sums, stored, to)? {
+            Settlement::Unchanged(record) => Ok(record),
+            Settlement::Changed { record, sums } => {
+                state.records.insert(*id, record.clone());
+                state.sums = sums;
+                Ok(record)
+            }
+        }
+    }
+}
+
+/// An in-memory [`MaxValueTracker`].
+#[derive(Debug, Default)]
+pub struct MemoryMaxValueTracker {
+    entry: Mutex<Option<MaxValue>>,
+}
+
+impl MemoryMaxValueTracker {
+    /// An empty tracker (`get_max` returns `{0, null}`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl MaxValueTracker for MemoryMaxValueTracker {
+    async fn set_if_max(&self, entry: MaxValue) -> Result<MaxValue, StoreError> {
+        let mut stored = lock(&self.entry);
+        let previous = stored.clone().unwrap_or_default();
+        if entry.value > previous.value {
+            *stored = Some(entry);
+            Ok(previous)
+        } else {
+            Ok(entry)
+        }
+    }
+
+    async fn get_max(&self) -> Result<MaxValue, StoreError> {
+        Ok(lock(&self.entry).clone().unwrap_or_default())
+    }
+}
+
+#[derive(Default)]
+struct StoresInner {
+    logs: HashMap<String, Arc<MemoryTransferLog>>,
+    trackers: HashMap<String, Arc<MemoryMaxValueTracker>>,
+}
+
+/// Hands out in-memory stores by key: the same key always gives the same instance, so two handles never see
+/// different states. New logs get the limits given at construction.
+#[derive(Clone)]
+pub struct MemoryStores {
+    maximum: Limit,
+    minimum: Limit,
+    inner: Arc<Mutex<StoresInner>>,
+}
+
+impl MemoryStores {
+    /// Stores whose new logs use `maximum` / `minimum` (legacy: `maxBalance`, `minBalance`; an unset
+    /// `minBalance` is [`Limit::Unbounded`], i.e. −Infinity).
+    pub fn new(maximum: Limit, minimum: Limit) -> Self {
+        MemoryStores {
+            maximum,
+            minimum,
+            inner: Arc::new(Mutex::new(StoresInner::default())),
+        }
+    }
+
+    /// Stores with no limits at all (the legacy stateless mode).
+    pub fn unbounded() -> Self {
+        Self::new(Limit::Unbounded, Limit::Unbounded)
+    }
+
+    /// The concrete log under `key` (created on first use). `""` is the main log.
+    pub fn memory_log(&self, key: &str) -> Result<Arc<MemoryTransferLog>, StoreError> {
+        validate_key(key)?;
+        let mut inner = lock(&self.inner);
+        let log = inner
+            .logs
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(MemoryTransferLog::new(self.maximum, self.minimum)));
+        Ok(Arc::clone(log))
+    }
+
+    /// The log under `key` as a trait object.
+    pub fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        Ok(self.memory_log(key)?)
+    }
+
+    /// The tracker under `key` (created on first use).
+    pub fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
+        validate_key(key)?;
+        let mut inner = lock(&self.inner);
+        let tracker = inner
+            .trackers
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(MemoryMaxValueTracker::new()));
+        Ok(Arc::clone(tracker) as Arc<dyn MaxValueTracker>)
+    }
+}
+
+impl std::fmt::Debug for MemoryStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStores")
+            .field("maximum", &self.maximum)
+            .field("minimum", &self.minimum)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(n: u8, amount: u64) -> Transfer {
+        Transfer {
+            id: TransferId([n; 16]),
+            amount,
+            execution_condition: [n; 32],
+            expires_at_ms: 1_000,
+            ilp: vec![],
+            custom: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn limit_equality_allowed_and_retry_refused_again() {
+        let log = MemoryTransferLog::new(Limit::Finite(100), Limit::Unbounded);
+        let t = transfer(1, 100);
+        assert_eq!(
+            log.prepare(&t, Direction::Incoming).await,
+            Ok(PrepareOutcome::Prepared)
+        );
+        let over = transfer(2, 1);
+        for _ in 0..2 {
+            assert!(matches!(
+                log.prepare(&over, Direction::Incoming).await,
+                Err(TransferLogError::IncomingLimitExceeded {
+                    after: 101,
+                    maximum: 100
+                })
+            ));
+        }
+        assert_eq!(log.sums().incoming_fulfilled_and_prepared, 100);
+        assert_eq!(log.get(&over.id).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn stores_hand_out_same_instance_and_reject_bad_keys() {
+        let stores = MemoryStores::new(Limit::Finite(10), Limit::Finite(-5));
+        let a = stores.transfer_log("k").expect("valid key");
+        let b = stores.transfer_log("k").expect("valid key");
+        a.prepare(&transfer(1, 7), Direction::Incoming)
+            .await
+            .expect("within limit");
+        assert_eq!(b.sums().incoming_fulfilled_and_prepared, 7);
+        assert_eq!(b.minimum(), Limit::Finite(-5));
+        assert!(matches!(
+            stores.transfer_log("test:"),
+            Err(StoreError::InvalidKey(_))
+        ));
+        assert!(stores.max_value_tracker("a b").is_err());
+    }
+
+    #[test]
+    fn outgoing_limit_with_min_i128_never_fails() {
+        let sums = Sums::default();
+        let next = reserve(
+            &sums,
+            Direction::Outgoing,
+            u64::MAX,
+            Limit::Finite(0),
+            Limit::Finite(i128::MIN),
+        )
+        .expect("−i128::MIN exceeds every value");
+        assert_eq!(next.outgoing_fulfilled_and_prepared, u128::from(u64::MAX));
+    }
+}

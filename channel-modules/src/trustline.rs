@@ -1,0 +1,336 @@
+//! The `trustline` stock module: no ledger at all, only unsigned IOUs.
+//!
+//! The peer is trusted up to the trustline limit (the transfer log's `maximum`), so incoming prepares are always
+//! accepted here; the log's own limit check is the only guard. As a "claim" the payer sends an IOU for the
+//! cumulative total it owes, `{"amount": "<total>"}`, signed by nobody. The payee keeps the best IOU in the
+//! max-value tracker [`INCOMING_CLAIM_KEY`] and credits the increase over the previous best, so a replayed or
+//! older IOU credits nothing. The IOU's cumulative amount doubles as the settlement ID: two IOUs with the same
+//! amount are the same settlement.
+//!
+//! In engine mode (RFC 38) this is the simplest module an engine can run: every settle turns into one IOU
+//! message, and the peer engine credits its increase.
+//!
+//! Options (legacy plugin options JSON or the module section of the TOML config):
+//!
+//! | option | meaning | default |
+//! |--|--|--|
+//! | `scale` (or `currencyScale`) | scale of the unit IOUs count in | 9 |
+
+use async_trait::async_trait;
+use num_bigint::BigUint;
+
+use crate::context::ChannelContext;
+use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+use crate::store::{MaxValue, TransferRecord};
+
+/// Name of the module in configuration.
+pub const TRUSTLINE_MODULE_NAME: &str = "trustline";
+
+/// Max-value tracker key holding the best incoming IOU (legacy key name).
+pub const INCOMING_CLAIM_KEY: &str = "incoming_claim";
+
+/// Default asset scale when no `scale`/`currencyScale` option is given.
+pub const DEFAULT_SCALE: u8 = 9;
+
+/// The `trustline` module: unsecured credit up to the trustline limit, settled by unsigned cumulative IOUs.
+#[derive(Debug, Clone)]
+pub struct TrustlineModule {
+    /// Scale of the unit IOUs count in.
+    scale: u8,
+}
+
+impl TrustlineModule {
+    /// Builds the module from its options (`scale` or `currencyScale`, default 9).
+    pub fn from_options(options: &serde_json::Value) -> Result<Self, ModuleError> {
+        Ok(TrustlineModule {
+            scale: scale_option(options)?,
+        })
+    }
+
+    /// Builds the module with an explicit scale.
+    pub fn new(scale: u8) -> Self {
+        TrustlineModule { scale }
+    }
+}
+
+/// Reads the `scale` (or legacy `currencyScale`) option: a number or a decimal string in 0..=255; default 9.
+pub(crate) fn scale_option(options: &serde_json::Value) -> Result<u8, ModuleError> {
+    let raw = options
+        .get("scale")
+        .or_else(|| options.get("currencyScale"));
+    match raw {
+        None | Some(serde_json::Value::Null) => Ok(DEFAULT_SCALE),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u8::try_from(v).ok())
+            .ok_or_else(|| ModuleError::InvalidFields(format!("scale must be 0..=255, got {n}"))),
+        Some(serde_json::Value::String(s)) => s
+            .parse::<u8>()
+            .map_err(|_| ModuleError::InvalidFields(format!("scale must be 0..=255, got {s:?}"))),
+        Some(other) => Err(ModuleError::InvalidFields(format!(
+            "scale must be a number, got {other}"
+        ))),
+    }
+}
+
+/// Parses a non-negative decimal integer string (digits only, no sign, no exponent).
+pub(crate) fn parse_amount(s: &str) -> Result<BigUint, ModuleError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ModuleError::InvalidFields(format!(
+            "amount must be a non-negative decimal integer string, got {s:?}"
+        )));
+    }
+    s.parse::<BigUint>()
+        .map_err(|_| ModuleError::InvalidFields(format!("invalid amount {s:?}")))
+}
+
+/// Extracts the JSON object of a claim: JSON claims as is, text claims parsed as JSON (legacy peers sometimes
+/// send the object as a string).
+pub(crate) fn claim_object(claim: &Claim) -> Result<serde_json::Value, ModuleError> {
+    match claim {
+        Claim::Json(v) => Ok(v.clone()),
+        Claim::Text(t) => serde_json::from_str(t)
+            .map_err(|e| ModuleError::InvalidFields(format!("claim is not JSON: {e}"))),
+        Claim::Binary(b) => serde_json::from_slice(b)
+            .map_err(|e| ModuleError::InvalidFields(format!("claim is not JSON: {e}"))),
+    }
+}
+
+/// Reads the claim's `amount` field (a decimal string; a JSON integer is accepted too, as legacy peers may send
+/// small amounts as numbers).
+pub(crate) fn claim_amount(obj: &serde_json::Value) -> Result<BigUint, ModuleError> {
+    match obj.get("amount") {
+        Some(serde_json::Value::String(s)) => parse_amount(s),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .map(BigUint::from)
+            .ok_or_else(|| ModuleError::InvalidFields(format!("invalid claim amount {n}"))),
+        _ => Err(ModuleError::InvalidFields(
+            "claim has no \"amount\" string".to_owned(),
+        )),
+    }
+}
+
+/// Stores `value` (with `data`) in the tracker `key` if it beats the best so far and returns the increase as a
+/// credit, or `None` if it does not beat it.
+pub(crate) async fn keep_best_claim(
+    ctx: &ChannelContext,
+    key: &str,
+    value: BigUint,
+    data: serde_json::Value,
+) -> Result<Option<IncomingCredit>, ModuleError> {
+    let tracker = ctx.max_value_tracker(key)?;
+    let previous = tracker
+        .set_if_max(MaxValue {
+            value: value.clone(),
+            data,
+        })
+        .await?;
+    // `set_if_max` returns the previous entry when it stored ours, or ours unchanged when it did not; in the
+    // second case the returned value is equal to ours, so "strictly smaller" means "stored".
+    if previous.value < value {
+        let amount = &value - &previous.value;
+        Ok(Some(IncomingCredit {
+            amount,
+            settlement_id: value.to_string(),
+        }))
+    } else {
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl ChannelModule for TrustlineModule {
+    fn name(&self) -> &str {
+        TRUSTLINE_MODULE_NAME
+    }
+
+    fn asset_scale(&self) -> u8 {
+        self.scale
+    }
+
+    async fn connect(&self, _ctx: &ChannelContext) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn disconnect(&self, _ctx: &ChannelContext) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    /// Always accepts: the trustline limit on the transfer log is the only guard.
+    async fn handle_incoming_prepare(
+        &self,
+        _ctx: &ChannelContext,
+        _record: &TransferRecord,
+    ) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    /// An unsigned IOU for the cumulative total. Idempotent: the same total gives the same IOU.
+    async fn create_outgoing_claim(
+        &self,
+        _ctx: &ChannelContext,
+        total: &BigUint,
+    ) -> Result<Option<Claim>, ModuleError> {
+        Ok(Some(Claim::Json(
+            serde_json::json!({ "amount": total.to_string() }),
+        )))
+    }
+
+    /// Keeps the best IOU and credits its increase; no claim, or an older or equal one, credits nothing.
+    async fn handle_incoming_claim(
+        &self,
+        ctx: &ChannelContext,
+        claim: Option<&Claim>,
+    ) -> Result<Option<IncomingCredit>, ModuleError> {
+        let Some(claim) = claim else {
+            return Ok(None);
+        };
+        let obj = claim_object(claim)?;
+        let amount = claim_amount(&obj)?;
+        let credit = keep_best_claim(ctx, INCOMING_CLAIM_KEY, amount, obj).await?;
+        if let Some(c) = &credit {
+            tracing::debug!(account = ctx.account_id(), increase = %c.amount, total = %c.settlement_id, "trustline IOU accepted");
+        }
+        Ok(credit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestHost;
+
+    fn iou(amount: &str) -> Claim {
+        Claim::Json(serde_json::json!({ "amount": amount }))
+    }
+
+    #[test]
+    fn scale_from_options() -> Result<(), ModuleError> {
+        assert_eq!(
+            TrustlineModule::from_options(&serde_json::json!({}))?.asset_scale(),
+            9
+        );
+        assert_eq!(
+            TrustlineModule::from_options(&serde_json::json!({"scale": 6}))?.asset_scale(),
+            6
+        );
+        assert_eq!(
+            TrustlineModule::from_options(&serde_json::json!({"currencyScale": "2"}))?
+                .asset_scale(),
+            2
+        );
+        assert!(TrustlineModule::from_options(&serde_json::json!({"scale": 256})).is_err());
+        assert!(TrustlineModule::from_options(&serde_json::json!({"scale": -1})).is_err());
+        assert!(TrustlineModule::from_options(&serde_json::json!({"scale": [1]})).is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn outgoing_claim_is_the_cumulative_total() -> Result<(), ModuleError> {
+        let host = TestHost::new();
+        let ctx = host.context(serde_json::json!({}), "peer");
+        let m = TrustlineModule::new(9);
+        let total: BigUint = "123456789012345678901234567890"
+            .parse()
+            .map_err(|_| ModuleError::InvalidFields("test literal".to_owned()))?;
+        assert_eq!(
+            m.create_outgoing_claim(&ctx, &total).await?,
+            Some(iou("123456789012345678901234567890"))
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn incoming_claims_credit_the_increase_once() -> Result<(), ModuleError> {
+        let host = TestHost::new();
+        let ctx = host.context(serde_json::json!({}), "peer");
+        let m = TrustlineModule::new(9);
+
+        assert_eq!(m.handle_incoming_claim(&ctx, None).await?, None);
+        let c = m.handle_incoming_claim(&ctx, Some(&iou("100"))).await?;
+        assert_eq!(
+            c,
+            Some(IncomingCredit {
+                amount: BigUint::from(100u32),
+                settlement_id: "100".to_owned()
+            })
+        );
+        // Replay and older claims credit nothing.
+        assert_eq!(
+            m.handle_incoming_claim(&ctx, Some(&iou("100"))).await?,
+            None
+        );
+        assert_eq!(m.handle_incoming_claim(&ctx, Some(&iou("40"))).await?, None);
+        let c = m.handle_incoming_claim(&ctx, Some(&iou("250"))).await?;
+        assert_eq!(
+            c,
+            Some(IncomingCredit {
+                amount: BigUint::from(150u32),
+                settlement_id: "250".to_owned()
+            })
+        );
+        // A text claim holding the JSON object is accepted too.
+        let c = m
+            .handle_incoming_claim(&ctx, Some(&Claim::Text(r#"{"amount":"251"}"#.to_owned())))
+            .await?;
+        assert_eq!(c.map(|c| c.amount), Some(BigUint::from(1u32)));
+        let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
+        assert_eq!(best.value, BigUint::from(251u32));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn malformed_claims_are_refused_and_change_nothing() -> Result<(), ModuleError> {
+        let host = TestHost::new();
+        let ctx = host.context(serde_json::json!({}), "peer");
+        let m = TrustlineModule::new(9);
+        for bad in [
+            Claim::Json(serde_json::json!({})),
+            Claim::Json(serde_json::json!({"amount": "-5"})),
+            Claim::Json(serde_json::json!({"amount": "1e3"})),
+            Claim::Json(serde_json::json!({"amount": ""})),
+            Claim::Json(serde_json::json!({"amount": 1.5})),
+            Claim::Text("not json".to_owned()),
+            Claim::Binary(vec![0xff, 0x00]),
+        ] {
+            assert!(
+                matches!(
+                    m.handle_incoming_claim(&ctx, Some(&bad)).await,
+                    Err(ModuleError::InvalidFields(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
+        assert_eq!(best.value, BigUint::default());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn pair_settles_through_ious() -> Result<(), ModuleError> {
+        let a: Arc<dyn ChannelModule> = Arc::new(TrustlineModule::new(6));
+        let b: Arc<dyn ChannelModule> = Arc::new(TrustlineModule::new(6));
+        let pair = TestHost::pair(a, serde_json::json!({}), b, serde_json::json!({}));
+        let mut credited = BigUint::default();
+        for total in [5u32, 9, 9, 20, 7, 21] {
+            let claim = pair
+                .a
+                .module
+                .create_outgoing_claim(&pair.a.ctx, &BigUint::from(total))
+                .await?;
+            if let Some(c) = pair
+                .b
+                .module
+                .handle_incoming_claim(&pair.b.ctx, claim.as_ref())
+                .await?
+            {
+                credited += c.amount;
+            }
+        }
+        assert_eq!(credited, BigUint::from(21u32));
+        Ok(())
+    }
+
+    use std::sync::Arc;
+}

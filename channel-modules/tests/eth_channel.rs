@@ -1,0 +1,466 @@
+//! `eth-channel` against a real chain: every test starts its own anvil (killed on drop), deploys channels
+//! from the committed `PaymentChannel` artifact, and wires payer and payee through `TestHost::pair`.
+
+use std::sync::Arc;
+
+use channel_modules::eth::channel::{
+    claim_digest, payment_channel_init_code, read_channel, EthChannelModule, CHANNEL_TXS_LOG_KEY,
+    INCOMING_CLAIM_KEY, INCOMING_SUBMITTED_KEY, OUTGOING_CLAIM_KEY,
+};
+use channel_modules::eth::testing::Anvil;
+use channel_modules::eth::types::encode_hex;
+use channel_modules::eth::wallet::{TxSettings, Wallet};
+use channel_modules::eth::{Address, PrivateKey, TxHash};
+use channel_modules::store::{Direction, PrepareOutcome, Transfer, TransferId, TransferState};
+use channel_modules::testing::{TestHost, TestPair};
+use channel_modules::{ChannelModule, Claim, ModuleError};
+use num_bigint::BigUint;
+use serde_json::{json, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const PAYER_KEY_INDEX: usize = 4;
+const PAYEE_KEY_INDEX: usize = 5;
+const STRANGER_KEY_INDEX: usize = 6;
+const DEPOSIT_WEI: u64 = 10_000_000_000_000_000;
+const TIMEOUT_SECS: u64 = 86_400;
+const MARGIN_SECS: u64 = 3_600;
+
+fn options(anvil: &Anvil, key_index: usize) -> Value {
+    json!({
+        "rpcUri": anvil.url(),
+        "privateKey": anvil.dev_key(key_index),
+        "pollIntervalMs": 20,
+        "receiptTimeoutMs": 20_000,
+        "maxUnsecured": "1000",
+        "channelDeposit": DEPOSIT_WEI.to_string(),
+        "channelTimeoutSecs": TIMEOUT_SECS,
+        "closeMarginSecs": MARGIN_SECS,
+        "expiryCheckIntervalMs": 3_600_000,
+    })
+}
+
+struct Setup {
+    anvil: Anvil,
+    pair: TestPair,
+    payer: Arc<EthChannelModule>,
+    payee: Arc<EthChannelModule>,
+    payer_opts: Value,
+}
+
+async fn setup() -> Result<Option<Setup>, Box<dyn std::error::Error>> {
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(None);
+    };
+    let payer_opts = options(&anvil, PAYER_KEY_INDEX);
+    let payee_opts = options(&anvil, PAYEE_KEY_INDEX);
+    let payer = Arc::new(EthChannelModule::from_options(&payer_opts)?);
+    let payee = Arc::new(EthChannelModule::from_options(&payee_opts)?);
+    let pair = TestHost::pair(
+        payer.clone() as Arc<dyn ChannelModule>,
+        payer_opts.clone(),
+        payee.clone() as Arc<dyn ChannelModule>,
+        payee_opts,
+    );
+    pair.a.module.connect(&pair.a.ctx).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    Ok(Some(Setup {
+        anvil,
+        pair,
+        payer,
+        payee,
+        payer_opts,
+    }))
+}
+
+fn address_of(anvil: &Anvil, index: usize) -> Result<Address, Box<dyn std::error::Error>> {
+    Ok(PrivateKey::from_hex(anvil.dev_key(index))?.address())
+}
+
+fn channel_of(claim: &Claim) -> Result<Address, Box<dyn std::error::Error>> {
+    match claim {
+        Claim::Json(v) => Ok(v["channel"].as_str().ok_or("no channel")?.parse()?),
+        _ => Err("not a JSON claim".into()),
+    }
+}
+
+fn signed_claim(
+    key: &PrivateKey,
+    channel: &Address,
+    amount: u64,
+) -> Result<Claim, Box<dyn std::error::Error>> {
+    let amount = BigUint::from(amount);
+    let sig = key.sign_personal(&claim_digest(channel, &amount)?)?;
+    Ok(Claim::Json(json!({
+        "channel": channel.to_string(),
+        "amount": amount.to_string(),
+        "signature": encode_hex(&sig.to_bytes65()),
+    })))
+}
+
+impl Setup {
+    async fn pay(
+        &self,
+        total: u64,
+    ) -> Result<(Claim, Option<BigUint>), Box<dyn std::error::Error>> {
+        let claim = self
+            .pair
+            .a
+            .module
+            .create_outgoing_claim(&self.pair.a.ctx, &BigUint::from(total))
+            .await?
+            .ok_or("no claim")?;
+        let credit = self
+            .pair
+            .b
+            .module
+            .handle_incoming_claim(&self.pair.b.ctx, Some(&claim))
+            .await?;
+        Ok((claim, credit.map(|c| c.amount)))
+    }
+
+    async fn incoming_best(&self) -> Result<BigUint, Box<dyn std::error::Error>> {
+        Ok(self
+            .pair
+            .b
+            .host
+            .stores()
+            .max_value_tracker(INCOMING_CLAIM_KEY)?
+            .get_max()
+            .await?
+            .value)
+    }
+
+    /// Hashes of the payer's recorded (and confirmed) channel transactions.
+    fn payer_tx_hashes(&self) -> Result<Vec<TxHash>, Box<dyn std::error::Error>> {
+        let mut out = Vec::new();
+        for record in self
+            .pair
+            .a
+            .host
+            .stores()
+            .memory_log(CHANNEL_TXS_LOG_KEY)?
+            .records()
+        {
+            if matches!(record.state, TransferState::Fulfilled { .. }) {
+                let custom = record.transfer.custom.ok_or("custom")?;
+                out.push(custom["txHash"].as_str().ok_or("hash")?.parse()?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test]
+async fn claims_move_money_on_close_and_balances_agree_to_the_wei() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let rpc = s.anvil.client()?;
+    let payer_addr = address_of(&s.anvil, PAYER_KEY_INDEX)?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let payer_before = rpc.balance(&payer_addr).await?;
+    let payee_before = rpc.balance(&payee_addr).await?;
+
+    let (claim1, credit1) = s.pay(1_000_000_000_000_000).await?;
+    assert_eq!(credit1, Some(BigUint::from(1_000_000_000_000_000u64)));
+    let (claim2, credit2) = s.pay(3_000_000_000_000_000).await?;
+    assert_eq!(credit2, Some(BigUint::from(2_000_000_000_000_000u64)));
+    let channel = channel_of(&claim1)?;
+    assert_eq!(channel_of(&claim2)?, channel);
+    let state = read_channel(s.payer.wallet(), &channel)
+        .await?
+        .ok_or("no channel")?;
+    assert_eq!(state.balance, BigUint::from(DEPOSIT_WEI));
+    assert_eq!((state.payer, state.payee), (payer_addr, payee_addr));
+    assert_eq!(
+        s.incoming_best().await?,
+        BigUint::from(3_000_000_000_000_000u64)
+    );
+
+    // The payee closes with its best claim on disconnect.
+    s.pair.b.module.disconnect(&s.pair.b.ctx).await?;
+    let submitted = s
+        .pair
+        .b
+        .host
+        .stores()
+        .max_value_tracker(INCOMING_SUBMITTED_KEY)?
+        .get_max()
+        .await?;
+    assert_eq!(submitted.value, BigUint::from(3_000_000_000_000_000u64));
+    let close_hash: TxHash = submitted.data["txHash"].as_str().ok_or("hash")?.parse()?;
+    let close_fee = rpc.receipt(&close_hash).await?.ok_or("receipt")?.fee();
+    let state = read_channel(s.payer.wallet(), &channel)
+        .await?
+        .ok_or("no channel")?;
+    assert!(state.closed);
+    assert_eq!(state.balance, BigUint::default());
+
+    let payee_after = rpc.balance(&payee_addr).await?;
+    assert_eq!(
+        payee_after + close_fee,
+        payee_before + BigUint::from(3_000_000_000_000_000u64)
+    );
+    let mut payer_fees = BigUint::default();
+    let hashes = s.payer_tx_hashes()?;
+    assert_eq!(hashes.len(), 1, "one deployment, no top-up");
+    for hash in &hashes {
+        payer_fees += rpc.receipt(hash).await?.ok_or("receipt")?.fee();
+    }
+    let payer_after = rpc.balance(&payer_addr).await?;
+    assert_eq!(
+        payer_before - payer_after,
+        BigUint::from(3_000_000_000_000_000u64) + payer_fees
+    );
+    let signed = s
+        .pair
+        .a
+        .host
+        .stores()
+        .max_value_tracker(OUTGOING_CLAIM_KEY)?
+        .get_max()
+        .await?;
+    assert_eq!(signed.value, BigUint::from(3_000_000_000_000_000u64));
+    // A claim on the closed channel is refused.
+    let again = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim2))
+        .await?;
+    assert_eq!(again, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_replayed_lower_over_deposit_and_foreign_claims_credit_nothing() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (claim, credit) = s.pay(1_000_000).await?;
+    assert_eq!(credit, Some(BigUint::from(1_000_000u32)));
+    let channel = channel_of(&claim)?;
+    let payer_key = PrivateKey::from_hex(s.anvil.dev_key(PAYER_KEY_INDEX))?;
+    let stranger_key = PrivateKey::from_hex(s.anvil.dev_key(STRANGER_KEY_INDEX))?;
+    let b = &s.pair.b;
+
+    // Replayed and lower claims: nothing new.
+    assert_eq!(
+        b.module.handle_incoming_claim(&b.ctx, Some(&claim)).await?,
+        None
+    );
+    let lower = signed_claim(&payer_key, &channel, 500_000)?;
+    assert_eq!(
+        b.module.handle_incoming_claim(&b.ctx, Some(&lower)).await?,
+        None
+    );
+
+    // Forged (not the payer's key), over the deposit, tampered amount.
+    let forged = signed_claim(&stranger_key, &channel, 2_000_000)?;
+    let over = signed_claim(&payer_key, &channel, DEPOSIT_WEI + 1)?;
+    let mut tampered = claim.clone();
+    if let Claim::Json(v) = &mut tampered {
+        v["amount"] = json!("2000000");
+    }
+    // A genuine channel, but from a stranger to the payee.
+    let stranger = Wallet::new(s.anvil.url(), stranger_key.clone(), TxSettings::default())?;
+    let now = s.anvil.client()?.latest_timestamp().await?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let foreign_channel = stranger
+        .deploy(
+            payment_channel_init_code(&payee_addr, now + TIMEOUT_SECS)?,
+            BigUint::from(DEPOSIT_WEI),
+        )
+        .await?;
+    let foreign = signed_claim(&stranger_key, &foreign_channel, 2_000_000)?;
+    // Not a channel contract at all.
+    let no_contract = signed_claim(&payer_key, &payee_addr, 2_000_000)?;
+    for (name, bad) in [
+        ("forged", forged),
+        ("over deposit", over),
+        ("tampered", tampered),
+        ("foreign channel", foreign),
+        ("no contract", no_contract),
+    ] {
+        let result = b.module.handle_incoming_claim(&b.ctx, Some(&bad)).await;
+        assert!(
+            matches!(result, Err(ModuleError::NotAccepted(_))),
+            "{name}: {result:?}"
+        );
+    }
+    assert!(b
+        .module
+        .handle_incoming_claim(&b.ctx, Some(&Claim::Text("x".into())))
+        .await
+        .is_err());
+    assert_eq!(s.incoming_best().await?, BigUint::from(1_000_000u32));
+    Ok(())
+}
+
+#[tokio::test]
+async fn payer_tops_up_when_the_deposit_runs_low() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (claim1, _) = s.pay(DEPOSIT_WEI - 1).await?;
+    let total = DEPOSIT_WEI + DEPOSIT_WEI / 2;
+    let (claim2, credit) = s.pay(total).await?;
+    assert_eq!(credit, Some(BigUint::from(DEPOSIT_WEI / 2 + 1)));
+    let channel = channel_of(&claim1)?;
+    assert_eq!(channel_of(&claim2)?, channel);
+    let state = read_channel(s.payer.wallet(), &channel)
+        .await?
+        .ok_or("no channel")?;
+    assert!(state.balance >= BigUint::from(total));
+    assert_eq!(s.payer_tx_hashes()?.len(), 2, "deployment and one top-up");
+    assert_eq!(s.incoming_best().await?, BigUint::from(total));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restart_while_opening_the_channel_deposits_exactly_once() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let rpc = s.anvil.client()?;
+    let payer_addr = address_of(&s.anvil, PAYER_KEY_INDEX)?;
+    let nonce_before = rpc.transaction_count(&payer_addr, "latest").await?;
+
+    s.anvil.set_automine(false).await?;
+    let mut impatient_opts = s.payer_opts.clone();
+    impatient_opts["receiptTimeoutMs"] = json!(300);
+    let impatient = EthChannelModule::from_options(&impatient_opts)?;
+    let failed = impatient
+        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(5_000u32))
+        .await;
+    assert!(matches!(failed, Err(ModuleError::Ledger(_))), "{failed:?}");
+    let log = s.pair.a.host.stores().transfer_log(CHANNEL_TXS_LOG_KEY)?;
+    let pending = log.prepared().await?;
+    assert_eq!(pending.len(), 1);
+    let hash: TxHash = pending[0].transfer.custom.as_ref().ok_or("custom")?["txHash"]
+        .as_str()
+        .ok_or("hash")?
+        .parse()?;
+    s.anvil.drop_transaction(&hash).await?;
+    drop(impatient);
+    s.anvil.set_automine(true).await?;
+
+    let restarted = Arc::new(EthChannelModule::from_options(&s.payer_opts)?);
+    s.pair.b.host.connect_to(
+        &s.pair.a.host,
+        restarted.clone() as Arc<dyn ChannelModule>,
+        s.payer_opts.clone(),
+        "a",
+    );
+    restarted.connect(&s.pair.a.ctx).await?;
+    assert!(log.prepared().await?.is_empty());
+    let claim = restarted
+        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(5_000u32))
+        .await?
+        .ok_or("no claim")?;
+    let credit = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, BigUint::from(5_000u32));
+    assert_eq!(
+        rpc.transaction_count(&payer_addr, "latest").await?,
+        nonce_before + 1,
+        "exactly one deployment"
+    );
+    let channel = channel_of(&claim)?;
+    assert_eq!(
+        rpc.receipt(&hash).await?.ok_or("receipt")?.contract_address,
+        Some(channel)
+    );
+    assert_eq!(rpc.balance(&channel).await?, BigUint::from(DEPOSIT_WEI));
+    Ok(())
+}
+
+#[tokio::test]
+async fn payee_closes_before_expiry_and_payer_reclaims_after_it() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let rpc = s.anvil.client()?;
+    let (claim1, _) = s.pay(1_000).await?;
+    let first = channel_of(&claim1)?;
+
+    // Nothing to do far from expiry; inside the margin the payee closes with its best claim.
+    assert!(s.payee.submit_if_expiring(&s.pair.b.ctx).await?.is_empty());
+    s.anvil
+        .advance_time(TIMEOUT_SECS - MARGIN_SECS + 60)
+        .await?;
+    assert_eq!(s.payee.submit_if_expiring(&s.pair.b.ctx).await?.len(), 1);
+    let state = read_channel(s.payer.wallet(), &first)
+        .await?
+        .ok_or("no channel")?;
+    assert!(state.closed);
+
+    // The payer moves to a new channel; claims there continue the cumulative total.
+    let (claim2, credit2) = s.pay(3_000).await?;
+    let second = channel_of(&claim2)?;
+    assert_ne!(second, first);
+    assert_eq!(credit2, Some(BigUint::from(2_000u32)));
+    assert_eq!(s.incoming_best().await?, BigUint::from(3_000u32));
+
+    // The payee neglects the second channel; once it expired the payer opens a third and reclaims it.
+    s.anvil.advance_time(TIMEOUT_SECS + 1).await?;
+    let payer_claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(4_000u32))
+        .await?
+        .ok_or("no claim")?;
+    assert_ne!(channel_of(&payer_claim)?, second);
+    let reclaimed = s.payer.reclaim_expired(&s.pair.a.ctx).await?;
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(rpc.balance(&second).await?, BigUint::default());
+    assert!(s.payer.reclaim_expired(&s.pair.a.ctx).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn incoming_prepares_are_limited_to_max_unsecured_above_the_best_claim() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let main = s.pair.b.host.stores().transfer_log("")?;
+    let transfer = |n: u8, amount: u64| Transfer {
+        id: TransferId([n; 16]),
+        amount,
+        execution_condition: [n; 32],
+        expires_at_ms: i64::MAX,
+        ilp: Vec::new(),
+        custom: None,
+    };
+    let b = &s.pair.b;
+    let t1 = transfer(1, 1_000);
+    assert_eq!(
+        main.prepare(&t1, Direction::Incoming).await?,
+        PrepareOutcome::Prepared
+    );
+    b.module
+        .handle_incoming_prepare(&b.ctx, &main.get(&t1.id).await?.ok_or("t1")?)
+        .await?;
+    let t2 = transfer(2, 1);
+    main.prepare(&t2, Direction::Incoming).await?;
+    let refused = b
+        .module
+        .handle_incoming_prepare(&b.ctx, &main.get(&t2.id).await?.ok_or("t2")?)
+        .await;
+    assert!(matches!(refused, Err(ModuleError::NotAccepted(_))));
+    main.cancel(&t2.id, "refused").await?;
+    s.pay(700).await?;
+    let t3 = transfer(3, 700);
+    main.prepare(&t3, Direction::Incoming).await?;
+    b.module
+        .handle_incoming_prepare(&b.ctx, &main.get(&t3.id).await?.ok_or("t3")?)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,465 @@
+//! `eth-payment` against a real chain: every test starts its own anvil (killed on drop) and wires two modules
+//! through `TestHost::pair`.
+
+use std::sync::Arc;
+
+use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
+use channel_modules::eth::rpc::RpcClient;
+use channel_modules::eth::testing::{test_token_init_code, Anvil};
+use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
+use channel_modules::eth::{abi, Address, PrivateKey, TxHash};
+use channel_modules::store::{Direction, Transfer, TransferId};
+use channel_modules::testing::{TestHost, TestPair};
+use channel_modules::{ChannelModule, Claim, ModuleError};
+use num_bigint::BigUint;
+use serde_json::{json, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const PAYER_KEY_INDEX: usize = 1;
+const PAYEE_KEY_INDEX: usize = 2;
+const STRANGER_KEY_INDEX: usize = 3;
+
+fn options(anvil: &Anvil, key_index: usize, extra: Value) -> Value {
+    let mut opts = json!({
+        "rpcUri": anvil.url(),
+        "privateKey": anvil.dev_key(key_index),
+        "pollIntervalMs": 20,
+        "receiptTimeoutMs": 20_000,
+        "maxUnsecured": "1000",
+    });
+    if let (Some(o), Some(e)) = (opts.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    opts
+}
+
+struct Setup {
+    anvil: Anvil,
+    pair: TestPair,
+    payer: Arc<EthPaymentModule>,
+    payee: Arc<EthPaymentModule>,
+    payer_opts: Value,
+}
+
+async fn setup(extra: Value) -> Result<Option<Setup>, Box<dyn std::error::Error>> {
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(None);
+    };
+    let payer_opts = options(&anvil, PAYER_KEY_INDEX, extra.clone());
+    let payee_opts = options(&anvil, PAYEE_KEY_INDEX, extra);
+    let payer = Arc::new(EthPaymentModule::from_options(&payer_opts)?);
+    let payee = Arc::new(EthPaymentModule::from_options(&payee_opts)?);
+    let pair = TestHost::pair(
+        payer.clone() as Arc<dyn ChannelModule>,
+        payer_opts.clone(),
+        payee.clone() as Arc<dyn ChannelModule>,
+        payee_opts,
+    );
+    pair.a.module.connect(&pair.a.ctx).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    Ok(Some(Setup {
+        anvil,
+        pair,
+        payer,
+        payee,
+        payer_opts,
+    }))
+}
+
+fn address_of(anvil: &Anvil, index: usize) -> Result<Address, Box<dyn std::error::Error>> {
+    Ok(PrivateKey::from_hex(anvil.dev_key(index))?.address())
+}
+
+fn claim_hashes(claim: &Claim) -> Vec<TxHash> {
+    match claim {
+        Claim::Json(v) => v["txHashes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().and_then(|s| s.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Wei spent on gas by the transactions in `hashes`.
+async fn fees(rpc: &RpcClient, hashes: &[TxHash]) -> Result<BigUint, Box<dyn std::error::Error>> {
+    let mut total = BigUint::default();
+    for hash in hashes {
+        total += rpc.receipt(hash).await?.ok_or("no receipt")?.fee();
+    }
+    Ok(total)
+}
+
+#[tokio::test]
+async fn payments_move_money_and_balances_agree_to_the_wei() -> TestResult {
+    let Some(s) = setup(json!({})).await? else {
+        return Ok(());
+    };
+    let rpc = s.anvil.client()?;
+    let payer_addr = address_of(&s.anvil, PAYER_KEY_INDEX)?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    assert_eq!(s.payer.peer_account(), Some(payee_addr.to_string()));
+    assert_eq!(s.payee.peer_account(), Some(payer_addr.to_string()));
+    let payer_before = rpc.balance(&payer_addr).await?;
+    let payee_before = rpc.balance(&payee_addr).await?;
+
+    let first_total = BigUint::from(1_000_000_000_000_000u64);
+    let claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &first_total)
+        .await?
+        .ok_or("no claim")?;
+    let credit = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, first_total);
+
+    // A second settlement pays only the difference.
+    let second_total = BigUint::from(2_500_000_000_000_000u64);
+    let claim2 = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &second_total)
+        .await?
+        .ok_or("no claim")?;
+    let credit2 = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim2))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit2.amount, &second_total - &first_total);
+    assert_ne!(credit.settlement_id, credit2.settlement_id);
+
+    // The same total again pays nothing and the replayed claim credits nothing.
+    let claim3 = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &second_total)
+        .await?
+        .ok_or("no claim")?;
+    assert_eq!(claim3, claim2);
+    assert_eq!(
+        s.pair
+            .b
+            .module
+            .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+            .await?,
+        None
+    );
+    assert_eq!(
+        s.pair
+            .b
+            .module
+            .handle_incoming_claim(&s.pair.b.ctx, Some(&claim3))
+            .await?,
+        None
+    );
+
+    // Chain, payer's log and payee's log agree to the wei.
+    let hashes = claim_hashes(&claim2);
+    assert_eq!(hashes.len(), 2);
+    let payer_after = rpc.balance(&payer_addr).await?;
+    let payee_after = rpc.balance(&payee_addr).await?;
+    assert_eq!(&payee_after - &payee_before, second_total);
+    assert_eq!(
+        &payer_before - &payer_after,
+        &second_total + fees(&rpc, &hashes).await?
+    );
+    let payer_sums = s
+        .pair
+        .a
+        .host
+        .stores()
+        .transfer_log(PAYMENTS_LOG_KEY)?
+        .sums();
+    let payee_sums = s
+        .pair
+        .b
+        .host
+        .stores()
+        .transfer_log(PAYMENTS_LOG_KEY)?
+        .sums();
+    assert_eq!(BigUint::from(payer_sums.outgoing_fulfilled), second_total);
+    assert_eq!(
+        payer_sums.outgoing_fulfilled,
+        payer_sums.outgoing_fulfilled_and_prepared
+    );
+    assert_eq!(BigUint::from(payee_sums.incoming_fulfilled), second_total);
+    Ok(())
+}
+
+#[tokio::test]
+async fn foreign_forged_and_misdirected_payments_are_refused_and_credit_nothing() -> TestResult {
+    let Some(s) = setup(json!({})).await? else {
+        return Ok(());
+    };
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let stranger_addr = address_of(&s.anvil, STRANGER_KEY_INDEX)?;
+    let settings = TxSettings::default();
+
+    // Someone else pays the payee: the payer must not be able to claim it.
+    let stranger = Wallet::new(
+        s.anvil.url(),
+        PrivateKey::from_hex(s.anvil.dev_key(STRANGER_KEY_INDEX))?,
+        settings.clone(),
+    )?;
+    let foreign = match stranger
+        .send_and_follow(Some(payee_addr), BigUint::from(5_000u32), Vec::new())
+        .await?
+    {
+        TxStatus::Confirmed(r) => r.transaction_hash,
+        other => return Err(format!("stranger payment failed: {other:?}").into()),
+    };
+    // The payer pays a third party, not the payee.
+    let misdirected = match s
+        .payer
+        .wallet()
+        .send_and_follow(Some(stranger_addr), BigUint::from(7_000u32), Vec::new())
+        .await?
+    {
+        TxStatus::Confirmed(r) => r.transaction_hash,
+        other => return Err(format!("misdirected payment failed: {other:?}").into()),
+    };
+    let forged = TxHash([0x42; 32]);
+    for hash in [foreign, misdirected, forged] {
+        let claim = Claim::Json(json!({ "txHashes": [hash.to_string()] }));
+        let result = s
+            .pair
+            .b
+            .module
+            .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+            .await;
+        assert!(
+            matches!(result, Err(ModuleError::NotAccepted(_))),
+            "{hash}: {result:?}"
+        );
+    }
+    // Garbage claims are refused too.
+    for bad in [
+        Claim::Text("not a hash".into()),
+        Claim::Json(json!({ "amount": "5" })),
+        Claim::Binary(vec![1, 2, 3]),
+    ] {
+        assert!(s
+            .pair
+            .b
+            .module
+            .handle_incoming_claim(&s.pair.b.ctx, Some(&bad))
+            .await
+            .is_err());
+    }
+    let sums = s
+        .pair
+        .b
+        .host
+        .stores()
+        .transfer_log(PAYMENTS_LOG_KEY)?
+        .sums();
+    assert_eq!(sums.incoming_fulfilled, 0);
+    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn incoming_prepares_are_limited_to_max_unsecured_above_payments() -> TestResult {
+    let Some(s) = setup(json!({})).await? else {
+        return Ok(());
+    };
+    let main = s.pair.b.host.stores().transfer_log("")?;
+    let mut n = 0u8;
+    let mut prepare = |amount: u64| {
+        n += 1;
+        Transfer {
+            id: TransferId([n; 16]),
+            amount,
+            execution_condition: [n; 32],
+            expires_at_ms: i64::MAX,
+            ilp: Vec::new(),
+            custom: None,
+        }
+    };
+    // maxUnsecured = 1000: 600 + 400 fit, one more unit does not.
+    for amount in [600, 400] {
+        let t = prepare(amount);
+        let record = main.prepare(&t, Direction::Incoming).await?;
+        assert!(matches!(
+            record,
+            channel_modules::store::PrepareOutcome::Prepared
+        ));
+        let stored = main.get(&t.id).await?.ok_or("missing")?;
+        s.pair
+            .b
+            .module
+            .handle_incoming_prepare(&s.pair.b.ctx, &stored)
+            .await?;
+    }
+    let over = prepare(1);
+    main.prepare(&over, Direction::Incoming).await?;
+    let stored = main.get(&over.id).await?.ok_or("missing")?;
+    let refused = s
+        .pair
+        .b
+        .module
+        .handle_incoming_prepare(&s.pair.b.ctx, &stored)
+        .await;
+    assert!(matches!(refused, Err(ModuleError::NotAccepted(_))));
+    main.cancel(&over.id, "refused").await?;
+
+    // After the peer pays 500 wei, 500 more may go unsecured.
+    let claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(500u32))
+        .await?
+        .ok_or("no claim")?;
+    s.pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    let fits = prepare(500);
+    main.prepare(&fits, Direction::Incoming).await?;
+    let stored = main.get(&fits.id).await?.ok_or("missing")?;
+    s.pair
+        .b
+        .module
+        .handle_incoming_prepare(&s.pair.b.ctx, &stored)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_payment_pays_exactly_once() -> TestResult {
+    let Some(s) = setup(json!({})).await? else {
+        return Ok(());
+    };
+    let rpc = s.anvil.client()?;
+    let payer_addr = address_of(&s.anvil, PAYER_KEY_INDEX)?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let payee_before = rpc.balance(&payee_addr).await?;
+    let nonce_before = rpc.transaction_count(&payer_addr, "latest").await?;
+    let total = BigUint::from(3_000_000_000_000u64);
+
+    // The chain stops mining and the payer gives up waiting: the payment is recorded and broadcast, not mined.
+    s.anvil.set_automine(false).await?;
+    let impatient_opts = {
+        let mut o = s.payer_opts.clone();
+        o["receiptTimeoutMs"] = json!(300);
+        o
+    };
+    let impatient = Arc::new(EthPaymentModule::from_options(&impatient_opts)?);
+    let failed = impatient.create_outgoing_claim(&s.pair.a.ctx, &total).await;
+    assert!(matches!(failed, Err(ModuleError::Ledger(_))), "{failed:?}");
+    let log = s.pair.a.host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
+    let pending = log.prepared().await?;
+    assert_eq!(pending.len(), 1);
+    let hash: TxHash = pending[0].transfer.custom.as_ref().ok_or("custom")?["txHash"]
+        .as_str()
+        .ok_or("hash")?
+        .parse()?;
+    // The node loses the transaction (as after a crash before the broadcast reached it).
+    s.anvil.drop_transaction(&hash).await?;
+    drop(impatient);
+    s.anvil.set_automine(true).await?;
+
+    // A new module on the same stores reconciles at connect: it rebroadcasts the same signed transaction.
+    let restarted = Arc::new(EthPaymentModule::from_options(&s.payer_opts)?);
+    s.pair.b.host.connect_to(
+        &s.pair.a.host,
+        restarted.clone() as Arc<dyn ChannelModule>,
+        s.payer_opts.clone(),
+        "a",
+    );
+    restarted.connect(&s.pair.a.ctx).await?;
+    assert!(log.prepared().await?.is_empty());
+    let receipt = rpc
+        .receipt(&hash)
+        .await?
+        .ok_or("the recorded tx was not mined")?;
+    assert!(receipt.success);
+
+    // Settling the same total again pays nothing more, and the claim still reaches the peer.
+    let claim = restarted
+        .create_outgoing_claim(&s.pair.a.ctx, &total)
+        .await?
+        .ok_or("no claim")?;
+    assert_eq!(claim_hashes(&claim), vec![hash]);
+    let credit = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, total);
+    assert_eq!(rpc.balance(&payee_addr).await? - payee_before, total);
+    assert_eq!(
+        rpc.transaction_count(&payer_addr, "latest").await?,
+        nonce_before + 1
+    );
+    assert_eq!(BigUint::from(log.sums().outgoing_fulfilled), total);
+    Ok(())
+}
+
+#[tokio::test]
+async fn erc20_payments_are_verified_from_transfer_events() -> TestResult {
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(());
+    };
+    let deployer = Wallet::new(
+        anvil.url(),
+        PrivateKey::from_hex(anvil.dev_key(PAYER_KEY_INDEX))?,
+        TxSettings::default(),
+    )?;
+    let token = deployer
+        .deploy(
+            test_token_init_code(&BigUint::from(1_000_000_000u64))?,
+            BigUint::default(),
+        )
+        .await?;
+    let extra = json!({ "tokenAddress": token.to_string(), "tokenDecimals": 6 });
+    let payer_opts = options(&anvil, PAYER_KEY_INDEX, extra.clone());
+    let payee_opts = options(&anvil, PAYEE_KEY_INDEX, extra);
+    let payer = Arc::new(EthPaymentModule::from_options(&payer_opts)?);
+    let payee = Arc::new(EthPaymentModule::from_options(&payee_opts)?);
+    assert_eq!(payee.asset_scale(), 6);
+    let pair = TestHost::pair(payer.clone(), payer_opts, payee.clone(), payee_opts);
+    pair.a.module.connect(&pair.a.ctx).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    let claim = pair
+        .a
+        .module
+        .create_outgoing_claim(&pair.a.ctx, &BigUint::from(123_456u32))
+        .await?
+        .ok_or("no claim")?;
+    let credit = pair
+        .b
+        .module
+        .handle_incoming_claim(&pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, BigUint::from(123_456u32));
+    let payee_addr = address_of(&anvil, PAYEE_KEY_INDEX)?;
+    let data = abi::encode_call("balanceOf(address)", &[abi::Token::Address(payee_addr)])?;
+    let balance = abi::uint_word(&anvil.client()?.eth_call(&token, &data).await?, 0)?;
+    assert_eq!(balance, BigUint::from(123_456u32));
+    Ok(())
+}

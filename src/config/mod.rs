@@ -1,0 +1,4 @@
+//! Configuration: legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list` ([`ilp_kit`]).
+
+pub mod ilp_kit;
+pub mod legacy;

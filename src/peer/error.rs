@@ -1,0 +1,98 @@
+//! Errors of the peer layer and the ONE mapping from them to legacy BTP/1.0 Errors.
+//!
+//! A [`WireError`] is a legacy JavaScript error: a `name` (`NotAcceptedError`, `TransferNotFoundError`, plain
+//! `Error`, `TypeError`, …) and a `message`. On the wire it becomes `code` (from the framework's name table,
+//! [`btp::legacy_error_code`]), `name`, `triggeredAt` = now and `data` = `{"message": …}`, exactly as the
+//! legacy `jsErrorToBtpError`. [`PeerError`] is what the Rust library API returns.
+
+use btp::packet::{BtpError, ProtocolData};
+use btp::transport::RpcError;
+use btp::Timestamp;
+use channel_modules::store::StoreError;
+use channel_modules::ModuleError;
+
+/// A legacy-shaped error: JavaScript error name and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    /// JavaScript error name; decides the code.
+    pub name: String,
+    /// Message, sent as `{"message": …}`.
+    pub message: String,
+}
+
+impl WireError {
+    /// An error with this name and message.
+    pub fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
+        WireError {
+            name: name.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The legacy code of this error (`F02` for `TransferNotFoundError`, …).
+    pub fn code(&self) -> [u8; 3] {
+        btp::legacy_error_code(&self.name)
+    }
+
+    /// The BTP Error packet body, triggered at `now`.
+    pub fn to_btp(&self, now: Timestamp) -> BtpError {
+        BtpError {
+            code: self.code(),
+            name: self.name.clone(),
+            triggered_at: now,
+            data: serde_json::json!({ "message": self.message }).to_string(),
+            protocol_data: ProtocolData::new(),
+        }
+    }
+
+    /// The error a module's `Err` becomes on the wire (its legacy name, its message).
+    pub fn from_module(e: &ModuleError) -> Self {
+        WireError::new(e.legacy_name(), e.to_string())
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+/// Errors of the Rust library API ([`super::Trustline`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The call needs a connected trustline (legacy "Must be connected before X can be called.").
+    #[error("Must be connected before {0} can be called.")]
+    NotConnected(&'static str),
+    /// Refused locally, with the legacy error the JS plugin would throw.
+    #[error("{0}")]
+    Refused(WireError),
+    /// The peer answered with a BTP Error.
+    #[error("peer answered with error {code} {name}: {data}", code = .0.code_str(), name = .0.name, data = .0.data)]
+    Remote(BtpError),
+    /// The request got no reply (timeout, no connection, ...).
+    #[error("request failed: {0}")]
+    Rpc(#[from] RpcError),
+    /// The peer's reply was malformed.
+    #[error("invalid reply from peer: {0}")]
+    InvalidReply(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The channel module failed.
+    #[error("module error: {0}")]
+    Module(#[from] ModuleError),
+    /// A request handler refused a request (becomes an ILP v1 F00 "Bad Request").
+    #[error("{0}")]
+    Handler(String),
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::legacy::ConfigError),
+}
+
+impl PeerError {
+    /// A local refusal with a legacy name and message.
+    pub fn refused(name: &str, message: impl Into<String>) -> Self {
+        PeerError::Refused(WireError::new(name, message))
+    }
+}

@@ -1,0 +1,115 @@
+//! The events a trustline emits (legacy plugin events), on a tokio broadcast channel.
+
+use bytes::Bytes;
+use btp::ilp_v1::IlpV1Error;
+use channel_modules::store::Transfer;
+
+/// Capacity of a trustline's event channel; a subscriber that falls further behind misses events (it gets
+/// `RecvError::Lagged`), the trustline never waits for subscribers.
+pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
+
+/// A rejection as the legacy plugin reports it (`RejectionMessage`, snake_case in 1.3.x).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionMessage {
+    /// ILP error code (`R00`, `F02`, …).
+    pub code: String,
+    /// ILP error name.
+    pub name: String,
+    /// Address that triggered the error.
+    pub triggered_by: String,
+    /// Last hop that forwarded it (legacy 1.3.5 reports only the last one), if any.
+    pub forwarded_by: Option<String>,
+    /// When it was triggered (unix milliseconds).
+    pub triggered_at_ms: i64,
+    /// `data` parsed as JSON, or the string `"not JSON"` (legacy).
+    pub additional_info: serde_json::Value,
+    /// The ILP v1 Error as received.
+    pub ilp_error: IlpV1Error,
+}
+
+/// A request or response message (`sendRequest` / request handler; legacy `{ilp, custom}`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PeerMessage {
+    /// The ILP v1 packet, if any.
+    pub ilp: Option<Bytes>,
+    /// The `custom` JSON, if any.
+    pub custom: Option<serde_json::Value>,
+}
+
+/// An event of a trustline (legacy names in snake_case).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// `connect`.
+    Connect,
+    /// `disconnect`.
+    Disconnect,
+    /// `incoming_prepare`: the peer prepared a transfer to us.
+    IncomingPrepare(Transfer),
+    /// `outgoing_prepare`: the peer accepted our Prepare.
+    OutgoingPrepare(Transfer),
+    /// `incoming_fulfill`: we fulfilled an incoming transfer.
+    IncomingFulfill {
+        /// The transfer.
+        transfer: Transfer,
+        /// The preimage.
+        fulfillment: [u8; 32],
+    },
+    /// `outgoing_fulfill`: the peer fulfilled our transfer.
+    OutgoingFulfill {
+        /// The transfer.
+        transfer: Transfer,
+        /// The preimage.
+        fulfillment: [u8; 32],
+        /// The `ilp` data that came with the Fulfill (1.3.x), if any.
+        ilp: Option<Bytes>,
+    },
+    /// `incoming_reject`: we rejected an incoming transfer.
+    IncomingReject {
+        /// The transfer.
+        transfer: Transfer,
+        /// The ILP v1 Error we sent.
+        reason: IlpV1Error,
+    },
+    /// `outgoing_reject`: the peer rejected our transfer.
+    OutgoingReject {
+        /// The transfer.
+        transfer: Transfer,
+        /// The reason.
+        reason: RejectionMessage,
+    },
+    /// `incoming_cancel`: an incoming transfer expired.
+    IncomingCancel(Transfer),
+    /// `outgoing_cancel`: an outgoing transfer expired.
+    OutgoingCancel(Transfer),
+    /// `incoming_request`.
+    IncomingRequest(PeerMessage),
+    /// `outgoing_response`.
+    OutgoingResponse(PeerMessage),
+    /// `outgoing_request`.
+    OutgoingRequest(PeerMessage),
+    /// `incoming_response`.
+    IncomingResponse(PeerMessage),
+}
+
+impl PeerEvent {
+    /// The legacy event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerEvent::Connect => "connect",
+            PeerEvent::Disconnect => "disconnect",
+            PeerEvent::IncomingPrepare(_) => "incoming_prepare",
+            PeerEvent::OutgoingPrepare(_) => "outgoing_prepare",
+            PeerEvent::IncomingFulfill { .. } => "incoming_fulfill",
+            PeerEvent::OutgoingFulfill { .. } => "outgoing_fulfill",
+            PeerEvent::IncomingReject { .. } => "incoming_reject",
+            PeerEvent::OutgoingReject { .. } => "outgoing_reject",
+            PeerEvent::IncomingCancel(_) => "incoming_cancel",
+            PeerEvent::OutgoingCancel(_) => "outgoing_cancel",
+            PeerEvent::IncomingRequest(_) => "incoming_request",
+            PeerEvent::OutgoingResponse(_) => "outgoing_response",
+            PeerEvent::OutgoingRequest(_) => "outgoing_request",
+            PeerEvent::IncomingResponse(_) => "incoming_response",
+        }
+    }
+}

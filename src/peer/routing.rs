@@ -1,0 +1,454 @@
+//! [`Router`]: forwards prepared transfers between trustlines, as an ILP v1 connector would.
+//!
+//! An incoming transfer whose `ilp` is an ILP v1 Payment is forwarded to the peer whose prefix is the longest
+//! prefix of the Payment's destination account (never back to the peer it came from). The forwarded transfer
+//! has the same condition and the same (unchanged) ILP packet, expires [`RoutingConfig::expiry_margin`] before
+//! the incoming one, and carries the incoming amount converted to the next ledger:
+//! * same currency and scale: the same amount;
+//! * same currency, other scale: multiplied or divided by a power of ten; a division is exact or rounded
+//!   **down** (the bridge keeps the dust), never up;
+//! * other currency: only with a configured [`Rate`] (rounded down);
+//! * a converted amount of 0, or below the Payment's amount when the next ledger is the destination ledger,
+//!   is refused.
+//!
+//! When the forwarded transfer is fulfilled, the incoming one is fulfilled with the same preimage (retried
+//! until it succeeds or expires); when it is rejected, the incoming one is rejected with the same ILP Error
+//! plus our address in `forwardedBy`; when it expires, the incoming one is rejected with the R00.
+//!
+//! The forwarded transfer's ID is derived from the incoming peer and ID ([`forward_id`]), so after a restart
+//! [`Router::recover`] finds every pair again from the logs alone: no routing table is stored.
+//!
+//! Refusals (ILP v1 Errors sent back in a Reject): `F02 Unreachable` (no route), `R02 Insufficient Timeout`,
+//! `R01 Insufficient Source Amount`, `F00 Bad Request` (no rate between currencies), `T01 Ledger Unreachable`
+//! (next peer not connected), `T04 Insufficient Liquidity` (next peer refused the Prepare).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
+use btp::Timestamp;
+use bytes::Bytes;
+use channel_modules::store::{Direction, Transfer, TransferId, TransferState};
+use num_bigint::BigUint;
+use num_traits::{ToPrimitive, Zero};
+use sha2::{Digest, Sha256};
+
+use super::error::PeerError;
+use super::trustline::{TransferHook, TransferOutcome, Trustline};
+
+/// Default time the forwarded transfer expires before the incoming one.
+pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Least time a forwarded transfer must have before it expires, or the payment is refused.
+pub const DEFAULT_MIN_FORWARD_WINDOW: Duration = Duration::from_millis(500);
+
+/// First delay between attempts to fulfill an incoming transfer backwards.
+const BACKWARD_RETRY_MIN: Duration = Duration::from_millis(200);
+
+/// Largest delay between attempts to fulfill backwards.
+const BACKWARD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// An exchange rate from one peer's ledger to another's: `1` unit of the source currency (at scale 0) is
+/// worth `numerator/denominator` units of the destination currency (at scale 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rate {
+    /// Numerator.
+    pub numerator: BigUint,
+    /// Denominator (non-zero).
+    pub denominator: BigUint,
+}
+
+impl Rate {
+    /// Parses a positive decimal rate like `"1.25"`.
+    pub fn parse(s: &str) -> Result<Rate, String> {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        if int.is_empty() && frac.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(format!("rate {s:?} is not a positive decimal number"));
+        }
+        let digits = format!("{int}{frac}");
+        let numerator: BigUint = digits
+            .parse()
+            .map_err(|_| format!("rate {s:?} is not a positive decimal number"))?;
+        if numerator.is_zero() {
+            return Err(format!("rate {s:?} must be positive"));
+        }
+        let denominator = BigUint::from(10u32).pow(u32::try_from(frac.len()).unwrap_or(u32::MAX));
+        Ok(Rate {
+            numerator,
+            denominator,
+        })
+    }
+}
+
+/// Routing settings.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// How much earlier the forwarded transfer expires.
+    pub expiry_margin: Duration,
+    /// Least time the forwarded transfer must have left.
+    pub min_forward_window: Duration,
+    /// Rates by (from peer name, to peer name).
+    pub rates: HashMap<(String, String), Rate>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            expiry_margin: DEFAULT_EXPIRY_MARGIN,
+            min_forward_window: DEFAULT_MIN_FORWARD_WINDOW,
+            rates: HashMap::new(),
+        }
+    }
+}
+
+/// The forwarded transfer's ID for incoming transfer `id` from peer `from`: the first 16 bytes of
+/// SHA-256(`"ilp-bridge forward v1"`, peer name, id), with the UUID version-4 bits set.
+pub fn forward_id(from: &str, id: &TransferId) -> TransferId {
+    let mut h = Sha256::new();
+    h.update(b"ilp-bridge forward v1\0");
+    h.update(from.as_bytes());
+    h.update([0]);
+    h.update(id.0);
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out[6] = (out[6] & 0x0f) | 0x40;
+    out[8] = (out[8] & 0x3f) | 0x80;
+    TransferId(out)
+}
+
+/// Where a forwarded transfer came from.
+#[derive(Clone)]
+struct Source {
+    peer: Trustline,
+    id: TransferId,
+}
+
+/// Forwards transfers between trustlines. Create with [`Router::new`], add peers with [`Router::add_peer`].
+pub struct Router {
+    config: RoutingConfig,
+    peers: RwLock<Vec<Trustline>>,
+    /// (next peer name, forwarded id) → source.
+    forwarded: Mutex<HashMap<(String, TransferId), Source>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ilp_error(code: &[u8; 3], name: &str, triggered_by: String, message: &str) -> IlpV1Error {
+    IlpV1Error {
+        code: *code,
+        name: name.to_owned(),
+        triggered_by,
+        forwarded_by: Vec::new(),
+        triggered_at: Timestamp::now(),
+        data: Bytes::from(serde_json::json!({ "message": message }).to_string()),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Router {
+    /// A router with no peers.
+    pub fn new(config: RoutingConfig) -> Arc<Router> {
+        Arc::new(Router {
+            config,
+            peers: RwLock::new(Vec::new()),
+            forwarded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Adds a peer and installs the router as its transfer hook.
+    pub fn add_peer(self: &Arc<Self>, peer: &Trustline) {
+        peer.set_hook(Arc::clone(self) as Arc<dyn TransferHook>);
+        match self.peers.write() {
+            Ok(mut p) => p.push(peer.clone()),
+            Err(p) => p.into_inner().push(peer.clone()),
+        }
+    }
+
+    fn peers(&self) -> Vec<Trustline> {
+        match self.peers.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The peer for `destination`: the longest prefix match, excluding `from`.
+    pub fn route(&self, destination: &str, from: &str) -> Option<Trustline> {
+        self.peers()
+            .into_iter()
+            .filter(|p| p.name() != from)
+            .filter_map(|p| {
+                let prefix = p.prefix()?;
+                destination.starts_with(&prefix).then_some((prefix.len(), p))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, p)| p)
+    }
+
+    fn lock_forwarded(&self) -> std::sync::MutexGuard<'_, HashMap<(String, TransferId), Source>> {
+        self.forwarded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Converts `amount` from `from`'s ledger to `to`'s. Rounds down; `Err` names the reason.
+    pub fn convert(&self, from: &Trustline, to: &Trustline, amount: u64) -> Result<u64, String> {
+        let info = |t: &Trustline| {
+            let i = t.get_info().unwrap_or(serde_json::Value::Null);
+            (
+                i.get("currencyCode")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned),
+                i.get("currencyScale").and_then(|s| s.as_u64()).unwrap_or(0),
+            )
+        };
+        let (code_in, scale_in) = info(from);
+        let (code_out, scale_out) = info(to);
+        let rate = self
+            .config
+            .rates
+            .get(&(from.name().to_owned(), to.name().to_owned()));
+        let (mut num, mut den) = match rate {
+            Some(r) => (r.numerator.clone(), r.denominator.clone()),
+            None if code_in == code_out => (BigUint::from(1u32), BigUint::from(1u32)),
+            None => {
+                return Err(format!(
+                    "no rate configured from {} ({}) to {} ({})",
+                    from.name(),
+                    code_in.unwrap_or_default(),
+                    to.name(),
+                    code_out.unwrap_or_default()
+                ))
+            }
+        };
+        let ten = BigUint::from(10u32);
+        if scale_out >= scale_in {
+            num *= ten.pow(u32::try_from(scale_out - scale_in).unwrap_or(u32::MAX));
+        } else {
+            den *= ten.pow(u32::try_from(scale_in - scale_out).unwrap_or(u32::MAX));
+        }
+        let out = BigUint::from(amount) * num / den;
+        out.to_u64()
+            .ok_or_else(|| "converted amount does not fit in 64 bits".to_owned())
+    }
+
+    /// Forwards one incoming transfer (the hook calls this).
+    async fn forward(&self, from: Trustline, transfer: Transfer) {
+        let Ok(IlpV1Packet::Payment(payment)) = IlpV1Packet::decode(&Bytes::from(transfer.ilp.clone()))
+        else {
+            tracing::debug!(peer = from.name(), transfer = %transfer.id, "incoming transfer has no ILP v1 payment; not routed");
+            return;
+        };
+        if let Some(own) = from.account() {
+            if payment.account.starts_with(&own) {
+                tracing::debug!(peer = from.name(), transfer = %transfer.id, "payment is for us; not routed");
+                return;
+            }
+        }
+        let me = from.account().unwrap_or_default();
+        let Some(next) = self.route(&payment.account, from.name()) else {
+            if from.prefix().is_some_and(|p| payment.account.starts_with(&p)) {
+                // Local to the ledger it came from and not for us: leave it to embedders.
+                return;
+            }
+            self.refuse(&from, transfer.id, ilp_error(b"F02", "Unreachable", me, "no route to destination"))
+                .await;
+            return;
+        };
+        if !next.is_connected() {
+            self.refuse(&from, transfer.id, ilp_error(b"T01", "Ledger Unreachable", me, "next ledger is not connected"))
+                .await;
+            return;
+        }
+        let margin = i64::try_from(self.config.expiry_margin.as_millis()).unwrap_or(i64::MAX);
+        let window = i64::try_from(self.config.min_forward_window.as_millis()).unwrap_or(i64::MAX);
+        let expires_at_ms = transfer.expires_at_ms.saturating_sub(margin);
+        if expires_at_ms < now_ms().saturating_add(window) {
+            self.refuse(&from, transfer.id, ilp_error(b"R02", "Insufficient Timeout", me, "not enough time left to forward"))
+                .await;
+            return;
+        }
+        let amount = match self.convert(&from, &next, transfer.amount) {
+            Ok(a) => a,
+            Err(reason) => {
+                self.refuse(&from, transfer.id, ilp_error(b"F00", "Bad Request", me, &reason)).await;
+                return;
+            }
+        };
+        let final_hop = next
+            .prefix()
+            .is_some_and(|p| payment.account.starts_with(&p));
+        if amount == 0 || (final_hop && amount < payment.amount) {
+            self.refuse(
+                &from,
+                transfer.id,
+                ilp_error(b"R01", "Insufficient Source Amount", me, "amount too small after conversion"),
+            )
+            .await;
+            return;
+        }
+        let out = Transfer {
+            id: forward_id(from.name(), &transfer.id),
+            amount,
+            execution_condition: transfer.execution_condition,
+            expires_at_ms,
+            ilp: transfer.ilp.clone(),
+            custom: None,
+        };
+        self.lock_forwarded().insert(
+            (next.name().to_owned(), out.id),
+            Source {
+                peer: from.clone(),
+                id: transfer.id,
+            },
+        );
+        tracing::debug!(from = from.name(), to = next.name(), incoming = %transfer.id, outgoing = %out.id, amount, "forwarding");
+        match next.send_transfer(out.clone()).await {
+            Ok(()) => {}
+            Err(PeerError::Rpc(
+                btp::transport::RpcError::Timeout | btp::transport::RpcError::Disconnected,
+            )) => {
+                // May be prepared there; its outcome (or expiry) settles the incoming one.
+            }
+            Err(e) => {
+                self.lock_forwarded().remove(&(next.name().to_owned(), out.id));
+                let err = match e {
+                    PeerError::Remote(r) => ilp_error(b"T04", "Insufficient Liquidity", me, &format!("next peer refused: {} {}", r.code_str(), r.data)),
+                    other => ilp_error(b"T01", "Ledger Unreachable", me, &other.to_string()),
+                };
+                self.refuse(&from, transfer.id, err).await;
+            }
+        }
+    }
+
+    async fn refuse(&self, from: &Trustline, id: TransferId, err: IlpV1Error) {
+        tracing::debug!(peer = from.name(), transfer = %id, code = err.code_str(), "refusing payment");
+        if let Err(e) = from.reject_incoming_transfer(id, err).await {
+            tracing::warn!(peer = from.name(), transfer = %id, error = %e, "reject failed");
+        }
+    }
+
+    /// Fulfills the source transfer, retrying while it can still succeed.
+    async fn fulfill_back(&self, source: Source, fulfillment: [u8; 32], ilp: Option<Bytes>) {
+        let mut delay = BACKWARD_RETRY_MIN;
+        loop {
+            match source
+                .peer
+                .fulfill_condition(source.id, fulfillment, ilp.clone())
+                .await
+            {
+                Ok(()) => return,
+                Err(PeerError::Rpc(_)) | Err(PeerError::NotConnected(_)) => {}
+                Err(e) => {
+                    tracing::warn!(peer = source.peer.name(), transfer = %source.id, error = %e, "fulfilling the source transfer failed");
+                    return;
+                }
+            }
+            match source.peer.log().get(&source.id).await {
+                Ok(Some(r)) if r.state == TransferState::Prepared && r.transfer.expires_at_ms > now_ms() => {}
+                Ok(Some(r)) if matches!(r.state, TransferState::Fulfilled { .. }) => {
+                    // Applied locally; one more attempt resends it so the peer surely has it.
+                }
+                _ => return,
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(BACKWARD_RETRY_MAX);
+        }
+    }
+
+    /// After a restart: finds every forwarded pair again from the logs and finishes what can be finished:
+    /// sources whose forwarded transfer was fulfilled are fulfilled, those whose forwarded transfer was
+    /// cancelled are rejected, those never forwarded are forwarded now (if time is left). Call after the
+    /// peers' [`Trustline::start`].
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, PeerError> {
+        let mut n = 0;
+        for peer in self.peers() {
+            let prepared = peer
+                .log()
+                .prepared()
+                .await
+                .map_err(|e| PeerError::Refused(super::error::WireError::new("Error", e.to_string())))?;
+            for rec in prepared.into_iter().filter(|r| r.direction == Direction::Incoming) {
+                let Ok(IlpV1Packet::Payment(payment)) =
+                    IlpV1Packet::decode(&Bytes::from(rec.transfer.ilp.clone()))
+                else {
+                    continue;
+                };
+                let Some(next) = self.route(&payment.account, peer.name()) else {
+                    continue;
+                };
+                let out_id = forward_id(peer.name(), &rec.transfer.id);
+                let source = Source {
+                    peer: peer.clone(),
+                    id: rec.transfer.id,
+                };
+                n += 1;
+                let out = next.log().get(&out_id).await.ok().flatten();
+                match out.map(|o| o.state) {
+                    Some(TransferState::Prepared) => {
+                        self.lock_forwarded()
+                            .insert((next.name().to_owned(), out_id), source);
+                    }
+                    Some(TransferState::Fulfilled { fulfillment }) => {
+                        let me = Arc::clone(self);
+                        tokio::spawn(async move { me.fulfill_back(source, fulfillment, None).await });
+                    }
+                    Some(TransferState::Cancelled { .. }) => {
+                        let me = Arc::clone(self);
+                        let err = ilp_error(b"R00", "Transfer Timed Out", peer.account().unwrap_or_default(), "forwarded transfer was cancelled");
+                        tokio::spawn(async move { me.refuse(&source.peer, source.id, err).await });
+                    }
+                    None => {
+                        let me = Arc::clone(self);
+                        let (p, t) = (peer.clone(), rec.transfer.clone());
+                        tokio::spawn(async move { me.forward(p, t).await });
+                    }
+                }
+            }
+        }
+        tracing::info!(pairs = n, "router recovered forwarded transfers");
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl TransferHook for Router {
+    async fn incoming_prepared(&self, peer: Trustline, transfer: Transfer) {
+        self.forward(peer, transfer).await;
+    }
+
+    async fn outgoing_settled(&self, peer: Trustline, transfer: Transfer, outcome: TransferOutcome) {
+        let Some(source) = self
+            .lock_forwarded()
+            .remove(&(peer.name().to_owned(), transfer.id))
+        else {
+            return;
+        };
+        match outcome {
+            TransferOutcome::Fulfilled { fulfillment, ilp } => {
+                self.fulfill_back(source, fulfillment, ilp).await
+            }
+            TransferOutcome::Rejected(mut err) | TransferOutcome::Expired(mut err) => {
+                if let Some(me) = source.peer.account() {
+                    err.forwarded_by.push(me);
+                }
+                self.refuse(&source.peer, source.id, err).await;
+            }
+        }
+    }
+}

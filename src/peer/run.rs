@@ -1,0 +1,294 @@
+//! Running configured peers: [`PeerNode::start`] builds one [`Trustline`] per [`PeerConfig`] on the node's
+//! RocksDB ([`Db`], namespace = peer name), wires them to one BTP endpoint (listeners grouped by port; clients
+//! dial and redial), re-arms expiry timers, recovers forwarded transfers and connects every trustline.
+//! [`run_peers`] does that and waits for a shutdown signal.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use btp::transport::{
+    Authenticator, BtpEndpoint, BtpUrl, ClientOptions, EndpointConfig, PeerKey, RequestHandler,
+    ServerConfig, SessionFactory, TlsClientConfig, TlsServerConfig,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::error::PeerError;
+use super::host::PeerStores;
+use super::routing::{Router, RoutingConfig};
+use super::trustline::{Trustline, TrustlineHandler, TrustlineOptions};
+use crate::config::legacy::{ConfigError, PeerConfig};
+use crate::store::{Db, RocksStores};
+
+/// First delay between attempts to connect a trustline (fetch info, module connect).
+const CONNECT_RETRY_MIN: Duration = Duration::from_millis(250);
+
+/// Largest delay between connect attempts.
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Node-wide options of [`PeerNode::start`].
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    /// Routing settings.
+    pub routing: RoutingConfig,
+    /// Trustline tunables.
+    pub trustline: TrustlineOptions,
+    /// Address listeners bind to (default `0.0.0.0`; tests use `127.0.0.1`).
+    pub bind_host: Option<std::net::IpAddr>,
+    /// Extra CA for `btp+wss` clients.
+    pub client_tls: Option<TlsClientConfig>,
+}
+
+/// Running peers: their trustlines, the router and the bound listener addresses.
+pub struct PeerNode {
+    trustlines: BTreeMap<String, Trustline>,
+    router: Arc<Router>,
+    listen_addrs: BTreeMap<u16, SocketAddr>,
+    endpoint: BtpEndpoint,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PeerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerNode")
+            .field("peers", &self.trustlines.keys().collect::<Vec<_>>())
+            .field("listen_addrs", &self.listen_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The legacy authentication check of one listener: empty username and one of the secrets on that port.
+struct PortAuth {
+    secrets: Vec<(String, PeerKey)>,
+}
+
+impl Authenticator for PortAuth {
+    fn authenticate(&self, username: &str, token: &str) -> Option<PeerKey> {
+        if !username.is_empty() {
+            return None;
+        }
+        self.secrets
+            .iter()
+            .find(|(s, _)| constant_time_eq(s.as_bytes(), token.as_bytes()))
+            .map(|(_, k)| k.clone())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses unknown peers (every configured peer is registered up front).
+struct NoNewSessions;
+
+impl SessionFactory for NoNewSessions {
+    fn handler_for(&self, _peer: &PeerKey) -> Option<Arc<dyn RequestHandler>> {
+        None
+    }
+}
+
+impl PeerNode {
+    /// Starts every peer. Listeners are bound before this returns (port 0 gets a free port, see
+    /// [`PeerNode::listen_addr`]); trustlines connect in the background.
+    pub async fn start(
+        configs: Vec<PeerConfig>,
+        db: Arc<Db>,
+        options: NodeOptions,
+    ) -> Result<PeerNode, PeerError> {
+        let stores = |c: &PeerConfig| -> Arc<dyn PeerStores> {
+            Arc::new(RocksStores::new(
+                Arc::clone(&db),
+                &c.name,
+                c.max_balance,
+                c.min_balance,
+            ))
+        };
+        Self::start_with_stores(configs, stores, options).await
+    }
+
+    /// [`PeerNode::start`] with any store (tests use the in-memory one).
+    pub async fn start_with_stores(
+        configs: Vec<PeerConfig>,
+        stores: impl Fn(&PeerConfig) -> Arc<dyn PeerStores>,
+        options: NodeOptions,
+    ) -> Result<PeerNode, PeerError> {
+        let endpoint = BtpEndpoint::new(EndpointConfig::default());
+        let router = Router::new(options.routing.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut trustlines = BTreeMap::new();
+        let mut by_port: BTreeMap<u16, (Vec<(String, PeerKey)>, Option<&crate::config::legacy::TlsFiles>)> =
+            BTreeMap::new();
+        for c in &configs {
+            if trustlines.contains_key(&c.name) {
+                return Err(ConfigError::field("name", format!("peer {:?} is configured twice", c.name)).into());
+            }
+            let module = match &c.module {
+                Some(m) => Some(
+                    channel_modules::build_module(m, &c.module_options())
+                        .map_err(|e| ConfigError::field(format!("{}.module", c.name), e.to_string()))?,
+                ),
+                None => None,
+            };
+            let tl = Trustline::new(c, stores(c), module, options.trustline.clone())?;
+            router.add_peer(&tl);
+            let key = PeerKey::new(&c.name);
+            let handler: Arc<dyn RequestHandler> = Arc::new(TrustlineHandler(tl.clone()));
+            let session = match &c.server {
+                Some(server) => {
+                    let url = BtpUrl::parse(server.url.expose())
+                        .map_err(|e| ConfigError::field(format!("{}.server", c.name), e.to_string()))?;
+                    let opts = ClientOptions {
+                        tls: options.client_tls.clone(),
+                        ..ClientOptions::default()
+                    };
+                    endpoint.connect(key.clone(), &url, opts, handler)
+                }
+                None => endpoint.register(key.clone(), handler),
+            };
+            tl.set_link(Arc::new(session));
+            if let Some(l) = &c.listener {
+                let secret = c
+                    .incoming_secret
+                    .as_ref()
+                    .map(|s| s.expose().to_owned())
+                    .unwrap_or_default();
+                let entry = by_port.entry(l.port).or_insert_with(|| (Vec::new(), None));
+                entry.0.push((secret, key));
+                if l.tls.is_some() {
+                    entry.1 = l.tls.as_ref();
+                }
+            }
+            tl.start().await?;
+            trustlines.insert(c.name.clone(), tl);
+        }
+
+        let mut tasks = Vec::new();
+        let mut listen_addrs = BTreeMap::new();
+        let host = options
+            .bind_host
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        for (port, (secrets, tls)) in by_port {
+            let listener = TcpListener::bind((host, port)).await.map_err(|e| {
+                ConfigError::field("listener.port", format!("cannot listen on {host}:{port}: {e}"))
+            })?;
+            let addr = listener.local_addr().map_err(|e| {
+                ConfigError::field("listener.port", format!("no local address: {e}"))
+            })?;
+            listen_addrs.insert(port, addr);
+            let server_config = ServerConfig {
+                tls: match tls {
+                    Some(t) => Some(
+                        TlsServerConfig::from_pem_files(&t.cert, &t.key, Some(t.ca.as_path())).map_err(|e| {
+                            ConfigError::field("listener.cert", e.to_string())
+                        })?,
+                    ),
+                    None => None,
+                },
+                ..ServerConfig::default()
+            };
+            let ep = endpoint.clone();
+            let mut rx = stop_rx.clone();
+            tracing::info!(%addr, peers = secrets.len(), "BTP/1.0 listener started");
+            tasks.push(tokio::spawn(async move {
+                ep.serve(
+                    listener,
+                    server_config,
+                    Arc::new(PortAuth { secrets }),
+                    Arc::new(NoNewSessions),
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                )
+                .await;
+            }));
+        }
+
+        if let Err(e) = router.recover().await {
+            tracing::warn!(error = %e, "router recovery failed");
+        }
+        for tl in trustlines.values() {
+            let tl = tl.clone();
+            let mut rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut delay = CONNECT_RETRY_MIN;
+                loop {
+                    match tl.connect().await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::debug!(peer = tl.name(), error = %e, "connect failed; retrying")
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = rx.wait_for(|s| *s) => return,
+                    }
+                    delay = (delay * 2).min(CONNECT_RETRY_MAX);
+                }
+            }));
+        }
+        Ok(PeerNode {
+            trustlines,
+            router,
+            listen_addrs,
+            endpoint,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The trustline of peer `name`.
+    pub fn trustline(&self, name: &str) -> Option<&Trustline> {
+        self.trustlines.get(name)
+    }
+
+    /// All trustlines by name.
+    pub fn trustlines(&self) -> &BTreeMap<String, Trustline> {
+        &self.trustlines
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The address the listener configured with `port` is bound to.
+    pub fn listen_addr(&self, port: u16) -> Option<SocketAddr> {
+        self.listen_addrs.get(&port).copied()
+    }
+
+    /// Stops: disconnects every trustline (module `disconnect`), closes listeners and sessions.
+    pub async fn shutdown(self) {
+        for tl in self.trustlines.values() {
+            if let Err(e) = tl.disconnect().await {
+                tracing::warn!(peer = tl.name(), error = %e, "disconnect failed");
+            }
+        }
+        let _ = self.stop.send(true);
+        for s in self.endpoint.all_sessions() {
+            s.close();
+        }
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Runs `configs` on `db` until `shutdown` completes (the CLI's `ilp-bridge run`).
+pub async fn run_peers(
+    configs: Vec<PeerConfig>,
+    db: Arc<Db>,
+    options: NodeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PeerError> {
+    let node = PeerNode::start(configs, db, options).await?;
+    shutdown.await;
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Amounts of any precision and the conversion between the connector's scale and the module's scale.
+//!
+//! RFC 38 amounts are non-negative integers at a scale (`{"amount":"254","scale":2}` = 2.54 units). The engine
+//! keeps every amount as a [`BigUint`], never a float or a `u64`. Converting to a coarser scale floors and
+//! keeps the remainder as a *leftover* (a [`Scaled`] worth less than one unit of the target scale), which is
+//! added to the next amount; converting to a finer scale is exact. So for any sequence of amounts, the units
+//! produced plus the final leftover are worth exactly the sum of the inputs: no unit is lost or invented.
+
+use std::fmt;
+
+use num_bigint::BigUint;
+use num_integer::Integer;
+use num_traits::Zero;
+use serde::{Deserialize, Serialize};
+
+/// Most decimal digits accepted in an amount string (an RFC 38 Quantity has no bound; this keeps a request from
+/// making the engine do arbitrary big-number work).
+pub const MAX_AMOUNT_DIGITS: usize = 512;
+
+/// An amount at a scale: worth `amount × 10^-scale` units.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Scaled {
+    /// The integer amount.
+    #[serde(with = "decimal_string")]
+    pub amount: BigUint,
+    /// Its scale (0..=255).
+    pub scale: u8,
+}
+
+impl Scaled {
+    /// An amount at a scale.
+    pub fn new(amount: BigUint, scale: u8) -> Self {
+        Scaled { amount, scale }
+    }
+
+    /// Zero at `scale`.
+    pub fn zero(scale: u8) -> Self {
+        Scaled {
+            amount: BigUint::zero(),
+            scale,
+        }
+    }
+
+    /// True if worth nothing.
+    pub fn is_zero(&self) -> bool {
+        self.amount.is_zero()
+    }
+
+    /// The same value at a finer-or-equal scale `to` (exact). `None` if `to` is coarser than `self.scale`.
+    pub fn upscale(&self, to: u8) -> Option<BigUint> {
+        let diff = to.checked_sub(self.scale)?;
+        Some(&self.amount * pow10(diff))
+    }
+
+    /// The sum of two amounts, at the finer of the two scales (exact).
+    pub fn add(&self, other: &Scaled) -> Scaled {
+        let scale = self.scale.max(other.scale);
+        // Both upscales are to a scale ≥ their own, so they are `Some`.
+        let a = self.upscale(scale).unwrap_or_default();
+        let b = other.upscale(scale).unwrap_or_default();
+        Scaled {
+            amount: a + b,
+            scale,
+        }
+    }
+
+    /// The wire form.
+    pub fn to_quantity(&self) -> Quantity {
+        Quantity {
+            amount: self.amount.to_string(),
+            scale: self.scale,
+        }
+    }
+}
+
+impl fmt::Display for Scaled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}e-{}", self.amount, self.scale)
+    }
+}
+
+/// `10^exp`.
+pub fn pow10(exp: u8) -> BigUint {
+    num_traits::pow(BigUint::from(10u8), usize::from(exp))
+}
+
+/// Adds `amount` to `leftover` and converts the sum to scale `target`: returns the whole units at `target` and
+/// the new leftover (worth less than one unit at `target`; zero leftovers are at scale `target`).
+///
+/// Invariant (checked by the property tests): `units × 10^-target + new_leftover == leftover + amount`.
+pub fn convert_with_leftover(leftover: &Scaled, amount: &Scaled, target: u8) -> (BigUint, Scaled) {
+    let sum = leftover.add(amount);
+    if sum.scale <= target {
+        // Finer target: exact, no leftover.
+        let units = sum.upscale(target).unwrap_or_default();
+        return (units, Scaled::zero(target));
+    }
+    let divisor = pow10(sum.scale - target);
+    let (units, rem) = sum.amount.div_rem(&divisor);
+    (units, normalize(Scaled::new(rem, sum.scale), target))
+}
+
+/// Strips trailing zeros of a leftover down to scale `floor`, so leftovers do not carry needless precision.
+fn normalize(mut s: Scaled, floor: u8) -> Scaled {
+    if s.amount.is_zero() {
+        return Scaled::zero(floor);
+    }
+    let ten = BigUint::from(10u8);
+    while s.scale > floor {
+        let (q, r) = s.amount.div_rem(&ten);
+        if !r.is_zero() {
+            break;
+        }
+        s.amount = q;
+        s.scale -= 1;
+    }
+    s
+}
+
+/// True if `s` is worth less than one unit at `scale`.
+pub fn below_one_unit(s: &Scaled, scale: u8) -> bool {
+    match s.scale.checked_sub(scale) {
+        None | Some(0) => s.amount.is_zero(),
+        Some(diff) => s.amount < pow10(diff),
+    }
+}
+
+/// An RFC 38 Quantity on the wire: `{"amount": "<decimal string>", "scale": n}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantity {
+    /// Non-negative integer as a decimal string.
+    pub amount: String,
+    /// Scale, 0..=255.
+    pub scale: u8,
+}
+
+/// Why a Quantity was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuantityError {
+    /// The body is not a JSON object.
+    #[error("body is not a JSON object: {0}")]
+    NotJson(String),
+    /// `amount` is missing or not a string (interledger-rs also refuses JSON numbers).
+    #[error("\"amount\" must be a string of decimal digits")]
+    AmountNotString,
+    /// `amount` is not a non-negative decimal integer.
+    #[error("\"amount\" must be a non-negative integer in decimal digits, got {0:?}")]
+    AmountNotInteger(String),
+    /// `amount` has more than [`MAX_AMOUNT_DIGITS`] digits.
+    #[error("\"amount\" has more than {MAX_AMOUNT_DIGITS} digits")]
+    AmountTooLong,
+    /// `scale` is missing or not an integer in 0..=255.
+    #[error("\"scale\" must be an integer from 0 to 255")]
+    BadScale,
+}
+
+/// Parses a Quantity body strictly: a JSON object with `amount` a string of decimal digits and `scale` an
+/// integer 0..=255. Unknown fields are ignored.
+pub fn parse_quantity(body: &[u8]) -> Result<Scaled, QuantityError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| QuantityError::NotJson(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| QuantityError::NotJson("not an object".to_owned()))?;
+    let amount = match obj.get("amount") {
+        Some(serde_json::Value::String(s)) => parse_decimal(s)?,
+        _ => return Err(QuantityError::AmountNotString),
+    };
+    let scale = obj
+        .get("scale")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u8::try_from(v).ok())
+        .ok_or(QuantityError::BadScale)?;
+    Ok(Scaled { amount, scale })
+}
+
+/// Parses a non-negative decimal integer string (digits only).
+pub fn parse_decimal(s: &str) -> Result<BigUint, QuantityError> {
+    if s.len() > MAX_AMOUNT_DIGITS {
+        return Err(QuantityError::AmountTooLong);
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(QuantityError::AmountNotInteger(s.chars().take(64).collect()));
+    }
+    s.parse::<BigUint>()
+        .map_err(|_| QuantityError::AmountNotInteger(s.chars().take(64).collect()))
+}
+
+/// Serde helper: a [`BigUint`] as a decimal string.
+pub mod decimal_string {
+    use num_bigint::BigUint;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as a decimal string.
+    pub fn serialize<S: Serializer>(v: &BigUint, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    /// Deserializes from a decimal string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BigUint, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<BigUint>().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn s(a: u64, scale: u8) -> Scaled {
+        Scaled::new(BigUint::from(a), scale)
+    }
+
+    #[test]
+    fn downscale_keeps_the_leftover() {
+        // interledger-rs's example: 905 at scale 11 → scale 9 gives 9 and a loss of 5 (at scale 11).
+        let (units, left) = convert_with_leftover(&Scaled::zero(9), &s(905, 11), 9);
+        assert_eq!(units, BigUint::from(9u8));
+        assert_eq!(left, s(5, 11));
+        // The next 95 completes a unit.
+        let (units, left) = convert_with_leftover(&left, &s(95, 11), 9);
+        assert_eq!(units, BigUint::from(1u8));
+        assert_eq!(left, Scaled::zero(9));
+    }
+
+    #[test]
+    fn upscale_is_exact() {
+        let (units, left) = convert_with_leftover(&Scaled::zero(6), &s(254, 2), 6);
+        assert_eq!(units, BigUint::from(2_540_000u32));
+        assert!(left.is_zero());
+        // A leftover from an earlier finer request is carried over a coarser request.
+        let (units, left) = convert_with_leftover(&s(7, 9), &s(3, 2), 6);
+        assert_eq!(units, BigUint::from(30_000u32));
+        assert_eq!(left, s(7, 9));
+    }
+
+    #[test]
+    fn leftovers_are_normalized() {
+        let (units, left) = convert_with_leftover(&Scaled::zero(6), &s(1_500, 9), 6);
+        assert_eq!(units, BigUint::from(1u8));
+        assert_eq!(left, s(5, 7));
+        assert!(below_one_unit(&left, 6));
+        assert!(!below_one_unit(&s(1_000, 9), 6));
+    }
+
+    #[test]
+    fn quantity_parsing_is_strict() {
+        assert_eq!(
+            parse_quantity(br#"{"amount":"254","scale":2}"#),
+            Ok(s(254, 2))
+        );
+        assert_eq!(
+            parse_quantity(br#"{"amount":254,"scale":2}"#),
+            Err(QuantityError::AmountNotString)
+        );
+        assert!(matches!(
+            parse_quantity(br#"{"amount":"-1","scale":2}"#),
+            Err(QuantityError::AmountNotInteger(_))
+        ));
+        assert!(matches!(
+            parse_quantity(br#"{"amount":"1.5","scale":2}"#),
+            Err(QuantityError::AmountNotInteger(_))
+        ));
+        assert!(matches!(
+            parse_quantity(br#"{"amount":"","scale":2}"#),
+            Err(QuantityError::AmountNotInteger(_))
+        ));
+        assert_eq!(
+            parse_quantity(br#"{"amount":"1","scale":256}"#),
+            Err(QuantityError::BadScale)
+        );
+        assert_eq!(
+            parse_quantity(br#"{"amount":"1","scale":-1}"#),
+            Err(QuantityError::BadScale)
+        );
+        assert_eq!(
+            parse_quantity(br#"{"amount":"1"}"#),
+            Err(QuantityError::BadScale)
+        );
+        assert!(matches!(parse_quantity(b"{"), Err(QuantityError::NotJson(_))));
+        assert!(matches!(parse_quantity(b"[]"), Err(QuantityError::NotJson(_))));
+        let long = format!(r#"{{"amount":"{}","scale":0}}"#, "9".repeat(MAX_AMOUNT_DIGITS + 1));
+        assert_eq!(
+            parse_quantity(long.as_bytes()),
+            Err(QuantityError::AmountTooLong)
+        );
+    }
+
+    proptest! {
+        /// Units plus the final leftover are worth exactly the sum of all inputs, for any scales.
+        #[test]
+        fn conversion_never_loses_or_invents(
+            inputs in proptest::collection::vec((0u64..u64::MAX, 0u8..20), 1..40),
+            target in 0u8..20,
+        ) {
+            let mut left = Scaled::zero(target);
+            let mut units_total = BigUint::zero();
+            let mut input_sum = Scaled::zero(0);
+            for (a, sc) in inputs {
+                let (u, l) = convert_with_leftover(&left, &s(a, sc), target);
+                prop_assert!(below_one_unit(&l, target));
+                units_total += u;
+                left = l;
+                input_sum = input_sum.add(&s(a, sc));
+            }
+            let produced = Scaled::new(units_total, target).add(&left);
+            let common = produced.scale.max(input_sum.scale);
+            prop_assert_eq!(produced.upscale(common), input_sum.upscale(common));
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! [`SeConfig`]: the `settlement-engine` section of the node's configuration.
+//!
+//! ```toml
+//! [settlement-engine]
+//! listen = "127.0.0.1:3000"            # RFC 38 engine API (the connector calls it)
+//! connector = "http://127.0.0.1:7771"  # the connector's settlement API (credits, messages)
+//! admin_listen = "127.0.0.1:3001"      # operator API; off unless admin_token is set
+//! admin_token = "change-me"
+//! module = "trustline"                 # a stock channel module
+//! module_options = { scale = 6 }
+//! data_dir = "data"                    # used by the caller to open the database
+//! connector_scale = 9                  # optional: credit at this scale before the first settle request
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default engine API address (settlement-core and the Ethereum engine use port 3000).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+/// Default connector settlement API (interledger-rs `settlement_api_bind_address`).
+pub const DEFAULT_CONNECTOR: &str = "http://127.0.0.1:7771";
+/// Default admin API address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3001";
+
+/// Configuration of the settlement engine.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeConfig {
+    /// Address of the RFC 38 engine API.
+    pub listen: SocketAddr,
+    /// Base URL of the connector's settlement API.
+    pub connector: String,
+    /// Address of the admin (operator) API. It only runs when `admin_token` is set.
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the admin API (never logged).
+    pub admin_token: Option<String>,
+    /// Stock channel module name (`trustline`, `claim-test`, ledger modules).
+    pub module: String,
+    /// The module's options (legacy plugin options JSON).
+    pub module_options: serde_json::Value,
+    /// Data directory; the caller opens the database there.
+    pub data_dir: PathBuf,
+    /// Scale at which incoming settlements are credited to the connector until a settle request tells the
+    /// account's scale. Unset: credit at the module's scale (exact; the connector converts).
+    pub connector_scale: Option<u8>,
+    /// Per-account override of `connector_scale` (account ID → scale); beats what settle requests tell.
+    pub account_connector_scales: HashMap<String, u8>,
+    /// First retry delay of failed settlements, credits and account setup, in milliseconds.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds (RFC 38: at most 1 h).
+    pub retry_max_ms: u64,
+}
+
+impl std::fmt::Debug for SeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeConfig")
+            .field("listen", &self.listen)
+            .field("connector", &self.connector)
+            .field("admin_listen", &self.admin_listen)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("module", &self.module)
+            .field("data_dir", &self.data_dir)
+            .field("connector_scale", &self.connector_scale)
+            .field("retry_initial_ms", &self.retry_initial_ms)
+            .field("retry_max_ms", &self.retry_max_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default first retry delay.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Default and largest retry delay (RFC 38).
+pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(3600);
+
+impl Default for SeConfig {
+    fn default() -> Self {
+        SeConfig {
+            listen: parse_addr(DEFAULT_LISTEN),
+            connector: DEFAULT_CONNECTOR.to_owned(),
+            admin_listen: parse_addr(DEFAULT_ADMIN_LISTEN),
+            admin_token: None,
+            module: "trustline".to_owned(),
+            module_options: serde_json::Value::Object(serde_json::Map::new()),
+            data_dir: PathBuf::from("data"),
+            connector_scale: None,
+            account_connector_scales: HashMap::new(),
+            retry_initial_ms: DEFAULT_RETRY_INITIAL.as_millis() as u64,
+            retry_max_ms: MAX_RETRY_INTERVAL.as_millis() as u64,
+        }
+    }
+}
+
+fn parse_addr(s: &str) -> SocketAddr {
+    // The defaults above are literal, valid socket addresses.
+    s.parse().expect("default socket address literal is valid")
+}
+
+impl SeConfig {
+    /// First retry delay.
+    pub fn retry_initial(&self) -> Duration {
+        Duration::from_millis(self.retry_initial_ms.max(1))
+    }
+
+    /// Longest retry delay, never above 1 h.
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_millis(self.retry_max_ms.max(1)).min(MAX_RETRY_INTERVAL)
+    }
+}

@@ -1,0 +1,301 @@
+//! The engine-mode [`ContextHost`]: what a channel module reaches when it runs behind an RFC 38 account.
+//!
+//! * Max-value trackers are engine records (`se/m/<acct>/<key>`, one namespace per account), kept in memory and
+//!   written through the engine's [`SeStore`].
+//! * Transfer logs come from a [`ModuleLogs`] provider (RocksDB namespace `se/<acct>` in production, memory in
+//!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
+//! * RPCs are settlement messages `{"type":"rpc","method","args"}` sent through the connector to the peer engine.
+//! * The clock is the system clock.
+//!
+//! [`StagingHost`] wraps an account's host while the engine runs `handle_incoming_claim`: tracker writes are
+//! held back and committed in the *same* batch as the resulting credit record, so a crash can never leave a
+//! claim recorded as "best" without the credit it is worth (which a replay of the claim could not recover).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use channel_modules::memory::MemoryStores;
+use channel_modules::store::{Limit, MaxValue, MaxValueTracker, StoreError, TransferLog};
+use channel_modules::{ContextHost, ModuleError};
+
+use super::client::ConnectorClient;
+use super::store::{keys, Family, SeBatch, SeStore};
+use super::wire;
+use crate::store::{Db, RocksStores};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a map lookup/insert that cannot be left half-done by a panic.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Hands out the transfer logs of engine accounts.
+pub trait ModuleLogs: Send + Sync + 'static {
+    /// The transfer log `key` (`""` = main log) of `account`. Engine-mode logs have no limits.
+    fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError>;
+}
+
+/// Transfer logs in memory (tests).
+#[derive(Default)]
+pub struct MemoryModuleLogs {
+    stores: Mutex<HashMap<String, MemoryStores>>,
+}
+
+impl MemoryModuleLogs {
+    /// No logs yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ModuleLogs for MemoryModuleLogs {
+    fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        let stores = lock(&self.stores)
+            .entry(account.to_owned())
+            .or_insert_with(MemoryStores::unbounded)
+            .clone();
+        stores.transfer_log(key)
+    }
+}
+
+/// Transfer logs in the node's database, namespace `se/<account>`.
+pub struct RocksModuleLogs {
+    db: Arc<Db>,
+}
+
+impl RocksModuleLogs {
+    /// Logs on `db`.
+    pub fn new(db: Arc<Db>) -> Self {
+        RocksModuleLogs { db }
+    }
+}
+
+impl ModuleLogs for RocksModuleLogs {
+    fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        RocksStores::new(
+            Arc::clone(&self.db),
+            &format!("se/{account}"),
+            Limit::Unbounded,
+            Limit::Unbounded,
+        )
+        .transfer_log(key)
+    }
+}
+
+/// A max-value tracker stored as an engine record.
+pub struct SeTracker {
+    key: String,
+    store: Arc<dyn SeStore>,
+    value: tokio::sync::Mutex<MaxValue>,
+}
+
+impl SeTracker {
+    fn new(key: String, store: Arc<dyn SeStore>, value: MaxValue) -> Self {
+        SeTracker {
+            key,
+            store,
+            value: tokio::sync::Mutex::new(value),
+        }
+    }
+}
+
+#[async_trait]
+impl MaxValueTracker for SeTracker {
+    async fn set_if_max(&self, entry: MaxValue) -> Result<MaxValue, StoreError> {
+        let mut current = self.value.lock().await;
+        if entry.value > current.value {
+            let mut batch = SeBatch::new();
+            batch.put_json(Family::Main, self.key.clone(), &entry)?;
+            self.store.submit(batch)?.await?;
+            Ok(std::mem::replace(&mut *current, entry))
+        } else {
+            Ok(entry)
+        }
+    }
+
+    async fn get_max(&self) -> Result<MaxValue, StoreError> {
+        Ok(self.value.lock().await.clone())
+    }
+}
+
+/// The [`ContextHost`] of one engine account.
+pub struct AccountHost {
+    account: String,
+    store: Arc<dyn SeStore>,
+    logs: Arc<dyn ModuleLogs>,
+    client: ConnectorClient,
+    trackers: Mutex<HashMap<String, Arc<SeTracker>>>,
+}
+
+impl AccountHost {
+    /// A host for `account`, with the trackers loaded at start-up (`key → value`).
+    pub fn new(
+        account: &str,
+        store: Arc<dyn SeStore>,
+        logs: Arc<dyn ModuleLogs>,
+        client: ConnectorClient,
+        loaded: Vec<(String, MaxValue)>,
+    ) -> Self {
+        let trackers = loaded
+            .into_iter()
+            .map(|(key, value)| {
+                let t = SeTracker::new(keys::tracker(account, &key), Arc::clone(&store), value);
+                (key, Arc::new(t))
+            })
+            .collect();
+        AccountHost {
+            account: account.to_owned(),
+            store,
+            logs,
+            client,
+            trackers: Mutex::new(trackers),
+        }
+    }
+
+    fn tracker(&self, key: &str) -> Arc<SeTracker> {
+        let mut trackers = lock(&self.trackers);
+        let t = trackers.entry(key.to_owned()).or_insert_with(|| {
+            Arc::new(SeTracker::new(
+                keys::tracker(&self.account, key),
+                Arc::clone(&self.store),
+                MaxValue::default(),
+            ))
+        });
+        Arc::clone(t)
+    }
+}
+
+#[async_trait]
+impl ContextHost for AccountHost {
+    fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        self.logs.transfer_log(&self.account, key)
+    }
+
+    fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
+        Ok(self.tracker(key))
+    }
+
+    async fn rpc(
+        &self,
+        method: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ModuleError> {
+        let message = wire::rpc_request(method, args);
+        let reply = self
+            .client
+            .send_message(&self.account, message)
+            .await
+            .map_err(|e| ModuleError::Rpc(e.to_string()))?;
+        wire::parse_rpc_reply(&reply)
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Tracker writes staged during `handle_incoming_claim` (see the module doc).
+pub struct StagingHost {
+    base: Arc<AccountHost>,
+    staged: Mutex<BTreeMap<String, Arc<StagedTracker>>>,
+}
+
+struct StagedTracker {
+    base: Arc<SeTracker>,
+    staged: Mutex<Option<MaxValue>>,
+}
+
+#[async_trait]
+impl MaxValueTracker for StagedTracker {
+    async fn set_if_max(&self, entry: MaxValue) -> Result<MaxValue, StoreError> {
+        let current = self.get_max().await?;
+        if entry.value > current.value {
+            *lock(&self.staged) = Some(entry);
+            Ok(current)
+        } else {
+            Ok(entry)
+        }
+    }
+
+    async fn get_max(&self) -> Result<MaxValue, StoreError> {
+        let staged = lock(&self.staged).clone();
+        match staged {
+            Some(v) => Ok(v),
+            None => self.base.get_max().await,
+        }
+    }
+}
+
+impl StagingHost {
+    /// Stages tracker writes on top of `base`.
+    pub fn new(base: Arc<AccountHost>) -> Self {
+        StagingHost {
+            base,
+            staged: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Writes the staged tracker values together with `batch`, atomically, and publishes them. Fails (and
+    /// writes nothing) if a tracker moved since it was read (another writer raced the staged hook).
+    pub async fn commit(&self, mut batch: SeBatch, store: &dyn SeStore) -> Result<(), StoreError> {
+        let staged: Vec<(String, Arc<SeTracker>, MaxValue)> = lock(&self.staged)
+            .iter()
+            .filter_map(|(k, t)| {
+                lock(&t.staged)
+                    .clone()
+                    .map(|v| (k.clone(), Arc::clone(&t.base), v))
+            })
+            .collect();
+        let trackers: Vec<Arc<SeTracker>> = staged.iter().map(|(_, t, _)| Arc::clone(t)).collect();
+        // Lock every touched tracker (in key order: the BTreeMap's) for the duration of the write.
+        let mut guards = Vec::with_capacity(staged.len());
+        for (tracker, (key, _, value)) in trackers.iter().zip(&staged) {
+            let guard = tracker.value.lock().await;
+            if value.value <= guard.value {
+                return Err(StoreError::Io(format!(
+                    "max-value tracker {key} changed during an incoming claim"
+                )));
+            }
+            batch.put_json(Family::Main, tracker.key.clone(), value)?;
+            guards.push(guard);
+        }
+        if !batch.is_empty() {
+            store.submit(batch)?.await?;
+        }
+        for (guard, (_, _, value)) in guards.iter_mut().zip(staged) {
+            **guard = value;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ContextHost for StagingHost {
+    fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        self.base.transfer_log(key)
+    }
+
+    fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
+        let mut staged = lock(&self.staged);
+        let t = staged.entry(key.to_owned()).or_insert_with(|| {
+            Arc::new(StagedTracker {
+                base: self.base.tracker(key),
+                staged: Mutex::new(None),
+            })
+        });
+        Ok(Arc::clone(t) as Arc<dyn MaxValueTracker>)
+    }
+
+    async fn rpc(
+        &self,
+        method: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ModuleError> {
+        self.base.rpc(method, args).await
+    }
+
+    fn now(&self) -> SystemTime {
+        self.base.now()
+    }
+}

@@ -1,0 +1,190 @@
+//! # Settlement engine (RFC 38)
+//!
+//! ilp-bridge as an RFC 38 settlement engine: a connector (interledger-rs, the Java connector) asks it to settle
+//! over HTTP; it settles through a channel module (`channel_modules`: trustline IOUs, signed claims, ledger
+//! payments) by sending the module's claims to the peer's engine through the connectors, and credits what the
+//! peer's engine sends back.
+//!
+//! Layout:
+//! * [`engine`]: the core (accounts, idempotency, the settle and credit workers, the operator view);
+//! * [`api`]: the RFC 38 HTTP API the connector calls; [`admin`]: the operator API;
+//! * [`amount`]: Quantities of any precision, scale conversion with leftovers;
+//! * [`store`]: the durable state ([`store::SeStore`]) and its key layout;
+//! * [`host`]: the engine-mode `ContextHost` a module runs on;
+//! * [`client`]: calls to the connector (credits, messages); [`wire`]: engine-to-engine messages;
+//! * [`config`]: [`SeConfig`]. Entry points: [`run`] (binds from the config) and [`start`] (caller binds).
+//!
+//! The OpenAPI document of both APIs is `src/se/openapi.yaml` ([`admin::OPENAPI_YAML`]).
+
+pub mod admin;
+pub mod amount;
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod host;
+pub mod store;
+pub mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::SeConfig;
+pub use engine::{Engine, EngineError};
+
+use crate::store::Db;
+use host::{ModuleLogs, RocksModuleLogs};
+use store::{RocksSeStore, SeStore};
+
+/// Errors of starting or running the engine's servers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SeError {
+    /// Binding or serving a listener failed.
+    #[error("settlement engine listener {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A running engine with its listeners (see [`start`]).
+pub struct SeHandle {
+    /// The engine (for direct calls and views).
+    pub engine: Engine,
+    /// Address of the engine API.
+    pub addr: SocketAddr,
+    /// Address of the admin API, if running.
+    pub admin_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeHandle")
+            .field("addr", &self.addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeHandle {
+    /// Stops the servers and the engine's workers and waits for them.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.engine.shutdown().await;
+    }
+}
+
+impl Drop for SeHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Opens the engine on `store`/`logs` and serves the engine API on `listener` and, if given with a token, the
+/// admin API on `admin`. Returns once serving; stop with [`SeHandle::stop`].
+pub async fn start(
+    config: SeConfig,
+    store: Arc<dyn SeStore>,
+    logs: Arc<dyn ModuleLogs>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+) -> Result<SeHandle, SeError> {
+    let addr = local_addr(&listener)?;
+    let admin = match (admin, config.admin_token.clone()) {
+        (Some(l), Some(token)) => Some((local_addr(&l)?, l, token)),
+        _ => None,
+    };
+    let engine = Engine::open(config, store, logs).await?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
+    let api = api::router(engine.clone());
+    let admin_addr = admin.as_ref().map(|(a, _, _)| *a);
+    let admin_task = admin.map(|(a, l, token)| {
+        let router = admin::router(engine.clone(), &token);
+        tokio::spawn(async move {
+            let served = axum::serve(l, router)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop_rx.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, addr = %a, "admin API stopped");
+            }
+        })
+    });
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, api)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, %addr, "engine API stopped");
+        }
+        let _ = admin_stop_tx.send(());
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
+    });
+    tracing::info!(%addr, admin = ?admin_addr, "settlement engine listening");
+    Ok(SeHandle {
+        engine,
+        addr,
+        admin_addr,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+fn local_addr(l: &TcpListener) -> Result<SocketAddr, SeError> {
+    l.local_addr().map_err(|source| SeError::Listen {
+        addr: "?".to_owned(),
+        source,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, SeError> {
+    TcpListener::bind(addr).await.map_err(|source| SeError::Listen {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Runs the engine on the node's database until `shutdown` resolves: binds `config.listen` and (when
+/// `config.admin_token` is set) `config.admin_listen`.
+pub async fn run(
+    config: SeConfig,
+    db: Arc<Db>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SeError> {
+    let listener = bind(config.listen).await?;
+    let admin = if config.admin_token.is_some() {
+        Some(bind(config.admin_listen).await?)
+    } else {
+        None
+    };
+    let store: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));
+    let logs: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(db));
+    let handle = start(config, store, logs, listener, admin).await?;
+    shutdown.await;
+    handle.stop().await;
+    Ok(())
+}

@@ -1,0 +1,546 @@
+//! [`Db`]: the node's one RocksDB database (one folder per node) and its durable, group-committed write path.
+//!
+//! Every part of the node that must not lose data writes through [`Db::write`] (or [`Db::submit`]): the transfer
+//! logs and max-value trackers of this module, and the settlement engine's state. The contract:
+//!
+//! * **Atomic:** one call = one `WriteBatch`, applied all or nothing.
+//! * **Durable:** `write` returns `Ok` only after the batch is in the WAL *and the WAL is synced*.
+//! * **Ordered:** batches become durable in the order they were submitted. A batch submitted after another never
+//!   becomes visible or durable before it.
+//! * **Group commit:** one dedicated writer thread takes every batch queued since its last write, concatenates
+//!   them into one `WriteBatch` and writes it with `sync = true`, so N concurrent writers share one fsync.
+//! * **Poisoning:** if a write or sync ever fails, the database is poisoned: that group's writers get
+//!   [`StoreError::Io`], and every later write [`StoreError::Poisoned`]. After a failed fsync the kernel may have
+//!   dropped dirty pages while reporting later syncs as successful ("fsyncgate", Rebello et al., ATC '20), so
+//!   the only safe recovery is a restart, which rereads what really reached the disk.
+//!
+//! Key space (one default column family plus [`PENDING_CF`]): the store module uses keys starting with `meta/`,
+//! `tl/` and `mvt/` (see `store::keys`). Other users pick their own prefix (e.g. `se/`) and document it there.
+//!
+//! [`PENDING_CF`] is a small column family for records that are usually short-lived (prepared transfers). Kept
+//! apart, their deletion tombstones are compacted away quickly and never slow down a start-up scan of what is
+//! still pending, however long the history.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+
+use channel_modules::store::StoreError;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Direction as IterDirection,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use tokio::sync::{oneshot, watch};
+
+/// Column family for short-lived records (prepared transfers).
+pub const PENDING_CF: &str = "pending";
+
+/// Memtable size of [`PENDING_CF`]: small, so tombstones of finished transfers flush and compact away early.
+const PENDING_WRITE_BUFFER_BYTES: usize = 4 << 20;
+/// Memtable size of the default column family.
+const DEFAULT_WRITE_BUFFER_BYTES: usize = 32 << 20;
+/// Total WAL size that forces memtable flushes, which bounds WAL replay at start-up.
+const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+/// Bloom filter bits per key: most prepares look up an ID that does not exist yet.
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// Size of the RocksDB block cache.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// Header of a serialized RocksDB `WriteBatch`: 8-byte sequence number + 4-byte record count.
+const WRITE_BATCH_HEADER_BYTES: usize = 12;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its data consistent before any call that could panic.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn io(err: rocksdb::Error) -> StoreError {
+    StoreError::Io(err.into_string())
+}
+
+/// A batch waiting for the writer thread.
+struct Queued {
+    batch: WriteBatch,
+    seq: u64,
+    ack: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    batches: Vec<Queued>,
+    /// Sequence number given to the last submitted batch (1, 2, …).
+    last_submitted: u64,
+    shutdown: bool,
+}
+
+/// State shared by the [`Db`] handle and its writer thread.
+struct Shared {
+    db: DB,
+    queue: Mutex<Queue>,
+    wake_writer: Condvar,
+    /// Highest sequence number known durable; every lower one is durable too.
+    durable: AtomicU64,
+    /// Wakes [`Db::wait_durable`] callers after every group (success or failure).
+    durable_watch: watch::Sender<u64>,
+    poisoned: AtomicBool,
+    /// Test hook: the next this-many group writes fail as if the disk did.
+    injected_failures: AtomicU64,
+    /// Number of group writes done (for tests and benchmarks).
+    groups: AtomicU64,
+    /// Flush memtables when the database closes (see [`Db::set_flush_on_close`]).
+    flush_on_close: AtomicBool,
+}
+
+/// Receipt for a submitted batch; await [`WriteTicket::wait`] to learn when it is durable.
+#[derive(Debug)]
+#[must_use = "a write is only known durable once its ticket resolves"]
+pub struct WriteTicket {
+    seq: u64,
+    ack: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl WriteTicket {
+    /// The batch's position in the global write order.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Resolves when the batch is durable (`Ok`) or failed (`Io` for the failing group, then `Poisoned`).
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.ack
+            .await
+            .map_err(|_| StoreError::Io("database writer stopped".to_owned()))?
+    }
+}
+
+/// The node's database. Cheap to share as `Arc<Db>`; dropping the last handle stops the writer thread after
+/// it has written everything queued, and flushes the memtables so the next start replays little WAL.
+pub struct Db {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+    /// One live instance per store key (see [`Db::shared_instance`]); weak, so instances die with their users.
+    instances: Mutex<HashMap<Vec<u8>, Weak<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.path)
+            .field("poisoned", &self.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in folder `path` and starts its writer thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<Arc<Db>, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES).map_err(io)?;
+        table.set_block_cache(&cache);
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        opts.set_write_buffer_size(DEFAULT_WRITE_BUFFER_BYTES);
+        opts.set_block_based_table_factory(&table);
+
+        let mut pending = Options::default();
+        pending.set_write_buffer_size(PENDING_WRITE_BUFFER_BYTES);
+        pending.set_block_based_table_factory(&table);
+
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(PENDING_CF, pending),
+        ];
+        let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(io)?;
+        check_format(&db)?;
+        let (durable_watch, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            db,
+            queue: Mutex::new(Queue::default()),
+            wake_writer: Condvar::new(),
+            durable: AtomicU64::new(0),
+            durable_watch,
+            poisoned: AtomicBool::new(false),
+            injected_failures: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
+            flush_on_close: AtomicBool::new(true),
+        });
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("db-writer".to_owned())
+            .spawn(move || writer_loop(&writer_shared))
+            .map_err(|e| StoreError::Io(format!("cannot start database writer: {e}")))?;
+        tracing::debug!(path = %path.display(), "database opened");
+        Ok(Arc::new(Db {
+            shared,
+            writer: Mutex::new(Some(writer)),
+            path,
+            instances: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The folder the database lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying RocksDB handle, for reads this type does not wrap. Never write through it: writes that
+    /// bypass [`Db::write`] are neither ordered, group-committed nor synced.
+    pub fn rocks(&self) -> &DB {
+        &self.shared.db
+    }
+
+    /// The [`PENDING_CF`] column family handle, for `put_cf`/`delete_cf` in batches.
+    pub fn pending_cf(&self) -> Result<&ColumnFamily, StoreError> {
+        self.shared
+            .db
+            .cf_handle(PENDING_CF)
+            .ok_or_else(|| StoreError::Io(format!("column family {PENDING_CF} missing")))
+    }
+
+    /// Queues `batch` for the writer thread and returns at once. Batches are written in submission order, so a
+    /// caller may submit under its own lock to order its writes, then await the ticket outside it.
+    ///
+    /// A poisoned database refuses at once with [`StoreError::Poisoned`].
+    pub fn submit(&self, batch: WriteBatch) -> Result<WriteTicket, StoreError> {
+        if self.is_poisoned() {
+            return Err(StoreError::Poisoned);
+        }
+        let (ack, rx) = oneshot::channel();
+        let seq = {
+            let mut queue = lock(&self.shared.queue);
+            if queue.shutdown {
+                return Err(StoreError::Io("database is closing".to_owned()));
+            }
+            queue.last_submitted += 1;
+            let seq = queue.last_submitted;
+            queue.batches.push(Queued { batch, seq, ack });
+            seq
+        };
+        self.shared.wake_writer.notify_one();
+        Ok(WriteTicket { seq, ack: rx })
+    }
+
+    /// Writes `batch` atomically and returns once it is durable (WAL synced). Concurrent calls share one sync.
+    ///
+    /// If the returned future is dropped after the batch was queued, the batch is still written.
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.submit(batch)?.wait().await
+    }
+
+    /// Returns once every batch up to sequence number `seq` is durable; [`StoreError::Poisoned`] if the database
+    /// was poisoned before that. Returns at once if it already is.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.shared.durable_watch.subscribe();
+        loop {
+            if self.shared.durable.load(Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            if self.is_poisoned() {
+                return Err(StoreError::Poisoned);
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Io("database writer stopped".to_owned()));
+            }
+        }
+    }
+
+    /// Sequence number of the last submitted batch (each submitted batch takes the next number).
+    pub fn submitted_seq(&self) -> u64 {
+        lock(&self.shared.queue).last_submitted
+    }
+
+    /// Highest sequence number known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// True once a write or sync has failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Reads a key of the default column family (sees every batch the writer has applied).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.db.get(key).map_err(io)
+    }
+
+    /// Reads a key of [`PENDING_CF`].
+    pub fn get_pending(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.db.get_cf(self.pending_cf()?, key).map_err(io)
+    }
+
+    /// Every `(key, value)` of the default column family whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.scan(None, prefix)
+    }
+
+    /// Every `(key, value)` of [`PENDING_CF`] whose key starts with `prefix`, in key order.
+    pub fn scan_pending_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.scan(Some(self.pending_cf()?), prefix)
+    }
+
+    fn scan(
+        &self,
+        cf: Option<&ColumnFamily>,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut read = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mode = IteratorMode::From(prefix, IterDirection::Forward);
+        let iter = match cf {
+            Some(cf) => self.shared.db.iterator_cf_opt(cf, read, mode),
+            None => self.shared.db.iterator_opt(mode, read),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(io)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Test hook: the next `n` group writes fail as if the disk returned an error, which poisons the database.
+    /// Only tests should call it; it exists in every build so that integration tests can prove poisoning.
+    pub fn inject_write_failures(&self, n: u64) {
+        self.shared.injected_failures.store(n, Ordering::Release);
+    }
+
+    /// Whether closing flushes the memtables (default: yes, so the next start replays little WAL). Benchmarks
+    /// turn it off to measure a start-up that replays the WAL, as after a crash.
+    pub fn set_flush_on_close(&self, flush: bool) {
+        self.shared.flush_on_close.store(flush, Ordering::Release);
+    }
+
+    /// Number of synced group writes done so far (each may carry many batches).
+    pub fn group_writes(&self) -> u64 {
+        self.shared.groups.load(Ordering::Acquire)
+    }
+
+    /// True while an instance registered under `key` (see [`Db::shared_instance`]) is alive.
+    pub fn has_live_instance(&self, key: &[u8]) -> bool {
+        lock(&self.instances)
+            .get(key)
+            .is_some_and(|weak| weak.strong_count() > 0)
+    }
+
+    /// The one live instance registered under `key`, or a new one from `create` (registered weakly). Stores use
+    /// it so that two handles on the same log always share one in-memory state.
+    pub fn shared_instance<T: Send + Sync + 'static>(
+        &self,
+        key: &[u8],
+        create: impl FnOnce() -> Result<Arc<T>, StoreError>,
+    ) -> Result<Arc<T>, StoreError> {
+        let mut instances = lock(&self.instances);
+        if let Some(existing) = instances.get(key).and_then(Weak::upgrade) {
+            if let Ok(typed) = existing.downcast::<T>() {
+                return Ok(typed);
+            }
+            return Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "key already opened as another store type".to_owned(),
+            });
+        }
+        instances.retain(|_, weak| weak.strong_count() > 0);
+        let created = create()?;
+        let erased: Arc<dyn std::any::Any + Send + Sync> = created.clone();
+        instances.insert(key.to_vec(), Arc::downgrade(&erased));
+        Ok(created)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).shutdown = true;
+        self.shared.wake_writer.notify_all();
+        if let Some(writer) = lock(&self.writer).take() {
+            if writer.join().is_err() {
+                tracing::error!("database writer thread panicked");
+            }
+        }
+        if !self.is_poisoned() && self.shared.flush_on_close.load(Ordering::Acquire) {
+            // Not needed for durability (the WAL is synced); it keeps the next start-up's WAL replay short.
+            if let Err(error) = self.shared.db.flush() {
+                tracing::warn!(%error, "memtable flush at close failed");
+            }
+        }
+    }
+}
+
+/// Checks the store's encoding version; a new database gets the current one (written before the writer thread
+/// exists, so this synced write cannot race with group commits).
+fn check_format(db: &DB) -> Result<(), StoreError> {
+    use super::codec::{FORMAT_KEY, FORMAT_VERSION};
+    match db.get(FORMAT_KEY).map_err(io)? {
+        Some(version) if version.as_slice() == [FORMAT_VERSION] => Ok(()),
+        Some(version) => Err(StoreError::Corrupt {
+            key: String::from_utf8_lossy(FORMAT_KEY).into_owned(),
+            reason: format!("unsupported store format {version:?} (expected [{FORMAT_VERSION}])"),
+        }),
+        None => {
+            let mut sync = WriteOptions::default();
+            sync.set_sync(true);
+            let mut batch = WriteBatch::default();
+            batch.put(FORMAT_KEY, [FORMAT_VERSION]);
+            db.write_opt(batch, &sync).map_err(io)
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < u8::MAX {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+/// Concatenates serialized batches into one: the records of each, after one header whose count is the sum.
+/// The `WriteBatch` serialization (header of sequence + count, then records) is RocksDB's stable format.
+fn merge_batches(batches: &[WriteBatch]) -> Result<WriteBatch, StoreError> {
+    let total: usize = batches.iter().map(WriteBatch::size_in_bytes).sum();
+    let mut data = Vec::with_capacity(total + WRITE_BATCH_HEADER_BYTES);
+    data.extend_from_slice(&[0u8; WRITE_BATCH_HEADER_BYTES]);
+    let mut count: u32 = 0;
+    for batch in batches {
+        let rep = batch.data();
+        let records = rep
+            .get(WRITE_BATCH_HEADER_BYTES..)
+            .ok_or_else(|| StoreError::Io("write batch shorter than its header".to_owned()))?;
+        let n = u32::try_from(batch.len())
+            .map_err(|_| StoreError::Io("write batch too large".to_owned()))?;
+        count = count
+            .checked_add(n)
+            .ok_or_else(|| StoreError::Io("write group too large".to_owned()))?;
+        data.extend_from_slice(records);
+    }
+    data[8..WRITE_BATCH_HEADER_BYTES].copy_from_slice(&count.to_le_bytes());
+    Ok(WriteBatch::from_data(&data))
+}
+
+fn writer_loop(shared: &Shared) {
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    loop {
+        let group = {
+            let mut queue = lock(&shared.queue);
+            while queue.batches.is_empty() && !queue.shutdown {
+                queue = shared
+                    .wake_writer
+                    .wait(queue)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if queue.batches.is_empty() {
+                return; // shutdown, and everything queued is written
+            }
+            std::mem::take(&mut queue.batches)
+        };
+        let last_seq = group.last().map_or(0, |q| q.seq);
+        let (batches, acks): (Vec<WriteBatch>, Vec<_>) =
+            group.into_iter().map(|q| (q.batch, q.ack)).unzip();
+        let result = if shared.poisoned.load(Ordering::Acquire) {
+            Err(StoreError::Poisoned)
+        } else {
+            write_group(shared, batches, &sync)
+        };
+        match &result {
+            Ok(()) => {
+                shared.groups.fetch_add(1, Ordering::AcqRel);
+                shared.durable.store(last_seq, Ordering::Release);
+            }
+            Err(StoreError::Poisoned) => {}
+            Err(error) => {
+                tracing::error!(%error, batches = acks.len(), "durable write failed; database poisoned");
+                shared.poisoned.store(true, Ordering::Release);
+            }
+        }
+        shared.durable_watch.send_replace(last_seq);
+        for ack in acks {
+            // A dropped receiver only means the caller stopped waiting; the outcome stands.
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+fn write_group(
+    shared: &Shared,
+    mut batches: Vec<WriteBatch>,
+    sync: &WriteOptions,
+) -> Result<(), StoreError> {
+    let injected = shared
+        .injected_failures
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok();
+    if injected {
+        return Err(StoreError::Io("injected write failure".to_owned()));
+    }
+    let batch = match batches.pop() {
+        Some(single) if batches.is_empty() => single,
+        Some(last) => {
+            batches.push(last);
+            merge_batches(&batches)?
+        }
+        None => return Ok(()),
+    };
+    shared.db.write_opt(batch, sync).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_bound_of_prefixes() {
+        assert_eq!(prefix_upper_bound(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_upper_bound(&[1, 255]), Some(vec![2]));
+        assert_eq!(prefix_upper_bound(&[255, 255]), None);
+    }
+
+    #[test]
+    fn merged_batch_holds_every_record() {
+        let mut a = WriteBatch::default();
+        a.put(b"k1", b"v1");
+        a.delete(b"k0");
+        let mut b = WriteBatch::default();
+        b.put(b"k2", b"v2");
+        let merged = merge_batches(&[a, b]).expect("merge");
+        assert_eq!(merged.len(), 3);
+        struct Collect(Vec<String>);
+        impl rocksdb::WriteBatchIterator for Collect {
+            fn put(&mut self, key: Box<[u8]>, value: Box<[u8]>) {
+                self.0.push(format!(
+                    "put {}={}",
+                    String::from_utf8_lossy(&key),
+                    String::from_utf8_lossy(&value)
+                ));
+            }
+            fn delete(&mut self, key: Box<[u8]>) {
+                self.0
+                    .push(format!("del {}", String::from_utf8_lossy(&key)));
+            }
+        }
+        let mut seen = Collect(Vec::new());
+        merged.iterate(&mut seen);
+        assert_eq!(seen.0, vec!["put k1=v1", "del k0", "put k2=v2"]);
+    }
+}

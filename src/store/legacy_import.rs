@@ -1,0 +1,757 @@
+//! Imports a legacy plugin store into a [`RocksStores`] namespace.
+//!
+//! The legacy plugin (`legacy-plugin.md` §4) keeps string rows: `<key>:tl:transfer:<id>` (JSON
+//! `{"transfer":{…},"isIncoming":bool,"state":"prepared|fulfilled|cancelled"[,"fulfillment"]}`),
+//! `<key>:tl:balance:if|of` and `<key>:tl:maximum|minimum` (decimal strings, BigNumber notation), and
+//! `<key>:mvt:maximum` (`{"value":"dec","data":any}`). ILP Kit keeps the same rows in the Postgres table
+//! `plugin_store_<prefix>s` (columns `key`, `value`); the main log's key is `''`, so its rows start with `:tl:`.
+//! [`rows_from_json_object`] reads a `{key: value}` dump and [`rows_from_csv`] a `COPY … TO STDOUT WITH
+//! (FORMAT csv)` export of that table.
+//!
+//! Rules (`legacy-plugin.md` §8, "Migration rules"):
+//! * the balance is reproduced exactly: IF and OF are taken from the balance rows, so balance = IF − OF;
+//!   IFP = IF and OFP = OF, because
+//! * records still `prepared` are stale: they are imported as cancelled (reason [`STALE_REASON`]) and their
+//!   amounts are not held;
+//! * stored `maximum`/`minimum` rows become the log's overrides (they beat the configured limits, as in legacy);
+//! * the records are cross-checked against the balance rows: a difference is reported as an
+//!   [`ImportWarning::BalanceMismatch`], never silently (the balance rows still win);
+//! * the legacy `to`, `from` and `ledger` fields are not kept (ilp-bridge derives them from the peer).
+//!
+//! Each log is imported in one batch (records, sums, overrides and an import marker holding a digest of its
+//! rows), each tracker in one batch. Importing the same rows again changes nothing; importing different rows
+//! into a log that already has data is refused. Import before the namespace's stores are opened.
+
+use std::collections::BTreeMap;
+
+use channel_modules::store::{
+    validate_key, Direction, Limit, MaxValue, StoreError, Sums, Transfer, TransferId,
+    TransferRecord, TransferState,
+};
+use num_bigint::BigUint;
+use rocksdb::WriteBatch;
+use sha2::{Digest, Sha256};
+
+use super::codec::{self, tag};
+use super::RocksStores;
+
+/// Cancellation reason given to records that were still prepared in the legacy store.
+pub const STALE_REASON: &str = "stale at migration";
+
+/// Errors that stop an import. Nothing of the failing log is written.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// A row that does not parse as the legacy plugin writes it.
+    #[error("legacy row {key:?}: {reason}")]
+    BadRow {
+        /// The row's key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The target log or tracker already holds other data.
+    #[error("store {key:?} in namespace {namespace:?} already holds data; import refused")]
+    NotEmpty {
+        /// Namespace.
+        namespace: String,
+        /// Log or tracker key.
+        key: String,
+    },
+    /// The target is already open in this process (its in-memory state would go stale).
+    #[error("store {0:?} is open; import before opening the namespace's stores")]
+    InUse(String),
+    /// The input dump itself does not parse.
+    #[error("legacy dump: {0}")]
+    BadDump(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Findings that do not stop the import but must be looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportWarning {
+    /// The fulfilled records do not add up to the balance rows (the balance rows were kept).
+    BalanceMismatch {
+        /// Log key.
+        key: String,
+        /// `(IF, OF)` from the balance rows.
+        balance_rows: (u128, u128),
+        /// `(IF, OF)` summed from the fulfilled records.
+        records: (u128, u128),
+    },
+    /// A row this importer does not know (skipped).
+    UnknownRow(String),
+}
+
+/// What happened to one transfer log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogImport {
+    /// Log key (`""` for the main log).
+    pub key: String,
+    /// The imported sums (IFP = IF, OFP = OF).
+    pub sums: Sums,
+    /// Records imported, in any state.
+    pub transfers: usize,
+    /// Records that were still prepared and were imported as cancelled.
+    pub stale_cancelled: usize,
+    /// Maximum override, if a row held one.
+    pub maximum: Option<Limit>,
+    /// Minimum override, if a row held one.
+    pub minimum: Option<Limit>,
+    /// True when these exact rows had been imported before (nothing was written).
+    pub already_imported: bool,
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// One entry per transfer log, in key order.
+    pub logs: Vec<LogImport>,
+    /// Tracker keys imported (or found already imported), in key order.
+    pub trackers: Vec<String>,
+    /// Warnings; empty for a consistent store.
+    pub warnings: Vec<ImportWarning>,
+}
+
+/// Reads a `{"key": "value", …}` JSON object (the legacy `ObjStore` dump) into rows.
+pub fn rows_from_json_object(json: &str) -> Result<Vec<(String, String)>, ImportError> {
+    let map: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| ImportError::BadDump(e.to_string()))?;
+    map.into_iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::String(s) => Ok((key, s)),
+            other => Err(ImportError::BadRow {
+                key,
+                reason: format!("value is not a string: {other}"),
+            }),
+        })
+        .collect()
+}
+
+/// Reads `key,value[,…]` CSV rows (RFC 4180 quoting, as Postgres `COPY … WITH (FORMAT csv)` writes them);
+/// columns after the second (`createdAt`, `updatedAt`) are ignored, and a first row `key,value,…` is skipped.
+pub fn rows_from_csv(csv: &str) -> Result<Vec<(String, String)>, ImportError> {
+    let mut rows = Vec::new();
+    let mut chars = csv.chars().peekable();
+    let mut record: Vec<String> = Vec::new();
+    let mut field = String::new();
+    let mut line = 1usize;
+    loop {
+        let Some(c) = chars.next() else {
+            if !field.is_empty() || !record.is_empty() {
+                record.push(std::mem::take(&mut field));
+                push_csv_record(&mut rows, std::mem::take(&mut record), line)?;
+            }
+            break;
+        };
+        match c {
+            '"' if field.is_empty() => loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(other) => {
+                        if other == '\n' {
+                            line += 1;
+                        }
+                        field.push(other)
+                    }
+                    None => {
+                        return Err(ImportError::BadDump(format!(
+                            "line {line}: unterminated quote"
+                        )))
+                    }
+                }
+            },
+            ',' => record.push(std::mem::take(&mut field)),
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                record.push(std::mem::take(&mut field));
+                push_csv_record(&mut rows, std::mem::take(&mut record), line)?;
+                line += 1;
+            }
+            other => field.push(other),
+        }
+    }
+    Ok(rows)
+}
+
+fn push_csv_record(
+    rows: &mut Vec<(String, String)>,
+    record: Vec<String>,
+    line: usize,
+) -> Result<(), ImportError> {
+    if record.len() == 1 && record[0].is_empty() {
+        return Ok(()); // blank line
+    }
+    let mut fields = record.into_iter();
+    match (fields.next(), fields.next()) {
+        (Some(key), Some(_)) if line == 1 && key == "key" => Ok(()),
+        (Some(key), Some(value)) => {
+            rows.push((key, value));
+            Ok(())
+        }
+        _ => Err(ImportError::BadDump(format!(
+            "line {line}: expected key,value"
+        ))),
+    }
+}
+
+/// Rows of one legacy transfer log.
+#[derive(Default)]
+struct LogRows {
+    transfers: BTreeMap<String, String>,
+    incoming_fulfilled: Option<String>,
+    outgoing_fulfilled: Option<String>,
+    maximum: Option<String>,
+    minimum: Option<String>,
+}
+
+impl LogRows {
+    /// Digest of every row of the log, in a fixed order: proves a repeated import carries the same rows.
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut field = |name: &str, v: &Option<String>| {
+            h.update(name.as_bytes());
+            match v {
+                Some(v) => {
+                    h.update([1]);
+                    h.update((v.len() as u64).to_le_bytes());
+                    h.update(v.as_bytes());
+                }
+                None => h.update([0]),
+            }
+        };
+        field("if", &self.incoming_fulfilled);
+        field("of", &self.outgoing_fulfilled);
+        field("max", &self.maximum);
+        field("min", &self.minimum);
+        for (id, value) in &self.transfers {
+            h.update((id.len() as u64).to_le_bytes());
+            h.update(id.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> ImportError {
+    ImportError::BadRow {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Imports legacy rows into `stores`' namespace. See the module docs for the rules.
+pub async fn import_legacy_rows(
+    stores: &RocksStores,
+    rows: impl IntoIterator<Item = (String, String)>,
+) -> Result<ImportReport, ImportError> {
+    let mut logs: BTreeMap<String, LogRows> = BTreeMap::new();
+    let mut trackers: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut report = ImportReport::default();
+    for (row_key, value) in rows {
+        let Some((key, rest)) = row_key.split_once(':') else {
+            report.warnings.push(ImportWarning::UnknownRow(row_key));
+            continue;
+        };
+        if validate_key(key).is_err() {
+            return Err(bad(&row_key, "key outside [A-Za-z0-9_-]"));
+        }
+        if rest == "mvt:maximum" {
+            trackers.insert(key.to_owned(), (row_key.clone(), value));
+            continue;
+        }
+        let Some(tl) = rest.strip_prefix("tl:") else {
+            report.warnings.push(ImportWarning::UnknownRow(row_key));
+            continue;
+        };
+        let log = logs.entry(key.to_owned()).or_default();
+        match tl {
+            "balance:if" => log.incoming_fulfilled = Some(value),
+            "balance:of" => log.outgoing_fulfilled = Some(value),
+            "maximum" => log.maximum = Some(value),
+            "minimum" => log.minimum = Some(value),
+            other => match other.strip_prefix("transfer:") {
+                Some(id) => {
+                    log.transfers.insert(id.to_owned(), value);
+                }
+                None => report.warnings.push(ImportWarning::UnknownRow(row_key)),
+            },
+        }
+    }
+    for (key, rows) in &logs {
+        let (imported, warning) = import_log(stores, key, rows).await?;
+        report.logs.push(imported);
+        report.warnings.extend(warning);
+    }
+    for (key, (row_key, value)) in trackers {
+        import_tracker(stores, &key, &row_key, &value).await?;
+        report.trackers.push(key);
+    }
+    for warning in &report.warnings {
+        tracing::warn!(?warning, namespace = stores.namespace(), "legacy import");
+    }
+    Ok(report)
+}
+
+async fn import_log(
+    stores: &RocksStores,
+    key: &str,
+    rows: &LogRows,
+) -> Result<(LogImport, Option<ImportWarning>), ImportError> {
+    let db = stores.db();
+    let prefix = codec::log_prefix(stores.namespace(), key)?;
+    if db.has_live_instance(&prefix) {
+        return Err(ImportError::InUse(key.to_owned()));
+    }
+    let row = |name: &str| format!("{key}:tl:{name}");
+    let parse_sum = |name: &str, v: &Option<String>| -> Result<u128, ImportError> {
+        match v {
+            None => Ok(0),
+            Some(v) => {
+                let n = parse_legacy_integer(v).map_err(|e| bad(&row(name), e))?;
+                u128::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= channel_modules::memory::SUM_MAX)
+                    .ok_or_else(|| bad(&row(name), "negative or too large"))
+            }
+        }
+    };
+    let incoming_fulfilled = parse_sum("balance:if", &rows.incoming_fulfilled)?;
+    let outgoing_fulfilled = parse_sum("balance:of", &rows.outgoing_fulfilled)?;
+    let parse_limit = |name: &str, v: &Option<String>| -> Result<Option<Limit>, ImportError> {
+        v.as_deref()
+            .map(|v| match v.trim() {
+                "Infinity" | "-Infinity" => Ok(Limit::Unbounded),
+                other => parse_legacy_integer(other)
+                    .map(Limit::Finite)
+                    .map_err(|e| bad(&row(name), e)),
+            })
+            .transpose()
+    };
+    let maximum = parse_limit("maximum", &rows.maximum)?;
+    let minimum = parse_limit("minimum", &rows.minimum)?;
+
+    let mut records = Vec::with_capacity(rows.transfers.len());
+    let (mut records_if, mut records_of, mut stale) = (0u128, 0u128, 0usize);
+    for (id, json) in &rows.transfers {
+        let row_key = row(&format!("transfer:{id}"));
+        let record = parse_legacy_record(&row_key, id, json)?;
+        match (&record.state, record.direction) {
+            (TransferState::Fulfilled { .. }, Direction::Incoming) => {
+                records_if += u128::from(record.transfer.amount)
+            }
+            (TransferState::Fulfilled { .. }, Direction::Outgoing) => {
+                records_of += u128::from(record.transfer.amount)
+            }
+            (TransferState::Cancelled { reason }, _) if reason == STALE_REASON => stale += 1,
+            _ => {}
+        }
+        records.push(record);
+    }
+    let sums = Sums {
+        incoming_fulfilled,
+        incoming_fulfilled_and_prepared: incoming_fulfilled,
+        outgoing_fulfilled,
+        outgoing_fulfilled_and_prepared: outgoing_fulfilled,
+    };
+    let warning =
+        ((records_if, records_of) != (incoming_fulfilled, outgoing_fulfilled)).then(|| {
+            ImportWarning::BalanceMismatch {
+                key: key.to_owned(),
+                balance_rows: (incoming_fulfilled, outgoing_fulfilled),
+                records: (records_if, records_of),
+            }
+        });
+    let mut result = LogImport {
+        key: key.to_owned(),
+        sums,
+        transfers: records.len(),
+        stale_cancelled: stale,
+        maximum,
+        minimum,
+        already_imported: false,
+    };
+
+    let digest = rows.digest();
+    let marker_key = codec::sub_key(&prefix, tag::IMPORTED, None);
+    if let Some(marker) = db.get(&marker_key)? {
+        if marker.as_slice() == digest.as_slice() {
+            result.already_imported = true;
+            return Ok((result, warning));
+        }
+        return Err(not_empty(stores, key));
+    }
+    let has_data = db.get(&codec::sub_key(&prefix, tag::SUMS, None))?.is_some()
+        || db
+            .get(&codec::sub_key(&prefix, tag::MAXIMUM, None))?
+            .is_some()
+        || db
+            .get(&codec::sub_key(&prefix, tag::MINIMUM, None))?
+            .is_some()
+        || !db
+            .scan_prefix(&codec::sub_key(&prefix, tag::FINISHED, None))?
+            .is_empty()
+        || !db
+            .scan_pending_prefix(&codec::sub_key(&prefix, tag::PREPARED, None))?
+            .is_empty();
+    if has_data {
+        return Err(not_empty(stores, key));
+    }
+
+    let mut batch = WriteBatch::default();
+    for record in &records {
+        batch.put(
+            codec::sub_key(&prefix, tag::FINISHED, Some(&record.transfer.id)),
+            codec::encode_record(record)?,
+        );
+    }
+    batch.put(
+        codec::sub_key(&prefix, tag::SUMS, None),
+        codec::encode_sums(&sums),
+    );
+    if let Some(maximum) = maximum {
+        batch.put(
+            codec::sub_key(&prefix, tag::MAXIMUM, None),
+            codec::encode_limit(maximum),
+        );
+    }
+    if let Some(minimum) = minimum {
+        batch.put(
+            codec::sub_key(&prefix, tag::MINIMUM, None),
+            codec::encode_limit(minimum),
+        );
+    }
+    batch.put(marker_key, digest);
+    db.write(batch).await?;
+    tracing::info!(
+        namespace = stores.namespace(),
+        key,
+        transfers = result.transfers,
+        stale = result.stale_cancelled,
+        balance = %sums.balance(),
+        "legacy transfer log imported"
+    );
+    Ok((result, warning))
+}
+
+fn not_empty(stores: &RocksStores, key: &str) -> ImportError {
+    ImportError::NotEmpty {
+        namespace: stores.namespace().to_owned(),
+        key: key.to_owned(),
+    }
+}
+
+async fn import_tracker(
+    stores: &RocksStores,
+    key: &str,
+    row_key: &str,
+    value: &str,
+) -> Result<(), ImportError> {
+    let db = stores.db();
+    let mvt_key = codec::mvt_key(stores.namespace(), key)?;
+    if db.has_live_instance(&mvt_key) {
+        return Err(ImportError::InUse(key.to_owned()));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(value).map_err(|e| bad(row_key, e.to_string()))?;
+    let value_field = json.get("value").ok_or_else(|| bad(row_key, "no value"))?;
+    let digits = match value_field {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return Err(bad(row_key, format!("value is {other}"))),
+    };
+    let entry = MaxValue {
+        value: parse_legacy_natural(&digits).map_err(|e| bad(row_key, e))?,
+        data: json.get("data").cloned().unwrap_or(serde_json::Value::Null),
+    };
+    let encoded = codec::encode_max_value(&entry)?;
+    if let Some(existing) = db.get(&mvt_key)? {
+        if existing == encoded {
+            return Ok(());
+        }
+        return Err(not_empty(stores, key));
+    }
+    let mut batch = WriteBatch::default();
+    batch.put(mvt_key, encoded);
+    Ok(db.write(batch).await?)
+}
+
+fn parse_legacy_record(row_key: &str, id: &str, json: &str) -> Result<TransferRecord, ImportError> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(row_key, e.to_string()))?;
+    let t = v
+        .get("transfer")
+        .ok_or_else(|| bad(row_key, "no transfer"))?;
+    let str_field = |name: &str| -> Result<&str, ImportError> {
+        t.get(name)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| bad(row_key, format!("transfer.{name} missing or not a string")))
+    };
+    let transfer_id: TransferId = str_field("id")?
+        .parse()
+        .map_err(|_| bad(row_key, "transfer.id is not a UUID"))?;
+    if id.parse::<TransferId>().ok() != Some(transfer_id) {
+        return Err(bad(row_key, "row key and transfer.id differ"));
+    }
+    let amount = match t.get("amount") {
+        Some(serde_json::Value::String(s)) => parse_legacy_integer(s),
+        Some(serde_json::Value::Number(n)) => parse_legacy_integer(&n.to_string()),
+        _ => Err("transfer.amount missing".to_owned()),
+    }
+    .and_then(|n| u64::try_from(n).map_err(|_| format!("amount {n} outside 0..2^64")))
+    .map_err(|e| bad(row_key, e))?;
+    let execution_condition = decode_b64url_32(str_field("executionCondition")?)
+        .map_err(|e| bad(row_key, format!("executionCondition: {e}")))?;
+    let expires_at_ms = parse_iso_ms(str_field("expiresAt")?)
+        .map_err(|e| bad(row_key, format!("expiresAt: {e}")))?;
+    let ilp = match t.get("ilp") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(s)) => {
+            decode_b64url(s).map_err(|e| bad(row_key, format!("ilp: {e}")))?
+        }
+        Some(other) => return Err(bad(row_key, format!("ilp is {other}"))),
+    };
+    let custom = t.get("custom").cloned();
+    let direction = match v.get("isIncoming").and_then(serde_json::Value::as_bool) {
+        Some(true) => Direction::Incoming,
+        Some(false) => Direction::Outgoing,
+        None => return Err(bad(row_key, "isIncoming missing")),
+    };
+    let state = match v.get("state").and_then(serde_json::Value::as_str) {
+        Some("prepared") => TransferState::Cancelled {
+            reason: STALE_REASON.to_owned(),
+        },
+        Some("cancelled") => TransferState::Cancelled {
+            reason: "cancelled (legacy import)".to_owned(),
+        },
+        Some("fulfilled") => {
+            let f = v
+                .get("fulfillment")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| bad(row_key, "fulfilled without fulfillment"))?;
+            TransferState::Fulfilled {
+                fulfillment: decode_b64url_32(f)
+                    .map_err(|e| bad(row_key, format!("fulfillment: {e}")))?,
+            }
+        }
+        other => return Err(bad(row_key, format!("unknown state {other:?}"))),
+    };
+    Ok(TransferRecord {
+        transfer: Transfer {
+            id: transfer_id,
+            amount,
+            execution_condition,
+            expires_at_ms,
+            ilp,
+            custom,
+        },
+        direction,
+        state,
+    })
+}
+
+/// Parses an integer as BigNumber.js prints it: `[-]digits`, or exponent notation `[-]d[.ddd]e[+|-]n` (used
+/// from 1e21 on). A fractional value is an error.
+pub fn parse_legacy_integer(s: &str) -> Result<i128, String> {
+    let s = s.trim();
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let magnitude = parse_legacy_natural(body)?;
+    let magnitude = i128::try_from(magnitude).map_err(|_| format!("{s:?} is too large"))?;
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// Parses a non-negative integer (plain digits or BigNumber exponent notation) of any size.
+pub fn parse_legacy_natural(s: &str) -> Result<BigUint, String> {
+    let s = s.trim();
+    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (
+            m,
+            e.strip_prefix('+')
+                .unwrap_or(e)
+                .parse::<i64>()
+                .map_err(|_| format!("{s:?}: bad exponent"))?,
+        ),
+        None => (s, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("{s:?} is not a decimal integer"));
+    }
+    let digits = format!("{int_part}{frac_part}");
+    // value = digits × 10^(exponent − len(frac))
+    let shift = exponent - frac_part.len() as i64;
+    let digits = if shift >= 0 {
+        if shift > 4096 {
+            return Err(format!("{s:?} is too large"));
+        }
+        format!("{digits}{}", "0".repeat(shift as usize))
+    } else {
+        let cut = digits.len().saturating_sub(shift.unsigned_abs() as usize);
+        let (keep, dropped) = digits.split_at(cut);
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err(format!("{s:?} is not an integer"));
+        }
+        if keep.is_empty() {
+            "0".to_owned()
+        } else {
+            keep.to_owned()
+        }
+    };
+    BigUint::parse_bytes(digits.as_bytes(), 10).ok_or_else(|| format!("{s:?} is not a number"))
+}
+
+fn decode_b64url(s: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let trimmed = s.trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .map_err(|e| e.to_string())
+}
+
+fn decode_b64url_32(s: &str) -> Result<[u8; 32], String> {
+    decode_b64url(s)?
+        .try_into()
+        .map_err(|v: Vec<u8>| format!("{} bytes, expected 32", v.len()))
+}
+
+/// Parses a JavaScript `Date#toISOString` value (`YYYY-MM-DDTHH:MM:SS.sssZ`, or `±YYYYYY-…` for far years) to
+/// milliseconds since the epoch. Fractional digits beyond milliseconds are ignored; a missing fraction is 0.
+pub fn parse_iso_ms(s: &str) -> Result<i64, String> {
+    let err = || format!("{s:?} is not an ISO 8601 UTC time");
+    let body = s.strip_suffix('Z').ok_or_else(err)?;
+    let (date, time) = body.split_once('T').ok_or_else(err)?;
+    let (year_sign, date) = match date.as_bytes().first() {
+        Some(b'+') => (1i64, &date[1..]),
+        Some(b'-') => (-1i64, &date[1..]),
+        _ => (1i64, date),
+    };
+    let mut parts = date.split('-');
+    let num = |p: Option<&str>| -> Result<i64, String> {
+        let p = p.ok_or_else(err)?;
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        p.parse::<i64>().map_err(|_| err())
+    };
+    let year = year_sign * num(parts.next())?;
+    let month = num(parts.next())?;
+    let day = num(parts.next())?;
+    if parts.next().is_some() {
+        return Err(err());
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut hms_parts = hms.split(':');
+    let hour = num(hms_parts.next())?;
+    let minute = num(hms_parts.next())?;
+    let second = num(hms_parts.next())?;
+    if hms_parts.next().is_some()
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(err());
+    }
+    let millis = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0'));
+    let days = days_from_civil(year, month, day);
+    days.checked_mul(86_400_000)
+        .and_then(|ms| ms.checked_add(((hour * 60 + minute) * 60 + second) * 1000 + millis))
+        .ok_or_else(err)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times_as_javascript_prints_them() {
+        assert_eq!(parse_iso_ms("1970-01-01T00:00:00.000Z"), Ok(0));
+        assert_eq!(
+            parse_iso_ms("2017-10-01T00:00:00.123Z"),
+            Ok(1_506_816_000_123)
+        );
+        assert_eq!(
+            parse_iso_ms("2000-02-29T23:59:59.999Z"),
+            Ok(951_868_799_999)
+        );
+        // new Date(8.64e15).toISOString(), the largest JS date
+        assert_eq!(
+            parse_iso_ms("+275760-09-13T00:00:00.000Z"),
+            Ok(8_640_000_000_000_000)
+        );
+        assert_eq!(parse_iso_ms("1969-12-31T23:59:59.000Z"), Ok(-1000));
+        assert!(parse_iso_ms("2017-13-01T00:00:00.000Z").is_err());
+        assert!(parse_iso_ms("2017-10-01 00:00:00Z").is_err());
+        assert!(parse_iso_ms("2017-10-01T00:00:00.000").is_err());
+    }
+
+    #[test]
+    fn bignumber_notation() {
+        assert_eq!(parse_legacy_integer("13"), Ok(13));
+        assert_eq!(parse_legacy_integer("-50"), Ok(-50));
+        assert_eq!(
+            parse_legacy_integer("1.2345e+21"),
+            Ok(1_234_500_000_000_000_000_000)
+        );
+        assert_eq!(
+            parse_legacy_integer("-1e+21"),
+            Ok(-1_000_000_000_000_000_000_000)
+        );
+        assert!(parse_legacy_integer("1.5").is_err());
+        assert!(parse_legacy_integer("abc").is_err());
+        assert!(parse_legacy_integer("1e+60").is_err());
+        assert_eq!(
+            parse_legacy_natural("12345678901234567890123").map(|v| v.to_string()),
+            Ok("12345678901234567890123".to_owned())
+        );
+    }
+
+    #[test]
+    fn csv_as_postgres_copies_it() {
+        let csv = "key,value,createdAt,updatedAt\n\
+                   :tl:balance:if,13,2017-01-01,2017-01-01\n\
+                   \"a:mvt:maximum\",\"{\"\"value\"\":\"\"7\"\",\"\"data\"\":null}\",x,y\r\n";
+        assert_eq!(
+            rows_from_csv(csv),
+            Ok(vec![
+                (":tl:balance:if".to_owned(), "13".to_owned()),
+                (
+                    "a:mvt:maximum".to_owned(),
+                    "{\"value\":\"7\",\"data\":null}".to_owned()
+                ),
+            ])
+        );
+        assert!(rows_from_csv("\"open").is_err());
+    }
+}

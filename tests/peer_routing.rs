@@ -1,0 +1,218 @@
+//! Routing through the bridge, in memory: A ⇄ [X1 | router | X2] ⇄ C, all trustlines in one process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use btp::ilp_v1::{IlpV1Error, IlpV1Packet, Payment};
+use bytes::Bytes;
+use channel_modules::memory::MemoryStores;
+use channel_modules::store::{Transfer, TransferId, TransferState};
+use ilp_bridge::config::legacy::PeerConfig;
+use ilp_bridge::peer::{forward_id, MemoryLink, PeerEvent, Rate, Router, RoutingConfig, Trustline, TrustlineOptions};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+struct Net {
+    a: Trustline,
+    x1: Trustline,
+    x2: Trustline,
+    c: Trustline,
+    router: Arc<Router>,
+}
+
+fn server(name: &str, prefix: &str, code: &str, scale: u8) -> Result<Trustline, Box<dyn std::error::Error>> {
+    let cfg = PeerConfig::from_legacy_json(
+        name,
+        &json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000", "prefix": prefix,
+                "info": {"currencyCode": code, "currencyScale": scale}, "store": true}),
+    )?;
+    let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
+    Ok(Trustline::new(&cfg, Arc::new(stores), None, TrustlineOptions::default())?)
+}
+
+fn client(name: &str) -> Result<Trustline, Box<dyn std::error::Error>> {
+    let cfg = PeerConfig::from_legacy_json(
+        name,
+        &json!({"server": "btp+ws://:s@127.0.0.1:1", "maxBalance": "100000", "store": true}),
+    )?;
+    let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
+    Ok(Trustline::new(&cfg, Arc::new(stores), None, TrustlineOptions::default())?)
+}
+
+async fn net(scale_b: u8, code_b: &str, rates: &[(&str, &str, &str)]) -> Result<Net, Box<dyn std::error::Error>> {
+    let x1 = server("x1", "test.a.", "USD", 9)?;
+    let x2 = server("x2", "test.b.", code_b, scale_b)?;
+    let a = client("a")?;
+    let c = client("c")?;
+    MemoryLink::pair(&x1, &a);
+    MemoryLink::pair(&x2, &c);
+    let mut config = RoutingConfig::default();
+    for (from, to, r) in rates {
+        config.rates.insert(((*from).to_owned(), (*to).to_owned()), Rate::parse(r)?);
+    }
+    let router = Router::new(config);
+    router.add_peer(&x1);
+    router.add_peer(&x2);
+    for t in [&x1, &x2, &a, &c] {
+        t.connect().await?;
+    }
+    Ok(Net { a, x1, x2, c, router })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn transfer(n: u8, amount: u64, dest: &str, dest_amount: u64, f: &[u8; 32], expires_in_ms: i64) -> Transfer {
+    Transfer {
+        id: TransferId([n; 16]),
+        amount,
+        execution_condition: Sha256::digest(f).into(),
+        expires_at_ms: now_ms() + expires_in_ms,
+        ilp: IlpV1Packet::Payment(Payment {
+            amount: dest_amount,
+            account: dest.to_owned(),
+            data: Bytes::new(),
+        })
+        .to_bytes()
+        .to_vec(),
+        custom: None,
+    }
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> Result<PeerEvent, Box<dyn std::error::Error>> {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await??;
+        if e.name() == name {
+            return Ok(e);
+        }
+    }
+}
+
+async fn rejection(a: &Trustline, t: Transfer) -> Result<IlpV1Error, Box<dyn std::error::Error>> {
+    let mut events = a.subscribe();
+    a.send_transfer(t).await?;
+    match next_event(&mut events, "outgoing_reject").await? {
+        PeerEvent::OutgoingReject { reason, .. } => Ok(reason.ilp_error),
+        other => Err(format!("unexpected {other:?}").into()),
+    }
+}
+
+#[tokio::test]
+async fn payment_is_forwarded_and_fulfilled_backwards() -> TestResult {
+    let n = net(9, "USD", &[]).await?;
+    let mut c_events = n.c.subscribe();
+    let mut a_events = n.a.subscribe();
+    let f = [7u8; 32];
+    let t = transfer(1, 10, "test.b.server.carl", 10, &f, 10_000);
+    n.a.send_transfer(t.clone()).await?;
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await? else {
+        return Err("unexpected event".into());
+    };
+    // Same condition and ILP packet, derived ID, earlier expiry, same amount (same currency and scale).
+    assert_eq!(got.id, forward_id("x1", &t.id));
+    assert_eq!(got.ilp, t.ilp);
+    assert_eq!(got.execution_condition, t.execution_condition);
+    assert_eq!(got.amount, 10);
+    assert_eq!(got.expires_at_ms, t.expires_at_ms - 1000);
+    n.c.fulfill_condition(got.id, f, None).await?;
+    next_event(&mut a_events, "outgoing_fulfill").await?;
+    assert_eq!(n.a.local_balance(), -10);
+    assert_eq!(n.x1.local_balance(), 10);
+    assert_eq!(n.x2.local_balance(), -10);
+    assert_eq!(n.c.local_balance(), 10);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reject_travels_back_with_forwarded_by() -> TestResult {
+    let n = net(9, "USD", &[]).await?;
+    let mut c_events = n.c.subscribe();
+    let f = [1u8; 32];
+    let t = transfer(2, 10, "test.b.server.carl", 10, &f, 10_000);
+    let a = n.a.clone();
+    let pending = tokio::spawn({
+        let t = t.clone();
+        async move { rejection(&a, t).await.map_err(|e| e.to_string()) }
+    });
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await? else {
+        return Err("unexpected event".into());
+    };
+    let reason = IlpV1Error {
+        code: *b"F99",
+        name: "Application Error".to_owned(),
+        triggered_by: "test.b.server.carl".to_owned(),
+        forwarded_by: vec![],
+        triggered_at: btp::Timestamp::now(),
+        data: Bytes::from_static(b"{}"),
+    };
+    n.c.reject_incoming_transfer(got.id, reason).await?;
+    let err = pending.await??;
+    assert_eq!(err.code_str(), "F99");
+    assert_eq!(err.triggered_by, "test.b.server.carl");
+    assert_eq!(err.forwarded_by, vec!["test.a.server".to_owned()]);
+    for tl in [&n.a, &n.x1, &n.x2, &n.c] {
+        assert_eq!(tl.local_balance(), 0);
+        assert_eq!(tl.log().sums().incoming_fulfilled_and_prepared, 0);
+        assert_eq!(tl.log().sums().outgoing_fulfilled_and_prepared, 0);
+    }
+    let rec = n.x1.log().get(&t.id).await?.ok_or("missing")?;
+    assert!(matches!(rec.state, TransferState::Cancelled { .. }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn refusals() -> TestResult {
+    let n = net(9, "USD", &[]).await?;
+    let f = [2u8; 32];
+    // No route.
+    let e = rejection(&n.a, transfer(3, 10, "test.zzz.bob", 10, &f, 10_000)).await?;
+    assert_eq!((e.code_str(), e.name.as_str()), ("F02", "Unreachable"));
+    assert_eq!(e.triggered_by, "test.a.server");
+    // Not enough time to forward.
+    let e = rejection(&n.a, transfer(4, 10, "test.b.server.carl", 10, &f, 1200)).await?;
+    assert_eq!(e.code_str(), "R02");
+    // Delivering less than the payment asks for.
+    let e = rejection(&n.a, transfer(5, 10, "test.b.server.carl", 11, &f, 10_000)).await?;
+    assert_eq!(e.code_str(), "R01");
+    assert_eq!(n.a.local_balance(), 0);
+    assert_eq!(n.x2.log().sums().outgoing_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn amounts_are_converted_between_scales_and_currencies() -> TestResult {
+    // Same currency, scale 9 → 6: divide by 1000, rounding down.
+    let n = net(6, "USD", &[]).await?;
+    assert_eq!(n.router.convert(&n.x1, &n.x2, 10_000)?, 10);
+    assert_eq!(n.router.convert(&n.x1, &n.x2, 10_999)?, 10);
+    assert_eq!(n.router.convert(&n.x2, &n.x1, 10)?, 10_000);
+    assert_eq!(n.router.convert(&n.x1, &n.x2, 999)?, 0);
+    // A payment whose conversion is 0 is refused.
+    let e = rejection(&n.a, transfer(6, 999, "test.b.server.carl", 0, &[1u8; 32], 10_000)).await?;
+    assert_eq!(e.code_str(), "R01");
+    // Forwarded with the converted amount.
+    let mut c_events = n.c.subscribe();
+    n.a.send_transfer(transfer(7, 5_000, "test.b.server.carl", 5, &[1u8; 32], 10_000)).await?;
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await? else {
+        return Err("unexpected event".into());
+    };
+    assert_eq!(got.amount, 5);
+
+    // Other currency: refused without a rate, converted with one.
+    let n = net(9, "EUR", &[]).await?;
+    assert!(n.router.convert(&n.x1, &n.x2, 10).is_err());
+    let e = rejection(&n.a, transfer(8, 10, "test.b.server.carl", 1, &[1u8; 32], 10_000)).await?;
+    assert_eq!(e.code_str(), "F00");
+    let n = net(9, "EUR", &[("x1", "x2", "0.5")]).await?;
+    assert_eq!(n.router.convert(&n.x1, &n.x2, 11)?, 5);
+    assert!(Rate::parse("abc").is_err());
+    assert!(Rate::parse("0").is_err());
+    Ok(())
+}

@@ -1,0 +1,696 @@
+//! Two in-process trustlines wired by a `MemoryLink`: the behaviours of the legacy test suite
+//! (`legacy-plugin.md` §6) that apply to a peer, ported to Rust.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use btp::ilp_v1::{IlpV1Error, IlpV1Packet, Payment};
+use btp::packet::{ContentType, Fulfill, Packet, Prepare, ProtocolData, ProtocolDataEntry, ProtocolName, Reject};
+use btp::transport::Reply;
+use btp::Timestamp;
+use bytes::Bytes;
+use channel_modules::memory::MemoryStores;
+use channel_modules::store::{Direction, Limit, Transfer, TransferId, TransferState};
+use channel_modules::{ChannelModule, ModuleError};
+use ilp_bridge::config::legacy::PeerConfig;
+use ilp_bridge::peer::{
+    IncomingRequestHandler, MemoryLink, PeerError, PeerEvent, PeerMessage, TokioClock, Trustline,
+    TrustlineOptions,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const PREFIX: &str = "test.legacy.";
+
+struct Pair {
+    server: Trustline,
+    client: Trustline,
+    server_stores: MemoryStores,
+    client_stores: MemoryStores,
+    #[allow(dead_code)]
+    links: (Arc<MemoryLink>, Arc<MemoryLink>),
+}
+
+fn options() -> TrustlineOptions {
+    TrustlineOptions {
+        clock: Arc::new(TokioClock::new()),
+        ..TrustlineOptions::default()
+    }
+}
+
+fn server_config(max: &str, module: Option<&str>) -> Result<PeerConfig, Box<dyn std::error::Error>> {
+    let mut o = json!({
+        "listener": {"port": 0}, "incomingSecret": "secret", "maxBalance": max,
+        "prefix": PREFIX, "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []},
+        "store": true, "secret": "claim-secret"
+    });
+    if let Some(m) = module {
+        o["module"] = json!(m);
+    }
+    Ok(PeerConfig::from_legacy_json("server", &o)?)
+}
+
+fn client_config(stateful: bool, module: Option<&str>) -> Result<PeerConfig, Box<dyn std::error::Error>> {
+    let mut o = json!({"server": "btp+ws://:secret@127.0.0.1:1", "store": stateful, "secret": "claim-secret"});
+    if stateful {
+        o["maxBalance"] = json!("1000");
+    }
+    if let Some(m) = module {
+        o["module"] = json!(m);
+    }
+    Ok(PeerConfig::from_legacy_json("client", &o)?)
+}
+
+fn module(name: Option<&str>) -> Result<Option<Arc<dyn ChannelModule>>, ModuleError> {
+    name.map(|n| channel_modules::build_module(n, &json!({"secret": "claim-secret", "maxUnsecured": "100"})))
+        .transpose()
+}
+
+async fn pair_with(max: &str, client_stateful: bool, module_name: Option<&str>) -> Result<Pair, Box<dyn std::error::Error>> {
+    let sc = server_config(max, module_name)?;
+    let cc = client_config(client_stateful, module_name)?;
+    let server_stores = MemoryStores::new(sc.max_balance, sc.min_balance);
+    let client_stores = MemoryStores::new(cc.max_balance, cc.min_balance);
+    let server = Trustline::new(&sc, Arc::new(server_stores.clone()), module(module_name)?, options())?;
+    let client = Trustline::new(&cc, Arc::new(client_stores.clone()), module(module_name)?, options())?;
+    let links = MemoryLink::pair(&server, &client);
+    server.connect().await?;
+    client.connect().await?;
+    Ok(Pair {
+        server,
+        client,
+        server_stores,
+        client_stores,
+        links,
+    })
+}
+
+async fn pair() -> Result<Pair, Box<dyn std::error::Error>> {
+    pair_with("1000", true, None).await
+}
+
+fn condition(fulfillment: &[u8; 32]) -> [u8; 32] {
+    Sha256::digest(fulfillment).into()
+}
+
+fn payment(account: &str, amount: u64) -> Vec<u8> {
+    IlpV1Packet::Payment(Payment {
+        amount,
+        account: account.to_owned(),
+        data: Bytes::new(),
+    })
+    .to_bytes()
+    .to_vec()
+}
+
+fn transfer(n: u8, amount: u64, fulfillment: &[u8; 32], expires_in: Duration) -> Transfer {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Transfer {
+        id: TransferId([n; 16]),
+        amount,
+        execution_condition: condition(fulfillment),
+        expires_at_ms: now + expires_in.as_millis() as i64,
+        ilp: payment("test.legacy.server.bob", amount),
+        custom: None,
+    }
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> Result<PeerEvent, Box<dyn std::error::Error>> {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await??;
+        if e.name() == name {
+            return Ok(e);
+        }
+    }
+}
+
+fn error_of(reply: Option<Reply>) -> Result<(String, String, String), Box<dyn std::error::Error>> {
+    match reply {
+        Some(Reply::Error(e)) => {
+            let data: serde_json::Value = serde_json::from_str(&e.data)?;
+            let msg = data["message"].as_str().unwrap_or_default().to_owned();
+            Ok((e.code_str().to_owned(), e.name.clone(), msg))
+        }
+        other => Err(format!("expected an Error, got {other:?}").into()),
+    }
+}
+
+fn prepare_packet(t: &Transfer) -> Result<Packet, Box<dyn std::error::Error>> {
+    Ok(Packet::Prepare(Prepare {
+        transfer_id: t.id.0,
+        amount: t.amount,
+        execution_condition: t.execution_condition,
+        expires_at: Timestamp::from_unix_millis(t.expires_at_ms).ok_or("time")?,
+        protocol_data: ProtocolData::new().with(ProtocolDataEntry::octets(
+            ProtocolName::from_static("ilp"),
+            Bytes::from(t.ilp.clone()),
+        )),
+    }))
+}
+
+#[tokio::test]
+async fn addresses_info_balance_and_limit() -> TestResult {
+    let p = pair().await?;
+    assert_eq!(p.server.get_account()?, "test.legacy.server");
+    assert_eq!(p.server.get_peer_account()?, "test.legacy.client");
+    // Two stateful peers both call themselves "server" (legacy).
+    assert_eq!(p.client.get_account()?, "test.legacy.server");
+    let info = p.client.get_info().ok_or("no info")?;
+    assert_eq!(info["prefix"], "test.legacy.");
+    assert_eq!(info["currencyScale"], 9);
+    assert_eq!(p.client.get_peer_balance().await?, "-0");
+    assert_eq!(p.client.get_limit().await?, "-1000");
+    assert_eq!(p.server.get_limit().await?, "-1000");
+    assert_eq!(p.server.get_balance().await?, "0");
+
+    // Byte-exact side replies.
+    let reply = p
+        .server
+        .handle_packet(Packet::Message(ProtocolData::new().with(ProtocolDataEntry::octets(
+            ProtocolName::from_static("limit"),
+            Bytes::from_static(&[0]),
+        ))))
+        .await;
+    match reply {
+        Some(Reply::Response(pd)) => {
+            let e = pd.get("limit").ok_or("no limit")?;
+            assert_eq!(e.content_type, ContentType::APPLICATION_JSON);
+            assert_eq!(&e.data[..], b"\"1000\"");
+        }
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    let reply = p
+        .server
+        .handle_packet(Packet::Message(ProtocolData::new().with(ProtocolDataEntry::octets(
+            ProtocolName::from_static("info"),
+            Bytes::from_static(&[0]),
+        ))))
+        .await;
+    match reply {
+        Some(Reply::Response(pd)) => {
+            let e = pd.get("info").ok_or("no info")?;
+            assert_eq!(e.content_type, ContentType::TEXT_PLAIN_UTF8);
+            assert_eq!(&e.data[..], b"test.legacy.server");
+        }
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn stateless_client_addresses_and_infinite_limit() -> TestResult {
+    let p = pair_with("1000", false, None).await?;
+    assert_eq!(p.client.get_account()?, "test.legacy.client");
+    assert_eq!(p.client.get_peer_account()?, "test.legacy.server");
+    assert_eq!(p.server.get_limit().await?, "-Infinity");
+    assert_eq!(p.client.get_balance().await?, "-0");
+    Ok(())
+}
+
+#[tokio::test]
+async fn transfer_fulfilled_balances_and_events() -> TestResult {
+    let p = pair().await?;
+    let mut client_events = p.client.subscribe();
+    let mut server_events = p.server.subscribe();
+    let f = [7u8; 32];
+    let t = transfer(1, 10, &f, Duration::from_secs(10));
+    p.client.send_transfer(t.clone()).await?;
+    next_event(&mut client_events, "outgoing_prepare").await?;
+    match next_event(&mut server_events, "incoming_prepare").await? {
+        PeerEvent::IncomingPrepare(got) => assert_eq!(got, t),
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    p.server.fulfill_condition(t.id, f, None).await?;
+    next_event(&mut client_events, "outgoing_fulfill").await?;
+    next_event(&mut server_events, "incoming_fulfill").await?;
+    assert_eq!(p.client.get_balance().await?, "-10");
+    assert_eq!(p.server.get_balance().await?, "10");
+    assert_eq!(p.client.get_peer_balance().await?, "-10");
+    assert_eq!(p.server.get_peer_balance().await?, "10");
+
+    // A repeated Fulfill is applied once and succeeds (legacy bug fixed).
+    let again = p
+        .client
+        .handle_packet(Packet::Fulfill(Fulfill {
+            transfer_id: t.id.0,
+            fulfillment: f,
+            protocol_data: ProtocolData::new(),
+        }))
+        .await;
+    assert!(matches!(again, Some(Reply::Response(_))), "{again:?}");
+    assert_eq!(p.client.local_balance(), -10);
+    // A fulfilled transfer cannot be rejected.
+    let reject = p
+        .client
+        .handle_packet(Packet::Reject(Reject {
+            transfer_id: t.id.0,
+            protocol_data: ProtocolData::new().with(ProtocolDataEntry::octets(
+                ProtocolName::from_static("ilp"),
+                IlpV1Packet::Error(p.server.expiry_error()).to_bytes(),
+            )),
+        }))
+        .await;
+    assert_eq!(error_of(reject)?.0, "F06");
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_transfers_sum_exactly() -> TestResult {
+    let p = pair().await?;
+    let mut handles = Vec::new();
+    for n in 1..=10u8 {
+        let (c, s) = (p.client.clone(), p.server.clone());
+        handles.push(tokio::spawn(async move {
+            let f = [n; 32];
+            let t = transfer(n, 1, &f, Duration::from_secs(10));
+            c.send_transfer(t.clone()).await?;
+            s.fulfill_condition(t.id, f, None).await
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    assert_eq!(p.client.get_balance().await?, "-10");
+    assert_eq!(p.server.get_balance().await?, "10");
+    Ok(())
+}
+
+#[tokio::test]
+async fn incoming_over_limit_is_refused_without_event() -> TestResult {
+    let p = pair_with("100", true, None).await?;
+    let mut server_events = p.server.subscribe();
+    let f = [1u8; 32];
+    let t = transfer(2, 101, &f, Duration::from_secs(10));
+    let err = p.client.send_transfer(t.clone()).await;
+    match err {
+        Err(PeerError::Remote(e)) => {
+            assert_eq!(e.code_str(), "F00");
+            assert_eq!(e.name, "NotAcceptedError");
+            assert!(
+                e.data.contains("balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: "),
+                "{}",
+                e.data
+            );
+        }
+        other => return Err(format!("expected a remote error, got {other:?}").into()),
+    }
+    assert!(server_events.try_recv().is_err(), "no incoming_prepare");
+    // Nothing stays reserved on either side; an identical retry is checked again (legacy bug fixed).
+    assert_eq!(p.client.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert!(p.server.handle_packet(prepare_packet(&t)?).await.is_some());
+    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    // Exactly at the limit is allowed.
+    let t = transfer(3, 100, &f, Duration::from_secs(10));
+    p.client.send_transfer(t).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn fulfill_checks_in_legacy_order() -> TestResult {
+    let p = pair().await?;
+    let f = [9u8; 32];
+    let t = transfer(4, 5, &f, Duration::from_secs(10));
+    p.client.send_transfer(t.clone()).await?;
+    let fulfill = |id: [u8; 16], f: [u8; 32]| {
+        Packet::Fulfill(Fulfill {
+            transfer_id: id,
+            fulfillment: f,
+            protocol_data: ProtocolData::new(),
+        })
+    };
+    // Unknown ID.
+    let (code, name, msg) = error_of(p.client.handle_packet(fulfill([0xee; 16], f)).await)?;
+    assert_eq!((code.as_str(), name.as_str()), ("F02", "TransferNotFoundError"));
+    assert!(msg.starts_with("No transfer found with ID "), "{msg}");
+    // Fulfilling a transfer that is incoming for us.
+    let (code, name, msg) = error_of(p.server.handle_packet(fulfill(t.id.0, f)).await)?;
+    assert_eq!((code.as_str(), name.as_str()), ("F00", "Error"));
+    assert_eq!(msg, format!("{} is incoming; refusing to fulfill.", t.id));
+    // Wrong preimage.
+    let (code, name, msg) = error_of(p.client.handle_packet(fulfill(t.id.0, [8u8; 32])).await)?;
+    assert_eq!((code.as_str(), name.as_str(), msg.as_str()), ("F00", "NotAcceptedError", "Fulfillment does not match the condition"));
+    // The payee's own API refuses the wrong preimage too, before sending anything.
+    match p.server.fulfill_condition(t.id, [8u8; 32], None).await {
+        Err(PeerError::Refused(e)) => assert_eq!(e.name, "NotAcceptedError"),
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    // The sender cannot fulfill its own transfer.
+    match p.client.fulfill_condition(t.id, f, None).await {
+        Err(PeerError::Refused(e)) => assert_eq!(e.message, format!("{} is outgoing; cannot fulfill", t.id)),
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    // Rejected, then fulfilled: F05.
+    p.server
+        .reject_incoming_transfer(t.id, p.server.expiry_error())
+        .await?;
+    let (code, name, _) = error_of(p.client.handle_packet(fulfill(t.id.0, f)).await)?;
+    assert_eq!((code.as_str(), name.as_str()), ("F05", "AlreadyRolledBackError"));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn fulfill_after_expiry_by_local_clock_is_refused() -> TestResult {
+    let p = pair().await?;
+    let f = [3u8; 32];
+    let t = transfer(5, 5, &f, Duration::from_secs(10));
+    p.client.send_transfer(t.clone()).await?;
+    // Stop the client's timer from firing first: cut the link so its expiry cannot reach the server, and
+    // fulfill by hand after the local clock passed expiry. The client must refuse with F05.
+    let transfers = p.client.log().prepared().await?;
+    assert_eq!(transfers.len(), 1);
+    p.links.0.set_up(false);
+    p.links.1.set_up(false);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    tokio::task::yield_now().await;
+    let reply = p
+        .client
+        .handle_packet(Packet::Fulfill(Fulfill {
+            transfer_id: t.id.0,
+            fulfillment: f,
+            protocol_data: ProtocolData::new(),
+        }))
+        .await;
+    assert_eq!(error_of(reply)?.0, "F05");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_rejects_both_ways_with_r00() -> TestResult {
+    let p = pair().await?;
+    let mut client_events = p.client.subscribe();
+    let mut server_events = p.server.subscribe();
+    let f = [4u8; 32];
+    let t = transfer(6, 5, &f, Duration::from_secs(10));
+    p.client.send_transfer(t.clone()).await?;
+    let reason = match next_event(&mut client_events, "outgoing_reject").await {
+        Ok(PeerEvent::OutgoingReject { reason, .. }) => Some(reason),
+        _ => None,
+    };
+    next_event(&mut server_events, "incoming_cancel").await?;
+    // Whichever timer fired first, both sides end cancelled and the R00 has the legacy shape.
+    for tl in [&p.client, &p.server] {
+        let rec = tl.log().get(&t.id).await?.ok_or("missing")?;
+        assert!(matches!(rec.state, TransferState::Cancelled { .. }), "{rec:?}");
+        assert_eq!(tl.local_balance(), 0);
+    }
+    if let Some(reason) = reason {
+        assert_eq!(reason.code, "R00");
+        assert_eq!(reason.name, "Transfer Timed Out");
+        assert_eq!(reason.triggered_by, "test.legacy.server");
+        assert_eq!(reason.forwarded_by, None);
+        assert_eq!(&reason.ilp_error.data[..], b"expired");
+        assert_eq!(reason.additional_info, json!("not JSON"));
+    }
+    // Fulfilled transfers never expire.
+    let t2 = transfer(7, 5, &f, Duration::from_secs(10));
+    p.client.send_transfer(t2.clone()).await?;
+    p.server.fulfill_condition(t2.id, f, None).await?;
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(p.client.local_balance(), -5);
+    assert_eq!(p.server.local_balance(), 5);
+    Ok(())
+}
+
+#[test]
+fn expiry_reject_is_byte_exact_with_the_captured_vector() -> TestResult {
+    // legacy-plugin.md §1 "Expiry Reject" ilp entry.
+    let captured = hex::decode(concat!(
+        "084a", "523030", "12", "5472616e736665722054696d6564204f7574", "12",
+        "746573742e6c65676163792e736572766572", "0100", "13", "32303236313132313135333032352e3831335a",
+        "07", "65787069726564", "00"
+    ))?;
+    let parsed = IlpV1Packet::decode(&Bytes::from(captured.clone()))?;
+    let IlpV1Packet::Error(e) = parsed else {
+        return Err("not an error".into());
+    };
+    let ours = IlpV1Error {
+        code: *b"R00",
+        name: "Transfer Timed Out".to_owned(),
+        triggered_by: "test.legacy.server".to_owned(),
+        forwarded_by: vec![],
+        triggered_at: e.triggered_at,
+        data: Bytes::from_static(b"expired"),
+    };
+    assert_eq!(IlpV1Packet::Error(ours).to_bytes().to_vec(), captured);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn already_expired_prepare_is_accepted_then_rejected() -> TestResult {
+    let p = pair().await?;
+    let mut server_events = p.server.subscribe();
+    let f = [5u8; 32];
+    let mut t = transfer(8, 5, &f, Duration::from_secs(0));
+    t.expires_at_ms -= 1000;
+    let reply = p.server.handle_packet(prepare_packet(&t)?).await;
+    assert!(matches!(reply, Some(Reply::Response(_))), "{reply:?}");
+    next_event(&mut server_events, "incoming_cancel").await?;
+    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_beyond_24_8_days_does_not_fire_early() -> TestResult {
+    let p = pair().await?;
+    let f = [6u8; 32];
+    let t = transfer(9, 5, &f, Duration::from_secs(30 * 24 * 3600));
+    p.client.send_transfer(t.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(25 * 24 * 3600)).await;
+    let rec = p.server.log().get(&t.id).await?.ok_or("missing")?;
+    assert_eq!(rec.state, TransferState::Prepared);
+    tokio::time::sleep(Duration::from_secs(6 * 24 * 3600)).await;
+    let rec = p.server.log().get(&t.id).await?.ok_or("missing")?;
+    assert!(matches!(rec.state, TransferState::Cancelled { .. }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn reject_maps_to_rejection_message_and_bad_rejects_are_refused() -> TestResult {
+    let p = pair().await?;
+    let mut client_events = p.client.subscribe();
+    let f = [2u8; 32];
+    let t = transfer(10, 5, &f, Duration::from_secs(10));
+    p.client.send_transfer(t.clone()).await?;
+    // Without an ILP error: F00 TypeError, nothing changes.
+    let reply = p
+        .client
+        .handle_packet(Packet::Reject(Reject {
+            transfer_id: t.id.0,
+            protocol_data: ProtocolData::new(),
+        }))
+        .await;
+    let (code, name, _) = error_of(reply)?;
+    assert_eq!((code.as_str(), name.as_str()), ("F00", "TypeError"));
+    assert_eq!(p.client.log().get(&t.id).await?.map(|r| r.state), Some(TransferState::Prepared));
+    // The sender cannot reject.
+    let reply = p
+        .server
+        .handle_packet(Packet::Reject(Reject {
+            transfer_id: t.id.0,
+            protocol_data: ProtocolData::new().with(ProtocolDataEntry::octets(
+                ProtocolName::from_static("ilp"),
+                IlpV1Packet::Error(p.client.expiry_error()).to_bytes(),
+            )),
+        }))
+        .await;
+    let (code, _, msg) = error_of(reply)?;
+    assert_eq!(code, "F00");
+    assert_eq!(msg, format!("{} is incoming; peer cannot reject.", t.id));
+    // A proper reject.
+    let reason = IlpV1Error {
+        code: *b"F99",
+        name: "Application Error".to_owned(),
+        triggered_by: "test.legacy.server.bob".to_owned(),
+        forwarded_by: vec!["a.connector".to_owned(), "test.legacy.server".to_owned()],
+        triggered_at: Timestamp::now(),
+        data: Bytes::from_static(b"{\"foo\":1}"),
+    };
+    p.server.reject_incoming_transfer(t.id, reason).await?;
+    match next_event(&mut client_events, "outgoing_reject").await? {
+        PeerEvent::OutgoingReject { reason, .. } => {
+            assert_eq!(reason.code, "F99");
+            assert_eq!(reason.forwarded_by.as_deref(), Some("test.legacy.server"));
+            assert_eq!(reason.additional_info, json!({"foo": 1}));
+        }
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    assert_eq!(p.client.log().sums().outgoing_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn duplicate_ids() -> TestResult {
+    let p = pair().await?;
+    let f = [1u8; 32];
+    let t = transfer(11, 5, &f, Duration::from_secs(10));
+    assert!(matches!(p.server.handle_packet(prepare_packet(&t)?).await, Some(Reply::Response(_))));
+    // Same transfer again: applied once.
+    assert!(matches!(p.server.handle_packet(prepare_packet(&t)?).await, Some(Reply::Response(_))));
+    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 5);
+    // Same ID, other contents: F04.
+    let mut other = t.clone();
+    other.amount = 6;
+    let (code, name, _) = error_of(p.server.handle_packet(prepare_packet(&other)?).await)?;
+    assert_eq!((code.as_str(), name.as_str()), ("F04", "DuplicateIdError"));
+    // Zero amount.
+    let mut zero = transfer(12, 5, &f, Duration::from_secs(10));
+    zero.amount = 0;
+    let (code, name, msg) = error_of(p.server.handle_packet(prepare_packet(&zero)?).await)?;
+    assert_eq!((code.as_str(), name.as_str(), msg.as_str()), ("F01", "InvalidFieldsError", "amount (0) must be positive"));
+    Ok(())
+}
+
+struct Echo;
+
+#[async_trait::async_trait]
+impl IncomingRequestHandler for Echo {
+    async fn handle_request(&self, request: PeerMessage) -> Result<PeerMessage, PeerError> {
+        if request.custom.as_ref().and_then(|c| c.get("fail")).is_some() {
+            return Err(PeerError::Handler("handler failed".to_owned()));
+        }
+        Ok(PeerMessage {
+            ilp: request.ilp,
+            custom: Some(json!({"echo": request.custom})),
+        })
+    }
+}
+
+#[tokio::test]
+async fn requests_both_ways() -> TestResult {
+    let p = pair().await?;
+    // No handler registered.
+    match p.client.send_request(PeerMessage { ilp: None, custom: Some(json!({"a": 1})) }).await {
+        Err(PeerError::Remote(e)) => {
+            assert_eq!((e.code_str(), e.name.as_str()), ("F00", "NotAcceptedError"));
+            assert!(e.data.contains("no request handler registered"));
+        }
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    p.server.register_request_handler(Arc::new(Echo));
+    p.client.register_request_handler(Arc::new(Echo));
+    let r = p.client.send_request(PeerMessage { ilp: Some(Bytes::from_static(b"\x01\x02")), custom: Some(json!({"a": 1})) }).await?;
+    assert_eq!(r.custom, Some(json!({"echo": {"a": 1}})));
+    assert_eq!(r.ilp.as_deref(), Some(&b"\x01\x02"[..]));
+    let r = p.server.send_request(PeerMessage { ilp: None, custom: Some(json!({"b": 2})) }).await?;
+    assert_eq!(r.custom, Some(json!({"echo": {"b": 2}})));
+    // A failing handler: Response with an ILP v1 Error F00 Bad Request.
+    let r = p.client.send_request(PeerMessage { ilp: None, custom: Some(json!({"fail": true})) }).await?;
+    let ilp = r.ilp.ok_or("no ilp")?;
+    match IlpV1Packet::decode(&ilp)? {
+        IlpV1Packet::Error(e) => {
+            assert_eq!(e.code_str(), "F00");
+            assert_eq!(e.name, "Bad Request");
+            assert_eq!(e.triggered_by, "test.legacy.server");
+            assert!(e.forwarded_by.is_empty());
+            assert_eq!(&e.data[..], br#"{"message":"handler failed"}"#);
+        }
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    // Unknown side protocol without a module: F00 TypeError.
+    let reply = p
+        .server
+        .handle_packet(Packet::Message(ProtocolData::new().with(ProtocolDataEntry::json(
+            ProtocolName::from_static("whatever"),
+            "[]",
+        ))))
+        .await;
+    let (code, name, _) = error_of(reply)?;
+    assert_eq!((code.as_str(), name.as_str()), ("F00", "TypeError"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn claims_flow_through_the_modules() -> TestResult {
+    let p = pair_with("1000", true, Some("claim-test")).await?;
+    for n in 1..=3u8 {
+        let f = [n; 32];
+        let t = transfer(20 + n, 10, &f, Duration::from_secs(10));
+        p.client.send_transfer(t.clone()).await?;
+        p.server.fulfill_condition(t.id, f, None).await?;
+    }
+    // The server (payee) kept the client's best claim: cumulative 30, signed.
+    let best = p.server_stores.max_value_tracker("incoming_claim")?.get_max().await?;
+    assert_eq!(best.value, num_bigint::BigUint::from(30u32));
+    assert!(best.data.get("signature").is_some());
+    // Unknown module RPC: legacy message.
+    let reply = p
+        .server
+        .handle_packet(Packet::Message(ProtocolData::new().with(ProtocolDataEntry::json(
+            ProtocolName::from_static("nope"),
+            "[]",
+        ))))
+        .await;
+    let (code, _, msg) = error_of(reply)?;
+    assert_eq!((code.as_str(), msg.as_str()), ("F00", "Unrecognized side protocol: nope"));
+    let _ = &p.client_stores;
+    Ok(())
+}
+
+#[tokio::test]
+async fn module_refusal_cancels_the_prepare() -> TestResult {
+    // claim-test with maxUnsecured 100: a prepare that leaves more than 100 unsecured is refused.
+    let p = pair_with("1000", true, Some("claim-test")).await?;
+    let mut server_events = p.server.subscribe();
+    let f = [1u8; 32];
+    let t = transfer(30, 101, &f, Duration::from_secs(10));
+    match p.client.send_transfer(t.clone()).await {
+        Err(PeerError::Remote(e)) => assert_eq!((e.code_str(), e.name.as_str()), ("F00", "NotAcceptedError")),
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    assert!(server_events.try_recv().is_err());
+    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    let rec = p.server.log().get(&t.id).await?.ok_or("missing")?;
+    assert!(matches!(rec.state, TransferState::Cancelled { .. }));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn prepared_transfers_survive_a_restart_and_expire() -> TestResult {
+    let p = pair().await?;
+    let f = [1u8; 32];
+    let t = transfer(40, 5, &f, Duration::from_secs(10));
+    p.client.send_transfer(t.clone()).await?;
+    // "Restart" the server: drop it and build a new one on the same stores.
+    let sc = server_config("1000", None)?;
+    drop(p.server);
+    let server = Trustline::new(&sc, Arc::new(p.server_stores.clone()), None, options())?;
+    // links.1 is the client's link to the server; links.0 the server's link to the client.
+    p.links.1.retarget(&server);
+    server.set_link(p.links.0.clone());
+    server.connect().await?;
+    assert_eq!(server.start().await?, 1);
+    let mut events = server.subscribe();
+    // The client's timer and the restarted server's timer both fire; both end cancelled.
+    next_event(&mut events, "incoming_cancel").await.ok();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rec = server.log().get(&t.id).await?.ok_or("missing")?;
+    assert!(matches!(rec.state, TransferState::Cancelled { .. }), "{rec:?}");
+    assert_eq!(rec.direction, Direction::Incoming);
+    assert_eq!(server.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(p.client.log().sums().outgoing_fulfilled_and_prepared, 0);
+    let _ = Limit::Unbounded;
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_need_a_connection() -> TestResult {
+    let sc = server_config("1000", None)?;
+    let server = Trustline::new(&sc, Arc::new(MemoryStores::new(Limit::Finite(1000), Limit::Unbounded)), None, options())?;
+    match server.get_balance().await {
+        Err(PeerError::NotConnected(what)) => assert_eq!(what, "getBalance"),
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    let f = [1u8; 32];
+    assert!(matches!(
+        server.send_transfer(transfer(50, 1, &f, Duration::from_secs(10))).await,
+        Err(PeerError::NotConnected("sendTransfer"))
+    ));
+    Ok(())
+}

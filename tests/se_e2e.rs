@@ -1,0 +1,298 @@
+//! End to end: connector A → engine A → (messages through the mock connectors) → engine B → connector B, with
+//! odd scales, restarts of either engine between accept and credit (RocksDB), and connectors down for a while.
+
+mod se_common;
+
+use std::time::Duration;
+
+use ilp_bridge::se::amount::Scaled;
+use ilp_bridge::se::SeHandle;
+use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
+use num_bigint::BigUint;
+use rand::{Rng, SeedableRng};
+use se_common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Side {
+    mock: MockConnector,
+    se: Option<SeHandle>,
+    backing: Backing,
+    account: String,
+    module: &'static str,
+    options: serde_json::Value,
+    connector_scale: Option<u8>,
+}
+
+impl Side {
+    fn config(&self) -> ilp_bridge::se::SeConfig {
+        let mut c = config(&self.mock.url(), self.module, self.options.clone());
+        c.connector_scale = self.connector_scale;
+        c
+    }
+
+    fn se(&self) -> Result<&SeHandle, String> {
+        self.se.as_ref().ok_or_else(|| "engine not running".to_owned())
+    }
+
+    async fn restart(&mut self) -> TestResult {
+        if let Some(se) = self.se.take() {
+            se.stop().await;
+        }
+        let se = start_engine(self.config(), &self.backing).await?;
+        self.mock.set_engine_url(&self.account, &url(&se))?;
+        self.se = Some(se);
+        Ok(())
+    }
+}
+
+async fn pair(
+    module: &'static str,
+    options: serde_json::Value,
+    scale_b: Option<u8>,
+    backing: fn() -> Backing,
+) -> Result<(Side, Side), Box<dyn std::error::Error + Send + Sync>> {
+    let mut sides = Vec::new();
+    for connector_scale in [None, scale_b] {
+        let mock = MockConnector::start().await?;
+        mock.set_settle_policy(SettlePolicy {
+            wait_after_error: Duration::from_millis(50),
+            wait_after_connect_error: Duration::from_millis(50),
+            ..SettlePolicy::default()
+        });
+        let b = backing();
+        let mut side = Side {
+            mock,
+            se: None,
+            backing: b,
+            account: String::new(),
+            module,
+            options: options.clone(),
+            connector_scale,
+        };
+        let se = start_engine(side.config(), &side.backing).await?;
+        side.account = side.mock.add_account(&url(&se)).await?;
+        side.se = Some(se);
+        sides.push(side);
+    }
+    let b = sides.pop().ok_or("side b")?;
+    let a = sides.pop().ok_or("side a")?;
+    MockConnector::link(&a.mock, &a.account, &b.mock, &b.account)?;
+    Ok((a, b))
+}
+
+/// Random amounts at `scale` whose sum is a multiple of `granule` (so the module can settle all of it), each
+/// usually not a multiple (so leftovers carry over).
+fn amounts(seed: u64, n: usize, granule: u64) -> (Vec<u64>, u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v: Vec<u64> = (0..n).map(|_| rng.gen_range(1..10 * granule.max(10))).collect();
+    let sum: u64 = v.iter().sum();
+    let pad = (granule - sum % granule) % granule;
+    if let Some(last) = v.last_mut() {
+        *last += pad;
+    }
+    let total = v.iter().sum();
+    (v, total)
+}
+
+fn value_eq(a: &Scaled, b: &Scaled) -> bool {
+    let s = a.scale.max(b.scale);
+    a.upscale(s) == b.upscale(s)
+}
+
+async fn settle_all(a: &Side, amounts: &[u64], scale: u8) -> TestResult {
+    for amt in amounts {
+        let out = a.mock.settle(&a.account, &amt.to_string(), scale).await?;
+        assert_eq!(out.status, 201, "{}", out.body);
+        let q: serde_json::Value = serde_json::from_str(&out.body)?;
+        assert_eq!(q["amount"], amt.to_string());
+    }
+    Ok(())
+}
+
+async fn wait_credited(b: &Side, want: &Scaled) -> TestResult {
+    eventually("connector B credited", WAIT, || async {
+        let got = b.mock.credited_total(&b.account);
+        value_eq(&got, want)
+    })
+    .await
+    .map_err(|e| {
+        format!("{e}: credited {} want {}", b.mock.credited_total(&b.account), want).into()
+    })
+}
+
+#[tokio::test]
+async fn connector_scale_9_module_scale_6() -> TestResult {
+    let (a, b) = pair("trustline", serde_json::json!({"scale": 6}), Some(9), Backing::memory).await?;
+    let (amts, total) = amounts(1, 60, 1000);
+    settle_all(&a, &amts, 9).await?;
+    let want = Scaled::new(BigUint::from(total), 9);
+    wait_credited(&b, &want).await?;
+    // Every credit was at the connector's scale 9 and under its own key.
+    let credits = b.mock.credits();
+    assert!(credits.iter().all(|c| c.amount.scale == 9));
+    let keys: std::collections::HashSet<_> = credits.iter().map(|c| c.key.clone()).collect();
+    assert_eq!(keys.len(), credits.len());
+    // Nothing more arrives, nothing is left anywhere.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(value_eq(&b.mock.credited_total(&b.account), &want));
+    let va = a.se()?.engine.account_view(&a.account)?;
+    assert_eq!(va.leftover.amount, "0");
+    assert_eq!(va.in_flight.amount, "0");
+    assert_eq!(va.settled.amount, (total / 1000).to_string());
+    let vb = b.se()?.engine.account_view(&b.account)?;
+    assert!(vb.uncredited.is_empty());
+    assert_eq!(vb.incoming_leftover.amount, "0");
+    // The history names every request by key, settled by a claim.
+    let h = a.se()?.engine.account_history(&a.account)?;
+    assert_eq!(h.settlements.len(), amts.len());
+    assert!(h.settlements.iter().all(|s| s.state == "settled" && s.claim_id.is_some()));
+    for side in [a, b] {
+        if let Some(se) = side.se {
+            se.stop().await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn connector_scale_2_module_scale_6_with_leftover_held_back() -> TestResult {
+    // B credits at scale 2 while the module works at 6: nothing finer than 0.01 reaches connector B.
+    let (a, b) = pair("trustline", serde_json::json!({"scale": 6}), Some(2), Backing::memory).await?;
+    let (amts, total) = amounts(2, 40, 1);
+    settle_all(&a, &amts, 2).await?;
+    wait_credited(&b, &Scaled::new(BigUint::from(total), 2)).await?;
+    assert!(b.mock.credits().iter().all(|c| c.amount.scale == 2));
+
+    // Now A's connector works at scale 9 with amounts below B's unit: B holds the leftover until it adds up.
+    let fine = [4_000_000u64, 3_000_000, 2_999_999, 1]; // 0.004 + 0.003 + 0.002999999 + 0.000000001 = 0.01
+    for (i, amt) in fine.iter().enumerate() {
+        let out = a.mock.settle(&a.account, &amt.to_string(), 9).await?;
+        assert_eq!(out.status, 201);
+        if i + 1 < fine.len() {
+            // Not a whole 0.01 yet at B (and A cannot settle sub-micro amounts): total unchanged.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(value_eq(&b.mock.credited_total(&b.account), &Scaled::new(BigUint::from(total), 2)));
+        }
+    }
+    wait_credited(&b, &Scaled::new(BigUint::from(total + 1), 2)).await?;
+    for side in [a, b] {
+        if let Some(se) = side.se {
+            se.stop().await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn claim_test_module_end_to_end() -> TestResult {
+    let opts = serde_json::json!({"scale": 6, "secret": "shared"});
+    let (a, b) = pair("claim-test", opts, Some(9), Backing::memory).await?;
+    let (amts, total) = amounts(3, 20, 1000);
+    settle_all(&a, &amts, 9).await?;
+    wait_credited(&b, &Scaled::new(BigUint::from(total), 9)).await?;
+    for side in [a, b] {
+        if let Some(se) = side.se {
+            se.stop().await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn restarts_of_either_engine_between_accept_and_credit() -> TestResult {
+    let (mut a, mut b) = pair("trustline", serde_json::json!({"scale": 6}), Some(9), || {
+        Backing::rocks().unwrap_or_else(|_| Backing::memory())
+    })
+    .await?;
+    assert!(matches!(a.backing, Backing::Rocks(_)));
+    let mut expected = 0u64;
+
+    // 1. A accepts while B's connector is down (claims cannot be delivered); A restarts; then B comes back.
+    b.mock.set_down().await;
+    let (amts, total) = amounts(4, 25, 1000);
+    settle_all(&a, &amts, 9).await?;
+    expected += total;
+    a.restart().await?;
+    let view = a.se()?.engine.account_view(&a.account)?;
+    assert_ne!(view.requested.amount, "0", "accepted requests reloaded");
+    b.mock.set_up().await?;
+    wait_credited(&b, &Scaled::new(BigUint::from(expected), 9)).await?;
+
+    // 2. B receives claims but cannot credit (connector B answers 500); B restarts; the credits go through
+    //    afterwards with their stable keys.
+    b.mock.override_credit_status(Some(500));
+    let (amts, total) = amounts(5, 25, 1000);
+    settle_all(&a, &amts, 9).await?;
+    expected += total;
+    eventually("B received everything", WAIT, || async {
+        b.se
+            .as_ref()
+            .and_then(|se| se.engine.account_view(&b.account).ok())
+            .map(|v| v.received.amount == (expected / 1000).to_string())
+            .unwrap_or(false)
+    })
+    .await?;
+    let pending = b.se()?.engine.account_view(&b.account)?.uncredited.len();
+    assert!(pending > 0);
+    b.restart().await?;
+    assert_eq!(b.se()?.engine.account_view(&b.account)?.uncredited.len(), pending);
+    b.mock.override_credit_status(None);
+    wait_credited(&b, &Scaled::new(BigUint::from(expected), 9)).await?;
+
+    // 3. Restart both with requests queued behind a down connector A (sending fails at A's own connector).
+    a.mock.set_down().await;
+    let (amts, total) = amounts(6, 10, 1000);
+    // Connector A is down, so its own settle calls cannot reach... they can: the mock's client still runs.
+    settle_all(&a, &amts, 9).await?;
+    expected += total;
+    a.restart().await?;
+    b.restart().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.mock.set_up().await?;
+    wait_credited(&b, &Scaled::new(BigUint::from(expected), 9)).await?;
+
+    // Nothing was credited twice: each credit key is unique, and the total is exact.
+    let credits = b.mock.credits();
+    let keys: std::collections::HashSet<_> = credits.iter().map(|c| c.key.clone()).collect();
+    assert_eq!(keys.len(), credits.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(value_eq(&b.mock.credited_total(&b.account), &Scaled::new(BigUint::from(expected), 9)));
+    for side in [a, b] {
+        if let Some(se) = side.se {
+            se.stop().await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_409_on_credit_is_an_alert_not_a_retry() -> TestResult {
+    let (a, b) = pair("trustline", serde_json::json!({"scale": 6}), Some(9), Backing::memory).await?;
+    b.mock.override_credit_status(Some(409));
+    settle_all(&a, &[5000], 9).await?;
+    eventually("alert raised", WAIT, || async {
+        b.se.as_ref().map(|se| !se.engine.alerts().is_empty()).unwrap_or(false)
+    })
+    .await?;
+    let alerts = admin_get(b.se()?, "/alerts").await?;
+    assert_eq!(alerts[0]["kind"], "credit_conflict");
+    assert_eq!(alerts[0]["credit"]["amount"]["amount"], "5000");
+    // Not retried: after the override is lifted nothing is credited.
+    b.mock.override_credit_status(None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(b.mock.credits().is_empty());
+    // 404 (account unknown at the connector yet) is retried until it works.
+    b.mock.override_credit_status(Some(404));
+    settle_all(&a, &[7000], 9).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.mock.credits().is_empty());
+    b.mock.override_credit_status(None);
+    wait_credited(&b, &Scaled::new(BigUint::from(7000u32), 9)).await?;
+    for side in [a, b] {
+        if let Some(se) = side.se {
+            se.stop().await;
+        }
+    }
+    Ok(())
+}

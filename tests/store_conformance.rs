@@ -1,0 +1,623 @@
+//! One conformance suite for the TransferLog and MaxValueTracker, run against the in-memory stores
+//! (`channel_modules::memory`) and the RocksDB stores (`ilp_bridge::store`). Every behaviour of issue 3,
+//! including each legacy bug that must not exist (`legacy-plugin.md` §4), has its own test here.
+
+use std::sync::Arc;
+
+use channel_modules::memory::MemoryStores;
+use channel_modules::store::{
+    Direction, Limit, MaxValue, MaxValueTracker, PrepareOutcome, StoreError, Sums, Transfer,
+    TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
+};
+use ilp_bridge::store::{Db, RocksStores};
+use num_bigint::BigUint;
+use tempfile::TempDir;
+
+/// One store under test: stores by key, plus the database folder for the RocksDB flavour.
+pub struct Env {
+    stores: Stores,
+    _dir: Option<TempDir>,
+}
+
+enum Stores {
+    Memory(MemoryStores),
+    Rocks(RocksStores),
+}
+
+impl Env {
+    fn log(&self, key: &str) -> Arc<dyn TransferLog> {
+        self.try_log(key).expect("valid key")
+    }
+    fn try_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        match &self.stores {
+            Stores::Memory(s) => s.transfer_log(key),
+            Stores::Rocks(s) => s.transfer_log(key),
+        }
+    }
+    fn tracker(&self, key: &str) -> Arc<dyn MaxValueTracker> {
+        self.try_tracker(key).expect("valid key")
+    }
+    fn try_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
+        match &self.stores {
+            Stores::Memory(s) => s.max_value_tracker(key),
+            Stores::Rocks(s) => s.max_value_tracker(key),
+        }
+    }
+}
+
+fn memory_env(maximum: Limit, minimum: Limit) -> Env {
+    Env {
+        stores: Stores::Memory(MemoryStores::new(maximum, minimum)),
+        _dir: None,
+    }
+}
+
+fn rocks_env(maximum: Limit, minimum: Limit) -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open db");
+    Env {
+        stores: Stores::Rocks(RocksStores::new(db, "peer", maximum, minimum)),
+        _dir: Some(dir),
+    }
+}
+
+type MakeEnv = fn(Limit, Limit) -> Env;
+
+fn id(n: u32) -> TransferId {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    bytes[6] = 0x40; // a v4 UUID, like the legacy plugin's
+    TransferId(bytes)
+}
+
+fn transfer(n: u32, amount: u64) -> Transfer {
+    Transfer {
+        id: id(n),
+        amount,
+        execution_condition: [n as u8; 32],
+        expires_at_ms: 1_506_816_010_000,
+        ilp: vec![1, n as u8],
+        custom: None,
+    }
+}
+
+fn fulfillment(n: u32) -> [u8; 32] {
+    [n as u8 ^ 0xff; 32]
+}
+
+const MAX: Limit = Limit::Finite(100);
+const MIN: Limit = Limit::Finite(-100);
+
+async fn prepare_ok(log: &dyn TransferLog, t: &Transfer, d: Direction) {
+    assert_eq!(
+        log.prepare(t, d).await,
+        Ok(PrepareOutcome::Prepared),
+        "prepare {t:?}"
+    );
+}
+
+fn sums(ifl: u128, ifp: u128, of: u128, ofp: u128) -> Sums {
+    Sums {
+        incoming_fulfilled: ifl,
+        incoming_fulfilled_and_prepared: ifp,
+        outgoing_fulfilled: of,
+        outgoing_fulfilled_and_prepared: ofp,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- sums
+
+async fn exact_sums_through_prepare_fulfill_and_cancel_both_ways(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 10), Direction::Incoming).await;
+    assert_eq!(log.sums(), sums(0, 10, 0, 0));
+    prepare_ok(&*log, &transfer(2, 7), Direction::Outgoing).await;
+    assert_eq!(log.sums(), sums(0, 10, 0, 7));
+    let rec = log.fulfill(&id(1), &fulfillment(1)).await.expect("fulfill");
+    assert_eq!(
+        rec.state,
+        TransferState::Fulfilled {
+            fulfillment: fulfillment(1)
+        }
+    );
+    assert_eq!(log.sums(), sums(10, 10, 0, 7));
+    log.fulfill(&id(2), &fulfillment(2)).await.expect("fulfill");
+    assert_eq!(log.sums(), sums(10, 10, 7, 7));
+    assert_eq!(log.balance(), 3);
+    prepare_ok(&*log, &transfer(3, 5), Direction::Incoming).await;
+    prepare_ok(&*log, &transfer(4, 6), Direction::Outgoing).await;
+    let rec = log.cancel(&id(3), "expired").await.expect("cancel");
+    assert_eq!(
+        rec.state,
+        TransferState::Cancelled {
+            reason: "expired".to_owned()
+        }
+    );
+    log.cancel(&id(4), "rejected").await.expect("cancel");
+    assert_eq!(log.sums(), sums(10, 10, 7, 7));
+    assert_eq!(log.balance(), 3);
+    prepare_ok(&*log, &transfer(5, 20), Direction::Outgoing).await;
+    log.fulfill(&id(5), &fulfillment(5)).await.expect("fulfill");
+    assert_eq!(log.balance(), -17);
+}
+
+// ---------------------------------------------------------------------------------------------- limits
+
+async fn incoming_limit_allows_equality_and_refuses_above(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 60), Direction::Incoming).await;
+    prepare_ok(&*log, &transfer(2, 40), Direction::Incoming).await; // (IFP + amt) − OF = 100 = maximum
+    assert_eq!(
+        log.prepare(&transfer(3, 1), Direction::Incoming).await,
+        Err(TransferLogError::IncomingLimitExceeded {
+            after: 101,
+            maximum: 100
+        })
+    );
+    assert_eq!(log.sums(), sums(0, 100, 0, 0));
+    assert_eq!(
+        log.get(&id(3)).await,
+        Ok(None),
+        "a refused prepare leaves nothing"
+    );
+}
+
+async fn outgoing_limit_uses_minus_minimum(make: MakeEnv) {
+    let env = make(MAX, Limit::Finite(-30));
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 30), Direction::Outgoing).await;
+    assert_eq!(
+        log.prepare(&transfer(2, 1), Direction::Outgoing).await,
+        Err(TransferLogError::OutgoingLimitExceeded {
+            after: 31,
+            minimum: -30
+        })
+    );
+    // Incoming fulfilled money relieves the outgoing limit: (OFP + amt) − IF.
+    prepare_ok(&*log, &transfer(3, 10), Direction::Incoming).await;
+    log.fulfill(&id(3), &fulfillment(3)).await.expect("fulfill");
+    prepare_ok(&*log, &transfer(4, 10), Direction::Outgoing).await;
+    assert!(matches!(
+        log.prepare(&transfer(5, 1), Direction::Outgoing).await,
+        Err(TransferLogError::OutgoingLimitExceeded { after: 31, .. })
+    ));
+    // A positive minimum (we must stay in credit) works the same way.
+    let env = make(MAX, Limit::Finite(5));
+    let log = env.log("");
+    assert!(matches!(
+        log.prepare(&transfer(6, 1), Direction::Outgoing).await,
+        Err(TransferLogError::OutgoingLimitExceeded {
+            after: 1,
+            minimum: 5
+        })
+    ));
+}
+
+async fn outgoing_prepared_never_relieves_incoming_limit(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 50), Direction::Outgoing).await;
+    prepare_ok(&*log, &transfer(2, 100), Direction::Incoming).await;
+    assert!(matches!(
+        log.prepare(&transfer(3, 1), Direction::Incoming).await,
+        Err(TransferLogError::IncomingLimitExceeded { after: 101, .. })
+    ));
+    // Once fulfilled (OF), the outgoing amount does count.
+    log.fulfill(&id(1), &fulfillment(1)).await.expect("fulfill");
+    prepare_ok(&*log, &transfer(3, 50), Direction::Incoming).await;
+    assert!(matches!(
+        log.prepare(&transfer(4, 1), Direction::Incoming).await,
+        Err(TransferLogError::IncomingLimitExceeded { after: 101, .. })
+    ));
+}
+
+async fn unbounded_limits_never_refuse(make: MakeEnv) {
+    let env = make(Limit::Unbounded, Limit::Unbounded);
+    let log = env.log("");
+    for n in 0..4 {
+        prepare_ok(&*log, &transfer(n, u64::MAX), Direction::Incoming).await;
+        prepare_ok(&*log, &transfer(100 + n, u64::MAX), Direction::Outgoing).await;
+    }
+    assert_eq!(
+        log.sums().incoming_fulfilled_and_prepared,
+        4 * u128::from(u64::MAX)
+    );
+    assert_eq!(log.maximum(), Limit::Unbounded);
+    assert_eq!(log.minimum(), Limit::Unbounded);
+}
+
+async fn stored_overrides_beat_configured_limits(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    assert_eq!(log.maximum(), MAX);
+    log.set_maximum(Limit::Finite(10)).await.expect("set max");
+    log.set_minimum(Limit::Finite(-3)).await.expect("set min");
+    assert_eq!(log.maximum(), Limit::Finite(10));
+    assert_eq!(log.minimum(), Limit::Finite(-3));
+    assert!(log
+        .prepare(&transfer(1, 11), Direction::Incoming)
+        .await
+        .is_err());
+    assert!(log
+        .prepare(&transfer(2, 4), Direction::Outgoing)
+        .await
+        .is_err());
+    prepare_ok(&*log, &transfer(3, 10), Direction::Incoming).await;
+    // Another handle on the same key sees the override (one instance per key).
+    assert_eq!(env.log("").maximum(), Limit::Finite(10));
+    // Unbounded can be stored as an override too (legacy "Infinity").
+    log.set_maximum(Limit::Unbounded).await.expect("set max");
+    prepare_ok(&*log, &transfer(4, 1_000), Direction::Incoming).await;
+    // Other keys keep the configured limits.
+    assert_eq!(env.log("other").maximum(), MAX);
+}
+
+// ---------------------------------------------------------------------------------------------- idempotency
+
+async fn same_id_same_contents_is_a_noop(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    let t = transfer(1, 10);
+    prepare_ok(&*log, &t, Direction::Incoming).await;
+    let stored = TransferRecord {
+        transfer: t.clone(),
+        direction: Direction::Incoming,
+        state: TransferState::Prepared,
+    };
+    assert_eq!(
+        log.prepare(&t, Direction::Incoming).await,
+        Ok(PrepareOutcome::AlreadyExists(stored))
+    );
+    assert_eq!(log.sums(), sums(0, 10, 0, 0));
+}
+
+async fn same_id_different_contents_is_duplicate_id(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    let t = transfer(1, 10);
+    prepare_ok(&*log, &t, Direction::Incoming).await;
+    let mut other_amount = t.clone();
+    other_amount.amount = 11;
+    let mut other_custom = t.clone();
+    other_custom.custom = Some(serde_json::json!({"a": 1}));
+    let mut other_expiry = t.clone();
+    other_expiry.expires_at_ms += 1;
+    for (changed, direction) in [
+        (&other_amount, Direction::Incoming),
+        (&other_custom, Direction::Incoming),
+        (&other_expiry, Direction::Incoming),
+        (&t, Direction::Outgoing),
+    ] {
+        assert_eq!(
+            log.prepare(changed, direction).await,
+            Err(TransferLogError::DuplicateId(t.id))
+        );
+    }
+    assert_eq!(log.sums(), sums(0, 10, 0, 0));
+}
+
+/// Legacy bug: a limit failure left a placeholder, so an identical retry was accepted unaccounted.
+async fn legacy_bug_retried_over_limit_prepare_is_refused_again(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 100), Direction::Incoming).await;
+    let over = transfer(2, 50);
+    for _ in 0..3 {
+        assert!(matches!(
+            log.prepare(&over, Direction::Incoming).await,
+            Err(TransferLogError::IncomingLimitExceeded { after: 150, .. })
+        ));
+    }
+    assert_eq!(log.sums(), sums(0, 100, 0, 0));
+    // Once there is room, the same transfer is accepted and counted once.
+    log.cancel(&id(1), "room").await.expect("cancel");
+    prepare_ok(&*log, &over, Direction::Incoming).await;
+    assert_eq!(log.sums(), sums(0, 50, 0, 0));
+}
+
+/// Legacy bug: re-preparing any finished ID silently succeeded, whatever its contents.
+async fn legacy_bug_reprepare_of_finished_ids(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    let f = transfer(1, 10);
+    let c = transfer(2, 20);
+    prepare_ok(&*log, &f, Direction::Incoming).await;
+    prepare_ok(&*log, &c, Direction::Outgoing).await;
+    let fulfilled = log.fulfill(&f.id, &fulfillment(1)).await.expect("fulfill");
+    let cancelled = log.cancel(&c.id, "rejected").await.expect("cancel");
+    let before = log.sums();
+    assert_eq!(
+        log.prepare(&f, Direction::Incoming).await,
+        Ok(PrepareOutcome::AlreadyExists(fulfilled))
+    );
+    assert_eq!(
+        log.prepare(&c, Direction::Outgoing).await,
+        Ok(PrepareOutcome::AlreadyExists(cancelled))
+    );
+    let mut f2 = f.clone();
+    f2.amount = 9;
+    assert_eq!(
+        log.prepare(&f2, Direction::Incoming).await,
+        Err(TransferLogError::DuplicateId(f.id))
+    );
+    assert_eq!(
+        log.prepare(&c, Direction::Incoming).await,
+        Err(TransferLogError::DuplicateId(c.id))
+    );
+    assert_eq!(log.sums(), before);
+}
+
+/// Legacy bug: a repeated Fulfill failed with a TypeError instead of succeeding idempotently.
+async fn legacy_bug_repeated_fulfill_is_idempotent(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 10), Direction::Incoming).await;
+    let first = log.fulfill(&id(1), &fulfillment(1)).await.expect("fulfill");
+    let again = log.fulfill(&id(1), &fulfillment(1)).await.expect("repeat");
+    assert_eq!(first, again);
+    assert_eq!(log.sums(), sums(10, 10, 0, 0), "applied once");
+    assert_eq!(
+        log.fulfill(&id(1), &fulfillment(2)).await,
+        Err(TransferLogError::AlreadyFulfilled(id(1)))
+    );
+}
+
+/// Legacy: the AlreadyFulfilled / AlreadyRolledBack branches were dead code.
+async fn legacy_bug_cancel_after_fulfill_and_fulfill_after_cancel(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 10), Direction::Incoming).await;
+    prepare_ok(&*log, &transfer(2, 10), Direction::Outgoing).await;
+    log.fulfill(&id(1), &fulfillment(1)).await.expect("fulfill");
+    let cancelled = log.cancel(&id(2), "expired").await.expect("cancel");
+    assert_eq!(
+        log.cancel(&id(1), "late").await,
+        Err(TransferLogError::AlreadyFulfilled(id(1)))
+    );
+    assert_eq!(
+        log.fulfill(&id(2), &fulfillment(2)).await,
+        Err(TransferLogError::AlreadyRolledBack(id(2)))
+    );
+    assert_eq!(
+        log.cancel(&id(2), "again").await,
+        Ok(cancelled),
+        "cancel is idempotent"
+    );
+    assert_eq!(log.sums(), sums(10, 10, 0, 0));
+}
+
+async fn unknown_ids_are_not_found(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    assert_eq!(log.get(&id(9)).await, Ok(None));
+    assert_eq!(
+        log.fulfill(&id(9), &fulfillment(9)).await,
+        Err(TransferLogError::NotFound(id(9)))
+    );
+    assert_eq!(
+        log.cancel(&id(9), "x").await,
+        Err(TransferLogError::NotFound(id(9)))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------- records
+
+async fn get_returns_records_in_every_state_and_prepared_lists_only_prepared(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    let mut t1 = transfer(1, 10);
+    t1.custom = Some(serde_json::json!({"note": "hi", "n": [1, 2]}));
+    prepare_ok(&*log, &t1, Direction::Incoming).await;
+    prepare_ok(&*log, &transfer(2, 10), Direction::Outgoing).await;
+    prepare_ok(&*log, &transfer(3, 10), Direction::Outgoing).await;
+    log.fulfill(&id(2), &fulfillment(2)).await.expect("fulfill");
+    log.cancel(&id(3), "r").await.expect("cancel");
+    let got = log.get(&id(1)).await.expect("get").expect("present");
+    assert_eq!(got.transfer, t1);
+    assert_eq!(got.state, TransferState::Prepared);
+    assert!(matches!(
+        log.get(&id(2)).await,
+        Ok(Some(TransferRecord {
+            state: TransferState::Fulfilled { .. },
+            direction: Direction::Outgoing,
+            ..
+        }))
+    ));
+    assert!(matches!(
+        log.get(&id(3)).await,
+        Ok(Some(TransferRecord {
+            state: TransferState::Cancelled { .. },
+            ..
+        }))
+    ));
+    let prepared = log.prepared().await.expect("prepared");
+    assert_eq!(prepared.len(), 1);
+    assert_eq!(prepared[0].transfer, t1);
+}
+
+/// Legacy bug: expiries beyond 2^31−1 ms fired after 1 ms. Here the expiry is stored and returned intact.
+async fn far_future_expiry_is_stored_intact(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    let thirty_days_ms: i64 = 30 * 24 * 3600 * 1000;
+    assert!(thirty_days_ms > i64::from(i32::MAX));
+    let mut far = transfer(1, 1);
+    far.expires_at_ms = 1_506_816_000_000 + thirty_days_ms;
+    let mut farthest = transfer(2, 1);
+    farthest.expires_at_ms = 8_640_000_000_000_000; // the largest JavaScript date
+    prepare_ok(&*log, &far, Direction::Incoming).await;
+    prepare_ok(&*log, &farthest, Direction::Outgoing).await;
+    let got = log.get(&far.id).await.expect("get").expect("present");
+    assert_eq!(got.transfer.expires_at_ms, far.expires_at_ms);
+    let mut prepared: Vec<i64> = log
+        .prepared()
+        .await
+        .expect("prepared")
+        .iter()
+        .map(|r| r.transfer.expires_at_ms)
+        .collect();
+    prepared.sort_unstable();
+    assert_eq!(prepared, vec![far.expires_at_ms, farthest.expires_at_ms]);
+}
+
+async fn keys_are_isolated_and_validated(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let main = env.log("");
+    let chan = env.log("chan_1-A");
+    prepare_ok(&*main, &transfer(1, 10), Direction::Incoming).await;
+    assert_eq!(chan.sums(), Sums::default());
+    assert_eq!(chan.get(&id(1)).await, Ok(None));
+    prepare_ok(&*chan, &transfer(1, 99), Direction::Outgoing).await; // same ID, other log: fine
+    for bad in ["test:", "a b", "ü", "x/y"] {
+        assert!(
+            matches!(env.try_log(bad), Err(StoreError::InvalidKey(_))),
+            "{bad}"
+        );
+        assert!(
+            matches!(env.try_tracker(bad), Err(StoreError::InvalidKey(_))),
+            "{bad}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- concurrency
+
+async fn racing_prepares_never_exceed_the_limit(make: MakeEnv) {
+    let env = make(Limit::Finite(50), Limit::Finite(-20));
+    let log = env.log("");
+    let mut tasks = Vec::new();
+    for n in 0..64u32 {
+        let log = Arc::clone(&log);
+        tasks.push(tokio::spawn(async move {
+            let incoming = log.prepare(&transfer(n, 1), Direction::Incoming).await;
+            let outgoing = log
+                .prepare(&transfer(1000 + n, 1), Direction::Outgoing)
+                .await;
+            (incoming.is_ok(), outgoing.is_ok())
+        }));
+    }
+    let (mut ins, mut outs) = (0, 0);
+    for task in tasks {
+        let (i, o) = task.await.expect("task");
+        ins += usize::from(i);
+        outs += usize::from(o);
+    }
+    assert_eq!(ins, 50);
+    assert_eq!(outs, 20);
+    assert_eq!(log.sums(), sums(0, 50, 0, 20));
+    assert_eq!(log.prepared().await.expect("prepared").len(), 70);
+}
+
+async fn racing_duplicate_fulfills_apply_once(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    prepare_ok(&*log, &transfer(1, 10), Direction::Outgoing).await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let log = Arc::clone(&log);
+        tasks.push(tokio::spawn(async move {
+            log.fulfill(&id(1), &fulfillment(1)).await
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.expect("task").is_ok());
+    }
+    assert_eq!(log.sums(), sums(0, 0, 10, 10));
+}
+
+// ---------------------------------------------------------------------------------------------- max value
+
+async fn max_value_tracker_semantics(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let mvt = env.tracker("incoming_claim");
+    assert_eq!(mvt.get_max().await, Ok(MaxValue::default()));
+    let e = |v: u64, d: &str| MaxValue {
+        value: BigUint::from(v),
+        data: serde_json::json!(d),
+    };
+    assert_eq!(mvt.set_if_max(e(5, "five")).await, Ok(MaxValue::default()));
+    assert_eq!(mvt.set_if_max(e(7, "seven")).await, Ok(e(5, "five")));
+    // Lower and equal values return the argument unchanged and store nothing.
+    assert_eq!(mvt.set_if_max(e(3, "three")).await, Ok(e(3, "three")));
+    assert_eq!(mvt.set_if_max(e(7, "other")).await, Ok(e(7, "other")));
+    assert_eq!(mvt.get_max().await, Ok(e(7, "seven")));
+    let huge = MaxValue {
+        value: BigUint::parse_bytes(b"123456789012345678901234567890123456789", 10).expect("num"),
+        data: serde_json::json!({"signature": "abc", "nested": [1, null, true]}),
+    };
+    assert_eq!(mvt.set_if_max(huge.clone()).await, Ok(e(7, "seven")));
+    assert_eq!(env.tracker("incoming_claim").get_max().await, Ok(huge));
+    assert_eq!(
+        env.tracker("outgoing_channel").get_max().await,
+        Ok(MaxValue::default())
+    );
+}
+
+async fn racing_set_if_max_keeps_the_largest(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let mut tasks = Vec::new();
+    for n in 1..=64u64 {
+        // Handles fetched separately per task: trackers sharing a key neither go stale nor clobber.
+        let mvt = env.tracker("best");
+        tasks.push(tokio::spawn(async move {
+            mvt.set_if_max(MaxValue {
+                value: BigUint::from((n * 37) % 64 + 1),
+                data: serde_json::json!(n),
+            })
+            .await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("set");
+    }
+    assert_eq!(
+        env.tracker("best").get_max().await.expect("get").value,
+        BigUint::from(64u8)
+    );
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::memory_env).await
+                }
+            )*
+        }
+        mod rocks {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::rocks_env).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    exact_sums_through_prepare_fulfill_and_cancel_both_ways,
+    incoming_limit_allows_equality_and_refuses_above,
+    outgoing_limit_uses_minus_minimum,
+    outgoing_prepared_never_relieves_incoming_limit,
+    unbounded_limits_never_refuse,
+    stored_overrides_beat_configured_limits,
+    same_id_same_contents_is_a_noop,
+    same_id_different_contents_is_duplicate_id,
+    legacy_bug_retried_over_limit_prepare_is_refused_again,
+    legacy_bug_reprepare_of_finished_ids,
+    legacy_bug_repeated_fulfill_is_idempotent,
+    legacy_bug_cancel_after_fulfill_and_fulfill_after_cancel,
+    unknown_ids_are_not_found,
+    get_returns_records_in_every_state_and_prepared_lists_only_prepared,
+    far_future_expiry_is_stored_intact,
+    keys_are_isolated_and_validated,
+    racing_prepares_never_exceed_the_limit,
+    racing_duplicate_fulfills_apply_once,
+    max_value_tracker_semantics,
+    racing_set_if_max_keeps_the_largest,
+);
