@@ -1,2 +1,269 @@
-//! The `ilp-bridge` command.
-fn main() {}
+//! The `ilp-bridge` command: configuration, logging, then the node's parts (BTP/1.0 peers and the RFC 38
+//! settlement engine) on one RocksDB folder until Ctrl-C or SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use ilp_bridge::config::ilp_kit;
+use ilp_bridge::config::node::{LogConfig, LogFormat, NodeConfig, EXAMPLE_CONFIG};
+use ilp_bridge::peer::run::{run_peers, NodeOptions};
+use ilp_bridge::store::{legacy_import, Db, RocksStores};
+
+/// Bridge between legacy BTP/1.0 Interledger peers and modern ILPv4 connectors / RFC 38 settlement engines.
+#[derive(Parser, Debug)]
+#[command(name = "ilp-bridge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the node. Without --config: the settlement engine with the `trustline` module on 127.0.0.1:3000,
+    /// connector http://127.0.0.1:7771, data in ./ilp-bridge-data.
+    Run {
+        /// TOML configuration (see `ilp-bridge example-config`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// ILP Kit env.list: start every CONNECTOR_LEDGERS entry using ilp-plugin-payment-channel-framework.
+        #[arg(long, value_name = "ENV_LIST")]
+        ilp_kit_env: Option<PathBuf>,
+        /// Overrides the configuration's data_dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print an annotated example configuration.
+    ExampleConfig,
+    /// Import a legacy plugin store (its key/value rows) into a peer's durable records.
+    ImportLegacyStore {
+        /// The peer the rows belong to (its `name` in the configuration; ILP Kit: the ledger prefix).
+        #[arg(long)]
+        peer: String,
+        /// The rows: a JSON object {"key": "value", ...} or a CSV export of the plugin_store table (key,value).
+        #[arg(long, value_name = "FILE")]
+        rows: PathBuf,
+        /// Data folder to import into.
+        #[arg(long, value_name = "DIR", default_value = ilp_bridge::config::node::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ilp-bridge: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::ExampleConfig => {
+            print!("{EXAMPLE_CONFIG}");
+            Ok(())
+        }
+        Command::Run {
+            config,
+            ilp_kit_env,
+            data_dir,
+        } => {
+            let mut node = match &config {
+                Some(path) => NodeConfig::load(path)?,
+                None if ilp_kit_env.is_some() => NodeConfig {
+                    settlement_engine: None,
+                    ..NodeConfig::default()
+                },
+                None => NodeConfig::default(),
+            };
+            if let Some(env) = &ilp_kit_env {
+                let peers = ilp_kit::load_env(env)
+                    .with_context(|| format!("reading ILP Kit configuration {}", env.display()))?;
+                node.peers.extend(peers);
+            }
+            if let Some(dir) = data_dir {
+                node.data_dir = dir;
+            }
+            init_tracing(&node.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run_node(node))
+        }
+        Command::ImportLegacyStore {
+            peer,
+            rows,
+            data_dir,
+        } => {
+            init_tracing(&LogConfig::default())?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(import(&peer, &rows, &data_dir))
+        }
+    }
+}
+
+fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.is_empty() => EnvFilter::try_new(s).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(&log.filter).context("log.filter")?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
+    if node.peers.is_empty() && node.settlement_engine.is_none() {
+        anyhow::bail!("nothing to run: the configuration has no [[peer]] and no [settlement-engine]");
+    }
+    std::fs::create_dir_all(&node.data_dir)
+        .with_context(|| format!("creating data folder {}", node.data_dir.display()))?;
+    let db = Db::open(&node.data_dir)
+        .with_context(|| format!("opening the database in {}", node.data_dir.display()))?;
+    tracing::info!(
+        data_dir = %node.data_dir.display(),
+        peers = node.peers.len(),
+        settlement_engine = node.settlement_engine.is_some(),
+        "ilp-bridge starting"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which also means stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let peers = {
+        let db = Arc::clone(&db);
+        let options = NodeOptions {
+            routing: node.routing.clone(),
+            ..NodeOptions::default()
+        };
+        let configs = node.peers;
+        let stop = wait_stop(stop_rx.clone());
+        async move {
+            if configs.is_empty() {
+                return Ok(());
+            }
+            run_peers(configs, db, options, stop)
+                .await
+                .context("BTP peers")
+        }
+    };
+    let engine = {
+        let db = Arc::clone(&db);
+        let config = node.settlement_engine;
+        let stop = wait_stop(stop_rx.clone());
+        async move {
+            match config {
+                None => Ok(()),
+                Some(config) => ilp_bridge::se::run(config, db, stop)
+                    .await
+                    .context("settlement engine"),
+            }
+        }
+    };
+    let signal = async {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    // A part that fails at start stops the others too.
+    let guarded = |part: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>| {
+        let stop_tx = stop_tx.clone();
+        async move {
+            let result = part.await;
+            if result.is_err() {
+                let _ = stop_tx.send(true);
+            }
+            result
+        }
+    };
+    let (peers, engine, ()) = tokio::join!(
+        guarded(Box::pin(peers)),
+        guarded(Box::pin(engine)),
+        async {
+            tokio::select! {
+                () = signal => {},
+                () = wait_stop(stop_rx.clone()) => {},
+            }
+        }
+    );
+    peers?;
+    engine?;
+    Ok(())
+}
+
+async fn import(peer: &str, rows: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(rows).with_context(|| format!("reading {}", rows.display()))?;
+    let parsed = if text.trim_start().starts_with('{') {
+        legacy_import::rows_from_json_object(&text)
+    } else {
+        legacy_import::rows_from_csv(&text)
+    }
+    .with_context(|| format!("parsing {}", rows.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data folder {}", data_dir.display()))?;
+    let db = Db::open(data_dir).with_context(|| format!("opening {}", data_dir.display()))?;
+    let stores = RocksStores::new(
+        db,
+        peer,
+        channel_modules::store::Limit::Unbounded,
+        channel_modules::store::Limit::Unbounded,
+    );
+    let report = legacy_import::import_legacy_rows(&stores, parsed)
+        .await
+        .context("importing")?;
+    for log in &report.logs {
+        println!(
+            "log {:?}: balance {} (IF {}, OF {}), {} transfers, {} stale prepared cancelled{}",
+            log.key,
+            log.sums.balance(),
+            log.sums.incoming_fulfilled,
+            log.sums.outgoing_fulfilled,
+            log.transfers,
+            log.stale_cancelled,
+            if log.already_imported { ", already imported" } else { "" }
+        );
+    }
+    for key in &report.trackers {
+        println!("max-value tracker {key:?} imported");
+    }
+    for warning in &report.warnings {
+        println!("warning: {warning:?}");
+    }
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! Configuration: legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list` ([`ilp_kit`]).
+//! Configuration: the node TOML ([`node`]), legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list` ([`ilp_kit`]).
 
 pub mod ilp_kit;
 pub mod legacy;
+pub mod node;

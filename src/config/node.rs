@@ -1,0 +1,313 @@
+//! The node's TOML configuration (`ilp-bridge run --config <file>`): where data lives, logging, the BTP/1.0 peers
+//! (each given as the legacy plugin options, verbatim), routing, and the optional settlement engine.
+//!
+//! ```toml
+//! data_dir = "ilp-bridge-data"        # RocksDB folder (created if missing)
+//!
+//! [log]
+//! filter = "info"                     # tracing EnvFilter syntax; RUST_LOG wins when set
+//! format = "text"                     # or "json"
+//!
+//! [routing]
+//! expiry_margin_ms = 1000             # forwarded transfers expire this much earlier
+//! rates = [{ from = "usd-ledger", to = "eur-ledger", rate = "0.9" }]
+//!
+//! [[peer]]
+//! name = "alice"
+//! # the legacy plugin options, as a TOML table ...
+//! options = { listener = { port = 4195 }, incomingSecret = "secret", maxBalance = "1000000",
+//!             prefix = "g.alice.", info = { currencyCode = "USD", currencyScale = 9 } }
+//!
+//! [[peer]]
+//! name = "bob"
+//! # ... or verbatim as JSON text
+//! options_json = '{"server":"btp+ws://:secret@127.0.0.1:4196","maxBalance":"1000000"}'
+//!
+//! [settlement-engine]                 # optional: run the RFC 38 engine (see `se::config::SeConfig`)
+//! listen = "127.0.0.1:3000"
+//! connector = "http://127.0.0.1:7771"
+//! module = "trustline"
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::legacy::{ConfigError, PeerConfig};
+use crate::peer::routing::{Rate, RoutingConfig};
+use crate::se::config::SeConfig;
+
+/// Default data folder, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "ilp-bridge-data";
+
+/// Largest configuration file accepted, so a wrong path (a log file, a device) fails fast.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Log output settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing_subscriber::EnvFilter` directives; the `RUST_LOG` environment variable wins when set.
+    pub filter: String,
+    /// `text` (human) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON objects, one per line.
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    from: String,
+    to: String,
+    rate: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRouting {
+    expiry_margin_ms: Option<u64>,
+    min_forward_window_ms: Option<u64>,
+    rates: Vec<RawRate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    options: Option<toml::Value>,
+    options_json: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawNode {
+    data_dir: Option<PathBuf>,
+    log: LogConfig,
+    routing: RawRouting,
+    #[serde(rename = "peer")]
+    peers: Vec<RawPeer>,
+    #[serde(rename = "settlement-engine")]
+    settlement_engine: Option<SeConfig>,
+}
+
+/// The whole node configuration, validated.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// RocksDB folder.
+    pub data_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// Routing between peers.
+    pub routing: RoutingConfig,
+    /// BTP/1.0 peers.
+    pub peers: Vec<PeerConfig>,
+    /// The settlement engine, if configured.
+    pub settlement_engine: Option<SeConfig>,
+}
+
+impl Default for NodeConfig {
+    /// What `ilp-bridge run` does without `--config`: a settlement engine with the `trustline` module on the
+    /// ecosystem's default addresses, data in `./ilp-bridge-data`.
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log: LogConfig::default(),
+            routing: RoutingConfig::default(),
+            peers: Vec::new(),
+            settlement_engine: Some(SeConfig::default()),
+        }
+    }
+}
+
+/// The annotated example printed by `ilp-bridge example-config`.
+pub const EXAMPLE_CONFIG: &str = r#"# ilp-bridge configuration (TOML). Every section is optional.
+data_dir = "ilp-bridge-data"
+
+[log]
+filter = "info"       # RUST_LOG wins when set
+format = "text"       # or "json"
+
+[routing]
+expiry_margin_ms = 1000
+# rates = [{ from = "usd-ledger", to = "eur-ledger", rate = "0.9" }]
+
+# A BTP/1.0 server peer: a legacy JS client connects with server "btp+ws://:secret@host:4195".
+[[peer]]
+name = "legacy-client"
+options = { listener = { port = 4195 }, incomingSecret = "secret", maxBalance = "1000000", prefix = "test.bridge.", info = { currencyCode = "USD", currencyScale = 9 } }
+
+# A BTP/1.0 client peer, options verbatim as the legacy plugin JSON:
+# [[peer]]
+# name = "legacy-server"
+# options_json = '{"server":"btp+ws://:secret@127.0.0.1:9000","maxBalance":"1000000"}'
+
+# The RFC 38 settlement engine for a modern connector.
+[settlement-engine]
+listen = "127.0.0.1:3000"
+connector = "http://127.0.0.1:7771"
+module = "trustline"
+"#;
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            ConfigError::field("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::field(
+                "--config",
+                format!(
+                    "{} is {} bytes, more than the {MAX_CONFIG_BYTES} bytes a configuration may have",
+                    path.display(),
+                    meta.len()
+                ),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::field("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let raw: RawNode = toml::from_str(text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError::field("config", format!("{}{place}", e.message()))
+        })?;
+        let mut peers = Vec::with_capacity(raw.peers.len());
+        for (i, p) in raw.peers.iter().enumerate() {
+            let field = |f: &str| format!("peer[{i}].{f}");
+            let options: serde_json::Value = match (&p.options, &p.options_json) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::field(
+                        field("options"),
+                        "give either options or options_json, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(ConfigError::field(
+                        field("options"),
+                        "missing: the legacy plugin options (options = {...} or options_json = '...')",
+                    ))
+                }
+                (Some(t), None) => serde_json::to_value(t)
+                    .map_err(|e| ConfigError::field(field("options"), e.to_string()))?,
+                (None, Some(json)) => serde_json::from_str(json).map_err(|e| {
+                    ConfigError::field(field("options_json"), format!("not valid JSON: {e}"))
+                })?,
+            };
+            let peer = PeerConfig::from_legacy_json(&p.name, &options)
+                .map_err(|e| e.within(&format!("peer {:?}", p.name)))?;
+            peers.push(peer);
+        }
+        let mut routing = RoutingConfig::default();
+        if let Some(ms) = raw.routing.expiry_margin_ms {
+            routing.expiry_margin = Duration::from_millis(ms);
+        }
+        if let Some(ms) = raw.routing.min_forward_window_ms {
+            routing.min_forward_window = Duration::from_millis(ms);
+        }
+        let mut rates = HashMap::new();
+        for (i, r) in raw.routing.rates.iter().enumerate() {
+            for name in [&r.from, &r.to] {
+                if !peers.iter().any(|p| &p.name == name) {
+                    return Err(ConfigError::field(
+                        format!("routing.rates[{i}]"),
+                        format!("no peer named {name:?}"),
+                    ));
+                }
+            }
+            let rate = Rate::parse(&r.rate)
+                .map_err(|e| ConfigError::field(format!("routing.rates[{i}].rate"), e))?;
+            rates.insert((r.from.clone(), r.to.clone()), rate);
+        }
+        routing.rates = rates;
+        Ok(NodeConfig {
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            log: raw.log,
+            routing,
+            peers,
+            settlement_engine: raw.settlement_engine,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() -> Result<(), ConfigError> {
+        let c = NodeConfig::parse(EXAMPLE_CONFIG)?;
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].name, "legacy-client");
+        assert_eq!(c.peers[0].prefix.as_deref(), Some("test.bridge."));
+        let se = c.settlement_engine.as_ref().map(|s| s.listen.to_string());
+        assert_eq!(se.as_deref(), Some("127.0.0.1:3000"));
+        assert_eq!(c.routing.expiry_margin, Duration::from_millis(1000));
+        Ok(())
+    }
+
+    #[test]
+    fn options_json_is_taken_verbatim() -> Result<(), ConfigError> {
+        let c = NodeConfig::parse(
+            r#"
+            [[peer]]
+            name = "b"
+            options_json = '{"server":"btp+ws://:s3cret@127.0.0.1:9000","maxBalance":"500"}'
+            "#,
+        )?;
+        assert_eq!(c.peers[0].name, "b");
+        assert!(c.peers[0].server.is_some());
+        assert!(c.settlement_engine.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let both = NodeConfig::parse(
+            "[[peer]]\nname = \"x\"\noptions = {}\noptions_json = '{}'\n",
+        );
+        assert!(matches!(both, Err(e) if e.to_string().contains("peer[0].options")));
+        let bad_json = NodeConfig::parse("[[peer]]\nname = \"x\"\noptions_json = '{'\n");
+        assert!(matches!(bad_json, Err(e) if e.to_string().contains("options_json")));
+        let unknown = NodeConfig::parse("colour = \"blue\"\n");
+        assert!(matches!(unknown, Err(e) if e.to_string().contains("colour")));
+        let bad_rate = NodeConfig::parse(
+            "[routing]\nrates = [{ from = \"a\", to = \"b\", rate = \"1\" }]\n",
+        );
+        assert!(matches!(bad_rate, Err(e) if e.to_string().contains("no peer named")));
+        let bad_limit = NodeConfig::parse(
+            "[[peer]]\nname = \"x\"\noptions = { listener = { port = 1 }, incomingSecret = \"s\", prefix = \"a.\", info = {}, maxBalance = \"ten\" }\n",
+        );
+        assert!(matches!(bad_limit, Err(e) if e.to_string().contains("maxBalance")));
+    }
+}
