@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use btp::packet::Packet;
-use btp::transport::{BtpEndpoint, BtpSession, BtpUrl, ClientOptions, EndpointConfig, PeerKey, Reply, RequestHandler};
+use btp::transport::{
+    BtpEndpoint, BtpSession, BtpUrl, ClientOptions, EndpointConfig, PeerKey, Reply, RequestHandler,
+};
 use harness_common::{fail, print_json, rss_kib, Args, ChildGuard};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{NodeOptions, PeerNode};
@@ -37,7 +39,12 @@ struct IdleHandler;
 
 #[async_trait]
 impl RequestHandler for IdleHandler {
-    async fn handle_request(&self, _session: &BtpSession, _request_id: u32, _packet: Packet) -> Option<Reply> {
+    async fn handle_request(
+        &self,
+        _session: &BtpSession,
+        _request_id: u32,
+        _packet: Packet,
+    ) -> Option<Reply> {
         None
     }
 }
@@ -63,13 +70,18 @@ fn main() {
         server(peers, PathBuf::from(db));
         return;
     }
-    let data_dir = args.get("data-dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
+    let data_dir = args
+        .get("data-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&data_dir)
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
     let dir = tempfile::Builder::new()
         .prefix("ilp-bridge-bench-idle")
         .tempdir_in(&data_dir)
         .unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
-    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&format!("cannot find own executable: {e}")));
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| fail(&format!("cannot find own executable: {e}")));
     let mut child = Command::new(exe)
         .args(["--role", "server", "--peers", &peers.to_string(), "--db"])
         .arg(dir.path().join("db"))
@@ -79,8 +91,14 @@ fn main() {
         .spawn()
         .unwrap_or_else(|e| fail(&format!("cannot start the bridge process: {e}")));
     let pid = child.id();
-    let stdout = child.stdout.take().unwrap_or_else(|| fail("no stdout from the bridge process"));
-    let mut stdin = child.stdin.take().unwrap_or_else(|| fail("no stdin to the bridge process"));
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| fail("no stdout from the bridge process"));
+    let mut stdin = child
+        .stdin
+        .take()
+        .unwrap_or_else(|| fail("no stdin to the bridge process"));
     let guard = ChildGuard(child);
     let mut lines = BufReader::new(stdout).lines();
     let mut next_line = || -> String {
@@ -100,7 +118,11 @@ fn main() {
     let port: u16 = ready
         .strip_prefix("READY ")
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| fail(&format!("bridge process did not start its peers: {ready:?}")));
+        .unwrap_or_else(|| {
+            fail(&format!(
+                "bridge process did not start its peers: {ready:?}"
+            ))
+        });
 
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
     let sessions = runtime.block_on(connect_all(port, peers));
@@ -109,13 +131,16 @@ fn main() {
     let after = rss_kib(pid).unwrap_or_else(|| fail("cannot read VmRSS of the bridge process"));
     let connected = sessions.iter().filter(|s| s.is_connected()).count() as u64;
     if connected != peers {
-        fail(&format!("only {connected} of {peers} peers stayed connected"));
+        fail(&format!(
+            "only {connected} of {peers} peers stayed connected"
+        ));
     }
     drop(stdin);
     drop(guard);
     drop(sessions);
     print_json(&IdleResult {
-        implementation: "ilp-bridge PeerNode: one durable trustline per peer, one shared BTP/1.0 listener",
+        implementation:
+            "ilp-bridge PeerNode: one durable trustline per peer, one shared BTP/1.0 listener",
         idle_peers: peers,
         rss_before_kib: before,
         rss_after_kib: after,
@@ -131,13 +156,20 @@ async fn connect_all(port: u16, peers: u64) -> Vec<BtpSession> {
     for i in 0..peers {
         let url = BtpUrl::parse(&format!("btp+ws://:{}@127.0.0.1:{port}", secret(i)))
             .unwrap_or_else(|e| fail(&format!("url: {e}")));
-        sessions.push(endpoint.connect(PeerKey::new(format!("peer{i}")), &url, ClientOptions::default(), handler.clone()));
+        sessions.push(endpoint.connect(
+            PeerKey::new(format!("peer{i}")),
+            &url,
+            ClientOptions::default(),
+            handler.clone(),
+        ));
     }
     let deadline = Instant::now() + CONNECT_DEADLINE;
     while sessions.iter().any(|s| !s.is_connected()) {
         if Instant::now() > deadline {
             let n = sessions.iter().filter(|s| s.is_connected()).count();
-            fail(&format!("only {n} of {peers} peers connected within {CONNECT_DEADLINE:?}"));
+            fail(&format!(
+                "only {n} of {peers} peers connected within {CONNECT_DEADLINE:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -148,7 +180,8 @@ async fn connect_all(port: u16, peers: u64) -> Vec<BtpSession> {
 /// starts `peers` server trustlines on one listener, prints `READY <port>` and runs until stdin closes.
 fn server(peers: u64, db_path: PathBuf) {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
-    let db = Db::open(&db_path).unwrap_or_else(|e| fail(&format!("open {}: {e}", db_path.display())));
+    let db =
+        Db::open(&db_path).unwrap_or_else(|e| fail(&format!("open {}: {e}", db_path.display())));
     let configs: Vec<PeerConfig> = (0..peers)
         .map(|i| {
             let options = serde_json::json!({
@@ -164,7 +197,9 @@ fn server(peers: u64, db_path: PathBuf) {
         .collect();
     println!("BASELINE");
     let mut go = String::new();
-    std::io::stdin().read_line(&mut go).unwrap_or_else(|e| fail(&format!("stdin: {e}")));
+    std::io::stdin()
+        .read_line(&mut go)
+        .unwrap_or_else(|e| fail(&format!("stdin: {e}")));
     runtime.block_on(async move {
         let options = NodeOptions {
             bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
@@ -173,7 +208,10 @@ fn server(peers: u64, db_path: PathBuf) {
         let node = PeerNode::start(configs, db, options)
             .await
             .unwrap_or_else(|e| fail(&format!("peer node: {e}")));
-        let port = node.listen_addr(0).unwrap_or_else(|| fail("no listener")).port();
+        let port = node
+            .listen_addr(0)
+            .unwrap_or_else(|| fail("no listener"))
+            .port();
         println!("READY {port}");
         let mut sink = Vec::new();
         // Runs until the parent closes stdin (or dies).

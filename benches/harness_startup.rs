@@ -55,7 +55,8 @@ fn peer_config() -> PeerConfig {
         "incomingSecret": "bench-secret",
         "maxBalance": "1000000000000000000",
     });
-    PeerConfig::from_legacy_json(PEER, &options).unwrap_or_else(|e| fail(&format!("peer config: {e}")))
+    PeerConfig::from_legacy_json(PEER, &options)
+        .unwrap_or_else(|e| fail(&format!("peer config: {e}")))
 }
 
 fn main() {
@@ -66,8 +67,12 @@ fn main() {
         return;
     }
     let transfers = args.num("transfers", 1_000_000, 2_000);
-    let data_dir = args.get("data-dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
+    let data_dir = args
+        .get("data-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&data_dir)
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
     // A smoke run keeps its store in a temporary folder; a full run caches it.
     let temp = tempfile::Builder::new()
         .prefix("ilp-bridge-bench-startup")
@@ -83,16 +88,22 @@ fn main() {
     if !store.join(COMPLETE_MARKER).exists() {
         let started = Instant::now();
         let _ = std::fs::remove_dir_all(&store);
-        std::fs::create_dir_all(&store).unwrap_or_else(|e| fail(&format!("{}: {e}", store.display())));
-        let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
+        std::fs::create_dir_all(&store)
+            .unwrap_or_else(|e| fail(&format!("{}: {e}", store.display())));
+        let runtime =
+            tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
         runtime.block_on(generate(&store.join("db"), transfers));
         std::fs::write(store.join(COMPLETE_MARKER), b"")
             .unwrap_or_else(|e| fail(&format!("marker: {e}")));
         generate_s = Some(started.elapsed().as_secs_f64());
-        eprintln!("generated {transfers} finished transfers in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "generated {transfers} finished transfers in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
 
-    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&format!("cannot find own executable: {e}")));
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| fail(&format!("cannot find own executable: {e}")));
     let mut runs = Vec::new();
     for _ in 0..STARTS {
         let started = Instant::now();
@@ -103,7 +114,10 @@ fn main() {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| fail(&format!("cannot start the peer process: {e}")));
-        let stdout = child.stdout.take().unwrap_or_else(|| fail("no stdout from the peer process"));
+        let stdout = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| fail("no stdout from the peer process"));
         let guard = ChildGuard(child);
         let mut line = String::new();
         BufReader::new(stdout)
@@ -117,7 +131,9 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| fail(&format!("peer process did not start: {line:?}")));
         if fulfilled != transfers {
-            fail(&format!("the store holds {fulfilled} fulfilled transfers, expected {transfers}"));
+            fail(&format!(
+                "the store holds {fulfilled} fulfilled transfers, expected {transfers}"
+            ));
         }
         runs.push((elapsed.as_secs_f64() * 1e4).round() / 1e4);
     }
@@ -138,7 +154,9 @@ fn main() {
 async fn generate(path: &Path, transfers: u64) {
     let db = Db::open(path).unwrap_or_else(|e| fail(&format!("open {}: {e}", path.display())));
     let stores = RocksStores::new(Arc::clone(&db), PEER, Limit::Unbounded, Limit::Unbounded);
-    let log = stores.rocks_log("").unwrap_or_else(|e| fail(&format!("log: {e}")));
+    let log = stores
+        .rocks_log("")
+        .unwrap_or_else(|e| fail(&format!("log: {e}")));
     let fulfillment: [u8; 32] = Sha256::digest(b"ilp-bridge benchmark preimage").into();
     let condition: [u8; 32] = Sha256::digest(fulfillment).into();
     let expires_at_ms = SystemTime::now()
@@ -185,7 +203,10 @@ async fn generate(path: &Path, transfers: u64) {
     }
     let sums = log.sums();
     if sums.incoming_fulfilled != u128::from(transfers) {
-        fail(&format!("generated store holds {} fulfilled, expected {transfers}", sums.incoming_fulfilled));
+        fail(&format!(
+            "generated store holds {} fulfilled, expected {transfers}",
+            sums.incoming_fulfilled
+        ));
     }
 }
 
@@ -193,7 +214,8 @@ async fn generate(path: &Path, transfers: u64) {
 fn start_once(db_path: &Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
     runtime.block_on(async {
-        let db = Db::open(db_path).unwrap_or_else(|e| fail(&format!("open {}: {e}", db_path.display())));
+        let db =
+            Db::open(db_path).unwrap_or_else(|e| fail(&format!("open {}: {e}", db_path.display())));
         let options = NodeOptions {
             bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             ..NodeOptions::default()
@@ -209,7 +231,9 @@ fn start_once(db_path: &Path) {
 
 /// Total size of the files under `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {

@@ -56,12 +56,21 @@ struct FulfillEverything {
 #[async_trait]
 impl TransferHook for FulfillEverything {
     async fn incoming_prepared(&self, peer: Trustline, transfer: Transfer) {
-        if let Err(e) = peer.fulfill_condition(transfer.id, self.fulfillment, None).await {
+        if let Err(e) = peer
+            .fulfill_condition(transfer.id, self.fulfillment, None)
+            .await
+        {
             tracing::warn!(transfer = %transfer.id, error = %e, "benchmark fulfill failed");
         }
     }
 
-    async fn outgoing_settled(&self, _peer: Trustline, _transfer: Transfer, _outcome: TransferOutcome) {}
+    async fn outgoing_settled(
+        &self,
+        _peer: Trustline,
+        _transfer: Transfer,
+        _outcome: TransferOutcome,
+    ) {
+    }
 }
 
 /// Client side: hands each transfer's outcome to the worker waiting for it.
@@ -73,12 +82,18 @@ struct Outcomes {
 impl Outcomes {
     fn wait_for(&self, id: TransferId) -> oneshot::Receiver<TransferOutcome> {
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         rx
     }
 
     fn forget(&self, id: &TransferId) {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
@@ -86,8 +101,17 @@ impl Outcomes {
 impl TransferHook for Outcomes {
     async fn incoming_prepared(&self, _peer: Trustline, _transfer: Transfer) {}
 
-    async fn outgoing_settled(&self, _peer: Trustline, transfer: Transfer, outcome: TransferOutcome) {
-        let waiter = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&transfer.id);
+    async fn outgoing_settled(
+        &self,
+        _peer: Trustline,
+        transfer: Transfer,
+        outcome: TransferOutcome,
+    ) {
+        let waiter = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&transfer.id);
         if let Some(tx) = waiter {
             let _ = tx.send(outcome);
         }
@@ -105,11 +129,15 @@ struct TrustlineResult {
 }
 
 fn peer_config(name: &str, options: serde_json::Value) -> PeerConfig {
-    PeerConfig::from_legacy_json(name, &options).unwrap_or_else(|e| fail(&format!("peer config {name}: {e}")))
+    PeerConfig::from_legacy_json(name, &options)
+        .unwrap_or_else(|e| fail(&format!("peer config {name}: {e}")))
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -117,9 +145,14 @@ fn main() {
     let in_flight = args.list("in-flight", &[1, 50], &[1, 4]);
     let duration = Duration::from_millis(args.num("duration-ms", 10_000, 300));
     let warmup = Duration::from_millis(args.num("warmup-ms", 1_000, 100));
-    let data_dir = args.get("data-dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let data_dir = args
+        .get("data-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
@@ -130,7 +163,8 @@ fn main() {
         }
     }
     print_json(&TrustlineResult {
-        implementation: "ilp-bridge (release build, tokio multi-thread runtime, both peers in one process)",
+        implementation:
+            "ilp-bridge (release build, tokio multi-thread runtime, both peers in one process)",
         store: "durable RocksDB store per peer (WAL synced, group commit)",
         processes: 1,
         transport: "BTP/1.0, one loopback websocket",
@@ -139,13 +173,21 @@ fn main() {
     });
 }
 
-async fn run(in_flight: Vec<u64>, warmup: Duration, duration: Duration, data_dir: PathBuf) -> Vec<LoadPoint> {
-    std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
+async fn run(
+    in_flight: Vec<u64>,
+    warmup: Duration,
+    duration: Duration,
+    data_dir: PathBuf,
+) -> Vec<LoadPoint> {
+    std::fs::create_dir_all(&data_dir)
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
     let dir = tempfile::Builder::new()
         .prefix("ilp-bridge-bench-trustline")
         .tempdir_in(&data_dir)
         .unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
-    let open = |name: &str| Db::open(dir.path().join(name)).unwrap_or_else(|e| fail(&format!("open {name}: {e}")));
+    let open = |name: &str| {
+        Db::open(dir.path().join(name)).unwrap_or_else(|e| fail(&format!("open {name}: {e}")))
+    };
     let options = NodeOptions {
         bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         ..NodeOptions::default()
@@ -164,9 +206,17 @@ async fn run(in_flight: Vec<u64>, warmup: Duration, duration: Duration, data_dir
     let server = PeerNode::start(vec![server_cfg], open("server"), options.clone())
         .await
         .unwrap_or_else(|e| fail(&format!("server node: {e}")));
-    let port = server.listen_addr(0).unwrap_or_else(|| fail("server node has no listener")).port();
-    let server_tl = server.trustline("bench-server").unwrap_or_else(|| fail("no server trustline")).clone();
-    server_tl.set_hook(Arc::new(FulfillEverything { fulfillment: fulfillment() }));
+    let port = server
+        .listen_addr(0)
+        .unwrap_or_else(|| fail("server node has no listener"))
+        .port();
+    let server_tl = server
+        .trustline("bench-server")
+        .unwrap_or_else(|| fail("no server trustline"))
+        .clone();
+    server_tl.set_hook(Arc::new(FulfillEverything {
+        fulfillment: fulfillment(),
+    }));
 
     let client_cfg = peer_config(
         "bench-client",
@@ -178,7 +228,10 @@ async fn run(in_flight: Vec<u64>, warmup: Duration, duration: Duration, data_dir
     let client = PeerNode::start(vec![client_cfg], open("client"), options)
         .await
         .unwrap_or_else(|e| fail(&format!("client node: {e}")));
-    let client_tl = client.trustline("bench-client").unwrap_or_else(|| fail("no client trustline")).clone();
+    let client_tl = client
+        .trustline("bench-client")
+        .unwrap_or_else(|| fail("no client trustline"))
+        .clone();
     let outcomes = Arc::new(Outcomes::default());
     client_tl.set_hook(outcomes.clone());
 
@@ -189,10 +242,16 @@ async fn run(in_flight: Vec<u64>, warmup: Duration, duration: Duration, data_dir
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let to = client_tl.get_peer_account().unwrap_or_else(|e| fail(&format!("peer account: {e}")));
-    let ilp = IlpV1Packet::Payment(Payment { amount: 1, account: format!("{to}.bob"), data: Bytes::new() })
-        .to_bytes()
-        .to_vec();
+    let to = client_tl
+        .get_peer_account()
+        .unwrap_or_else(|e| fail(&format!("peer account: {e}")));
+    let ilp = IlpV1Packet::Payment(Payment {
+        amount: 1,
+        account: format!("{to}.bob"),
+        data: Bytes::new(),
+    })
+    .to_bytes()
+    .to_vec();
     let condition: [u8; 32] = Sha256::digest(fulfillment()).into();
 
     let mut results = Vec::new();

@@ -37,7 +37,14 @@ async fn main() -> Result<(), BoxError> {
     };
     let store_a: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));
     let logs_a: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(Arc::clone(&db)));
-    let se_a = start(cfg(mock_a.url()), store_a, logs_a, TcpListener::bind("127.0.0.1:0").await?, None).await?;
+    let se_a = start(
+        cfg(mock_a.url()),
+        store_a,
+        logs_a,
+        TcpListener::bind("127.0.0.1:0").await?,
+        None,
+    )
+    .await?;
     let se_b = start(
         cfg(mock_b.url()),
         Arc::new(MemorySeStore::new()),
@@ -60,7 +67,9 @@ async fn main() -> Result<(), BoxError> {
     for _ in 0..connections {
         let url = settle_url.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()?;
             let mut lat = Vec::new();
             let mut errors = 0u64;
             loop {
@@ -101,7 +110,11 @@ async fn main() -> Result<(), BoxError> {
     let groups = db.group_writes() - groups_before;
     lat.sort();
     let n = lat.len();
-    let pct = |p: f64| lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!("settle requests: {n} accepted (201) in {seconds} s at {connections} connections, {errors} errors");
     println!("throughput: {:.0} /s", n as f64 / run.as_secs_f64());
     println!(
@@ -112,9 +125,15 @@ async fn main() -> Result<(), BoxError> {
         pct(0.999),
         lat.last().copied().unwrap_or_default()
     );
-    println!("synced group writes during the run: {groups} ({:.1} requests per fsync)", n as f64 / groups.max(1) as f64);
+    println!(
+        "synced group writes during the run: {groups} ({:.1} requests per fsync)",
+        n as f64 / groups.max(1) as f64
+    );
     let view = se_a.engine.account_view(&acct_a)?;
-    println!("engine A: requested {} settled {} (module units, scale 6)", view.requested.amount, view.settled.amount);
+    println!(
+        "engine A: requested {} settled {} (module units, scale 6)",
+        view.requested.amount, view.settled.amount
+    );
     se_a.stop().await;
     se_b.stop().await;
     Ok(())

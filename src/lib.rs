@@ -4,8 +4,8 @@
 //! BTP/1.0) and modern ones (interledger-rs, the Java connector: BTP/2.0, ILPv4, RFC 38 settlement engines) talk
 //! to each other. See `ARCHITECTURE.md` for the map.
 
-pub mod store;
 pub mod config;
 pub mod peer;
 pub mod se;
+pub mod store;
 pub mod testing;

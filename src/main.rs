@@ -150,7 +150,9 @@ async fn shutdown_signal() {
 
 async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
     if node.peers.is_empty() && node.settlement_engine.is_none() {
-        anyhow::bail!("nothing to run: the configuration has no [[peer]] and no [settlement-engine]");
+        anyhow::bail!(
+            "nothing to run: the configuration has no [[peer]] and no [settlement-engine]"
+        );
     }
     std::fs::create_dir_all(&node.data_dir)
         .with_context(|| format!("creating data folder {}", node.data_dir.display()))?;
@@ -202,33 +204,32 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     };
     // A part that fails at start stops the others too.
-    let guarded = |part: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>| {
-        let stop_tx = stop_tx.clone();
-        async move {
-            let result = part.await;
-            if result.is_err() {
-                let _ = stop_tx.send(true);
+    let guarded =
+        |part: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>| {
+            let stop_tx = stop_tx.clone();
+            async move {
+                let result = part.await;
+                if result.is_err() {
+                    let _ = stop_tx.send(true);
+                }
+                result
             }
-            result
-        }
-    };
-    let (peers, engine, ()) = tokio::join!(
-        guarded(Box::pin(peers)),
-        guarded(Box::pin(engine)),
-        async {
+        };
+    let (peers, engine, ()) =
+        tokio::join!(guarded(Box::pin(peers)), guarded(Box::pin(engine)), async {
             tokio::select! {
                 () = signal => {},
                 () = wait_stop(stop_rx.clone()) => {},
             }
-        }
-    );
+        });
     peers?;
     engine?;
     Ok(())
 }
 
 async fn import(peer: &str, rows: &Path, data_dir: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(rows).with_context(|| format!("reading {}", rows.display()))?;
+    let text =
+        std::fs::read_to_string(rows).with_context(|| format!("reading {}", rows.display()))?;
     let parsed = if text.trim_start().starts_with('{') {
         legacy_import::rows_from_json_object(&text)
     } else {
@@ -256,7 +257,11 @@ async fn import(peer: &str, rows: &Path, data_dir: &Path) -> anyhow::Result<()> 
             log.sums.outgoing_fulfilled,
             log.transfers,
             log.stale_cancelled,
-            if log.already_imported { ", already imported" } else { "" }
+            if log.already_imported {
+                ", already imported"
+            } else {
+                ""
+            }
         );
     }
     for key in &report.trackers {

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{
-    IncomingRequestHandler, NodeOptions, PeerError, PeerEvent, PeerMessage, PeerNode, Trustline,
+    forward_id, IncomingRequestHandler, NodeOptions, PeerError, PeerEvent, PeerMessage, PeerNode,
+    Trustline,
 };
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};
@@ -36,7 +37,9 @@ fn root() -> PathBuf {
 
 /// Whether node and the legacy packages are installed; `Err` (fail) under CI when they are not.
 fn available(version: &str) -> R<bool> {
-    let dir = root().join(format!("tests/node/legacy-{version}/node_modules/ilp-plugin-payment-channel-framework"));
+    let dir = root().join(format!(
+        "tests/node/legacy-{version}/node_modules/ilp-plugin-payment-channel-framework"
+    ));
     let node_ok = std::process::Command::new("node")
         .arg("--version")
         .output()
@@ -46,7 +49,11 @@ fn available(version: &str) -> R<bool> {
         return Ok(true);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        return Err(format!("legacy plugin {version} or node missing ({}); run .ci/setup", dir.display()).into());
+        return Err(format!(
+            "legacy plugin {version} or node missing ({}); run .ci/setup",
+            dir.display()
+        )
+        .into());
     }
     eprintln!("SKIPPED: legacy plugin {version} or node not installed; run .ci/setup");
     Ok(false)
@@ -66,7 +73,10 @@ impl Drop for JsPeer {
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
             // Kill exactly this process, by PID.
-            let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
         }
         let _ = self.child.start_kill();
     }
@@ -79,7 +89,10 @@ impl JsPeer {
         cmd.arg("--unhandled-rejections=warn")
             .arg("--no-deprecation")
             .arg(script)
-            .env("LEGACY_DIR", root().join(format!("tests/node/legacy-{version}/node_modules")))
+            .env(
+                "LEGACY_DIR",
+                root().join(format!("tests/node/legacy-{version}/node_modules")),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -95,7 +108,9 @@ impl JsPeer {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
                 if v.get("ready").is_some() {
                     let _ = event_tx.send(json!({"event": "ready"}));
                 } else if v.get("event").is_some() {
@@ -119,7 +134,9 @@ impl JsPeer {
 
     /// Runs a command; `Ok(Ok(result))` or `Ok(Err(error))` as the JS call resolved or threw.
     async fn call(&mut self, cmd: &str, args: Value) -> R<Result<Value, Value>> {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut msg = args;
         msg["id"] = json!(id);
         msg["cmd"] = json!(cmd);
@@ -132,7 +149,11 @@ impl JsPeer {
                 .map_err(|_| format!("no reply to {cmd}"))?
                 .ok_or("node exited")?;
             if v["id"] == json!(id) {
-                return Ok(if v["ok"] == json!(true) { Ok(v["result"].clone()) } else { Err(v["error"].clone()) });
+                return Ok(if v["ok"] == json!(true) {
+                    Ok(v["result"].clone())
+                } else {
+                    Err(v["error"].clone())
+                });
             }
         }
     }
@@ -141,6 +162,17 @@ impl JsPeer {
         self.call(cmd, args)
             .await?
             .map_err(|e| format!("{cmd} failed: {e}").into())
+    }
+
+    /// Waits for the event `name` about transfer `id` (other events of that name are dropped).
+    async fn event_for(&self, name: &str, id: &str) -> R<Value> {
+        loop {
+            let e = self.event(name).await?;
+            if e["args"][0]["id"] == json!(id) {
+                return Ok(e);
+            }
+            eprintln!("skipping {name} event for another transfer (waiting for {id}): {e}");
+        }
     }
 
     /// Waits for the next event named `name` (events seen earlier and not consumed count too).
@@ -212,7 +244,12 @@ fn rust_transfer(fulfillment: &[u8; 32], amount: u64, expires_in_ms: i64, dest: 
     }
 }
 
-fn js_transfer(fulfillment: &[u8; 32], amount: u64, expires_in_ms: i64, ilp: &str) -> (String, Value) {
+fn js_transfer(
+    fulfillment: &[u8; 32],
+    amount: u64,
+    expires_in_ms: i64,
+    ilp: &str,
+) -> (String, Value) {
     let id = uuid::Uuid::new_v4().to_string();
     let cond = b64u(&Sha256::digest(fulfillment));
     (
@@ -249,7 +286,12 @@ struct Echo;
 #[async_trait::async_trait]
 impl IncomingRequestHandler for Echo {
     async fn handle_request(&self, request: PeerMessage) -> Result<PeerMessage, PeerError> {
-        if request.custom.as_ref().and_then(|c| c.get("fail")).is_some() {
+        if request
+            .custom
+            .as_ref()
+            .and_then(|c| c.get("fail"))
+            .is_some()
+        {
             return Err(PeerError::Handler("handler failed".to_owned()));
         }
         Ok(PeerMessage {
@@ -274,7 +316,20 @@ async fn start_bridge(configs: Vec<Value>, db_dir: &std::path::Path) -> R<PeerNo
             PeerConfig::from_legacy_json(&name, &c["options"])
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let db = Db::open(db_dir)?;
+    // After a shutdown the previous instance's last handles (closing sockets, finishing tasks) may need a
+    // moment to let go of the database lock.
+    let mut tries = 0;
+    let db = loop {
+        match Db::open(db_dir) {
+            Ok(db) => break db,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     Ok(PeerNode::start(configs, db, node_options()).await?)
 }
 
@@ -287,7 +342,9 @@ async fn js_client_to_bridge_server() -> TestResult {
         if !available(version)? {
             continue;
         }
-        js_client_to_bridge_server_for(version).await.map_err(|e| format!("legacy {version}: {e}"))?;
+        js_client_to_bridge_server_for(version)
+            .await
+            .map_err(|e| format!("legacy {version}: {e}"))?;
     }
     Ok(())
 }
@@ -308,9 +365,19 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
     let mut events = tl.subscribe();
 
     // Wrong secret: the legacy client never authenticates.
-    let mut bad = JsPeer::spawn(version, &[("MODE", "client".into()), ("SERVER_URL", format!("btp+ws://:wrong@127.0.0.1:{port}"))]).await?;
+    let mut bad = JsPeer::spawn(
+        version,
+        &[
+            ("MODE", "client".into()),
+            ("SERVER_URL", format!("btp+ws://:wrong@127.0.0.1:{port}")),
+        ],
+    )
+    .await?;
     let r = tokio::time::timeout(Duration::from_secs(3), bad.call("connect", json!({}))).await;
-    assert!(!matches!(r, Ok(Ok(Ok(_)))), "connect with a wrong secret must not succeed: {r:?}");
+    assert!(
+        !matches!(r, Ok(Ok(Ok(_)))),
+        "connect with a wrong secret must not succeed: {r:?}"
+    );
     drop(bad);
 
     // Right secret, stateful client with the JS claim module.
@@ -334,7 +401,12 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
 
     // JS → bridge, fulfilled by the bridge; the JS module's claim reaches the Rust module.
     let f = [1u8; 32];
-    let ilp = js.ok("payment", json!({"account": "test.alice.server.bob", "amount": 10})).await?;
+    let ilp = js
+        .ok(
+            "payment",
+            json!({"account": "test.alice.server.bob", "amount": 10}),
+        )
+        .await?;
     let (id, t) = js_transfer(&f, 10, 10_000, ilp.as_str().unwrap_or_default());
     js.ok("sendTransfer", t).await?;
     let PeerEvent::IncomingPrepare(got) = next_event(&mut events, "incoming_prepare").await? else {
@@ -370,15 +442,18 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
         return Err("unexpected event".into());
     };
     assert_eq!(uuid_of(&got.id), id3);
-    tl.reject_incoming_transfer(got.id, ilp_error("F99", "Application Error")).await?;
+    tl.reject_incoming_transfer(got.id, ilp_error("F99", "Application Error"))
+        .await?;
     let rej = js.event("outgoing_reject").await?;
     assert!(rej.to_string().contains("F99"), "{rej}");
     let t4 = rust_transfer(&[4u8; 32], 5, 10_000, "test.alice.client.carl");
     tl.send_transfer(t4.clone()).await?;
-    let inc = js.event("incoming_prepare").await?;
-    let jid = inc["args"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let jid = uuid_of(&t4.id);
+    js.event_for("incoming_prepare", &jid).await?;
     js.ok("rejectIncomingTransfer", json!({"transferId": jid, "reason": {"code": "F99", "name": "Application Error", "triggered_by": "test.alice.server", "additional_info": {"x": 1}}})).await?;
-    let PeerEvent::OutgoingReject { reason, .. } = next_event(&mut events, "outgoing_reject").await? else {
+    let PeerEvent::OutgoingReject { reason, .. } =
+        next_event(&mut events, "outgoing_reject").await?
+    else {
         return Err("unexpected event".into());
     };
     assert_eq!(reason.code, "F99");
@@ -386,13 +461,27 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
 
     // Over the limit.
     let (_, t5) = js_transfer(&[5u8; 32], 2000, 10_000, ilp.as_str().unwrap_or_default());
-    let err = js.call("sendTransfer", t5).await?.err().ok_or("over-limit transfer accepted")?;
-    assert!(err.to_string().contains("F00") && err.to_string().contains("NotAcceptedError"), "{err}");
+    let err = js
+        .call("sendTransfer", t5)
+        .await?
+        .err()
+        .ok_or("over-limit transfer accepted")?;
+    assert!(
+        err.to_string().contains("F00") && err.to_string().contains("NotAcceptedError"),
+        "{err}"
+    );
 
     // Custom requests both ways.
-    let r = js.ok("sendRequest", json!({"message": {"custom": {"hello": 1}}})).await?;
+    let r = js
+        .ok("sendRequest", json!({"message": {"custom": {"hello": 1}}}))
+        .await?;
     assert_eq!(r["custom"], json!({"echo": {"hello": 1}}));
-    let r = tl.send_request(PeerMessage { ilp: None, custom: Some(json!({"hi": 2})) }).await?;
+    let r = tl
+        .send_request(PeerMessage {
+            ilp: None,
+            custom: Some(json!({"hi": 2})),
+        })
+        .await?;
     assert_eq!(r.custom, Some(json!({"echo": {"hi": 2}})));
 
     // Expiry both ways (both sides are stateful and run timers).
@@ -404,11 +493,17 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
     let id6: TransferId = id6.parse()?;
     for id in [id6, t7.id] {
         let rec = tl.log().get(&id).await?.ok_or("missing")?;
-        assert!(matches!(rec.state, TransferState::Cancelled { .. }), "{rec:?}");
+        assert!(
+            matches!(rec.state, TransferState::Cancelled { .. }),
+            "{rec:?}"
+        );
     }
     assert_eq!(tl.local_balance(), 6);
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("-6"));
-    assert_eq!(tl.log().sums().incoming_fulfilled_and_prepared, tl.log().sums().incoming_fulfilled);
+    assert_eq!(
+        tl.log().sums().incoming_fulfilled_and_prepared,
+        tl.log().sums().incoming_fulfilled
+    );
 
     js.ok("disconnect", json!({})).await?;
     node.shutdown().await;
@@ -451,7 +546,9 @@ async fn bridge_client_to_js_server() -> TestResult {
         if !available(version)? {
             continue;
         }
-        bridge_client_to_js_server_for(version).await.map_err(|e| format!("legacy {version}: {e}"))?;
+        bridge_client_to_js_server_for(version)
+            .await
+            .map_err(|e| format!("legacy {version}: {e}"))?;
     }
     Ok(())
 }
@@ -517,7 +614,12 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
 
     // JS → bridge, fulfilled by the bridge; claim from JS to Rust.
     let f2 = [2u8; 32];
-    let ilp = js.ok("payment", json!({"account": "test.js.client.x", "amount": 3})).await?;
+    let ilp = js
+        .ok(
+            "payment",
+            json!({"account": "test.js.client.x", "amount": 3}),
+        )
+        .await?;
     let (_, t2) = js_transfer(&f2, 3, 10_000, ilp.as_str().unwrap_or_default());
     js.ok("sendTransfer", t2).await?;
     let PeerEvent::IncomingPrepare(got) = next_event(&mut events, "incoming_prepare").await? else {
@@ -539,9 +641,16 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     }
 
     // Requests both ways.
-    let r = tl.send_request(PeerMessage { ilp: None, custom: Some(json!({"q": 1})) }).await?;
+    let r = tl
+        .send_request(PeerMessage {
+            ilp: None,
+            custom: Some(json!({"q": 1})),
+        })
+        .await?;
     assert_eq!(r.custom, Some(json!({"echo": {"q": 1}})));
-    let r = js.ok("sendRequest", json!({"message": {"custom": {"p": 2}}})).await?;
+    let r = js
+        .ok("sendRequest", json!({"message": {"custom": {"p": 2}}}))
+        .await?;
     assert_eq!(r["custom"], json!({"echo": {"p": 2}}));
 
     // Expiry of a transfer the JS side never fulfills (no preimage registered).
@@ -550,7 +659,9 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     let rec_events = tokio::time::timeout(WAIT, async {
         loop {
             match events.recv().await {
-                Ok(PeerEvent::OutgoingReject { reason, .. }) => return Ok::<_, String>(Some(reason)),
+                Ok(PeerEvent::OutgoingReject { reason, .. }) => {
+                    return Ok::<_, String>(Some(reason))
+                }
                 Ok(PeerEvent::OutgoingCancel(_)) => return Ok(None),
                 Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
@@ -580,7 +691,9 @@ async fn js_to_js_through_the_bridge_with_restart() -> TestResult {
         if !available(version)? {
             continue;
         }
-        routed_for(version).await.map_err(|e| format!("legacy {version}: {e}"))?;
+        routed_for(version)
+            .await
+            .map_err(|e| format!("legacy {version}: {e}"))?;
     }
     Ok(())
 }
@@ -622,7 +735,12 @@ async fn routed_for(version: &str) -> TestResult {
     // Payment 1: A → bridge → B, B fulfills automatically.
     let f1 = [1u8; 32];
     b.ok("preimage", json!({"fulfillment": b64u(&f1)})).await?;
-    let ilp = a.ok("payment", json!({"account": "test.b.server.bob", "amount": 10})).await?;
+    let ilp = a
+        .ok(
+            "payment",
+            json!({"account": "test.b.server.bob", "amount": 10}),
+        )
+        .await?;
     let (_, t1) = js_transfer(&f1, 10, 20_000, ilp.as_str().unwrap_or_default());
     a.ok("sendTransfer", t1).await?;
     a.event("outgoing_fulfill").await?;
@@ -633,16 +751,34 @@ async fn routed_for(version: &str) -> TestResult {
 
     // Payment 2: prepared at B but not fulfilled before the bridge restarts.
     let f2 = [2u8; 32];
-    let (_, t2) = js_transfer(&f2, 7, 30_000, ilp.as_str().unwrap_or_default());
+    // The Payment asks for exactly the transfer amount (the bridge refuses to deliver less).
+    let ilp2 = a
+        .ok(
+            "payment",
+            json!({"account": "test.b.server.bob", "amount": 7}),
+        )
+        .await?;
+    let (id2, t2) = js_transfer(&f2, 7, 30_000, ilp2.as_str().unwrap_or_default());
     a.ok("sendTransfer", t2).await?;
-    let inc = b.event("incoming_prepare").await?;
-    let b_id = inc["args"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let b_id = uuid_of(&forward_id("a", &id2.parse()?));
+    b.event_for("incoming_prepare", &b_id).await?;
     // Payment 3: prepared, never fulfilled, with an expiry that passes while the bridge is down.
-    let (_, t3) = js_transfer(&[3u8; 32], 5, 2500, ilp.as_str().unwrap_or_default());
+    let ilp3 = a
+        .ok(
+            "payment",
+            json!({"account": "test.b.server.bob", "amount": 5}),
+        )
+        .await?;
+    let (id3, t3) = js_transfer(&[3u8; 32], 5, 2500, ilp3.as_str().unwrap_or_default());
     a.ok("sendTransfer", t3).await?;
-    b.event("incoming_prepare").await?;
+    b.event_for(
+        "incoming_prepare",
+        &uuid_of(&forward_id("a", &id3.parse()?)),
+    )
+    .await?;
 
     node.shutdown().await;
+    drop((bridge_a, bridge_b));
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let node = start_bridge(configs, dir.path()).await?;
     let bridge_a = node.trustline("a").ok_or("a")?.clone();
@@ -651,8 +787,13 @@ async fn routed_for(version: &str) -> TestResult {
     wait_connected(&bridge_b).await?;
     // B fulfills payment 2 now. A legacy server also writes to the dead socket of the first bridge run, so
     // the call may report an error, but the Fulfill goes out on the live socket too.
-    let _ = b.call("fulfillCondition", json!({"transferId": b_id, "fulfillment": b64u(&f2)})).await?;
-    a.event("outgoing_fulfill").await?;
+    let _ = b
+        .call(
+            "fulfillCondition",
+            json!({"transferId": b_id, "fulfillment": b64u(&f2)}),
+        )
+        .await?;
+    a.event_for("outgoing_fulfill", &id2).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     assert_eq!(a.ok("getBalance", json!({})).await?, json!("-17"));

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{forward_id, MemoryLink, PeerEvent, Rate, Router, RoutingConfig, Trustline, TrustlineOptions};
+use ilp_bridge::peer::{
+    forward_id, MemoryLink, PeerEvent, Rate, Router, RoutingConfig, Trustline, TrustlineOptions,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
@@ -23,14 +25,24 @@ struct Net {
     router: Arc<Router>,
 }
 
-fn server(name: &str, prefix: &str, code: &str, scale: u8) -> Result<Trustline, Box<dyn std::error::Error>> {
+fn server(
+    name: &str,
+    prefix: &str,
+    code: &str,
+    scale: u8,
+) -> Result<Trustline, Box<dyn std::error::Error>> {
     let cfg = PeerConfig::from_legacy_json(
         name,
         &json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000", "prefix": prefix,
                 "info": {"currencyCode": code, "currencyScale": scale}, "store": true}),
     )?;
     let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
-    Ok(Trustline::new(&cfg, Arc::new(stores), None, TrustlineOptions::default())?)
+    Ok(Trustline::new(
+        &cfg,
+        Arc::new(stores),
+        None,
+        TrustlineOptions::default(),
+    )?)
 }
 
 fn client(name: &str) -> Result<Trustline, Box<dyn std::error::Error>> {
@@ -39,10 +51,19 @@ fn client(name: &str) -> Result<Trustline, Box<dyn std::error::Error>> {
         &json!({"server": "btp+ws://:s@127.0.0.1:1", "maxBalance": "100000", "store": true}),
     )?;
     let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
-    Ok(Trustline::new(&cfg, Arc::new(stores), None, TrustlineOptions::default())?)
+    Ok(Trustline::new(
+        &cfg,
+        Arc::new(stores),
+        None,
+        TrustlineOptions::default(),
+    )?)
 }
 
-async fn net(scale_b: u8, code_b: &str, rates: &[(&str, &str, &str)]) -> Result<Net, Box<dyn std::error::Error>> {
+async fn net(
+    scale_b: u8,
+    code_b: &str,
+    rates: &[(&str, &str, &str)],
+) -> Result<Net, Box<dyn std::error::Error>> {
     let x1 = server("x1", "test.a.", "USD", 9)?;
     let x2 = server("x2", "test.b.", code_b, scale_b)?;
     let a = client("a")?;
@@ -51,7 +72,9 @@ async fn net(scale_b: u8, code_b: &str, rates: &[(&str, &str, &str)]) -> Result<
     MemoryLink::pair(&x2, &c);
     let mut config = RoutingConfig::default();
     for (from, to, r) in rates {
-        config.rates.insert(((*from).to_owned(), (*to).to_owned()), Rate::parse(r)?);
+        config
+            .rates
+            .insert(((*from).to_owned(), (*to).to_owned()), Rate::parse(r)?);
     }
     let router = Router::new(config);
     router.add_peer(&x1);
@@ -59,7 +82,13 @@ async fn net(scale_b: u8, code_b: &str, rates: &[(&str, &str, &str)]) -> Result<
     for t in [&x1, &x2, &a, &c] {
         t.connect().await?;
     }
-    Ok(Net { a, x1, x2, c, router })
+    Ok(Net {
+        a,
+        x1,
+        x2,
+        c,
+        router,
+    })
 }
 
 fn now_ms() -> i64 {
@@ -69,7 +98,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn transfer(n: u8, amount: u64, dest: &str, dest_amount: u64, f: &[u8; 32], expires_in_ms: i64) -> Transfer {
+fn transfer(
+    n: u8,
+    amount: u64,
+    dest: &str,
+    dest_amount: u64,
+    f: &[u8; 32],
+    expires_in_ms: i64,
+) -> Transfer {
     Transfer {
         id: TransferId([n; 16]),
         amount,
@@ -86,7 +122,10 @@ fn transfer(n: u8, amount: u64, dest: &str, dest_amount: u64, f: &[u8; 32], expi
     }
 }
 
-async fn next_event(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> Result<PeerEvent, Box<dyn std::error::Error>> {
+async fn next_event(
+    rx: &mut broadcast::Receiver<PeerEvent>,
+    name: &str,
+) -> Result<PeerEvent, Box<dyn std::error::Error>> {
     loop {
         let e = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await??;
         if e.name() == name {
@@ -112,7 +151,8 @@ async fn payment_is_forwarded_and_fulfilled_backwards() -> TestResult {
     let f = [7u8; 32];
     let t = transfer(1, 10, "test.b.server.carl", 10, &f, 10_000);
     n.a.send_transfer(t.clone()).await?;
-    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await? else {
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await?
+    else {
         return Err("unexpected event".into());
     };
     // Same condition and ILP packet, derived ID, earlier expiry, same amount (same currency and scale).
@@ -141,7 +181,8 @@ async fn reject_travels_back_with_forwarded_by() -> TestResult {
         let t = t.clone();
         async move { rejection(&a, t).await.map_err(|e| e.to_string()) }
     });
-    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await? else {
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await?
+    else {
         return Err("unexpected event".into());
     };
     let reason = IlpV1Error {
@@ -195,12 +236,25 @@ async fn amounts_are_converted_between_scales_and_currencies() -> TestResult {
     assert_eq!(n.router.convert(&n.x2, &n.x1, 10)?, 10_000);
     assert_eq!(n.router.convert(&n.x1, &n.x2, 999)?, 0);
     // A payment whose conversion is 0 is refused.
-    let e = rejection(&n.a, transfer(6, 999, "test.b.server.carl", 0, &[1u8; 32], 10_000)).await?;
+    let e = rejection(
+        &n.a,
+        transfer(6, 999, "test.b.server.carl", 0, &[1u8; 32], 10_000),
+    )
+    .await?;
     assert_eq!(e.code_str(), "R01");
     // Forwarded with the converted amount.
     let mut c_events = n.c.subscribe();
-    n.a.send_transfer(transfer(7, 5_000, "test.b.server.carl", 5, &[1u8; 32], 10_000)).await?;
-    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await? else {
+    n.a.send_transfer(transfer(
+        7,
+        5_000,
+        "test.b.server.carl",
+        5,
+        &[1u8; 32],
+        10_000,
+    ))
+    .await?;
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await?
+    else {
         return Err("unexpected event".into());
     };
     assert_eq!(got.amount, 5);
@@ -208,7 +262,11 @@ async fn amounts_are_converted_between_scales_and_currencies() -> TestResult {
     // Other currency: refused without a rate, converted with one.
     let n = net(9, "EUR", &[]).await?;
     assert!(n.router.convert(&n.x1, &n.x2, 10).is_err());
-    let e = rejection(&n.a, transfer(8, 10, "test.b.server.carl", 1, &[1u8; 32], 10_000)).await?;
+    let e = rejection(
+        &n.a,
+        transfer(8, 10, "test.b.server.carl", 1, &[1u8; 32], 10_000),
+    )
+    .await?;
     assert_eq!(e.code_str(), "F00");
     let n = net(9, "EUR", &[("x1", "x2", "0.5")]).await?;
     assert_eq!(n.router.convert(&n.x1, &n.x2, 11)?, 5);

@@ -5,7 +5,6 @@ mod se_common;
 
 use std::time::Duration;
 
-use ilp_bridge::se::store::SeStore;
 use ilp_bridge::testing::mock_connector::MockConnector;
 use se_common::*;
 
@@ -39,13 +38,21 @@ async fn post_json(
 async fn accounts_are_created_and_deleted() -> TestResult {
     let mock = MockConnector::start().await?;
     let backing = Backing::memory();
-    let se = start_engine(config(&mock.url(), "trustline", serde_json::json!({})), &backing).await?;
+    let se = start_engine(
+        config(&mock.url(), "trustline", serde_json::json!({})),
+        &backing,
+    )
+    .await?;
     let c = reqwest::Client::new();
     let base = url(&se);
 
-    let (s, ct, body) = post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct-1"}"#).await?;
+    let (s, ct, body) =
+        post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct-1"}"#).await?;
     assert_eq!((s, ct.as_str()), (201, "application/json"));
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body)?, serde_json::json!({"id": "acct-1"}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)?,
+        serde_json::json!({"id": "acct-1"})
+    );
     // Again: still 201, same account.
     let (s, _, _) = post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct-1"}"#).await?;
     assert_eq!(s, 201);
@@ -60,22 +67,44 @@ async fn accounts_are_created_and_deleted() -> TestResult {
     assert_eq!(se.engine.account_ids().len(), 3);
 
     // Bad ids and bodies.
-    for bad in [r#"{"id":"a:b"}"#, r#"{"id":"a/b"}"#, r#"{"id":""}"#, r#"{"id":5}"#, "nope", "[1]"] {
+    for bad in [
+        r#"{"id":"a:b"}"#,
+        r#"{"id":"a/b"}"#,
+        r#"{"id":""}"#,
+        r#"{"id":5}"#,
+        "nope",
+        "[1]",
+    ] {
         let (s, ct, _) = post_json(&c, &format!("{base}/accounts"), None, bad).await?;
         assert_eq!((s, ct.as_str()), (400, PROBLEM), "{bad}");
     }
     assert_eq!(se.engine.account_ids().len(), 3);
 
-    let del = c.delete(format!("{base}/accounts/{generated}")).send().await?;
+    let del = c
+        .delete(format!("{base}/accounts/{generated}"))
+        .send()
+        .await?;
     assert_eq!(del.status().as_u16(), 204);
-    let del = c.delete(format!("{base}/accounts/{generated}")).send().await?;
+    let del = c
+        .delete(format!("{base}/accounts/{generated}"))
+        .send()
+        .await?;
     assert_eq!(del.status().as_u16(), 404);
-    assert_eq!(del.headers().get("content-type").and_then(|v| v.to_str().ok()), Some(PROBLEM));
+    assert_eq!(
+        del.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some(PROBLEM)
+    );
     assert_eq!(se.engine.account_ids().len(), 2);
 
     // Accounts survive a restart.
     se.stop().await;
-    let se = start_engine(config(&mock.url(), "trustline", serde_json::json!({})), &backing).await?;
+    let se = start_engine(
+        config(&mock.url(), "trustline", serde_json::json!({})),
+        &backing,
+    )
+    .await?;
     let mut ids = se.engine.account_ids();
     ids.sort();
     assert_eq!(ids.len(), 2);
@@ -88,7 +117,11 @@ async fn accounts_are_created_and_deleted() -> TestResult {
 async fn bad_settle_requests_get_problem_json_and_change_nothing() -> TestResult {
     let mock = MockConnector::start().await?;
     let backing = Backing::memory();
-    let se = start_engine(config(&mock.url(), "trustline", serde_json::json!({})), &backing).await?;
+    let se = start_engine(
+        config(&mock.url(), "trustline", serde_json::json!({})),
+        &backing,
+    )
+    .await?;
     let c = reqwest::Client::new();
     let base = url(&se);
     post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct"}"#).await?;
@@ -97,7 +130,10 @@ async fn bad_settle_requests_get_problem_json_and_change_nothing() -> TestResult
     };
     let before = store.len();
 
-    let oversized = format!(r#"{{"amount":"1","scale":2,"pad":"{}"}}"#, "x".repeat(8 * 1024));
+    let oversized = format!(
+        r#"{{"amount":"1","scale":2,"pad":"{}"}}"#,
+        "x".repeat(8 * 1024)
+    );
     let cases: Vec<(&str, String, u16)> = vec![
         ("acct", "not json".to_owned(), 400),
         ("acct", r#"{"amount":100,"scale":2}"#.to_owned(), 400),
@@ -163,7 +199,11 @@ async fn idempotency_replays_and_conflicts() -> TestResult {
     let backing = Backing::memory();
     // The connector is not linked to a peer: claims cannot be delivered, so everything stays queued/in flight
     // and the counts below are exact.
-    let se = start_engine(config(&mock.url(), "trustline", serde_json::json!({"scale": 2})), &backing).await?;
+    let se = start_engine(
+        config(&mock.url(), "trustline", serde_json::json!({"scale": 2})),
+        &backing,
+    )
+    .await?;
     let c = reqwest::Client::new();
     let base = url(&se);
     post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct"}"#).await?;
@@ -171,9 +211,15 @@ async fn idempotency_replays_and_conflicts() -> TestResult {
 
     let first = post_json(&c, &settle, Some("key-1"), r#"{"amount":"0500","scale":2}"#).await?;
     assert_eq!(first.0, 201);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&first.2)?, serde_json::json!({"amount":"500","scale":2}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&first.2)?,
+        serde_json::json!({"amount":"500","scale":2})
+    );
     // Same key, same body (also written differently): replayed, not settled twice.
-    for body in [r#"{"amount":"0500","scale":2}"#, r#"{"scale":2,"amount":"500"}"#] {
+    for body in [
+        r#"{"amount":"0500","scale":2}"#,
+        r#"{"scale":2,"amount":"500"}"#,
+    ] {
         let again = post_json(&c, &settle, Some("key-1"), body).await?;
         assert_eq!((again.0, again.2.as_str()), (first.0, first.2.as_str()));
     }
@@ -194,27 +240,61 @@ async fn idempotency_replays_and_conflicts() -> TestResult {
     }
     // Without a key: accepted every time (documented duplicate risk).
     for _ in 0..2 {
-        assert_eq!(post_json(&c, &settle, None, r#"{"amount":"1","scale":2}"#).await?.0, 201);
+        assert_eq!(
+            post_json(&c, &settle, None, r#"{"amount":"1","scale":2}"#)
+                .await?
+                .0,
+            201
+        );
     }
     eventually("requests taken", Duration::from_secs(10), || async {
-        se.engine.account_view("acct").map(|v| v.requested.amount == "509").unwrap_or(false)
+        se.engine
+            .account_view("acct")
+            .map(|v| v.requested.amount == "509")
+            .unwrap_or(false)
     })
     .await?;
     let history = se.engine.account_history("acct")?;
     assert_eq!(history.settlements.len(), 4);
-    let keys: Vec<Option<String>> = history.settlements.iter().map(|s| s.idempotency_key.clone()).collect();
-    assert_eq!(keys.iter().filter(|k| k.as_deref() == Some("key-1")).count(), 1);
-    assert_eq!(keys.iter().filter(|k| k.as_deref() == Some("key-2")).count(), 1);
+    let keys: Vec<Option<String>> = history
+        .settlements
+        .iter()
+        .map(|s| s.idempotency_key.clone())
+        .collect();
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.as_deref() == Some("key-1"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.as_deref() == Some("key-2"))
+            .count(),
+        1
+    );
 
     // Keys survive a restart: the replay still answers, the conflict still conflicts.
     se.stop().await;
-    let se = start_engine(config(&mock.url(), "trustline", serde_json::json!({"scale": 2})), &backing).await?;
+    let se = start_engine(
+        config(&mock.url(), "trustline", serde_json::json!({"scale": 2})),
+        &backing,
+    )
+    .await?;
     let settle = format!("{}/accounts/acct/settlements", url(&se));
     let again = post_json(&c, &settle, Some("key-1"), r#"{"amount":"500","scale":2}"#).await?;
     assert_eq!((again.0, again.2.as_str()), (201, first.2.as_str()));
-    assert_eq!(post_json(&c, &settle, Some("key-1"), r#"{"amount":"5","scale":2}"#).await?.0, 409);
+    assert_eq!(
+        post_json(&c, &settle, Some("key-1"), r#"{"amount":"5","scale":2}"#)
+            .await?
+            .0,
+        409
+    );
     eventually("state reloaded", Duration::from_secs(10), || async {
-        se.engine.account_view("acct").map(|v| v.requested.amount == "509").unwrap_or(false)
+        se.engine
+            .account_view("acct")
+            .map(|v| v.requested.amount == "509")
+            .unwrap_or(false)
     })
     .await?;
     se.stop().await;
@@ -225,7 +305,11 @@ async fn idempotency_replays_and_conflicts() -> TestResult {
 async fn messages_and_admin_auth() -> TestResult {
     let mock = MockConnector::start().await?;
     let backing = Backing::memory();
-    let se = start_engine(config(&mock.url(), "trustline", serde_json::json!({})), &backing).await?;
+    let se = start_engine(
+        config(&mock.url(), "trustline", serde_json::json!({})),
+        &backing,
+    )
+    .await?;
     let c = reqwest::Client::new();
     let base = url(&se);
     post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct"}"#).await?;
@@ -238,7 +322,9 @@ async fn messages_and_admin_auth() -> TestResult {
         .await?;
     assert_eq!(resp.status().as_u16(), 201);
     assert_eq!(
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/octet-stream")
     );
     assert!(resp.bytes().await?.is_empty());
@@ -255,12 +341,20 @@ async fn messages_and_admin_auth() -> TestResult {
             .body(body.to_vec())
             .send()
             .await?;
-        assert_eq!(resp.status().as_u16(), want, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            resp.status().as_u16(),
+            want,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
     }
     // A valid IOU once setup is done is credited (the connector has the account registered).
     mock.register_account("acct", &base);
     eventually("setup", Duration::from_secs(10), || async {
-        se.engine.account_view("acct").map(|v| v.connected).unwrap_or(false)
+        se.engine
+            .account_view("acct")
+            .map(|v| v.connected)
+            .unwrap_or(false)
     })
     .await?;
     let resp = c
@@ -274,9 +368,21 @@ async fn messages_and_admin_auth() -> TestResult {
 
     // Admin: token required.
     let admin = admin_url(&se);
-    assert_eq!(c.get(format!("{admin}/accounts")).send().await?.status().as_u16(), 401);
     assert_eq!(
-        c.get(format!("{admin}/accounts")).bearer_auth("wrong").send().await?.status().as_u16(),
+        c.get(format!("{admin}/accounts"))
+            .send()
+            .await?
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        c.get(format!("{admin}/accounts"))
+            .bearer_auth("wrong")
+            .send()
+            .await?
+            .status()
+            .as_u16(),
         401
     );
     let view = admin_get(&se, "/accounts/acct").await?;
@@ -284,11 +390,24 @@ async fn messages_and_admin_auth() -> TestResult {
     assert_eq!(view["received"]["amount"], "42");
     let all = admin_get(&se, "/accounts").await?;
     assert_eq!(all.as_array().map(Vec::len), Some(1));
-    let resp = c.post(format!("{admin}/accounts/acct/retry")).bearer_auth(ADMIN_TOKEN).send().await?;
+    let resp = c
+        .post(format!("{admin}/accounts/acct/retry"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 202);
-    let resp = c.get(format!("{admin}/accounts/nobody")).bearer_auth(ADMIN_TOKEN).send().await?;
+    let resp = c
+        .get(format!("{admin}/accounts/nobody"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 404);
-    let doc = c.get(format!("{admin}/openapi.yaml")).send().await?.text().await?;
+    let doc = c
+        .get(format!("{admin}/openapi.yaml"))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(doc.starts_with("openapi: 3"));
     assert!(doc.contains("/accounts/{id}/settlements") && doc.contains("/alerts"));
     se.stop().await;

@@ -32,7 +32,9 @@ impl Side {
     }
 
     fn se(&self) -> Result<&SeHandle, String> {
-        self.se.as_ref().ok_or_else(|| "engine not running".to_owned())
+        self.se
+            .as_ref()
+            .ok_or_else(|| "engine not running".to_owned())
     }
 
     async fn restart(&mut self) -> TestResult {
@@ -85,7 +87,9 @@ async fn pair(
 /// usually not a multiple (so leftovers carry over).
 fn amounts(seed: u64, n: usize, granule: u64) -> (Vec<u64>, u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v: Vec<u64> = (0..n).map(|_| rng.gen_range(1..10 * granule.max(10))).collect();
+    let mut v: Vec<u64> = (0..n)
+        .map(|_| rng.gen_range(1..10 * granule.max(10)))
+        .collect();
     let sum: u64 = v.iter().sum();
     let pad = (granule - sum % granule) % granule;
     if let Some(last) = v.last_mut() {
@@ -117,13 +121,24 @@ async fn wait_credited(b: &Side, want: &Scaled) -> TestResult {
     })
     .await
     .map_err(|e| {
-        format!("{e}: credited {} want {}", b.mock.credited_total(&b.account), want).into()
+        format!(
+            "{e}: credited {} want {}",
+            b.mock.credited_total(&b.account),
+            want
+        )
+        .into()
     })
 }
 
 #[tokio::test]
 async fn connector_scale_9_module_scale_6() -> TestResult {
-    let (a, b) = pair("trustline", serde_json::json!({"scale": 6}), Some(9), Backing::memory).await?;
+    let (a, b) = pair(
+        "trustline",
+        serde_json::json!({"scale": 6}),
+        Some(9),
+        Backing::memory,
+    )
+    .await?;
     let (amts, total) = amounts(1, 60, 1000);
     settle_all(&a, &amts, 9).await?;
     let want = Scaled::new(BigUint::from(total), 9);
@@ -146,7 +161,10 @@ async fn connector_scale_9_module_scale_6() -> TestResult {
     // The history names every request by key, settled by a claim.
     let h = a.se()?.engine.account_history(&a.account)?;
     assert_eq!(h.settlements.len(), amts.len());
-    assert!(h.settlements.iter().all(|s| s.state == "settled" && s.claim_id.is_some()));
+    assert!(h
+        .settlements
+        .iter()
+        .all(|s| s.state == "settled" && s.claim_id.is_some()));
     for side in [a, b] {
         if let Some(se) = side.se {
             se.stop().await;
@@ -158,7 +176,13 @@ async fn connector_scale_9_module_scale_6() -> TestResult {
 #[tokio::test]
 async fn connector_scale_2_module_scale_6_with_leftover_held_back() -> TestResult {
     // B credits at scale 2 while the module works at 6: nothing finer than 0.01 reaches connector B.
-    let (a, b) = pair("trustline", serde_json::json!({"scale": 6}), Some(2), Backing::memory).await?;
+    let (a, b) = pair(
+        "trustline",
+        serde_json::json!({"scale": 6}),
+        Some(2),
+        Backing::memory,
+    )
+    .await?;
     let (amts, total) = amounts(2, 40, 1);
     settle_all(&a, &amts, 2).await?;
     wait_credited(&b, &Scaled::new(BigUint::from(total), 2)).await?;
@@ -172,7 +196,10 @@ async fn connector_scale_2_module_scale_6_with_leftover_held_back() -> TestResul
         if i + 1 < fine.len() {
             // Not a whole 0.01 yet at B (and A cannot settle sub-micro amounts): total unchanged.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(value_eq(&b.mock.credited_total(&b.account), &Scaled::new(BigUint::from(total), 2)));
+            assert!(value_eq(
+                &b.mock.credited_total(&b.account),
+                &Scaled::new(BigUint::from(total), 2)
+            ));
         }
     }
     wait_credited(&b, &Scaled::new(BigUint::from(total + 1), 2)).await?;
@@ -201,9 +228,12 @@ async fn claim_test_module_end_to_end() -> TestResult {
 
 #[tokio::test]
 async fn restarts_of_either_engine_between_accept_and_credit() -> TestResult {
-    let (mut a, mut b) = pair("trustline", serde_json::json!({"scale": 6}), Some(9), || {
-        Backing::rocks().unwrap_or_else(|_| Backing::memory())
-    })
+    let (mut a, mut b) = pair(
+        "trustline",
+        serde_json::json!({"scale": 6}),
+        Some(9),
+        || Backing::rocks().unwrap_or_else(|_| Backing::memory()),
+    )
     .await?;
     assert!(matches!(a.backing, Backing::Rocks(_)));
     let mut expected = 0u64;
@@ -226,8 +256,7 @@ async fn restarts_of_either_engine_between_accept_and_credit() -> TestResult {
     settle_all(&a, &amts, 9).await?;
     expected += total;
     eventually("B received everything", WAIT, || async {
-        b.se
-            .as_ref()
+        b.se.as_ref()
             .and_then(|se| se.engine.account_view(&b.account).ok())
             .map(|v| v.received.amount == (expected / 1000).to_string())
             .unwrap_or(false)
@@ -236,14 +265,18 @@ async fn restarts_of_either_engine_between_accept_and_credit() -> TestResult {
     let pending = b.se()?.engine.account_view(&b.account)?.uncredited.len();
     assert!(pending > 0);
     b.restart().await?;
-    assert_eq!(b.se()?.engine.account_view(&b.account)?.uncredited.len(), pending);
+    assert_eq!(
+        b.se()?.engine.account_view(&b.account)?.uncredited.len(),
+        pending
+    );
     b.mock.override_credit_status(None);
     wait_credited(&b, &Scaled::new(BigUint::from(expected), 9)).await?;
 
     // 3. Restart both with requests queued behind a down connector A (sending fails at A's own connector).
     a.mock.set_down().await;
     let (amts, total) = amounts(6, 10, 1000);
-    // Connector A is down, so its own settle calls cannot reach... they can: the mock's client still runs.
+    // The mock's settle client still runs while its server is down: engine A accepts, but its claims cannot
+    // reach connector A.
     settle_all(&a, &amts, 9).await?;
     expected += total;
     a.restart().await?;
@@ -257,7 +290,10 @@ async fn restarts_of_either_engine_between_accept_and_credit() -> TestResult {
     let keys: std::collections::HashSet<_> = credits.iter().map(|c| c.key.clone()).collect();
     assert_eq!(keys.len(), credits.len());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(value_eq(&b.mock.credited_total(&b.account), &Scaled::new(BigUint::from(expected), 9)));
+    assert!(value_eq(
+        &b.mock.credited_total(&b.account),
+        &Scaled::new(BigUint::from(expected), 9)
+    ));
     for side in [a, b] {
         if let Some(se) = side.se {
             se.stop().await;
@@ -268,11 +304,19 @@ async fn restarts_of_either_engine_between_accept_and_credit() -> TestResult {
 
 #[tokio::test]
 async fn a_409_on_credit_is_an_alert_not_a_retry() -> TestResult {
-    let (a, b) = pair("trustline", serde_json::json!({"scale": 6}), Some(9), Backing::memory).await?;
+    let (a, b) = pair(
+        "trustline",
+        serde_json::json!({"scale": 6}),
+        Some(9),
+        Backing::memory,
+    )
+    .await?;
     b.mock.override_credit_status(Some(409));
     settle_all(&a, &[5000], 9).await?;
     eventually("alert raised", WAIT, || async {
-        b.se.as_ref().map(|se| !se.engine.alerts().is_empty()).unwrap_or(false)
+        b.se.as_ref()
+            .map(|se| !se.engine.alerts().is_empty())
+            .unwrap_or(false)
     })
     .await?;
     let alerts = admin_get(b.se()?, "/alerts").await?;

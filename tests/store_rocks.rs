@@ -298,7 +298,7 @@ async fn concurrent_writes_are_group_committed() {
     }
     let groups = db.group_writes() - groups_before;
     assert!(
-        groups >= 1 && groups < 64,
+        (1..64).contains(&groups),
         "{groups} group writes for 64 batches"
     );
     assert_eq!(db.durable_seq(), db.submitted_seq());

@@ -59,7 +59,9 @@ impl Args {
     /// `--key` parsed as a number, else `full_default` (full run) or `smoke_default` (smoke run).
     pub fn num(&self, key: &str, full_default: u64, smoke_default: u64) -> u64 {
         match self.get(key) {
-            Some(v) => v.parse().unwrap_or_else(|_| fail(&format!("--{key} must be a number, got {v:?}"))),
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|_| fail(&format!("--{key} must be a number, got {v:?}"))),
             None if self.full => full_default,
             None => smoke_default,
         }
@@ -70,7 +72,11 @@ impl Args {
         match self.get(key) {
             Some(v) => v
                 .split(',')
-                .map(|x| x.trim().parse().unwrap_or_else(|_| fail(&format!("--{key}: bad number {x:?}"))))
+                .map(|x| {
+                    x.trim()
+                        .parse()
+                        .unwrap_or_else(|_| fail(&format!("--{key}: bad number {x:?}")))
+                })
                 .collect(),
             None if self.full => full_default.to_vec(),
             None => smoke_default.to_vec(),
@@ -106,7 +112,11 @@ pub fn percentiles(samples: &mut [Duration]) -> Option<Percentiles> {
         samples[idx.saturating_sub(1).min(samples.len() - 1)]
     };
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    Some(Percentiles { p50_ms: ms(rank(50.0)), p99_ms: ms(rank(99.0)), max_ms: ms(samples[samples.len() - 1]) })
+    Some(Percentiles {
+        p50_ms: ms(rank(50.0)),
+        p99_ms: ms(rank(99.0)),
+        max_ms: ms(samples[samples.len() - 1]),
+    })
 }
 
 /// Result of one closed-loop load point, serialised in the format of `bench/legacy_trustline.js`.
@@ -136,7 +146,12 @@ pub struct LoadPoint {
 /// Runs `in_flight` workers, each repeatedly awaiting `op(worker_index)` (one operation in flight per worker), for
 /// `warmup` then `duration`. Only operations started after the warm-up count. Workers are spawned on the current tokio
 /// runtime, so a multi-threaded runtime spreads them over its threads.
-pub async fn closed_loop<F, Fut, E>(in_flight: u64, warmup: Duration, duration: Duration, op: F) -> LoadPoint
+pub async fn closed_loop<F, Fut, E>(
+    in_flight: u64,
+    warmup: Duration,
+    duration: Duration,
+    op: F,
+) -> LoadPoint
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -190,7 +205,10 @@ where
             Err(e) => fail(&format!("load worker panicked: {e}")),
         }
     }
-    let duration_s = end.saturating_duration_since(measure_from).as_secs_f64().max(1e-9);
+    let duration_s = end
+        .saturating_duration_since(measure_from)
+        .as_secs_f64()
+        .max(1e-9);
     let completed = all.len() as u64;
     let pct = percentiles(&mut all);
     LoadPoint {

@@ -22,7 +22,7 @@ pub use ilp_v1::IlpV1Packet;
 pub use ilp_v4::{Address, IlpV4Packet};
 pub use oer::MAX_FRAME_BYTES;
 pub use packet::{
-    legacy_error_code, BtpError, BtpVersion, ContentType, Frame, Packet, PacketType, ProtocolData, ProtocolDataEntry,
-    ProtocolName,
+    legacy_error_code, BtpError, BtpVersion, ContentType, Frame, Packet, PacketType, ProtocolData,
+    ProtocolDataEntry, ProtocolName,
 };
 pub use time::Timestamp;

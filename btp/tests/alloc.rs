@@ -37,8 +37,10 @@ fn btp1_prepare() -> Bytes {
             amount: 10,
             execution_condition: [0xcc; 32],
             expires_at: expires_at(),
-            protocol_data: ProtocolData::new()
-                .with(ProtocolDataEntry::octets(ProtocolName::from_static("ilp"), ilp)),
+            protocol_data: ProtocolData::new().with(ProtocolDataEntry::octets(
+                ProtocolName::from_static("ilp"),
+                ilp,
+            )),
         }),
     )
     .to_bytes()
@@ -82,7 +84,10 @@ fn decoders_allocate_only_the_entry_list() {
         "the ILP packet is a slice of the frame"
     );
     assert_eq!(btp1_stats.allocations, 1, "BTP/1.0 Prepare: {btp1_stats:?}");
-    assert_eq!(btp1_stats.reallocations, 0, "BTP/1.0 Prepare: {btp1_stats:?}");
+    assert_eq!(
+        btp1_stats.reallocations, 0,
+        "BTP/1.0 Prepare: {btp1_stats:?}"
+    );
     assert_eq!(
         btp1_stats.bytes_allocated,
         std::mem::size_of::<ProtocolDataEntry>(),

@@ -13,6 +13,7 @@
 //! * [`context`]: what a module can reach;
 //! * [`build_module`]: the registry of stock modules by name.
 
+pub mod claim_test;
 pub mod context;
 pub mod eth;
 pub mod memory;
@@ -22,7 +23,6 @@ pub mod store;
 pub mod testing;
 pub mod trustline;
 pub mod xrp;
-pub mod claim_test;
 
 use std::sync::Arc;
 
@@ -30,7 +30,13 @@ pub use context::{ChannelContext, ContextHost};
 pub use module::{ChannelModule, Claim, IncomingCredit, ModuleError};
 
 /// Names of the stock modules, as used in configuration (`module = "..."`).
-pub const STOCK_MODULES: &[&str] = &["trustline", "claim-test", "xrp-paychan", "eth-payment", "eth-channel"];
+pub const STOCK_MODULES: &[&str] = &[
+    "trustline",
+    "claim-test",
+    "xrp-paychan",
+    "eth-payment",
+    "eth-channel",
+];
 
 /// Builds a stock module by name from its options (the legacy plugin options JSON, or the module section of
 /// the TOML config).
@@ -42,11 +48,19 @@ pub fn build_module(
     // Each stock module adds one arm here.
     #[allow(clippy::match_single_binding)]
     match name {
-        trustline::TRUSTLINE_MODULE_NAME => Ok(Arc::new(trustline::TrustlineModule::from_options(options)?)),
-        claim_test::CLAIM_TEST_MODULE_NAME => Ok(Arc::new(claim_test::ClaimTestModule::from_options(options)?)),
+        trustline::TRUSTLINE_MODULE_NAME => {
+            Ok(Arc::new(trustline::TrustlineModule::from_options(options)?))
+        }
+        claim_test::CLAIM_TEST_MODULE_NAME => Ok(Arc::new(
+            claim_test::ClaimTestModule::from_options(options)?,
+        )),
         xrp::XRP_PAYCHAN_MODULE_NAME => Ok(Arc::new(xrp::XrpPaychan::from_options(options)?)),
-        eth::payment::ETH_PAYMENT_MODULE_NAME => Ok(Arc::new(eth::payment::EthPaymentModule::from_options(options)?)),
-        eth::channel::ETH_CHANNEL_MODULE_NAME => Ok(Arc::new(eth::channel::EthChannelModule::from_options(options)?)),
+        eth::payment::ETH_PAYMENT_MODULE_NAME => Ok(Arc::new(
+            eth::payment::EthPaymentModule::from_options(options)?,
+        )),
+        eth::channel::ETH_CHANNEL_MODULE_NAME => Ok(Arc::new(
+            eth::channel::EthChannelModule::from_options(options)?,
+        )),
         other => Err(ModuleError::InvalidFields(format!(
             "unknown channel module {other:?} (known: {})",
             STOCK_MODULES.join(", ")

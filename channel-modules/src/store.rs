@@ -267,8 +267,11 @@ pub trait TransferLog: Send + Sync {
 
     /// Prepared → cancelled; subtracts the amount from IFP or OFP. Cancelling a cancelled transfer returns it
     /// (idempotent); a fulfilled one: `AlreadyFulfilled`; unknown: `NotFound`.
-    async fn cancel(&self, id: &TransferId, reason: &str)
-        -> Result<TransferRecord, TransferLogError>;
+    async fn cancel(
+        &self,
+        id: &TransferId,
+        reason: &str,
+    ) -> Result<TransferRecord, TransferLogError>;
 
     /// The stored record, in any state.
     async fn get(&self, id: &TransferId) -> Result<Option<TransferRecord>, TransferLogError>;

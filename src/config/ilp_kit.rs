@@ -67,7 +67,12 @@ pub fn load_env_with(
     let file_vars = parse_env_list(&text)?;
     let ledgers = env(CONNECTOR_LEDGERS)
         .or_else(|| file_vars.get(CONNECTOR_LEDGERS).cloned())
-        .ok_or_else(|| ConfigError::field(CONNECTOR_LEDGERS, "not set in env.list nor in the environment"))?;
+        .ok_or_else(|| {
+            ConfigError::field(
+                CONNECTOR_LEDGERS,
+                "not set in env.list nor in the environment",
+            )
+        })?;
     peers_from_connector_ledgers(&ledgers)
 }
 
@@ -76,7 +81,10 @@ pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, Confi
     let v: Value = serde_json::from_str(json)
         .map_err(|e| ConfigError::field(CONNECTOR_LEDGERS, format!("not strict JSON: {e}")))?;
     let Value::Object(entries) = v else {
-        return Err(ConfigError::field(CONNECTOR_LEDGERS, "must be a JSON object"));
+        return Err(ConfigError::field(
+            CONNECTOR_LEDGERS,
+            "must be a JSON object",
+        ));
     };
     let mut peers = Vec::new();
     for (prefix, entry) in &entries {
@@ -86,7 +94,12 @@ pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, Confi
         };
         let plugin = match e.get("plugin") {
             Some(Value::String(p)) => p.as_str(),
-            _ => return Err(ConfigError::field(format!("{path}.plugin"), "must be a string")),
+            _ => {
+                return Err(ConfigError::field(
+                    format!("{path}.plugin"),
+                    "must be a string",
+                ))
+            }
         };
         if plugin != LEGACY_PLUGIN_NAME {
             tracing::info!(ledger = %prefix, plugin, "ledger skipped: not ilp-plugin-payment-channel-framework");
@@ -95,12 +108,22 @@ pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, Confi
         let store = match e.get("store") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ConfigError::field(format!("{path}.store"), "must be true or false")),
+            Some(_) => {
+                return Err(ConfigError::field(
+                    format!("{path}.store"),
+                    "must be true or false",
+                ))
+            }
         };
         let mut options = match e.get("options") {
             Some(Value::Object(o)) => o.clone(),
             None | Some(Value::Null) => serde_json::Map::new(),
-            Some(_) => return Err(ConfigError::field(format!("{path}.options"), "must be an object")),
+            Some(_) => {
+                return Err(ConfigError::field(
+                    format!("{path}.options"),
+                    "must be an object",
+                ))
+            }
         };
         // The connector overwrites the plugin's prefix with the ledger key and passes `_store` only when the
         // entry says `store: true`.
@@ -149,13 +172,18 @@ mod tests {
         assert_eq!(server.prefix.as_deref(), Some("g.eur.mytrustline."));
         assert!(server.stateful);
         assert_eq!(server.max_balance, Limit::Finite(1000));
-        let client = peers.iter().find(|p| p.name == "peer.usd.").ok_or("client missing")?;
+        let client = peers
+            .iter()
+            .find(|p| p.name == "peer.usd.")
+            .ok_or("client missing")?;
         assert_eq!(client.prefix.as_deref(), Some("peer.usd."));
         assert!(!client.stateful);
 
         // A real environment variable wins over the file.
         let other = r#"{"x.":{"plugin":"ilp-plugin-payment-channel-framework","options":{"server":"btp+ws://:a@h:1"}}}"#;
-        let peers = load_env_with(&path, |k| (k == CONNECTOR_LEDGERS).then(|| other.to_owned()))?;
+        let peers = load_env_with(&path, |k| {
+            (k == CONNECTOR_LEDGERS).then(|| other.to_owned())
+        })?;
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].name, "x.");
         Ok(())

@@ -167,12 +167,7 @@ impl LedgerInfo {
         let currency_code = match raw.get("currencyCode") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return Err(ConfigError::field(
-                    "info.currencyCode",
-                    "must be a string",
-                ))
-            }
+            Some(_) => return Err(ConfigError::field("info.currencyCode", "must be a string")),
         };
         let currency_scale = match raw.get("currencyScale") {
             None | Some(Value::Null) => None,
@@ -186,12 +181,7 @@ impl LedgerInfo {
             Some(Value::String(s)) => Some(s.parse::<u8>().map_err(|_| {
                 ConfigError::field("info.currencyScale", "must be an integer in 0..=255")
             })?),
-            Some(_) => {
-                return Err(ConfigError::field(
-                    "info.currencyScale",
-                    "must be a number",
-                ))
-            }
+            Some(_) => return Err(ConfigError::field("info.currencyScale", "must be a number")),
         };
         if let Some(c) = raw.get("connectors") {
             if !c.is_array() {
@@ -293,12 +283,7 @@ impl PeerConfig {
         let incoming_secret = match obj.get("incomingSecret") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(Secret::new(s.clone())),
-            Some(_) => {
-                return Err(ConfigError::field(
-                    "incomingSecret",
-                    "must be a string",
-                ))
-            }
+            Some(_) => return Err(ConfigError::field("incomingSecret", "must be a string")),
         };
         let prefix = match obj.get("prefix") {
             None | Some(Value::Null) => None,
@@ -328,12 +313,7 @@ impl PeerConfig {
         let module = match obj.get("module") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(_) => {
-                return Err(ConfigError::field(
-                    "module",
-                    "must be a non-empty string",
-                ))
-            }
+            Some(_) => return Err(ConfigError::field("module", "must be a non-empty string")),
         };
 
         if listener.is_none() && server.is_none() {
@@ -439,7 +419,10 @@ pub fn validate_prefix(p: &str) -> Result<(), String> {
         return Err(format!("character {c:?} is not allowed in an ILP address"));
     }
     if !p.ends_with('.') {
-        return Err("must end with \".\" (legacy prefixes are followed by \"server\"/\"client\")".to_owned());
+        return Err(
+            "must end with \".\" (legacy prefixes are followed by \"server\"/\"client\")"
+                .to_owned(),
+        );
     }
     Ok(())
 }
@@ -450,10 +433,13 @@ fn parse_listener(v: &Value) -> Result<ListenerConfig, ConfigError> {
     };
     let port = match o.get("port") {
         None | Some(Value::Null) => DEFAULT_LISTENER_PORT,
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .ok_or_else(|| ConfigError::field("listener.port", "must be an integer in 0..=65535"))?,
+        Some(Value::Number(n)) => {
+            n.as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| {
+                    ConfigError::field("listener.port", "must be an integer in 0..=65535")
+                })?
+        }
         Some(Value::String(s)) => s
             .parse::<u16>()
             .map_err(|_| ConfigError::field("listener.port", "must be an integer in 0..=65535"))?,
@@ -470,35 +456,34 @@ fn parse_listener(v: &Value) -> Result<ListenerConfig, ConfigError> {
         }
     };
     let (cert, key, ca) = (path("cert")?, path("key")?, path("ca")?);
-    let tls = match (cert, key, ca) {
-        (None, None, None) => None,
-        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
-        (None, _, _) => {
-            return Err(ConfigError::field(
-                "listener.cert",
-                "required when listener.key or listener.ca is set",
-            ))
-        }
-        (Some(_), None, _) => {
-            return Err(ConfigError::field(
-                "listener.key",
-                "required when listener.cert is set",
-            ))
-        }
-        (Some(_), Some(_), None) => {
-            return Err(ConfigError::field(
+    let tls =
+        match (cert, key, ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            (None, _, _) => {
+                return Err(ConfigError::field(
+                    "listener.cert",
+                    "required when listener.key or listener.ca is set",
+                ))
+            }
+            (Some(_), None, _) => {
+                return Err(ConfigError::field(
+                    "listener.key",
+                    "required when listener.cert is set",
+                ))
+            }
+            (Some(_), Some(_), None) => return Err(ConfigError::field(
                 "listener.ca",
                 "required when listener.cert is set (the legacy listener never starts without it)",
-            ))
-        }
-    };
+            )),
+        };
     Ok(ListenerConfig { port, tls })
 }
 
 /// Parses a `btp+ws[s]://user:secret@host:port/path` URL as the legacy client does.
 pub fn parse_server_url(s: &str) -> Result<ServerUrl, ConfigError> {
-    let mut url = url::Url::parse(s)
-        .map_err(|e| ConfigError::field("server", format!("not a URL: {e}")))?;
+    let mut url =
+        url::Url::parse(s).map_err(|e| ConfigError::field("server", format!("not a URL: {e}")))?;
     let ws_scheme = match url.scheme() {
         "btp+ws" => "ws",
         "btp+wss" => "wss",
@@ -512,8 +497,9 @@ pub fn parse_server_url(s: &str) -> Result<ServerUrl, ConfigError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::field("server", "has no host"));
     }
-    let username = percent_decode(url.username())
-        .ok_or_else(|| ConfigError::field("server", "username is not valid percent-encoded UTF-8"))?;
+    let username = percent_decode(url.username()).ok_or_else(|| {
+        ConfigError::field("server", "username is not valid percent-encoded UTF-8")
+    })?;
     let token = percent_decode(url.password().unwrap_or(""))
         .ok_or_else(|| ConfigError::field("server", "secret is not valid percent-encoded UTF-8"))?;
     // Removing credentials cannot fail on a URL with a host.
@@ -560,7 +546,11 @@ fn parse_limit(peer: &str, field: &str, v: &Value) -> Result<Limit, ConfigError>
     match v {
         Value::String(s) => parse_limit_str(s).map_err(|r| ConfigError::field(field, r)),
         Value::Number(n) => {
-            tracing::warn!(peer, option = field, "legacy expects a string; number accepted");
+            tracing::warn!(
+                peer,
+                option = field,
+                "legacy expects a string; number accepted"
+            );
             n.as_i64()
                 .map(|i| Limit::Finite(i128::from(i)))
                 .ok_or_else(|| ConfigError::field(field, "must be an integer"))
@@ -622,10 +612,15 @@ mod tests {
         let info = c.info.as_ref().map(|i| i.to_json("g.eur.mytrustline."));
         assert_eq!(
             info,
-            Some(json!({"currencyCode": "EUR", "currencyScale": 9, "connectors": [], "prefix": "g.eur.mytrustline."}))
+            Some(
+                json!({"currencyCode": "EUR", "currencyScale": 9, "connectors": [], "prefix": "g.eur.mytrustline."})
+            )
         );
         assert_eq!(c.info.and_then(|i| i.currency_scale), Some(9));
-        assert_eq!(c.incoming_secret.map(|s| s.expose().to_owned()), Some("pass".to_owned()));
+        assert_eq!(
+            c.incoming_secret.map(|s| s.expose().to_owned()),
+            Some("pass".to_owned())
+        );
         Ok(())
     }
 
@@ -635,7 +630,9 @@ mod tests {
             "x",
             &json!({"server": "btp+ws://:tok%20en@localhost:9000"}),
         )?;
-        let s = c.server.ok_or_else(|| ConfigError::field("server", "missing"))?;
+        let s = c
+            .server
+            .ok_or_else(|| ConfigError::field("server", "missing"))?;
         assert_eq!(s.ws_url, "ws://localhost:9000");
         assert_eq!(s.username, "");
         assert_eq!(s.token.expose(), "tok en");
@@ -656,7 +653,10 @@ mod tests {
                     "incomingSecret": "hunter3", "prefix": "a.", "info": {}}),
         )?;
         let dbg = format!("{:?}", (c.server, c.incoming_secret));
-        assert!(!dbg.contains("hunter2") && !dbg.contains("hunter3"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("hunter3"),
+            "{dbg}"
+        );
         Ok(())
     }
 
@@ -669,7 +669,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let base = json!({"listener": {"port": 9000}, "incomingSecret": "p", "prefix": "a.", "info": {}});
+        let base =
+            json!({"listener": {"port": 9000}, "incomingSecret": "p", "prefix": "a.", "info": {}});
         let with = |k: &str, v: Value| {
             let mut o = base.clone();
             o[k] = v;
@@ -678,14 +679,23 @@ mod tests {
         assert_eq!(field_of(with("maxBalance", json!("1.5"))), "maxBalance");
         assert_eq!(field_of(with("maxBalance", json!("1e3"))), "maxBalance");
         assert_eq!(field_of(with("minBalance", json!("abc"))), "minBalance");
-        assert_eq!(field_of(with("listener", json!({"port": 70000}))), "listener.port");
         assert_eq!(
-            field_of(with("listener", json!({"port": 1, "cert": "c", "key": "k"}))),
+            field_of(with("listener", json!({"port": 70000}))),
+            "listener.port"
+        );
+        assert_eq!(
+            field_of(with(
+                "listener",
+                json!({"port": 1, "cert": "c", "key": "k"})
+            )),
             "listener.ca"
         );
         assert_eq!(field_of(with("server", json!("http://x:1"))), "server");
         assert_eq!(field_of(with("prefix", json!("a b."))), "prefix");
-        assert_eq!(field_of(with("info", json!({"currencyScale": 300}))), "info.currencyScale");
+        assert_eq!(
+            field_of(with("info", json!({"currencyScale": 300}))),
+            "info.currencyScale"
+        );
         assert_eq!(field_of(with("store", json!(true))), "maxBalance");
         assert_eq!(field_of(with("store", json!("yes"))), "store");
         let mut o = base.clone();
@@ -693,7 +703,10 @@ mod tests {
         assert_eq!(field_of(PeerConfig::from_legacy_json("p", &o)), "info");
         let mut o = base.clone();
         o.as_object_mut().map(|m| m.remove("incomingSecret"));
-        assert_eq!(field_of(PeerConfig::from_legacy_json("p", &o)), "incomingSecret");
+        assert_eq!(
+            field_of(PeerConfig::from_legacy_json("p", &o)),
+            "incomingSecret"
+        );
         assert_eq!(
             field_of(PeerConfig::from_legacy_json("p", &json!({"prefix": "a."}))),
             "listener"
@@ -701,7 +714,10 @@ mod tests {
         let mut o = base;
         o["maxBalance"] = json!("10");
         o["minBalance"] = json!("20");
-        assert_eq!(field_of(PeerConfig::from_legacy_json("p", &o)), "minBalance");
+        assert_eq!(
+            field_of(PeerConfig::from_legacy_json("p", &o)),
+            "minBalance"
+        );
     }
 
     #[test]

@@ -212,12 +212,10 @@ impl NodeConfig {
                         "give either options or options_json, not both",
                     ))
                 }
-                (None, None) => {
-                    return Err(ConfigError::field(
-                        field("options"),
-                        "missing: the legacy plugin options (options = {...} or options_json = '...')",
-                    ))
-                }
+                (None, None) => return Err(ConfigError::field(
+                    field("options"),
+                    "missing: the legacy plugin options (options = {...} or options_json = '...')",
+                )),
                 (Some(t), None) => serde_json::to_value(t)
                     .map_err(|e| ConfigError::field(field("options"), e.to_string()))?,
                 (None, Some(json)) => serde_json::from_str(json).map_err(|e| {
@@ -251,7 +249,9 @@ impl NodeConfig {
         }
         routing.rates = rates;
         Ok(NodeConfig {
-            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             log: raw.log,
             routing,
             peers,
@@ -293,17 +293,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let both = NodeConfig::parse(
-            "[[peer]]\nname = \"x\"\noptions = {}\noptions_json = '{}'\n",
-        );
+        let both = NodeConfig::parse("[[peer]]\nname = \"x\"\noptions = {}\noptions_json = '{}'\n");
         assert!(matches!(both, Err(e) if e.to_string().contains("peer[0].options")));
         let bad_json = NodeConfig::parse("[[peer]]\nname = \"x\"\noptions_json = '{'\n");
         assert!(matches!(bad_json, Err(e) if e.to_string().contains("options_json")));
         let unknown = NodeConfig::parse("colour = \"blue\"\n");
         assert!(matches!(unknown, Err(e) if e.to_string().contains("colour")));
-        let bad_rate = NodeConfig::parse(
-            "[routing]\nrates = [{ from = \"a\", to = \"b\", rate = \"1\" }]\n",
-        );
+        let bad_rate =
+            NodeConfig::parse("[routing]\nrates = [{ from = \"a\", to = \"b\", rate = \"1\" }]\n");
         assert!(matches!(bad_rate, Err(e) if e.to_string().contains("no peer named")));
         let bad_limit = NodeConfig::parse(
             "[[peer]]\nname = \"x\"\noptions = { listener = { port = 1 }, incomingSecret = \"s\", prefix = \"a.\", info = {}, maxBalance = \"ten\" }\n",

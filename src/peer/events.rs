@@ -1,7 +1,7 @@
 //! The events a trustline emits (legacy plugin events), on a tokio broadcast channel.
 
-use bytes::Bytes;
 use btp::ilp_v1::IlpV1Error;
+use bytes::Bytes;
 use channel_modules::store::Transfer;
 
 /// Capacity of a trustline's event channel; a subscriber that falls further behind misses events (it gets

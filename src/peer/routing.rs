@@ -182,6 +182,18 @@ impl Router {
         }
     }
 
+    /// Forgets every peer and removes the router from their hooks (at shutdown).
+    pub fn clear(&self) {
+        let peers = match self.peers.write() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for p in peers {
+            p.clear_hook();
+        }
+        self.lock_forwarded().clear();
+    }
+
     fn peers(&self) -> Vec<Trustline> {
         match self.peers.read() {
             Ok(p) => p.clone(),
@@ -196,7 +208,9 @@ impl Router {
             .filter(|p| p.name() != from)
             .filter_map(|p| {
                 let prefix = p.prefix()?;
-                destination.starts_with(&prefix).then_some((prefix.len(), p))
+                destination
+                    .starts_with(&prefix)
+                    .then_some((prefix.len(), p))
             })
             .max_by_key(|(len, _)| *len)
             .map(|(_, p)| p)
@@ -249,7 +263,8 @@ impl Router {
 
     /// Forwards one incoming transfer (the hook calls this).
     async fn forward(&self, from: Trustline, transfer: Transfer) {
-        let Ok(IlpV1Packet::Payment(payment)) = IlpV1Packet::decode(&Bytes::from(transfer.ilp.clone()))
+        let Ok(IlpV1Packet::Payment(payment)) =
+            IlpV1Packet::decode(&Bytes::from(transfer.ilp.clone()))
         else {
             tracing::debug!(peer = from.name(), transfer = %transfer.id, "incoming transfer has no ILP v1 payment; not routed");
             return;
@@ -262,31 +277,61 @@ impl Router {
         }
         let me = from.account().unwrap_or_default();
         let Some(next) = self.route(&payment.account, from.name()) else {
-            if from.prefix().is_some_and(|p| payment.account.starts_with(&p)) {
+            if from
+                .prefix()
+                .is_some_and(|p| payment.account.starts_with(&p))
+            {
                 // Local to the ledger it came from and not for us: leave it to embedders.
                 return;
             }
-            self.refuse(&from, transfer.id, ilp_error(b"F02", "Unreachable", me, "no route to destination"))
-                .await;
+            self.refuse(
+                &from,
+                transfer.id,
+                ilp_error(b"F02", "Unreachable", me, "no route to destination"),
+            )
+            .await;
             return;
         };
         if !next.is_connected() {
-            self.refuse(&from, transfer.id, ilp_error(b"T01", "Ledger Unreachable", me, "next ledger is not connected"))
-                .await;
+            self.refuse(
+                &from,
+                transfer.id,
+                ilp_error(
+                    b"T01",
+                    "Ledger Unreachable",
+                    me,
+                    "next ledger is not connected",
+                ),
+            )
+            .await;
             return;
         }
         let margin = i64::try_from(self.config.expiry_margin.as_millis()).unwrap_or(i64::MAX);
         let window = i64::try_from(self.config.min_forward_window.as_millis()).unwrap_or(i64::MAX);
         let expires_at_ms = transfer.expires_at_ms.saturating_sub(margin);
         if expires_at_ms < now_ms().saturating_add(window) {
-            self.refuse(&from, transfer.id, ilp_error(b"R02", "Insufficient Timeout", me, "not enough time left to forward"))
-                .await;
+            self.refuse(
+                &from,
+                transfer.id,
+                ilp_error(
+                    b"R02",
+                    "Insufficient Timeout",
+                    me,
+                    "not enough time left to forward",
+                ),
+            )
+            .await;
             return;
         }
         let amount = match self.convert(&from, &next, transfer.amount) {
             Ok(a) => a,
             Err(reason) => {
-                self.refuse(&from, transfer.id, ilp_error(b"F00", "Bad Request", me, &reason)).await;
+                self.refuse(
+                    &from,
+                    transfer.id,
+                    ilp_error(b"F00", "Bad Request", me, &reason),
+                )
+                .await;
                 return;
             }
         };
@@ -297,7 +342,12 @@ impl Router {
             self.refuse(
                 &from,
                 transfer.id,
-                ilp_error(b"R01", "Insufficient Source Amount", me, "amount too small after conversion"),
+                ilp_error(
+                    b"R01",
+                    "Insufficient Source Amount",
+                    me,
+                    "amount too small after conversion",
+                ),
             )
             .await;
             return;
@@ -326,9 +376,15 @@ impl Router {
                 // May be prepared there; its outcome (or expiry) settles the incoming one.
             }
             Err(e) => {
-                self.lock_forwarded().remove(&(next.name().to_owned(), out.id));
+                self.lock_forwarded()
+                    .remove(&(next.name().to_owned(), out.id));
                 let err = match e {
-                    PeerError::Remote(r) => ilp_error(b"T04", "Insufficient Liquidity", me, &format!("next peer refused: {} {}", r.code_str(), r.data)),
+                    PeerError::Remote(r) => ilp_error(
+                        b"T04",
+                        "Insufficient Liquidity",
+                        me,
+                        &format!("next peer refused: {} {}", r.code_str(), r.data),
+                    ),
                     other => ilp_error(b"T01", "Ledger Unreachable", me, &other.to_string()),
                 };
                 self.refuse(&from, transfer.id, err).await;
@@ -360,7 +416,9 @@ impl Router {
                 }
             }
             match source.peer.log().get(&source.id).await {
-                Ok(Some(r)) if r.state == TransferState::Prepared && r.transfer.expires_at_ms > now_ms() => {}
+                Ok(Some(r))
+                    if r.state == TransferState::Prepared
+                        && r.transfer.expires_at_ms > now_ms() => {}
                 Ok(Some(r)) if matches!(r.state, TransferState::Fulfilled { .. }) => {
                     // Applied locally; one more attempt resends it so the peer surely has it.
                 }
@@ -378,12 +436,13 @@ impl Router {
     pub async fn recover(self: &Arc<Self>) -> Result<usize, PeerError> {
         let mut n = 0;
         for peer in self.peers() {
-            let prepared = peer
-                .log()
-                .prepared()
-                .await
-                .map_err(|e| PeerError::Refused(super::error::WireError::new("Error", e.to_string())))?;
-            for rec in prepared.into_iter().filter(|r| r.direction == Direction::Incoming) {
+            let prepared = peer.log().prepared().await.map_err(|e| {
+                PeerError::Refused(super::error::WireError::new("Error", e.to_string()))
+            })?;
+            for rec in prepared
+                .into_iter()
+                .filter(|r| r.direction == Direction::Incoming)
+            {
                 let Ok(IlpV1Packet::Payment(payment)) =
                     IlpV1Packet::decode(&Bytes::from(rec.transfer.ilp.clone()))
                 else {
@@ -406,11 +465,18 @@ impl Router {
                     }
                     Some(TransferState::Fulfilled { fulfillment }) => {
                         let me = Arc::clone(self);
-                        tokio::spawn(async move { me.fulfill_back(source, fulfillment, None).await });
+                        tokio::spawn(
+                            async move { me.fulfill_back(source, fulfillment, None).await },
+                        );
                     }
                     Some(TransferState::Cancelled { .. }) => {
                         let me = Arc::clone(self);
-                        let err = ilp_error(b"R00", "Transfer Timed Out", peer.account().unwrap_or_default(), "forwarded transfer was cancelled");
+                        let err = ilp_error(
+                            b"R00",
+                            "Transfer Timed Out",
+                            peer.account().unwrap_or_default(),
+                            "forwarded transfer was cancelled",
+                        );
                         tokio::spawn(async move { me.refuse(&source.peer, source.id, err).await });
                     }
                     None => {
@@ -432,7 +498,12 @@ impl TransferHook for Router {
         self.forward(peer, transfer).await;
     }
 
-    async fn outgoing_settled(&self, peer: Trustline, transfer: Transfer, outcome: TransferOutcome) {
+    async fn outgoing_settled(
+        &self,
+        peer: Trustline,
+        transfer: Transfer,
+        outcome: TransferOutcome,
+    ) {
         let Some(source) = self
             .lock_forwarded()
             .remove(&(peer.name().to_owned(), transfer.id))

@@ -61,6 +61,12 @@ impl std::fmt::Debug for PeerNode {
     }
 }
 
+/// The peers of one listener port: (incoming secret, peer key) pairs, and the TLS files if any.
+type PortPeers<'a> = (
+    Vec<(String, PeerKey)>,
+    Option<&'a crate::config::legacy::TlsFiles>,
+);
+
 /// The legacy authentication check of one listener: empty username and one of the secrets on that port.
 struct PortAuth {
     secrets: Vec<(String, PeerKey)>,
@@ -123,16 +129,20 @@ impl PeerNode {
         let router = Router::new(options.routing.clone());
         let (stop, stop_rx) = watch::channel(false);
         let mut trustlines = BTreeMap::new();
-        let mut by_port: BTreeMap<u16, (Vec<(String, PeerKey)>, Option<&crate::config::legacy::TlsFiles>)> =
-            BTreeMap::new();
+        let mut by_port: BTreeMap<u16, PortPeers<'_>> = BTreeMap::new();
         for c in &configs {
             if trustlines.contains_key(&c.name) {
-                return Err(ConfigError::field("name", format!("peer {:?} is configured twice", c.name)).into());
+                return Err(ConfigError::field(
+                    "name",
+                    format!("peer {:?} is configured twice", c.name),
+                )
+                .into());
             }
             let module = match &c.module {
                 Some(m) => Some(
-                    channel_modules::build_module(m, &c.module_options())
-                        .map_err(|e| ConfigError::field(format!("{}.module", c.name), e.to_string()))?,
+                    channel_modules::build_module(m, &c.module_options()).map_err(|e| {
+                        ConfigError::field(format!("{}.module", c.name), e.to_string())
+                    })?,
                 ),
                 None => None,
             };
@@ -142,8 +152,9 @@ impl PeerNode {
             let handler: Arc<dyn RequestHandler> = Arc::new(TrustlineHandler(tl.clone()));
             let session = match &c.server {
                 Some(server) => {
-                    let url = BtpUrl::parse(server.url.expose())
-                        .map_err(|e| ConfigError::field(format!("{}.server", c.name), e.to_string()))?;
+                    let url = BtpUrl::parse(server.url.expose()).map_err(|e| {
+                        ConfigError::field(format!("{}.server", c.name), e.to_string())
+                    })?;
                     let opts = ClientOptions {
                         tls: options.client_tls.clone(),
                         ..ClientOptions::default()
@@ -176,7 +187,10 @@ impl PeerNode {
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         for (port, (secrets, tls)) in by_port {
             let listener = TcpListener::bind((host, port)).await.map_err(|e| {
-                ConfigError::field("listener.port", format!("cannot listen on {host}:{port}: {e}"))
+                ConfigError::field(
+                    "listener.port",
+                    format!("cannot listen on {host}:{port}: {e}"),
+                )
             })?;
             let addr = listener.local_addr().map_err(|e| {
                 ConfigError::field("listener.port", format!("no local address: {e}"))
@@ -185,9 +199,8 @@ impl PeerNode {
             let server_config = ServerConfig {
                 tls: match tls {
                     Some(t) => Some(
-                        TlsServerConfig::from_pem_files(&t.cert, &t.key, Some(t.ca.as_path())).map_err(|e| {
-                            ConfigError::field("listener.cert", e.to_string())
-                        })?,
+                        TlsServerConfig::from_pem_files(&t.cert, &t.key, Some(t.ca.as_path()))
+                            .map_err(|e| ConfigError::field("listener.cert", e.to_string()))?,
                     ),
                     None => None,
                 },
@@ -270,9 +283,13 @@ impl PeerNode {
                 tracing::warn!(peer = tl.name(), error = %e, "disconnect failed");
             }
         }
+        self.router.clear();
         let _ = self.stop.send(true);
         for s in self.endpoint.all_sessions() {
             s.close();
+        }
+        for tl in self.trustlines.values() {
+            tl.clear_link();
         }
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

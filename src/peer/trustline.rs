@@ -257,9 +257,9 @@ fn claim_entry(claim: &Claim) -> ProtocolDataEntry {
 fn entry_claim(e: &ProtocolDataEntry) -> Option<Claim> {
     match e.content_type {
         ContentType::APPLICATION_JSON => serde_json::from_slice(&e.data).ok().map(Claim::Json),
-        ContentType::TEXT_PLAIN_UTF8 => Some(Claim::Text(
-            String::from_utf8_lossy(&e.data).into_owned(),
-        )),
+        ContentType::TEXT_PLAIN_UTF8 => {
+            Some(Claim::Text(String::from_utf8_lossy(&e.data).into_owned()))
+        }
         _ => Some(Claim::Binary(e.data.to_vec())),
     }
 }
@@ -391,6 +391,16 @@ impl Trustline {
         write(&self.inner.hook, Some(hook));
     }
 
+    /// Drops the link (breaks the trustline ⇄ session reference cycle at shutdown).
+    pub fn clear_link(&self) {
+        write(&self.inner.link, None);
+    }
+
+    /// Removes the routing hook (breaks the router ⇄ trustline reference cycle at shutdown).
+    pub fn clear_hook(&self) {
+        write(&self.inner.hook, None);
+    }
+
     /// Subscribes to the event stream.
     pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
         self.inner.events.subscribe()
@@ -408,13 +418,21 @@ impl Trustline {
 
     /// Our ILP address on this ledger: `prefix+"server"` when stateful, `prefix+"client"` when stateless.
     pub fn account(&self) -> Option<String> {
-        let role = if self.inner.stateful { "server" } else { "client" };
+        let role = if self.inner.stateful {
+            "server"
+        } else {
+            "client"
+        };
         self.prefix().map(|p| format!("{p}{role}"))
     }
 
     /// The peer's ILP address: `prefix+"client"` when stateful, `prefix+"server"` when stateless.
     pub fn peer_account(&self) -> Option<String> {
-        let role = if self.inner.stateful { "client" } else { "server" };
+        let role = if self.inner.stateful {
+            "client"
+        } else {
+            "server"
+        };
         self.prefix().map(|p| format!("{p}{role}"))
     }
 
@@ -562,7 +580,10 @@ impl Trustline {
                 Some(e) => entry_json(e).map_err(|e| PeerError::InvalidReply(e.message))?,
                 None => Value::Object(serde_json::Map::new()),
             };
-            let remote_prefix = info.get("prefix").and_then(Value::as_str).map(str::to_owned);
+            let remote_prefix = info
+                .get("prefix")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             match (&self.inner.configured_prefix, remote_prefix) {
                 (Some(p), Some(r)) if *p != r => {
                     return Err(PeerError::refused(
@@ -621,21 +642,18 @@ impl Trustline {
                 "amount (0) must be positive",
             ));
         }
-        let expires_at = Timestamp::from_unix_millis(transfer.expires_at_ms).ok_or_else(|| {
-            PeerError::refused("InvalidFieldsError", "expiresAt is out of range")
-        })?;
-        match self
-            .inner
-            .log
-            .prepare(&transfer, Direction::Outgoing)
-            .await
-        {
+        let expires_at = Timestamp::from_unix_millis(transfer.expires_at_ms)
+            .ok_or_else(|| PeerError::refused("InvalidFieldsError", "expiresAt is out of range"))?;
+        match self.inner.log.prepare(&transfer, Direction::Outgoing).await {
             Ok(PrepareOutcome::Prepared) => {}
             Ok(PrepareOutcome::AlreadyExists(rec)) => {
                 if rec.direction != Direction::Outgoing {
                     return Err(PeerError::refused(
                         "DuplicateIdError",
-                        format!("transfer {} matches the id of an incoming transfer", transfer.id),
+                        format!(
+                            "transfer {} matches the id of an incoming transfer",
+                            transfer.id
+                        ),
                     ));
                 }
                 if rec.state != TransferState::Prepared {
@@ -697,12 +715,18 @@ impl Trustline {
             .await
             .map_err(log_err_to_peer)?
             .ok_or_else(|| {
-                PeerError::refused("TransferNotFoundError", format!("No transfer found with ID {id}"))
+                PeerError::refused(
+                    "TransferNotFoundError",
+                    format!("No transfer found with ID {id}"),
+                )
             })?;
         if matches!(rec.state, TransferState::Cancelled { .. }) {
             return Err(PeerError::refused(
                 "AlreadyRolledBackError",
-                format!("{id} has already been cancelled: {}", self.legacy_json(&rec)),
+                format!(
+                    "{id} has already been cancelled: {}",
+                    self.legacy_json(&rec)
+                ),
             ));
         }
         if rec.direction != Direction::Incoming {
@@ -778,7 +802,10 @@ impl Trustline {
             Ok(Reply::Response(pd)) => {
                 let claim = pd.get(names::CLAIM).and_then(entry_claim);
                 if let Some(m) = &self.inner.module {
-                    match m.handle_incoming_claim(&self.inner.ctx, claim.as_ref()).await {
+                    match m
+                        .handle_incoming_claim(&self.inner.ctx, claim.as_ref())
+                        .await
+                    {
                         Ok(Some(credit)) => {
                             tracing::debug!(peer = %self.inner.name, increase = %credit.amount, "incoming claim accepted")
                         }
@@ -810,12 +837,18 @@ impl Trustline {
             .await
             .map_err(log_err_to_peer)?
             .ok_or_else(|| {
-                PeerError::refused("TransferNotFoundError", format!("No transfer found with ID {id}"))
+                PeerError::refused(
+                    "TransferNotFoundError",
+                    format!("No transfer found with ID {id}"),
+                )
             })?;
         if matches!(rec.state, TransferState::Fulfilled { .. }) {
             return Err(PeerError::refused(
                 "AlreadyFulfilledError",
-                format!("{id} has already been fulfilled: {}", self.legacy_json(&rec)),
+                format!(
+                    "{id} has already been fulfilled: {}",
+                    self.legacy_json(&rec)
+                ),
             ));
         }
         if rec.direction != Direction::Incoming {
@@ -1077,12 +1110,7 @@ impl Trustline {
             direction: Direction::Incoming,
             state: TransferState::Prepared,
         };
-        match self
-            .inner
-            .log
-            .prepare(&transfer, Direction::Incoming)
-            .await
-        {
+        match self.inner.log.prepare(&transfer, Direction::Incoming).await {
             Ok(PrepareOutcome::Prepared) => {}
             Ok(PrepareOutcome::AlreadyExists(existing)) => {
                 if existing.direction != Direction::Incoming {
@@ -1123,7 +1151,12 @@ impl Trustline {
         if let Some(m) = &self.inner.module {
             if let Err(e) = m.handle_incoming_prepare(&self.inner.ctx, &record).await {
                 tracing::debug!(peer = %self.inner.name, transfer = %transfer.id, error = %e, "module rejected incoming prepare");
-                if let Err(err) = self.inner.log.cancel(&transfer.id, "refused by module").await {
+                if let Err(err) = self
+                    .inner
+                    .log
+                    .cancel(&transfer.id, "refused by module")
+                    .await
+                {
                     tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after module refusal failed");
                 }
                 return Err(WireError::from_module(&e));
@@ -1147,12 +1180,18 @@ impl Trustline {
             .await
             .map_err(log_err_to_wire)?
             .ok_or_else(|| {
-                WireError::new("TransferNotFoundError", format!("No transfer found with ID {id}"))
+                WireError::new(
+                    "TransferNotFoundError",
+                    format!("No transfer found with ID {id}"),
+                )
             })?;
         if matches!(rec.state, TransferState::Cancelled { .. }) {
             return Err(WireError::new(
                 "AlreadyRolledBackError",
-                format!("{id} has already been cancelled: {}", self.legacy_json(&rec)),
+                format!(
+                    "{id} has already been cancelled: {}",
+                    self.legacy_json(&rec)
+                ),
             ));
         }
         if rec.direction == Direction::Incoming {
@@ -1239,12 +1278,18 @@ impl Trustline {
             .await
             .map_err(log_err_to_wire)?
             .ok_or_else(|| {
-                WireError::new("TransferNotFoundError", format!("No transfer found with ID {id}"))
+                WireError::new(
+                    "TransferNotFoundError",
+                    format!("No transfer found with ID {id}"),
+                )
             })?;
         if matches!(rec.state, TransferState::Fulfilled { .. }) {
             return Err(WireError::new(
                 "AlreadyFulfilledError",
-                format!("{id} has already been fulfilled: {}", self.legacy_json(&rec)),
+                format!(
+                    "{id} has already been fulfilled: {}",
+                    self.legacy_json(&rec)
+                ),
             ));
         }
         if rec.direction == Direction::Incoming {
@@ -1349,7 +1394,9 @@ impl Trustline {
                         triggered_by: self.account().unwrap_or_default(),
                         forwarded_by: Vec::new(),
                         triggered_at: self.now_ts(),
-                        data: Bytes::from(serde_json::json!({ "message": e.to_string() }).to_string()),
+                        data: Bytes::from(
+                            serde_json::json!({ "message": e.to_string() }).to_string(),
+                        ),
                     })
                     .to_bytes(),
                 ),
@@ -1357,7 +1404,10 @@ impl Trustline {
             },
         };
         self.emit(PeerEvent::OutgoingResponse(response.clone()));
-        Ok(ilp_and_custom(response.ilp.as_deref(), response.custom.as_ref()))
+        Ok(ilp_and_custom(
+            response.ilp.as_deref(),
+            response.custom.as_ref(),
+        ))
     }
 
     /// Side protocols that are not built in: the module's RPC methods (legacy `CustomRpc.handleProtocols`),
@@ -1396,9 +1446,10 @@ fn log_err_to_wire(e: TransferLogError) -> WireError {
             "DuplicateIdError",
             format!("transfer {id} matches the id of an existing transfer but not the contents."),
         ),
-        TransferLogError::NotFound(id) => {
-            WireError::new("TransferNotFoundError", format!("No transfer found with ID {id}"))
-        }
+        TransferLogError::NotFound(id) => WireError::new(
+            "TransferNotFoundError",
+            format!("No transfer found with ID {id}"),
+        ),
         TransferLogError::AlreadyFulfilled(id) => WireError::new(
             "AlreadyFulfilledError",
             format!("{id} has already been fulfilled"),
@@ -1409,11 +1460,15 @@ fn log_err_to_wire(e: TransferLogError) -> WireError {
         ),
         TransferLogError::IncomingLimitExceeded { after, .. } => WireError::new(
             "NotAcceptedError",
-            format!("balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {after}"),
+            format!(
+                "balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {after}"
+            ),
         ),
         TransferLogError::OutgoingLimitExceeded { after, .. } => WireError::new(
             "NotAcceptedError",
-            format!("balanceOutgoingFulfilledAndPrepared exceeds greatest allowed value after: {after}"),
+            format!(
+                "balanceOutgoingFulfilledAndPrepared exceeds greatest allowed value after: {after}"
+            ),
         ),
         other => WireError::new("Error", other.to_string()),
     }

@@ -67,8 +67,8 @@ async fn auth(State(state): State<AdminState>, req: Request, next: Next) -> Resp
     if ok {
         next.run(req).await
     } else {
-        let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-            .into_response();
+        let mut resp =
+            Problem::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
@@ -78,11 +78,7 @@ async fn auth(State(state): State<AdminState>, req: Request, next: Next) -> Resp
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/yaml")],
-        OPENAPI_YAML,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
 
 async fn list(State(s): State<AdminState>) -> Result<Json<Vec<AccountView>>, Problem> {

@@ -181,7 +181,9 @@ pub fn parse_decimal(s: &str) -> Result<BigUint, QuantityError> {
         return Err(QuantityError::AmountTooLong);
     }
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(QuantityError::AmountNotInteger(s.chars().take(64).collect()));
+        return Err(QuantityError::AmountNotInteger(
+            s.chars().take(64).collect(),
+        ));
     }
     s.parse::<BigUint>()
         .map_err(|_| QuantityError::AmountNotInteger(s.chars().take(64).collect()))
@@ -279,9 +281,18 @@ mod tests {
             parse_quantity(br#"{"amount":"1"}"#),
             Err(QuantityError::BadScale)
         );
-        assert!(matches!(parse_quantity(b"{"), Err(QuantityError::NotJson(_))));
-        assert!(matches!(parse_quantity(b"[]"), Err(QuantityError::NotJson(_))));
-        let long = format!(r#"{{"amount":"{}","scale":0}}"#, "9".repeat(MAX_AMOUNT_DIGITS + 1));
+        assert!(matches!(
+            parse_quantity(b"{"),
+            Err(QuantityError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_quantity(b"[]"),
+            Err(QuantityError::NotJson(_))
+        ));
+        let long = format!(
+            r#"{{"amount":"{}","scale":0}}"#,
+            "9".repeat(MAX_AMOUNT_DIGITS + 1)
+        );
         assert_eq!(
             parse_quantity(long.as_bytes()),
             Err(QuantityError::AmountTooLong)

@@ -94,10 +94,7 @@ pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/accounts", post(create_account).layer(json_limit))
         .route("/accounts/{id}", delete(delete_account))
-        .route(
-            "/accounts/{id}/settlements",
-            post(settle).layer(json_limit),
-        )
+        .route("/accounts/{id}/settlements", post(settle).layer(json_limit))
         .route(
             "/accounts/{id}/messages",
             post(message).layer(DefaultBodyLimit::max(MESSAGE_BODY_MAX_BYTES)),
@@ -163,7 +160,10 @@ async fn settle(
         Some(v) => Some(
             v.to_str()
                 .map_err(|_| {
-                    Problem::new(StatusCode::BAD_REQUEST, "Idempotency-Key is not visible ASCII")
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "Idempotency-Key is not visible ASCII",
+                    )
                 })?
                 .to_owned(),
         ),

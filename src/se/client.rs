@@ -106,7 +106,11 @@ impl ConnectorClient {
     }
 
     /// Sends a message to the peer's engine through the connector and returns the reply bytes.
-    pub async fn send_message(&self, account: &str, message: Vec<u8>) -> Result<Bytes, ClientError> {
+    pub async fn send_message(
+        &self,
+        account: &str,
+        message: Vec<u8>,
+    ) -> Result<Bytes, ClientError> {
         let url = format!("{}/accounts/{account}/messages", self.base);
         let resp = self
             .http

@@ -61,7 +61,10 @@ impl std::fmt::Debug for SeConfig {
             .field("listen", &self.listen)
             .field("connector", &self.connector)
             .field("admin_listen", &self.admin_listen)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("module", &self.module)
             .field("data_dir", &self.data_dir)
             .field("connector_scale", &self.connector_scale)

@@ -39,8 +39,7 @@ use super::config::SeConfig;
 use super::host::{AccountHost, ModuleLogs, StagingHost};
 use super::store::{
     decode, keys, AccountRecord, CreditRecord, CreditStatus, Family, HistoryRecord,
-    IdempotencyRecord, IncomingRecord, OutgoingRecord, QueuedRequest, SeBatch, SeStore,
-    SentRecord,
+    IdempotencyRecord, IncomingRecord, OutgoingRecord, QueuedRequest, SeBatch, SeStore, SentRecord,
 };
 use super::wire::{self, Message};
 
@@ -367,7 +366,8 @@ impl Engine {
                 let rows = store.scan_prefix(Family::Main, &keys::account_prefix(kind, &id))?;
                 let start = rows.len().saturating_sub(HISTORY_IN_MEMORY);
                 for (k, v) in rows.iter().skip(start) {
-                    if let Some(seq) = keys::split_account(k).and_then(|(_, s)| keys::parse_seq(s)) {
+                    if let Some(seq) = keys::split_account(k).and_then(|(_, s)| keys::parse_seq(s))
+                    {
                         max_seq = max_seq.max(seq);
                     }
                     match ring {
@@ -527,9 +527,7 @@ impl Engine {
             t.abort();
         }
         let view = self.view(&acct);
-        if !view.queued.amount.is_empty() && view.queued.amount != "0"
-            || view.in_flight.amount != "0"
-            || !view.uncredited.is_empty()
+        if view.queued.amount != "0" || view.in_flight.amount != "0" || !view.uncredited.is_empty()
         {
             tracing::warn!(account = %id, queued = %view.queued.amount, in_flight = %view.in_flight.amount,
                 uncredited = view.uncredited.len(), "account deleted with unsettled or uncredited amounts");
@@ -619,8 +617,8 @@ impl Engine {
                             return Err(EngineError::KeyConflict(key));
                         }
                         let now = now_ms();
-                        let refresh =
-                            now.saturating_sub(rec.last_ms) > IDEMPOTENCY_REFRESH.as_millis() as u64;
+                        let refresh = now.saturating_sub(rec.last_ms)
+                            > IDEMPOTENCY_REFRESH.as_millis() as u64;
                         rec.last_ms = now;
                         let reply = (rec.status, rec.body.clone());
                         if refresh {
@@ -949,7 +947,10 @@ impl Engine {
             received: Scaled::new(incoming.received_total, module_scale).to_quantity(),
             incoming_leftover: incoming.leftover.to_quantity(),
             uncredited,
-            last_error: out.last_error.clone().or_else(|| status.connect_error.clone()),
+            last_error: out
+                .last_error
+                .clone()
+                .or_else(|| status.connect_error.clone()),
             attempts: out.attempts,
             next_retry_ms: status.next_settle_retry_ms,
             last_claim_id: out.last_claim_id.clone(),
@@ -1221,7 +1222,11 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), String>
 }
 
 /// Asks the module for a claim for `total` and sends it to the peer engine. Returns the claim ID.
-async fn send_claim(engine: &Engine, acct: &Arc<Account>, total: &BigUint) -> Result<String, String> {
+async fn send_claim(
+    engine: &Engine,
+    acct: &Arc<Account>,
+    total: &BigUint,
+) -> Result<String, String> {
     let claim = acct
         .module
         .create_outgoing_claim(&acct.ctx, total)
@@ -1280,7 +1285,9 @@ async fn credit_due(engine: &Engine, acct: &Arc<Account>) {
                 rec.last_error = None;
                 batch.delete(Family::Pending, pending_key);
                 let seq = engine.next_seq();
-                if let Err(error) = batch.put_json(Family::Main, keys::credited(&acct.id, seq), &rec) {
+                if let Err(error) =
+                    batch.put_json(Family::Main, keys::credited(&acct.id, seq), &rec)
+                {
                     tracing::error!(account = %acct.id, %error, "encoding credit record failed");
                 }
                 tracing::info!(account = %acct.id, key = %rec.idempotency_key, amount = %rec.amount, "settlement credited");
@@ -1289,7 +1296,8 @@ async fn credit_due(engine: &Engine, acct: &Arc<Account>) {
             Ok(CreditOutcome::AlreadyUsed) => {
                 rec.status = CreditStatus::Conflict;
                 rec.done_ms = Some(now_ms());
-                rec.last_error = Some("connector answered 409: idempotency key already used".to_owned());
+                rec.last_error =
+                    Some("connector answered 409: idempotency key already used".to_owned());
                 tracing::error!(account = %acct.id, key = %rec.idempotency_key, amount = %rec.amount,
                     settlement_id = %rec.settlement_id, "credit refused with 409: reconcile with the connector");
                 if let Err(error) = batch.put_json(Family::Pending, pending_key, &rec) {
@@ -1442,7 +1450,14 @@ mod tests {
     fn account_ids() {
         assert!(validate_account_id("3f0c8e2a-7f5e-4a52-9c1b-2d1b1f0a9c11").is_ok());
         assert!(validate_account_id("a.b_c~d-e").is_ok());
-        for bad in ["", "a/b", "a:b", "a b", "é", &"x".repeat(ACCOUNT_ID_MAX_BYTES + 1)] {
+        for bad in [
+            "",
+            "a/b",
+            "a:b",
+            "a b",
+            "é",
+            &"x".repeat(ACCOUNT_ID_MAX_BYTES + 1),
+        ] {
             assert!(validate_account_id(bad).is_err(), "{bad:?}");
         }
     }

@@ -162,10 +162,12 @@ fn local_addr(l: &TcpListener) -> Result<SocketAddr, SeError> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, SeError> {
-    TcpListener::bind(addr).await.map_err(|source| SeError::Listen {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Runs the engine on the node's database until `shutdown` resolves: binds `config.listen` and (when

@@ -121,7 +121,9 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
                     .map(|b| Message::Claim(Claim::Binary(b)))
                     .map_err(|e| WireError::Malformed(format!("claimBase64: {e}")))
             } else {
-                Err(WireError::Malformed("claim message without a claim".to_owned()))
+                Err(WireError::Malformed(
+                    "claim message without a claim".to_owned(),
+                ))
             }
         }
         "rpc" => {
@@ -186,7 +188,13 @@ mod tests {
 
     #[test]
     fn malformed_messages() {
-        for bad in [&b"{"[..], b"[]", b"{\"type\":1}", b"{\"type\":\"claim\"}", b"{\"type\":\"rpc\"}"] {
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            b"{\"type\":1}",
+            b"{\"type\":\"claim\"}",
+            b"{\"type\":\"rpc\"}",
+        ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(matches!(

@@ -37,6 +37,9 @@ use tokio::sync::{oneshot, watch};
 /// Column family for short-lived records (prepared transfers).
 pub const PENDING_CF: &str = "pending";
 
+/// A `(key, value)` pair as returned by the prefix scans.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Memtable size of [`PENDING_CF`]: small, so tombstones of finished transfers flush and compact away early.
 const PENDING_WRITE_BUFFER_BYTES: usize = 4 << 20;
 /// Memtable size of the default column family.
@@ -279,23 +282,16 @@ impl Db {
     }
 
     /// Every `(key, value)` of the default column family whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         self.scan(None, prefix)
     }
 
     /// Every `(key, value)` of [`PENDING_CF`] whose key starts with `prefix`, in key order.
-    pub fn scan_pending_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_pending_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         self.scan(Some(self.pending_cf()?), prefix)
     }
 
-    fn scan(
-        &self,
-        cf: Option<&ColumnFamily>,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, cf: Option<&ColumnFamily>, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut read = ReadOptions::default();
         if let Some(upper) = prefix_upper_bound(prefix) {
             read.set_iterate_upper_bound(upper);

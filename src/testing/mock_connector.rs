@@ -472,9 +472,7 @@ async fn relay(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: By
             Some(AccountEntry { peer: None, .. }) => {
                 return (StatusCode::BAD_GATEWAY, "no peer").into_response()
             }
-            Some(AccountEntry {
-                peer: Some(p), ..
-            }) => (p.connector.upgrade(), p.account.clone()),
+            Some(AccountEntry { peer: Some(p), .. }) => (p.connector.upgrade(), p.account.clone()),
         }
     };
     let (Some(peer_inner), peer_account) = peer else {
@@ -491,7 +489,10 @@ async fn relay(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: By
         .http
         .post(format!("{engine_url}/accounts/{peer_account}/messages"))
         .header("Content-Type", "application/octet-stream")
-        .header("Idempotency-Key", uuid::Uuid::new_v4().hyphenated().to_string())
+        .header(
+            "Idempotency-Key",
+            uuid::Uuid::new_v4().hyphenated().to_string(),
+        )
         .timeout(Duration::from_secs(30))
         .body(body)
         .send()
@@ -506,7 +507,10 @@ async fn relay(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: By
             format!("peer engine answered {}", resp.status()),
         )
             .into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("peer engine unreachable: {e}"))
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("peer engine unreachable: {e}"),
+        )
             .into_response(),
     }
 }

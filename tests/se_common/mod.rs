@@ -13,7 +13,9 @@ use ilp_bridge::se::{start, SeConfig, SeHandle};
 use ilp_bridge::store::Db;
 use tokio::net::TcpListener;
 
-pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestResult = Result<(), BoxError>;
+type Parts = (Arc<dyn SeStore>, Arc<dyn ModuleLogs>);
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -48,7 +50,7 @@ impl Backing {
         Ok(Backing::Rocks(Arc::new(tempfile::tempdir()?)))
     }
 
-    fn parts(&self) -> Result<(Arc<dyn SeStore>, Arc<dyn ModuleLogs>), Box<dyn std::error::Error + Send + Sync>> {
+    fn parts(&self) -> Result<Parts, BoxError> {
         Ok(match self {
             Backing::Memory(s, l) => (Arc::new(s.clone()), Arc::clone(l) as Arc<dyn ModuleLogs>),
             Backing::Rocks(dir) => {
@@ -76,7 +78,10 @@ fn open_db(path: &Path) -> Result<Arc<Db>, Box<dyn std::error::Error + Send + Sy
 }
 
 /// Starts an engine on 127.0.0.1:0 (API and admin).
-pub async fn start_engine(config: SeConfig, backing: &Backing) -> Result<SeHandle, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn start_engine(
+    config: SeConfig,
+    backing: &Backing,
+) -> Result<SeHandle, Box<dyn std::error::Error + Send + Sync>> {
     let (store, logs) = backing.parts()?;
     let api = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;
@@ -88,7 +93,10 @@ pub fn url(handle: &SeHandle) -> String {
 }
 
 pub fn admin_url(handle: &SeHandle) -> String {
-    format!("http://{}", handle.admin_addr.map(|a| a.to_string()).unwrap_or_default())
+    format!(
+        "http://{}",
+        handle.admin_addr.map(|a| a.to_string()).unwrap_or_default()
+    )
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after `limit` (a guard against hanging, not a speed
@@ -111,7 +119,10 @@ where
 }
 
 /// GET an admin path as JSON.
-pub async fn admin_get(handle: &SeHandle, path: &str) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn admin_get(
+    handle: &SeHandle,
+    path: &str,
+) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
     let resp = reqwest::Client::new()
         .get(format!("{}{path}", admin_url(handle)))
         .bearer_auth(ADMIN_TOKEN)
