@@ -708,18 +708,7 @@ impl Trustline {
         ilp: Option<Bytes>,
     ) -> Result<(), PeerError> {
         self.assert_connected("fulfillCondition")?;
-        let rec = self
-            .inner
-            .log
-            .get(&id)
-            .await
-            .map_err(log_err_to_peer)?
-            .ok_or_else(|| {
-                PeerError::refused(
-                    "TransferNotFoundError",
-                    format!("No transfer found with ID {id}"),
-                )
-            })?;
+        let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
         if matches!(rec.state, TransferState::Cancelled { .. }) {
             return Err(PeerError::refused(
                 "AlreadyRolledBackError",
@@ -830,18 +819,7 @@ impl Trustline {
         reason: IlpV1Error,
     ) -> Result<(), PeerError> {
         self.assert_connected("rejectIncomingTransfer")?;
-        let rec = self
-            .inner
-            .log
-            .get(&id)
-            .await
-            .map_err(log_err_to_peer)?
-            .ok_or_else(|| {
-                PeerError::refused(
-                    "TransferNotFoundError",
-                    format!("No transfer found with ID {id}"),
-                )
-            })?;
+        let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
         if matches!(rec.state, TransferState::Fulfilled { .. }) {
             return Err(PeerError::refused(
                 "AlreadyFulfilledError",
@@ -1043,6 +1021,15 @@ impl Trustline {
     }
 
     /// A JSON rendering of a record shaped like the legacy `transferWithInfo`, for error messages.
+    /// The stored record of `id`; an unknown ID is the log's `NotFound` (legacy F02 TransferNotFoundError).
+    async fn stored(&self, id: &TransferId) -> Result<TransferRecord, TransferLogError> {
+        self.inner
+            .log
+            .get(id)
+            .await?
+            .ok_or(TransferLogError::NotFound(*id))
+    }
+
     fn legacy_json(&self, rec: &TransferRecord) -> String {
         let (to, from) = match rec.direction {
             Direction::Incoming => (self.account(), self.peer_account()),
@@ -1173,18 +1160,7 @@ impl Trustline {
 
     async fn handle_fulfill(&self, f: Fulfill) -> Result<ProtocolData, WireError> {
         let id = TransferId(f.transfer_id);
-        let rec = self
-            .inner
-            .log
-            .get(&id)
-            .await
-            .map_err(log_err_to_wire)?
-            .ok_or_else(|| {
-                WireError::new(
-                    "TransferNotFoundError",
-                    format!("No transfer found with ID {id}"),
-                )
-            })?;
+        let rec = self.stored(&id).await.map_err(log_err_to_wire)?;
         if matches!(rec.state, TransferState::Cancelled { .. }) {
             return Err(WireError::new(
                 "AlreadyRolledBackError",
@@ -1271,18 +1247,7 @@ impl Trustline {
                 ))
             }
         };
-        let rec = self
-            .inner
-            .log
-            .get(&id)
-            .await
-            .map_err(log_err_to_wire)?
-            .ok_or_else(|| {
-                WireError::new(
-                    "TransferNotFoundError",
-                    format!("No transfer found with ID {id}"),
-                )
-            })?;
+        let rec = self.stored(&id).await.map_err(log_err_to_wire)?;
         if matches!(rec.state, TransferState::Fulfilled { .. }) {
             return Err(WireError::new(
                 "AlreadyFulfilledError",
