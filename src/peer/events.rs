@@ -5,8 +5,9 @@ use bytes::Bytes;
 use channel_modules::store::Transfer;
 
 /// Capacity of a trustline's event channel; a subscriber that falls further behind misses events (it gets
-/// `RecvError::Lagged`), the trustline never waits for subscribers.
-pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
+/// `RecvError::Lagged`), the trustline never waits for subscribers. Tokio allocates every slot up front, so this
+/// is kept small: at 1,024 slots the channel alone cost ≈ 380 KiB per idle peer (BENCHMARKS.md).
+pub const EVENT_CHANNEL_CAPACITY: usize = 64;
 
 /// A rejection as the legacy plugin reports it (`RejectionMessage`, snake_case in 1.3.x).
 #[derive(Debug, Clone, PartialEq, Eq)]
