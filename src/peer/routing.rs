@@ -250,11 +250,20 @@ impl Router {
                 ))
             }
         };
+        // Scales may come from the peer's info reply: bound them before raising 10 to their difference, so a
+        // bad value is refused instead of building a huge number.
+        for (name, scale) in [(from.name(), scale_in), (to.name(), scale_out)] {
+            if scale > u64::from(u8::MAX) {
+                return Err(format!(
+                    "ledger {name} has currencyScale {scale}, above 255"
+                ));
+            }
+        }
         let ten = BigUint::from(10u32);
         if scale_out >= scale_in {
-            num *= ten.pow(u32::try_from(scale_out - scale_in).unwrap_or(u32::MAX));
+            num *= ten.pow((scale_out - scale_in) as u32);
         } else {
-            den *= ten.pow(u32::try_from(scale_in - scale_out).unwrap_or(u32::MAX));
+            den *= ten.pow((scale_in - scale_out) as u32);
         }
         let out = BigUint::from(amount) * num / den;
         out.to_u64()
