@@ -15,6 +15,45 @@ use tokio::net::TcpListener;
 use transport_support::*;
 
 #[tokio::test]
+async fn a_new_request_that_reuses_an_id_is_handled() -> TestResult {
+    // Request IDs are random u32s, so a peer reuses one now and then; only an identical frame is a duplicate.
+    let handler = Recorder::new();
+    let server = start_server(
+        BtpEndpoint::new(EndpointConfig::default()),
+        ServerConfig::default(),
+        legacy_auth(),
+        handler.clone(),
+    )
+    .await;
+    let mut a = raw_client(server.addr).await;
+    send(&mut a, legacy_auth_frame(1, "", SECRET)).await;
+    assert!(next_binary(&mut a).await.is_some());
+    for body in [&b"first"[..], b"second", b"first"] {
+        send(&mut a, Frame::new(77, message(body)).to_bytes()).await;
+    }
+    send(&mut a, Frame::new(78, message(b"marker")).to_bytes()).await;
+    let mut replies = Vec::new();
+    loop {
+        let f = decode(&next_binary(&mut a).await.expect("reply"));
+        if f.request_id == 78 {
+            break;
+        }
+        replies.push(f.request_id);
+    }
+    replies.sort_unstable();
+    assert_eq!(
+        replies,
+        vec![77, 77],
+        "\"first\" and \"second\" answered; the repeated \"first\" dropped as a duplicate"
+    );
+    let mut seen = handler.ids();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![77, 77, 78]);
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn duplicate_requests_on_two_legacy_sockets_are_handled_once() -> TestResult {
     let handler = Recorder::new();
     let server = start_server(

@@ -54,10 +54,12 @@
 //!
 //! # One socket per peer, deduplication and election
 //!
-//! A session sends its requests on one socket (the oldest live one). Incoming requests are deduplicated by
-//! request ID per session: an ID that is being handled, or was handled in the last [`DEDUPE_WINDOW`] (at most
-//! [`MAX_DEDUPE_ENTRIES`] IDs), is dropped, so the handler sees each request once and the reply is sent once.
-//! This is for legacy peers that hold two sockets to us and send every request on both with the same ID. A
+//! A session sends its requests on one socket (the oldest live one). Incoming requests are deduplicated per
+//! session by request ID *and* frame contents: a frame identical to one that is being handled, or was handled
+//! in the last [`DEDUPE_WINDOW`] (at most [`MAX_DEDUPE_ENTRIES`] frames), is dropped, so the handler sees each
+//! request once and the reply is sent once. This is for legacy peers that hold two sockets to us and send every
+//! request on both with the same ID. A different request that happens to reuse a random ID is handled (keyed
+//! on the ID alone, about one request in a million was dropped and its sender timed out). A
 //! reply goes out on the socket the request arrived on, or on the session's current socket if that one is gone
 //! (legacy and bridge peers match replies by ID, not by socket).
 //!
@@ -117,6 +119,7 @@ use crate::packet::{BtpError, Packet, ProtocolData};
 mod auth;
 mod client;
 mod endpoint;
+mod legacy_time;
 mod link;
 mod server;
 mod session;

@@ -57,22 +57,39 @@ struct Pending {
 #[derive(Default)]
 struct Dedupe {
     /// Being handled now.
-    in_flight: HashSet<u32>,
+    in_flight: HashSet<DedupeKey>,
     /// Handled, with the time they finished.
-    done: HashMap<u32, Instant>,
+    done: HashMap<DedupeKey, Instant>,
     /// `done` in completion order, for expiry.
-    order: VecDeque<(u32, Instant)>,
+    order: VecDeque<(DedupeKey, Instant)>,
+}
+
+/// What makes two incoming requests "the same request": the request ID *and* a digest of the whole frame.
+///
+/// Request IDs are random 32-bit numbers, so two different requests share an ID now and then (with
+/// [`MAX_DEDUPE_ENTRIES`] remembered IDs, about once per 10⁶ requests). Keyed on the ID alone, such a request
+/// was dropped as a "duplicate" and its sender timed out (a lost Fulfill: the payee counted it, the payer did
+/// not). A true duplicate (the same frame sent on two sockets) has the same bytes, hence the same digest.
+type DedupeKey = (u32, u64);
+
+/// Digest of a received frame for [`DedupeKey`]: SipHash with fixed keys (only accidental collisions matter;
+/// a peer that forges one only loses its own request).
+fn frame_digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 impl Dedupe {
     fn expire(&mut self, now: Instant) {
-        while let Some(&(id, at)) = self.order.front() {
+        while let Some(&(key, at)) = self.order.front() {
             if now.duration_since(at) < DEDUPE_WINDOW && self.order.len() <= MAX_DEDUPE_ENTRIES {
                 break;
             }
             self.order.pop_front();
-            if self.done.get(&id) == Some(&at) {
-                self.done.remove(&id);
+            if self.done.get(&key) == Some(&at) {
+                self.done.remove(&key);
             }
         }
         if self.order.is_empty() && self.done.capacity() > 64 {
@@ -82,20 +99,20 @@ impl Dedupe {
         }
     }
 
-    /// True if `id` is new (and marks it in flight).
-    fn begin(&mut self, id: u32, now: Instant) -> bool {
+    /// True if `key` is new (and marks it in flight).
+    fn begin(&mut self, key: DedupeKey, now: Instant) -> bool {
         self.expire(now);
-        if self.in_flight.contains(&id) || self.done.contains_key(&id) {
+        if self.in_flight.contains(&key) || self.done.contains_key(&key) {
             return false;
         }
-        self.in_flight.insert(id);
+        self.in_flight.insert(key);
         true
     }
 
-    fn complete(&mut self, id: u32, now: Instant) {
-        self.in_flight.remove(&id);
-        self.done.insert(id, now);
-        self.order.push_back((id, now));
+    fn complete(&mut self, key: DedupeKey, now: Instant) {
+        self.in_flight.remove(&key);
+        self.done.insert(key, now);
+        self.order.push_back((key, now));
         self.expire(now);
     }
 }
@@ -156,12 +173,12 @@ impl Drop for PendingGuard<'_> {
 /// Marks an incoming request ID as handled when the handler finishes, panics or is cancelled.
 struct DedupeGuard {
     inner: Arc<SessionInner>,
-    request_id: u32,
+    key: DedupeKey,
 }
 
 impl Drop for DedupeGuard {
     fn drop(&mut self) {
-        lock(&self.inner.dedupe).complete(self.request_id, Instant::now());
+        lock(&self.inner.dedupe).complete(self.key, Instant::now());
     }
 }
 
@@ -442,6 +459,20 @@ impl SessionInner {
 
     /// Classifies one incoming binary message (see "Inbound classification" in the module docs).
     pub(crate) async fn on_frame(self: &Arc<Self>, link_id: u64, bytes: Bytes) {
+        // A Prepare's expiry is read the way legacy reads it (see `legacy_time`).
+        let bytes = match super::legacy_time::check_prepare_time(&bytes) {
+            super::legacy_time::PrepareTime::Keep => bytes,
+            super::legacy_time::PrepareTime::Rewritten(b) => b,
+            super::legacy_time::PrepareTime::Refuse { request_id } => {
+                debug!(
+                    request_id,
+                    "prepare with an invalid expiry: legacy RangeError"
+                );
+                let reply = super::legacy_time::range_error(request_id, crate::Timestamp::now());
+                self.send_reply(link_id, reply).await;
+                return;
+            }
+        };
         let frame = match Frame::decode(&bytes, BtpVersion::Btp1) {
             Ok(frame) => frame,
             Err(err) => {
@@ -450,13 +481,14 @@ impl SessionInner {
             }
         };
         let request_id = frame.request_id;
+        let digest = frame_digest(&bytes);
         match frame.packet {
             Packet::Response(pd) => {
                 if let Some(p) = self.take_pending(request_id) {
                     let _ = p.tx.send(Ok(Reply::Response(pd)));
                 } else if pd.get("ilp").is_some() {
                     // interledger-rs sends Prepares in Response frames.
-                    self.dispatch(link_id, request_id, Packet::Response(pd))
+                    self.dispatch(link_id, (request_id, digest), Packet::Response(pd))
                         .await;
                 } else {
                     debug!(request_id, "ignoring stray response");
@@ -474,19 +506,20 @@ impl SessionInner {
                     let _ = p.tx.send(Ok(Reply::Response(pd)));
                 }
             }
-            packet => self.dispatch(link_id, request_id, packet).await,
+            packet => self.dispatch(link_id, (request_id, digest), packet).await,
         }
     }
 
     /// Runs the handler for a request once per request ID.
-    async fn dispatch(self: &Arc<Self>, link_id: u64, request_id: u32, packet: Packet) {
-        if !lock(&self.dedupe).begin(request_id, Instant::now()) {
+    async fn dispatch(self: &Arc<Self>, link_id: u64, key: DedupeKey, packet: Packet) {
+        let request_id = key.0;
+        if !lock(&self.dedupe).begin(key, Instant::now()) {
             debug!(request_id, "dropping duplicate request");
             return;
         }
         let guard = DedupeGuard {
             inner: self.clone(),
-            request_id,
+            key,
         };
         let Ok(permit) = self.handler_permits.clone().acquire_owned().await else {
             return;
@@ -514,27 +547,54 @@ impl SessionInner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::{ProtocolData, ProtocolDataEntry, ProtocolName};
 
     #[test]
     fn dedupe_forgets_after_window_and_bound() {
         let mut d = Dedupe::default();
         let t0 = Instant::now();
-        assert!(d.begin(1, t0));
-        assert!(!d.begin(1, t0), "in flight");
-        d.complete(1, t0);
-        assert!(!d.begin(1, t0 + Duration::from_secs(1)), "recently done");
+        let k = |id: u32| (id, 7);
+        assert!(d.begin(k(1), t0));
+        assert!(!d.begin(k(1), t0), "in flight");
+        d.complete(k(1), t0);
+        assert!(!d.begin(k(1), t0 + Duration::from_secs(1)), "recently done");
         assert!(
-            d.begin(1, t0 + DEDUPE_WINDOW + Duration::from_secs(1)),
+            d.begin(k(1), t0 + DEDUPE_WINDOW + Duration::from_secs(1)),
             "expired"
         );
-        d.complete(1, t0 + DEDUPE_WINDOW + Duration::from_secs(1));
+        d.complete(k(1), t0 + DEDUPE_WINDOW + Duration::from_secs(1));
         let t1 = t0 + DEDUPE_WINDOW * 2;
         for id in 10..(10 + MAX_DEDUPE_ENTRIES as u32 + 5) {
-            assert!(d.begin(id, t1));
-            d.complete(id, t1);
+            assert!(d.begin(k(id), t1));
+            d.complete(k(id), t1);
         }
         assert!(d.order.len() <= MAX_DEDUPE_ENTRIES);
-        assert!(d.begin(10, t1), "oldest evicted by the bound");
-        assert!(!d.begin(10 + MAX_DEDUPE_ENTRIES as u32, t1));
+        assert!(d.begin(k(10), t1), "oldest evicted by the bound");
+        assert!(!d.begin(k(10 + MAX_DEDUPE_ENTRIES as u32), t1));
+    }
+
+    #[test]
+    fn same_id_with_other_contents_is_a_new_request() {
+        let a = Frame::new(5, Packet::Message(ProtocolData::new())).to_bytes();
+        let mut pd = ProtocolData::new();
+        pd.push(ProtocolDataEntry::json(
+            ProtocolName::from_static("custom"),
+            b"{}".to_vec(),
+        ));
+        let b = Frame::new(5, Packet::Message(pd)).to_bytes();
+        let (ka, kb) = ((5, frame_digest(&a)), (5, frame_digest(&b)));
+        assert_ne!(ka, kb);
+        let mut d = Dedupe::default();
+        let t0 = Instant::now();
+        assert!(d.begin(ka, t0));
+        d.complete(ka, t0);
+        assert!(
+            d.begin(kb, t0),
+            "a different request that reuses the ID is handled"
+        );
+        assert!(
+            !d.begin((5, frame_digest(&a)), t0),
+            "the same frame again is a duplicate"
+        );
     }
 }
