@@ -175,6 +175,30 @@ impl JsPeer {
         }
     }
 
+    /// Waits for the next event with any of `names` (events seen earlier and not consumed count too).
+    async fn event_any(&self, names: &[&str]) -> R<Value> {
+        {
+            let mut seen = self.seen.lock().await;
+            if let Some(pos) = seen
+                .iter()
+                .position(|e| names.iter().any(|n| e["event"] == json!(n)))
+            {
+                return seen.remove(pos).ok_or_else(|| "gone".into());
+            }
+        }
+        let mut events = self.events.lock().await;
+        loop {
+            let v = tokio::time::timeout(WAIT, events.recv())
+                .await
+                .map_err(|_| format!("none of {names:?}"))?
+                .ok_or("node exited")?;
+            if names.iter().any(|n| v["event"] == json!(n)) {
+                return Ok(v);
+            }
+            self.seen.lock().await.push_back(v);
+        }
+    }
+
     /// Waits for the next event named `name` (events seen earlier and not consumed count too).
     async fn event(&self, name: &str) -> R<Value> {
         {
@@ -309,6 +333,14 @@ fn node_options() -> NodeOptions {
 }
 
 async fn start_bridge(configs: Vec<Value>, db_dir: &std::path::Path) -> R<PeerNode> {
+    start_bridge_with(configs, db_dir, node_options()).await
+}
+
+async fn start_bridge_with(
+    configs: Vec<Value>,
+    db_dir: &std::path::Path,
+    options: NodeOptions,
+) -> R<PeerNode> {
     let configs = configs
         .into_iter()
         .map(|c| {
@@ -330,7 +362,7 @@ async fn start_bridge(configs: Vec<Value>, db_dir: &std::path::Path) -> R<PeerNo
             Err(e) => return Err(e.into()),
         }
     };
-    Ok(PeerNode::start(configs, db, node_options()).await?)
+    Ok(PeerNode::start(configs, db, options).await?)
 }
 
 const CLAIM_SECRET: &str = "shared-claim-secret";
@@ -680,6 +712,144 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     assert_eq!(tl.local_balance(), -7);
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("7"));
 
+    // The other direction: the JS server prepares a transfer to the bridge that nobody fulfills. A legacy
+    // peer refuses a Reject of its own incoming transfer, so the bridge's record can only be cancelled by its
+    // own timer, which then sends the R00.
+    let ilp5 = js
+        .ok(
+            "payment",
+            json!({"account": "test.js.client.x", "amount": 4}),
+        )
+        .await?;
+    let (id5, t5) = js_transfer(&[5u8; 32], 4, 1500, ilp5.as_str().unwrap_or_default());
+    js.ok("sendTransfer", t5).await?;
+    let id5: TransferId = id5.parse()?;
+    let cancelled = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(PeerEvent::IncomingCancel(t)) if t.id == id5 => return Ok::<_, String>(t),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await??;
+    assert_eq!(cancelled.amount, 4);
+    let rec = tl.log().get(&id5).await?.ok_or("missing")?;
+    assert!(
+        matches!(rec.state, TransferState::Cancelled { .. }),
+        "{rec:?}"
+    );
+    // The JS sender saw it end (its own timer's cancel, or the bridge's R00 Reject, whichever came first).
+    let uuid5 = uuid_of(&id5);
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            let e = js
+                .event_any(&["outgoing_cancel", "outgoing_reject"])
+                .await?;
+            if e["args"][0]["id"] == json!(uuid5) {
+                return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(e);
+            }
+        }
+    })
+    .await??;
+    if ended["event"] == json!("outgoing_reject") {
+        assert!(ended.to_string().contains("R00"), "{ended}");
+    }
+    assert_eq!(tl.local_balance(), -7);
+    assert_eq!(js.ok("getBalance", json!({})).await?, json!("7"));
+
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Expiry against a stateless legacy client, which runs no timers of its own: whatever expires is expired by
+/// the bridge, so this shows the bridge's R00 Reject reaching the real plugin (JS → bridge), and a transfer the
+/// JS side lets expire being cancelled by the bridge (bridge → JS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_expires_transfers_of_a_stateless_js_client() -> TestResult {
+    for version in VERSIONS {
+        if !available(version)? {
+            continue;
+        }
+        stateless_expiry_for(version)
+            .await
+            .map_err(|e| format!("legacy {version}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn stateless_expiry_for(version: &str) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let node = start_bridge(
+        vec![json!({"name": "alice", "options": {
+            "listener": {"port": port}, "incomingSecret": "s3cret", "maxBalance": "1000",
+            "prefix": "test.alice.", "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []},
+            "store": true}})],
+        dir.path(),
+    )
+    .await?;
+    let tl = node.trustline("alice").ok_or("no trustline")?.clone();
+    let mut events = tl.subscribe();
+    let mut js = JsPeer::spawn(
+        version,
+        &[
+            ("MODE", "client".into()),
+            ("SERVER_URL", format!("btp+ws://:s3cret@127.0.0.1:{port}")),
+        ],
+    )
+    .await?;
+    js.ok("connect", json!({})).await?;
+
+    // JS → bridge, never fulfilled: the bridge cancels it and its R00 reaches the JS plugin as a rejection.
+    let ilp = js
+        .ok(
+            "payment",
+            json!({"account": "test.alice.server.bob", "amount": 9}),
+        )
+        .await?;
+    let (id, t) = js_transfer(&[1u8; 32], 9, 1500, ilp.as_str().unwrap_or_default());
+    js.ok("sendTransfer", t).await?;
+    let rejected = js.event_for("outgoing_reject", &id).await?;
+    let reason = &rejected["args"][1];
+    assert_eq!(reason["code"], json!("R00"), "{rejected}");
+    assert_eq!(reason["name"], json!("Transfer Timed Out"), "{rejected}");
+    // 1.3.x hands over a snake_case RejectionMessage, 1.1.3 the camelCase ILP error.
+    let by = if version.starts_with("1.1.") {
+        &reason["triggeredBy"]
+    } else {
+        &reason["triggered_by"]
+    };
+    assert_eq!(by, &json!("test.alice.server"), "{rejected}");
+    let PeerEvent::IncomingCancel(c) = next_event(&mut events, "incoming_cancel").await? else {
+        return Err("unexpected event".into());
+    };
+    assert_eq!(uuid_of(&c.id), id);
+    assert_eq!(tl.local_balance(), 0);
+    assert_eq!(
+        tl.log().sums().incoming_fulfilled_and_prepared,
+        tl.log().sums().incoming_fulfilled
+    );
+
+    // Bridge → JS, which lets it expire: the bridge cancels it (the stateless plugin refuses the R00 for its
+    // incoming transfer with an Error, which is ignored, as legacy ignores it).
+    let t2 = rust_transfer(&[2u8; 32], 6, 1500, "test.alice.client.carl");
+    tl.send_transfer(t2.clone()).await?;
+    js.event_for("incoming_prepare", &uuid_of(&t2.id)).await?;
+    let PeerEvent::OutgoingCancel(c) = next_event(&mut events, "outgoing_cancel").await? else {
+        return Err("unexpected event".into());
+    };
+    assert_eq!(c.id, t2.id);
+    let rec = tl.log().get(&t2.id).await?.ok_or("missing")?;
+    assert!(
+        matches!(rec.state, TransferState::Cancelled { .. }),
+        "{rec:?}"
+    );
+    assert_eq!(tl.local_balance(), 0);
+    assert_eq!(tl.log().sums().outgoing_fulfilled_and_prepared, 0);
+    // The stateless plugin's balance is the bridge's, negated.
+    assert_eq!(js.ok("getBalance", json!({})).await?, json!("-0"));
     node.shutdown().await;
     Ok(())
 }
@@ -731,6 +901,40 @@ async fn routed_for(version: &str) -> TestResult {
     let bridge_b = node.trustline("b").ok_or("b")?.clone();
     wait_connected(&bridge_a).await?;
     wait_connected(&bridge_b).await?;
+
+    // An ILQP quote from A for a destination behind B: routed by prefix and answered for ledger b (same
+    // currency and scale: the same amount; hold duration plus the bridge's 1 s expiry margin).
+    let q = a
+        .ok(
+            "ilqp",
+            json!({"kind": "bySource", "request": {"destinationAccount": "test.b.server.bob",
+                "sourceAmount": "10", "destinationHoldDuration": 3000}}),
+        )
+        .await?;
+    let reply = a.ok("sendRequest", json!({"message": {"ilp": q}})).await?;
+    let parsed = a.ok("parseIlp", json!({"ilp": reply["ilp"]})).await?;
+    assert_eq!(
+        parsed["typeString"],
+        json!("ilqp_by_source_response"),
+        "{parsed}"
+    );
+    assert_eq!(parsed["data"]["destinationAmount"], json!("10"), "{parsed}");
+    assert_eq!(
+        parsed["data"]["sourceHoldDuration"],
+        json!(4000),
+        "{parsed}"
+    );
+    let q = a
+        .ok(
+            "ilqp",
+            json!({"kind": "liquidity", "request": {"destinationAccount": "test.nowhere.bob",
+                "destinationHoldDuration": 3000}}),
+        )
+        .await?;
+    let reply = a.ok("sendRequest", json!({"message": {"ilp": q}})).await?;
+    let parsed = a.ok("parseIlp", json!({"ilp": reply["ilp"]})).await?;
+    assert_eq!(parsed["typeString"], json!("ilp_error"), "{parsed}");
+    assert_eq!(parsed["data"]["code"], json!("F02"), "{parsed}");
 
     // Payment 1: A → bridge → B, B fulfills automatically.
     let f1 = [1u8; 32];
@@ -803,6 +1007,756 @@ async fn routed_for(version: &str) -> TestResult {
     // Nothing is left prepared on the bridge; payment 3 expired on both of its legs.
     assert!(bridge_a.log().prepared().await?.is_empty());
     assert!(bridge_b.log().prepared().await?.is_empty());
+    node.shutdown().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Byte-level differential test: the same raw frames to the real plugin and to ilp-bridge, replies compared.
+
+/// A raw BTP client (tests/node/scripts/raw_btp_client.js) connected to one server. Killed (by PID) on drop.
+struct RawClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<Value>,
+}
+
+impl Drop for RawClient {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl RawClient {
+    async fn connect(version: &str, port: u16, secret: &str) -> R<RawClient> {
+        let mut child = Command::new("node")
+            .arg("--no-deprecation")
+            .arg(root().join("tests/node/scripts/raw_btp_client.js"))
+            .env(
+                "LEGACY_DIR",
+                root().join(format!("tests/node/legacy-{version}/node_modules")),
+            )
+            .env("URL", format!("ws://127.0.0.1:{port}"))
+            .env("SECRET", secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = r.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let first = tokio::time::timeout(WAIT, lines.recv())
+            .await
+            .map_err(|_| "raw client: no ready line")?
+            .ok_or("raw client exited")?;
+        if first["ready"] != json!(true) {
+            return Err(format!("raw client: {first}").into());
+        }
+        Ok(RawClient {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// Sends one frame; the reply frame with its request ID, or `None` when none came.
+    async fn send(&mut self, frame: &[u8]) -> R<Option<Vec<u8>>> {
+        self.stdin
+            .write_all(format!("{}\n", hex::encode(frame)).as_bytes())
+            .await?;
+        self.stdin.flush().await?;
+        let v = tokio::time::timeout(WAIT, self.lines.recv())
+            .await
+            .map_err(|_| "raw client: no answer")?
+            .ok_or("raw client exited")?;
+        match &v["reply"] {
+            Value::Null => Ok(None),
+            Value::String(h) => Ok(Some(hex::decode(h)?)),
+            _ => Err(format!("raw client: {v}").into()),
+        }
+    }
+}
+
+/// Blanks an Error's `triggeredAt` (the only field that legitimately differs: it is the current time).
+fn blank_error_time(frame: Vec<u8>) -> R<Vec<u8>> {
+    if frame.first() != Some(&2) {
+        return Ok(frame);
+    }
+    let bytes = Bytes::from(frame.clone());
+    let mut r = btp::oer::Reader::new(&bytes);
+    r.read_u8("type")?;
+    r.read_u32("rid")?;
+    r.read_length_prefix("contents")?;
+    r.read_slice(3, "code")?;
+    r.read_var_octet_slice("name")?;
+    let len = r.read_length_prefix("time")?;
+    let at = bytes.len() - r.remaining();
+    let mut out = frame;
+    out[at..at + len].fill(b'0');
+    Ok(out)
+}
+
+/// A BTP/1.0 Prepare with `time` as its raw expiresAt bytes (so malformed times can be sent).
+fn raw_prepare(
+    rid: u32,
+    id: [u8; 16],
+    amount: u64,
+    cond: [u8; 32],
+    time: &[u8],
+    pd: &btp::ProtocolData,
+) -> Vec<u8> {
+    let mut contents = bytes::BytesMut::new();
+    contents.extend_from_slice(&id);
+    contents.extend_from_slice(&amount.to_be_bytes());
+    contents.extend_from_slice(&cond);
+    btp::oer::write_var_octet_string(&mut contents, time);
+    pd.encode(&mut contents);
+    let mut out = bytes::BytesMut::new();
+    out.extend_from_slice(&[3]);
+    out.extend_from_slice(&rid.to_be_bytes());
+    btp::oer::write_var_octet_string(&mut out, &contents);
+    out.to_vec()
+}
+
+fn message_frame(rid: u32, entries: Vec<btp::packet::ProtocolDataEntry>) -> Vec<u8> {
+    let mut pd = btp::ProtocolData::new();
+    for e in entries {
+        pd.push(e);
+    }
+    btp::Frame::new(rid, btp::Packet::Message(pd))
+        .to_bytes()
+        .to_vec()
+}
+
+fn generalized(ms: i64) -> R<Vec<u8>> {
+    Ok(btp::Timestamp::from_unix_millis(ms)
+        .ok_or("time out of range")?
+        .to_generalized_time()
+        .to_vec())
+}
+
+/// The frames of the differential test, each with a label.
+fn differential_frames() -> R<Vec<(&'static str, Vec<u8>)>> {
+    use btp::packet::{ProtocolDataEntry as E, ProtocolName as N};
+    let octets = |n: &'static str, d: &'static [u8]| E::octets(N::from_static(n), d);
+    let cond: [u8; 32] = Sha256::digest([9u8; 32]).into();
+    let in_an_hour = generalized(now_ms() + 3_600_000)?;
+    // Tomorrow at 24:00 (legacy rolls it over to the next day's 00:00); within 24.8 days, so the JS timer works.
+    let tomorrow = generalized(now_ms() + 86_400_000)?;
+    let mut at_24 = tomorrow[..8].to_vec();
+    at_24.extend_from_slice(b"240000.000Z");
+    let ilp = Bytes::from(payment("test.x.server.bob", 10));
+    let with_ilp_custom = |custom: &str| {
+        btp::ProtocolData::new()
+            .with(E::octets(N::from_static("ilp"), ilp.clone()))
+            .with(E::json(N::from_static("custom"), custom.to_owned()))
+    };
+    let empty = btp::ProtocolData::new();
+    let id = |n: u8| {
+        let mut b = [0u8; 16];
+        b[0] = 0xab;
+        b[15] = n;
+        b[6] = 0x40;
+        b[8] = 0x80;
+        b
+    };
+    let ilp_error = btp::ilp_v1::IlpV1Packet::Error(btp::ilp_v1::IlpV1Error {
+        code: *b"F99",
+        name: "Application Error".to_owned(),
+        triggered_by: "test.x.client".to_owned(),
+        forwarded_by: vec![],
+        triggered_at: btp::Timestamp::from_unix_millis(1_800_000_000_000).ok_or("time")?,
+        data: Bytes::from_static(b"{}"),
+    })
+    .to_bytes();
+    let fulfill = |rid: u32, tid: [u8; 16]| {
+        btp::Frame::new(
+            rid,
+            btp::Packet::Fulfill(btp::packet::Fulfill {
+                transfer_id: tid,
+                fulfillment: [9u8; 32],
+                protocol_data: btp::ProtocolData::new(),
+            }),
+        )
+        .to_bytes()
+        .to_vec()
+    };
+    Ok(vec![
+        (
+            "info (full)",
+            message_frame(0x101, vec![octets("info", &[2])]),
+        ),
+        (
+            "info (account)",
+            message_frame(0x102, vec![octets("info", &[0])]),
+        ),
+        (
+            "balance",
+            message_frame(0x103, vec![octets("balance", &[0])]),
+        ),
+        ("limit", message_frame(0x104, vec![octets("limit", &[0])])),
+        (
+            "time without fraction",
+            raw_prepare(0x105, id(1), 10, cond, b"20300102030405Z", &empty),
+        ),
+        (
+            "time with 1-digit fraction",
+            raw_prepare(0x106, id(2), 10, cond, b"20300102030405.6Z", &empty),
+        ),
+        (
+            "month 13",
+            raw_prepare(0x107, id(3), 10, cond, b"20301302030405.678Z", &empty),
+        ),
+        (
+            "garbage time",
+            raw_prepare(0x108, id(4), 10, cond, b"garbage", &empty),
+        ),
+        (
+            "empty time",
+            raw_prepare(0x109, id(5), 10, cond, b"", &empty),
+        ),
+        (
+            "bad time and amount 0",
+            raw_prepare(0x10a, id(6), 0, cond, b"x", &empty),
+        ),
+        ("bad time, truncated protocol data (no reply)", {
+            let mut f = raw_prepare(0x119, id(13), 10, cond, b"x", &empty);
+            // Drop the last byte of the protocol data (`01 00` → `01`) and fix the contents length.
+            f.truncate(f.len() - 1);
+            f[5] -= 1;
+            f
+        }),
+        (
+            "amount 0",
+            raw_prepare(0x10b, id(7), 0, cond, &in_an_hour, &empty),
+        ),
+        (
+            "over the limit",
+            raw_prepare(
+                0x10c,
+                id(8),
+                2000,
+                cond,
+                &in_an_hour,
+                &with_ilp_custom(r#"{"z":1,"a":{"y":[1,"2"],"b":null}}"#),
+            ),
+        ),
+        (
+            "prepare",
+            raw_prepare(
+                0x10d,
+                id(9),
+                10,
+                cond,
+                &in_an_hour,
+                &with_ilp_custom(r#"{"note":"first","k":1}"#),
+            ),
+        ),
+        (
+            "same id, other amount",
+            raw_prepare(
+                0x10e,
+                id(9),
+                11,
+                cond,
+                &in_an_hour,
+                &with_ilp_custom(r#"{"note":"first","k":1}"#),
+            ),
+        ),
+        (
+            "same id, same contents",
+            raw_prepare(
+                0x10f,
+                id(9),
+                10,
+                cond,
+                &in_an_hour,
+                &with_ilp_custom(r#"{"note":"first","k":1}"#),
+            ),
+        ),
+        (
+            "24:00 rolls over",
+            raw_prepare(0x110, id(10), 5, cond, &at_24, &empty),
+        ),
+        (
+            "limit reached exactly",
+            raw_prepare(0x111, id(11), 985, cond, &in_an_hour, &empty),
+        ),
+        (
+            "one more unit",
+            raw_prepare(0x112, id(12), 1, cond, &in_an_hour, &empty),
+        ),
+        ("fulfill unknown", fulfill(0x113, id(99))),
+        ("fulfill incoming", fulfill(0x114, id(9))),
+        (
+            "reject incoming",
+            btp::Frame::new(
+                0x115,
+                btp::Packet::Reject(btp::packet::Reject {
+                    transfer_id: id(9),
+                    protocol_data: btp::ProtocolData::new()
+                        .with(E::octets(N::from_static("ilp"), ilp_error)),
+                }),
+            )
+            .to_bytes()
+            .to_vec(),
+        ),
+        (
+            "custom request",
+            message_frame(
+                0x116,
+                vec![E::json(
+                    N::from_static("custom"),
+                    r#"{"z":[3,{"q":1,"c":2}],"a":"x"}"#,
+                )],
+            ),
+        ),
+        (
+            "unknown side protocol",
+            message_frame(0x117, vec![octets("nope", b"1")]),
+        ),
+        (
+            "balance after",
+            message_frame(0x118, vec![octets("balance", &[0])]),
+        ),
+    ])
+}
+
+/// The same raw frames to the real legacy plugin and to ilp-bridge (both stateful servers with the same
+/// options): every reply must be byte-identical apart from an Error's `triggeredAt` (the current time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_replies_are_byte_identical_to_legacy() -> TestResult {
+    for version in VERSIONS {
+        if !available(version)? {
+            continue;
+        }
+        differential_for(version)
+            .await
+            .map_err(|e| format!("legacy {version}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn differential_for(version: &str) -> TestResult {
+    let js_port = free_port()?;
+    let mut js = JsPeer::spawn(
+        version,
+        &[
+            ("MODE", "server".into()),
+            ("PORT", js_port.to_string()),
+            ("SECRET", "pw".into()),
+            ("PREFIX", "test.x.".into()),
+            ("STATEFUL", "1".into()),
+            ("MAX_BALANCE", "1000".into()),
+        ],
+    )
+    .await?;
+    js.ok("connect", json!({})).await?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    // The same options as legacy_peer.js builds (info keys in the same order).
+    let node = start_bridge(
+        vec![json!({"name": "x", "options": {
+            "listener": {"port": port}, "incomingSecret": "pw", "maxBalance": "1000", "prefix": "test.x.",
+            "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}})],
+        dir.path(),
+    )
+    .await?;
+    node.trustline("x")
+        .ok_or("no trustline")?
+        .register_request_handler(Arc::new(Echo));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut to_js = RawClient::connect(version, js_port, "pw").await?;
+    let mut to_bridge = RawClient::connect(version, port, "pw").await?;
+    let mut seen = Vec::new();
+    for (label, frame) in differential_frames()? {
+        let legacy = to_js
+            .send(&frame)
+            .await?
+            .map(blank_error_time)
+            .transpose()?;
+        let ours = to_bridge
+            .send(&frame)
+            .await?
+            .map(blank_error_time)
+            .transpose()?;
+        let show = |b: &Option<Vec<u8>>| {
+            b.as_ref()
+                .map(|b| format!("{} = {:?}", hex::encode(b), String::from_utf8_lossy(b)))
+                .unwrap_or_else(|| "no reply".to_owned())
+        };
+        assert_eq!(
+            ours,
+            legacy,
+            "{label}:\n  bridge: {}\n  legacy: {}",
+            show(&ours),
+            show(&legacy)
+        );
+        eprintln!("{version} {label}: identical, {}", show(&legacy));
+        seen.push((label, legacy));
+    }
+    // The cases exercise what they are meant to (so equal-but-empty replies cannot pass silently).
+    let text = |label: &str| -> String {
+        seen.iter()
+            .find(|(l, _)| *l == label)
+            .and_then(|(_, b)| b.as_ref())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(text("garbage time").contains(r#"RangeError"#));
+    assert!(text("garbage time").contains(r#"{"message":"Invalid time value"}"#));
+    assert!(text("bad time and amount 0").contains("RangeError"));
+    assert!(seen
+        .iter()
+        .any(|(l, b)| l.starts_with("bad time, truncated") && b.is_none()));
+    assert!(text("info (full)").contains(
+        r#"{"currencyCode":"USD","currencyScale":9,"connectors":[],"prefix":"test.x."}"#
+    ));
+    assert!(text("limit").contains(r#""1000""#));
+    assert!(text("over the limit")
+        .contains("balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: "));
+    assert!(text("same id, other amount").contains("DuplicateIdError"));
+    assert!(text("one more unit").contains("NotAcceptedError"));
+    assert_eq!(
+        seen.iter()
+            .find(|(l, _)| *l == "24:00 rolls over")
+            .and_then(|(_, b)| b.as_ref())
+            .map(|b| b[0]),
+        Some(1)
+    );
+    node.shutdown().await;
+    drop((to_js, js));
+
+    // A limit of 10^21 or more: legacy's bignumber.js prints it in exponent notation.
+    for max in [
+        "1000000000000000000000",
+        "12345678901234567890123",
+        "999999999999999999999",
+    ] {
+        let js_port = free_port()?;
+        let mut js = JsPeer::spawn(
+            version,
+            &[
+                ("MODE", "server".into()),
+                ("PORT", js_port.to_string()),
+                ("SECRET", "pw".into()),
+                ("PREFIX", "test.x.".into()),
+                ("STATEFUL", "1".into()),
+                ("MAX_BALANCE", max.into()),
+            ],
+        )
+        .await?;
+        js.ok("connect", json!({})).await?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let node = start_bridge(
+            vec![json!({"name": "x", "options": {
+                "listener": {"port": port}, "incomingSecret": "pw", "maxBalance": max, "prefix": "test.x.",
+                "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}})],
+            dir.path(),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut to_js = RawClient::connect(version, js_port, "pw").await?;
+        let mut to_bridge = RawClient::connect(version, port, "pw").await?;
+        let limit = message_frame(
+            0x201,
+            vec![btp::packet::ProtocolDataEntry::octets(
+                btp::packet::ProtocolName::from_static("limit"),
+                &[0u8][..],
+            )],
+        );
+        let legacy = to_js
+            .send(&limit)
+            .await?
+            .ok_or("no limit reply from legacy")?;
+        let ours = to_bridge
+            .send(&limit)
+            .await?
+            .ok_or("no limit reply from the bridge")?;
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&legacy),
+            "limit {max}"
+        );
+        if max.len() > 21 {
+            assert!(
+                String::from_utf8_lossy(&legacy).contains("e+"),
+                "limit {max}"
+            );
+        }
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// TLS (btp+wss) with the real plugin, both directions. Certificates are made at test time with the openssl CLI.
+
+/// A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it (PEM files in `dir`).
+struct TestPki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn make_pki(dir: &std::path::Path) -> R<TestPki> {
+    let run = |args: &[&str]| -> R<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(
+                format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into(),
+            );
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca_args = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ilp-bridge test CA",
+    ];
+    ca_args.extend(ec);
+    ca_args.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    run(&ca_args)?;
+    let mut csr_args = vec!["req", "-new", "-subj", "/CN=localhost"];
+    csr_args.extend(ec);
+    csr_args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    run(&csr_args)?;
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    Ok(TestPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    })
+}
+
+/// Legacy JS client → ilp-bridge wss listener, and ilp-bridge wss client → legacy JS wss listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_both_ways() -> TestResult {
+    for version in VERSIONS {
+        if !available(version)? {
+            continue;
+        }
+        tls_for(version)
+            .await
+            .map_err(|e| format!("legacy {version}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn tls_for(version: &str) -> TestResult {
+    let pki_dir = tempfile::tempdir()?;
+    let pki = make_pki(pki_dir.path())?;
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+
+    // 1. JS client (btp+wss, trusting the test CA) → bridge TLS listener.
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let node = start_bridge(
+        vec![json!({"name": "alice", "options": {
+            "listener": {"port": port, "cert": path(&pki.cert), "key": path(&pki.key), "ca": path(&pki.ca)},
+            "incomingSecret": "tls-secret", "maxBalance": "1000", "prefix": "test.tls.",
+            "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}})],
+        dir.path(),
+    )
+    .await?;
+    let tl = node.trustline("alice").ok_or("no trustline")?.clone();
+    tl.register_request_handler(Arc::new(Echo));
+    let mut events = tl.subscribe();
+    // Without the CA the JS client cannot connect: the listener really speaks TLS with that certificate.
+    let mut untrusting = JsPeer::spawn(
+        version,
+        &[
+            ("MODE", "client".into()),
+            (
+                "SERVER_URL",
+                format!("btp+wss://:tls-secret@127.0.0.1:{port}"),
+            ),
+        ],
+    )
+    .await?;
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        untrusting.call("connect", json!({})),
+    )
+    .await;
+    assert!(
+        !matches!(r, Ok(Ok(Ok(_)))),
+        "a client that does not trust the CA must not connect: {r:?}"
+    );
+    drop(untrusting);
+    // Plain ws to the TLS port does not work either.
+    let mut plain = JsPeer::spawn(
+        version,
+        &[
+            ("MODE", "client".into()),
+            (
+                "SERVER_URL",
+                format!("btp+ws://:tls-secret@127.0.0.1:{port}"),
+            ),
+        ],
+    )
+    .await?;
+    let r = tokio::time::timeout(Duration::from_secs(3), plain.call("connect", json!({}))).await;
+    assert!(
+        !matches!(r, Ok(Ok(Ok(_)))),
+        "plain ws must not connect: {r:?}"
+    );
+    drop(plain);
+
+    let mut js = JsPeer::spawn(
+        version,
+        &[
+            ("MODE", "client".into()),
+            (
+                "SERVER_URL",
+                format!("btp+wss://:tls-secret@127.0.0.1:{port}"),
+            ),
+            ("NODE_EXTRA_CA_CERTS", path(&pki.ca)),
+        ],
+    )
+    .await?;
+    js.ok("connect", json!({})).await?;
+    assert_eq!(
+        js.ok("getInfo", json!({})).await?["prefix"],
+        json!("test.tls.")
+    );
+    assert_eq!(js.ok("getLimit", json!({})).await?, json!("-1000"));
+    let f = [5u8; 32];
+    let ilp = js
+        .ok(
+            "payment",
+            json!({"account": "test.tls.server.bob", "amount": 25}),
+        )
+        .await?;
+    let (id, t) = js_transfer(&f, 25, 10_000, ilp.as_str().unwrap_or_default());
+    js.ok("sendTransfer", t).await?;
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut events, "incoming_prepare").await? else {
+        return Err("unexpected event".into());
+    };
+    assert_eq!(uuid_of(&got.id), id);
+    tl.fulfill_condition(got.id, f, None).await?;
+    js.event_for("outgoing_fulfill", &id).await?;
+    assert_eq!(tl.local_balance(), 25);
+    // Stateless JS client: its balance is the bridge's, negated.
+    assert_eq!(js.ok("getBalance", json!({})).await?, json!("-25"));
+    let r = js
+        .ok(
+            "sendRequest",
+            json!({"message": {"custom": {"over": "tls"}}}),
+        )
+        .await?;
+    assert_eq!(r["custom"], json!({"echo": {"over": "tls"}}));
+    drop(js);
+    node.shutdown().await;
+
+    // 2. Bridge client (btp+wss, trusting the test CA) → JS TLS listener.
+    let js_port = free_port()?;
+    let mut js = JsPeer::spawn(
+        version,
+        &[
+            ("MODE", "server".into()),
+            ("PORT", js_port.to_string()),
+            ("SECRET", "pw".into()),
+            ("PREFIX", "test.jstls.".into()),
+            ("STATEFUL", "1".into()),
+            ("MAX_BALANCE", "500".into()),
+            ("AUTO_FULFILL", "1".into()),
+            ("TLS_CERT", path(&pki.cert)),
+            ("TLS_KEY", path(&pki.key)),
+            ("TLS_CA", path(&pki.ca)),
+        ],
+    )
+    .await?;
+    js.ok("connect", json!({})).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let options = NodeOptions {
+        client_tls: Some(btp::transport::TlsClientConfig::with_extra_ca_file(
+            &pki.ca,
+        )?),
+        ..node_options()
+    };
+    let dir = tempfile::tempdir()?;
+    let node = start_bridge_with(
+        vec![json!({"name": "js", "options": {
+            "server": format!("btp+wss://:pw@127.0.0.1:{js_port}"), "maxBalance": "500", "store": true,
+            "prefix": "test.jstls."}})],
+        dir.path(),
+        options,
+    )
+    .await?;
+    let tl = node.trustline("js").ok_or("no trustline")?.clone();
+    wait_connected(&tl).await?;
+    assert_eq!(tl.get_limit().await?, "-500");
+    let mut events = tl.subscribe();
+    let f = [6u8; 32];
+    js.ok("preimage", json!({"fulfillment": b64u(&f)})).await?;
+    let t = rust_transfer(&f, 12, 10_000, "test.jstls.server.bob");
+    tl.send_transfer(t.clone()).await?;
+    next_event(&mut events, "outgoing_fulfill").await?;
+    assert_eq!(tl.local_balance(), -12);
+    assert_eq!(js.ok("getBalance", json!({})).await?, json!("12"));
+    node.shutdown().await;
+
+    // The same bridge client without the CA never connects.
+    let dir = tempfile::tempdir()?;
+    let node = start_bridge(
+        vec![json!({"name": "js", "options": {
+            "server": format!("btp+wss://:pw@127.0.0.1:{js_port}"), "maxBalance": "500", "store": true,
+            "prefix": "test.jstls."}})],
+        dir.path(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!node.trustline("js").ok_or("no trustline")?.is_connected());
     node.shutdown().await;
     Ok(())
 }

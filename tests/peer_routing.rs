@@ -274,3 +274,218 @@ async fn amounts_are_converted_between_scales_and_currencies() -> TestResult {
     assert!(Rate::parse("0").is_err());
     Ok(())
 }
+
+/// Sends an ILQP request from A and decodes the `ilp` of the Response.
+async fn quote(
+    a: &Trustline,
+    request: IlpV1Packet,
+) -> Result<IlpV1Packet, Box<dyn std::error::Error>> {
+    let reply = a
+        .send_request(ilp_bridge::peer::PeerMessage {
+            ilp: Some(request.to_bytes()),
+            custom: None,
+        })
+        .await?;
+    Ok(IlpV1Packet::decode(
+        &reply.ilp.ok_or("response has no ilp")?,
+    )?)
+}
+
+#[tokio::test]
+async fn quotes_are_routed_and_answered_for_the_next_ledger() -> TestResult {
+    use btp::ilp_v1::{
+        ByDestinationRequest, ByDestinationResponse, BySourceRequest, BySourceResponse,
+        LiquidityRequest,
+    };
+    // Scale 9 → 6 on the same currency: divide by 1000.
+    let n = net(6, "USD", &[]).await?;
+    let by_source = |amount: u64, dest: &str| {
+        IlpV1Packet::BySourceRequest(BySourceRequest {
+            destination_account: dest.to_owned(),
+            source_amount: amount,
+            destination_hold_duration: 3000,
+        })
+    };
+    // By source: rounded down; hold duration plus the 1 s expiry margin.
+    assert_eq!(
+        quote(&n.a, by_source(10_999, "test.b.server.carl")).await?,
+        IlpV1Packet::BySourceResponse(BySourceResponse {
+            destination_amount: 10,
+            source_hold_duration: 4000,
+        })
+    );
+    // By destination: rounded up, so the quoted source amount always delivers enough.
+    let by_destination = |amount: u64| {
+        IlpV1Packet::ByDestinationRequest(ByDestinationRequest {
+            destination_account: "test.b.server.carl".to_owned(),
+            destination_amount: amount,
+            destination_hold_duration: 5000,
+        })
+    };
+    assert_eq!(
+        quote(&n.a, by_destination(10)).await?,
+        IlpV1Packet::ByDestinationResponse(ByDestinationResponse {
+            source_amount: 10_000,
+            source_hold_duration: 6000,
+        })
+    );
+    // And the quote holds: a transfer of the quoted source amount delivers the asked amount.
+    assert_eq!(n.router.convert(&n.x1, &n.x2, 10_000)?, 10);
+    // Liquidity: a curve for the next ledger's prefix.
+    let IlpV1Packet::LiquidityResponse(curve) = quote(
+        &n.a,
+        IlpV1Packet::LiquidityRequest(LiquidityRequest {
+            destination_account: "test.b.server.carl".to_owned(),
+            destination_hold_duration: 2000,
+        }),
+    )
+    .await?
+    else {
+        return Err("expected a liquidity response".into());
+    };
+    assert_eq!(curve.applies_to_prefix, "test.b.");
+    assert_eq!(curve.source_hold_duration, 3000);
+    assert_eq!(curve.liquidity_curve.len(), 2);
+    assert_eq!(
+        (curve.liquidity_curve[0].x, curve.liquidity_curve[0].y),
+        (0, 0)
+    );
+    let top = curve.liquidity_curve[1];
+    assert_eq!((top.x, top.y), (u64::MAX, u64::MAX / 1000));
+    assert!(curve.expires_at > btp::Timestamp::now());
+
+    // No route: the ILP v1 Error a connector sends.
+    let IlpV1Packet::Error(e) = quote(&n.a, by_source(10, "test.zzz.bob")).await? else {
+        return Err("expected an ILP error".into());
+    };
+    assert_eq!((e.code_str(), e.name.as_str()), ("F02", "Unreachable"));
+    assert_eq!(e.triggered_by, "test.a.server");
+    // A destination on the source ledger is not routed: it goes to the request handler (none here).
+    let err =
+        n.a.send_request(ilp_bridge::peer::PeerMessage {
+            ilp: Some(by_source(10, "test.a.client.zed").to_bytes()),
+            custom: None,
+        })
+        .await;
+    assert!(
+        matches!(&err, Err(ilp_bridge::peer::PeerError::Remote(e)) if e.data.contains("no request handler registered")),
+        "{err:?}"
+    );
+    // Other currency without a rate: refused, as transfers are.
+    let n = net(9, "EUR", &[]).await?;
+    let IlpV1Packet::Error(e) = quote(&n.a, by_source(10, "test.b.server.carl")).await? else {
+        return Err("expected an ILP error".into());
+    };
+    assert_eq!((e.code_str(), e.name.as_str()), ("F00", "Bad Request"));
+    // With a rate: 0.5 EUR per USD.
+    let n = net(9, "EUR", &[("x1", "x2", "0.5")]).await?;
+    assert_eq!(
+        quote(&n.a, by_source(11, "test.b.server.carl")).await?,
+        IlpV1Packet::BySourceResponse(BySourceResponse {
+            destination_amount: 5,
+            source_hold_duration: 4000,
+        })
+    );
+    assert_eq!(
+        quote(&n.a, by_destination(5)).await?,
+        IlpV1Packet::ByDestinationResponse(ByDestinationResponse {
+            source_amount: 10,
+            source_hold_duration: 6000,
+        })
+    );
+    assert_eq!(
+        quote(&n.a, by_destination(6)).await?,
+        IlpV1Packet::ByDestinationResponse(ByDestinationResponse {
+            source_amount: 12,
+            source_hold_duration: 6000,
+        })
+    );
+    Ok(())
+}
+
+/// A fake peer ledger that lies in its `info` reply (currencyScale 300) and records whether it ever got a
+/// Prepare.
+struct LyingPeer {
+    prepares: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ilp_bridge::peer::PeerLink for LyingPeer {
+    async fn request(
+        &self,
+        packet: btp::Packet,
+        _timeout: Duration,
+    ) -> Result<btp::transport::Reply, btp::transport::RpcError> {
+        use btp::packet::{ProtocolDataEntry, ProtocolName};
+        Ok(btp::transport::Reply::Response(match packet {
+            btp::Packet::Message(pd) if pd.get("info").is_some() => btp::ProtocolData::new().with(
+                ProtocolDataEntry::json(
+                    ProtocolName::from_static("info"),
+                    r#"{"prefix":"test.b.","currencyCode":"USD","currencyScale":300,"connectors":[]}"#,
+                ),
+            ),
+            btp::Packet::Prepare(_) => {
+                self.prepares
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                btp::ProtocolData::new()
+            }
+            _ => btp::ProtocolData::new(),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_peer_claiming_a_scale_above_255_is_refused() -> TestResult {
+    let x1 = server("x1", "test.a.", "USD", 9)?;
+    let a = client("a")?;
+    MemoryLink::pair(&x1, &a);
+    // The bridge's side of ledger b learns prefix and info from the (lying) peer at connect.
+    let x2 = client("x2")?;
+    let liar = Arc::new(LyingPeer {
+        prepares: std::sync::atomic::AtomicUsize::new(0),
+    });
+    x2.set_link(liar.clone());
+    let router = Router::new(RoutingConfig::default());
+    router.add_peer(&x1);
+    router.add_peer(&x2);
+    for t in [&x1, &x2, &a] {
+        t.connect().await?;
+    }
+    assert_eq!(x2.prefix().as_deref(), Some("test.b."));
+    assert_eq!(
+        x2.get_info().and_then(|i| i["currencyScale"].as_u64()),
+        Some(300)
+    );
+    // Conversion is refused (and cheap: no 10^291 is built).
+    let err = router
+        .convert(&x1, &x2, 10)
+        .err()
+        .ok_or("conversion accepted")?;
+    assert!(err.contains("currencyScale 300, above 255"), "{err}");
+    // A payment towards it is rejected back with F00 and never prepared on the lying ledger.
+    let e = rejection(&a, transfer(9, 10, "test.b.bob", 1, &[3u8; 32], 10_000)).await?;
+    assert_eq!((e.code_str(), e.name.as_str()), ("F00", "Bad Request"));
+    assert!(
+        String::from_utf8_lossy(&e.data).contains("above 255"),
+        "{:?}",
+        e.data
+    );
+    assert_eq!(liar.prepares.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(x2.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(a.local_balance(), 0);
+    // A quote towards it is refused too.
+    let IlpV1Packet::Error(e) = quote(
+        &a,
+        IlpV1Packet::BySourceRequest(btp::ilp_v1::BySourceRequest {
+            destination_account: "test.b.bob".to_owned(),
+            source_amount: 10,
+            destination_hold_duration: 1000,
+        }),
+    )
+    .await?
+    else {
+        return Err("expected an ILP error".into());
+    };
+    assert_eq!(e.code_str(), "F00");
+    Ok(())
+}

@@ -811,3 +811,150 @@ async fn calls_need_a_connection() -> TestResult {
     ));
     Ok(())
 }
+
+#[test]
+fn numbers_print_like_legacy_bignumber_js() {
+    use ilp_bridge::peer::trustline::{bignumber_string, limit_string};
+    // Captured from bignumber.js 2.4.0 (the one the legacy plugin loads) under node 20.
+    let ten: i128 = 10;
+    for (v, s) in [
+        (1000, "1000"),
+        (ten.pow(20), "100000000000000000000"),
+        (ten.pow(21) - 1, "999999999999999999999"),
+        (ten.pow(21), "1e+21"),
+        (123 * ten.pow(19), "1.23e+21"),
+        (
+            12_345_678_901_234_567_890_123,
+            "1.2345678901234567890123e+22",
+        ),
+        (-ten.pow(21), "-1e+21"),
+        (-5, "-5"),
+        (0, "0"),
+    ] {
+        assert_eq!(bignumber_string(v), s, "{v}");
+    }
+    assert_eq!(limit_string(Limit::Unbounded), "Infinity");
+    assert_eq!(limit_string(Limit::Finite(ten.pow(22))), "1e+22");
+}
+
+#[tokio::test]
+async fn info_keeps_the_configured_key_order_and_big_limits_use_exponents() -> TestResult {
+    // The legacy plugin replies JSON.stringify(info): the configured keys in their order, `prefix` appended.
+    let cfg = PeerConfig::from_legacy_json(
+        "server",
+        &serde_json::from_str(
+            r#"{"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "1000000000000000000000",
+                "prefix": "test.legacy.", "store": true,
+                "info": {"currencyScale": 9, "currencyCode": "USD", "connectors": [], "zeta": {"b": 1, "a": 2}}}"#,
+        )?,
+    )?;
+    let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
+    let server = Trustline::new(&cfg, Arc::new(stores), None, options())?;
+    let reply = server
+        .handle_packet(Packet::Message(ProtocolData::new().with(
+            ProtocolDataEntry::octets(ProtocolName::from_static("info"), Bytes::from_static(&[2])),
+        )))
+        .await;
+    let Some(Reply::Response(pd)) = reply else {
+        return Err(format!("unexpected {reply:?}").into());
+    };
+    let e = pd.get("info").ok_or("no info")?;
+    assert_eq!(
+        std::str::from_utf8(&e.data)?,
+        r#"{"currencyScale":9,"currencyCode":"USD","connectors":[],"zeta":{"b":1,"a":2},"prefix":"test.legacy."}"#
+    );
+    let reply = server
+        .handle_packet(Packet::Message(ProtocolData::new().with(
+            ProtocolDataEntry::octets(ProtocolName::from_static("limit"), Bytes::from_static(&[0])),
+        )))
+        .await;
+    let Some(Reply::Response(pd)) = reply else {
+        return Err(format!("unexpected {reply:?}").into());
+    };
+    assert_eq!(&pd.get("limit").ok_or("no limit")?.data[..], b"\"1e+21\"");
+    // A client reading that limit negates the string, as legacy does.
+    let p = pair_with("1000000000000000000000", true, None).await?;
+    assert_eq!(p.client.get_limit().await?, "-1e+21");
+    Ok(())
+}
+
+#[tokio::test]
+async fn limit_and_duplicate_id_errors_are_byte_identical_to_legacy() -> TestResult {
+    let cfg = PeerConfig::from_legacy_json(
+        "server",
+        &json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "1000", "prefix": "test.x.",
+                "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}),
+    )?;
+    let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
+    let server = Trustline::new(&cfg, Arc::new(stores), None, options())?;
+    let prepare =
+        |id_last: u8, amount: u64, custom: &str| -> Result<Packet, Box<dyn std::error::Error>> {
+            let mut id = [0u8; 16];
+            id[0] = 0xab;
+            id[6] = 0x40;
+            id[8] = 0x80;
+            id[15] = id_last;
+            let mut cond = [0u8; 32];
+            for (i, c) in cond.iter_mut().enumerate() {
+                *c = u8::try_from(i)?;
+            }
+            Ok(Packet::Prepare(Prepare {
+                transfer_id: id,
+                amount,
+                execution_condition: cond,
+                expires_at: Timestamp::parse_generalized_time(b"20300102030405.678Z", "test")?,
+                protocol_data: ProtocolData::new()
+                    .with(ProtocolDataEntry::octets(
+                        ProtocolName::from_static("ilp"),
+                        Bytes::from(payment("test.x.server.bob", 10)),
+                    ))
+                    .with(ProtocolDataEntry::json(
+                        ProtocolName::from_static("custom"),
+                        custom.to_owned(),
+                    )),
+            }))
+        };
+    // The `data` the real 1.3.5 plugin sent for this Prepare (captured with tests/node/scripts/raw_btp_client.js).
+    let legacy_over_limit = r#"{"message":"balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {\"transfer\":{\"id\":\"ab000000-0000-4000-8000-000000000042\",\"amount\":\"2000\",\"executionCondition\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\",\"expiresAt\":\"2030-01-02T03:04:05.678Z\",\"to\":\"test.x.server\",\"from\":\"test.x.client\",\"ledger\":\"test.x.\",\"ilp\":\"ARwAAAAAAAAAChF0ZXN0Lnguc2VydmVyLmJvYgAA\",\"custom\":{\"z\":1,\"a\":{\"y\":[1,\"2\"],\"b\":null}}},\"isIncoming\":true,\"state\":\"prepared\"}"}"#;
+    let reply = server
+        .handle_packet(prepare(
+            0x42,
+            2000,
+            r#"{"z":1,"a":{"y":[1,"2"],"b":null}}"#,
+        )?)
+        .await;
+    let Some(Reply::Error(e)) = reply else {
+        return Err(format!("expected an Error, got {reply:?}").into());
+    };
+    assert_eq!((e.code_str(), e.name.as_str()), ("F00", "NotAcceptedError"));
+    assert_eq!(e.data, legacy_over_limit);
+
+    // Same shape for a duplicate ID with other contents (legacy's text; the transfer JSON as above).
+    let json_of = |amount: &str| {
+        format!(
+            r#"{{\"transfer\":{{\"id\":\"ab000000-0000-4000-8000-000000000043\",\"amount\":\"{amount}\",\"executionCondition\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\",\"expiresAt\":\"2030-01-02T03:04:05.678Z\",\"to\":\"test.x.server\",\"from\":\"test.x.client\",\"ledger\":\"test.x.\",\"ilp\":\"ARwAAAAAAAAAChF0ZXN0Lnguc2VydmVyLmJvYgAA\",\"custom\":{{\"z\":1,\"a\":2}}}},\"isIncoming\":true,\"state\":\"prepared\"}}"#
+        )
+    };
+    assert!(matches!(
+        server
+            .handle_packet(prepare(0x43, 10, r#"{"z":1,"a":2}"#)?)
+            .await,
+        Some(Reply::Response(_))
+    ));
+    let reply = server
+        .handle_packet(prepare(0x43, 11, r#"{"z":1,"a":2}"#)?)
+        .await;
+    let Some(Reply::Error(e)) = reply else {
+        return Err(format!("expected an Error, got {reply:?}").into());
+    };
+    assert_eq!((e.code_str(), e.name.as_str()), ("F04", "DuplicateIdError"));
+    assert_eq!(
+        e.data,
+        format!(
+            r#"{{"message":"transfer {} matches the id of {} but not the contents."}}"#,
+            json_of("11"),
+            json_of("10")
+        )
+    );
+    Ok(())
+}

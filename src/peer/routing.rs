@@ -18,6 +18,9 @@
 //! The forwarded transfer's ID is derived from the incoming peer and ID ([`forward_id`]), so after a restart
 //! [`Router::recover`] finds every pair again from the logs alone: no routing table is stored.
 //!
+//! ILQP quote requests (ILP v1 types 2, 4, 6 in a Message's `ilp`) are routed the same way and answered for
+//! the next ledger ([`Router::quote`]): converted amounts, hold duration plus the expiry margin.
+//!
 //! Refusals (ILP v1 Errors sent back in a Reject): `F02 Unreachable` (no route), `R02 Insufficient Timeout`,
 //! `R01 Insufficient Source Amount`, `F00 Bad Request` (no rate between currencies), `T01 Ledger Unreachable`
 //! (next peer not connected), `T04 Insufficient Liquidity` (next peer refused the Prepare).
@@ -27,7 +30,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
+use btp::ilp_v1::{
+    ByDestinationResponse, BySourceResponse, IlpV1Error, IlpV1Packet, LiquidityPoint,
+    LiquidityResponse,
+};
 use btp::Timestamp;
 use bytes::Bytes;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferState};
@@ -43,6 +49,9 @@ pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 
 /// Least time a forwarded transfer must have before it expires, or the payment is refused.
 pub const DEFAULT_MIN_FORWARD_WINDOW: Duration = Duration::from_millis(500);
+
+/// How long a liquidity curve the bridge quotes stays valid (ilp-connector's default quote expiry).
+pub const QUOTE_EXPIRY: Duration = Duration::from_secs(45);
 
 /// First delay between attempts to fulfill an incoming transfer backwards.
 const BACKWARD_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -222,6 +231,31 @@ impl Router {
 
     /// Converts `amount` from `from`'s ledger to `to`'s. Rounds down; `Err` names the reason.
     pub fn convert(&self, from: &Trustline, to: &Trustline, amount: u64) -> Result<u64, String> {
+        let (num, den) = self.rate_between(from, to)?;
+        (BigUint::from(amount) * num / den)
+            .to_u64()
+            .ok_or_else(|| "converted amount does not fit in 64 bits".to_owned())
+    }
+
+    /// The least amount on `from`'s ledger that [`Router::convert`] turns into at least `amount_to` on `to`'s
+    /// (so a quote by destination amount never promises too little). `Err` names the reason.
+    pub fn convert_back(
+        &self,
+        from: &Trustline,
+        to: &Trustline,
+        amount_to: u64,
+    ) -> Result<u64, String> {
+        let (num, den) = self.rate_between(from, to)?;
+        let scaled = BigUint::from(amount_to) * den;
+        let (q, r) = (&scaled / &num, &scaled % &num);
+        let up = if r.is_zero() { q } else { q + 1u32 };
+        up.to_u64()
+            .ok_or_else(|| "converted amount does not fit in 64 bits".to_owned())
+    }
+
+    /// Numerator and denominator (both non-zero) turning `from`'s units into `to`'s: the configured rate (or 1
+    /// for the same currency) times 10^(scale difference).
+    fn rate_between(&self, from: &Trustline, to: &Trustline) -> Result<(BigUint, BigUint), String> {
         let info = |t: &Trustline| {
             let i = t.get_info().unwrap_or(serde_json::Value::Null);
             (
@@ -265,9 +299,122 @@ impl Router {
         } else {
             den *= ten.pow((scale_in - scale_out) as u32);
         }
-        let out = BigUint::from(amount) * num / den;
-        out.to_u64()
-            .ok_or_else(|| "converted amount does not fit in 64 bits".to_owned())
+        Ok((num, den))
+    }
+
+    /// Answers an ILQP quote request from `from` for a destination reachable through the bridge, as an ILP v1
+    /// connector answers for a ledger it is connected to: the next ledger is found by longest prefix (like a
+    /// transfer's), amounts are converted with [`Router::convert`] (by source: rounded down) and
+    /// [`Router::convert_back`] (by destination: rounded up), and the source hold duration is the destination's
+    /// plus [`RoutingConfig::expiry_margin`] (what a forwarded transfer takes off its expiry). A liquidity
+    /// request gets a two-point curve (`0 → 0` to the largest convertible amount) for the next ledger's prefix,
+    /// valid for [`QUOTE_EXPIRY`].
+    ///
+    /// `None` leaves the request to the trustline's request handler: the destination is our own account, or
+    /// lies on the ledger the request came from. Refusals are ILP v1 Errors: `F02 Unreachable` (no route),
+    /// `T01 Ledger Unreachable` (next peer not connected), `F00 Bad Request` (no rate, or an amount or hold
+    /// duration out of range).
+    pub fn quote(&self, from: &Trustline, request: &IlpV1Packet) -> Option<IlpV1Packet> {
+        let destination = match request {
+            IlpV1Packet::LiquidityRequest(r) => &r.destination_account,
+            IlpV1Packet::BySourceRequest(r) => &r.destination_account,
+            IlpV1Packet::ByDestinationRequest(r) => &r.destination_account,
+            _ => return None,
+        };
+        if from
+            .account()
+            .is_some_and(|own| destination.starts_with(&own))
+        {
+            return None;
+        }
+        let me = from.account().unwrap_or_default();
+        let Some(next) = self.route(destination, from.name()) else {
+            if from.prefix().is_some_and(|p| destination.starts_with(&p)) {
+                return None;
+            }
+            return Some(IlpV1Packet::Error(ilp_error(
+                b"F02",
+                "Unreachable",
+                me,
+                "no route to destination",
+            )));
+        };
+        let bad_request = |reason: &str| {
+            Some(IlpV1Packet::Error(ilp_error(
+                b"F00",
+                "Bad Request",
+                from.account().unwrap_or_default(),
+                reason,
+            )))
+        };
+        if !next.is_connected() {
+            return Some(IlpV1Packet::Error(ilp_error(
+                b"T01",
+                "Ledger Unreachable",
+                me,
+                "next ledger is not connected",
+            )));
+        }
+        let margin = u32::try_from(self.config.expiry_margin.as_millis()).unwrap_or(u32::MAX);
+        let hold = |destination_hold: u32| destination_hold.checked_add(margin);
+        tracing::debug!(from = from.name(), to = next.name(), destination = %destination, "answering quote");
+        Some(match request {
+            IlpV1Packet::BySourceRequest(r) => {
+                let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
+                    return bad_request("hold duration too long");
+                };
+                match self.convert(from, &next, r.source_amount) {
+                    Ok(destination_amount) => IlpV1Packet::BySourceResponse(BySourceResponse {
+                        destination_amount,
+                        source_hold_duration,
+                    }),
+                    Err(reason) => return bad_request(&reason),
+                }
+            }
+            IlpV1Packet::ByDestinationRequest(r) => {
+                let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
+                    return bad_request("hold duration too long");
+                };
+                match self.convert_back(from, &next, r.destination_amount) {
+                    Ok(source_amount) => {
+                        IlpV1Packet::ByDestinationResponse(ByDestinationResponse {
+                            source_amount,
+                            source_hold_duration,
+                        })
+                    }
+                    Err(reason) => return bad_request(&reason),
+                }
+            }
+            IlpV1Packet::LiquidityRequest(r) => {
+                let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
+                    return bad_request("hold duration too long");
+                };
+                let (num, den) = match self.rate_between(from, &next) {
+                    Ok(r) => r,
+                    Err(reason) => return bad_request(&reason),
+                };
+                // The largest source amount whose conversion still fits in 64 bits.
+                let max_x = (BigUint::from(u64::MAX) * &den / &num)
+                    .to_u64()
+                    .unwrap_or(u64::MAX);
+                let max_y = (BigUint::from(max_x) * num / den)
+                    .to_u64()
+                    .unwrap_or(u64::MAX);
+                let expires_at = Timestamp::now()
+                    .checked_add(QUOTE_EXPIRY)
+                    .unwrap_or(Timestamp::MAX);
+                IlpV1Packet::LiquidityResponse(LiquidityResponse {
+                    liquidity_curve: vec![
+                        LiquidityPoint { x: 0, y: 0 },
+                        LiquidityPoint { x: max_x, y: max_y },
+                    ],
+                    applies_to_prefix: next.prefix().unwrap_or_default(),
+                    source_hold_duration,
+                    expires_at,
+                })
+            }
+            _ => return None,
+        })
     }
 
     /// Forwards one incoming transfer (the hook calls this).
@@ -505,6 +652,10 @@ impl Router {
 impl TransferHook for Router {
     async fn incoming_prepared(&self, peer: Trustline, transfer: Transfer) {
         self.forward(peer, transfer).await;
+    }
+
+    async fn quote_request(&self, peer: Trustline, request: IlpV1Packet) -> Option<Bytes> {
+        self.quote(&peer, &request).map(|p| p.to_bytes())
     }
 
     async fn outgoing_settled(

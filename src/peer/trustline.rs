@@ -99,14 +99,21 @@ pub enum TransferOutcome {
     Expired(IlpV1Error),
 }
 
-/// Hooks for a router: told about new incoming transfers and about how outgoing transfers end. Called on
-/// their own tasks, never while a peer waits for our reply.
+/// Hooks for a router: told about new incoming transfers and about how outgoing transfers end (called on
+/// their own tasks, never while a peer waits for our reply), and asked to answer ILQP quote requests (called
+/// while the peer waits).
 #[async_trait]
 pub trait TransferHook: Send + Sync {
     /// A new incoming transfer was prepared (after the module accepted it).
     async fn incoming_prepared(&self, peer: Trustline, transfer: Transfer);
     /// An outgoing transfer was fulfilled, rejected or expired.
     async fn outgoing_settled(&self, peer: Trustline, transfer: Transfer, outcome: TransferOutcome);
+    /// A Message whose `ilp` is an ILQP quote request (ILP v1 type 2, 4 or 6) arrived from `peer`. Returns the
+    /// `ilp` of the Response (a quote response or an ILP v1 Error), or `None` to leave the request to the
+    /// registered request handler. Unlike the other hooks this runs while the peer waits for the reply.
+    async fn quote_request(&self, _peer: Trustline, _request: IlpV1Packet) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Tunables of a trustline.
@@ -290,6 +297,36 @@ pub fn string_negate(s: &str) -> String {
     }
 }
 
+/// Digits from which bignumber.js (legacy's number type) switches to exponent notation: its `EXPONENTIAL_AT`
+/// upper bound is 20, so 10^21 prints as `1e+21`.
+const BIGNUMBER_EXPONENT_FROM_DIGITS: usize = 22;
+
+/// A whole number as legacy's bignumber.js `toString()` prints it: plain decimal below 10^21, else exponent
+/// notation with every significant digit (`1e+21`, `1.23e+21`, `-1.2345678901234567890123e+22`).
+pub fn bignumber_string(v: i128) -> String {
+    let digits = v.unsigned_abs().to_string();
+    if digits.len() < BIGNUMBER_EXPONENT_FROM_DIGITS {
+        return v.to_string();
+    }
+    let sign = if v < 0 { "-" } else { "" };
+    let exponent = digits.len() - 1;
+    let significant = digits.trim_end_matches('0');
+    let (first, rest) = significant.split_at(1);
+    if rest.is_empty() {
+        format!("{sign}{first}e+{exponent}")
+    } else {
+        format!("{sign}{first}.{rest}e+{exponent}")
+    }
+}
+
+/// A limit as legacy prints it (`"Infinity"` when unbounded).
+pub fn limit_string(limit: Limit) -> String {
+    match limit {
+        Limit::Finite(v) => bignumber_string(v),
+        Limit::Unbounded => "Infinity".to_owned(),
+    }
+}
+
 /// Encodes a balance as the `balance` reply: 8-byte big-endian two's complement.
 pub fn balance_to_int64(balance: i128) -> Option<[u8; 8]> {
     i64::try_from(balance).ok().map(i64::to_be_bytes)
@@ -466,7 +503,7 @@ impl Trustline {
     pub async fn get_balance(&self) -> Result<String, PeerError> {
         self.assert_connected("getBalance")?;
         if self.inner.stateful {
-            Ok(self.inner.log.balance().to_string())
+            Ok(bignumber_string(self.inner.log.balance()))
         } else {
             self.get_peer_balance().await
         }
@@ -1334,7 +1371,7 @@ impl Trustline {
                 };
                 return Ok(ProtocolData::new().with(ProtocolDataEntry::json(
                     ProtocolName::from_static(names::LIMIT),
-                    Value::String(max.to_string()).to_string(),
+                    Value::String(limit_string(max)).to_string(),
                 )));
             }
             if custom.is_none() {
@@ -1343,6 +1380,14 @@ impl Trustline {
         }
         let message = PeerMessage { ilp, custom };
         self.emit(PeerEvent::IncomingRequest(message.clone()));
+        if let Some(answer) = self.answer_quote(message.ilp.as_ref()).await {
+            let response = PeerMessage {
+                ilp: Some(answer),
+                custom: None,
+            };
+            self.emit(PeerEvent::OutgoingResponse(response.clone()));
+            return Ok(ilp_and_custom(response.ilp.as_deref(), None));
+        }
         let Some(handler) = read(&self.inner.request_handler) else {
             return Err(WireError::new(
                 "NotAcceptedError",
@@ -1373,6 +1418,21 @@ impl Trustline {
             response.ilp.as_deref(),
             response.custom.as_ref(),
         ))
+    }
+
+    /// Hands an ILQP quote request (ILP v1 types 2, 4, 6) to the routing hook; `None` when there is no hook,
+    /// the packet is something else, or the hook leaves it to the request handler.
+    async fn answer_quote(&self, ilp: Option<&Bytes>) -> Option<Bytes> {
+        let hook = read(&self.inner.hook)?;
+        let request = match IlpV1Packet::decode(ilp?) {
+            Ok(
+                p @ (IlpV1Packet::LiquidityRequest(_)
+                | IlpV1Packet::BySourceRequest(_)
+                | IlpV1Packet::ByDestinationRequest(_)),
+            ) => p,
+            _ => return None,
+        };
+        hook.quote_request(self.clone(), request).await
     }
 
     /// Side protocols that are not built in: the module's RPC methods (legacy `CustomRpc.handleProtocols`),

@@ -7,7 +7,9 @@
 // Parameters (environment):
 //   LEGACY_DIR      node_modules folder of the legacy version to load (required)
 //   MODE            "server" (listener) or "client" (server URL)
-//   PORT            listener port (server)            SERVER_URL  btp+ws URL (client)
+//   PORT            listener port (server)            SERVER_URL  btp+ws or btp+wss URL (client)
+//   TLS_CERT, TLS_KEY, TLS_CA   server: PEM file paths for a wss listener (a wss client trusts the CA given in
+//                   NODE_EXTRA_CA_CERTS)
 //   SECRET          incomingSecret (server)           PREFIX      ledger prefix (server; optional for client)
 //   MAX_BALANCE     maxBalance (stateful)             STATEFUL    "1" for a stateful plugin (in-memory _store)
 //   CLAIM_SECRET    if set: a payment-channel module mirroring ilp-bridge's claim-test module (HMAC claims)
@@ -70,6 +72,10 @@ const stateful = process.env.STATEFUL === '1'
 const opts = {}
 if (process.env.MODE === 'server') {
   opts.listener = { port: +process.env.PORT }
+  // TLS (file paths; legacy needs all three or never listens).
+  if (process.env.TLS_CERT) {
+    Object.assign(opts.listener, { cert: process.env.TLS_CERT, key: process.env.TLS_KEY, ca: process.env.TLS_CA })
+  }
   opts.incomingSecret = process.env.SECRET
   opts.prefix = process.env.PREFIX
   opts.info = { currencyCode: process.env.CURRENCY || 'USD', currencyScale: +(process.env.SCALE || 9), connectors: [] }
@@ -146,6 +152,17 @@ const commands = {
   },
   payment: async ({ account, amount }) => b64u(ilpPacket.serializeIlpPayment({ account, amount: String(amount), data: '' })),
   parseIlp: async ({ ilp }) => ilpPacket.deserializeIlpPacket(fromB64(ilp)),
+  // ILQP quote request packets (ILP v1 types 2, 4, 6) as base64url: kind "liquidity", "bySource" or
+  // "byDestination"; the fields as ilp-packet takes them.
+  ilqp: async ({ kind, request }) => {
+    const serialize = {
+      liquidity: ilpPacket.serializeIlqpLiquidityRequest,
+      bySource: ilpPacket.serializeIlqpBySourceRequest,
+      byDestination: ilpPacket.serializeIlqpByDestinationRequest
+    }[kind]
+    if (!serialize) throw new Error('unknown ILQP kind ' + kind)
+    return b64u(serialize(request))
+  },
   exit: async () => { setTimeout(() => process.exit(0), 50); return true }
 }
 
