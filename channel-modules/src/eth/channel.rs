@@ -14,7 +14,9 @@
 //! amount is within the deposit, and the signature recovers to the payer. The best claim is kept in the
 //! max-value tracker `incoming_claim` (value: the cumulative amount credited over all channels). The payee
 //! closes the channel with it on disconnect, when the payer moves to a new channel, and (a background check
-//! every `expiryCheckIntervalMs`) when the expiry comes within `closeMarginSecs`.
+//! every `expiryCheckIntervalMs`) when the expiry comes within `closeMarginSecs`. Before refusing a transfer
+//! over `maxUnsecured`, the payee asks the payer for its current claim (RPC `eth_latest_claim`, see
+//! [`super::peer`]): a claim lost with a Fulfill response or a payer restart does not block the trustline.
 //!
 //! Claims on the wire: `Claim::Json({"channel": "0x…", "amount": "<wei on this channel>", "signature": "0x…"})`.
 
@@ -32,7 +34,7 @@ use tracing::{info, warn};
 use super::abi::{self, Token};
 use super::key::{eip191_hash, recover_address, RecoverableSignature};
 use super::options::{amount_option, u64_option, CommonOptions};
-use super::peer::PeerAddress;
+use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress};
 use super::rlp::{self, Item};
 use super::types::{decode_hex, encode_hex, keccak256, Address, TxHash};
 use super::wallet::{TxStatus, Wallet};
@@ -57,7 +59,7 @@ pub const OUTGOING_CLAIM_KEY: &str = "outgoing_claim";
 pub const INCOMING_CLAIM_KEY: &str = "incoming_claim";
 /// Payee: the last channel closed on chain (value: cumulative total through it).
 pub const INCOMING_SUBMITTED_KEY: &str = "incoming_claim_submitted";
-pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS};
+pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM};
 /// Option: wei deposited when opening a channel and the minimum top-up (payer; required to pay).
 pub const OPT_CHANNEL_DEPOSIT: &str = "channelDeposit";
 /// Option: channel lifetime, seconds (default [`DEFAULT_CHANNEL_TIMEOUT_SECS`]).
@@ -356,6 +358,21 @@ impl EthChannelModule {
     /// Payer: reclaims the deposits of retired channels that expired (or were closed with a failed refund).
     pub async fn reclaim_expired(&self, ctx: &ChannelContext) -> Result<Vec<TxHash>, ModuleError> {
         self.inner.reclaim_expired(ctx).await
+    }
+
+    /// `Some((incoming fulfilled + prepared, best claim + maxUnsecured))` when the first exceeds the second.
+    async fn unsecured_excess(
+        &self,
+        ctx: &ChannelContext,
+    ) -> Result<Option<(BigUint, BigUint)>, ModuleError> {
+        let prepared = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
+        let secured = ctx
+            .max_value_tracker(INCOMING_CLAIM_KEY)?
+            .get_max()
+            .await?
+            .value
+            + &self.inner.common.max_unsecured;
+        Ok((prepared > secured).then_some((prepared, secured)))
     }
 
     /// Payer: the current channel's address, if one was opened.
@@ -944,14 +961,12 @@ impl ChannelModule for EthChannelModule {
         ctx: &ChannelContext,
         record: &TransferRecord,
     ) -> Result<(), ModuleError> {
-        let prepared = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
-        let secured = ctx
-            .max_value_tracker(INCOMING_CLAIM_KEY)?
-            .get_max()
-            .await?
-            .value
-            + &self.inner.common.max_unsecured;
-        if prepared > secured {
+        if self.unsecured_excess(ctx).await?.is_none() {
+            return Ok(());
+        }
+        // Before refusing: the peer may have signed a claim that never reached us.
+        pull_latest_claim(self, ctx).await;
+        if let Some((prepared, secured)) = self.unsecured_excess(ctx).await? {
             warn!(id = %record.transfer.id, %prepared, %secured, "incoming prepare over maxUnsecured");
             return Err(ModuleError::NotAccepted(format!(
                 "incoming total {prepared} would exceed the best claim plus maxUnsecured ({secured})"
@@ -987,6 +1002,7 @@ impl ChannelModule for EthChannelModule {
     ) -> Result<Value, ModuleError> {
         match method {
             RPC_ETH_ADDRESS => self.inner.peer.handle_rpc(ctx, &args).await,
+            RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
             other => Err(ModuleError::UnknownMethod(other.to_owned())),
         }
     }

@@ -9,10 +9,17 @@
 //!   the transaction is confirmed, or cancelled if it reverted or its nonce went to another transaction. So
 //!   OFP (fulfilled + prepared) is everything paid or possibly being paid, and `total − OFP` is exactly what
 //!   is left to pay: a crash at any point neither pays twice nor forgets. Incoming records are the peer's
-//!   payments we verified; a hash already in the log is never credited again.
+//!   payments we verified; a hash already in the log is never verified again.
+//! * max-value tracker `amount_received`: value = incoming total credited. A claim credits the log's incoming
+//!   fulfilled total minus this value, so a payment recorded just before a crash that lost its credit (the
+//!   engine commits trackers with the credit, after the log write) is credited by the next claim, once.
 //! * max-value tracker `amount_settled`: value = outgoing confirmed total (OF), data = the most recent
 //!   payment hashes, re-sent in every claim so a payment confirmed after a crash still reaches the peer.
 //! * max-value tracker `peer_address`: the peer's address, pinned the first time it is learned.
+//!
+//! Before refusing a transfer over `maxUnsecured`, the payee asks the payer for its current claim (RPC
+//! `eth_latest_claim`, see [`super::peer`]), so a claim lost with a Fulfill response or a payer restart does
+//! not block the trustline.
 //!
 //! Amounts are in the module's unit (wei, or the token's base unit). One transaction pays at most
 //! `u64::MAX` units (a transfer log amount); a larger debt is paid over successive settlements.
@@ -26,7 +33,7 @@ use tracing::{info, warn};
 
 use super::abi::{self, Token};
 use super::options::{str_option, u64_option, CommonOptions};
-use super::peer::PeerAddress;
+use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress};
 use super::types::{keccak256, Address, TxHash};
 use super::wallet::{TxStatus, Wallet};
 use crate::context::ChannelContext;
@@ -42,7 +49,9 @@ pub const ETH_PAYMENT_MODULE_NAME: &str = "eth-payment";
 pub const PAYMENTS_LOG_KEY: &str = "eth_payments";
 /// Tracker of the outgoing confirmed total and recent payment hashes.
 pub const AMOUNT_SETTLED_KEY: &str = "amount_settled";
-pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS};
+/// Tracker of the incoming total credited (value), always at most the log's incoming fulfilled total.
+pub const AMOUNT_RECEIVED_KEY: &str = "amount_received";
+pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM};
 /// ERC-20 token contract to pay in instead of ETH.
 pub const OPT_TOKEN_ADDRESS: &str = "tokenAddress";
 /// Decimals of the token (the module's asset scale); default 18.
@@ -281,8 +290,8 @@ impl EthPaymentModule {
         }
     }
 
-    /// Verifies and records one incoming payment. `Ok(Some(amount))` when newly credited, `Ok(None)` for a
-    /// payment already credited.
+    /// Verifies and records one incoming payment. `Ok(Some(amount))` when newly recorded, `Ok(None)` for a
+    /// payment already recorded (what is credited comes from the log's total, see `handle_incoming_claim`).
     async fn credit_payment(
         &self,
         log: &dyn TransferLog,
@@ -330,6 +339,21 @@ impl EthPaymentModule {
         }
         log.fulfill(&id, &hash.0).await.map_err(log_err)?;
         Ok(Some(amount))
+    }
+
+    /// `Some((incoming fulfilled + prepared, paid + maxUnsecured))` when the first exceeds the second.
+    fn unsecured_excess(
+        &self,
+        ctx: &ChannelContext,
+    ) -> Result<Option<(BigUint, BigUint)>, ModuleError> {
+        let prepared = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
+        let received = BigUint::from(
+            ctx.transfer_log(PAYMENTS_LOG_KEY)?
+                .sums()
+                .incoming_fulfilled,
+        );
+        let secured = received + &self.common.max_unsecured;
+        Ok((prepared > secured).then_some((prepared, secured)))
     }
 
     async fn ensure_unbounded(log: &dyn TransferLog) -> Result<(), ModuleError> {
@@ -436,14 +460,12 @@ impl ChannelModule for EthPaymentModule {
         ctx: &ChannelContext,
         record: &TransferRecord,
     ) -> Result<(), ModuleError> {
-        let prepared = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
-        let received = BigUint::from(
-            ctx.transfer_log(PAYMENTS_LOG_KEY)?
-                .sums()
-                .incoming_fulfilled,
-        );
-        let secured = received + &self.common.max_unsecured;
-        if prepared > secured {
+        if self.unsecured_excess(ctx)?.is_none() {
+            return Ok(());
+        }
+        // Before refusing: the peer may have paid without its claim reaching us.
+        pull_latest_claim(self, ctx).await;
+        if let Some((prepared, secured)) = self.unsecured_excess(ctx)? {
             warn!(id = %record.transfer.id, %prepared, %secured, "incoming prepare over maxUnsecured");
             return Err(ModuleError::NotAccepted(format!(
                 "incoming total {prepared} would exceed what is paid plus maxUnsecured ({secured})"
@@ -539,14 +561,14 @@ impl ChannelModule for EthPaymentModule {
         let peer = self.peer.get(ctx).await?;
         let log = ctx.transfer_log(PAYMENTS_LOG_KEY)?;
         let _crediting = self.credit_lock.lock().await;
-        let mut credited = BigUint::zero();
+        let received = ctx.max_value_tracker(AMOUNT_RECEIVED_KEY)?;
+        let before = received.get_max().await?;
         let mut ids = Vec::new();
         let mut first_error = None;
         for hash in &hashes {
             match self.credit_payment(log.as_ref(), hash, &peer).await {
                 Ok(Some(amount)) => {
-                    info!(%hash, amount, "incoming payment credited");
-                    credited += amount;
+                    info!(%hash, amount, "incoming payment verified");
                     ids.push(hash.to_string());
                 }
                 Ok(None) => {}
@@ -556,15 +578,37 @@ impl ChannelModule for EthPaymentModule {
                 }
             }
         }
-        if ids.is_empty() {
+        // The credit is what the log holds beyond what was credited: the new payments, plus any recorded by an
+        // earlier call whose credit was lost (engine mode commits this tracker with the credit, after the log
+        // write; a crash in between leaves the log ahead).
+        let logged = BigUint::from(log.sums().incoming_fulfilled);
+        if logged <= before.value {
             return match first_error {
-                Some(err) => Err(err),
-                None => Ok(None),
+                Some(err) if ids.is_empty() => Err(err),
+                _ => Ok(None),
             };
         }
+        let increase = &logged - &before.value;
+        let settlement_id = if ids.is_empty() {
+            format!("received:{logged}")
+        } else {
+            ids.join(",")
+        };
+        let previous = received
+            .set_if_max(MaxValue {
+                value: logged.clone(),
+                data: json!({ "settlementId": settlement_id }),
+            })
+            .await?;
+        if previous.value != before.value {
+            return Err(ModuleError::Ledger(
+                "incoming payments changed concurrently".to_owned(),
+            ));
+        }
+        info!(%increase, total = %logged, %settlement_id, "incoming payments credited");
         Ok(Some(IncomingCredit {
-            amount: credited,
-            settlement_id: ids.join(","),
+            amount: increase,
+            settlement_id,
         }))
     }
 
@@ -576,6 +620,7 @@ impl ChannelModule for EthPaymentModule {
     ) -> Result<Value, ModuleError> {
         match method {
             RPC_ETH_ADDRESS => self.peer.handle_rpc(ctx, &args).await,
+            RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
             other => Err(ModuleError::UnknownMethod(other.to_owned())),
         }
     }

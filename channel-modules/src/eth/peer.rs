@@ -2,21 +2,30 @@
 //! `peerAddress` option or from the module RPC `eth_address`, and the first one learned is pinned durably in
 //! the max-value tracker `peer_address` (value 1, data = the address): a peer cannot later switch to another
 //! address and so claim someone else's on-chain payments as its own.
+//!
+//! Also the two ends of [`RPC_LATEST_CLAIM`], shared by both modules: [`latest_claim_reply`] (payer) and
+//! [`pull_latest_claim`] (payee).
 
 use std::sync::RwLock;
 
 use num_bigint::BigUint;
 use serde_json::{json, Value};
+use tracing::{info, warn};
 
 use super::types::Address;
 use crate::context::ChannelContext;
-use crate::module::ModuleError;
+use crate::module::{ChannelModule, Claim, ModuleError};
 use crate::store::MaxValue;
 
 /// Tracker pinning the peer's address.
 pub const PEER_ADDRESS_KEY: &str = "peer_address";
 /// Module RPC exchanging addresses: args `[caller's address]`, reply: the callee's address.
 pub const RPC_ETH_ADDRESS: &str = "eth_address";
+/// Module RPC asking the payer for its claim covering everything it owes (args `[]`; reply: the claim JSON,
+/// or `null`). The payee calls it before refusing a transfer over `maxUnsecured`: the claim that should have
+/// come with a Fulfill response may have been lost (a response sent before the payment was confirmed, a
+/// payer restart), and without it the payee would refuse every further transfer.
+pub const RPC_LATEST_CLAIM: &str = "eth_latest_claim";
 
 /// The peer's address as far as this process knows it.
 #[derive(Debug)]
@@ -110,5 +119,47 @@ impl PeerAddress {
             self.pin(ctx, candidate).await?;
         }
         Ok(json!(self.own.to_string()))
+    }
+}
+
+/// Payer side of [`RPC_LATEST_CLAIM`]: the claim for everything the main log says we owe (outgoing
+/// fulfilled), exactly what the next Fulfill would carry (`create_outgoing_claim` pays or signs only what is
+/// not yet covered, so asking again is harmless). `null` when there is nothing to claim.
+pub async fn latest_claim_reply(
+    module: &dyn ChannelModule,
+    ctx: &ChannelContext,
+) -> Result<Value, ModuleError> {
+    let owed = BigUint::from(ctx.main_log()?.sums().outgoing_fulfilled);
+    match module.create_outgoing_claim(ctx, &owed).await? {
+        Some(Claim::Json(claim)) => Ok(claim),
+        Some(_) => Err(ModuleError::Ledger(
+            "this module's claims are JSON".to_owned(),
+        )),
+        None => Ok(Value::Null),
+    }
+}
+
+/// Payee side of [`RPC_LATEST_CLAIM`]: asks the peer for its latest claim and hands it to
+/// `module.handle_incoming_claim`, which checks it like any other. Failures are logged; the caller re-checks
+/// its limit afterwards.
+pub async fn pull_latest_claim(module: &dyn ChannelModule, ctx: &ChannelContext) {
+    let claim = match ctx.rpc(RPC_LATEST_CLAIM, json!([])).await {
+        Ok(Value::Null) => return,
+        Ok(Value::Object(map)) if map.is_empty() => return,
+        Ok(claim) => claim,
+        Err(err) => {
+            warn!(%err, "could not ask the peer for its latest claim");
+            return;
+        }
+    };
+    match module
+        .handle_incoming_claim(ctx, Some(&Claim::Json(claim)))
+        .await
+    {
+        Ok(Some(credit)) => {
+            info!(amount = %credit.amount, settlement_id = %credit.settlement_id, "credited the peer's latest claim")
+        }
+        Ok(None) => {}
+        Err(err) => warn!(%err, "the peer's latest claim was refused"),
     }
 }

@@ -1,0 +1,609 @@
+//! End to end in settlement-engine mode: connector A (mock) → engine A (`eth-payment` or `eth-channel`) →
+//! anvil chain and claims relayed through the mock connectors → engine B → connector B. Connector amounts are
+//! at scale 9 (gwei), module amounts at 18 (wei): B's connector must be credited exactly what A's connector
+//! asked to settle, and the chain must show exactly that much moved. Also: claims a dishonest peer engine
+//! could send (forged, replayed, lower, over the deposit, someone else's payment) are refused and credit
+//! nothing, and an engine stopped in the middle of a payment and restarted on its RocksDB pays exactly once.
+
+mod eth_common;
+mod se_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use channel_modules::eth::channel::claim_digest;
+use channel_modules::eth::payment::EthPaymentModule;
+use channel_modules::eth::testing::Anvil;
+use channel_modules::eth::types::encode_hex;
+use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
+use channel_modules::eth::{Address, PrivateKey, TxHash};
+use channel_modules::memory::MemoryStores;
+use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
+use channel_modules::{ChannelContext, ChannelModule, Claim, ContextHost, ModuleError};
+use eth_common::{
+    address, anvil, fees, module_options, pending_from, sent_by, wait_until, EthBoxError, GWEI,
+    PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
+};
+use ilp_bridge::se::amount::Scaled;
+use ilp_bridge::se::host::{ModuleLogs, RocksModuleLogs};
+use ilp_bridge::se::SeHandle;
+use ilp_bridge::store::Db;
+use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
+use num_bigint::BigUint;
+use se_common::{config, start_engine, url, Backing};
+use serde_json::{json, Value};
+
+type TestResult = Result<(), EthBoxError>;
+
+/// The scale both connectors work at.
+const CONNECTOR_SCALE: u8 = 9;
+
+struct Side {
+    mock: MockConnector,
+    se: Option<SeHandle>,
+    backing: Backing,
+    account: String,
+    module: &'static str,
+    options: Value,
+}
+
+impl Side {
+    fn config(&self) -> ilp_bridge::se::SeConfig {
+        let mut c = config(&self.mock.url(), self.module, self.options.clone());
+        c.connector_scale = Some(CONNECTOR_SCALE);
+        c
+    }
+
+    fn se(&self) -> Result<&SeHandle, EthBoxError> {
+        Ok(self.se.as_ref().ok_or("engine not running")?)
+    }
+
+    /// Stops the engine (its workers are aborted wherever they are, as in a crash).
+    async fn stop(&mut self) {
+        if let Some(se) = self.se.take() {
+            se.stop().await;
+        }
+    }
+
+    /// Starts the engine again on the same backing and points the connector at it.
+    async fn restart(&mut self) -> TestResult {
+        self.stop().await;
+        let se = start_engine(self.config(), &self.backing).await?;
+        self.mock.set_engine_url(&self.account, &url(&se))?;
+        self.se = Some(se);
+        Ok(())
+    }
+
+    fn credited(&self) -> Scaled {
+        self.mock.credited_total(&self.account)
+    }
+}
+
+/// Engines A (paying with dev key 1) and B (paid, dev key 2), each behind its own mock connector, linked.
+async fn pair(
+    module: &'static str,
+    a_options: Value,
+    b_options: Value,
+) -> Result<(Side, Side), EthBoxError> {
+    let mut sides = Vec::new();
+    for options in [a_options, b_options] {
+        let mock = MockConnector::start().await?;
+        mock.set_settle_policy(SettlePolicy {
+            wait_after_error: Duration::from_millis(50),
+            wait_after_connect_error: Duration::from_millis(50),
+            ..SettlePolicy::default()
+        });
+        let mut side = Side {
+            mock,
+            se: None,
+            backing: Backing::rocks()?,
+            account: String::new(),
+            module,
+            options,
+        };
+        let se = start_engine(side.config(), &side.backing).await?;
+        side.account = side.mock.add_account(&url(&se)).await?;
+        side.se = Some(se);
+        sides.push(side);
+    }
+    let b = sides.pop().ok_or("side b")?;
+    let a = sides.pop().ok_or("side a")?;
+    MockConnector::link(&a.mock, &a.account, &b.mock, &b.account)?;
+    Ok((a, b))
+}
+
+async fn settle(a: &Side, amount: u64, scale: u8) -> TestResult {
+    let out = a
+        .mock
+        .settle(&a.account, &amount.to_string(), scale)
+        .await?;
+    assert_eq!(out.status, 201, "{}", out.body);
+    Ok(())
+}
+
+async fn wait_credited(b: &Side, want_gwei: u64) -> TestResult {
+    let want = Scaled::new(BigUint::from(want_gwei), CONNECTOR_SCALE);
+    wait_until("connector B credited", || async {
+        value_eq(&b.credited(), &want)
+    })
+    .await
+    .map_err(|e| format!("{e}: credited {} want {want}", b.credited()).into())
+}
+
+fn value_eq(a: &Scaled, b: &Scaled) -> bool {
+    let s = a.scale.max(b.scale);
+    a.upscale(s) == b.upscale(s)
+}
+
+/// Posts a raw message to engine B as if B's connector relayed it from A's engine. Returns status and body.
+async fn post_message(b: &Side, message: &Value) -> Result<(u16, String), EthBoxError> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/accounts/{}/messages", url(b.se()?), b.account))
+        .header("Content-Type", "application/octet-stream")
+        .body(message.to_string())
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// Asserts B's connector holds exactly `gwei` and every credit had its own key, after a pause long enough for
+/// a stray duplicate to show up.
+async fn assert_credited_exactly(b: &Side, gwei: u64) -> TestResult {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        value_eq(
+            &b.credited(),
+            &Scaled::new(BigUint::from(gwei), CONNECTOR_SCALE)
+        ),
+        "credited {} want {gwei}",
+        b.credited()
+    );
+    let credits = b.mock.credits();
+    assert!(credits.iter().all(|c| c.amount.scale == CONNECTOR_SCALE));
+    let keys: std::collections::HashSet<_> = credits.iter().map(|c| c.key.clone()).collect();
+    assert_eq!(keys.len(), credits.len());
+    Ok(())
+}
+
+fn wei(gwei: u64) -> BigUint {
+    BigUint::from(gwei) * BigUint::from(GWEI)
+}
+
+async fn stop_all(sides: [Side; 2]) {
+    for mut side in sides {
+        side.stop().await;
+    }
+}
+
+fn payment_options(anvil: &Anvil, key: usize) -> Value {
+    module_options(anvil, key, json!({}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_payment_engines_pay_on_chain_and_credit_exactly_across_scales() -> TestResult {
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let rpc = anvil.client()?;
+    let payer = address(&anvil, PAYER_KEY)?;
+    let payee = address(&anvil, PAYEE_KEY)?;
+    let first_block = rpc.block_number().await? + 1;
+    let payer_before = rpc.balance(&payer).await?;
+    let payee_before = rpc.balance(&payee).await?;
+    let (a, b) = pair(
+        "eth-payment",
+        payment_options(&anvil, PAYER_KEY),
+        payment_options(&anvil, PAYEE_KEY),
+    )
+    .await?;
+
+    // Gwei amounts at scale 9, and one at scale 6 (5 µETH = 5,000 gwei).
+    let mut total_gwei = 0u64;
+    for amount in [1_000_000u64, 2_345_679, 1] {
+        settle(&a, amount, 9).await?;
+        total_gwei += amount;
+    }
+    settle(&a, 5, 6).await?;
+    total_gwei += 5_000;
+    wait_credited(&b, total_gwei).await?;
+    assert_credited_exactly(&b, total_gwei).await?;
+
+    // The engines' books, in wei.
+    let va = a.se()?.engine.account_view(&a.account)?;
+    assert_eq!(va.settled.amount, wei(total_gwei).to_string());
+    assert_eq!(va.in_flight.amount, "0");
+    assert_eq!(va.leftover.amount, "0");
+    let vb = b.se()?.engine.account_view(&b.account)?;
+    assert_eq!(vb.received.amount, wei(total_gwei).to_string());
+    assert!(vb.uncredited.is_empty());
+
+    // The chain: payments from A to B adding up to exactly the settled wei, nothing else.
+    let sent = sent_by(&rpc, &payer, first_block).await?;
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|t| t.success && t.to == Some(payee)));
+    let paid: BigUint = sent.iter().map(|t| t.value.clone()).sum();
+    assert_eq!(paid, wei(total_gwei));
+    assert_eq!(rpc.balance(&payee).await? - &payee_before, wei(total_gwei));
+    assert_eq!(
+        payer_before - rpc.balance(&payer).await?,
+        wei(total_gwei) + fees(&sent)
+    );
+
+    // A dishonest peer engine: someone else's payment to B, a payment from A to someone else, an unknown hash
+    // are refused (HTTP 400) and credit nothing; A's real payment replayed is acknowledged with 0.
+    let settings = TxSettings {
+        poll_interval: Duration::from_millis(20),
+        ..TxSettings::default()
+    };
+    let stranger = Wallet::new(
+        anvil.url(),
+        PrivateKey::from_hex(anvil.dev_key(STRANGER_KEY))?,
+        settings.clone(),
+    )?;
+    let foreign = confirmed(
+        stranger
+            .send_and_follow(Some(payee), wei(1_000), Vec::new())
+            .await?,
+    )?;
+    let payer_wallet = Wallet::new(
+        anvil.url(),
+        PrivateKey::from_hex(anvil.dev_key(PAYER_KEY))?,
+        settings,
+    )?;
+    let misdirected = confirmed(
+        payer_wallet
+            .send_and_follow(Some(address(&anvil, STRANGER_KEY)?), wei(1_000), Vec::new())
+            .await?,
+    )?;
+    for hash in [foreign, misdirected, TxHash([0x42; 32])] {
+        let (status, body) = post_message(
+            &b,
+            &json!({"type": "claim", "claim": {"txHashes": [hash.to_string()]}}),
+        )
+        .await?;
+        assert_eq!(status, 400, "{hash}: {body}");
+    }
+    let (status, body) = post_message(
+        &b,
+        &json!({"type": "claim", "claim": {"txHashes": [sent[0].hash.to_string()]}}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let ack: Value = serde_json::from_str(&body)?;
+    assert_eq!(ack["credited"], "0");
+    assert_credited_exactly(&b, total_gwei).await?;
+    let vb = b.se()?.engine.account_view(&b.account)?;
+    assert_eq!(vb.received.amount, wei(total_gwei).to_string());
+    stop_all([a, b]).await;
+    Ok(())
+}
+
+fn confirmed(status: TxStatus) -> Result<TxHash, EthBoxError> {
+    match status {
+        TxStatus::Confirmed(r) => Ok(r.transaction_hash),
+        other => Err(format!("transaction failed: {other:?}").into()),
+    }
+}
+
+/// Stops engine A once its payment (or channel transaction) is in anvil's pool but not mined, then either
+/// mines it or drops it from the pool (as if the broadcast had been lost), and restarts A on its database.
+/// Returns the hash that was pending.
+async fn crash_after_broadcast(
+    anvil: &Anvil,
+    a: &mut Side,
+    lose_broadcast: bool,
+) -> Result<TxHash, EthBoxError> {
+    let rpc = anvil.client()?;
+    let payer = address(anvil, PAYER_KEY)?;
+    let deadline = tokio::time::Instant::now() + eth_common::WAIT_LIMIT;
+    let pending = loop {
+        let hashes = pending_from(&rpc, &payer).await?;
+        if !hashes.is_empty() {
+            break hashes;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("no transaction from A reached the pool".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    a.stop().await;
+    let [hash] = pending[..] else {
+        return Err(format!("expected one pending transaction, got {pending:?}").into());
+    };
+    if lose_broadcast {
+        anvil.drop_transaction(&hash).await?;
+        assert!(pending_from(&rpc, &payer).await?.is_empty());
+    }
+    anvil.set_automine(true).await?;
+    anvil.mine(1).await?;
+    a.restart().await?;
+    Ok(hash)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_payment_engine_restarted_mid_payment_pays_exactly_once() -> TestResult {
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let rpc = anvil.client()?;
+    let payer = address(&anvil, PAYER_KEY)?;
+    let payee = address(&anvil, PAYEE_KEY)?;
+    let payee_before = rpc.balance(&payee).await?;
+    let (mut a, b) = pair(
+        "eth-payment",
+        payment_options(&anvil, PAYER_KEY),
+        payment_options(&anvil, PAYEE_KEY),
+    )
+    .await?;
+    let mut total_gwei = 0u64;
+    // Round 1: the payment was broadcast, A stops before it is mined; round 2: the broadcast is lost too
+    // (only A's record of the signed transaction survives).
+    for (round, lose_broadcast) in [(1u64, false), (2, true)] {
+        let first_block = rpc.block_number().await? + 1;
+        anvil.set_automine(false).await?;
+        let amount = 1_000_000 * round + 7;
+        settle(&a, amount, 9).await?;
+        total_gwei += amount;
+        let hash = crash_after_broadcast(&anvil, &mut a, lose_broadcast).await?;
+        wait_credited(&b, total_gwei).await?;
+        assert_credited_exactly(&b, total_gwei).await?;
+        // Exactly one payment this round: the one recorded before the stop, for exactly the amount.
+        let sent = sent_by(&rpc, &payer, first_block).await?;
+        assert_eq!(sent.len(), 1, "round {round}: {sent:?}");
+        assert_eq!(sent[0].hash, hash);
+        assert_eq!(sent[0].to, Some(payee));
+        assert_eq!(sent[0].value, wei(amount));
+        let va = a.se()?.engine.account_view(&a.account)?;
+        assert_eq!(va.settled.amount, wei(total_gwei).to_string());
+    }
+    assert_eq!(rpc.balance(&payee).await? - payee_before, wei(total_gwei));
+    stop_all([a, b]).await;
+    Ok(())
+}
+
+/// Wei A deposits per channel and per top-up.
+const CHANNEL_DEPOSIT_GWEI: u64 = 10_000_000;
+
+fn channel_options(anvil: &Anvil, key: usize) -> Value {
+    module_options(
+        anvil,
+        key,
+        json!({
+            "channelDeposit": wei(CHANNEL_DEPOSIT_GWEI).to_string(),
+            "channelTimeoutSecs": 86_400,
+            "closeMarginSecs": 600,
+        }),
+    )
+}
+
+/// The channel A deployed (its first contract creation from `first_block` on).
+async fn channel_of(anvil: &Anvil, first_block: u64) -> Result<Address, EthBoxError> {
+    let sent = sent_by(&anvil.client()?, &address(anvil, PAYER_KEY)?, first_block).await?;
+    Ok(sent
+        .iter()
+        .find_map(|t| t.contract)
+        .ok_or("no channel deployed")?)
+}
+
+fn signed_claim(key: &str, channel: &Address, amount: &BigUint) -> Result<Value, EthBoxError> {
+    let sig = PrivateKey::from_hex(key)?.sign_personal(&claim_digest(channel, amount)?)?;
+    Ok(json!({"type": "claim", "claim": {
+        "channel": channel.to_string(), "amount": amount.to_string(),
+        "signature": encode_hex(&sig.to_bytes65()),
+    }}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_channel_engines_credit_exactly_refuse_bad_claims_and_close_on_chain() -> TestResult {
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let rpc = anvil.client()?;
+    let payer = address(&anvil, PAYER_KEY)?;
+    let payee = address(&anvil, PAYEE_KEY)?;
+    let first_block = rpc.block_number().await? + 1;
+    let payer_before = rpc.balance(&payer).await?;
+    let payee_before = rpc.balance(&payee).await?;
+    let (a, b) = pair(
+        "eth-channel",
+        channel_options(&anvil, PAYER_KEY),
+        channel_options(&anvil, PAYEE_KEY),
+    )
+    .await?;
+    let mut total_gwei = 0u64;
+    for amount in [3_000_000u64, 1, 2_999_999] {
+        settle(&a, amount, 9).await?;
+        total_gwei += amount;
+    }
+    settle(&a, 2, 3).await?; // 0.002 ETH = 2,000,000 gwei
+    total_gwei += 2_000_000;
+    wait_credited(&b, total_gwei).await?;
+    assert_credited_exactly(&b, total_gwei).await?;
+    let channel = channel_of(&anvil, first_block).await?;
+    // One deploy with the deposit, no top-up (8 mETH < 10 mETH), nothing paid out yet.
+    let payer_txs = sent_by(&rpc, &payer, first_block).await?;
+    assert_eq!(payer_txs.len(), 1, "{payer_txs:?}");
+    assert_eq!(rpc.balance(&channel).await?, wei(CHANNEL_DEPOSIT_GWEI));
+    assert_eq!(rpc.balance(&payee).await?, payee_before);
+    let best = wei(total_gwei);
+
+    // Claims a dishonest engine A could send, straight to engine B.
+    let payer_key = anvil.dev_key(PAYER_KEY);
+    let refused = [
+        // Forged: a higher amount signed by someone else than the channel's payer.
+        (
+            "forged",
+            signed_claim(anvil.dev_key(STRANGER_KEY), &channel, &(&best + 1u32))?,
+        ),
+        // Over the deposit, though signed by the payer.
+        (
+            "over-deposit",
+            signed_claim(payer_key, &channel, &(wei(CHANNEL_DEPOSIT_GWEI) + 1u32))?,
+        ),
+        // A valid signature over another amount than the one claimed.
+        ("tampered", {
+            let mut m = signed_claim(payer_key, &channel, &best)?;
+            m["claim"]["amount"] = json!((&best + wei(1)).to_string());
+            m
+        }),
+    ];
+    for (what, message) in &refused {
+        let (status, body) = post_message(&b, message).await?;
+        assert_eq!(status, 400, "{what}: {body}");
+    }
+    // Replayed and lower claims are acknowledged with nothing credited.
+    for (what, amount) in [("replayed", best.clone()), ("lower", &best - wei(1))] {
+        let (status, body) = post_message(&b, &signed_claim(payer_key, &channel, &amount)?).await?;
+        assert_eq!(status, 201, "{what}: {body}");
+        let ack: Value = serde_json::from_str(&body)?;
+        assert_eq!(ack["credited"], "0", "{what}");
+    }
+    assert_credited_exactly(&b, total_gwei).await?;
+    let vb = b.se()?.engine.account_view(&b.account)?;
+    assert_eq!(vb.received.amount, best.to_string());
+
+    // B leaves (account deleted: module disconnect): it closes the channel with its best claim.
+    b.se()?.engine.delete_account(&b.account).await?;
+    let payee_txs = sent_by(&rpc, &payee, first_block).await?;
+    assert_eq!(payee_txs.len(), 1, "{payee_txs:?}");
+    assert_eq!(payee_txs[0].to, Some(channel));
+    assert!(payee_txs[0].success);
+    assert_eq!(rpc.balance(&channel).await?, BigUint::default());
+    assert_eq!(
+        rpc.balance(&payee).await? + fees(&payee_txs) - &payee_before,
+        best
+    );
+    let payer_txs = sent_by(&rpc, &payer, first_block).await?;
+    assert_eq!(
+        payer_before - rpc.balance(&payer).await?,
+        &best + fees(&payer_txs)
+    );
+    stop_all([a, b]).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_channel_engine_restarted_while_opening_deploys_exactly_once() -> TestResult {
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let rpc = anvil.client()?;
+    let payer = address(&anvil, PAYER_KEY)?;
+    let first_block = rpc.block_number().await? + 1;
+    let (mut a, b) = pair(
+        "eth-channel",
+        channel_options(&anvil, PAYER_KEY),
+        channel_options(&anvil, PAYEE_KEY),
+    )
+    .await?;
+    // Round 1: the deploy is in the pool when A stops; round 2 (a top-up, the claim exceeds the deposit): its
+    // broadcast is lost as well.
+    let mut total_gwei = 0u64;
+    for (round, amount, lose_broadcast) in [(1, 4_000_000u64, false), (2, 9_000_000, true)] {
+        anvil.set_automine(false).await?;
+        settle(&a, amount, 9).await?;
+        total_gwei += amount;
+        let hash = crash_after_broadcast(&anvil, &mut a, lose_broadcast).await?;
+        wait_credited(&b, total_gwei).await?;
+        assert_credited_exactly(&b, total_gwei).await?;
+        let sent = sent_by(&rpc, &payer, first_block).await?;
+        assert_eq!(sent.len(), round, "{sent:?}");
+        assert_eq!(sent[round - 1].hash, hash);
+        assert!(sent.iter().all(|t| t.success));
+    }
+    let channel = channel_of(&anvil, first_block).await?;
+    assert_eq!(rpc.balance(&channel).await?, wei(2 * CHANNEL_DEPOSIT_GWEI));
+    let vb = b.se()?.engine.account_view(&b.account)?;
+    assert_eq!(vb.received.amount, wei(total_gwei).to_string());
+    stop_all([a, b]).await;
+    Ok(())
+}
+
+/// Engine B's state after a crash between the module recording a verified payment in its transfer log and
+/// the engine committing the credit: the module's tracker writes are staged with the credit and die with the
+/// process. The real module code runs here on B's RocksDB transfer logs; its tracker writes go to memory and
+/// are dropped.
+struct CrashedHost {
+    logs: RocksModuleLogs,
+    account: String,
+    trackers: MemoryStores,
+}
+
+#[async_trait::async_trait]
+impl ContextHost for CrashedHost {
+    fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
+        self.logs.transfer_log(&self.account, key)
+    }
+
+    fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
+        self.trackers.max_value_tracker(key)
+    }
+
+    async fn rpc(&self, _method: &str, _args: Value) -> Result<Value, ModuleError> {
+        Err(ModuleError::Rpc("the engine is down".to_owned()))
+    }
+
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_payment_engine_crashed_between_verifying_and_crediting_still_credits_once(
+) -> TestResult {
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let rpc = anvil.client()?;
+    let payer = address(&anvil, PAYER_KEY)?;
+    let (a, mut b) = pair(
+        "eth-payment",
+        payment_options(&anvil, PAYER_KEY),
+        payment_options(&anvil, PAYEE_KEY),
+    )
+    .await?;
+    settle(&a, 1_000, 9).await?;
+    wait_credited(&b, 1_000).await?;
+
+    // B is down while A pays: A's claim cannot be delivered (A keeps retrying).
+    b.stop().await;
+    let first_block = rpc.block_number().await? + 1;
+    settle(&a, 2_000, 9).await?;
+    wait_until("A's payment on chain", || async {
+        sent_by(&rpc, &payer, first_block)
+            .await
+            .is_ok_and(|s| !s.is_empty())
+    })
+    .await?;
+    let sent = sent_by(&rpc, &payer, first_block).await?;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let hash = sent[0].hash;
+
+    // B had verified the payment and recorded it when it crashed, before the credit was committed.
+    {
+        let Backing::Rocks(dir) = &b.backing else {
+            return Err("B is not on RocksDB".into());
+        };
+        let db = Db::open(dir.path())?;
+        let mut opts = b.options.clone();
+        opts["peerAddress"] = json!(payer.to_string());
+        let module = EthPaymentModule::from_options(&opts)?;
+        let ctx = ChannelContext::new(
+            Arc::new(CrashedHost {
+                logs: RocksModuleLogs::new(db),
+                account: b.account.clone(),
+                trackers: MemoryStores::unbounded(),
+            }),
+            opts,
+            b.account.as_str(),
+        );
+        // (The amount this returns is meaningless here: the throw-away trackers start empty.)
+        module
+            .handle_incoming_claim(
+                &ctx,
+                Some(&Claim::Json(json!({ "txHashes": [hash.to_string()] }))),
+            )
+            .await?
+            .ok_or("the payment was not recorded")?;
+    }
+
+    // B restarts; A's claim arrives again: the payment must be credited, once.
+    b.restart().await?;
+    wait_credited(&b, 3_000).await?;
+    assert_credited_exactly(&b, 3_000).await?;
+    let vb = b.se()?.engine.account_view(&b.account)?;
+    assert_eq!(vb.received.amount, wei(3_000).to_string());
+    stop_all([a, b]).await;
+    Ok(())
+}
