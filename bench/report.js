@@ -82,6 +82,20 @@ const trustlineRows = (n, rateTarget, p99Target) => {
 }
 trustlineRows(1, 8000, 1)
 trustlineRows(50, 40000, 5)
+// Diagnostic rows: the same benchmark with the stores in RAM (no target: not durable across power loss).
+const ram = read('trustline_ram.json')
+for (const n of [1, 50]) {
+  const r = at(ram, n)
+  const label = n === 1 ? 'one at a time' : n + ' in flight'
+  rows.push(['(diagnostic) trustline transfers/s, ' + label + ', stores in RAM (fsync free)',
+    fmt(num(r && r.transfers_per_s)), '—', '—', 'p99 ' + fmt(num(r && r.p99_ms), 'ms')])
+}
+
+for (const [name, when] of [['fsync_before', 'before'], ['fsync_after', 'after']]) {
+  const f = read(name + '.json')
+  rows.push(['(context) disk fdatasync of a 150-byte append, ' + when + ' the durable rows, p50 / p99',
+    f ? fmt(num(f.p50_ms), 'ms') + ' / ' + fmt(num(f.p99_ms), 'ms') : 'not available', '—', '—', ''])
+}
 
 const sRate = num(settle && settle.accepted_per_s); const sP99 = num(settle && settle.p99_ms)
 const conns = settle && settle.connections ? settle.connections : 32
@@ -111,12 +125,12 @@ lines.push('| ' + header.join(' | ') + ' |')
 lines.push('|' + header.map(() => '--').join('|') + '|')
 for (const r of rows) lines.push('| ' + r.join(' | ') + ' |')
 const notes = []
-for (const f of ['trustline', 'legacy', 'settle', 'idle', 'legacy_idle', 'startup']) {
+for (const f of ['fsync_before', 'trustline', 'trustline_ram', 'fsync_after', 'legacy', 'settle', 'idle', 'legacy_idle', 'startup']) {
   const n = note(f)
   if (n) notes.push('- ' + f + ': ' + n)
 }
 const errs = []
-for (const [name, doc] of [['ilp-bridge', bridge], ['legacy', legacy]]) {
+for (const [name, doc] of [['ilp-bridge', bridge], ['ilp-bridge (stores in RAM)', ram], ['legacy', legacy]]) {
   if (doc && Array.isArray(doc.results)) {
     for (const r of doc.results) if (r.errors) errs.push('- ' + name + ' at ' + r.in_flight + ' in flight: ' + r.errors + ' failed transfers')
   }
