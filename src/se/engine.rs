@@ -513,6 +513,10 @@ impl Engine {
 
     /// `DELETE /accounts/{id}`: stops the account's workers, disconnects the module and deletes every engine
     /// record of the account. Amounts still queued or uncredited are logged and dropped.
+    ///
+    /// If the module's `disconnect` fails (e.g. a payee cannot redeem its best claim because the ledger is
+    /// unreachable), nothing is deleted: the module's records may be money not yet collected. The account keeps
+    /// running and the call fails with [`EngineError::Unavailable`]; deleting again later retries.
     pub async fn delete_account(&self, id: &str) -> Result<(), EngineError> {
         let _guard = self.inner.create_lock.lock().await;
         let acct = self
@@ -526,14 +530,25 @@ impl Engine {
         for t in lock(&acct.tasks).drain(..) {
             t.abort();
         }
+        // An incoming claim being handled finishes first (later ones see `deleted`), so the module closes with
+        // the latest best claim.
+        let incoming_guard = acct.incoming.lock().await;
+        if let Err(error) = acct.module.disconnect(&acct.ctx).await {
+            tracing::error!(account = %id, %error, "module disconnect failed; account kept");
+            acct.deleted.store(false, Ordering::SeqCst);
+            // The settle worker sets the module up again (its disconnect may have stopped background tasks).
+            lock(&acct.status).connected = false;
+            drop(incoming_guard);
+            self.start_account(acct);
+            return Err(EngineError::Unavailable(format!(
+                "module disconnect failed, account kept: {error}"
+            )));
+        }
         let view = self.view(&acct);
         if view.queued.amount != "0" || view.in_flight.amount != "0" || !view.uncredited.is_empty()
         {
             tracing::warn!(account = %id, queued = %view.queued.amount, in_flight = %view.in_flight.amount,
                 uncredited = view.uncredited.len(), "account deleted with unsettled or uncredited amounts");
-        }
-        if let Err(error) = acct.module.disconnect(&acct.ctx).await {
-            tracing::warn!(account = %id, %error, "module disconnect failed");
         }
         let mut batch = SeBatch::new();
         batch.delete(Family::Main, keys::account(id));
@@ -745,6 +760,9 @@ impl Engine {
         }
         // One incoming claim per account at a time: the module's tracker and our records move together.
         let mut incoming = acct.incoming.lock().await;
+        if acct.deleted.load(Ordering::SeqCst) {
+            return Err(EngineError::AccountNotFound(acct.id.clone()));
+        }
         let staging = Arc::new(StagingHost::new(Arc::clone(&acct.host)));
         let ctx = ChannelContext::new(
             Arc::clone(&staging) as Arc<dyn ContextHost>,

@@ -11,7 +11,8 @@
 //!
 //! It is not a ledger: there are no fees, sequences, reserves or validation, `tx_blob` is the hex of the JSON
 //! (there is no binary codec here), every ledger is "validated", and `error_code` numbers are not reproduced
-//! (clients key on the `error` strings). Dropping the [`FakeRippled`] stops the server.
+//! (clients key on the `error` strings). Dropping the [`FakeRippled`] stops the server; [`FakeRippled::set_down`]
+//! and [`FakeRippled::set_up`] make it unreachable for a while, keeping its ledger.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -109,9 +110,54 @@ fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
 pub struct FakeRippled {
     addr: SocketAddr,
     ledger: Arc<Mutex<Ledger>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// The HTTP server, while it is up (see [`FakeRippled::set_down`]).
+    server: Option<Server>,
+}
+
+/// One run of the HTTP server.
+struct Server {
+    shutdown: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
+
+impl Server {
+    /// Serves the ledger's JSON-RPC on `listener` until stopped.
+    fn spawn(listener: tokio::net::TcpListener, ledger: Arc<Mutex<Ledger>>) -> Server {
+        let app = Router::new().route("/", post(handle)).with_state(ledger);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::warn!(%err, "fake rippled stopped with an error");
+            }
+        });
+        Server { shutdown: tx, task }
+    }
+
+    /// Stops at once (open connections may linger until the runtime drops them).
+    fn abort(self) {
+        let _ = self.shutdown.send(());
+        self.task.abort();
+    }
+
+    /// Stops gracefully: open (keep-alive) connections are closed, so clients see the fake as down.
+    async fn stop(mut self) {
+        let _ = self.shutdown.send(());
+        if tokio::time::timeout(GRACEFUL_STOP_TIMEOUT, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// How long [`FakeRippled::set_down`] waits for open connections to close.
+const GRACEFUL_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for FakeRippled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,26 +184,28 @@ impl FakeRippled {
             sequences: HashMap::new(),
             clock,
         }));
-        let app = Router::new()
-            .route("/", post(handle))
-            .with_state(Arc::clone(&ledger));
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(err) = served {
-                tracing::warn!(%err, "fake rippled stopped with an error");
-            }
-        });
+        let server = Server::spawn(listener, Arc::clone(&ledger));
         Ok(FakeRippled {
             addr,
             ledger,
-            shutdown: Some(tx),
-            task,
+            server: Some(server),
         })
+    }
+
+    /// Stops answering (connections are refused) until [`FakeRippled::set_up`]; the ledger is kept.
+    pub async fn set_down(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
+    /// Serves again on the same address, with the same ledger.
+    pub async fn set_up(&mut self) -> std::io::Result<()> {
+        if self.server.is_none() {
+            let listener = tokio::net::TcpListener::bind(self.addr).await?;
+            self.server = Some(Server::spawn(listener, Arc::clone(&self.ledger)));
+        }
+        Ok(())
     }
 
     /// The JSON-RPC URL.
@@ -239,10 +287,9 @@ impl FakeRippled {
 
 impl Drop for FakeRippled {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(server) = self.server.take() {
+            server.abort();
         }
-        self.task.abort();
     }
 }
 

@@ -12,7 +12,8 @@
 //!   [`ChannelModule::handle_incoming_claim`] checks the claim (right channel, destination is us, signature by
 //!   the channel's key, not above the deposit, channel not expired) before keeping it in `incoming_claim` and
 //!   crediting the increase. `handle_incoming_prepare` refuses transfers that would leave more than
-//!   `maxUnsecured` drops not covered by the best claim. Submitted claims are recorded in
+//!   `maxUnsecured` drops not covered by the best claim, after asking the payer for its latest claim
+//!   ([`RPC_LATEST_CLAIM`]) when fulfilled transfers are not covered yet. Submitted claims are recorded in
 //!   `incoming_claim_submitted`.
 //!
 //! Amounts are drops (asset scale 6). The module holds no durable state in memory: the three trackers are the
@@ -46,6 +47,10 @@ pub const XRP_PAYCHAN_MODULE_NAME: &str = "xrp-paychan";
 pub const XRP_ASSET_SCALE: u8 = 6;
 /// RPC by which a payee asks the payer for its outgoing channel ID.
 pub const RPC_CHANNEL_ID: &str = "ripple_channel_id";
+/// RPC by which a payee asks the payer for the claim covering everything the payer's main log says it owes
+/// (reply: the claim JSON, or `null`). Used before refusing a transfer over `maxUnsecured`, so a claim missing
+/// from a Fulfill response (lost, or not signable at the time) cannot stall a trustline.
+pub const RPC_LATEST_CLAIM: &str = "ripple_latest_claim";
 /// Tracker holding the best claim we signed (value: drops, data: the claim JSON).
 pub const MVT_OUTGOING_CLAIM: &str = "outgoing_claim";
 /// Tracker holding the best claim received (value: drops, data: the claim JSON).
@@ -185,6 +190,23 @@ fn read_secret(options: &Value) -> Result<KeyPair, ModuleError> {
         }
     };
     KeyPair::from_secret(secret.trim()).map_err(|e| invalid(format!("xrp-paychan: {e}")))
+}
+
+/// Checks that `channel` is the channel of the claims a tracker already holds (`best`), if any: the module
+/// supports one channel per direction for the life of a peer (top it up with `PaymentChannelFund`).
+fn same_channel_as_before(best: &MaxValue, channel: &ChannelId) -> Result<(), String> {
+    let before = best
+        .data
+        .get("channel")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<ChannelId>().ok());
+    match before {
+        Some(before) if before != *channel => Err(format!(
+            "xrp-paychan: claims so far are on channel {before}; moving to another channel ({channel}) is not \
+             supported (fund {before} with PaymentChannelFund instead)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_channel(options: &Value, name: &str) -> Result<Option<ChannelId>, ModuleError> {
@@ -406,20 +428,29 @@ impl Inner {
         Ok(facts)
     }
 
+    /// [`Inner::redeem_best_claim`], a closed channel reported as an error.
     async fn submit_best_claim(&self, ctx: &ChannelContext) -> Result<Option<u64>, ModuleError> {
+        match self.redeem_best_claim(ctx).await? {
+            Redemption::Nothing => Ok(None),
+            Redemption::Redeemed(drops) => Ok(Some(drops)),
+            Redemption::ChannelClosed(message) => Err(ModuleError::Ledger(message)),
+        }
+    }
+
+    async fn redeem_best_claim(&self, ctx: &ChannelContext) -> Result<Redemption, ModuleError> {
         let _guard = self.submit_lock.lock().await;
         let best = ctx.max_value_tracker(MVT_INCOMING_CLAIM)?.get_max().await?;
         let Some(best_drops) = best.value.to_u64().filter(|d| *d > 0) else {
-            return Ok(None);
+            return Ok(Redemption::Nothing);
         };
         let submitted_tracker = ctx.max_value_tracker(MVT_INCOMING_CLAIM_SUBMITTED)?;
         if submitted_tracker.get_max().await?.value >= best.value {
-            return Ok(None);
+            return Ok(Redemption::Nothing);
         }
         let claim = IncomingClaim::from_json(&best.data)?;
         let on_ledger = self.fetch_channel(&claim.channel).await?;
         let Some(on_ledger) = on_ledger else {
-            return Err(ModuleError::Ledger(format!(
+            return Ok(Redemption::ChannelClosed(format!(
                 "channel {} is closed; the best claim ({best_drops} drops) can no longer be redeemed",
                 claim.channel
             )));
@@ -431,7 +462,7 @@ impl Inner {
                     data: json!({ "alreadyRedeemed": on_ledger.balance.to_string() }),
                 })
                 .await?;
-            return Ok(Some(on_ledger.balance));
+            return Ok(Redemption::Redeemed(on_ledger.balance));
         }
         let seed = self.opts.keys.seed().ok_or_else(|| {
             invalid("xrp-paychan: submitting claims needs the secret as a family seed (s…), not a private key")
@@ -476,7 +507,7 @@ impl Inner {
                 data: json!({ "engineResult": outcome.engine_result, "hash": outcome.hash }),
             })
             .await?;
-        Ok(Some(best_drops))
+        Ok(Redemption::Redeemed(best_drops))
     }
 
     /// Submits at once if the channel closes within the expiry margin.
@@ -491,6 +522,16 @@ impl Inner {
             tracing::warn!(account = ctx.account_id(), %err, "could not redeem claim before channel expiry");
         }
     }
+}
+
+/// What an attempt to redeem the best incoming claim came to.
+enum Redemption {
+    /// Nothing beyond what is already redeemed.
+    Nothing,
+    /// The channel's balance on the ledger now covers the best claim (cumulative drops).
+    Redeemed(u64),
+    /// The channel is gone from the ledger: the best claim can never be redeemed (the message says so).
+    ChannelClosed(String),
 }
 
 /// A claim as carried on the wire: `{"channel","amount","signature","publicKey"}`.
@@ -555,6 +596,8 @@ impl ChannelModule for XrpPaychan {
     async fn connect(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
         let inner = &self.inner;
         if let Some(id) = inner.opts.channel {
+            let best = ctx.max_value_tracker(MVT_OUTGOING_CLAIM)?.get_max().await?;
+            same_channel_as_before(&best, &id).map_err(invalid)?;
             let own = inner.load_own_channel(ctx, &id).await?;
             tracing::info!(
                 account = ctx.account_id(),
@@ -612,7 +655,14 @@ impl ChannelModule for XrpPaychan {
         if let Some(task) = lock(&self.inner.claim_task).take() {
             task.abort();
         }
-        self.inner.submit_best_claim(ctx).await.map(|_| ())
+        match self.inner.redeem_best_claim(ctx).await? {
+            Redemption::Nothing | Redemption::Redeemed(_) => Ok(()),
+            // Nothing is left to protect by failing (a host may keep the records only while disconnect fails).
+            Redemption::ChannelClosed(message) => {
+                tracing::error!(account = ctx.account_id(), %message, "best incoming claim lost");
+                Ok(())
+            }
+        }
     }
 
     fn account(&self) -> Option<String> {
@@ -631,10 +681,16 @@ impl ChannelModule for XrpPaychan {
         ctx: &ChannelContext,
         _record: &TransferRecord,
     ) -> Result<(), ModuleError> {
-        let prepared = ctx.main_log()?.sums().incoming_fulfilled_and_prepared;
-        let best = ctx.max_value_tracker(MVT_INCOMING_CLAIM)?.get_max().await?;
-        let secured = best.value.to_u128().unwrap_or(u128::MAX);
-        let unsecured = prepared.saturating_sub(secured);
+        let sums = ctx.main_log()?.sums();
+        let mut secured = self.secured_drops(ctx).await?;
+        if sums.incoming_fulfilled_and_prepared.saturating_sub(secured)
+            > self.inner.opts.max_unsecured
+            && sums.incoming_fulfilled > secured
+            && self.fetch_latest_claim(ctx).await
+        {
+            secured = self.secured_drops(ctx).await?;
+        }
+        let unsecured = sums.incoming_fulfilled_and_prepared.saturating_sub(secured);
         if unsecured > self.inner.opts.max_unsecured {
             tracing::warn!(
                 account = ctx.account_id(),
@@ -669,6 +725,8 @@ impl ChannelModule for XrpPaychan {
         }
         let tracker = ctx.max_value_tracker(MVT_OUTGOING_CLAIM)?;
         let best = tracker.get_max().await?;
+        // Claims are cumulative over one channel: signing our whole total on another would pay again.
+        same_channel_as_before(&best, &channel).map_err(invalid)?;
         if best.value >= *total {
             // Already covered: hand out the best claim again (idempotent).
             return Ok(best.data.is_object().then_some(Claim::Json(best.data)));
@@ -728,6 +786,9 @@ impl ChannelModule for XrpPaychan {
         }
         let tracker = ctx.max_value_tracker(MVT_INCOMING_CLAIM)?;
         let best = tracker.get_max().await?;
+        // The best claim's amount is cumulative on its channel; a claim on another channel cannot be compared
+        // with it (crediting the difference while redeeming the whole claim would be wrong both ways).
+        same_channel_as_before(&best, &claim.channel).map_err(ModuleError::NotAccepted)?;
         let value = BigUint::from(claim.drops);
         if value <= best.value {
             tracing::debug!(
@@ -803,7 +864,7 @@ impl ChannelModule for XrpPaychan {
 
     async fn handle_rpc(
         &self,
-        _ctx: &ChannelContext,
+        ctx: &ChannelContext,
         method: &str,
         _args: Value,
     ) -> Result<Value, ModuleError> {
@@ -814,7 +875,52 @@ impl ChannelModule for XrpPaychan {
                 .channel
                 .map(|c| Value::String(c.to_string()))
                 .unwrap_or(Value::Null)),
+            RPC_LATEST_CLAIM => {
+                if self.inner.opts.channel.is_none() {
+                    return Ok(Value::Null);
+                }
+                // Exactly what the Fulfill path signs: the claim for everything our log says we owe the peer.
+                let owed = ctx.main_log()?.sums().outgoing_fulfilled;
+                match self
+                    .create_outgoing_claim(ctx, &BigUint::from(owed))
+                    .await?
+                {
+                    Some(Claim::Json(claim)) => Ok(claim),
+                    Some(_) | None => Ok(Value::Null),
+                }
+            }
             other => Err(ModuleError::UnknownMethod(other.to_owned())),
+        }
+    }
+}
+
+impl XrpPaychan {
+    /// Drops covered by the best incoming claim.
+    async fn secured_drops(&self, ctx: &ChannelContext) -> Result<u128, ModuleError> {
+        let best = ctx.max_value_tracker(MVT_INCOMING_CLAIM)?.get_max().await?;
+        Ok(best.value.to_u128().unwrap_or(u128::MAX))
+    }
+
+    /// Asks the payer for its latest claim ([`RPC_LATEST_CLAIM`]) and takes it like any incoming claim. True if
+    /// it raised the best claim.
+    async fn fetch_latest_claim(&self, ctx: &ChannelContext) -> bool {
+        let claim = match ctx.rpc(RPC_LATEST_CLAIM, json!([])).await {
+            Ok(Value::Null) => return false,
+            Ok(claim) => claim,
+            Err(err) => {
+                tracing::warn!(account = ctx.account_id(), %err, "could not get the peer's latest claim");
+                return false;
+            }
+        };
+        match self
+            .handle_incoming_claim(ctx, Some(&Claim::Json(claim)))
+            .await
+        {
+            Ok(credit) => credit.is_some(),
+            Err(err) => {
+                tracing::warn!(account = ctx.account_id(), %err, "the peer's latest claim was refused");
+                false
+            }
         }
     }
 }
