@@ -19,8 +19,15 @@
 //!   re-emitting `incoming_prepare`; a repeated Fulfill with the right preimage succeeds idempotently;
 //! * a limit failure leaves nothing behind (the log's fix); prepared transfers survive restarts and their
 //!   expiry timers are re-armed ([`Trustline::start`]); expiries beyond 24.8 days never fire early;
-//! * our own Fulfill is sent first and applied when the peer accepts it (or when the reply is lost), so a peer
-//!   that refuses it (e.g. already expired there) leaves both sides cancelled, never disagreeing;
+//! * our own Fulfill is sent first and applied when the peer accepts it, so a peer that refuses it (e.g.
+//!   already expired there) leaves both sides cancelled, never disagreeing. When its outcome is unknown (no
+//!   reply in time, socket dropped, no socket), the transfer stays prepared, its expiry is held, and the
+//!   Fulfill is re-sent with backoff (also after the transfer's expiry) until the peer answers: accepted (a
+//!   bridge answers a repeat idempotently, legacy with F00 `TypeError` because it already finished it)
+//!   → applied; refused (F02 unknown, F05 expired) → it expires here too. Legacy counted such a Fulfill
+//!   whether or not the peer ever saw it. This retry state is in memory: a restart while a Fulfill is
+//!   unacknowledged lets the transfer expire locally (a router re-fulfills its sources from its durable
+//!   forwarded records, [`crate::peer::Router::recover`]);
 //! * a Prepare the peer refuses with an Error is cancelled locally (legacy left it prepared forever); one with
 //!   no reply keeps its timer and expires normally.
 //!
@@ -62,6 +69,12 @@ pub const MAX_TIMER_CHUNK: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long an expiry waits when a Fulfill of the same transfer is in flight, before checking again.
 pub const EXPIRY_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// First delay before re-sending a Fulfill whose outcome is unknown; doubles up to [`FULFILL_RETRY_MAX`].
+pub const FULFILL_RETRY_MIN: Duration = Duration::from_millis(200);
+
+/// Longest delay between two re-sends of an unacknowledged Fulfill.
+pub const FULFILL_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// `info` request byte asking for the full LedgerInfo (anything else asks for the account).
 const INFO_REQUEST_FULL: u8 = 2;
@@ -150,6 +163,8 @@ pub struct TrustlineInner {
     hook: RwLock<Option<Arc<dyn TransferHook>>>,
     timers: Mutex<HashMap<TransferId, tokio::task::AbortHandle>>,
     fulfilling: Mutex<HashSet<TransferId>>,
+    /// Our Fulfills whose outcome is unknown, being re-sent (their expiry is held meanwhile).
+    unacked_fulfills: Mutex<HashSet<TransferId>>,
     connected: AtomicBool,
     connect_lock: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
@@ -379,6 +394,7 @@ impl Trustline {
                 hook: RwLock::new(None),
                 timers: Mutex::new(HashMap::new()),
                 fulfilling: Mutex::new(HashSet::new()),
+                unacked_fulfills: Mutex::new(HashSet::new()),
                 connected: AtomicBool::new(false),
                 connect_lock: tokio::sync::Mutex::new(()),
                 clock: options.clock,
@@ -787,29 +803,46 @@ impl Trustline {
         ilp: Option<Bytes>,
         already: bool,
     ) -> Result<(), PeerError> {
-        let id = rec.transfer.id;
-        let mut pd = ProtocolData::new();
-        if let Some(ilp) = ilp.filter(|i| !i.is_empty()) {
-            pd.push(ProtocolDataEntry::octets(
-                ProtocolName::from_static(names::ILP),
-                ilp,
-            ));
-        }
-        let packet = Packet::Fulfill(Fulfill {
-            transfer_id: id.0,
-            fulfillment,
-            protocol_data: pd,
-        });
+        let packet = fulfill_packet(&rec.transfer.id, fulfillment, ilp.as_ref());
         let reply = self.request(packet).await;
-        let apply = match &reply {
-            Ok(Reply::Response(_)) => true,
-            Ok(Reply::Error(_)) => false,
-            // The Fulfill may have arrived: the preimage is out, so count it (the peer's ilp-bridge or legacy
-            // side can only have fulfilled it, never cancelled it, once it accepted the preimage).
-            Err(RpcError::Timeout | RpcError::Disconnected) => true,
-            Err(_) => false,
+        match self
+            .settle_fulfill_reply(rec, fulfillment, already, reply, false)
+            .await
+        {
+            FulfillAttempt::Done(result) => result,
+            FulfillAttempt::Unknown(e) => {
+                self.resend_fulfill_later(rec.clone(), fulfillment, ilp);
+                Err(PeerError::Rpc(e))
+            }
+        }
+    }
+
+    /// Applies the peer's answer to one of our Fulfills. `retry`: an earlier attempt's outcome was unknown,
+    /// so the peer may already have finished the transfer.
+    async fn settle_fulfill_reply(
+        &self,
+        rec: &TransferRecord,
+        fulfillment: [u8; 32],
+        already: bool,
+        reply: Result<Reply, RpcError>,
+        retry: bool,
+    ) -> FulfillAttempt {
+        let id = rec.transfer.id;
+        let accepted_pd = match reply {
+            Ok(Reply::Response(pd)) => Some(pd),
+            // Legacy answers a repeated Fulfill of a transfer it already finished with F00 TypeError (it reads
+            // its stored record as a string): after an unknown outcome that means our first one arrived.
+            Ok(Reply::Error(e)) if retry && e.name == "TypeError" => None,
+            Ok(Reply::Error(e)) => return FulfillAttempt::Done(Err(PeerError::Remote(e))),
+            Err(
+                e @ (RpcError::Timeout
+                | RpcError::Disconnected
+                | RpcError::NotConnected
+                | RpcError::TooManyPending),
+            ) => return FulfillAttempt::Unknown(e),
+            Err(e) => return FulfillAttempt::Done(Err(PeerError::Rpc(e))),
         };
-        if apply && !already {
+        if !already {
             match self.inner.log.fulfill(&id, &fulfillment).await {
                 Ok(_) => {
                     self.disarm_expiry(&id);
@@ -820,32 +853,82 @@ impl Trustline {
                 }
                 Err(e) => {
                     tracing::error!(peer = %self.inner.name, transfer = %id, error = %e, "fulfill accepted by peer but not applied locally");
-                    return Err(log_err_to_peer(e));
+                    return FulfillAttempt::Done(Err(log_err_to_peer(e)));
                 }
             }
         }
-        match reply {
-            Ok(Reply::Response(pd)) => {
-                let claim = pd.get(names::CLAIM).and_then(entry_claim);
-                if let Some(m) = &self.inner.module {
-                    match m
-                        .handle_incoming_claim(&self.inner.ctx, claim.as_ref())
-                        .await
-                    {
-                        Ok(Some(credit)) => {
-                            tracing::debug!(peer = %self.inner.name, increase = %credit.amount, "incoming claim accepted")
+        if let (Some(pd), Some(m)) = (accepted_pd, &self.inner.module) {
+            let claim = pd.get(names::CLAIM).and_then(entry_claim);
+            match m
+                .handle_incoming_claim(&self.inner.ctx, claim.as_ref())
+                .await
+            {
+                Ok(Some(credit)) => {
+                    tracing::debug!(peer = %self.inner.name, increase = %credit.amount, "incoming claim accepted")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(peer = %self.inner.name, error = %e, "error handling incoming claim")
+                }
+            }
+        }
+        FulfillAttempt::Done(Ok(()))
+    }
+
+    /// Re-sends a Fulfill whose outcome is unknown until the peer answers it (see the module docs). Holds the
+    /// transfer's expiry meanwhile; one task per transfer; stops when the trustline is dropped.
+    fn resend_fulfill_later(&self, rec: TransferRecord, fulfillment: [u8; 32], ilp: Option<Bytes>) {
+        let id = rec.transfer.id;
+        if !lock(&self.inner.unacked_fulfills).insert(id) {
+            return; // a task already re-sends it
+        }
+        tracing::warn!(peer = %self.inner.name, transfer = %id, "fulfill outcome unknown; re-sending until the peer answers");
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut delay = FULFILL_RETRY_MIN;
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(FULFILL_RETRY_MAX);
+                let Some(inner) = weak.upgrade() else { return };
+                let tl = Trustline { inner };
+                let already = matches!(
+                    tl.inner.log.get(&id).await,
+                    Ok(Some(TransferRecord {
+                        state: TransferState::Fulfilled { .. },
+                        ..
+                    }))
+                );
+                let reply = tl
+                    .request(fulfill_packet(&id, fulfillment, ilp.as_ref()))
+                    .await;
+                match tl
+                    .settle_fulfill_reply(&rec, fulfillment, already, reply, true)
+                    .await
+                {
+                    FulfillAttempt::Unknown(_) => continue,
+                    FulfillAttempt::Done(result) => {
+                        lock(&tl.inner.unacked_fulfills).remove(&id);
+                        match result {
+                            Ok(()) => {
+                                tracing::info!(peer = %tl.inner.name, transfer = %id, "re-sent fulfill accepted")
+                            }
+                            Err(e) => {
+                                tracing::warn!(peer = %tl.inner.name, transfer = %id, error = %e, "re-sent fulfill refused; the transfer expires here too");
+                                if rec.transfer.expires_at_ms <= system_ms(tl.now()) {
+                                    tl.expire(id).await;
+                                }
+                            }
                         }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(peer = %self.inner.name, error = %e, "error handling incoming claim")
-                        }
+                        return;
                     }
                 }
-                Ok(())
             }
-            Ok(Reply::Error(e)) => Err(PeerError::Remote(e)),
-            Err(e) => Err(PeerError::Rpc(e)),
-        }
+        });
+    }
+
+    /// Our Fulfills whose outcome is unknown and that are being re-sent.
+    pub fn unacknowledged_fulfills(&self) -> Vec<TransferId> {
+        lock(&self.inner.unacked_fulfills).iter().copied().collect()
     }
 
     /// Legacy `rejectIncomingTransfer(id, reason)`: cancels an incoming transfer and sends a Reject carrying
@@ -963,7 +1046,9 @@ impl Trustline {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let tl = Trustline { inner };
-                if lock(&tl.inner.fulfilling).contains(&id) {
+                if lock(&tl.inner.fulfilling).contains(&id)
+                    || lock(&tl.inner.unacked_fulfills).contains(&id)
+                {
                     drop(tl);
                     tokio::time::sleep(EXPIRY_RETRY_DELAY).await;
                     continue;
@@ -1465,6 +1550,30 @@ impl Trustline {
 }
 
 /// Maps a transfer-log error to the legacy wire error.
+/// What one attempt to deliver our Fulfill came to.
+enum FulfillAttempt {
+    /// The peer answered (accepted → applied, or refused), or the request could not be made at all.
+    Done(Result<(), PeerError>),
+    /// No answer: the Fulfill may or may not have arrived.
+    Unknown(RpcError),
+}
+
+/// The Fulfill packet for transfer `id` (with the `ilp` entry when there is one).
+fn fulfill_packet(id: &TransferId, fulfillment: [u8; 32], ilp: Option<&Bytes>) -> Packet {
+    let mut pd = ProtocolData::new();
+    if let Some(ilp) = ilp.filter(|i| !i.is_empty()) {
+        pd.push(ProtocolDataEntry::octets(
+            ProtocolName::from_static(names::ILP),
+            ilp.clone(),
+        ));
+    }
+    Packet::Fulfill(Fulfill {
+        transfer_id: id.0,
+        fulfillment,
+        protocol_data: pd,
+    })
+}
+
 fn log_err_to_wire(e: TransferLogError) -> WireError {
     match e {
         TransferLogError::DuplicateId(id) => WireError::new(

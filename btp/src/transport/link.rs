@@ -28,6 +28,9 @@ use super::session::{LinkHandle, SessionInner};
 use super::stream::WsStream;
 use super::{CLOSE_LINGER, OUTBOUND_QUEUE_FRAMES};
 
+/// Most queued frames written before one flush (bounds the write buffer and keeps latency low).
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+
 /// Who opened a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LinkOrigin {
@@ -171,6 +174,23 @@ async fn run(
     info!("socket closed");
 }
 
+/// Writes `first` and every frame already queued behind it (at most [`MAX_FRAMES_PER_FLUSH`]), then flushes
+/// once: under load many frames leave in one `send` system call instead of one call each.
+async fn write_batch(
+    sink: &mut futures::stream::SplitSink<WsStream, Message>,
+    rx: &mut mpsc::Receiver<Bytes>,
+    first: Bytes,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    sink.feed(Message::Binary(first)).await?;
+    for _ in 1..MAX_FRAMES_PER_FLUSH {
+        match rx.try_recv() {
+            Ok(bytes) => sink.feed(Message::Binary(bytes)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
 async fn write_loop(
     mut sink: futures::stream::SplitSink<WsStream, Message>,
     mut rx: mpsc::Receiver<Bytes>,
@@ -184,7 +204,7 @@ async fn write_loop(
             biased;
             frame = rx.recv() => match frame {
                 Some(bytes) => {
-                    if let Err(err) = sink.send(Message::Binary(bytes)).await {
+                    if let Err(err) = write_batch(&mut sink, &mut rx, bytes).await {
                         debug!(%err, "write failed");
                         control.close(false);
                         return;

@@ -1,0 +1,257 @@
+//! Our Fulfill with an unknown outcome (no reply, socket dropped, no socket) is neither counted nor dropped:
+//! the transfer stays prepared with its expiry held, and the Fulfill is re-sent until the peer answers.
+//! Legacy counted it at once, so a Fulfill that never arrived left the payee credited and the payer not.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use btp::ilp_v1::{IlpV1Packet, Payment};
+use btp::packet::Packet;
+use btp::transport::{Reply, RpcError};
+use bytes::Bytes;
+use channel_modules::memory::MemoryStores;
+use channel_modules::store::{Transfer, TransferId, TransferState};
+use ilp_bridge::config::legacy::PeerConfig;
+use ilp_bridge::peer::{MemoryLink, PeerError, PeerLink, TokioClock, Trustline, TrustlineOptions};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const FULFILLMENT: [u8; 32] = [7; 32];
+const AMOUNT: u64 = 40;
+/// Longest a test waits for the re-sends to settle (paused time: advanced automatically).
+const SETTLE_WAIT: Duration = Duration::from_secs(600);
+
+/// What [`LossyLink`] does with a request.
+const PASS: u8 = 0;
+/// The socket drops before the request is written: never delivered, `Disconnected`.
+const DROP_REQUEST: u8 = 1;
+/// The request is delivered and handled, the socket drops before the reply: `Disconnected`.
+const DROP_REPLY: u8 = 2;
+
+/// The payee's link to the payer, with a socket that can drop at either point of a request.
+struct LossyLink {
+    inner: Arc<MemoryLink>,
+    mode: AtomicU8,
+}
+
+#[async_trait]
+impl PeerLink for LossyLink {
+    async fn request(&self, packet: Packet, timeout: Duration) -> Result<Reply, RpcError> {
+        match self.mode.load(Ordering::SeqCst) {
+            DROP_REQUEST => Err(RpcError::Disconnected),
+            DROP_REPLY => {
+                self.inner.request(packet, timeout).await?;
+                Err(RpcError::Disconnected)
+            }
+            _ => self.inner.request(packet, timeout).await,
+        }
+    }
+}
+
+/// The payee (`server`, listening side) and the payer (`client`), linked in memory.
+struct Pair {
+    server: Trustline,
+    client: Trustline,
+    /// server → client, client → server.
+    links: (Arc<MemoryLink>, Arc<MemoryLink>),
+    /// Wraps `links.0`; the server sends through it.
+    lossy: Arc<LossyLink>,
+}
+
+async fn pair() -> Result<Pair, Box<dyn std::error::Error>> {
+    let sc = PeerConfig::from_legacy_json(
+        "server",
+        &json!({
+            "listener": {"port": 0}, "incomingSecret": "secret", "maxBalance": "1000",
+            "prefix": "test.retry.", "info": {"currencyCode": "USD", "currencyScale": 9}
+        }),
+    )?;
+    let cc = PeerConfig::from_legacy_json(
+        "client",
+        &json!({"server": "btp+ws://:secret@127.0.0.1:1", "maxBalance": "1000"}),
+    )?;
+    let options = TrustlineOptions {
+        clock: Arc::new(TokioClock::new()),
+        ..TrustlineOptions::default()
+    };
+    let server = Trustline::new(
+        &sc,
+        Arc::new(MemoryStores::new(sc.max_balance, sc.min_balance)),
+        None,
+        options.clone(),
+    )?;
+    let client = Trustline::new(
+        &cc,
+        Arc::new(MemoryStores::new(cc.max_balance, cc.min_balance)),
+        None,
+        options,
+    )?;
+    let links = MemoryLink::pair(&server, &client);
+    let lossy = Arc::new(LossyLink {
+        inner: links.0.clone(),
+        mode: AtomicU8::new(PASS),
+    });
+    server.set_link(lossy.clone());
+    server.connect().await?;
+    client.connect().await?;
+    Ok(Pair {
+        server,
+        client,
+        links,
+        lossy,
+    })
+}
+
+/// The client pays the server `AMOUNT` in one transfer expiring in `expires_in`; returns its ID once the
+/// server has it prepared.
+async fn prepared_transfer(
+    p: &Pair,
+    expires_in: Duration,
+) -> Result<TransferId, Box<dyn std::error::Error>> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let id = TransferId([3; 16]);
+    let transfer = Transfer {
+        id,
+        amount: AMOUNT,
+        execution_condition: Sha256::digest(FULFILLMENT).into(),
+        expires_at_ms: now_ms + expires_in.as_millis() as i64,
+        ilp: IlpV1Packet::Payment(Payment {
+            amount: AMOUNT,
+            account: "test.retry.server.bob".to_owned(),
+            data: Bytes::new(),
+        })
+        .to_bytes()
+        .to_vec(),
+        custom: None,
+    };
+    p.client.send_transfer(transfer).await?;
+    assert_eq!(state(&p.server, &id).await?, Some(TransferState::Prepared));
+    Ok(id)
+}
+
+async fn state(
+    tl: &Trustline,
+    id: &TransferId,
+) -> Result<Option<TransferState>, Box<dyn std::error::Error>> {
+    Ok(tl.log().get(id).await?.map(|r| r.state))
+}
+
+fn fulfilled(s: &Option<TransferState>) -> bool {
+    matches!(s, Some(TransferState::Fulfilled { .. }))
+}
+
+fn cancelled(s: &Option<TransferState>) -> bool {
+    matches!(s, Some(TransferState::Cancelled { .. }))
+}
+
+/// Waits (paused time) until the server has no unacknowledged Fulfill left.
+async fn resends_settled(server: &Trustline) -> TestResult {
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    while !server.unacknowledged_fulfills().is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the Fulfill was never acknowledged".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fulfill_that_never_arrived_is_resent_and_counted_once_accepted() -> TestResult {
+    let p = pair().await?;
+    let id = prepared_transfer(&p, Duration::from_secs(3600)).await?;
+    p.lossy.mode.store(DROP_REQUEST, Ordering::SeqCst);
+    let result = p.server.fulfill_condition(id, FULFILLMENT, None).await;
+    assert!(
+        matches!(result, Err(PeerError::Rpc(RpcError::Disconnected))),
+        "{result:?}"
+    );
+    // Not counted while the payer has not seen it.
+    assert_eq!(state(&p.server, &id).await?, Some(TransferState::Prepared));
+    assert_eq!(p.server.local_balance(), 0);
+    assert_eq!(p.server.unacknowledged_fulfills(), vec![id]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        state(&p.server, &id).await?,
+        Some(TransferState::Prepared),
+        "still held while the link is down"
+    );
+    assert_eq!(state(&p.client, &id).await?, Some(TransferState::Prepared));
+
+    p.lossy.mode.store(PASS, Ordering::SeqCst);
+    resends_settled(&p.server).await?;
+    assert!(fulfilled(&state(&p.server, &id).await?));
+    assert!(fulfilled(&state(&p.client, &id).await?));
+    assert_eq!(p.server.local_balance(), i128::from(AMOUNT));
+    assert_eq!(p.client.local_balance(), -i128::from(AMOUNT));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fulfill_whose_reply_was_lost_is_not_counted_twice() -> TestResult {
+    let p = pair().await?;
+    let id = prepared_transfer(&p, Duration::from_secs(3600)).await?;
+    // The Fulfill reaches the payer, which applies it, but its reply is lost.
+    p.lossy.mode.store(DROP_REPLY, Ordering::SeqCst);
+    assert!(p
+        .server
+        .fulfill_condition(id, FULFILLMENT, None)
+        .await
+        .is_err());
+    assert!(fulfilled(&state(&p.client, &id).await?));
+    assert_eq!(
+        p.server.local_balance(),
+        0,
+        "not counted before the payer confirms"
+    );
+
+    p.lossy.mode.store(PASS, Ordering::SeqCst);
+    resends_settled(&p.server).await?;
+    // The repeat is answered idempotently; each side counts the transfer exactly once.
+    assert!(fulfilled(&state(&p.server, &id).await?));
+    assert_eq!(p.server.local_balance(), i128::from(AMOUNT));
+    assert_eq!(p.client.local_balance(), -i128::from(AMOUNT));
+    assert_eq!(p.server.log().sums().incoming_fulfilled, u128::from(AMOUNT));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resent_fulfill_the_payer_refuses_lets_the_transfer_expire_on_both_sides() -> TestResult {
+    // No socket at all (NotConnected) this time, in both directions.
+    let p = pair().await?;
+    let id = prepared_transfer(&p, Duration::from_secs(2)).await?;
+    p.links.0.set_up(false);
+    p.links.1.set_up(false);
+    assert!(p
+        .server
+        .fulfill_condition(id, FULFILLMENT, None)
+        .await
+        .is_err());
+    // Past the expiry: the payer expires its transfer; the payee holds its own while it waits for an answer.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(cancelled(&state(&p.client, &id).await?));
+    assert_eq!(state(&p.server, &id).await?, Some(TransferState::Prepared));
+
+    p.links.0.set_up(true);
+    p.links.1.set_up(true);
+    resends_settled(&p.server).await?;
+    // The payer answers F05 (already cancelled): the payee cancels too, nobody is credited.
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    while !cancelled(&state(&p.server, &id).await?) {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the payee never expired the refused transfer".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(p.server.local_balance(), 0);
+    assert_eq!(p.client.local_balance(), 0);
+    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    Ok(())
+}
