@@ -15,22 +15,19 @@ use channel_modules::eth::channel::claim_digest;
 use channel_modules::eth::payment::EthPaymentModule;
 use channel_modules::eth::testing::Anvil;
 use channel_modules::eth::types::encode_hex;
-use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{Address, PrivateKey, TxHash};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
 use channel_modules::{ChannelContext, ChannelModule, Claim, ContextHost, ModuleError};
 use eth_common::{
-    address, anvil, fees, module_options, pending_from, sent_by, wait_until, EthBoxError, GWEI,
-    PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
+    address, anvil, chain_start, fees, foreign_and_misdirected, mine_pending, module_options,
+    pending_from, sent_by, wait_until, EthBoxError, GWEI, PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
 };
 use ilp_bridge::se::amount::Scaled;
 use ilp_bridge::se::host::{ModuleLogs, RocksModuleLogs};
-use ilp_bridge::se::SeHandle;
 use ilp_bridge::store::Db;
-use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
 use num_bigint::BigUint;
-use se_common::{config, start_engine, url, Backing};
+use se_common::{start_pair, stop_all, url, value_eq, Backing, Side};
 use serde_json::{json, Value};
 
 type TestResult = Result<(), EthBoxError>;
@@ -38,78 +35,29 @@ type TestResult = Result<(), EthBoxError>;
 /// The scale both connectors work at.
 const CONNECTOR_SCALE: u8 = 9;
 
-struct Side {
-    mock: MockConnector,
-    se: Option<SeHandle>,
-    backing: Backing,
-    account: String,
-    module: &'static str,
-    options: Value,
-}
-
-impl Side {
-    fn config(&self) -> ilp_bridge::se::SeConfig {
-        let mut c = config(&self.mock.url(), self.module, self.options.clone());
-        c.connector_scale = Some(CONNECTOR_SCALE);
-        c
-    }
-
-    fn se(&self) -> Result<&SeHandle, EthBoxError> {
-        Ok(self.se.as_ref().ok_or("engine not running")?)
-    }
-
-    /// Stops the engine (its workers are aborted wherever they are, as in a crash).
-    async fn stop(&mut self) {
-        if let Some(se) = self.se.take() {
-            se.stop().await;
-        }
-    }
-
-    /// Starts the engine again on the same backing and points the connector at it.
-    async fn restart(&mut self) -> TestResult {
-        self.stop().await;
-        let se = start_engine(self.config(), &self.backing).await?;
-        self.mock.set_engine_url(&self.account, &url(&se))?;
-        self.se = Some(se);
-        Ok(())
-    }
-
-    fn credited(&self) -> Scaled {
-        self.mock.credited_total(&self.account)
-    }
-}
-
-/// Engines A (paying with dev key 1) and B (paid, dev key 2), each behind its own mock connector, linked.
+/// `module` engines A (paying with dev key 1) and B (paid, dev key 2) on `anvil`, each behind its own mock
+/// connector, linked; `options` gives the module options for a dev key.
 async fn pair(
+    anvil: &Anvil,
     module: &'static str,
-    a_options: Value,
-    b_options: Value,
+    options: fn(&Anvil, usize) -> Value,
 ) -> Result<(Side, Side), EthBoxError> {
-    let mut sides = Vec::new();
-    for options in [a_options, b_options] {
-        let mock = MockConnector::start().await?;
-        mock.set_settle_policy(SettlePolicy {
-            wait_after_error: Duration::from_millis(50),
-            wait_after_connect_error: Duration::from_millis(50),
-            ..SettlePolicy::default()
-        });
-        let mut side = Side {
-            mock,
-            se: None,
-            backing: Backing::rocks()?,
-            account: String::new(),
-            module,
-            options,
-        };
-        let se = start_engine(side.config(), &side.backing).await?;
-        side.account = side.mock.add_account(&url(&se)).await?;
-        side.se = Some(se);
-        sides.push(side);
-    }
-    let b = sides.pop().ok_or("side b")?;
-    let a = sides.pop().ok_or("side a")?;
-    MockConnector::link(&a.mock, &a.account, &b.mock, &b.account)?;
-    Ok((a, b))
+    start_pair(
+        module,
+        [
+            (
+                options(anvil, PAYER_KEY),
+                Some(CONNECTOR_SCALE),
+                Backing::rocks()?,
+            ),
+            (
+                options(anvil, PAYEE_KEY),
+                Some(CONNECTOR_SCALE),
+                Backing::rocks()?,
+            ),
+        ],
+    )
+    .await
 }
 
 async fn settle(a: &Side, amount: u64, scale: u8) -> TestResult {
@@ -128,11 +76,6 @@ async fn wait_credited(b: &Side, want_gwei: u64) -> TestResult {
     })
     .await
     .map_err(|e| format!("{e}: credited {} want {want}", b.credited()).into())
-}
-
-fn value_eq(a: &Scaled, b: &Scaled) -> bool {
-    let s = a.scale.max(b.scale);
-    a.upscale(s) == b.upscale(s)
 }
 
 /// Posts a raw message to engine B as if B's connector relayed it from A's engine. Returns status and body.
@@ -170,12 +113,6 @@ fn wei(gwei: u64) -> BigUint {
     BigUint::from(gwei) * BigUint::from(GWEI)
 }
 
-async fn stop_all(sides: [Side; 2]) {
-    for mut side in sides {
-        side.stop().await;
-    }
-}
-
 fn payment_options(anvil: &Anvil, key: usize) -> Value {
     module_options(anvil, key, json!({}))
 }
@@ -183,18 +120,8 @@ fn payment_options(anvil: &Anvil, key: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eth_payment_engines_pay_on_chain_and_credit_exactly_across_scales() -> TestResult {
     let Some(anvil) = anvil() else { return Ok(()) };
-    let rpc = anvil.client()?;
-    let payer = address(&anvil, PAYER_KEY)?;
-    let payee = address(&anvil, PAYEE_KEY)?;
-    let first_block = rpc.block_number().await? + 1;
-    let payer_before = rpc.balance(&payer).await?;
-    let payee_before = rpc.balance(&payee).await?;
-    let (a, b) = pair(
-        "eth-payment",
-        payment_options(&anvil, PAYER_KEY),
-        payment_options(&anvil, PAYEE_KEY),
-    )
-    .await?;
+    let chain = chain_start(&anvil).await?;
+    let (a, b) = pair(&anvil, "eth-payment", payment_options).await?;
 
     // Gwei amounts at scale 9, and one at scale 6 (5 µETH = 5,000 gwei).
     let mut total_gwei = 0u64;
@@ -217,43 +144,23 @@ async fn eth_payment_engines_pay_on_chain_and_credit_exactly_across_scales() -> 
     assert!(vb.uncredited.is_empty());
 
     // The chain: payments from A to B adding up to exactly the settled wei, nothing else.
-    let sent = sent_by(&rpc, &payer, first_block).await?;
+    let sent = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     assert!(!sent.is_empty());
-    assert!(sent.iter().all(|t| t.success && t.to == Some(payee)));
+    assert!(sent.iter().all(|t| t.success && t.to == Some(chain.payee)));
     let paid: BigUint = sent.iter().map(|t| t.value.clone()).sum();
     assert_eq!(paid, wei(total_gwei));
-    assert_eq!(rpc.balance(&payee).await? - &payee_before, wei(total_gwei));
     assert_eq!(
-        payer_before - rpc.balance(&payer).await?,
+        chain.rpc.balance(&chain.payee).await? - &chain.payee_before,
+        wei(total_gwei)
+    );
+    assert_eq!(
+        chain.payer_before - chain.rpc.balance(&chain.payer).await?,
         wei(total_gwei) + fees(&sent)
     );
 
     // A dishonest peer engine: someone else's payment to B, a payment from A to someone else, an unknown hash
     // are refused (HTTP 400) and credit nothing; A's real payment replayed is acknowledged with 0.
-    let settings = TxSettings {
-        poll_interval: Duration::from_millis(20),
-        ..TxSettings::default()
-    };
-    let stranger = Wallet::new(
-        anvil.url(),
-        PrivateKey::from_hex(anvil.dev_key(STRANGER_KEY))?,
-        settings.clone(),
-    )?;
-    let foreign = confirmed(
-        stranger
-            .send_and_follow(Some(payee), wei(1_000), Vec::new())
-            .await?,
-    )?;
-    let payer_wallet = Wallet::new(
-        anvil.url(),
-        PrivateKey::from_hex(anvil.dev_key(PAYER_KEY))?,
-        settings,
-    )?;
-    let misdirected = confirmed(
-        payer_wallet
-            .send_and_follow(Some(address(&anvil, STRANGER_KEY)?), wei(1_000), Vec::new())
-            .await?,
-    )?;
+    let (foreign, misdirected) = foreign_and_misdirected(&anvil, wei(1_000), wei(1_000)).await?;
     for hash in [foreign, misdirected, TxHash([0x42; 32])] {
         let (status, body) = post_message(
             &b,
@@ -275,13 +182,6 @@ async fn eth_payment_engines_pay_on_chain_and_credit_exactly_across_scales() -> 
     assert_eq!(vb.received.amount, wei(total_gwei).to_string());
     stop_all([a, b]).await;
     Ok(())
-}
-
-fn confirmed(status: TxStatus) -> Result<TxHash, EthBoxError> {
-    match status {
-        TxStatus::Confirmed(r) => Ok(r.transaction_hash),
-        other => Err(format!("transaction failed: {other:?}").into()),
-    }
 }
 
 /// Stops engine A once its payment (or channel transaction) is in anvil's pool but not mined, then either
@@ -313,8 +213,7 @@ async fn crash_after_broadcast(
         anvil.drop_transaction(&hash).await?;
         assert!(pending_from(&rpc, &payer).await?.is_empty());
     }
-    anvil.set_automine(true).await?;
-    anvil.mine(1).await?;
+    mine_pending(anvil).await?;
     a.restart().await?;
     Ok(hash)
 }
@@ -326,12 +225,7 @@ async fn eth_payment_engine_restarted_mid_payment_pays_exactly_once() -> TestRes
     let payer = address(&anvil, PAYER_KEY)?;
     let payee = address(&anvil, PAYEE_KEY)?;
     let payee_before = rpc.balance(&payee).await?;
-    let (mut a, b) = pair(
-        "eth-payment",
-        payment_options(&anvil, PAYER_KEY),
-        payment_options(&anvil, PAYEE_KEY),
-    )
-    .await?;
+    let (mut a, b) = pair(&anvil, "eth-payment", payment_options).await?;
     let mut total_gwei = 0u64;
     // Round 1: the payment was broadcast, A stops before it is mined; round 2: the broadcast is lost too
     // (only A's record of the signed transaction survives).
@@ -393,18 +287,8 @@ fn signed_claim(key: &str, channel: &Address, amount: &BigUint) -> Result<Value,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eth_channel_engines_credit_exactly_refuse_bad_claims_and_close_on_chain() -> TestResult {
     let Some(anvil) = anvil() else { return Ok(()) };
-    let rpc = anvil.client()?;
-    let payer = address(&anvil, PAYER_KEY)?;
-    let payee = address(&anvil, PAYEE_KEY)?;
-    let first_block = rpc.block_number().await? + 1;
-    let payer_before = rpc.balance(&payer).await?;
-    let payee_before = rpc.balance(&payee).await?;
-    let (a, b) = pair(
-        "eth-channel",
-        channel_options(&anvil, PAYER_KEY),
-        channel_options(&anvil, PAYEE_KEY),
-    )
-    .await?;
+    let chain = chain_start(&anvil).await?;
+    let (a, b) = pair(&anvil, "eth-channel", channel_options).await?;
     let mut total_gwei = 0u64;
     for amount in [3_000_000u64, 1, 2_999_999] {
         settle(&a, amount, 9).await?;
@@ -414,12 +298,15 @@ async fn eth_channel_engines_credit_exactly_refuse_bad_claims_and_close_on_chain
     total_gwei += 2_000_000;
     wait_credited(&b, total_gwei).await?;
     assert_credited_exactly(&b, total_gwei).await?;
-    let channel = channel_of(&anvil, first_block).await?;
+    let channel = channel_of(&anvil, chain.first_block).await?;
     // One deploy with the deposit, no top-up (8 mETH < 10 mETH), nothing paid out yet.
-    let payer_txs = sent_by(&rpc, &payer, first_block).await?;
+    let payer_txs = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     assert_eq!(payer_txs.len(), 1, "{payer_txs:?}");
-    assert_eq!(rpc.balance(&channel).await?, wei(CHANNEL_DEPOSIT_GWEI));
-    assert_eq!(rpc.balance(&payee).await?, payee_before);
+    assert_eq!(
+        chain.rpc.balance(&channel).await?,
+        wei(CHANNEL_DEPOSIT_GWEI)
+    );
+    assert_eq!(chain.rpc.balance(&chain.payee).await?, chain.payee_before);
     let best = wei(total_gwei);
 
     // Claims a dishonest engine A could send, straight to engine B.
@@ -459,18 +346,18 @@ async fn eth_channel_engines_credit_exactly_refuse_bad_claims_and_close_on_chain
 
     // B leaves (account deleted: module disconnect): it closes the channel with its best claim.
     b.se()?.engine.delete_account(&b.account).await?;
-    let payee_txs = sent_by(&rpc, &payee, first_block).await?;
+    let payee_txs = sent_by(&chain.rpc, &chain.payee, chain.first_block).await?;
     assert_eq!(payee_txs.len(), 1, "{payee_txs:?}");
     assert_eq!(payee_txs[0].to, Some(channel));
     assert!(payee_txs[0].success);
-    assert_eq!(rpc.balance(&channel).await?, BigUint::default());
+    assert_eq!(chain.rpc.balance(&channel).await?, BigUint::default());
     assert_eq!(
-        rpc.balance(&payee).await? + fees(&payee_txs) - &payee_before,
+        chain.rpc.balance(&chain.payee).await? + fees(&payee_txs) - &chain.payee_before,
         best
     );
-    let payer_txs = sent_by(&rpc, &payer, first_block).await?;
+    let payer_txs = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     assert_eq!(
-        payer_before - rpc.balance(&payer).await?,
+        chain.payer_before - chain.rpc.balance(&chain.payer).await?,
         &best + fees(&payer_txs)
     );
     stop_all([a, b]).await;
@@ -483,12 +370,7 @@ async fn eth_channel_engine_restarted_while_opening_deploys_exactly_once() -> Te
     let rpc = anvil.client()?;
     let payer = address(&anvil, PAYER_KEY)?;
     let first_block = rpc.block_number().await? + 1;
-    let (mut a, b) = pair(
-        "eth-channel",
-        channel_options(&anvil, PAYER_KEY),
-        channel_options(&anvil, PAYEE_KEY),
-    )
-    .await?;
+    let (mut a, b) = pair(&anvil, "eth-channel", channel_options).await?;
     // Round 1: the deploy is in the pool when A stops; round 2 (a top-up, the claim exceeds the deposit): its
     // broadcast is lost as well.
     let mut total_gwei = 0u64;
@@ -547,12 +429,7 @@ async fn eth_payment_engine_crashed_between_verifying_and_crediting_still_credit
     let Some(anvil) = anvil() else { return Ok(()) };
     let rpc = anvil.client()?;
     let payer = address(&anvil, PAYER_KEY)?;
-    let (a, mut b) = pair(
-        "eth-payment",
-        payment_options(&anvil, PAYER_KEY),
-        payment_options(&anvil, PAYEE_KEY),
-    )
-    .await?;
+    let (a, mut b) = pair(&anvil, "eth-payment", payment_options).await?;
     settle(&a, 1_000, 9).await?;
     wait_credited(&b, 1_000).await?;
 

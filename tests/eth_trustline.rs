@@ -17,12 +17,11 @@ use channel_modules::eth::channel::{
 use channel_modules::eth::payment::PAYMENTS_LOG_KEY;
 use channel_modules::eth::testing::Anvil;
 use channel_modules::eth::types::encode_hex;
-use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{Address, PrivateKey, TxHash};
-use channel_modules::store::{Transfer, TransferId};
+use channel_modules::store::{MaxValue, Transfer, TransferId, TransferLog};
 use eth_common::{
-    address, anvil, fees, module_options, sent_by, wait_until, EthBoxError, PAYEE_KEY, PAYER_KEY,
-    STRANGER_KEY,
+    address, anvil, chain_start, fees, foreign_and_misdirected, mine_pending, module_options,
+    sent_by, wait_until, EthBoxError, PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
 };
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{NodeOptions, PeerEvent, PeerNode, Trustline};
@@ -125,6 +124,25 @@ impl Pair {
     fn payer_tl(&self) -> Result<Trustline, EthBoxError> {
         self.payer.trustline(PAYEE_PEER)
     }
+
+    /// The payee module's log of payments (`eth-payment`).
+    fn payee_payments(&self) -> Result<Arc<dyn TransferLog>, EthBoxError> {
+        Ok(self
+            .payee_tl()?
+            .module_context()
+            .transfer_log(PAYMENTS_LOG_KEY)?)
+    }
+
+    /// Stops the payer node, mines what waits in the pool and starts the payer again on its database; its
+    /// trustline once reconnected.
+    async fn restart_payer_once_mined(&mut self, anvil: &Anvil) -> Result<Trustline, EthBoxError> {
+        self.payer.shutdown().await;
+        mine_pending(anvil).await?;
+        self.payer.start().await?;
+        let payer_tl = self.payer_tl()?;
+        wait_until("payer reconnected", || async { payer_tl.is_connected() }).await?;
+        Ok(payer_tl)
+    }
 }
 
 async fn pair(module: &str, payee_opts: Value, payer_opts: Value) -> Result<Pair, EthBoxError> {
@@ -208,6 +226,15 @@ async fn pay(p: &Pair, n: u8, amount: u64) -> TestResult {
     Ok(())
 }
 
+/// The best value held by the tracker `key` of `tl`'s module.
+async fn best(tl: &Trustline, key: &str) -> Result<MaxValue, EthBoxError> {
+    Ok(tl
+        .module_context()
+        .max_value_tracker(key)?
+        .get_max()
+        .await?)
+}
+
 /// Both trustline views agree: the payer owes `total`, the payee is owed `total`, locally and as each
 /// peer reports it through the `balance` side protocol.
 async fn assert_trustline_balances(p: &Pair, total: u64) -> TestResult {
@@ -231,12 +258,7 @@ fn payment_options(anvil: &Anvil, key: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eth_payment_trustline_settles_on_chain_and_balances_agree_to_the_wei() -> TestResult {
     let Some(anvil) = anvil() else { return Ok(()) };
-    let rpc = anvil.client()?;
-    let payer_addr = address(&anvil, PAYER_KEY)?;
-    let payee_addr = address(&anvil, PAYEE_KEY)?;
-    let first_block = rpc.block_number().await? + 1;
-    let payer_before = rpc.balance(&payer_addr).await?;
-    let payee_before = rpc.balance(&payee_addr).await?;
+    let chain = chain_start(&anvil).await?;
     let p = pair(
         "eth-payment",
         payment_options(&anvil, PAYEE_KEY),
@@ -250,10 +272,7 @@ async fn eth_payment_trustline_settles_on_chain_and_balances_agree_to_the_wei() 
         pay(&p, i as u8 + 1, *amount).await?;
         total += amount;
         // After every settlement: both logs and the trustline agree.
-        let payee_log = p
-            .payee_tl()?
-            .module_context()
-            .transfer_log(PAYMENTS_LOG_KEY)?;
+        let payee_log = p.payee_payments()?;
         assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(total));
         let payer_log = p
             .payer_tl()?
@@ -268,19 +287,21 @@ async fn eth_payment_trustline_settles_on_chain_and_balances_agree_to_the_wei() 
     }
 
     // The chain: one payment per settlement, each of exactly the increase, all to the payee.
-    let sent = sent_by(&rpc, &payer_addr, first_block).await?;
+    let sent = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     assert_eq!(sent.len(), amounts.len(), "{sent:?}");
     for (tx, amount) in sent.iter().zip(amounts) {
         assert!(tx.success);
-        assert_eq!(tx.to, Some(payee_addr));
+        assert_eq!(tx.to, Some(chain.payee));
         assert_eq!(tx.value, BigUint::from(amount));
     }
-    assert!(sent_by(&rpc, &payee_addr, first_block).await?.is_empty());
-    let payer_after = rpc.balance(&payer_addr).await?;
-    let payee_after = rpc.balance(&payee_addr).await?;
-    assert_eq!(&payee_after - &payee_before, BigUint::from(total));
+    assert!(sent_by(&chain.rpc, &chain.payee, chain.first_block)
+        .await?
+        .is_empty());
+    let payer_after = chain.rpc.balance(&chain.payer).await?;
+    let payee_after = chain.rpc.balance(&chain.payee).await?;
+    assert_eq!(&payee_after - &chain.payee_before, BigUint::from(total));
     assert_eq!(
-        &payer_before - &payer_after,
+        &chain.payer_before - &payer_after,
         BigUint::from(total) + fees(&sent)
     );
 
@@ -296,8 +317,6 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
 {
     let Some(anvil) = anvil() else { return Ok(()) };
     let rpc = anvil.client()?;
-    let payee_addr = address(&anvil, PAYEE_KEY)?;
-    let stranger_addr = address(&anvil, STRANGER_KEY)?;
     let p = pair(
         "eth-payment",
         payment_options(&anvil, PAYEE_KEY),
@@ -306,10 +325,7 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
     .await?;
     let amount = 3_000_000_000_000u64;
     pay(&p, 1, amount).await?;
-    let payee_log = p
-        .payee_tl()?
-        .module_context()
-        .transfer_log(PAYMENTS_LOG_KEY)?;
+    let payee_log = p.payee_payments()?;
     assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(amount));
     let honest: TxHash = sent_by(&rpc, &address(&anvil, PAYER_KEY)?, 0)
         .await?
@@ -317,32 +333,10 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
         .ok_or("no payment on chain")?
         .hash;
 
-    let settings = TxSettings {
-        poll_interval: Duration::from_millis(20),
-        ..TxSettings::default()
-    };
-    // A stranger pays the payee: the payer must not be able to claim it as its own.
-    let stranger = Wallet::new(
-        anvil.url(),
-        PrivateKey::from_hex(anvil.dev_key(STRANGER_KEY))?,
-        settings.clone(),
-    )?;
-    let foreign = confirmed(
-        stranger
-            .send_and_follow(Some(payee_addr), BigUint::from(9_000u32), Vec::new())
-            .await?,
-    )?;
-    // The payer pays someone else, then claims it.
-    let payer_wallet = Wallet::new(
-        anvil.url(),
-        PrivateKey::from_hex(anvil.dev_key(PAYER_KEY))?,
-        settings,
-    )?;
-    let misdirected = confirmed(
-        payer_wallet
-            .send_and_follow(Some(stranger_addr), BigUint::from(7_000u32), Vec::new())
-            .await?,
-    )?;
+    // A stranger pays the payee: the payer must not be able to claim it as its own. And the payer pays
+    // someone else, then claims it.
+    let (foreign, misdirected) =
+        foreign_and_misdirected(&anvil, BigUint::from(9_000u32), BigUint::from(7_000u32)).await?;
     let forged = TxHash([0x42; 32]);
     // Each arrives as a `claim` Message over the trustline, as a payer's claim would.
     for hash in [foreign, misdirected, forged] {
@@ -382,13 +376,6 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
     Ok(())
 }
 
-fn confirmed(status: TxStatus) -> Result<TxHash, EthBoxError> {
-    match status {
-        TxStatus::Confirmed(r) => Ok(r.transaction_hash),
-        other => Err(format!("transaction failed: {other:?}").into()),
-    }
-}
-
 /// Wei the payer deposits per channel and per top-up.
 const CHANNEL_DEPOSIT: u64 = 10_000_000_000_000_000;
 
@@ -408,12 +395,7 @@ fn channel_options(anvil: &Anvil, key: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eth_channel_trustline_claims_then_close_and_balances_agree_to_the_wei() -> TestResult {
     let Some(anvil) = anvil() else { return Ok(()) };
-    let rpc = anvil.client()?;
-    let payer_addr = address(&anvil, PAYER_KEY)?;
-    let payee_addr = address(&anvil, PAYEE_KEY)?;
-    let first_block = rpc.block_number().await? + 1;
-    let payer_before = rpc.balance(&payer_addr).await?;
-    let payee_before = rpc.balance(&payee_addr).await?;
+    let chain = chain_start(&anvil).await?;
     let mut p = pair(
         "eth-channel",
         channel_options(&anvil, PAYEE_KEY),
@@ -431,42 +413,26 @@ async fn eth_channel_trustline_claims_then_close_and_balances_agree_to_the_wei()
     for (i, amount) in amounts.iter().enumerate() {
         pay(&p, i as u8 + 1, *amount).await?;
         total += amount;
-        let best_in = p
-            .payee_tl()?
-            .module_context()
-            .max_value_tracker(INCOMING_CLAIM_KEY)?
-            .get_max()
-            .await?;
+        let best_in = best(&p.payee_tl()?, INCOMING_CLAIM_KEY).await?;
         assert_eq!(best_in.value, BigUint::from(total));
-        let best_out = p
-            .payer_tl()?
-            .module_context()
-            .max_value_tracker(OUTGOING_CLAIM_KEY)?
-            .get_max()
-            .await?;
+        let best_out = best(&p.payer_tl()?, OUTGOING_CLAIM_KEY).await?;
         assert_eq!(best_out.value, BigUint::from(total));
         assert_trustline_balances(&p, total).await?;
     }
-    let channel: Address = p
-        .payer_tl()?
-        .module_context()
-        .max_value_tracker(OUTGOING_CHANNEL_KEY)?
-        .get_max()
-        .await?
-        .data["address"]
+    let channel: Address = best(&p.payer_tl()?, OUTGOING_CHANNEL_KEY).await?.data["address"]
         .as_str()
         .ok_or("no channel recorded")?
         .parse()?;
     // On chain so far: one deploy and one top-up by the payer, 2 × deposit locked, nothing to the payee yet.
-    let payer_txs = sent_by(&rpc, &payer_addr, first_block).await?;
+    let payer_txs = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     assert_eq!(payer_txs.len(), 2, "{payer_txs:?}");
     assert_eq!(payer_txs[0].contract, Some(channel));
     assert_eq!(payer_txs[1].to, Some(channel));
     assert_eq!(
-        rpc.balance(&channel).await?,
+        chain.rpc.balance(&channel).await?,
         BigUint::from(2 * CHANNEL_DEPOSIT)
     );
-    assert_eq!(rpc.balance(&payee_addr).await?, payee_before);
+    assert_eq!(chain.rpc.balance(&chain.payee).await?, chain.payee_before);
 
     // Claims sent as `claim` Messages over the trustline: forged (signed by a stranger) and over the deposit
     // (signed by the payer) are refused; lower and replayed ones are accepted and credit nothing.
@@ -496,34 +462,29 @@ async fn eth_channel_trustline_claims_then_close_and_balances_agree_to_the_wei()
     for (what, message, accepted) in cases {
         let result = p.payer_tl()?.module_rpc("claim", message).await;
         assert_eq!(result.is_ok(), accepted, "{what}: {result:?}");
-        let best_in = p
-            .payee_tl()?
-            .module_context()
-            .max_value_tracker(INCOMING_CLAIM_KEY)?
-            .get_max()
-            .await?;
+        let best_in = best(&p.payee_tl()?, INCOMING_CLAIM_KEY).await?;
         assert_eq!(best_in.value, BigUint::from(total), "{what}");
     }
     assert_trustline_balances(&p, total).await?;
 
     // The payee disconnects (node shutdown): it closes the channel with its best claim.
     p.payee.shutdown().await;
-    let payee_txs = sent_by(&rpc, &payee_addr, first_block).await?;
+    let payee_txs = sent_by(&chain.rpc, &chain.payee, chain.first_block).await?;
     assert_eq!(payee_txs.len(), 1, "one close: {payee_txs:?}");
     assert_eq!(payee_txs[0].to, Some(channel));
     assert!(payee_txs[0].success);
-    assert_eq!(rpc.balance(&channel).await?, BigUint::default());
-    let payee_after = rpc.balance(&payee_addr).await?;
-    let payer_after = rpc.balance(&payer_addr).await?;
+    assert_eq!(chain.rpc.balance(&channel).await?, BigUint::default());
+    let payee_after = chain.rpc.balance(&chain.payee).await?;
+    let payer_after = chain.rpc.balance(&chain.payer).await?;
     // The payee got exactly the claimed total (less the gas of its close); the payer lost exactly that (plus
     // its gas): the unclaimed deposit came back.
     assert_eq!(
-        &payee_after + fees(&payee_txs) - &payee_before,
+        &payee_after + fees(&payee_txs) - &chain.payee_before,
         BigUint::from(total)
     );
-    let payer_txs = sent_by(&rpc, &payer_addr, first_block).await?;
+    let payer_txs = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     assert_eq!(
-        &payer_before - &payer_after,
+        &chain.payer_before - &payer_after,
         BigUint::from(total) + fees(&payer_txs)
     );
     p.payer.shutdown().await;
@@ -539,10 +500,7 @@ async fn pay_while_chain_stalls(
     amount: u64,
 ) -> Result<TxHash, EthBoxError> {
     let rpc = anvil.client()?;
-    let payee_log = p
-        .payee_tl()?
-        .module_context()
-        .transfer_log(PAYMENTS_LOG_KEY)?;
+    let payee_log = p.payee_payments()?;
     let credited = payee_log.sums().incoming_fulfilled;
     anvil.set_automine(false).await?;
     pay(p, n, amount).await?;
@@ -562,11 +520,7 @@ async fn pay_while_chain_stalls(
 async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit_once() -> TestResult
 {
     let Some(anvil) = anvil() else { return Ok(()) };
-    let rpc = anvil.client()?;
-    let payer_addr = address(&anvil, PAYER_KEY)?;
-    let payee_addr = address(&anvil, PAYEE_KEY)?;
-    let first_block = rpc.block_number().await? + 1;
-    let payee_before = rpc.balance(&payee_addr).await?;
+    let chain = chain_start(&anvil).await?;
     let unsecured = 1_000_000_000_000_000u64;
     // The payer follows a payment for at most 500 ms per call, well within the BTP request timeout: on a
     // slow chain its Fulfill response goes out without a claim while the payment is still pending.
@@ -580,10 +534,7 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
         module_options(&anvil, PAYER_KEY, json!({ "receiptTimeoutMs": 500 })),
     )
     .await?;
-    let payee_log = p
-        .payee_tl()?
-        .module_context()
-        .transfer_log(PAYMENTS_LOG_KEY)?;
+    let payee_log = p.payee_payments()?;
     let mut total = 0u64;
     let mut expected = Vec::new();
 
@@ -593,8 +544,7 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
     let hash = pay_while_chain_stalls(&anvil, &p, 1, unsecured).await?;
     expected.push((hash, unsecured));
     total += unsecured;
-    anvil.set_automine(true).await?;
-    anvil.mine(1).await?;
+    mine_pending(&anvil).await?;
     pay(&p, 2, 1_234).await?;
     total += 1_234;
     assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(total));
@@ -605,12 +555,7 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
     let hash = pay_while_chain_stalls(&anvil, &p, 3, unsecured).await?;
     expected.push((hash, unsecured));
     total += unsecured;
-    p.payer.shutdown().await;
-    anvil.set_automine(true).await?;
-    anvil.mine(1).await?;
-    p.payer.start().await?;
-    let payer_tl = p.payer_tl()?;
-    wait_until("payer reconnected", || async { payer_tl.is_connected() }).await?;
+    let payer_tl = p.restart_payer_once_mined(&anvil).await?;
     let payer_log = payer_tl.module_context().transfer_log(PAYMENTS_LOG_KEY)?;
     assert_eq!(payer_log.sums().outgoing_fulfilled, u128::from(total));
     assert_eq!(
@@ -624,7 +569,7 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
     assert_trustline_balances(&p, total).await?;
 
     // Exactly one payment per settlement, in order, and the chain agrees with both sides.
-    let sent = sent_by(&rpc, &payer_addr, first_block).await?;
+    let sent = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     let values: Vec<BigUint> = sent.iter().map(|t| t.value.clone()).collect();
     assert_eq!(
         values,
@@ -634,9 +579,9 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
     );
     assert_eq!(sent[0].hash, expected[0].0);
     assert_eq!(sent[2].hash, expected[1].0);
-    assert!(sent.iter().all(|t| t.success && t.to == Some(payee_addr)));
+    assert!(sent.iter().all(|t| t.success && t.to == Some(chain.payee)));
     assert_eq!(
-        rpc.balance(&payee_addr).await? - payee_before,
+        chain.rpc.balance(&chain.payee).await? - chain.payee_before,
         BigUint::from(total)
     );
     Ok(())
@@ -646,11 +591,7 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
 async fn eth_channel_trustline_lost_claims_and_payer_restart_fund_once_and_credit_once(
 ) -> TestResult {
     let Some(anvil) = anvil() else { return Ok(()) };
-    let rpc = anvil.client()?;
-    let payer_addr = address(&anvil, PAYER_KEY)?;
-    let payee_addr = address(&anvil, PAYEE_KEY)?;
-    let first_block = rpc.block_number().await? + 1;
-    let payee_before = rpc.balance(&payee_addr).await?;
+    let chain = chain_start(&anvil).await?;
     let mut payer_opts = channel_options(&anvil, PAYER_KEY);
     payer_opts["receiptTimeoutMs"] = json!(500);
     // The payee trusts half a deposit, so each step below goes over its limit before the claim arrives.
@@ -672,8 +613,7 @@ async fn eth_channel_trustline_lost_claims_and_payer_restart_fund_once_and_credi
     pay(&p, 1, half).await?;
     total += half;
     assert_eq!(payee_best.get_max().await?.value, BigUint::default());
-    anvil.set_automine(true).await?;
-    anvil.mine(1).await?;
+    mine_pending(&anvil).await?;
     pay(&p, 2, 1).await?;
     total += 1;
     assert_eq!(payee_best.get_max().await?.value, BigUint::from(total));
@@ -687,34 +627,29 @@ async fn eth_channel_trustline_lost_claims_and_payer_restart_fund_once_and_credi
         payee_best.get_max().await?.value,
         BigUint::from(total - half)
     );
-    p.payer.shutdown().await;
-    anvil.set_automine(true).await?;
-    anvil.mine(1).await?;
-    p.payer.start().await?;
-    let payer_tl = p.payer_tl()?;
-    wait_until("payer reconnected", || async { payer_tl.is_connected() }).await?;
+    let payer_tl = p.restart_payer_once_mined(&anvil).await?;
     drop(payer_tl);
     pay(&p, 4, 2).await?;
     total += 2;
     assert_eq!(payee_best.get_max().await?.value, BigUint::from(total));
     assert_trustline_balances(&p, total).await?;
 
-    let payer_txs = sent_by(&rpc, &payer_addr, first_block).await?;
+    let payer_txs = sent_by(&chain.rpc, &chain.payer, chain.first_block).await?;
     assert_eq!(payer_txs.len(), 2, "one deploy, one top-up: {payer_txs:?}");
     let channel = payer_txs[0].contract.ok_or("first tx is not the deploy")?;
     assert_eq!(payer_txs[1].to, Some(channel));
     assert_eq!(
-        rpc.balance(&channel).await?,
+        chain.rpc.balance(&channel).await?,
         BigUint::from(2 * CHANNEL_DEPOSIT)
     );
 
     // The payee closes with the best claim and receives exactly the total.
     drop(payee_best);
     p.payee.shutdown().await;
-    let payee_txs = sent_by(&rpc, &payee_addr, first_block).await?;
+    let payee_txs = sent_by(&chain.rpc, &chain.payee, chain.first_block).await?;
     assert_eq!(payee_txs.len(), 1, "{payee_txs:?}");
     assert_eq!(
-        rpc.balance(&payee_addr).await? + fees(&payee_txs) - payee_before,
+        chain.rpc.balance(&chain.payee).await? + fees(&payee_txs) - chain.payee_before,
         BigUint::from(total)
     );
     p.payer.shutdown().await;

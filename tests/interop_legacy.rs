@@ -35,11 +35,14 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `node_modules` folder of legacy plugin `version`.
+fn legacy_dir(version: &str) -> PathBuf {
+    root().join(format!("tests/node/legacy-{version}/node_modules"))
+}
+
 /// Whether node and the legacy packages are installed; `Err` (fail) under CI when they are not.
 fn available(version: &str) -> R<bool> {
-    let dir = root().join(format!(
-        "tests/node/legacy-{version}/node_modules/ilp-plugin-payment-channel-framework"
-    ));
+    let dir = legacy_dir(version).join("ilp-plugin-payment-channel-framework");
     let node_ok = std::process::Command::new("node")
         .arg("--version")
         .output()
@@ -59,6 +62,34 @@ fn available(version: &str) -> R<bool> {
     Ok(false)
 }
 
+/// Runs `run` for each installed legacy version (see [`available`]), naming the version in a failure.
+async fn for_each_version<F, Fut>(run: F) -> TestResult
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = TestResult>,
+{
+    for version in VERSIONS {
+        if !available(version)? {
+            continue;
+        }
+        run(version)
+            .await
+            .map_err(|e| format!("legacy {version}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Kills exactly this node process, by PID (and through tokio as a fallback).
+fn kill_by_pid(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status();
+    }
+    let _ = child.start_kill();
+}
+
 /// A running legacy plugin. Killed (by PID) on drop.
 struct JsPeer {
     child: Child,
@@ -71,14 +102,7 @@ struct JsPeer {
 
 impl Drop for JsPeer {
     fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            // Kill exactly this process, by PID.
-            let _ = std::process::Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status();
-        }
-        let _ = self.child.start_kill();
+        kill_by_pid(&mut self.child);
     }
 }
 
@@ -89,10 +113,7 @@ impl JsPeer {
         cmd.arg("--unhandled-rejections=warn")
             .arg("--no-deprecation")
             .arg(script)
-            .env(
-                "LEGACY_DIR",
-                root().join(format!("tests/node/legacy-{version}/node_modules")),
-            )
+            .env("LEGACY_DIR", legacy_dir(version))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -132,6 +153,35 @@ impl JsPeer {
         Ok(peer)
     }
 
+    /// A legacy client dialing `url` (`MODE=client`), with `extra` settings for legacy_peer.js.
+    async fn client(version: &str, url: String, extra: &[(&str, String)]) -> R<JsPeer> {
+        let mut env = vec![("MODE", "client".to_owned()), ("SERVER_URL", url)];
+        env.extend(extra.iter().cloned());
+        JsPeer::spawn(version, &env).await
+    }
+
+    /// A stateful legacy server (`MODE=server`) on `port` with `secret`, `prefix` and `max_balance`, with `extra`
+    /// settings for legacy_peer.js.
+    async fn server(
+        version: &str,
+        port: u16,
+        secret: &str,
+        prefix: &str,
+        max_balance: &str,
+        extra: &[(&str, String)],
+    ) -> R<JsPeer> {
+        let mut env = vec![
+            ("MODE", "server".to_owned()),
+            ("PORT", port.to_string()),
+            ("SECRET", secret.to_owned()),
+            ("PREFIX", prefix.to_owned()),
+            ("STATEFUL", "1".to_owned()),
+            ("MAX_BALANCE", max_balance.to_owned()),
+        ];
+        env.extend(extra.iter().cloned());
+        JsPeer::spawn(version, &env).await
+    }
+
     /// Runs a command; `Ok(Ok(result))` or `Ok(Err(error))` as the JS call resolved or threw.
     async fn call(&mut self, cmd: &str, args: Value) -> R<Result<Value, Value>> {
         let id = self
@@ -156,6 +206,31 @@ impl JsPeer {
                 });
             }
         }
+    }
+
+    /// The legacy ILP Payment packet for `amount` to `account`, as the JS side encodes it.
+    async fn payment(&mut self, account: &str, amount: u64) -> R<Value> {
+        self.ok("payment", json!({"account": account, "amount": amount}))
+            .await
+    }
+
+    /// Sends a transfer of `amount` carrying the ILP packet `ilp` (a JSON string), conditioned on `fulfillment`
+    /// and expiring in `expires_in_ms`; its id.
+    async fn send_transfer(
+        &mut self,
+        fulfillment: &[u8; 32],
+        amount: u64,
+        expires_in_ms: i64,
+        ilp: &Value,
+    ) -> R<String> {
+        let (id, t) = js_transfer(
+            fulfillment,
+            amount,
+            expires_in_ms,
+            ilp.as_str().unwrap_or_default(),
+        );
+        self.ok("sendTransfer", t).await?;
+        Ok(id)
     }
 
     async fn ok(&mut self, cmd: &str, args: Value) -> R<Value> {
@@ -294,6 +369,39 @@ async fn next_event(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> R<Pe
     }
 }
 
+/// The transfer of the next `name` event (`incoming_prepare`, `incoming_cancel` or `outgoing_cancel`).
+async fn next_transfer(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> R<Transfer> {
+    match next_event(rx, name).await? {
+        PeerEvent::IncomingPrepare(t)
+        | PeerEvent::IncomingCancel(t)
+        | PeerEvent::OutgoingCancel(t) => Ok(t),
+        _ => Err("unexpected event".into()),
+    }
+}
+
+/// Waits for the bridge's next incoming Prepare, checks that it is the JS side's transfer `id` and fulfills it.
+async fn fulfill_at_bridge(
+    tl: &Trustline,
+    events: &mut broadcast::Receiver<PeerEvent>,
+    id: &str,
+    fulfillment: [u8; 32],
+) -> TestResult {
+    let got = next_transfer(events, "incoming_prepare").await?;
+    assert_eq!(uuid_of(&got.id), id);
+    tl.fulfill_condition(got.id, fulfillment, None).await?;
+    Ok(())
+}
+
+/// Asserts that the trustline's record of transfer `id` ended cancelled.
+async fn assert_cancelled(tl: &Trustline, id: &TransferId) -> TestResult {
+    let rec = tl.log().get(id).await?.ok_or("missing")?;
+    assert!(
+        matches!(rec.state, TransferState::Cancelled { .. }),
+        "{rec:?}"
+    );
+    Ok(())
+}
+
 async fn wait_connected(tl: &Trustline) -> R<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !tl.is_connected() {
@@ -365,59 +473,100 @@ async fn start_bridge_with(
     Ok(PeerNode::start(configs, db, options).await?)
 }
 
+/// Legacy options of a bridge trustline `name` listening on `port` (USD at scale 9, stored), with the
+/// options in `extra` added after these (an option of the same name is replaced in its place).
+fn listener_config(
+    name: &str,
+    port: u16,
+    secret: &str,
+    max_balance: &str,
+    prefix: &str,
+    extra: Value,
+) -> Value {
+    let mut options = json!({
+        "listener": {"port": port}, "incomingSecret": secret, "maxBalance": max_balance, "prefix": prefix,
+        "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true});
+    if let (Some(o), Some(e)) = (options.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"name": name, "options": options})
+}
+
+/// Starts a bridge with the single trustline `config` (its database in `dir`): the node and that trustline.
+async fn start_single(
+    config: Value,
+    dir: &std::path::Path,
+    options: NodeOptions,
+) -> R<(PeerNode, Trustline)> {
+    let name = config["name"]
+        .as_str()
+        .ok_or("config without a name")?
+        .to_owned();
+    let node = start_bridge_with(vec![config], dir, options).await?;
+    let tl = node.trustline(&name).ok_or("no trustline")?.clone();
+    Ok((node, tl))
+}
+
+/// Asserts that a legacy client dialing `url` does not connect within 3 s (`what` says why it must not).
+async fn assert_js_client_never_connects(version: &str, url: String, what: &str) -> TestResult {
+    let mut js = JsPeer::client(version, url, &[]).await?;
+    let r = tokio::time::timeout(Duration::from_secs(3), js.call("connect", json!({}))).await;
+    assert!(!matches!(r, Ok(Ok(Ok(_)))), "{what}: {r:?}");
+    Ok(())
+}
+
+/// Asserts that a bridge with the single dialing trustline `config` (named "js") is not connected after 1.5 s.
+async fn assert_bridge_never_connects(config: Value) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let node = start_bridge(vec![config], dir.path()).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!node.trustline("js").ok_or("no trustline")?.is_connected());
+    node.shutdown().await;
+    Ok(())
+}
+
 const CLAIM_SECRET: &str = "shared-claim-secret";
 
 /// Legacy JS client → ilp-bridge server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_client_to_bridge_server() -> TestResult {
-    for version in VERSIONS {
-        if !available(version)? {
-            continue;
-        }
-        js_client_to_bridge_server_for(version)
-            .await
-            .map_err(|e| format!("legacy {version}: {e}"))?;
-    }
-    Ok(())
+    for_each_version(js_client_to_bridge_server_for).await
 }
 
 async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let node = start_bridge(
-        vec![json!({"name": "alice", "options": {
-            "listener": {"port": port}, "incomingSecret": "s3cret", "maxBalance": "1000",
-            "prefix": "test.alice.", "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []},
-            "store": true, "module": "claim-test", "secret": CLAIM_SECRET, "maxUnsecured": "1000"}})],
+    let (node, tl) = start_single(
+        listener_config(
+            "alice",
+            port,
+            "s3cret",
+            "1000",
+            "test.alice.",
+            json!({"module": "claim-test", "secret": CLAIM_SECRET, "maxUnsecured": "1000"}),
+        ),
         dir.path(),
+        node_options(),
     )
     .await?;
-    let tl = node.trustline("alice").ok_or("no trustline")?.clone();
     tl.register_request_handler(Arc::new(Echo));
     let mut events = tl.subscribe();
 
     // Wrong secret: the legacy client never authenticates.
-    let mut bad = JsPeer::spawn(
+    assert_js_client_never_connects(
         version,
-        &[
-            ("MODE", "client".into()),
-            ("SERVER_URL", format!("btp+ws://:wrong@127.0.0.1:{port}")),
-        ],
+        format!("btp+ws://:wrong@127.0.0.1:{port}"),
+        "connect with a wrong secret must not succeed",
     )
     .await?;
-    let r = tokio::time::timeout(Duration::from_secs(3), bad.call("connect", json!({}))).await;
-    assert!(
-        !matches!(r, Ok(Ok(Ok(_)))),
-        "connect with a wrong secret must not succeed: {r:?}"
-    );
-    drop(bad);
 
     // Right secret, stateful client with the JS claim module.
-    let mut js = JsPeer::spawn(
+    let mut js = JsPeer::client(
         version,
+        format!("btp+ws://:s3cret@127.0.0.1:{port}"),
         &[
-            ("MODE", "client".into()),
-            ("SERVER_URL", format!("btp+ws://:s3cret@127.0.0.1:{port}")),
             ("STATEFUL", "1".into()),
             ("MAX_BALANCE", "1000".into()),
             ("PREFIX", "test.alice.".into()),
@@ -433,19 +582,9 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
 
     // JS → bridge, fulfilled by the bridge; the JS module's claim reaches the Rust module.
     let f = [1u8; 32];
-    let ilp = js
-        .ok(
-            "payment",
-            json!({"account": "test.alice.server.bob", "amount": 10}),
-        )
-        .await?;
-    let (id, t) = js_transfer(&f, 10, 10_000, ilp.as_str().unwrap_or_default());
-    js.ok("sendTransfer", t).await?;
-    let PeerEvent::IncomingPrepare(got) = next_event(&mut events, "incoming_prepare").await? else {
-        return Err("unexpected event".into());
-    };
-    assert_eq!(uuid_of(&got.id), id);
-    tl.fulfill_condition(got.id, f, None).await?;
+    let ilp = js.payment("test.alice.server.bob", 10).await?;
+    let id = js.send_transfer(&f, 10, 10_000, &ilp).await?;
+    fulfill_at_bridge(&tl, &mut events, &id, f).await?;
     js.event("outgoing_fulfill").await?;
     let claim = js.event("outgoing_claim").await?;
     assert_eq!(claim["claim"]["amount"], json!("10"));
@@ -468,11 +607,8 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
 
     // Rejects both ways.
     let f3 = [3u8; 32];
-    let (id3, t3) = js_transfer(&f3, 5, 10_000, ilp.as_str().unwrap_or_default());
-    js.ok("sendTransfer", t3).await?;
-    let PeerEvent::IncomingPrepare(got) = next_event(&mut events, "incoming_prepare").await? else {
-        return Err("unexpected event".into());
-    };
+    let id3 = js.send_transfer(&f3, 5, 10_000, &ilp).await?;
+    let got = next_transfer(&mut events, "incoming_prepare").await?;
     assert_eq!(uuid_of(&got.id), id3);
     tl.reject_incoming_transfer(got.id, ilp_error("F99", "Application Error"))
         .await?;
@@ -517,18 +653,13 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
     assert_eq!(r.custom, Some(json!({"echo": {"hi": 2}})));
 
     // Expiry both ways (both sides are stateful and run timers).
-    let (id6, t6) = js_transfer(&[6u8; 32], 7, 1500, ilp.as_str().unwrap_or_default());
-    js.ok("sendTransfer", t6).await?;
+    let id6 = js.send_transfer(&[6u8; 32], 7, 1500, &ilp).await?;
     let t7 = rust_transfer(&[7u8; 32], 7, 1500, "test.alice.client.carl");
     tl.send_transfer(t7.clone()).await?;
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let id6: TransferId = id6.parse()?;
     for id in [id6, t7.id] {
-        let rec = tl.log().get(&id).await?.ok_or("missing")?;
-        assert!(
-            matches!(rec.state, TransferState::Cancelled { .. }),
-            "{rec:?}"
-        );
+        assert_cancelled(&tl, &id).await?;
     }
     assert_eq!(tl.local_balance(), 6);
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("-6"));
@@ -574,28 +705,18 @@ fn ilp_error(code: &str, name: &str) -> btp::ilp_v1::IlpV1Error {
 /// ilp-bridge client → legacy JS server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_client_to_js_server() -> TestResult {
-    for version in VERSIONS {
-        if !available(version)? {
-            continue;
-        }
-        bridge_client_to_js_server_for(version)
-            .await
-            .map_err(|e| format!("legacy {version}: {e}"))?;
-    }
-    Ok(())
+    for_each_version(bridge_client_to_js_server_for).await
 }
 
 async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     let port = free_port()?;
-    let mut js = JsPeer::spawn(
+    let mut js = JsPeer::server(
         version,
+        port,
+        "pw",
+        "test.js.",
+        "500",
         &[
-            ("MODE", "server".into()),
-            ("PORT", port.to_string()),
-            ("SECRET", "pw".into()),
-            ("PREFIX", "test.js.".into()),
-            ("STATEFUL", "1".into()),
-            ("MAX_BALANCE", "500".into()),
             ("CLAIM_SECRET", CLAIM_SECRET.into()),
             ("AUTO_FULFILL", "1".into()),
         ],
@@ -605,25 +726,19 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Wrong secret: never connects.
-    let dir = tempfile::tempdir()?;
-    let bad = start_bridge(
-        vec![json!({"name": "js", "options": {"server": format!("btp+ws://:nope@127.0.0.1:{port}"), "store": false}})],
-        dir.path(),
-    )
+    assert_bridge_never_connects(json!({"name": "js", "options": {
+        "server": format!("btp+ws://:nope@127.0.0.1:{port}"), "store": false}}))
     .await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!bad.trustline("js").ok_or("no tl")?.is_connected());
-    bad.shutdown().await;
 
     let dir = tempfile::tempdir()?;
-    let node = start_bridge(
-        vec![json!({"name": "js", "options": {
+    let (node, tl) = start_single(
+        json!({"name": "js", "options": {
             "server": format!("btp+ws://:pw@127.0.0.1:{port}"), "maxBalance": "500", "store": true,
-            "prefix": "test.js.", "module": "claim-test", "secret": CLAIM_SECRET, "maxUnsecured": "1000"}})],
+            "prefix": "test.js.", "module": "claim-test", "secret": CLAIM_SECRET, "maxUnsecured": "1000"}}),
         dir.path(),
+        node_options(),
     )
     .await?;
-    let tl = node.trustline("js").ok_or("no trustline")?.clone();
     tl.register_request_handler(Arc::new(Echo));
     wait_connected(&tl).await?;
     let mut events = tl.subscribe();
@@ -646,17 +761,9 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
 
     // JS → bridge, fulfilled by the bridge; claim from JS to Rust.
     let f2 = [2u8; 32];
-    let ilp = js
-        .ok(
-            "payment",
-            json!({"account": "test.js.client.x", "amount": 3}),
-        )
-        .await?;
-    let (_, t2) = js_transfer(&f2, 3, 10_000, ilp.as_str().unwrap_or_default());
-    js.ok("sendTransfer", t2).await?;
-    let PeerEvent::IncomingPrepare(got) = next_event(&mut events, "incoming_prepare").await? else {
-        return Err("unexpected event".into());
-    };
+    let ilp = js.payment("test.js.client.x", 3).await?;
+    js.send_transfer(&f2, 3, 10_000, &ilp).await?;
+    let got = next_transfer(&mut events, "incoming_prepare").await?;
     tl.fulfill_condition(got.id, f2, None).await?;
     let claim = js.event("outgoing_claim").await?;
     assert_eq!(claim["claim"]["amount"], json!("3"));
@@ -707,22 +814,15 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
         assert_eq!(reason.triggered_by, "test.js.server");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rec = tl.log().get(&t4.id).await?.ok_or("missing")?;
-    assert!(matches!(rec.state, TransferState::Cancelled { .. }));
+    assert_cancelled(&tl, &t4.id).await?;
     assert_eq!(tl.local_balance(), -7);
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("7"));
 
     // The other direction: the JS server prepares a transfer to the bridge that nobody fulfills. A legacy
     // peer refuses a Reject of its own incoming transfer, so the bridge's record can only be cancelled by its
     // own timer, which then sends the R00.
-    let ilp5 = js
-        .ok(
-            "payment",
-            json!({"account": "test.js.client.x", "amount": 4}),
-        )
-        .await?;
-    let (id5, t5) = js_transfer(&[5u8; 32], 4, 1500, ilp5.as_str().unwrap_or_default());
-    js.ok("sendTransfer", t5).await?;
+    let ilp5 = js.payment("test.js.client.x", 4).await?;
+    let id5 = js.send_transfer(&[5u8; 32], 4, 1500, &ilp5).await?;
     let id5: TransferId = id5.parse()?;
     let cancelled = tokio::time::timeout(WAIT, async {
         loop {
@@ -735,11 +835,7 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     })
     .await??;
     assert_eq!(cancelled.amount, 4);
-    let rec = tl.log().get(&id5).await?.ok_or("missing")?;
-    assert!(
-        matches!(rec.state, TransferState::Cancelled { .. }),
-        "{rec:?}"
-    );
+    assert_cancelled(&tl, &id5).await?;
     // The JS sender saw it end (its own timer's cancel, or the bridge's R00 Reject, whichever came first).
     let uuid5 = uuid_of(&id5);
     let ended = tokio::time::timeout(WAIT, async {
@@ -768,49 +864,25 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
 /// JS side lets expire being cancelled by the bridge (bridge → JS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_expires_transfers_of_a_stateless_js_client() -> TestResult {
-    for version in VERSIONS {
-        if !available(version)? {
-            continue;
-        }
-        stateless_expiry_for(version)
-            .await
-            .map_err(|e| format!("legacy {version}: {e}"))?;
-    }
-    Ok(())
+    for_each_version(stateless_expiry_for).await
 }
 
 async fn stateless_expiry_for(version: &str) -> TestResult {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let node = start_bridge(
-        vec![json!({"name": "alice", "options": {
-            "listener": {"port": port}, "incomingSecret": "s3cret", "maxBalance": "1000",
-            "prefix": "test.alice.", "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []},
-            "store": true}})],
+    let (node, tl) = start_single(
+        listener_config("alice", port, "s3cret", "1000", "test.alice.", json!({})),
         dir.path(),
+        node_options(),
     )
     .await?;
-    let tl = node.trustline("alice").ok_or("no trustline")?.clone();
     let mut events = tl.subscribe();
-    let mut js = JsPeer::spawn(
-        version,
-        &[
-            ("MODE", "client".into()),
-            ("SERVER_URL", format!("btp+ws://:s3cret@127.0.0.1:{port}")),
-        ],
-    )
-    .await?;
+    let mut js = JsPeer::client(version, format!("btp+ws://:s3cret@127.0.0.1:{port}"), &[]).await?;
     js.ok("connect", json!({})).await?;
 
     // JS → bridge, never fulfilled: the bridge cancels it and its R00 reaches the JS plugin as a rejection.
-    let ilp = js
-        .ok(
-            "payment",
-            json!({"account": "test.alice.server.bob", "amount": 9}),
-        )
-        .await?;
-    let (id, t) = js_transfer(&[1u8; 32], 9, 1500, ilp.as_str().unwrap_or_default());
-    js.ok("sendTransfer", t).await?;
+    let ilp = js.payment("test.alice.server.bob", 9).await?;
+    let id = js.send_transfer(&[1u8; 32], 9, 1500, &ilp).await?;
     let rejected = js.event_for("outgoing_reject", &id).await?;
     let reason = &rejected["args"][1];
     assert_eq!(reason["code"], json!("R00"), "{rejected}");
@@ -822,9 +894,7 @@ async fn stateless_expiry_for(version: &str) -> TestResult {
         &reason["triggered_by"]
     };
     assert_eq!(by, &json!("test.alice.server"), "{rejected}");
-    let PeerEvent::IncomingCancel(c) = next_event(&mut events, "incoming_cancel").await? else {
-        return Err("unexpected event".into());
-    };
+    let c = next_transfer(&mut events, "incoming_cancel").await?;
     assert_eq!(uuid_of(&c.id), id);
     assert_eq!(tl.local_balance(), 0);
     assert_eq!(
@@ -837,15 +907,9 @@ async fn stateless_expiry_for(version: &str) -> TestResult {
     let t2 = rust_transfer(&[2u8; 32], 6, 1500, "test.alice.client.carl");
     tl.send_transfer(t2.clone()).await?;
     js.event_for("incoming_prepare", &uuid_of(&t2.id)).await?;
-    let PeerEvent::OutgoingCancel(c) = next_event(&mut events, "outgoing_cancel").await? else {
-        return Err("unexpected event".into());
-    };
+    let c = next_transfer(&mut events, "outgoing_cancel").await?;
     assert_eq!(c.id, t2.id);
-    let rec = tl.log().get(&t2.id).await?.ok_or("missing")?;
-    assert!(
-        matches!(rec.state, TransferState::Cancelled { .. }),
-        "{rec:?}"
-    );
+    assert_cancelled(&tl, &t2.id).await?;
     assert_eq!(tl.local_balance(), 0);
     assert_eq!(tl.log().sums().outgoing_fulfilled_and_prepared, 0);
     // The stateless plugin's balance is the bridge's, negated.
@@ -857,15 +921,7 @@ async fn stateless_expiry_for(version: &str) -> TestResult {
 /// Legacy JS peer → ilp-bridge → legacy JS peer, and a restart of the bridge mid-stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_to_js_through_the_bridge_with_restart() -> TestResult {
-    for version in VERSIONS {
-        if !available(version)? {
-            continue;
-        }
-        routed_for(version)
-            .await
-            .map_err(|e| format!("legacy {version}: {e}"))?;
-    }
-    Ok(())
+    for_each_version(routed_for).await
 }
 
 async fn routed_for(version: &str) -> TestResult {
@@ -874,19 +930,9 @@ async fn routed_for(version: &str) -> TestResult {
     // bridge's new socket.
     let dir = tempfile::tempdir()?;
     let (pa, pb) = (free_port()?, free_port()?);
-    let server_env = |port: u16, secret: &str, prefix: &str| -> Vec<(&'static str, String)> {
-        vec![
-            ("MODE", "server".to_owned()),
-            ("PORT", port.to_string()),
-            ("SECRET", secret.to_owned()),
-            ("PREFIX", prefix.to_owned()),
-            ("STATEFUL", "1".to_owned()),
-            ("MAX_BALANCE", "1000".to_owned()),
-            ("AUTO_FULFILL", "1".to_owned()),
-        ]
-    };
-    let mut a = JsPeer::spawn(version, &server_env(pa, "sa", "test.a.")).await?;
-    let mut b = JsPeer::spawn(version, &server_env(pb, "sb", "test.b.")).await?;
+    let auto_fulfill = [("AUTO_FULFILL", "1".to_owned())];
+    let mut a = JsPeer::server(version, pa, "sa", "test.a.", "1000", &auto_fulfill).await?;
+    let mut b = JsPeer::server(version, pb, "sb", "test.b.", "1000", &auto_fulfill).await?;
     a.ok("connect", json!({})).await?;
     b.ok("connect", json!({})).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -939,14 +985,8 @@ async fn routed_for(version: &str) -> TestResult {
     // Payment 1: A → bridge → B, B fulfills automatically.
     let f1 = [1u8; 32];
     b.ok("preimage", json!({"fulfillment": b64u(&f1)})).await?;
-    let ilp = a
-        .ok(
-            "payment",
-            json!({"account": "test.b.server.bob", "amount": 10}),
-        )
-        .await?;
-    let (_, t1) = js_transfer(&f1, 10, 20_000, ilp.as_str().unwrap_or_default());
-    a.ok("sendTransfer", t1).await?;
+    let ilp = a.payment("test.b.server.bob", 10).await?;
+    a.send_transfer(&f1, 10, 20_000, &ilp).await?;
     a.event("outgoing_fulfill").await?;
     assert_eq!(a.ok("getBalance", json!({})).await?, json!("-10"));
     assert_eq!(b.ok("getBalance", json!({})).await?, json!("10"));
@@ -956,25 +996,13 @@ async fn routed_for(version: &str) -> TestResult {
     // Payment 2: prepared at B but not fulfilled before the bridge restarts.
     let f2 = [2u8; 32];
     // The Payment asks for exactly the transfer amount (the bridge refuses to deliver less).
-    let ilp2 = a
-        .ok(
-            "payment",
-            json!({"account": "test.b.server.bob", "amount": 7}),
-        )
-        .await?;
-    let (id2, t2) = js_transfer(&f2, 7, 30_000, ilp2.as_str().unwrap_or_default());
-    a.ok("sendTransfer", t2).await?;
+    let ilp2 = a.payment("test.b.server.bob", 7).await?;
+    let id2 = a.send_transfer(&f2, 7, 30_000, &ilp2).await?;
     let b_id = uuid_of(&forward_id("a", &id2.parse()?));
     b.event_for("incoming_prepare", &b_id).await?;
     // Payment 3: prepared, never fulfilled, with an expiry that passes while the bridge is down.
-    let ilp3 = a
-        .ok(
-            "payment",
-            json!({"account": "test.b.server.bob", "amount": 5}),
-        )
-        .await?;
-    let (id3, t3) = js_transfer(&[3u8; 32], 5, 2500, ilp3.as_str().unwrap_or_default());
-    a.ok("sendTransfer", t3).await?;
+    let ilp3 = a.payment("test.b.server.bob", 5).await?;
+    let id3 = a.send_transfer(&[3u8; 32], 5, 2500, &ilp3).await?;
     b.event_for(
         "incoming_prepare",
         &uuid_of(&forward_id("a", &id3.parse()?)),
@@ -1023,13 +1051,7 @@ struct RawClient {
 
 impl Drop for RawClient {
     fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status();
-        }
-        let _ = self.child.start_kill();
+        kill_by_pid(&mut self.child);
     }
 }
 
@@ -1038,10 +1060,7 @@ impl RawClient {
         let mut child = Command::new("node")
             .arg("--no-deprecation")
             .arg(root().join("tests/node/scripts/raw_btp_client.js"))
-            .env(
-                "LEGACY_DIR",
-                root().join(format!("tests/node/legacy-{version}/node_modules")),
-            )
+            .env("LEGACY_DIR", legacy_dir(version))
             .env("URL", format!("ws://127.0.0.1:{port}"))
             .env("SECRET", secret)
             .stdin(Stdio::piped())
@@ -1341,48 +1360,64 @@ fn differential_frames() -> R<Vec<(&'static str, Vec<u8>)>> {
 /// options): every reply must be byte-identical apart from an Error's `triggeredAt` (the current time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_replies_are_byte_identical_to_legacy() -> TestResult {
-    for version in VERSIONS {
-        if !available(version)? {
-            continue;
-        }
-        differential_for(version)
-            .await
-            .map_err(|e| format!("legacy {version}: {e}"))?;
-    }
-    Ok(())
+    for_each_version(differential_for).await
 }
 
-async fn differential_for(version: &str) -> TestResult {
+/// The real legacy plugin and ilp-bridge as stateful servers with the same options (limit `max_balance`), and
+/// a raw client connected to each.
+struct SideBySide {
+    js: JsPeer,
+    node: PeerNode,
+    to_js: RawClient,
+    to_bridge: RawClient,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a [`SideBySide`]; with `echo`, the bridge answers custom requests with [`Echo`].
+async fn side_by_side(version: &str, max_balance: &str, echo: bool) -> R<SideBySide> {
     let js_port = free_port()?;
-    let mut js = JsPeer::spawn(
-        version,
-        &[
-            ("MODE", "server".into()),
-            ("PORT", js_port.to_string()),
-            ("SECRET", "pw".into()),
-            ("PREFIX", "test.x.".into()),
-            ("STATEFUL", "1".into()),
-            ("MAX_BALANCE", "1000".into()),
-        ],
-    )
-    .await?;
+    let mut js = JsPeer::server(version, js_port, "pw", "test.x.", max_balance, &[]).await?;
     js.ok("connect", json!({})).await?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     // The same options as legacy_peer.js builds (info keys in the same order).
     let node = start_bridge(
-        vec![json!({"name": "x", "options": {
-            "listener": {"port": port}, "incomingSecret": "pw", "maxBalance": "1000", "prefix": "test.x.",
-            "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}})],
+        vec![listener_config(
+            "x",
+            port,
+            "pw",
+            max_balance,
+            "test.x.",
+            json!({}),
+        )],
         dir.path(),
     )
     .await?;
-    node.trustline("x")
-        .ok_or("no trustline")?
-        .register_request_handler(Arc::new(Echo));
+    if echo {
+        node.trustline("x")
+            .ok_or("no trustline")?
+            .register_request_handler(Arc::new(Echo));
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut to_js = RawClient::connect(version, js_port, "pw").await?;
-    let mut to_bridge = RawClient::connect(version, port, "pw").await?;
+    let to_js = RawClient::connect(version, js_port, "pw").await?;
+    let to_bridge = RawClient::connect(version, port, "pw").await?;
+    Ok(SideBySide {
+        js,
+        node,
+        to_js,
+        to_bridge,
+        _dir: dir,
+    })
+}
+
+async fn differential_for(version: &str) -> TestResult {
+    let SideBySide {
+        js,
+        node,
+        mut to_js,
+        mut to_bridge,
+        _dir,
+    } = side_by_side(version, "1000", true).await?;
     let mut seen = Vec::new();
     for (label, frame) in differential_frames()? {
         let legacy = to_js
@@ -1448,32 +1483,13 @@ async fn differential_for(version: &str) -> TestResult {
         "12345678901234567890123",
         "999999999999999999999",
     ] {
-        let js_port = free_port()?;
-        let mut js = JsPeer::spawn(
-            version,
-            &[
-                ("MODE", "server".into()),
-                ("PORT", js_port.to_string()),
-                ("SECRET", "pw".into()),
-                ("PREFIX", "test.x.".into()),
-                ("STATEFUL", "1".into()),
-                ("MAX_BALANCE", max.into()),
-            ],
-        )
-        .await?;
-        js.ok("connect", json!({})).await?;
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let node = start_bridge(
-            vec![json!({"name": "x", "options": {
-                "listener": {"port": port}, "incomingSecret": "pw", "maxBalance": max, "prefix": "test.x.",
-                "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}})],
-            dir.path(),
-        )
-        .await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut to_js = RawClient::connect(version, js_port, "pw").await?;
-        let mut to_bridge = RawClient::connect(version, port, "pw").await?;
+        let SideBySide {
+            js: _js,
+            node,
+            mut to_js,
+            mut to_bridge,
+            _dir,
+        } = side_by_side(version, max, false).await?;
         let limit = message_frame(
             0x201,
             vec![btp::packet::ProtocolDataEntry::octets(
@@ -1581,15 +1597,7 @@ fn make_pki(dir: &std::path::Path) -> R<TestPki> {
 /// Legacy JS client → ilp-bridge wss listener, and ilp-bridge wss client → legacy JS wss listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_both_ways() -> TestResult {
-    for version in VERSIONS {
-        if !available(version)? {
-            continue;
-        }
-        tls_for(version)
-            .await
-            .map_err(|e| format!("legacy {version}: {e}"))?;
-    }
-    Ok(())
+    for_each_version(tls_for).await
 }
 
 async fn tls_for(version: &str) -> TestResult {
@@ -1600,68 +1608,42 @@ async fn tls_for(version: &str) -> TestResult {
     // 1. JS client (btp+wss, trusting the test CA) → bridge TLS listener.
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let node = start_bridge(
-        vec![json!({"name": "alice", "options": {
-            "listener": {"port": port, "cert": path(&pki.cert), "key": path(&pki.key), "ca": path(&pki.ca)},
-            "incomingSecret": "tls-secret", "maxBalance": "1000", "prefix": "test.tls.",
-            "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}})],
+    let tls_listener =
+        json!({"port": port, "cert": path(&pki.cert), "key": path(&pki.key), "ca": path(&pki.ca)});
+    let (node, tl) = start_single(
+        listener_config(
+            "alice",
+            port,
+            "tls-secret",
+            "1000",
+            "test.tls.",
+            json!({ "listener": tls_listener }),
+        ),
         dir.path(),
+        node_options(),
     )
     .await?;
-    let tl = node.trustline("alice").ok_or("no trustline")?.clone();
     tl.register_request_handler(Arc::new(Echo));
     let mut events = tl.subscribe();
     // Without the CA the JS client cannot connect: the listener really speaks TLS with that certificate.
-    let mut untrusting = JsPeer::spawn(
+    assert_js_client_never_connects(
         version,
-        &[
-            ("MODE", "client".into()),
-            (
-                "SERVER_URL",
-                format!("btp+wss://:tls-secret@127.0.0.1:{port}"),
-            ),
-        ],
+        format!("btp+wss://:tls-secret@127.0.0.1:{port}"),
+        "a client that does not trust the CA must not connect",
     )
     .await?;
-    let r = tokio::time::timeout(
-        Duration::from_secs(3),
-        untrusting.call("connect", json!({})),
-    )
-    .await;
-    assert!(
-        !matches!(r, Ok(Ok(Ok(_)))),
-        "a client that does not trust the CA must not connect: {r:?}"
-    );
-    drop(untrusting);
     // Plain ws to the TLS port does not work either.
-    let mut plain = JsPeer::spawn(
+    assert_js_client_never_connects(
         version,
-        &[
-            ("MODE", "client".into()),
-            (
-                "SERVER_URL",
-                format!("btp+ws://:tls-secret@127.0.0.1:{port}"),
-            ),
-        ],
+        format!("btp+ws://:tls-secret@127.0.0.1:{port}"),
+        "plain ws must not connect",
     )
     .await?;
-    let r = tokio::time::timeout(Duration::from_secs(3), plain.call("connect", json!({}))).await;
-    assert!(
-        !matches!(r, Ok(Ok(Ok(_)))),
-        "plain ws must not connect: {r:?}"
-    );
-    drop(plain);
 
-    let mut js = JsPeer::spawn(
+    let mut js = JsPeer::client(
         version,
-        &[
-            ("MODE", "client".into()),
-            (
-                "SERVER_URL",
-                format!("btp+wss://:tls-secret@127.0.0.1:{port}"),
-            ),
-            ("NODE_EXTRA_CA_CERTS", path(&pki.ca)),
-        ],
+        format!("btp+wss://:tls-secret@127.0.0.1:{port}"),
+        &[("NODE_EXTRA_CA_CERTS", path(&pki.ca))],
     )
     .await?;
     js.ok("connect", json!({})).await?;
@@ -1671,19 +1653,9 @@ async fn tls_for(version: &str) -> TestResult {
     );
     assert_eq!(js.ok("getLimit", json!({})).await?, json!("-1000"));
     let f = [5u8; 32];
-    let ilp = js
-        .ok(
-            "payment",
-            json!({"account": "test.tls.server.bob", "amount": 25}),
-        )
-        .await?;
-    let (id, t) = js_transfer(&f, 25, 10_000, ilp.as_str().unwrap_or_default());
-    js.ok("sendTransfer", t).await?;
-    let PeerEvent::IncomingPrepare(got) = next_event(&mut events, "incoming_prepare").await? else {
-        return Err("unexpected event".into());
-    };
-    assert_eq!(uuid_of(&got.id), id);
-    tl.fulfill_condition(got.id, f, None).await?;
+    let ilp = js.payment("test.tls.server.bob", 25).await?;
+    let id = js.send_transfer(&f, 25, 10_000, &ilp).await?;
+    fulfill_at_bridge(&tl, &mut events, &id, f).await?;
     js.event_for("outgoing_fulfill", &id).await?;
     assert_eq!(tl.local_balance(), 25);
     // Stateless JS client: its balance is the bridge's, negated.
@@ -1700,15 +1672,13 @@ async fn tls_for(version: &str) -> TestResult {
 
     // 2. Bridge client (btp+wss, trusting the test CA) → JS TLS listener.
     let js_port = free_port()?;
-    let mut js = JsPeer::spawn(
+    let mut js = JsPeer::server(
         version,
+        js_port,
+        "pw",
+        "test.jstls.",
+        "500",
         &[
-            ("MODE", "server".into()),
-            ("PORT", js_port.to_string()),
-            ("SECRET", "pw".into()),
-            ("PREFIX", "test.jstls.".into()),
-            ("STATEFUL", "1".into()),
-            ("MAX_BALANCE", "500".into()),
             ("AUTO_FULFILL", "1".into()),
             ("TLS_CERT", path(&pki.cert)),
             ("TLS_KEY", path(&pki.key)),
@@ -1725,15 +1695,14 @@ async fn tls_for(version: &str) -> TestResult {
         ..node_options()
     };
     let dir = tempfile::tempdir()?;
-    let node = start_bridge_with(
-        vec![json!({"name": "js", "options": {
+    let (node, tl) = start_single(
+        json!({"name": "js", "options": {
             "server": format!("btp+wss://:pw@127.0.0.1:{js_port}"), "maxBalance": "500", "store": true,
-            "prefix": "test.jstls."}})],
+            "prefix": "test.jstls."}}),
         dir.path(),
         options,
     )
     .await?;
-    let tl = node.trustline("js").ok_or("no trustline")?.clone();
     wait_connected(&tl).await?;
     assert_eq!(tl.get_limit().await?, "-500");
     let mut events = tl.subscribe();
@@ -1747,16 +1716,8 @@ async fn tls_for(version: &str) -> TestResult {
     node.shutdown().await;
 
     // The same bridge client without the CA never connects.
-    let dir = tempfile::tempdir()?;
-    let node = start_bridge(
-        vec![json!({"name": "js", "options": {
-            "server": format!("btp+wss://:pw@127.0.0.1:{js_port}"), "maxBalance": "500", "store": true,
-            "prefix": "test.jstls."}})],
-        dir.path(),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!node.trustline("js").ok_or("no trustline")?.is_connected());
-    node.shutdown().await;
-    Ok(())
+    assert_bridge_never_connects(json!({"name": "js", "options": {
+        "server": format!("btp+wss://:pw@127.0.0.1:{js_port}"), "maxBalance": "500", "store": true,
+        "prefix": "test.jstls."}}))
+    .await
 }

@@ -25,17 +25,12 @@ struct Net {
     router: Arc<Router>,
 }
 
-fn server(
+/// A trustline `name` with the legacy options `options`, on fresh in-memory stores.
+fn trustline(
     name: &str,
-    prefix: &str,
-    code: &str,
-    scale: u8,
+    options: &serde_json::Value,
 ) -> Result<Trustline, Box<dyn std::error::Error>> {
-    let cfg = PeerConfig::from_legacy_json(
-        name,
-        &json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000", "prefix": prefix,
-                "info": {"currencyCode": code, "currencyScale": scale}, "store": true}),
-    )?;
+    let cfg = PeerConfig::from_legacy_json(name, options)?;
     let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
     Ok(Trustline::new(
         &cfg,
@@ -45,18 +40,24 @@ fn server(
     )?)
 }
 
+fn server(
+    name: &str,
+    prefix: &str,
+    code: &str,
+    scale: u8,
+) -> Result<Trustline, Box<dyn std::error::Error>> {
+    trustline(
+        name,
+        &json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000", "prefix": prefix,
+                "info": {"currencyCode": code, "currencyScale": scale}, "store": true}),
+    )
+}
+
 fn client(name: &str) -> Result<Trustline, Box<dyn std::error::Error>> {
-    let cfg = PeerConfig::from_legacy_json(
+    trustline(
         name,
         &json!({"server": "btp+ws://:s@127.0.0.1:1", "maxBalance": "100000", "store": true}),
-    )?;
-    let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
-    Ok(Trustline::new(
-        &cfg,
-        Arc::new(stores),
-        None,
-        TrustlineOptions::default(),
-    )?)
+    )
 }
 
 async fn net(

@@ -12,7 +12,9 @@ use btp::transport::Reply;
 use btp::Timestamp;
 use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
-use channel_modules::store::{Direction, Limit, Transfer, TransferId, TransferState};
+use channel_modules::store::{
+    Direction, Limit, Transfer, TransferId, TransferRecord, TransferState,
+};
 use channel_modules::{ChannelModule, ModuleError};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{
@@ -168,6 +170,68 @@ fn error_of(reply: Option<Reply>) -> Result<(String, String, String), Box<dyn st
     }
 }
 
+/// A Fulfill of transfer `id` with `fulfillment`.
+fn fulfill_packet(id: [u8; 16], fulfillment: [u8; 32]) -> Packet {
+    Packet::Fulfill(Fulfill {
+        transfer_id: id,
+        fulfillment,
+        protocol_data: ProtocolData::new(),
+    })
+}
+
+/// A Reject of transfer `id`, carrying `error` as its `ilp` entry (no protocol data without one).
+fn reject_packet(id: [u8; 16], error: Option<IlpV1Error>) -> Packet {
+    let mut protocol_data = ProtocolData::new();
+    if let Some(error) = error {
+        protocol_data = protocol_data.with(ProtocolDataEntry::octets(
+            ProtocolName::from_static("ilp"),
+            IlpV1Packet::Error(error).to_bytes(),
+        ));
+    }
+    Packet::Reject(Reject {
+        transfer_id: id,
+        protocol_data,
+    })
+}
+
+/// A Message with the single JSON entry `name`.
+fn json_message(name: &'static str, json: &'static str) -> Packet {
+    Packet::Message(ProtocolData::new().with(ProtocolDataEntry::json(
+        ProtocolName::from_static(name),
+        json,
+    )))
+}
+
+/// The entry `name` of `tl`'s Response to a side-protocol Message `name` holding `data`.
+async fn side_response(
+    tl: &Trustline,
+    name: &'static str,
+    data: &'static [u8],
+) -> Result<ProtocolDataEntry, Box<dyn std::error::Error>> {
+    let reply = tl
+        .handle_packet(Packet::Message(ProtocolData::new().with(
+            ProtocolDataEntry::octets(ProtocolName::from_static(name), Bytes::from_static(data)),
+        )))
+        .await;
+    let Some(Reply::Response(pd)) = reply else {
+        return Err(format!("unexpected {reply:?}").into());
+    };
+    Ok(pd.get(name).ok_or(format!("no {name}"))?.clone())
+}
+
+/// `tl`'s record of transfer `id`, asserted to have ended cancelled.
+async fn cancelled_record(
+    tl: &Trustline,
+    id: &TransferId,
+) -> Result<TransferRecord, Box<dyn std::error::Error>> {
+    let rec = tl.log().get(id).await?.ok_or("missing")?;
+    assert!(
+        matches!(rec.state, TransferState::Cancelled { .. }),
+        "{rec:?}"
+    );
+    Ok(rec)
+}
+
 fn prepare_packet(t: &Transfer) -> Result<Packet, Box<dyn std::error::Error>> {
     Ok(Packet::Prepare(Prepare {
         transfer_id: t.id.0,
@@ -197,34 +261,12 @@ async fn addresses_info_balance_and_limit() -> TestResult {
     assert_eq!(p.server.get_balance().await?, "0");
 
     // Byte-exact side replies.
-    let reply = p
-        .server
-        .handle_packet(Packet::Message(ProtocolData::new().with(
-            ProtocolDataEntry::octets(ProtocolName::from_static("limit"), Bytes::from_static(&[0])),
-        )))
-        .await;
-    match reply {
-        Some(Reply::Response(pd)) => {
-            let e = pd.get("limit").ok_or("no limit")?;
-            assert_eq!(e.content_type, ContentType::APPLICATION_JSON);
-            assert_eq!(&e.data[..], b"\"1000\"");
-        }
-        other => return Err(format!("unexpected {other:?}").into()),
-    }
-    let reply = p
-        .server
-        .handle_packet(Packet::Message(ProtocolData::new().with(
-            ProtocolDataEntry::octets(ProtocolName::from_static("info"), Bytes::from_static(&[0])),
-        )))
-        .await;
-    match reply {
-        Some(Reply::Response(pd)) => {
-            let e = pd.get("info").ok_or("no info")?;
-            assert_eq!(e.content_type, ContentType::TEXT_PLAIN_UTF8);
-            assert_eq!(&e.data[..], b"test.legacy.server");
-        }
-        other => return Err(format!("unexpected {other:?}").into()),
-    }
+    let e = side_response(&p.server, "limit", &[0]).await?;
+    assert_eq!(e.content_type, ContentType::APPLICATION_JSON);
+    assert_eq!(&e.data[..], b"\"1000\"");
+    let e = side_response(&p.server, "info", &[0]).await?;
+    assert_eq!(e.content_type, ContentType::TEXT_PLAIN_UTF8);
+    assert_eq!(&e.data[..], b"test.legacy.server");
     Ok(())
 }
 
@@ -260,26 +302,13 @@ async fn transfer_fulfilled_balances_and_events() -> TestResult {
     assert_eq!(p.server.get_peer_balance().await?, "10");
 
     // A repeated Fulfill is applied once and succeeds (legacy bug fixed).
-    let again = p
-        .client
-        .handle_packet(Packet::Fulfill(Fulfill {
-            transfer_id: t.id.0,
-            fulfillment: f,
-            protocol_data: ProtocolData::new(),
-        }))
-        .await;
+    let again = p.client.handle_packet(fulfill_packet(t.id.0, f)).await;
     assert!(matches!(again, Some(Reply::Response(_))), "{again:?}");
     assert_eq!(p.client.local_balance(), -10);
     // A fulfilled transfer cannot be rejected.
     let reject = p
         .client
-        .handle_packet(Packet::Reject(Reject {
-            transfer_id: t.id.0,
-            protocol_data: ProtocolData::new().with(ProtocolDataEntry::octets(
-                ProtocolName::from_static("ilp"),
-                IlpV1Packet::Error(p.server.expiry_error()).to_bytes(),
-            )),
-        }))
+        .handle_packet(reject_packet(t.id.0, Some(p.server.expiry_error())))
         .await;
     assert_eq!(error_of(reject)?.0, "F06");
     Ok(())
@@ -345,26 +374,23 @@ async fn fulfill_checks_in_legacy_order() -> TestResult {
     let f = [9u8; 32];
     let t = transfer(4, 5, &f, Duration::from_secs(10));
     p.client.send_transfer(t.clone()).await?;
-    let fulfill = |id: [u8; 16], f: [u8; 32]| {
-        Packet::Fulfill(Fulfill {
-            transfer_id: id,
-            fulfillment: f,
-            protocol_data: ProtocolData::new(),
-        })
-    };
     // Unknown ID.
-    let (code, name, msg) = error_of(p.client.handle_packet(fulfill([0xee; 16], f)).await)?;
+    let (code, name, msg) = error_of(p.client.handle_packet(fulfill_packet([0xee; 16], f)).await)?;
     assert_eq!(
         (code.as_str(), name.as_str()),
         ("F02", "TransferNotFoundError")
     );
     assert!(msg.starts_with("No transfer found with ID "), "{msg}");
     // Fulfilling a transfer that is incoming for us.
-    let (code, name, msg) = error_of(p.server.handle_packet(fulfill(t.id.0, f)).await)?;
+    let (code, name, msg) = error_of(p.server.handle_packet(fulfill_packet(t.id.0, f)).await)?;
     assert_eq!((code.as_str(), name.as_str()), ("F00", "Error"));
     assert_eq!(msg, format!("{} is incoming; refusing to fulfill.", t.id));
     // Wrong preimage.
-    let (code, name, msg) = error_of(p.client.handle_packet(fulfill(t.id.0, [8u8; 32])).await)?;
+    let (code, name, msg) = error_of(
+        p.client
+            .handle_packet(fulfill_packet(t.id.0, [8u8; 32]))
+            .await,
+    )?;
     assert_eq!(
         (code.as_str(), name.as_str(), msg.as_str()),
         (
@@ -389,7 +415,7 @@ async fn fulfill_checks_in_legacy_order() -> TestResult {
     p.server
         .reject_incoming_transfer(t.id, p.server.expiry_error())
         .await?;
-    let (code, name, _) = error_of(p.client.handle_packet(fulfill(t.id.0, f)).await)?;
+    let (code, name, _) = error_of(p.client.handle_packet(fulfill_packet(t.id.0, f)).await)?;
     assert_eq!(
         (code.as_str(), name.as_str()),
         ("F05", "AlreadyRolledBackError")
@@ -411,14 +437,7 @@ async fn fulfill_after_expiry_by_local_clock_is_refused() -> TestResult {
     p.links.1.set_up(false);
     tokio::time::advance(Duration::from_secs(11)).await;
     tokio::task::yield_now().await;
-    let reply = p
-        .client
-        .handle_packet(Packet::Fulfill(Fulfill {
-            transfer_id: t.id.0,
-            fulfillment: f,
-            protocol_data: ProtocolData::new(),
-        }))
-        .await;
+    let reply = p.client.handle_packet(fulfill_packet(t.id.0, f)).await;
     assert_eq!(error_of(reply)?.0, "F05");
     Ok(())
 }
@@ -442,11 +461,7 @@ async fn expiry_rejects_both_ways_with_r00() -> TestResult {
     next_event(&mut server_events, "incoming_cancel").await?;
     // Whichever timer fired first, both sides end cancelled and the R00 has the legacy shape.
     for tl in [&p.client, &p.server] {
-        let rec = tl.log().get(&t.id).await?.ok_or("missing")?;
-        assert!(
-            matches!(rec.state, TransferState::Cancelled { .. }),
-            "{rec:?}"
-        );
+        cancelled_record(tl, &t.id).await?;
         assert_eq!(tl.local_balance(), 0);
     }
     if let Some(reason) = reason {
@@ -524,8 +539,7 @@ async fn expiry_beyond_24_8_days_does_not_fire_early() -> TestResult {
     let rec = p.server.log().get(&t.id).await?.ok_or("missing")?;
     assert_eq!(rec.state, TransferState::Prepared);
     tokio::time::sleep(Duration::from_secs(6 * 24 * 3600)).await;
-    let rec = p.server.log().get(&t.id).await?.ok_or("missing")?;
-    assert!(matches!(rec.state, TransferState::Cancelled { .. }));
+    cancelled_record(&p.server, &t.id).await?;
     Ok(())
 }
 
@@ -537,13 +551,7 @@ async fn reject_maps_to_rejection_message_and_bad_rejects_are_refused() -> TestR
     let t = transfer(10, 5, &f, Duration::from_secs(10));
     p.client.send_transfer(t.clone()).await?;
     // Without an ILP error: F00 TypeError, nothing changes.
-    let reply = p
-        .client
-        .handle_packet(Packet::Reject(Reject {
-            transfer_id: t.id.0,
-            protocol_data: ProtocolData::new(),
-        }))
-        .await;
+    let reply = p.client.handle_packet(reject_packet(t.id.0, None)).await;
     let (code, name, _) = error_of(reply)?;
     assert_eq!((code.as_str(), name.as_str()), ("F00", "TypeError"));
     assert_eq!(
@@ -553,13 +561,7 @@ async fn reject_maps_to_rejection_message_and_bad_rejects_are_refused() -> TestR
     // The sender cannot reject.
     let reply = p
         .server
-        .handle_packet(Packet::Reject(Reject {
-            transfer_id: t.id.0,
-            protocol_data: ProtocolData::new().with(ProtocolDataEntry::octets(
-                ProtocolName::from_static("ilp"),
-                IlpV1Packet::Error(p.client.expiry_error()).to_bytes(),
-            )),
-        }))
+        .handle_packet(reject_packet(t.id.0, Some(p.client.expiry_error())))
         .await;
     let (code, _, msg) = error_of(reply)?;
     assert_eq!(code, "F00");
@@ -694,12 +696,7 @@ async fn requests_both_ways() -> TestResult {
         other => return Err(format!("unexpected {other:?}").into()),
     }
     // Unknown side protocol without a module: F00 TypeError.
-    let reply = p
-        .server
-        .handle_packet(Packet::Message(ProtocolData::new().with(
-            ProtocolDataEntry::json(ProtocolName::from_static("whatever"), "[]"),
-        )))
-        .await;
+    let reply = p.server.handle_packet(json_message("whatever", "[]")).await;
     let (code, name, _) = error_of(reply)?;
     assert_eq!((code.as_str(), name.as_str()), ("F00", "TypeError"));
     Ok(())
@@ -723,12 +720,7 @@ async fn claims_flow_through_the_modules() -> TestResult {
     assert_eq!(best.value, num_bigint::BigUint::from(30u32));
     assert!(best.data.get("signature").is_some());
     // Unknown module RPC: legacy message.
-    let reply = p
-        .server
-        .handle_packet(Packet::Message(ProtocolData::new().with(
-            ProtocolDataEntry::json(ProtocolName::from_static("nope"), "[]"),
-        )))
-        .await;
+    let reply = p.server.handle_packet(json_message("nope", "[]")).await;
     let (code, _, msg) = error_of(reply)?;
     assert_eq!(
         (code.as_str(), msg.as_str()),
@@ -753,8 +745,7 @@ async fn module_refusal_cancels_the_prepare() -> TestResult {
     }
     assert!(server_events.try_recv().is_err());
     assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
-    let rec = p.server.log().get(&t.id).await?.ok_or("missing")?;
-    assert!(matches!(rec.state, TransferState::Cancelled { .. }));
+    cancelled_record(&p.server, &t.id).await?;
     Ok(())
 }
 
@@ -777,11 +768,7 @@ async fn prepared_transfers_survive_a_restart_and_expire() -> TestResult {
     // The client's timer and the restarted server's timer both fire; both end cancelled.
     next_event(&mut events, "incoming_cancel").await.ok();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rec = server.log().get(&t.id).await?.ok_or("missing")?;
-    assert!(
-        matches!(rec.state, TransferState::Cancelled { .. }),
-        "{rec:?}"
-    );
+    let rec = cancelled_record(&server, &t.id).await?;
     assert_eq!(rec.direction, Direction::Incoming);
     assert_eq!(server.log().sums().incoming_fulfilled_and_prepared, 0);
     assert_eq!(p.client.log().sums().outgoing_fulfilled_and_prepared, 0);
@@ -850,28 +837,15 @@ async fn info_keeps_the_configured_key_order_and_big_limits_use_exponents() -> T
     )?;
     let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
     let server = Trustline::new(&cfg, Arc::new(stores), None, options())?;
-    let reply = server
-        .handle_packet(Packet::Message(ProtocolData::new().with(
-            ProtocolDataEntry::octets(ProtocolName::from_static("info"), Bytes::from_static(&[2])),
-        )))
-        .await;
-    let Some(Reply::Response(pd)) = reply else {
-        return Err(format!("unexpected {reply:?}").into());
-    };
-    let e = pd.get("info").ok_or("no info")?;
+    let e = side_response(&server, "info", &[2]).await?;
     assert_eq!(
         std::str::from_utf8(&e.data)?,
         r#"{"currencyScale":9,"currencyCode":"USD","connectors":[],"zeta":{"b":1,"a":2},"prefix":"test.legacy."}"#
     );
-    let reply = server
-        .handle_packet(Packet::Message(ProtocolData::new().with(
-            ProtocolDataEntry::octets(ProtocolName::from_static("limit"), Bytes::from_static(&[0])),
-        )))
-        .await;
-    let Some(Reply::Response(pd)) = reply else {
-        return Err(format!("unexpected {reply:?}").into());
-    };
-    assert_eq!(&pd.get("limit").ok_or("no limit")?.data[..], b"\"1e+21\"");
+    assert_eq!(
+        &side_response(&server, "limit", &[0]).await?.data[..],
+        b"\"1e+21\""
+    );
     // A client reading that limit negates the string, as legacy does.
     let p = pair_with("1000000000000000000000", true, None).await?;
     assert_eq!(p.client.get_limit().await?, "-1e+21");

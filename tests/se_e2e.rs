@@ -6,47 +6,11 @@ mod se_common;
 use std::time::Duration;
 
 use ilp_bridge::se::amount::Scaled;
-use ilp_bridge::se::SeHandle;
-use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
 use num_bigint::BigUint;
 use rand::{Rng, SeedableRng};
 use se_common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Side {
-    mock: MockConnector,
-    se: Option<SeHandle>,
-    backing: Backing,
-    account: String,
-    module: &'static str,
-    options: serde_json::Value,
-    connector_scale: Option<u8>,
-}
-
-impl Side {
-    fn config(&self) -> ilp_bridge::se::SeConfig {
-        let mut c = config(&self.mock.url(), self.module, self.options.clone());
-        c.connector_scale = self.connector_scale;
-        c
-    }
-
-    fn se(&self) -> Result<&SeHandle, String> {
-        self.se
-            .as_ref()
-            .ok_or_else(|| "engine not running".to_owned())
-    }
-
-    async fn restart(&mut self) -> TestResult {
-        if let Some(se) = self.se.take() {
-            se.stop().await;
-        }
-        let se = start_engine(self.config(), &self.backing).await?;
-        self.mock.set_engine_url(&self.account, &url(&se))?;
-        self.se = Some(se);
-        Ok(())
-    }
-}
 
 async fn pair(
     module: &'static str,
@@ -54,33 +18,27 @@ async fn pair(
     scale_b: Option<u8>,
     backing: fn() -> Backing,
 ) -> Result<(Side, Side), Box<dyn std::error::Error + Send + Sync>> {
-    let mut sides = Vec::new();
-    for connector_scale in [None, scale_b] {
-        let mock = MockConnector::start().await?;
-        mock.set_settle_policy(SettlePolicy {
-            wait_after_error: Duration::from_millis(50),
-            wait_after_connect_error: Duration::from_millis(50),
-            ..SettlePolicy::default()
-        });
-        let b = backing();
-        let mut side = Side {
-            mock,
-            se: None,
-            backing: b,
-            account: String::new(),
-            module,
-            options: options.clone(),
-            connector_scale,
-        };
-        let se = start_engine(side.config(), &side.backing).await?;
-        side.account = side.mock.add_account(&url(&se)).await?;
-        side.se = Some(se);
-        sides.push(side);
-    }
-    let b = sides.pop().ok_or("side b")?;
-    let a = sides.pop().ok_or("side a")?;
-    MockConnector::link(&a.mock, &a.account, &b.mock, &b.account)?;
-    Ok((a, b))
+    start_pair(
+        module,
+        [
+            (options.clone(), None, backing()),
+            (options, scale_b, backing()),
+        ],
+    )
+    .await
+}
+
+/// A [`pair`] of in-memory `trustline` engines at module scale 6, connector B at `scale_b`.
+async fn trustline_pair(
+    scale_b: Option<u8>,
+) -> Result<(Side, Side), Box<dyn std::error::Error + Send + Sync>> {
+    pair(
+        "trustline",
+        serde_json::json!({"scale": 6}),
+        scale_b,
+        Backing::memory,
+    )
+    .await
 }
 
 /// Random amounts at `scale` whose sum is a multiple of `granule` (so the module can settle all of it), each
@@ -97,11 +55,6 @@ fn amounts(seed: u64, n: usize, granule: u64) -> (Vec<u64>, u64) {
     }
     let total = v.iter().sum();
     (v, total)
-}
-
-fn value_eq(a: &Scaled, b: &Scaled) -> bool {
-    let s = a.scale.max(b.scale);
-    a.upscale(s) == b.upscale(s)
 }
 
 async fn settle_all(a: &Side, amounts: &[u64], scale: u8) -> TestResult {
@@ -132,13 +85,7 @@ async fn wait_credited(b: &Side, want: &Scaled) -> TestResult {
 
 #[tokio::test]
 async fn connector_scale_9_module_scale_6() -> TestResult {
-    let (a, b) = pair(
-        "trustline",
-        serde_json::json!({"scale": 6}),
-        Some(9),
-        Backing::memory,
-    )
-    .await?;
+    let (a, b) = trustline_pair(Some(9)).await?;
     let (amts, total) = amounts(1, 60, 1000);
     settle_all(&a, &amts, 9).await?;
     let want = Scaled::new(BigUint::from(total), 9);
@@ -165,24 +112,14 @@ async fn connector_scale_9_module_scale_6() -> TestResult {
         .settlements
         .iter()
         .all(|s| s.state == "settled" && s.claim_id.is_some()));
-    for side in [a, b] {
-        if let Some(se) = side.se {
-            se.stop().await;
-        }
-    }
+    stop_all([a, b]).await;
     Ok(())
 }
 
 #[tokio::test]
 async fn connector_scale_2_module_scale_6_with_leftover_held_back() -> TestResult {
     // B credits at scale 2 while the module works at 6: nothing finer than 0.01 reaches connector B.
-    let (a, b) = pair(
-        "trustline",
-        serde_json::json!({"scale": 6}),
-        Some(2),
-        Backing::memory,
-    )
-    .await?;
+    let (a, b) = trustline_pair(Some(2)).await?;
     let (amts, total) = amounts(2, 40, 1);
     settle_all(&a, &amts, 2).await?;
     wait_credited(&b, &Scaled::new(BigUint::from(total), 2)).await?;
@@ -203,11 +140,7 @@ async fn connector_scale_2_module_scale_6_with_leftover_held_back() -> TestResul
         }
     }
     wait_credited(&b, &Scaled::new(BigUint::from(total + 1), 2)).await?;
-    for side in [a, b] {
-        if let Some(se) = side.se {
-            se.stop().await;
-        }
-    }
+    stop_all([a, b]).await;
     Ok(())
 }
 
@@ -218,11 +151,7 @@ async fn claim_test_module_end_to_end() -> TestResult {
     let (amts, total) = amounts(3, 20, 1000);
     settle_all(&a, &amts, 9).await?;
     wait_credited(&b, &Scaled::new(BigUint::from(total), 9)).await?;
-    for side in [a, b] {
-        if let Some(se) = side.se {
-            se.stop().await;
-        }
-    }
+    stop_all([a, b]).await;
     Ok(())
 }
 
@@ -294,23 +223,13 @@ async fn restarts_of_either_engine_between_accept_and_credit() -> TestResult {
         &b.mock.credited_total(&b.account),
         &Scaled::new(BigUint::from(expected), 9)
     ));
-    for side in [a, b] {
-        if let Some(se) = side.se {
-            se.stop().await;
-        }
-    }
+    stop_all([a, b]).await;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_409_on_credit_is_an_alert_not_a_retry() -> TestResult {
-    let (a, b) = pair(
-        "trustline",
-        serde_json::json!({"scale": 6}),
-        Some(9),
-        Backing::memory,
-    )
-    .await?;
+    let (a, b) = trustline_pair(Some(9)).await?;
     b.mock.override_credit_status(Some(409));
     settle_all(&a, &[5000], 9).await?;
     eventually("alert raised", WAIT, || async {
@@ -333,10 +252,6 @@ async fn a_409_on_credit_is_an_alert_not_a_retry() -> TestResult {
     assert!(b.mock.credits().is_empty());
     b.mock.override_credit_status(None);
     wait_credited(&b, &Scaled::new(BigUint::from(7000u32), 9)).await?;
-    for side in [a, b] {
-        if let Some(se) = side.se {
-            se.stop().await;
-        }
-    }
+    stop_all([a, b]).await;
     Ok(())
 }

@@ -6,7 +6,7 @@ mod transport_support;
 use std::time::Duration;
 
 use btp::packet::{ContentType, Frame, Packet, ProtocolData, ProtocolDataEntry, ProtocolName};
-use btp::transport::{BtpEndpoint, EndpointConfig, PeerKey, ServerConfig};
+use btp::transport::{PeerKey, ServerConfig};
 use btp::Timestamp;
 use bytes::Bytes;
 use transport_support::*;
@@ -82,18 +82,6 @@ async fn assert_refused(server: &TestServer, frame: Bytes, code: &str, name: &st
     );
 }
 
-async fn legacy_server() -> (TestServer, std::sync::Arc<Recorder>) {
-    let handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
-    (server, handler)
-}
-
 #[tokio::test]
 async fn legacy_auth_succeeds_with_exact_response() -> TestResult {
     let (server, handler) = legacy_server().await;
@@ -110,10 +98,7 @@ async fn legacy_auth_succeeds_with_exact_response() -> TestResult {
         Packet::Response(message(b"hi").protocol_data().clone())
     );
     assert_eq!(handler.ids(), vec![7]);
-    let session = server
-        .endpoint
-        .session(&PeerKey::new("alice"))
-        .expect("session");
+    let session = server.session("alice");
     assert!(session.is_connected());
     Ok(())
 }
@@ -225,21 +210,12 @@ async fn undecodable_frames_before_auth_get_no_reply() -> TestResult {
 
 #[tokio::test]
 async fn silent_socket_is_closed_after_the_auth_timeout_and_others_keep_working() -> TestResult {
-    let handler = Recorder::new();
     let config = ServerConfig {
         auth_timeout: Duration::from_millis(300),
         ..ServerConfig::default()
     };
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        config,
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
-    let mut good = raw_client(server.addr).await;
-    send(&mut good, legacy_auth_frame(1, "", SECRET)).await;
-    assert!(next_binary(&mut good).await.is_some());
+    let (server, handler) = legacy_server_with(config).await;
+    let mut good = authed_legacy_client(server.addr, 1).await;
 
     let mut silent = raw_client(server.addr).await;
     // The silent socket gets no BTP frame, just the close.
@@ -268,18 +244,11 @@ async fn silent_socket_is_closed_after_the_auth_timeout_and_others_keep_working(
 
 #[tokio::test]
 async fn interledger_rs_client_without_username_is_accepted_when_allowed() -> TestResult {
-    let handler = Recorder::new();
     let config = ServerConfig {
         require_username: false,
         ..ServerConfig::default()
     };
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        config,
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
+    let (server, handler) = legacy_server_with(config).await;
     let mut ws = raw_client(server.addr).await;
     // interledger-rs: auth + auth_token only, and it does not wait for the Response before sending.
     send(

@@ -13,9 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use btp::transport::{
-    BtpEndpoint, BtpUrl, ClientOptions, EndpointConfig, PeerKey, Reply, ServerConfig,
-};
+use btp::transport::{BtpEndpoint, BtpUrl, ClientOptions, EndpointConfig, PeerKey, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use transport_support::*;
@@ -145,14 +143,7 @@ async fn legacy_client_authenticates_against_our_listener() -> TestResult {
     if !available()? {
         return Ok(());
     }
-    let handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
+    let (server, handler) = legacy_server().await;
     // The secret is percent-encoded in the URL, as legacy users write it.
     let url = format!(
         "btp+ws://:s%40cret@127.0.0.1:{}/anything",

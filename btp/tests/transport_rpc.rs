@@ -10,7 +10,6 @@ use std::time::Duration;
 use btp::packet::{ContentType, Frame, Packet, ProtocolData, ProtocolDataEntry, ProtocolName};
 use btp::transport::{
     BtpEndpoint, BtpUrl, ClientOptions, ConnectionState, EndpointConfig, PeerKey, Reply, RpcError,
-    ServerConfig,
 };
 use bytes::Bytes;
 use transport_support::*;
@@ -29,14 +28,7 @@ async fn pair() -> (
     btp::transport::BtpSession,
     Arc<Recorder>,
 ) {
-    let server_handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        server_handler.clone(),
-    )
-    .await;
+    let (server, server_handler) = legacy_server().await;
     let client_handler = Recorder::new();
     let session = BtpEndpoint::new(EndpointConfig::default()).connect(
         PeerKey::new("server"),
@@ -80,10 +72,7 @@ async fn many_concurrent_requests_are_matched_by_id() -> TestResult {
     ids.dedup();
     assert_eq!(ids.len(), 500, "request ids are unique");
     // And the other direction: the listener-side session sends to the dialer.
-    let inbound = server
-        .endpoint
-        .session(&PeerKey::new("alice"))
-        .expect("session");
+    let inbound = server.session("alice");
     let reply = inbound
         .request(message(b"back"), Duration::from_secs(10))
         .await?;
@@ -181,17 +170,8 @@ async fn dialer_session_waits_for_its_socket_then_reports_not_connected() -> Tes
 /// interledger-rs: Prepares arrive in Response frames, Fulfill/Reject replies in Message frames.
 #[tokio::test]
 async fn interledger_rs_frame_type_quirks() -> TestResult {
-    let handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
-    let mut ws = raw_client(server.addr).await;
-    send(&mut ws, legacy_auth_frame(1, "", SECRET)).await;
-    assert!(next_binary(&mut ws).await.is_some());
+    let (server, handler) = legacy_server().await;
+    let mut ws = authed_legacy_client(server.addr, 1).await;
 
     // An unsolicited Response with an `ilp` entry is a request: handled and answered.
     let prepare = ProtocolData::new().with(ilp_entry(&[12, 1, 2, 3]));
@@ -225,10 +205,7 @@ async fn interledger_rs_frame_type_quirks() -> TestResult {
     assert_eq!(handler.count(), 2);
 
     // Our request answered by a Message carrying `ilp` (a Fulfill) completes as a Response.
-    let session = server
-        .endpoint
-        .session(&PeerKey::new("alice"))
-        .expect("session");
+    let session = server.session("alice");
     let request = tokio::spawn(async move {
         session
             .request(message(b"prepare"), Duration::from_secs(10))
@@ -252,21 +229,9 @@ async fn interledger_rs_frame_type_quirks() -> TestResult {
 
 #[tokio::test]
 async fn btp_error_reply_is_returned_as_reply_error() -> TestResult {
-    let handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
-    let mut ws = raw_client(server.addr).await;
-    send(&mut ws, legacy_auth_frame(1, "", SECRET)).await;
-    assert!(next_binary(&mut ws).await.is_some());
-    let session = server
-        .endpoint
-        .session(&PeerKey::new("alice"))
-        .expect("session");
+    let (server, _handler) = legacy_server().await;
+    let mut ws = authed_legacy_client(server.addr, 1).await;
+    let session = server.session("alice");
     let request = tokio::spawn(async move {
         session
             .request(message(b"x"), Duration::from_secs(10))

@@ -17,29 +17,12 @@ use transport_support::*;
 #[tokio::test]
 async fn a_new_request_that_reuses_an_id_is_handled() -> TestResult {
     // Request IDs are random u32s, so a peer reuses one now and then; only an identical frame is a duplicate.
-    let handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
-    let mut a = raw_client(server.addr).await;
-    send(&mut a, legacy_auth_frame(1, "", SECRET)).await;
-    assert!(next_binary(&mut a).await.is_some());
+    let (server, handler) = legacy_server().await;
+    let mut a = authed_legacy_client(server.addr, 1).await;
     for body in [&b"first"[..], b"second", b"first"] {
         send(&mut a, Frame::new(77, message(body)).to_bytes()).await;
     }
-    send(&mut a, Frame::new(78, message(b"marker")).to_bytes()).await;
-    let mut replies = Vec::new();
-    loop {
-        let f = decode(&next_binary(&mut a).await.expect("reply"));
-        if f.request_id == 78 {
-            break;
-        }
-        replies.push(f.request_id);
-    }
+    let mut replies = replies_before_marker(&mut a, 78, "reply").await;
     replies.sort_unstable();
     assert_eq!(
         replies,
@@ -55,24 +38,14 @@ async fn a_new_request_that_reuses_an_id_is_handled() -> TestResult {
 
 #[tokio::test]
 async fn duplicate_requests_on_two_legacy_sockets_are_handled_once() -> TestResult {
-    let handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
+    let (server, handler) = legacy_server().await;
     let mut a = raw_client(server.addr).await;
     let mut b = raw_client(server.addr).await;
     send(&mut a, legacy_auth_frame(1, "", SECRET)).await;
     send(&mut b, legacy_auth_frame(2, "", SECRET)).await;
     assert!(next_binary(&mut a).await.is_some());
     assert!(next_binary(&mut b).await.is_some());
-    let session = server
-        .endpoint
-        .session(&PeerKey::new("alice"))
-        .expect("session");
+    let session = server.session("alice");
     assert_eq!(
         session.socket_count(),
         2,
@@ -86,25 +59,9 @@ async fn duplicate_requests_on_two_legacy_sockets_are_handled_once() -> TestResu
         send(&mut b, frame).await;
     }
     // A marker request on `a` only, sent last: once its reply is in, the duplicates have been processed.
-    send(&mut a, Frame::new(999, message(b"marker")).to_bytes()).await;
-    let mut replies_a = Vec::new();
-    loop {
-        let f = decode(&next_binary(&mut a).await.expect("reply on a"));
-        if f.request_id == 999 {
-            break;
-        }
-        replies_a.push(f.request_id);
-    }
+    let replies_a = replies_before_marker(&mut a, 999, "reply on a").await;
     // `b` gets replies only for requests that arrived there first; in total each ID is answered once.
-    send(&mut b, Frame::new(998, message(b"marker")).to_bytes()).await;
-    let mut replies_b = Vec::new();
-    loop {
-        let f = decode(&next_binary(&mut b).await.expect("reply on b"));
-        if f.request_id == 998 {
-            break;
-        }
-        replies_b.push(f.request_id);
-    }
+    let replies_b = replies_before_marker(&mut b, 998, "reply on b").await;
     let mut all: Vec<u32> = replies_a.iter().chain(&replies_b).copied().collect();
     all.sort_unstable();
     assert_eq!(
@@ -126,15 +83,7 @@ async fn duplicate_requests_on_two_legacy_sockets_are_handled_once() -> TestResu
 async fn dialer_reconnects_and_reauthenticates_after_server_restart() -> TestResult {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let first_handler = Recorder::new();
-    let server = start_server_on(
-        listener,
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        first_handler.clone(),
-    )
-    .await;
+    let (server, first_handler) = legacy_server_on(listener, ServerConfig::default()).await;
     let url = BtpUrl::parse(&format!("btp+ws://:s%40cret@{addr}"))?;
     let opts = ClientOptions {
         backoff_min: Duration::from_millis(50),
@@ -152,15 +101,7 @@ async fn dialer_reconnects_and_reauthenticates_after_server_restart() -> TestRes
 
     // Restart on the same port with a fresh endpoint (a restarted process).
     let listener = TcpListener::bind(addr).await?;
-    let second_handler = Recorder::new();
-    let _server = start_server_on(
-        listener,
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        second_handler.clone(),
-    )
-    .await;
+    let (_server, second_handler) = legacy_server_on(listener, ServerConfig::default()).await;
     let reply = session
         .request(message(b"two"), Duration::from_secs(10))
         .await?;
@@ -269,14 +210,7 @@ async fn election_leaves_one_socket_and_no_double_delivery() -> TestResult {
 
 #[tokio::test]
 async fn a_bridge_redial_replaces_its_stale_socket() -> TestResult {
-    let handler = Recorder::new();
-    let server = start_server(
-        BtpEndpoint::new(EndpointConfig::default()),
-        ServerConfig::default(),
-        legacy_auth(),
-        handler.clone(),
-    )
-    .await;
+    let (server, _handler) = legacy_server().await;
     // A "bridge" peer sends a nonce; its second socket with the same nonce replaces the first.
     let auth_with_nonce = |id: u32| {
         let f = decode(&legacy_auth_frame(id, "", SECRET));
@@ -300,10 +234,7 @@ async fn a_bridge_redial_replaces_its_stale_socket() -> TestResult {
         Some(1000),
         "stale socket closed"
     );
-    let session = server
-        .endpoint
-        .session(&PeerKey::new("alice"))
-        .expect("session");
+    let session = server.session("alice");
     assert!(eventually(|| session.socket_count() == 1).await);
     send(&mut second, Frame::new(5, message(b"x")).to_bytes()).await;
     assert_eq!(

@@ -10,6 +10,7 @@ use std::time::Duration;
 use channel_modules::eth::rpc::RpcClient;
 use channel_modules::eth::testing::Anvil;
 use channel_modules::eth::types::{parse_quantity, parse_quantity_u64};
+use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{Address, PrivateKey, TxHash};
 use num_bigint::BigUint;
 use serde_json::{json, Value};
@@ -35,6 +36,94 @@ pub fn anvil() -> Option<Anvil> {
 /// The address of dev account `index`.
 pub fn address(anvil: &Anvil, index: usize) -> Result<Address, EthBoxError> {
     Ok(PrivateKey::from_hex(anvil.dev_key(index))?.address())
+}
+
+/// The chain as a test finds it before it starts anything: a client, the payer's and the payee's addresses,
+/// the first block the test can cause and both balances.
+pub struct ChainStart {
+    /// A client of the test's anvil.
+    pub rpc: RpcClient,
+    /// Address of [`PAYER_KEY`].
+    pub payer: Address,
+    /// Address of [`PAYEE_KEY`].
+    pub payee: Address,
+    /// The block after the current head.
+    pub first_block: u64,
+    /// The payer's balance, wei.
+    pub payer_before: BigUint,
+    /// The payee's balance, wei.
+    pub payee_before: BigUint,
+}
+
+/// Reads a [`ChainStart`] from `anvil`.
+pub async fn chain_start(anvil: &Anvil) -> Result<ChainStart, EthBoxError> {
+    let rpc = anvil.client()?;
+    let payer = address(anvil, PAYER_KEY)?;
+    let payee = address(anvil, PAYEE_KEY)?;
+    let first_block = rpc.block_number().await? + 1;
+    let payer_before = rpc.balance(&payer).await?;
+    let payee_before = rpc.balance(&payee).await?;
+    Ok(ChainStart {
+        rpc,
+        payer,
+        payee,
+        first_block,
+        payer_before,
+        payee_before,
+    })
+}
+
+/// Turns automining (back) on and mines one block, so whatever waits in the pool is mined.
+pub async fn mine_pending(anvil: &Anvil) -> Result<(), EthBoxError> {
+    anvil.set_automine(true).await?;
+    anvil.mine(1).await?;
+    Ok(())
+}
+
+/// The hash of a confirmed transaction; an error for any other outcome.
+pub fn confirmed(status: TxStatus) -> Result<TxHash, EthBoxError> {
+    match status {
+        TxStatus::Confirmed(r) => Ok(r.transaction_hash),
+        other => Err(format!("transaction failed: {other:?}").into()),
+    }
+}
+
+/// Two confirmed payments a dishonest payer might claim as its own: the stranger paying the payee
+/// `foreign_wei`, then the payer paying the stranger `misdirected_wei`. Returns (foreign, misdirected).
+pub async fn foreign_and_misdirected(
+    anvil: &Anvil,
+    foreign_wei: BigUint,
+    misdirected_wei: BigUint,
+) -> Result<(TxHash, TxHash), EthBoxError> {
+    let settings = TxSettings {
+        poll_interval: Duration::from_millis(20),
+        ..TxSettings::default()
+    };
+    let stranger = Wallet::new(
+        anvil.url(),
+        PrivateKey::from_hex(anvil.dev_key(STRANGER_KEY))?,
+        settings.clone(),
+    )?;
+    let foreign = confirmed(
+        stranger
+            .send_and_follow(Some(address(anvil, PAYEE_KEY)?), foreign_wei, Vec::new())
+            .await?,
+    )?;
+    let payer_wallet = Wallet::new(
+        anvil.url(),
+        PrivateKey::from_hex(anvil.dev_key(PAYER_KEY))?,
+        settings,
+    )?;
+    let misdirected = confirmed(
+        payer_wallet
+            .send_and_follow(
+                Some(address(anvil, STRANGER_KEY)?),
+                misdirected_wei,
+                Vec::new(),
+            )
+            .await?,
+    )?;
+    Ok((foreign, misdirected))
 }
 
 /// Module options for dev account `key_index` (fast polling), with `extra` merged over them.

@@ -1,4 +1,5 @@
-//! Helpers shared by the settlement-engine integration tests: engines on loopback port 0, polling.
+//! Helpers shared by the settlement-engine integration tests: engines on loopback port 0, pairs of engines
+//! behind linked mock connectors, polling.
 
 #![allow(dead_code)]
 
@@ -7,10 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ilp_bridge::se::amount::Scaled;
 use ilp_bridge::se::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
 use ilp_bridge::se::store::{MemorySeStore, RocksSeStore, SeStore};
 use ilp_bridge::se::{start, SeConfig, SeHandle};
 use ilp_bridge::store::Db;
+use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
 use tokio::net::TcpListener;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -97,6 +100,110 @@ pub fn admin_url(handle: &SeHandle) -> String {
         "http://{}",
         handle.admin_addr.map(|a| a.to_string()).unwrap_or_default()
     )
+}
+
+/// One side of an engine pair: a mock connector, the engine it holds `account` with (when running) on
+/// `backing`, and what the engine is started with.
+pub struct Side {
+    /// The connector.
+    pub mock: MockConnector,
+    /// The engine, unless stopped.
+    pub se: Option<SeHandle>,
+    /// Where the engine keeps its state across restarts.
+    pub backing: Backing,
+    /// The connector's account with the engine.
+    pub account: String,
+    /// The engine's module.
+    pub module: &'static str,
+    /// The module's options.
+    pub options: serde_json::Value,
+    /// The connector's scale, if set.
+    pub connector_scale: Option<u8>,
+}
+
+impl Side {
+    /// The engine's config.
+    pub fn config(&self) -> SeConfig {
+        let mut c = config(&self.mock.url(), self.module, self.options.clone());
+        c.connector_scale = self.connector_scale;
+        c
+    }
+
+    /// The running engine.
+    pub fn se(&self) -> Result<&SeHandle, BoxError> {
+        Ok(self.se.as_ref().ok_or("engine not running")?)
+    }
+
+    /// Stops the engine (its workers are aborted wherever they are, as in a crash).
+    pub async fn stop(&mut self) {
+        if let Some(se) = self.se.take() {
+            se.stop().await;
+        }
+    }
+
+    /// Starts the engine again on the same backing and points the connector at it.
+    pub async fn restart(&mut self) -> TestResult {
+        self.stop().await;
+        let se = start_engine(self.config(), &self.backing).await?;
+        self.mock.set_engine_url(&self.account, &url(&se))?;
+        self.se = Some(se);
+        Ok(())
+    }
+
+    /// What the connector has been credited in all.
+    pub fn credited(&self) -> Scaled {
+        self.mock.credited_total(&self.account)
+    }
+}
+
+/// The options of one side of [`start_pair`]: module options, connector scale and backing.
+pub type SideSpec = (serde_json::Value, Option<u8>, Backing);
+
+/// Engines A and B with `module`, each behind its own mock connector (fast settlement retries), A's
+/// connector linked to B's.
+pub async fn start_pair(
+    module: &'static str,
+    specs: [SideSpec; 2],
+) -> Result<(Side, Side), BoxError> {
+    let mut sides = Vec::new();
+    for (options, connector_scale, backing) in specs {
+        let mock = MockConnector::start().await?;
+        mock.set_settle_policy(SettlePolicy {
+            wait_after_error: Duration::from_millis(50),
+            wait_after_connect_error: Duration::from_millis(50),
+            ..SettlePolicy::default()
+        });
+        let mut side = Side {
+            mock,
+            se: None,
+            backing,
+            account: String::new(),
+            module,
+            options,
+            connector_scale,
+        };
+        let se = start_engine(side.config(), &side.backing).await?;
+        side.account = side.mock.add_account(&url(&se)).await?;
+        side.se = Some(se);
+        sides.push(side);
+    }
+    let b = sides.pop().ok_or("side b")?;
+    let a = sides.pop().ok_or("side a")?;
+    MockConnector::link(&a.mock, &a.account, &b.mock, &b.account)?;
+    Ok((a, b))
+}
+
+/// Stops both engines.
+pub async fn stop_all(sides: [Side; 2]) {
+    for mut side in sides {
+        side.stop().await;
+    }
+}
+
+/// Whether two amounts are the same value (at whatever scales).
+pub fn value_eq(a: &Scaled, b: &Scaled) -> bool {
+    let s = a.scale.max(b.scale);
+    a.upscale(s) == b.upscale(s)
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after `limit` (a guard against hanging, not a speed

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use btp::packet::{ContentType, Frame, Packet, ProtocolData, ProtocolDataEntry, ProtocolName};
 use btp::transport::{
-    Authenticator, BtpEndpoint, BtpSession, PeerKey, Reply, RequestHandler, ServerConfig,
-    SessionFactory,
+    Authenticator, BtpEndpoint, BtpSession, EndpointConfig, PeerKey, Reply, RequestHandler,
+    ServerConfig, SessionFactory,
 };
 use btp::BtpVersion;
 use bytes::Bytes;
@@ -103,6 +103,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The listener-side session of peer `name`; panics when there is none.
+    pub fn session(&self, name: &str) -> BtpSession {
+        self.endpoint.session(&PeerKey::new(name)).expect("session")
+    }
+
     /// Stops accepting, closes the accepted sockets and waits for the listener to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -154,6 +159,43 @@ pub async fn start_server(
 ) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     start_server_on(listener, endpoint, config, auth, handler).await
+}
+
+/// A listener on `listener` with a fresh endpoint, `config`, the legacy authenticator ([`legacy_auth`]) and a
+/// [`Recorder`] for every peer.
+pub async fn legacy_server_on(
+    listener: TcpListener,
+    config: ServerConfig,
+) -> (TestServer, Arc<Recorder>) {
+    let handler = Recorder::new();
+    let server = start_server_on(
+        listener,
+        BtpEndpoint::new(EndpointConfig::default()),
+        config,
+        legacy_auth(),
+        handler.clone(),
+    )
+    .await;
+    (server, handler)
+}
+
+/// [`legacy_server_on`] a new listener on 127.0.0.1:0.
+pub async fn legacy_server_with(config: ServerConfig) -> (TestServer, Arc<Recorder>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    legacy_server_on(listener, config).await
+}
+
+/// [`legacy_server_with`] the default server config.
+pub async fn legacy_server() -> (TestServer, Arc<Recorder>) {
+    legacy_server_with(ServerConfig::default()).await
+}
+
+/// A raw client to `addr` that has sent the legacy auth Message (request `request_id`) and received a reply.
+pub async fn authed_legacy_client(addr: SocketAddr, request_id: u32) -> RawWs {
+    let mut ws = raw_client(addr).await;
+    send(&mut ws, legacy_auth_frame(request_id, "", SECRET)).await;
+    assert!(next_binary(&mut ws).await.is_some(), "auth reply");
+    ws
 }
 
 pub async fn raw_client(addr: SocketAddr) -> RawWs {
@@ -219,6 +261,20 @@ pub async fn close_code(ws: &mut RawWs) -> Option<u16> {
             None | Some(Err(_)) => return None,
             Some(Ok(_)) => continue,
         }
+    }
+}
+
+/// Sends a `marker` request (ID `marker_id`) and reads replies until the marker's: the request IDs of the
+/// replies that came before it, in order (`what` names the socket in a panic).
+pub async fn replies_before_marker(ws: &mut RawWs, marker_id: u32, what: &str) -> Vec<u32> {
+    send(ws, Frame::new(marker_id, message(b"marker")).to_bytes()).await;
+    let mut replies = Vec::new();
+    loop {
+        let f = decode(&next_binary(ws).await.expect(what));
+        if f.request_id == marker_id {
+            return replies;
+        }
+        replies.push(f.request_id);
     }
 }
 
