@@ -61,30 +61,36 @@ struct Pair {
     links: (Arc<MemoryLink>, Arc<MemoryLink>),
     /// Wraps `links.0`; the server sends through it.
     lossy: Arc<LossyLink>,
+    /// The payee's stores (in memory; they outlive a payee "restart" like a database folder would).
+    server_stores: MemoryStores,
 }
 
-async fn pair() -> Result<Pair, Box<dyn std::error::Error>> {
-    let sc = PeerConfig::from_legacy_json(
+fn server_config() -> Result<PeerConfig, Box<dyn std::error::Error>> {
+    Ok(PeerConfig::from_legacy_json(
         "server",
         &json!({
             "listener": {"port": 0}, "incomingSecret": "secret", "maxBalance": "1000",
             "prefix": "test.retry.", "info": {"currencyCode": "USD", "currencyScale": 9}
         }),
-    )?;
+    )?)
+}
+
+fn options() -> TrustlineOptions {
+    TrustlineOptions {
+        clock: Arc::new(TokioClock::new()),
+        ..TrustlineOptions::default()
+    }
+}
+
+async fn pair() -> Result<Pair, Box<dyn std::error::Error>> {
+    let sc = server_config()?;
     let cc = PeerConfig::from_legacy_json(
         "client",
         &json!({"server": "btp+ws://:secret@127.0.0.1:1", "maxBalance": "1000"}),
     )?;
-    let options = TrustlineOptions {
-        clock: Arc::new(TokioClock::new()),
-        ..TrustlineOptions::default()
-    };
-    let server = Trustline::new(
-        &sc,
-        Arc::new(MemoryStores::new(sc.max_balance, sc.min_balance)),
-        None,
-        options.clone(),
-    )?;
+    let options = options();
+    let server_stores = MemoryStores::new(sc.max_balance, sc.min_balance);
+    let server = Trustline::new(&sc, Arc::new(server_stores.clone()), None, options.clone())?;
     let client = Trustline::new(
         &cc,
         Arc::new(MemoryStores::new(cc.max_balance, cc.min_balance)),
@@ -104,6 +110,7 @@ async fn pair() -> Result<Pair, Box<dyn std::error::Error>> {
         client,
         links,
         lossy,
+        server_stores,
     })
 }
 
@@ -253,5 +260,38 @@ async fn a_resent_fulfill_the_payer_refuses_lets_the_transfer_expire_on_both_sid
     assert_eq!(p.server.local_balance(), 0);
     assert_eq!(p.client.local_balance(), 0);
     assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_payee_restarted_mid_fulfill_resends_it_from_its_noted_fulfillment() -> TestResult {
+    let p = pair().await?;
+    let id = prepared_transfer(&p, Duration::from_secs(3600)).await?;
+    // The Fulfill reaches the payer, which applies it; the payee "crashes" before learning the outcome.
+    p.lossy.mode.store(DROP_REPLY, Ordering::SeqCst);
+    assert!(p
+        .server
+        .fulfill_condition(id, FULFILLMENT, None)
+        .await
+        .is_err());
+    assert!(fulfilled(&state(&p.client, &id).await?));
+    let noted = p.server.log().noted_fulfillments().await?;
+    assert_eq!(noted.len(), 1, "the preimage was noted before it went out");
+    let stores = p.server_stores.clone();
+    drop(p.server);
+
+    // A new payee on the same (durable) store: `start` resumes the Fulfill instead of letting it expire.
+    let sc = server_config()?;
+    let server = Trustline::new(&sc, Arc::new(stores), None, options())?;
+    p.links.1.retarget(&server);
+    server.set_link(p.links.0.clone());
+    server.connect().await?;
+    assert_eq!(server.start().await?, 1);
+    assert_eq!(server.unacknowledged_fulfills(), vec![id]);
+    resends_settled(&server).await?;
+    assert!(fulfilled(&state(&server, &id).await?));
+    assert_eq!(server.local_balance(), i128::from(AMOUNT));
+    assert_eq!(p.client.local_balance(), -i128::from(AMOUNT));
+    assert_eq!(server.log().noted_fulfillments().await?, vec![]);
     Ok(())
 }

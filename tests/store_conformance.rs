@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{
-    Direction, Limit, MaxValue, MaxValueTracker, PrepareOutcome, StoreError, Sums, Transfer,
-    TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
+    Direction, Limit, MaxValue, MaxValueTracker, NotedFulfillment, PrepareOutcome, StoreError,
+    Sums, Transfer, TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
 };
 use ilp_bridge::store::{Db, RocksStores};
 use num_bigint::BigUint;
@@ -578,6 +578,66 @@ async fn racing_set_if_max_keeps_the_largest(make: MakeEnv) {
     );
 }
 
+// ---------------------------------------------------------------------------------- noted fulfillments
+
+async fn noted_fulfillments_last_until_the_transfer_is_finished(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    for n in 1..=3 {
+        prepare_ok(&*log, &transfer(n, 10), Direction::Incoming).await;
+    }
+    assert_eq!(log.noted_fulfillments().await, Ok(vec![]));
+    log.note_fulfillment(&id(1), &fulfillment(1), b"ilp-1")
+        .await
+        .expect("note 1");
+    log.note_fulfillment(&id(2), &fulfillment(2), b"")
+        .await
+        .expect("note 2");
+    // Noting again is a no-op.
+    log.note_fulfillment(&id(1), &fulfillment(1), b"ilp-1")
+        .await
+        .expect("note 1 again");
+    let mut noted = log.noted_fulfillments().await.expect("noted");
+    noted.sort_by_key(|n| n.id.0);
+    assert_eq!(
+        noted,
+        vec![
+            NotedFulfillment {
+                id: id(1),
+                fulfillment: fulfillment(1),
+                ilp: b"ilp-1".to_vec()
+            },
+            NotedFulfillment {
+                id: id(2),
+                fulfillment: fulfillment(2),
+                ilp: vec![]
+            },
+        ]
+    );
+    // Notes change no sum and no state.
+    assert_eq!(log.sums(), sums(0, 30, 0, 0));
+    assert_eq!(log.prepared().await.expect("prepared").len(), 3);
+    // Finishing the transfer removes its note, whichever way it ends.
+    log.fulfill(&id(1), &fulfillment(1)).await.expect("fulfill");
+    log.cancel(&id(2), "expired").await.expect("cancel");
+    assert_eq!(log.noted_fulfillments().await, Ok(vec![]));
+    // Finished or unknown transfers cannot be noted.
+    assert_eq!(
+        log.note_fulfillment(&id(1), &fulfillment(1), b"").await,
+        Err(TransferLogError::AlreadyFulfilled(id(1)))
+    );
+    assert_eq!(
+        log.note_fulfillment(&id(2), &fulfillment(2), b"").await,
+        Err(TransferLogError::AlreadyRolledBack(id(2)))
+    );
+    assert_eq!(
+        log.note_fulfillment(&id(9), &fulfillment(9), b"").await,
+        Err(TransferLogError::NotFound(id(9)))
+    );
+    assert_eq!(log.noted_fulfillments().await, Ok(vec![]));
+    assert_eq!(log.sums(), sums(10, 20, 0, 0));
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -620,4 +680,5 @@ conformance!(
     racing_duplicate_fulfills_apply_once,
     max_value_tracker_semantics,
     racing_set_if_max_keeps_the_largest,
+    noted_fulfillments_last_until_the_transfer_is_finished,
 );

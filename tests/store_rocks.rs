@@ -271,6 +271,39 @@ async fn concurrent_writes_are_all_durable_and_share_syncs() {
 }
 
 #[tokio::test]
+async fn noted_fulfillments_survive_a_reopen_and_go_with_their_transfer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Db::open(dir.path()).expect("open");
+        let log = stores(&db).transfer_log("").expect("log");
+        for n in 1..=2 {
+            log.prepare(&transfer(n, 10), Direction::Incoming)
+                .await
+                .expect("prepare");
+            log.note_fulfillment(&id(n), &[n as u8; 32], &[n as u8; 3])
+                .await
+                .expect("note");
+        }
+        log.fulfill(&id(2), &[2; 32]).await.expect("fulfill");
+        db.set_flush_on_close(false); // found again by WAL replay
+    }
+    let db = Db::open(dir.path()).expect("reopen");
+    let log = stores(&db).transfer_log("").expect("log");
+    let noted = log.noted_fulfillments().await.expect("noted");
+    assert_eq!(noted.len(), 1, "{noted:?}");
+    assert_eq!(noted[0].id, id(1));
+    assert_eq!(noted[0].fulfillment, [1; 32]);
+    assert_eq!(noted[0].ilp, vec![1; 3]);
+    log.cancel(&id(1), "expired").await.expect("cancel");
+    drop(log);
+    drop(db);
+    let db = Db::open(dir.path()).expect("reopen again");
+    let log = stores(&db).transfer_log("").expect("log");
+    assert_eq!(log.noted_fulfillments().await, Ok(vec![]));
+    assert_eq!(log.sums().incoming_fulfilled, 10);
+}
+
+#[tokio::test]
 async fn a_failed_write_poisons_every_later_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(dir.path()).expect("open");

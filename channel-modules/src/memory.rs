@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::store::{
-    validate_key, Direction, Limit, MaxValue, MaxValueTracker, PrepareOutcome, StoreError, Sums,
-    Transfer, TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
+    not_prepared_error, validate_key, Direction, Limit, MaxValue, MaxValueTracker,
+    NotedFulfillment, PrepareOutcome, StoreError, Sums, Transfer, TransferId, TransferLog,
+    TransferLogError, TransferRecord, TransferState,
 };
 
 /// Largest value any sum may reach (`i128::MAX`), so that `IF − OF` and the limit formulas never overflow.
@@ -196,6 +197,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 struct LogState {
     records: HashMap<TransferId, TransferRecord>,
+    /// Noted fulfillments of prepared transfers.
+    notes: HashMap<TransferId, NotedFulfillment>,
     sums: Sums,
     maximum: Option<Limit>,
     minimum: Option<Limit>,
@@ -301,6 +304,35 @@ impl TransferLog for MemoryTransferLog {
             .cloned()
             .collect())
     }
+
+    async fn note_fulfillment(
+        &self,
+        id: &TransferId,
+        fulfillment: &[u8; 32],
+        ilp: &[u8],
+    ) -> Result<(), TransferLogError> {
+        let mut state = lock(&self.state);
+        let record = state
+            .records
+            .get(id)
+            .ok_or(TransferLogError::NotFound(*id))?;
+        if let Some(e) = not_prepared_error(record) {
+            return Err(e);
+        }
+        state.notes.insert(
+            *id,
+            NotedFulfillment {
+                id: *id,
+                fulfillment: *fulfillment,
+                ilp: ilp.to_vec(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn noted_fulfillments(&self) -> Result<Vec<NotedFulfillment>, TransferLogError> {
+        Ok(lock(&self.state).notes.values().cloned().collect())
+    }
 }
 
 impl MemoryTransferLog {
@@ -318,6 +350,7 @@ impl MemoryTransferLog {
             Settlement::Unchanged(record) => Ok(record),
             Settlement::Changed { record, sums } => {
                 state.records.insert(*id, record.clone());
+                state.notes.remove(id);
                 state.sums = sums;
                 Ok(record)
             }

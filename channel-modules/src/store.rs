@@ -298,6 +298,46 @@ pub trait TransferLog: Send + Sync {
 
     /// Every transfer still prepared, so its owner can re-arm expiry timers after a restart.
     async fn prepared(&self) -> Result<Vec<TransferRecord>, TransferLogError>;
+
+    /// Write-ahead of revealing a preimage: records, durably, that we are about to send `fulfillment` (and
+    /// the Fulfill's `ilp` data) for the prepared transfer `id`, so that after a crash the send can be
+    /// finished instead of the transfer silently expiring while the peer has already paid. The note is
+    /// removed in the same write that fulfills or cancels the transfer. Noting the same fulfillment again
+    /// is a no-op. Errors: `NotFound`; `AlreadyFulfilled` / `AlreadyRolledBack` if the transfer is finished
+    /// (nothing is written).
+    async fn note_fulfillment(
+        &self,
+        id: &TransferId,
+        fulfillment: &[u8; 32],
+        ilp: &[u8],
+    ) -> Result<(), TransferLogError>;
+
+    /// The noted fulfillments ([`TransferLog::note_fulfillment`]) of transfers still prepared.
+    async fn noted_fulfillments(&self) -> Result<Vec<NotedFulfillment>, TransferLogError>;
+}
+
+/// A fulfillment we were about to reveal for a prepared transfer (see [`TransferLog::note_fulfillment`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotedFulfillment {
+    /// The transfer.
+    pub id: TransferId,
+    /// The preimage.
+    pub fulfillment: [u8; 32],
+    /// The `ilp` data sent with the Fulfill (empty if none).
+    pub ilp: Vec<u8>,
+}
+
+/// The error [`TransferLog::note_fulfillment`] gives for a record that is not prepared (`None` if it is).
+pub fn not_prepared_error(record: &TransferRecord) -> Option<TransferLogError> {
+    match record.state {
+        TransferState::Prepared => None,
+        TransferState::Fulfilled { .. } => {
+            Some(TransferLogError::AlreadyFulfilled(record.transfer.id))
+        }
+        TransferState::Cancelled { .. } => {
+            Some(TransferLogError::AlreadyRolledBack(record.transfer.id))
+        }
+    }
 }
 
 /// A best value with its data (`{value, data}` in legacy).

@@ -25,9 +25,9 @@
 //!   Fulfill is re-sent with backoff (also after the transfer's expiry) until the peer answers: accepted (a
 //!   bridge answers a repeat idempotently, legacy with F00 `TypeError` because it already finished it)
 //!   → applied; refused (F02 unknown, F05 expired) → it expires here too. Legacy counted such a Fulfill
-//!   whether or not the peer ever saw it. This retry state is in memory: a restart while a Fulfill is
-//!   unacknowledged lets the transfer expire locally (a router re-fulfills its sources from its durable
-//!   forwarded records, [`crate::peer::Router::recover`]);
+//!   whether or not the peer ever saw it. Before a Fulfill goes out its preimage is noted durably
+//!   ([`TransferLog::note_fulfillment`], one synced write), so after a crash [`Trustline::start`] resumes
+//!   sending it instead of letting a transfer the payer may already have paid expire here;
 //! * a Prepare the peer refuses with an Error is cancelled locally (legacy left it prepared forever); one with
 //!   no reply keeps its timer and expires normally.
 //!
@@ -605,14 +605,31 @@ impl Trustline {
         }
     }
 
-    /// Re-arms the expiry timers of every prepared transfer (after a restart). Call once before serving.
+    /// After a restart: resumes sending the Fulfills we had started (noted fulfillments of transfers still
+    /// prepared: the peer may have them already) and re-arms the expiry timers of every prepared transfer.
+    /// Call once before serving.
     pub async fn start(&self) -> Result<usize, PeerError> {
         let prepared = self.inner.log.prepared().await.map_err(log_err_to_peer)?;
+        let notes = self
+            .inner
+            .log
+            .noted_fulfillments()
+            .await
+            .map_err(log_err_to_peer)?;
+        let mut resumed = 0;
+        for note in notes {
+            let Some(rec) = prepared.iter().find(|r| r.transfer.id == note.id) else {
+                continue;
+            };
+            let ilp = (!note.ilp.is_empty()).then(|| Bytes::from(note.ilp));
+            self.resend_fulfill_later(rec.clone(), note.fulfillment, ilp);
+            resumed += 1;
+        }
         let n = prepared.len();
         for r in prepared {
             self.arm_expiry(r.transfer.id, r.transfer.expires_at_ms);
         }
-        tracing::info!(peer = %self.inner.name, prepared = n, "trustline started; expiry timers re-armed");
+        tracing::info!(peer = %self.inner.name, prepared = n, fulfills_resumed = resumed, "trustline started; expiry timers re-armed");
         Ok(n)
     }
 
@@ -789,6 +806,16 @@ impl Trustline {
                 "NotAcceptedError",
                 "Fulfillment does not match the condition",
             ));
+        }
+        if !already {
+            // Write-ahead: once the preimage is out the payer may apply it at any moment, so a crash from here
+            // on must not let this transfer silently expire here (see `start`).
+            let ilp_bytes = ilp.as_deref().unwrap_or_default();
+            self.inner
+                .log
+                .note_fulfillment(&id, &fulfillment, ilp_bytes)
+                .await
+                .map_err(log_err_to_peer)?;
         }
         lock(&self.inner.fulfilling).insert(id);
         let result = self.fulfill_inner(&rec, fulfillment, ilp, already).await;

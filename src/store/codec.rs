@@ -42,6 +42,8 @@ pub mod tag {
     pub const FINISHED: u8 = b't';
     /// Prepared transfer record (pending column family).
     pub const PREPARED: u8 = b'p';
+    /// Noted fulfillment of a prepared transfer (pending column family): 32-byte preimage, then `ilp`.
+    pub const FULFILLING: u8 = b'f';
     /// Legacy import marker.
     pub const IMPORTED: u8 = b'i';
 }

@@ -4,7 +4,9 @@
 //! updated sums, so no crash point can leave sums and records disagreeing:
 //!
 //! * prepare: put `p<id>` (pending column family) + put sums;
-//! * fulfill / cancel: delete `p<id>` + put `t<id>` (the finished record) + put sums;
+//! * fulfill / cancel: delete `p<id>` + put `t<id>` (the finished record) + put sums (+ delete `f<id>` if
+//!   a fulfillment was noted);
+//! * note a fulfillment (write-ahead of sending our Fulfill): put `f<id>` (pending column family);
 //! * set maximum / minimum: put the override.
 //!
 //! **Start-up** reads the sums, the two overrides and the prepared records only (the pending column family,
@@ -34,8 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use channel_modules::memory::{check_idempotent_prepare, reserve, settle, SettleTo, Settlement};
 use channel_modules::store::{
-    Direction, Limit, PrepareOutcome, StoreError, Sums, Transfer, TransferId, TransferLog,
-    TransferLogError, TransferRecord, TransferState,
+    not_prepared_error, Direction, Limit, NotedFulfillment, PrepareOutcome, StoreError, Sums,
+    Transfer, TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
 };
 use rocksdb::WriteBatch;
 
@@ -66,6 +68,8 @@ struct State {
     finishing: HashMap<TransferId, Tracked>,
     /// `finishing` entries in submission order, pruned once durable.
     finishing_order: VecDeque<(u64, TransferId)>,
+    /// Noted fulfillments of prepared transfers, with the sequence number of the batch that wrote each.
+    notes: HashMap<TransferId, (NotedFulfillment, u64)>,
 }
 
 impl State {
@@ -134,6 +138,20 @@ impl RocksTransferLog {
             }
             prepared.insert(record.transfer.id, Tracked { record, seq: 0 });
         }
+        let mut notes = HashMap::new();
+        for (key, value) in
+            db.scan_pending_prefix(&codec::sub_key(&prefix, tag::FULFILLING, None))?
+        {
+            let note = decode_note(&key, &value)?;
+            if !prepared.contains_key(&note.id) {
+                // Notes are removed in the batch that finishes their transfer, so this cannot happen.
+                return Err(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "noted fulfillment of a transfer that is not prepared".to_owned(),
+                });
+            }
+            notes.insert(note.id, (note, 0));
+        }
         // Paired check: the sums written with each batch must agree with the prepared records.
         if sums
             .incoming_fulfilled_and_prepared
@@ -163,6 +181,7 @@ impl RocksTransferLog {
                 maximum,
                 minimum,
                 prepared,
+                notes,
                 ..State::default()
             }),
         })
@@ -239,9 +258,16 @@ impl RocksTransferLog {
                     codec::encode_record(&record)?,
                 );
                 batch.put(&self.sums_key, codec::encode_sums(&sums));
+                if state.notes.contains_key(id) {
+                    batch.delete_cf(
+                        pending_cf,
+                        codec::sub_key(&self.prefix, tag::FULFILLING, Some(id)),
+                    );
+                }
                 let ticket = self.db.submit(batch)?;
                 let seq = ticket.seq();
                 state.prepared.remove(id);
+                state.notes.remove(id);
                 state.sums = sums;
                 state.finishing.insert(
                     *id,
@@ -396,4 +422,81 @@ impl TransferLog for RocksTransferLog {
             .map(|tracked| tracked.record.clone())
             .collect())
     }
+
+    async fn note_fulfillment(
+        &self,
+        id: &TransferId,
+        fulfillment: &[u8; 32],
+        ilp: &[u8],
+    ) -> Result<(), TransferLogError> {
+        let pending = {
+            let mut state = self.lock_pruned();
+            if !state.prepared.contains_key(id) {
+                let record = match state.finishing.get(id) {
+                    Some(tracked) => Some(tracked.record.clone()),
+                    None => self.load_finished(id)?,
+                };
+                return Err(record
+                    .as_ref()
+                    .and_then(not_prepared_error)
+                    .unwrap_or(TransferLogError::NotFound(*id)));
+            }
+            let note = NotedFulfillment {
+                id: *id,
+                fulfillment: *fulfillment,
+                ilp: ilp.to_vec(),
+            };
+            match state.notes.get(id) {
+                Some((stored, seq)) if *stored == note => Pending::After(*seq, ()),
+                _ => {
+                    let mut value = Vec::with_capacity(32 + ilp.len());
+                    value.extend_from_slice(fulfillment);
+                    value.extend_from_slice(ilp);
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(
+                        self.db.pending_cf()?,
+                        codec::sub_key(&self.prefix, tag::FULFILLING, Some(id)),
+                        value,
+                    );
+                    let ticket = self.db.submit(batch)?;
+                    state.notes.insert(*id, (note, ticket.seq()));
+                    Pending::Ticket(ticket, ())
+                }
+            }
+        };
+        self.resolve(pending).await
+    }
+
+    async fn noted_fulfillments(&self) -> Result<Vec<NotedFulfillment>, TransferLogError> {
+        let (notes, seq) = {
+            let state = lock(&self.state);
+            let seq = state.notes.values().map(|(_, s)| *s).max().unwrap_or(0);
+            let notes = state.notes.values().map(|(n, _)| n.clone()).collect();
+            (notes, seq)
+        };
+        // Report only what is durable.
+        self.db.wait_durable(seq).await?;
+        Ok(notes)
+    }
+}
+
+/// Decodes a noted fulfillment: key `… f <16-byte id>`, value = 32-byte preimage, then the `ilp` data.
+fn decode_note(key: &[u8], value: &[u8]) -> Result<NotedFulfillment, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_owned(),
+    };
+    let id: [u8; 16] = key
+        .get(key.len().saturating_sub(16)..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt("noted fulfillment key without a transfer id"))?;
+    let fulfillment: [u8; 32] = value
+        .get(..32)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt("noted fulfillment shorter than 32 bytes"))?;
+    Ok(NotedFulfillment {
+        id: TransferId(id),
+        fulfillment,
+        ilp: value[32..].to_vec(),
+    })
 }
