@@ -158,6 +158,18 @@ fn cancelled(s: &Option<TransferState>) -> bool {
     matches!(s, Some(TransferState::Cancelled { .. }))
 }
 
+/// The payee fulfills `id`; the Fulfill reaches the payer, which applies it, but the reply is lost.
+async fn fulfill_with_reply_lost(p: &Pair, id: TransferId) -> TestResult {
+    p.lossy.mode.store(DROP_REPLY, Ordering::SeqCst);
+    let result = p.server.fulfill_condition(id, FULFILLMENT, None).await;
+    assert!(
+        matches!(result, Err(PeerError::Rpc(RpcError::Disconnected))),
+        "{result:?}"
+    );
+    assert!(fulfilled(&state(&p.client, &id).await?));
+    Ok(())
+}
+
 /// Waits (paused time) until the server has no unacknowledged Fulfill left.
 async fn resends_settled(server: &Trustline) -> TestResult {
     let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
@@ -205,14 +217,7 @@ async fn a_fulfill_that_never_arrived_is_resent_and_counted_once_accepted() -> T
 async fn a_fulfill_whose_reply_was_lost_is_not_counted_twice() -> TestResult {
     let p = pair().await?;
     let id = prepared_transfer(&p, Duration::from_secs(3600)).await?;
-    // The Fulfill reaches the payer, which applies it, but its reply is lost.
-    p.lossy.mode.store(DROP_REPLY, Ordering::SeqCst);
-    assert!(p
-        .server
-        .fulfill_condition(id, FULFILLMENT, None)
-        .await
-        .is_err());
-    assert!(fulfilled(&state(&p.client, &id).await?));
+    fulfill_with_reply_lost(&p, id).await?;
     assert_eq!(
         p.server.local_balance(),
         0,
@@ -267,14 +272,8 @@ async fn a_resent_fulfill_the_payer_refuses_lets_the_transfer_expire_on_both_sid
 async fn a_payee_restarted_mid_fulfill_resends_it_from_its_noted_fulfillment() -> TestResult {
     let p = pair().await?;
     let id = prepared_transfer(&p, Duration::from_secs(3600)).await?;
-    // The Fulfill reaches the payer, which applies it; the payee "crashes" before learning the outcome.
-    p.lossy.mode.store(DROP_REPLY, Ordering::SeqCst);
-    assert!(p
-        .server
-        .fulfill_condition(id, FULFILLMENT, None)
-        .await
-        .is_err());
-    assert!(fulfilled(&state(&p.client, &id).await?));
+    // The payee "crashes" before learning the outcome of its Fulfill.
+    fulfill_with_reply_lost(&p, id).await?;
     let noted = p.server.log().noted_fulfillments().await?;
     assert_eq!(noted.len(), 1, "the preimage was noted before it went out");
     let stores = p.server_stores.clone();
