@@ -6,6 +6,7 @@
 //! nothing, and an engine stopped in the middle of a payment and restarted on its RocksDB pays exactly once.
 
 mod eth_common;
+mod poll_common;
 mod se_common;
 
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! modules' records and the chain must agree to the wei.
 
 mod eth_common;
+mod poll_common;
 
 use std::sync::Arc;
 use std::time::Duration;

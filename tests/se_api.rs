@@ -1,6 +1,7 @@
 //! RFC 38 engine API: accounts, bad input (problem JSON, nothing changes), idempotency replays and 409,
 //! messages, and the admin API's authentication.
 
+mod poll_common;
 mod se_common;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! End to end: connector A → engine A → (messages through the mock connectors) → engine B → connector B, with
 //! odd scales, restarts of either engine between accept and credit (RocksDB), and connectors down for a while.
 
+mod poll_common;
 mod se_common;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! rounded up. In most tests Bob redeems his best claim every `claimInterval` ms, so the ledger follows; the
 //! others redeem when the channel nears its expiry or when connector B deletes the account.
 
+mod poll_common;
 mod xrp_common;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //! on the ledger when his node stops. The TransferLogs of both sides, the claim trackers and the ledger must agree
 //! to the drop, also across restarts of either node.
 
+mod poll_common;
 mod xrp_common;
 
 use std::net::{IpAddr, Ipv4Addr};

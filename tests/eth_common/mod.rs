@@ -234,19 +234,10 @@ pub async fn head(rpc: &RpcClient) -> Result<u64, EthBoxError> {
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after [`WAIT_LIMIT`].
-pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<(), EthBoxError>
+pub async fn wait_until<F, Fut>(what: &str, check: F) -> Result<(), EthBoxError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
-    loop {
-        if check().await {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("gave up waiting for: {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Ok(crate::poll_common::poll_until(what, WAIT_LIMIT, check).await?)
 }

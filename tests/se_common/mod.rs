@@ -208,21 +208,12 @@ pub fn value_eq(a: &Scaled, b: &Scaled) -> bool {
 
 /// Polls `check` every 20 ms until it returns true; fails after `limit` (a guard against hanging, not a speed
 /// assertion).
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> TestResult
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, check: F) -> TestResult
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("gave up waiting for: {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Ok(crate::poll_common::poll_until(what, limit, check).await?)
 }
 
 /// GET an admin path as JSON.

@@ -120,21 +120,12 @@ pub fn claim_json(
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after [`WAIT`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F) -> TestResult
+pub async fn eventually<F, Fut>(what: &str, check: F) -> TestResult
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if check().await {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("gave up waiting for: {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Ok(crate::poll_common::poll_until(what, WAIT, check).await?)
 }
 
 /// Opens the RocksDB folder, waiting while a previous instance still lets go of its lock.
