@@ -481,15 +481,15 @@ impl SessionInner {
             }
         };
         let request_id = frame.request_id;
-        let digest = frame_digest(&bytes);
+        // Only requests are deduplicated; replies are matched by ID and need no digest.
+        let key = || (request_id, frame_digest(&bytes));
         match frame.packet {
             Packet::Response(pd) => {
                 if let Some(p) = self.take_pending(request_id) {
                     let _ = p.tx.send(Ok(Reply::Response(pd)));
                 } else if pd.get("ilp").is_some() {
                     // interledger-rs sends Prepares in Response frames.
-                    self.dispatch(link_id, (request_id, digest), Packet::Response(pd))
-                        .await;
+                    self.dispatch(link_id, key(), Packet::Response(pd)).await;
                 } else {
                     debug!(request_id, "ignoring stray response");
                 }
@@ -506,7 +506,7 @@ impl SessionInner {
                     let _ = p.tx.send(Ok(Reply::Response(pd)));
                 }
             }
-            packet => self.dispatch(link_id, (request_id, digest), packet).await,
+            packet => self.dispatch(link_id, key(), packet).await,
         }
     }
 
