@@ -256,3 +256,44 @@ async fn a_409_on_credit_is_an_alert_not_a_retry() -> TestResult {
     stop_all([a, b]).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_account_deleted_and_created_again_resumes_its_totals() -> TestResult {
+    // The peer engine keeps its cumulative totals across our delete; had ours restarted from zero, B would
+    // ignore every claim until it passed the old best one.
+    let (a, b) = trustline_pair(Some(9)).await?;
+    settle_all(&a, &[5_000, 7_000], 9).await?;
+    wait_credited(&b, &Scaled::new(BigUint::from(12_000u32), 9)).await?;
+    let engine = &a.se()?.engine;
+    engine.delete_account(&a.account).await?;
+    assert!(engine.account_view(&a.account).is_err(), "deleted");
+    assert_eq!(
+        engine.create_account(Some(a.account.clone())).await?,
+        a.account
+    );
+    let view = engine.account_view(&a.account)?;
+    assert_eq!(view.settled.amount, "12", "totals resumed (module scale 6)");
+    settle_all(&a, &[3_000], 9).await?;
+    wait_credited(&b, &Scaled::new(BigUint::from(15_000u32), 9)).await?;
+    stop_all([a, b]).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_settle_amount_the_module_cannot_settle_is_refused_before_anything_is_written(
+) -> TestResult {
+    let (a, b) = trustline_pair(Some(9)).await?;
+    // 2^64 units at the module's scale 6.
+    let huge = (BigUint::from(u64::MAX) + 1u32).to_string();
+    let out = a.mock.settle(&a.account, &huge, 6).await?;
+    assert_eq!(out.status, 400, "{}", out.body);
+    let view = a.se()?.engine.account_view(&a.account)?;
+    assert_eq!(view.queued.amount, "0");
+    assert_eq!(view.settled.amount, "0");
+    // 2^64 − 1 units is still accepted.
+    let max = u64::MAX.to_string();
+    let out = a.mock.settle(&a.account, &max, 6).await?;
+    assert_eq!(out.status, 201, "{}", out.body);
+    stop_all([a, b]).await;
+    Ok(())
+}

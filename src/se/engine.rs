@@ -207,6 +207,9 @@ pub(crate) struct Account {
     wake_settle: Notify,
     wake_credit: Notify,
     deleted: AtomicBool,
+    /// Settle requests hold it shared from their `deleted` check until they are queued; a delete holds it
+    /// exclusively, so no request is written for an account the connector is told is gone.
+    gate: tokio::sync::RwLock<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -309,74 +312,7 @@ impl Engine {
             }
         }
         for rec in accounts {
-            let id = rec.id.clone();
-            let out: OutgoingRecord = match store
-                .scan_prefix(Family::Main, &keys::outgoing(&id))?
-                .into_iter()
-                .find(|(k, _)| *k == keys::outgoing(&id))
-            {
-                Some((k, v)) => decode(&k, &v)?,
-                None => OutgoingRecord::default(),
-            };
-            let incoming: IncomingRecord = match store
-                .scan_prefix(Family::Main, &keys::incoming(&id))?
-                .into_iter()
-                .find(|(k, _)| *k == keys::incoming(&id))
-            {
-                Some((k, v)) => decode(&k, &v)?,
-                None => IncomingRecord::default(),
-            };
-            let mprefix = keys::account_prefix('m', &id);
-            let mut trackers = Vec::new();
-            for (k, v) in store.scan_prefix(Family::Main, &mprefix)? {
-                let value: MaxValue = decode(&k, &v)?;
-                trackers.push((keys::suffix(&k, &mprefix).to_owned(), value));
-            }
-            let mut queued = Vec::new();
-            for (k, v) in store.scan_prefix(Family::Pending, &keys::account_prefix('q', &id))? {
-                let q: QueuedRequest = decode(&k, &v)?;
-                max_seq = max_seq.max(q.seq);
-                queued.push(q);
-            }
-            let mut credits = Vec::new();
-            for (k, v) in store.scan_prefix(Family::Pending, &keys::account_prefix('c', &id))? {
-                let c: CreditRecord = decode(&k, &v)?;
-                credits.push(c);
-            }
-            let acct = self.build_account(&id, rec.created_ms, trackers)?;
-            *lock(&acct.out) = out;
-            *acct.incoming.try_lock().map_err(|_| {
-                EngineError::Config("account state locked during load".to_owned())
-            })? = incoming.clone();
-            *lock(&acct.incoming_view) = incoming;
-            *lock(&acct.queue) = queued;
-            {
-                let mut map = lock(&acct.credits);
-                for c in credits {
-                    map.insert(
-                        c.idempotency_key.clone(),
-                        PendingCredit {
-                            record: c,
-                            due: Instant::now(),
-                        },
-                    );
-                }
-            }
-            for (kind, ring) in [('h', 0u8), ('s', 1), ('r', 2)] {
-                let rows = store.scan_prefix(Family::Main, &keys::account_prefix(kind, &id))?;
-                let start = rows.len().saturating_sub(HISTORY_IN_MEMORY);
-                for (k, v) in rows.iter().skip(start) {
-                    if let Some(seq) = keys::split_account(k).and_then(|(_, s)| keys::parse_seq(s))
-                    {
-                        max_seq = max_seq.max(seq);
-                    }
-                    match ring {
-                        0 => push_bounded(&acct.history, decode(k, v)?),
-                        1 => push_bounded(&acct.sent, decode(k, v)?),
-                        _ => push_bounded(&acct.credited, decode(k, v)?),
-                    }
-                }
-            }
+            let acct = self.load_account(rec, &mut max_seq)?;
             self.start_account(acct);
         }
         // Time-based floor as well, so sequence numbers keep growing even if old records were purged.
@@ -385,6 +321,87 @@ impl Engine {
             .seq
             .store(max_seq.max(floor) + 1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Builds account `rec` from what the store holds for it (totals, leftovers, module trackers, queued
+    /// requests, pending credits, recent history): at start-up, when an account is created again after a
+    /// delete, and when a failed delete puts the account back. Raises `max_seq` to the highest sequence seen.
+    fn load_account(
+        &self,
+        rec: AccountRecord,
+        max_seq: &mut u64,
+    ) -> Result<Arc<Account>, EngineError> {
+        let store = &self.inner.store;
+        let id = rec.id.clone();
+        let out: OutgoingRecord = match store
+            .scan_prefix(Family::Main, &keys::outgoing(&id))?
+            .into_iter()
+            .find(|(k, _)| *k == keys::outgoing(&id))
+        {
+            Some((k, v)) => decode(&k, &v)?,
+            None => OutgoingRecord::default(),
+        };
+        let incoming: IncomingRecord = match store
+            .scan_prefix(Family::Main, &keys::incoming(&id))?
+            .into_iter()
+            .find(|(k, _)| *k == keys::incoming(&id))
+        {
+            Some((k, v)) => decode(&k, &v)?,
+            None => IncomingRecord::default(),
+        };
+        let mprefix = keys::account_prefix('m', &id);
+        let mut trackers = Vec::new();
+        for (k, v) in store.scan_prefix(Family::Main, &mprefix)? {
+            let value: MaxValue = decode(&k, &v)?;
+            trackers.push((keys::suffix(&k, &mprefix).to_owned(), value));
+        }
+        let mut queued = Vec::new();
+        for (k, v) in store.scan_prefix(Family::Pending, &keys::account_prefix('q', &id))? {
+            let q: QueuedRequest = decode(&k, &v)?;
+            *max_seq = (*max_seq).max(q.seq);
+            queued.push(q);
+        }
+        let mut credits = Vec::new();
+        for (k, v) in store.scan_prefix(Family::Pending, &keys::account_prefix('c', &id))? {
+            let c: CreditRecord = decode(&k, &v)?;
+            credits.push(c);
+        }
+        let acct = self.build_account(&id, rec.created_ms, trackers)?;
+        *lock(&acct.out) = out;
+        *acct
+            .incoming
+            .try_lock()
+            .map_err(|_| EngineError::Config("account state locked during load".to_owned()))? =
+            incoming.clone();
+        *lock(&acct.incoming_view) = incoming;
+        *lock(&acct.queue) = queued;
+        {
+            let mut map = lock(&acct.credits);
+            for c in credits {
+                map.insert(
+                    c.idempotency_key.clone(),
+                    PendingCredit {
+                        record: c,
+                        due: Instant::now(),
+                    },
+                );
+            }
+        }
+        for (kind, ring) in [('h', 0u8), ('s', 1), ('r', 2)] {
+            let rows = store.scan_prefix(Family::Main, &keys::account_prefix(kind, &id))?;
+            let start = rows.len().saturating_sub(HISTORY_IN_MEMORY);
+            for (k, v) in rows.iter().skip(start) {
+                if let Some(seq) = keys::split_account(k).and_then(|(_, s)| keys::parse_seq(s)) {
+                    *max_seq = (*max_seq).max(seq);
+                }
+                match ring {
+                    0 => push_bounded(&acct.history, decode(k, v)?),
+                    1 => push_bounded(&acct.sent, decode(k, v)?),
+                    _ => push_bounded(&acct.credited, decode(k, v)?),
+                }
+            }
+        }
+        Ok(acct)
     }
 
     fn next_seq(&self) -> u64 {
@@ -443,6 +460,7 @@ impl Engine {
             wake_settle: Notify::new(),
             wake_credit: Notify::new(),
             deleted: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
             tasks: Mutex::new(Vec::new()),
         }))
     }
@@ -502,7 +520,9 @@ impl Engine {
             id: id.clone(),
             created_ms: now_ms(),
         };
-        let acct = self.build_account(&id, rec.created_ms, Vec::new())?;
+        // An ID deleted earlier keeps its cumulative totals and module records (see `delete_account`), so
+        // it resumes where it stopped instead of restarting from zero against a peer that did not.
+        let acct = self.load_account(rec.clone(), &mut 0)?;
         let mut batch = SeBatch::new();
         batch.put_json(Family::Main, keys::account(&id), &rec)?;
         self.inner.store.submit(batch)?.await?;
@@ -511,35 +531,50 @@ impl Engine {
         Ok(id)
     }
 
-    /// `DELETE /accounts/{id}`: stops the account's workers, disconnects the module and deletes every engine
-    /// record of the account. Amounts still queued or uncredited are logged and dropped.
+    /// `DELETE /accounts/{id}`: stops the account's workers, disconnects the module and deletes the account,
+    /// its queued requests, pending credits, idempotency keys and history. Amounts still queued or uncredited
+    /// are logged and dropped. The cumulative totals, leftovers and module records stay: the peer's engine
+    /// keeps its own, so an account created again under this ID resumes from them (starting again from zero
+    /// would make the peer ignore our new claims, or make an eth-payment payee credit old payments twice).
     ///
     /// If the module's `disconnect` fails (e.g. a payee cannot redeem its best claim because the ledger is
-    /// unreachable), nothing is deleted: the module's records may be money not yet collected. The account keeps
-    /// running and the call fails with [`EngineError::Unavailable`]; deleting again later retries.
+    /// unreachable), nothing is deleted: the module's records may be money not yet collected. The account is
+    /// rebuilt from the store and keeps running, and the call fails with [`EngineError::Unavailable`];
+    /// deleting again later retries.
     pub async fn delete_account(&self, id: &str) -> Result<(), EngineError> {
         let _guard = self.inner.create_lock.lock().await;
-        let acct = self
-            .inner
+        let acct = self.account(id)?;
+        // No settle request is between its `deleted` check and its queue while we hold this.
+        let gate = acct.gate.write().await;
+        acct.deleted.store(true, Ordering::SeqCst);
+        self.inner
             .accounts
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id)
-            .ok_or_else(|| EngineError::AccountNotFound(id.to_owned()))?;
-        acct.deleted.store(true, Ordering::SeqCst);
-        for t in lock(&acct.tasks).drain(..) {
+            .remove(id);
+        let tasks: Vec<JoinHandle<()>> = lock(&acct.tasks).drain(..).collect();
+        for t in tasks {
             t.abort();
+            let _ = t.await;
         }
         // An incoming claim being handled finishes first (later ones see `deleted`), so the module closes with
         // the latest best claim.
         let incoming_guard = acct.incoming.lock().await;
+        // Barrier: a stopped worker may have left a write in the queue; once this empty batch is durable, so
+        // is every earlier one, and the store holds the account's true state.
+        self.inner.store.submit(SeBatch::new())?.await?;
         if let Err(error) = acct.module.disconnect(&acct.ctx).await {
             tracing::error!(account = %id, %error, "module disconnect failed; account kept");
-            acct.deleted.store(false, Ordering::SeqCst);
-            // The settle worker sets the module up again (its disconnect may have stopped background tasks).
-            lock(&acct.status).connected = false;
             drop(incoming_guard);
-            self.start_account(acct);
+            drop(gate);
+            // The old instance stays `deleted` (late callers holding it are refused); the account goes on from
+            // what the store holds, not from memory a stopped worker may have left behind.
+            let rec = AccountRecord {
+                id: id.to_owned(),
+                created_ms: acct.created_ms,
+            };
+            let fresh = self.load_account(rec, &mut 0)?;
+            self.start_account(fresh);
             return Err(EngineError::Unavailable(format!(
                 "module disconnect failed, account kept: {error}"
             )));
@@ -552,9 +587,7 @@ impl Engine {
         }
         let mut batch = SeBatch::new();
         batch.delete(Family::Main, keys::account(id));
-        batch.delete(Family::Main, keys::outgoing(id));
-        batch.delete(Family::Main, keys::incoming(id));
-        for kind in ['m', 'k', 'h', 's', 'r'] {
+        for kind in ['k', 'h', 's', 'r'] {
             for (k, _) in self
                 .inner
                 .store
@@ -605,6 +638,16 @@ impl Engine {
     ) -> Result<(u16, String), EngineError> {
         let acct = self.account(id)?;
         let amount = parse_quantity(body)?;
+        let module_scale = acct.module.asset_scale();
+        let (units, _) = convert_with_leftover(&Scaled::zero(module_scale), &amount, module_scale);
+        if units > BigUint::from(u64::MAX) {
+            // Modules settle at most 2^64 − 1 units at once; a larger amount would be accepted and then block
+            // every later settlement of the account.
+            return Err(EngineError::BadRequest(format!(
+                "amount {} at scale {} is more than the module can settle (2^64 - 1 units at scale {module_scale})",
+                amount.amount, amount.scale
+            )));
+        }
         let quantity = amount.to_quantity();
         let response_body = serde_json::to_string(&quantity)
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
@@ -706,15 +749,17 @@ impl Engine {
             amount,
             accepted_ms: now_ms(),
         };
+        let _gate = acct.gate.read().await;
+        if acct.deleted.load(Ordering::SeqCst) {
+            // Checked before anything is written: a request the connector is told failed is never settled.
+            return Err(EngineError::AccountNotFound(acct.id.clone()));
+        }
         let mut batch = SeBatch::new();
         batch.put_json(Family::Pending, keys::queued(&acct.id, req.seq), &req)?;
         if let (Some(key), Some(rec)) = (&key, idem) {
             batch.put_json(Family::Main, keys::idempotency(&acct.id, key), rec)?;
         }
         self.inner.store.submit(batch)?.await?;
-        if acct.deleted.load(Ordering::SeqCst) {
-            return Err(EngineError::AccountNotFound(acct.id.clone()));
-        }
         lock(&acct.queue).push(req);
         acct.wake_settle.notify_one();
         Ok(())
