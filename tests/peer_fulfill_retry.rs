@@ -203,6 +203,13 @@ async fn a_fulfill_that_never_arrived_is_resent_and_counted_once_accepted() -> T
         "still held while the link is down"
     );
     assert_eq!(state(&p.client, &id).await?, Some(TransferState::Prepared));
+    // The preimage may be out: the payee may no longer reject the transfer.
+    let reject = p
+        .server
+        .reject_incoming_transfer(id, p.server.expiry_error())
+        .await;
+    assert!(matches!(reject, Err(PeerError::Refused(_))), "{reject:?}");
+    assert_eq!(state(&p.server, &id).await?, Some(TransferState::Prepared));
 
     p.lossy.mode.store(PASS, Ordering::SeqCst);
     resends_settled(&p.server).await?;

@@ -32,6 +32,16 @@ fn trustline(
 ) -> Result<Trustline, Box<dyn std::error::Error>> {
     let cfg = PeerConfig::from_legacy_json(name, options)?;
     let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
+    trustline_on(name, options, stores)
+}
+
+/// A trustline `name` on `stores` (kept by the caller to "restart" it on the same data).
+fn trustline_on(
+    name: &str,
+    options: &serde_json::Value,
+    stores: MemoryStores,
+) -> Result<Trustline, Box<dyn std::error::Error>> {
+    let cfg = PeerConfig::from_legacy_json(name, options)?;
     Ok(Trustline::new(
         &cfg,
         Arc::new(stores),
@@ -488,5 +498,76 @@ async fn a_peer_claiming_a_scale_above_255_is_refused() -> TestResult {
         return Err("expected an ILP error".into());
     };
     assert_eq!(e.code_str(), "F00");
+    Ok(())
+}
+
+#[tokio::test]
+async fn recovery_fulfills_a_paid_source_before_any_peer_has_connected() -> TestResult {
+    // X2 dials C and learns its prefix only when it connects; after a restart the router must still find
+    // the fulfilled forwarded transfer (by its ID, not by routing) and get the source fulfilled.
+    let server_b = json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000",
+        "prefix": "test.b.", "info": {"currencyCode": "USD", "currencyScale": 9}, "store": true});
+    let x1_options = json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000",
+        "prefix": "test.a.", "info": {"currencyCode": "USD", "currencyScale": 9}, "store": true});
+    let x2_options =
+        json!({"server": "btp+ws://:s@127.0.0.1:1", "maxBalance": "100000", "store": true});
+    let limits = |o: &serde_json::Value| -> Result<MemoryStores, Box<dyn std::error::Error>> {
+        let cfg = PeerConfig::from_legacy_json("x", o)?;
+        Ok(MemoryStores::new(cfg.max_balance, cfg.min_balance))
+    };
+    let (x1_stores, x2_stores) = (limits(&x1_options)?, limits(&x2_options)?);
+    let x1 = trustline_on("x1", &x1_options, x1_stores.clone())?;
+    let x2 = trustline_on("x2", &x2_options, x2_stores.clone())?;
+    let a = client("a")?;
+    let c = trustline("c", &server_b)?;
+    let (a_link, _) = MemoryLink::pair(&a, &x1);
+    let (c_link, _) = MemoryLink::pair(&c, &x2);
+    let router = Router::new(RoutingConfig::default());
+    router.add_peer(&x1);
+    router.add_peer(&x2);
+    for t in [&x1, &x2, &a, &c] {
+        t.connect().await?;
+    }
+    let mut c_events = c.subscribe();
+    let f = [9u8; 32];
+    let t = transfer(1, 10, "test.b.server.carl", 10, &f, 60_000);
+    a.send_transfer(t.clone()).await?;
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut c_events, "incoming_prepare").await?
+    else {
+        return Err("unexpected event".into());
+    };
+    // The bridge "crashes" right after paying C: its router never hears of the Fulfill.
+    x2.clear_hook();
+    c.fulfill_condition(got.id, f, None).await?;
+    assert!(matches!(
+        x2.log().get(&got.id).await?.map(|r| r.state),
+        Some(TransferState::Fulfilled { .. })
+    ));
+    drop((router, x1, x2));
+
+    // Restart on the same stores; recovery runs before any peer has connected.
+    let x1 = trustline_on("x1", &x1_options, x1_stores)?;
+    let x2 = trustline_on("x2", &x2_options, x2_stores)?;
+    x1.start().await?;
+    x2.start().await?;
+    let router = Router::new(RoutingConfig::default());
+    router.add_peer(&x1);
+    router.add_peer(&x2);
+    assert_eq!(router.recover().await?, 1);
+    let mut a_events = a.subscribe();
+    a_link.retarget(&x1);
+    x1.set_link(MemoryLink::new(&a));
+    c_link.retarget(&x2);
+    x1.connect().await?;
+    next_event(&mut a_events, "outgoing_fulfill").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while x1.local_balance() != 10 {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("x1 balance {}", x1.local_balance()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.local_balance(), -10);
+    assert_eq!(x1.log().noted_fulfillments().await?, vec![]);
     Ok(())
 }

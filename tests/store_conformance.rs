@@ -636,6 +636,7 @@ async fn noted_fulfillments_last_until_the_transfer_is_finished(make: MakeEnv) {
     );
     assert_eq!(log.noted_fulfillments().await, Ok(vec![]));
     assert_eq!(log.sums(), sums(10, 20, 0, 0));
+    assert_eq!(log.durable_sums().await, Ok(sums(10, 20, 0, 0)));
 }
 
 macro_rules! conformance {

@@ -279,8 +279,15 @@ pub trait TransferLog: Send + Sync {
     /// The stored record, in any state.
     async fn get(&self, id: &TransferId) -> Result<Option<TransferRecord>, TransferLogError>;
 
-    /// The current four sums (kept in memory; never a scan).
+    /// The current four sums (kept in memory; never a scan). They include changes whose write is not durable
+    /// yet; use [`TransferLog::durable_sums`] for a figure that leaves the node (e.g. a claim's total).
     fn sums(&self) -> Sums;
+
+    /// The sums once every change they include is durable (waits for that). A store without a separate
+    /// durability step returns [`TransferLog::sums`].
+    async fn durable_sums(&self) -> Result<Sums, TransferLogError> {
+        Ok(self.sums())
+    }
 
     /// Balance = IF − OF.
     fn balance(&self) -> i128 {

@@ -53,11 +53,8 @@ pub const DEFAULT_MIN_FORWARD_WINDOW: Duration = Duration::from_millis(500);
 /// How long a liquidity curve the bridge quotes stays valid (ilp-connector's default quote expiry).
 pub const QUOTE_EXPIRY: Duration = Duration::from_secs(45);
 
-/// First delay between attempts to fulfill an incoming transfer backwards.
-const BACKWARD_RETRY_MIN: Duration = Duration::from_millis(200);
-
-/// Largest delay between attempts to fulfill backwards.
-const BACKWARD_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often recovery checks whether a peer it waits for has connected.
+const RECOVERY_POLL: Duration = Duration::from_millis(200);
 
 /// An exchange rate from one peer's ledger to another's: `1` unit of the source currency (at scale 0) is
 /// worth `numerator/denominator` units of the destination currency (at scale 0).
@@ -527,7 +524,9 @@ impl Router {
         match next.send_transfer(out.clone()).await {
             Ok(()) => {}
             Err(PeerError::Rpc(
-                btp::transport::RpcError::Timeout | btp::transport::RpcError::Disconnected,
+                btp::transport::RpcError::Timeout
+                | btp::transport::RpcError::Disconnected
+                | btp::transport::RpcError::Closed,
             )) => {
                 // May be prepared there; its outcome (or expiry) settles the incoming one.
             }
@@ -555,43 +554,54 @@ impl Router {
         }
     }
 
-    /// Fulfills the source transfer, retrying while it can still succeed.
+    /// Fulfills the source transfer: at once when its peer is connected, else (and whenever the outcome is
+    /// unknown) the source trustline delivers it itself, from a durable note, across reconnects and restarts.
     async fn fulfill_back(&self, source: Source, fulfillment: [u8; 32], ilp: Option<Bytes>) {
-        let mut delay = BACKWARD_RETRY_MIN;
+        let result = match source
+            .peer
+            .fulfill_condition(source.id, fulfillment, ilp.clone())
+            .await
+        {
+            Err(PeerError::NotConnected(_)) => {
+                source
+                    .peer
+                    .fulfill_when_possible(source.id, fulfillment, ilp)
+                    .await
+            }
+            // The trustline re-sends a Fulfill whose outcome is unknown.
+            Err(PeerError::Rpc(_)) => Ok(()),
+            other => other,
+        };
+        if let Err(e) = result {
+            tracing::warn!(peer = source.peer.name(), transfer = %source.id, error = %e, "fulfilling the source transfer failed");
+        }
+    }
+
+    /// Waits (polling) until `ready` gives `Some` or the wall clock passes `until_ms`. `ready` should hold
+    /// only weak references between polls, so a node that shuts down meanwhile is not kept alive (its
+    /// database stays locked while anything holds it).
+    async fn wait_for<T>(until_ms: i64, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
         loop {
-            match source
-                .peer
-                .fulfill_condition(source.id, fulfillment, ilp.clone())
-                .await
-            {
-                Ok(()) => return,
-                Err(PeerError::Rpc(_)) | Err(PeerError::NotConnected(_)) => {}
-                Err(e) => {
-                    tracing::warn!(peer = source.peer.name(), transfer = %source.id, error = %e, "fulfilling the source transfer failed");
-                    return;
-                }
+            if let Some(t) = ready() {
+                return Some(t);
             }
-            match source.peer.log().get(&source.id).await {
-                Ok(Some(r))
-                    if r.state == TransferState::Prepared
-                        && r.transfer.expires_at_ms > now_ms() => {}
-                Ok(Some(r)) if matches!(r.state, TransferState::Fulfilled { .. }) => {
-                    // Applied locally; one more attempt resends it so the peer surely has it.
-                }
-                _ => return,
+            if now_ms() >= until_ms {
+                return None;
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(BACKWARD_RETRY_MAX);
+            tokio::time::sleep(RECOVERY_POLL).await;
         }
     }
 
     /// After a restart: finds every forwarded pair again from the logs and finishes what can be finished:
     /// sources whose forwarded transfer was fulfilled are fulfilled, those whose forwarded transfer was
-    /// cancelled are rejected, those never forwarded are forwarded now (if time is left). Call after the
-    /// peers' [`Trustline::start`].
+    /// cancelled are rejected, those never forwarded are forwarded once their next peer is reachable (if
+    /// time is left). A forwarded transfer is found by its ID ([`forward_id`]) in the other peers' logs, not
+    /// by routing, so this works before any peer has connected (a client learns its prefix only then); the
+    /// steps that need a connection wait for it. Call after the peers' [`Trustline::start`].
     pub async fn recover(self: &Arc<Self>) -> Result<usize, PeerError> {
         let mut n = 0;
-        for peer in self.peers() {
+        let peers = self.peers();
+        for peer in &peers {
             let prepared = peer.log().prepared().await.map_err(|e| {
                 PeerError::Refused(super::error::WireError::new("Error", e.to_string()))
             })?;
@@ -599,46 +609,83 @@ impl Router {
                 .into_iter()
                 .filter(|r| r.direction == Direction::Incoming)
             {
-                let Ok(IlpV1Packet::Payment(payment)) =
-                    IlpV1Packet::decode(&Bytes::from(rec.transfer.ilp.clone()))
-                else {
-                    continue;
-                };
-                let Some(next) = self.route(&payment.account, peer.name()) else {
-                    continue;
-                };
                 let out_id = forward_id(peer.name(), &rec.transfer.id);
+                let mut found = None;
+                for next in peers.iter().filter(|p| p.name() != peer.name()) {
+                    if let Ok(Some(out)) = next.log().get(&out_id).await {
+                        found = Some((next.clone(), out.state));
+                        break;
+                    }
+                }
                 let source = Source {
                     peer: peer.clone(),
                     id: rec.transfer.id,
                 };
-                n += 1;
-                let out = next.log().get(&out_id).await.ok().flatten();
-                match out.map(|o| o.state) {
-                    Some(TransferState::Prepared) => {
+                let expires_at_ms = rec.transfer.expires_at_ms;
+                let me = Arc::downgrade(self);
+                match found {
+                    Some((next, TransferState::Prepared)) => {
+                        n += 1;
                         self.lock_forwarded()
                             .insert((next.name().to_owned(), out_id), source);
                     }
-                    Some(TransferState::Fulfilled { fulfillment }) => {
-                        let me = Arc::clone(self);
-                        tokio::spawn(
-                            async move { me.fulfill_back(source, fulfillment, None).await },
-                        );
+                    Some((_, TransferState::Fulfilled { fulfillment })) => {
+                        // We paid the next hop: the source trustline delivers the Fulfill whenever it can.
+                        n += 1;
+                        tokio::spawn(async move {
+                            if let Err(e) = source
+                                .peer
+                                .fulfill_when_possible(source.id, fulfillment, None)
+                                .await
+                            {
+                                tracing::error!(peer = source.peer.name(), transfer = %source.id, error = %e, "cannot fulfill a source whose forwarded transfer was fulfilled");
+                            }
+                        });
                     }
-                    Some(TransferState::Cancelled { .. }) => {
-                        let me = Arc::clone(self);
+                    Some((_, TransferState::Cancelled { .. })) => {
+                        n += 1;
                         let err = ilp_error(
                             b"R00",
                             "Transfer Timed Out",
                             peer.account().unwrap_or_default(),
                             "forwarded transfer was cancelled",
                         );
-                        tokio::spawn(async move { me.refuse(&source.peer, source.id, err).await });
+                        let (peer, id) = (Arc::downgrade(&source.peer.inner), source.id);
+                        drop(source);
+                        tokio::spawn(async move {
+                            // Without a connection the source simply expires; nothing was paid onwards.
+                            let ready = || {
+                                let peer = Trustline { inner: peer.upgrade()? };
+                                let me = me.upgrade()?;
+                                peer.is_connected().then_some((me, peer))
+                            };
+                            if let Some((me, peer)) = Self::wait_for(expires_at_ms, ready).await {
+                                me.refuse(&peer, id, err).await;
+                            }
+                        });
                     }
                     None => {
-                        let me = Arc::clone(self);
-                        let (p, t) = (peer.clone(), rec.transfer.clone());
-                        tokio::spawn(async move { me.forward(p, t).await });
+                        let Ok(IlpV1Packet::Payment(payment)) =
+                            IlpV1Packet::decode(&Bytes::from(rec.transfer.ilp.clone()))
+                        else {
+                            continue;
+                        };
+                        n += 1;
+                        let (p, t) = (Arc::downgrade(&peer.inner), rec.transfer.clone());
+                        tokio::spawn(async move {
+                            let routable = || {
+                                let p = Trustline { inner: p.upgrade()? };
+                                let me = me.upgrade()?;
+                                let ready = p.is_connected()
+                                    && me
+                                        .route(&payment.account, p.name())
+                                        .is_some_and(|next| next.is_connected());
+                                ready.then_some((me, p))
+                            };
+                            if let Some((me, p)) = Self::wait_for(expires_at_ms, routable).await {
+                                me.forward(p, t).await;
+                            }
+                        });
                     }
                 }
             }

@@ -162,9 +162,8 @@ pub struct TrustlineInner {
     request_handler: RwLock<Option<Arc<dyn IncomingRequestHandler>>>,
     hook: RwLock<Option<Arc<dyn TransferHook>>>,
     timers: Mutex<HashMap<TransferId, tokio::task::AbortHandle>>,
-    fulfilling: Mutex<HashSet<TransferId>>,
-    /// Our Fulfills whose outcome is unknown, being re-sent (their expiry is held meanwhile).
-    unacked_fulfills: Mutex<HashSet<TransferId>>,
+    /// Who may finish each incoming transfer right now: our Fulfill, or its expiry / our Reject.
+    settling: Mutex<Settling>,
     connected: AtomicBool,
     connect_lock: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
@@ -393,8 +392,7 @@ impl Trustline {
                 request_handler: RwLock::new(None),
                 hook: RwLock::new(None),
                 timers: Mutex::new(HashMap::new()),
-                fulfilling: Mutex::new(HashSet::new()),
-                unacked_fulfills: Mutex::new(HashSet::new()),
+                settling: Mutex::new(Settling::default()),
                 connected: AtomicBool::new(false),
                 connect_lock: tokio::sync::Mutex::new(()),
                 clock: options.clock,
@@ -716,16 +714,8 @@ impl Trustline {
             .ok_or_else(|| PeerError::refused("InvalidFieldsError", "expiresAt is out of range"))?;
         match self.inner.log.prepare(&transfer, Direction::Outgoing).await {
             Ok(PrepareOutcome::Prepared) => {}
+            // Same contents and direction (anything else is DuplicateId from the log).
             Ok(PrepareOutcome::AlreadyExists(rec)) => {
-                if rec.direction != Direction::Outgoing {
-                    return Err(PeerError::refused(
-                        "DuplicateIdError",
-                        format!(
-                            "transfer {} matches the id of an incoming transfer",
-                            transfer.id
-                        ),
-                    ));
-                }
                 if rec.state != TransferState::Prepared {
                     // Legacy: re-preparing a finished ID silently succeeds.
                     return Ok(());
@@ -753,8 +743,9 @@ impl Trustline {
                 }
                 Err(PeerError::Remote(e))
             }
-            Err(e @ (RpcError::Timeout | RpcError::Disconnected)) => {
-                // It may have arrived: keep it prepared until it expires.
+            Err(e @ (RpcError::Timeout | RpcError::Disconnected | RpcError::Closed)) => {
+                // It may have arrived (`Closed` also fails requests already written): keep it prepared until it
+                // expires.
                 self.arm_expiry(transfer.id, transfer.expires_at_ms);
                 Err(PeerError::Rpc(e))
             }
@@ -778,6 +769,15 @@ impl Trustline {
         ilp: Option<Bytes>,
     ) -> Result<(), PeerError> {
         self.assert_connected("fulfillCondition")?;
+        // Taken before the expiry check and held until the outcome is known: an expiry (or Reject) that has
+        // not begun now waits for us, and one that has begun makes us refuse, so the preimage never goes out
+        // for a transfer being cancelled here.
+        let Some(_claim) = FulfillClaim::take(&self.inner, id) else {
+            return Err(PeerError::refused(
+                "AlreadyRolledBackError",
+                format!("{id} is being cancelled"),
+            ));
+        };
         let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
         if matches!(rec.state, TransferState::Cancelled { .. }) {
             return Err(PeerError::refused(
@@ -817,10 +817,52 @@ impl Trustline {
                 .await
                 .map_err(log_err_to_peer)?;
         }
-        lock(&self.inner.fulfilling).insert(id);
-        let result = self.fulfill_inner(&rec, fulfillment, ilp, already).await;
-        lock(&self.inner.fulfilling).remove(&id);
-        result
+        self.fulfill_inner(&rec, fulfillment, ilp, already).await
+    }
+
+    /// Hands a Fulfill to the trustline to deliver whenever it can: checks the transfer and the preimage,
+    /// notes the preimage durably, and re-sends it (also across reconnects and restarts) until the peer
+    /// answers, as for a Fulfill whose outcome is unknown. Unlike [`Trustline::fulfill_condition`] it needs no
+    /// connection and does not refuse a transfer past its expiry (the payer decides). Used by a router that has
+    /// already paid the next hop. `Ok` if the transfer is already fulfilled.
+    pub async fn fulfill_when_possible(
+        &self,
+        id: TransferId,
+        fulfillment: [u8; 32],
+        ilp: Option<Bytes>,
+    ) -> Result<(), PeerError> {
+        let Some(_claim) = FulfillClaim::take(&self.inner, id) else {
+            return Err(PeerError::refused(
+                "AlreadyRolledBackError",
+                format!("{id} is being cancelled"),
+            ));
+        };
+        let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
+        match rec.state {
+            TransferState::Fulfilled { .. } => return Ok(()),
+            TransferState::Cancelled { .. } => {
+                return Err(PeerError::refused(
+                    "AlreadyRolledBackError",
+                    format!("{id} has already been cancelled"),
+                ))
+            }
+            TransferState::Prepared => {}
+        }
+        if rec.direction != Direction::Incoming
+            || !fulfillment_matches(&fulfillment, &rec.transfer.execution_condition)
+        {
+            return Err(PeerError::refused(
+                "NotAcceptedError",
+                "not an incoming transfer with this condition",
+            ));
+        }
+        self.inner
+            .log
+            .note_fulfillment(&id, &fulfillment, ilp.as_deref().unwrap_or_default())
+            .await
+            .map_err(log_err_to_peer)?;
+        self.resend_fulfill_later(rec, fulfillment, ilp);
+        Ok(())
     }
 
     async fn fulfill_inner(
@@ -859,7 +901,12 @@ impl Trustline {
             Ok(Reply::Response(pd)) => Some(pd),
             // Legacy answers a repeated Fulfill of a transfer it already finished with F00 TypeError (it reads
             // its stored record as a string): after an unknown outcome that means our first one arrived.
-            Ok(Reply::Error(e)) if retry && e.name == "TypeError" => None,
+            Ok(Reply::Error(e)) if retry && e.name == "TypeError" => {
+                // Ambiguous by legacy's own bug: a legacy peer that restarted before applying our first Fulfill
+                // answers the same way for a transfer it still holds prepared. The likelier case wins; say so.
+                tracing::warn!(peer = %self.inner.name, transfer = %id, "legacy peer answered a re-sent Fulfill with TypeError (it has finished the transfer or lost it in a restart); counted as fulfilled: compare balances if the peer restarted");
+                None
+            }
             Ok(Reply::Error(e)) => return FulfillAttempt::Done(Err(PeerError::Remote(e))),
             Err(
                 e @ (RpcError::Timeout
@@ -906,7 +953,7 @@ impl Trustline {
     /// transfer's expiry meanwhile; one task per transfer; stops when the trustline is dropped.
     fn resend_fulfill_later(&self, rec: TransferRecord, fulfillment: [u8; 32], ilp: Option<Bytes>) {
         let id = rec.transfer.id;
-        if !lock(&self.inner.unacked_fulfills).insert(id) {
+        if !lock(&self.inner.settling).unacked.insert(id) {
             return; // a task already re-sends it
         }
         tracing::warn!(peer = %self.inner.name, transfer = %id, "fulfill outcome unknown; re-sending until the peer answers");
@@ -934,7 +981,7 @@ impl Trustline {
                 {
                     FulfillAttempt::Unknown(_) => continue,
                     FulfillAttempt::Done(result) => {
-                        lock(&tl.inner.unacked_fulfills).remove(&id);
+                        lock(&tl.inner.settling).unacked.remove(&id);
                         match result {
                             Ok(()) => {
                                 tracing::info!(peer = %tl.inner.name, transfer = %id, "re-sent fulfill accepted")
@@ -955,7 +1002,7 @@ impl Trustline {
 
     /// Our Fulfills whose outcome is unknown and that are being re-sent.
     pub fn unacknowledged_fulfills(&self) -> Vec<TransferId> {
-        lock(&self.inner.unacked_fulfills).iter().copied().collect()
+        lock(&self.inner.settling).unacked.iter().copied().collect()
     }
 
     /// Legacy `rejectIncomingTransfer(id, reason)`: cancels an incoming transfer and sends a Reject carrying
@@ -966,6 +1013,13 @@ impl Trustline {
         reason: IlpV1Error,
     ) -> Result<(), PeerError> {
         self.assert_connected("rejectIncomingTransfer")?;
+        let Some(_claim) = CancelClaim::take(&self.inner, id) else {
+            // Our Fulfill is out (or going out): the preimage decides, not a Reject.
+            return Err(PeerError::refused(
+                "Error",
+                format!("{id} is being fulfilled; cannot reject"),
+            ));
+        };
         let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
         if matches!(rec.state, TransferState::Fulfilled { .. }) {
             return Err(PeerError::refused(
@@ -1073,15 +1127,13 @@ impl Trustline {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let tl = Trustline { inner };
-                if lock(&tl.inner.fulfilling).contains(&id)
-                    || lock(&tl.inner.unacked_fulfills).contains(&id)
-                {
+                if !tl.expire(id).await {
+                    // Our Fulfill of it is in flight or unacknowledged: its outcome decides.
                     drop(tl);
                     tokio::time::sleep(EXPIRY_RETRY_DELAY).await;
                     continue;
                 }
                 lock(&tl.inner.timers).remove(&id);
-                tl.expire(id).await;
                 return;
             }
         });
@@ -1108,19 +1160,23 @@ impl Trustline {
         }
     }
 
-    /// Expires a transfer if it is still prepared: cancel, send R00 Reject, emit `*_cancel`.
-    pub(crate) async fn expire(&self, id: TransferId) {
+    /// Expires a transfer if it is still prepared: cancel, send R00 Reject, emit `*_cancel`. Returns false
+    /// (and does nothing) while our Fulfill of it is in flight or unacknowledged.
+    pub(crate) async fn expire(&self, id: TransferId) -> bool {
+        let Some(_claim) = CancelClaim::take(&self.inner, id) else {
+            return false;
+        };
         let rec = match self.inner.log.get(&id).await {
             Ok(Some(r)) if r.state == TransferState::Prepared => r,
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) => {
                 tracing::warn!(peer = %self.inner.name, transfer = %id, error = %e, "expiry: lookup failed");
-                return;
+                return true;
             }
         };
         if let Err(e) = self.inner.log.cancel(&id, "expired").await {
             tracing::debug!(peer = %self.inner.name, transfer = %id, error = %e, "error expiring");
-            return;
+            return true;
         }
         tracing::debug!(peer = %self.inner.name, transfer = %id, "transfer expired");
         let reason = self.expiry_error();
@@ -1140,6 +1196,7 @@ impl Trustline {
                 self.notify_settled(rec.transfer, TransferOutcome::Expired(reason));
             }
         }
+        true
     }
 
     fn notify_settled(&self, transfer: Transfer, outcome: TransferOutcome) {
@@ -1248,18 +1305,9 @@ impl Trustline {
         };
         match self.inner.log.prepare(&transfer, Direction::Incoming).await {
             Ok(PrepareOutcome::Prepared) => {}
-            Ok(PrepareOutcome::AlreadyExists(existing)) => {
-                if existing.direction != Direction::Incoming {
-                    return Err(WireError::new(
-                        "DuplicateIdError",
-                        format!(
-                            "transfer {} matches the id of {} but not the contents.",
-                            self.legacy_json(&record),
-                            self.legacy_json(&existing)
-                        ),
-                    ));
-                }
-                // The peer repeated a Prepare we already have: nothing to do (legacy: silent success).
+            Ok(PrepareOutcome::AlreadyExists(_)) => {
+                // The peer repeated a Prepare we already have (same contents and direction; anything else is
+                // DuplicateId from the log): nothing to do (legacy: silent success).
                 return Ok(ProtocolData::new());
             }
             Err(TransferLogError::DuplicateId(_)) => {
@@ -1366,7 +1414,12 @@ impl Trustline {
         }
         let mut pd = ProtocolData::new();
         if let Some(m) = &self.inner.module {
-            let total = BigUint::from(self.inner.log.sums().outgoing_fulfilled);
+            // Durable sums only: a claim leaves the node, and must not cover a concurrent fulfill that a crash
+            // could still undo here.
+            let total = match self.inner.log.durable_sums().await {
+                Ok(sums) => BigUint::from(sums.outgoing_fulfilled),
+                Err(e) => return Err(log_err_to_wire(e)),
+            };
             match m.create_outgoing_claim(&self.inner.ctx, &total).await {
                 Ok(Some(claim)) => pd.push(claim_entry(&claim)),
                 Ok(None) => {}
@@ -1577,6 +1630,71 @@ impl Trustline {
 }
 
 /// Maps a transfer-log error to the legacy wire error.
+/// Who may finish an incoming transfer right now (see [`FulfillClaim`], [`CancelClaim`]).
+#[derive(Default)]
+struct Settling {
+    /// Our `fulfill_condition` calls in progress, per transfer.
+    fulfilling: HashMap<TransferId, u32>,
+    /// Our Fulfills whose outcome is unknown, being re-sent (the transfer may not be cancelled meanwhile).
+    unacked: HashSet<TransferId>,
+    /// Transfers being cancelled by their expiry or our Reject (a Fulfill may not start).
+    cancelling: HashSet<TransferId>,
+}
+
+/// Held by a `fulfill_condition` call from before its checks until the outcome is known.
+struct FulfillClaim<'a> {
+    inner: &'a TrustlineInner,
+    id: TransferId,
+}
+
+impl<'a> FulfillClaim<'a> {
+    /// `None` if the transfer is being cancelled.
+    fn take(inner: &'a TrustlineInner, id: TransferId) -> Option<Self> {
+        let mut settling = lock(&inner.settling);
+        if settling.cancelling.contains(&id) {
+            return None;
+        }
+        *settling.fulfilling.entry(id).or_insert(0) += 1;
+        Some(FulfillClaim { inner, id })
+    }
+}
+
+impl Drop for FulfillClaim<'_> {
+    fn drop(&mut self) {
+        let mut settling = lock(&self.inner.settling);
+        if let Some(n) = settling.fulfilling.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                settling.fulfilling.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Held while an expiry or our Reject cancels a transfer.
+struct CancelClaim<'a> {
+    inner: &'a TrustlineInner,
+    id: TransferId,
+}
+
+impl<'a> CancelClaim<'a> {
+    /// `None` while our Fulfill of the transfer is in flight or unacknowledged.
+    fn take(inner: &'a TrustlineInner, id: TransferId) -> Option<Self> {
+        let mut settling = lock(&inner.settling);
+        if settling.fulfilling.contains_key(&id) || settling.unacked.contains(&id) {
+            return None;
+        }
+        settling.cancelling.insert(id);
+        Some(CancelClaim { inner, id })
+    }
+}
+
+impl Drop for CancelClaim<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.settling).cancelling.remove(&self.id);
+    }
+}
+
 /// What one attempt to deliver our Fulfill came to.
 enum FulfillAttempt {
     /// The peer answered (accepted → applied, or refused), or the request could not be made at all.

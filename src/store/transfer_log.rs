@@ -61,6 +61,8 @@ struct Tracked {
 #[derive(Debug, Default)]
 struct State {
     sums: Sums,
+    /// Sequence number of the batch that last changed `sums` (0: loaded at open, durable).
+    sums_seq: u64,
     maximum: Option<Limit>,
     minimum: Option<Limit>,
     prepared: HashMap<TransferId, Tracked>,
@@ -269,6 +271,7 @@ impl RocksTransferLog {
                 state.prepared.remove(id);
                 state.notes.remove(id);
                 state.sums = sums;
+                state.sums_seq = seq;
                 state.finishing.insert(
                     *id,
                     Tracked {
@@ -351,6 +354,7 @@ impl TransferLog for RocksTransferLog {
                 batch.put(&self.sums_key, codec::encode_sums(&sums));
                 let ticket = self.db.submit(batch)?;
                 state.sums = sums;
+                state.sums_seq = ticket.seq();
                 state.prepared.insert(
                     transfer.id,
                     Tracked {
@@ -396,6 +400,16 @@ impl TransferLog for RocksTransferLog {
 
     fn sums(&self) -> Sums {
         lock(&self.state).sums
+    }
+
+    async fn durable_sums(&self) -> Result<Sums, TransferLogError> {
+        let (sums, seq) = {
+            let state = lock(&self.state);
+            (state.sums, state.sums_seq)
+        };
+        // Batches become durable in order, so these sums are once their last batch is.
+        self.db.wait_durable(seq).await?;
+        Ok(sums)
     }
 
     fn maximum(&self) -> Limit {
