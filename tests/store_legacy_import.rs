@@ -285,3 +285,99 @@ async fn postgres_csv_export_imports_like_the_json_dump() {
     import_legacy_rows(&s, parsed).await.expect("import");
     assert_eq!(s.transfer_log("").expect("log").balance(), -9);
 }
+
+fn transfer_row(expires_at: &str, amount: &str) -> (String, String) {
+    let id = "5857d460-2a46-4545-8311-1539d6b50678";
+    (
+        format!(":tl:transfer:{id}"),
+        format!(
+            "{{\"transfer\":{{\"id\":\"{id}\",\"amount\":\"{amount}\",\
+             \"executionCondition\":\"36J9Ieja8QFhZtqsYijI_Zpcmk_D1yfCTnndLQJeFWs\",\
+             \"expiresAt\":\"{expires_at}\"}},\"isIncoming\":true,\"state\":\"fulfilled\",\
+             \"fulfillment\":\"NFgFZNdIp3p9x04WsKaLVWWz9ciieMmD0Jv_tMnNJRY\"}}"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn impossible_dates_and_extreme_numbers_are_bad_rows_not_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let s = stores(&db, "x");
+    // The same row with a valid date imports: the failures below are the date's.
+    import_legacy_rows(
+        &s,
+        vec![
+            (":tl:balance:if".to_owned(), "10".to_owned()),
+            transfer_row("2017-02-28T00:00:00.000Z", "10"),
+        ],
+    )
+    .await
+    .expect("valid row imports");
+    let before = db.submitted_seq();
+    for bad in [
+        vec![transfer_row("2017-02-31T00:00:00.000Z", "10")],
+        vec![transfer_row(
+            "+9223372036854775807-01-01T00:00:00.000Z",
+            "10",
+        )],
+        vec![transfer_row("+275761-01-01T00:00:00.000Z", "10")],
+        vec![transfer_row(
+            "2017-02-28T00:00:00.000Z",
+            "1.5e-9223372036854775808",
+        )],
+        vec![(
+            "m:mvt:maximum".to_owned(),
+            "{\"value\":\"1.5e-9223372036854775808\",\"data\":null}".to_owned(),
+        )],
+    ] {
+        let s = stores(&db, "y");
+        let key = bad[0].0.clone();
+        let result = import_legacy_rows(&s, bad).await;
+        assert!(
+            matches!(&result, Err(ImportError::BadRow { key: k, .. }) if *k == key),
+            "{key}: {result:?}"
+        );
+    }
+    assert_eq!(db.submitted_seq(), before, "nothing written");
+}
+
+#[tokio::test]
+async fn a_log_holding_only_records_is_not_empty() {
+    use ilp_bridge::store::codec::{self, tag};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let id = tid("5857d460-2a46-4545-8311-1539d6b50678");
+    let rows = vec![(":tl:balance:if".to_owned(), "10".to_owned())];
+
+    // A finished record alone (no sums row) makes the log non-empty.
+    let mut batch = rocksdb::WriteBatch::default();
+    let prefix = codec::log_prefix("finished", "").expect("prefix");
+    batch.put(codec::sub_key(&prefix, tag::FINISHED, Some(&id)), b"x");
+    db.write(batch).await.expect("write");
+    assert!(matches!(
+        import_legacy_rows(&stores(&db, "finished"), rows.clone()).await,
+        Err(ImportError::NotEmpty { .. })
+    ));
+
+    // So does a prepared record alone, in the pending column family.
+    let mut batch = rocksdb::WriteBatch::default();
+    let prefix = codec::log_prefix("pending", "").expect("prefix");
+    let cf = db.pending_cf().expect("cf");
+    batch.put_cf(cf, codec::sub_key(&prefix, tag::PREPARED, Some(&id)), b"x");
+    db.write(batch).await.expect("write");
+    assert!(matches!(
+        import_legacy_rows(&stores(&db, "pending"), rows.clone()).await,
+        Err(ImportError::NotEmpty { .. })
+    ));
+
+    // Records of a neighbouring log (same namespace, another key) do not count.
+    let mut batch = rocksdb::WriteBatch::default();
+    let prefix = codec::log_prefix("neighbour", "chan").expect("prefix");
+    batch.put(codec::sub_key(&prefix, tag::FINISHED, Some(&id)), b"x");
+    db.write(batch).await.expect("write");
+    let report = import_legacy_rows(&stores(&db, "neighbour"), rows)
+        .await
+        .expect("import next to another log");
+    assert_eq!(report.logs.len(), 1);
+}

@@ -250,9 +250,7 @@ impl PeerConfig {
         let Value::Object(obj) = options else {
             return Err(ConfigError::field("options", "must be a JSON object"));
         };
-        if name.is_empty() {
-            return Err(ConfigError::field("name", "must not be empty"));
-        }
+        validate_peer_name(name).map_err(|r| ConfigError::field("name", r))?;
         for key in obj.keys() {
             if !KNOWN_OPTIONS.contains(&key.as_str()) {
                 tracing::warn!(peer = name, option = %key, "unknown legacy plugin option ignored");
@@ -402,6 +400,114 @@ impl PeerConfig {
             .cloned()
             .unwrap_or_else(|| self.raw.clone())
     }
+}
+
+/// Checks a peer name. The name is the peer's store namespace (`tl/` and `mvt/` keys, see
+/// [`crate::store::codec::log_prefix`]), which it shares with the settlement engine's `se/<account>` namespaces:
+/// a `/` would let a peer named `se/acct` read and write that engine account's logs and trackers, so it is
+/// refused. Control characters are refused too (names appear in logs and error messages), and names longer than
+/// the store's [`NAME_MAX_BYTES`](crate::store::codec::NAME_MAX_BYTES) could never be stored.
+pub fn validate_peer_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if name.len() > crate::store::codec::NAME_MAX_BYTES {
+        return Err(format!(
+            "longer than {} bytes",
+            crate::store::codec::NAME_MAX_BYTES
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(format!(
+            "{name:?} contains {c:?}; \"/\" is reserved for internal store namespaces (e.g. \"se/<account>\") \
+             and control characters are not allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a set of peers can run together in one node, before any of them starts:
+///
+/// * every name is valid ([`validate_peer_name`]) and unique;
+/// * peers sharing a listener port have distinct `incomingSecret`s: the port's authentication picks the peer by
+///   secret, so with a duplicate the second peer's client would log in as the first and its transfers would land in
+///   the first peer's log;
+/// * peers sharing a listener port have the same TLS settings (one socket has one TLS configuration; otherwise the
+///   files of one peer would silently apply to all).
+///
+/// Errors name both peers (never the secret).
+pub fn validate_peer_set(peers: &[PeerConfig]) -> Result<(), ConfigError> {
+    let peer_field = |name: &str, f: &str| format!("peer {name:?}.{f}");
+    let mut first_on_port: std::collections::BTreeMap<u16, &PeerConfig> =
+        std::collections::BTreeMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        validate_peer_name(&p.name)
+            .map_err(|r| ConfigError::field(peer_field(&p.name, "name"), r))?;
+        if peers[..i].iter().any(|q| q.name == p.name) {
+            return Err(ConfigError::field(
+                peer_field(&p.name, "name"),
+                format!("peer {:?} is configured twice", p.name),
+            ));
+        }
+        let Some(listener) = &p.listener else {
+            continue;
+        };
+        let port = listener.port;
+        for q in peers[..i].iter() {
+            let Some(q_listener) = &q.listener else {
+                continue;
+            };
+            if q_listener.port != port {
+                continue;
+            }
+            if incoming_secret(q) == incoming_secret(p) {
+                return Err(ConfigError::field(
+                    peer_field(&p.name, "incomingSecret"),
+                    format!(
+                        "peers {:?} and {:?} listen on port {port} with the same incomingSecret, so their clients \
+                         could not be told apart; give each peer on a shared port its own secret",
+                        q.name, p.name
+                    ),
+                ));
+            }
+        }
+        match first_on_port.get(&port) {
+            None => {
+                first_on_port.insert(port, p);
+            }
+            Some(first) => {
+                let first_tls = first.listener.as_ref().and_then(|l| l.tls.as_ref());
+                if first_tls != listener.tls.as_ref() {
+                    let describe = |t: Option<&TlsFiles>| match t {
+                        None => "no TLS".to_owned(),
+                        Some(t) => format!(
+                            "TLS cert {}, key {}, ca {}",
+                            t.cert.display(),
+                            t.key.display(),
+                            t.ca.display()
+                        ),
+                    };
+                    return Err(ConfigError::field(
+                        peer_field(&p.name, "listener"),
+                        format!(
+                            "peers {:?} ({}) and {:?} ({}) share listener port {port} with different TLS \
+                             settings; peers on one port must use the same cert, key and ca, or all none",
+                            first.name,
+                            describe(first_tls),
+                            p.name,
+                            describe(listener.tls.as_ref())
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The token a peer's inbound client must present (`""` when none is configured, as the listener checks it).
+fn incoming_secret(c: &PeerConfig) -> &str {
+    c.incoming_secret.as_ref().map_or("", Secret::expose)
 }
 
 /// Checks an ILP prefix: non-empty, ILP address characters only. Legacy prefixes end with `.`.

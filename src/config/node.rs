@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::legacy::{ConfigError, PeerConfig};
+use super::legacy::{validate_peer_set, ConfigError, PeerConfig};
 use crate::peer::routing::{Rate, RoutingConfig};
 use crate::se::config::SeConfig;
 
@@ -226,6 +226,7 @@ impl NodeConfig {
                 .map_err(|e| e.within(&format!("peer {:?}", p.name)))?;
             peers.push(peer);
         }
+        validate_peer_set(&peers)?;
         let mut routing = RoutingConfig::default();
         if let Some(ms) = raw.routing.expiry_margin_ms {
             routing.expiry_margin = Duration::from_millis(ms);

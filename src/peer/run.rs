@@ -20,7 +20,7 @@ use super::error::PeerError;
 use super::host::PeerStores;
 use super::routing::{Router, RoutingConfig};
 use super::trustline::{Trustline, TrustlineHandler, TrustlineOptions};
-use crate::config::legacy::{ConfigError, PeerConfig};
+use crate::config::legacy::{validate_peer_set, ConfigError, PeerConfig};
 use crate::store::{Db, RocksStores};
 
 /// First delay between attempts to connect a trustline (fetch info, module connect).
@@ -125,19 +125,15 @@ impl PeerNode {
         stores: impl Fn(&PeerConfig) -> Arc<dyn PeerStores>,
         options: NodeOptions,
     ) -> Result<PeerNode, PeerError> {
+        // Refuse conflicting peers (bad or duplicate names, a shared port with a duplicate secret or differing
+        // TLS) before anything starts.
+        validate_peer_set(&configs)?;
         let endpoint = BtpEndpoint::new(EndpointConfig::default());
         let router = Router::new(options.routing.clone());
         let (stop, stop_rx) = watch::channel(false);
         let mut trustlines = BTreeMap::new();
         let mut by_port: BTreeMap<u16, PortPeers<'_>> = BTreeMap::new();
         for c in &configs {
-            if trustlines.contains_key(&c.name) {
-                return Err(ConfigError::field(
-                    "name",
-                    format!("peer {:?} is configured twice", c.name),
-                )
-                .into());
-            }
             let module = match &c.module {
                 Some(m) => Some(
                     channel_modules::build_module(m, &c.module_options()).map_err(|e| {
@@ -170,11 +166,11 @@ impl PeerNode {
                     .as_ref()
                     .map(|s| s.expose().to_owned())
                     .unwrap_or_default();
-                let entry = by_port.entry(l.port).or_insert_with(|| (Vec::new(), None));
+                // validate_peer_set made the TLS settings of every peer on this port equal.
+                let entry = by_port
+                    .entry(l.port)
+                    .or_insert_with(|| (Vec::new(), l.tls.as_ref()));
                 entry.0.push((secret, key));
-                if l.tls.is_some() {
-                    entry.1 = l.tls.as_ref();
-                }
             }
             tl.start().await?;
             trustlines.insert(c.name.clone(), tl);

@@ -29,14 +29,25 @@ use channel_modules::store::{
     TransferRecord, TransferState,
 };
 use num_bigint::BigUint;
-use rocksdb::WriteBatch;
+use rocksdb::{ColumnFamily, Direction as IterDirection, IteratorMode, WriteBatch};
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, tag};
-use super::RocksStores;
+use super::{Db, RocksStores};
 
 /// Cancellation reason given to records that were still prepared in the legacy store.
 pub const STALE_REASON: &str = "stale at migration";
+
+/// Largest year magnitude a JavaScript `Date` can hold (`new Date(8.64e15)` is in +275760).
+pub const JS_MAX_YEAR: i64 = 275_760;
+
+/// Largest distance from the epoch a JavaScript `Date` can hold, in milliseconds (ECMA-262 "Time Values").
+pub const JS_MAX_DATE_MS: i64 = 8_640_000_000_000_000;
+
+/// Most zeros a BigNumber exponent may append to an integer (far beyond any amount; bounds the work per row).
+const MAX_EXPONENT_ZEROS: usize = 4096;
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
 
 /// Errors that stop an import. Nothing of the failing log is written.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -396,12 +407,12 @@ async fn import_log(
         || db
             .get(&codec::sub_key(&prefix, tag::MINIMUM, None))?
             .is_some()
-        || !db
-            .scan_prefix(&codec::sub_key(&prefix, tag::FINISHED, None))?
-            .is_empty()
-        || !db
-            .scan_pending_prefix(&codec::sub_key(&prefix, tag::PREPARED, None))?
-            .is_empty();
+        || has_key_with_prefix(db, None, &codec::sub_key(&prefix, tag::FINISHED, None))?
+        || has_key_with_prefix(
+            db,
+            Some(db.pending_cf()?),
+            &codec::sub_key(&prefix, tag::PREPARED, None),
+        )?;
     if has_data {
         return Err(not_empty(stores, key));
     }
@@ -482,6 +493,25 @@ async fn import_tracker(
     let mut batch = WriteBatch::default();
     batch.put(mvt_key, encoded);
     Ok(db.write(batch).await?)
+}
+
+/// Whether any key of column family `cf` (default when `None`) starts with `prefix`. Reads at most one entry, so
+/// testing a log with a long history for emptiness does not load that history.
+fn has_key_with_prefix(
+    db: &Db,
+    cf: Option<&ColumnFamily>,
+    prefix: &[u8],
+) -> Result<bool, StoreError> {
+    let mode = IteratorMode::From(prefix, IterDirection::Forward);
+    let mut iter = match cf {
+        Some(cf) => db.rocks().iterator_cf(cf, mode),
+        None => db.rocks().iterator(mode),
+    };
+    match iter.next() {
+        None => Ok(false),
+        Some(Ok((key, _))) => Ok(key.starts_with(prefix)),
+        Some(Err(e)) => Err(StoreError::Io(e.into_string())),
+    }
 }
 
 fn parse_legacy_record(row_key: &str, id: &str, json: &str) -> Result<TransferRecord, ImportError> {
@@ -593,14 +623,19 @@ pub fn parse_legacy_natural(s: &str) -> Result<BigUint, String> {
     }
     let digits = format!("{int_part}{frac_part}");
     // value = digits × 10^(exponent − len(frac))
-    let shift = exponent - frac_part.len() as i64;
+    let shift = i64::try_from(frac_part.len())
+        .ok()
+        .and_then(|frac_len| exponent.checked_sub(frac_len))
+        .ok_or_else(|| format!("{s:?}: exponent out of range"))?;
     let digits = if shift >= 0 {
-        if shift > 4096 {
-            return Err(format!("{s:?} is too large"));
-        }
-        format!("{digits}{}", "0".repeat(shift as usize))
+        let zeros = usize::try_from(shift)
+            .ok()
+            .filter(|z| *z <= MAX_EXPONENT_ZEROS)
+            .ok_or_else(|| format!("{s:?} is too large"))?;
+        format!("{digits}{}", "0".repeat(zeros))
     } else {
-        let cut = digits.len().saturating_sub(shift.unsigned_abs() as usize);
+        let dropped_len = usize::try_from(shift.unsigned_abs()).unwrap_or(usize::MAX);
+        let cut = digits.len().saturating_sub(dropped_len);
         let (keep, dropped) = digits.split_at(cut);
         if dropped.bytes().any(|b| b != b'0') {
             return Err(format!("{s:?} is not an integer"));
@@ -630,6 +665,13 @@ fn decode_b64url_32(s: &str) -> Result<[u8; 32], String> {
 
 /// Parses a JavaScript `Date#toISOString` value (`YYYY-MM-DDTHH:MM:SS.sssZ`, or `±YYYYYY-…` for far years) to
 /// milliseconds since the epoch. Fractional digits beyond milliseconds are ignored; a missing fraction is 0.
+///
+/// Only instants a JavaScript `Date` can hold are accepted: years within ±[`JS_MAX_YEAR`] and at most
+/// [`JS_MAX_DATE_MS`] from the epoch either way. The day must exist in its month (`2017-02-31` is refused, where
+/// `Date.parse` would roll it over).
+///
+/// `btp::Timestamp::from_parts` is not used: it only holds years 0000–9999, while a legacy `expiresAt` may be any
+/// JavaScript date.
 pub fn parse_iso_ms(s: &str) -> Result<i64, String> {
     let err = || format!("{s:?} is not an ISO 8601 UTC time");
     let body = s.strip_suffix('Z').ok_or_else(err)?;
@@ -648,6 +690,9 @@ pub fn parse_iso_ms(s: &str) -> Result<i64, String> {
         p.parse::<i64>().map_err(|_| err())
     };
     let year = year_sign * num(parts.next())?;
+    if year.abs() > JS_MAX_YEAR {
+        return Err(format!("{s:?}: year outside the JavaScript date range"));
+    }
     let month = num(parts.next())?;
     let day = num(parts.next())?;
     if parts.next().is_some() {
@@ -660,7 +705,8 @@ pub fn parse_iso_ms(s: &str) -> Result<i64, String> {
     let second = num(hms_parts.next())?;
     if hms_parts.next().is_some()
         || !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+        || day < 1
+        || day > days_in_month(year, month)
         || hour > 23
         || minute > 59
         || second > 59
@@ -673,21 +719,46 @@ pub fn parse_iso_ms(s: &str) -> Result<i64, String> {
         .chain(std::iter::repeat(b'0'))
         .take(3)
         .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0'));
-    let days = days_from_civil(year, month, day);
-    days.checked_mul(86_400_000)
+    let ms = days_from_civil(year, month, day)
+        .and_then(|days| days.checked_mul(MILLIS_PER_DAY))
         .and_then(|ms| ms.checked_add(((hour * 60 + minute) * 60 + second) * 1000 + millis))
-        .ok_or_else(err)
+        .ok_or_else(err)?;
+    if ms.abs() > JS_MAX_DATE_MS {
+        return Err(format!("{s:?}: outside the JavaScript date range"));
+    }
+    Ok(ms)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
+fn is_leap_year(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+/// Days in `month` (1–12) of `year`; 0 for any other month.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm); `None` on overflow.
+fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
     let era = y.div_euclid(400);
-    let yoe = y - era * 400;
+    let yoe = y.rem_euclid(400);
     let mp = (month + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    era.checked_mul(146_097)?
+        .checked_add(doe)?
+        .checked_sub(719_468)
 }
 
 #[cfg(test)]
@@ -714,6 +785,46 @@ mod tests {
         assert!(parse_iso_ms("2017-13-01T00:00:00.000Z").is_err());
         assert!(parse_iso_ms("2017-10-01 00:00:00Z").is_err());
         assert!(parse_iso_ms("2017-10-01T00:00:00.000").is_err());
+    }
+
+    #[test]
+    fn iso_times_outside_the_calendar_or_the_javascript_range_are_refused() {
+        // Days that do not exist in their month (Date.parse would roll them over).
+        assert!(parse_iso_ms("2017-02-31T00:00:00.000Z").is_err());
+        assert!(parse_iso_ms("2017-02-29T00:00:00.000Z").is_err());
+        assert!(parse_iso_ms("1900-02-29T00:00:00.000Z").is_err());
+        assert!(parse_iso_ms("2017-04-31T00:00:00.000Z").is_err());
+        assert!(parse_iso_ms("2017-01-00T00:00:00.000Z").is_err());
+        assert_eq!(
+            parse_iso_ms("2016-02-29T00:00:00.000Z"),
+            Ok(1_456_704_000_000)
+        );
+        // Huge years: an error, not an overflow panic.
+        assert!(parse_iso_ms("+9223372036854775807-01-01T00:00:00.000Z").is_err());
+        assert!(parse_iso_ms("-9223372036854775807-01-01T00:00:00.000Z").is_err());
+        assert!(parse_iso_ms("+275761-01-01T00:00:00.000Z").is_err());
+        // The JavaScript range ends at ±8.64e15 ms, inside year ±275760.
+        assert_eq!(
+            parse_iso_ms("-271821-04-20T00:00:00.000Z"),
+            Ok(-JS_MAX_DATE_MS)
+        );
+        assert!(parse_iso_ms("+275760-09-13T00:00:00.001Z").is_err());
+        assert!(parse_iso_ms("-271821-04-19T23:59:59.999Z").is_err());
+    }
+
+    #[test]
+    fn extreme_exponents_are_errors_not_panics() {
+        assert!(parse_legacy_natural("1.5e-9223372036854775808").is_err());
+        assert!(parse_legacy_natural("1e9223372036854775807").is_err());
+        assert!(parse_legacy_natural("1e-9223372036854775808").is_err());
+        assert_eq!(
+            parse_legacy_natural("0e-9223372036854775808").map(|v| v.to_string()),
+            Ok("0".to_owned())
+        );
+        assert_eq!(
+            parse_legacy_natural("1500e-2").map(|v| v.to_string()),
+            Ok("15".to_owned())
+        );
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! Configuration checks that span peers or protect the store's key space: peer names that could reach another
+//! namespace, and listener ports shared by peers that the port could not tell apart (duplicate `incomingSecret`)
+//! or could not serve both ways (differing TLS files). Each is refused before anything starts, by the config
+//! loader and by [`PeerNode::start_with_stores`] alike, with an error naming both peers.
+
+use std::sync::Arc;
+
+use channel_modules::memory::MemoryStores;
+use channel_modules::store::Limit;
+use ilp_bridge::config::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use ilp_bridge::config::node::NodeConfig;
+use ilp_bridge::peer::{NodeOptions, PeerError, PeerNode, PeerStores};
+use serde_json::{json, Value};
+
+fn server_options(port: u16, secret: &str) -> Value {
+    json!({
+        "listener": {"port": port},
+        "incomingSecret": secret,
+        "maxBalance": "1000",
+        "prefix": "test.bridge.",
+        "info": {"currencyCode": "USD", "currencyScale": 9}
+    })
+}
+
+fn server(name: &str, port: u16, secret: &str) -> PeerConfig {
+    PeerConfig::from_legacy_json(name, &server_options(port, secret)).expect("valid peer")
+}
+
+fn tls_server(name: &str, port: u16, secret: &str, cert: &str) -> PeerConfig {
+    let mut o = server_options(port, secret);
+    o["listener"] = json!({"port": port, "cert": cert, "key": "key.pem", "ca": "ca.pem"});
+    PeerConfig::from_legacy_json(name, &o).expect("valid peer")
+}
+
+fn message(r: Result<(), ConfigError>) -> String {
+    match r {
+        Ok(()) => "accepted".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn peer_names_that_could_reach_another_namespace_are_refused() {
+    for bad in ["se/acct", "a/b", "/", "tab\tname", "nul\0", ""] {
+        let r = PeerConfig::from_legacy_json(bad, &server_options(4195, "s"));
+        assert!(
+            matches!(&r, Err(ConfigError::Field { field, .. }) if field == "name"),
+            "{bad:?}: {r:?}"
+        );
+    }
+    let long = "x".repeat(ilp_bridge::store::codec::NAME_MAX_BYTES + 1);
+    assert!(PeerConfig::from_legacy_json(&long, &server_options(4195, "s")).is_err());
+    let slash = PeerConfig::from_legacy_json("se/acct", &server_options(4195, "s"));
+    assert!(
+        matches!(&slash, Err(e) if e.to_string().contains("se/<account>")),
+        "{slash:?}"
+    );
+    // A name used twice is refused too (it would share one store namespace).
+    let twice = message(validate_peer_set(&[
+        server("alice", 4195, "a"),
+        server("alice", 4196, "b"),
+    ]));
+    assert!(twice.contains("configured twice"), "{twice}");
+    // ILP Kit names its peers by ledger prefix; those and plain names stay valid.
+    for good in ["g.eur.mytrustline.", "usd-ledger", "se", "Peer_1~"] {
+        assert!(
+            PeerConfig::from_legacy_json(good, &server_options(4195, "s")).is_ok(),
+            "{good:?}"
+        );
+    }
+}
+
+#[test]
+fn a_toml_peer_named_like_an_engine_namespace_is_refused() {
+    let r = NodeConfig::parse(
+        "[[peer]]\nname = \"se/acct\"\noptions_json = '{\"server\":\"btp+ws://:s@127.0.0.1:9000\"}'\n",
+    );
+    assert!(
+        matches!(&r, Err(e) if e.to_string().contains("peer \"se/acct\".name")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_duplicate_secret_on_one_port_is_refused_naming_both_peers() {
+    let r = message(validate_peer_set(&[
+        server("alice", 4195, "s3cr3t-token"),
+        server("bob", 4195, "s3cr3t-token"),
+    ]));
+    assert!(
+        r.contains("\"alice\"") && r.contains("\"bob\"") && r.contains("incomingSecret"),
+        "{r}"
+    );
+    assert!(!r.contains("s3cr3t"), "the secret is not printed: {r}");
+    // Distinct secrets on one port, or one secret on two ports, are fine.
+    assert_eq!(
+        message(validate_peer_set(&[
+            server("alice", 4195, "a-secret"),
+            server("bob", 4195, "b-secret"),
+        ])),
+        "accepted"
+    );
+    assert_eq!(
+        message(validate_peer_set(&[
+            server("alice", 4195, "same"),
+            server("bob", 4196, "same"),
+        ])),
+        "accepted"
+    );
+}
+
+#[test]
+fn differing_tls_on_one_port_is_refused_naming_both_peers() {
+    let r = message(validate_peer_set(&[
+        server("plain", 4195, "a"),
+        tls_server("secure", 4195, "b", "cert.pem"),
+    ]));
+    assert!(
+        r.contains("\"plain\"") && r.contains("\"secure\"") && r.contains("TLS"),
+        "{r}"
+    );
+    let r = message(validate_peer_set(&[
+        tls_server("one", 4195, "a", "one.pem"),
+        tls_server("two", 4195, "b", "two.pem"),
+    ]));
+    assert!(
+        r.contains("\"one\"") && r.contains("\"two\"") && r.contains("two.pem"),
+        "{r}"
+    );
+    // The same TLS files on one port, or different TLS on different ports, are fine.
+    assert_eq!(
+        message(validate_peer_set(&[
+            tls_server("one", 4195, "a", "cert.pem"),
+            tls_server("two", 4195, "b", "cert.pem"),
+        ])),
+        "accepted"
+    );
+    assert_eq!(
+        message(validate_peer_set(&[
+            server("plain", 4195, "a"),
+            tls_server("secure", 4196, "b", "cert.pem"),
+        ])),
+        "accepted"
+    );
+}
+
+#[test]
+fn the_toml_loader_refuses_a_shared_port_with_one_secret() {
+    let peer = |name: &str| {
+        format!(
+            "[[peer]]\nname = \"{name}\"\noptions = {{ listener = {{ port = 4195 }}, incomingSecret = \"s\", \
+             maxBalance = \"10\", prefix = \"a.\", info = {{}} }}\n"
+        )
+    };
+    let r = NodeConfig::parse(&format!("{}{}", peer("alice"), peer("bob")));
+    assert!(
+        matches!(&r, Err(e) if e.to_string().contains("\"alice\"") && e.to_string().contains("\"bob\"")),
+        "{r:?}"
+    );
+}
+
+fn memory_stores(c: &PeerConfig) -> Arc<dyn PeerStores> {
+    Arc::new(MemoryStores::new(c.max_balance, Limit::Unbounded))
+}
+
+fn local() -> NodeOptions {
+    NodeOptions {
+        bind_host: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        ..NodeOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn the_node_refuses_to_start_peers_it_could_not_tell_apart() {
+    // Port 0: both peers would share one OS-chosen listener.
+    let r = PeerNode::start_with_stores(
+        vec![server("alice", 0, "same"), server("bob", 0, "same")],
+        memory_stores,
+        local(),
+    )
+    .await;
+    match r {
+        Err(PeerError::Config(e)) => {
+            let m = e.to_string();
+            assert!(m.contains("\"alice\"") && m.contains("\"bob\""), "{m}");
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(node) => {
+            node.shutdown().await;
+            panic!("two peers with one secret on one port were started");
+        }
+    }
+
+    // A config built by hand (not through the parser) with a bad name is refused too.
+    let mut bad = server("x", 0, "s");
+    bad.name = "se/acct".to_owned();
+    let r = PeerNode::start_with_stores(vec![bad], memory_stores, local()).await;
+    assert!(matches!(r, Err(PeerError::Config(_))), "{:?}", r.err());
+
+    // Distinct secrets start fine.
+    let node = PeerNode::start_with_stores(
+        vec![server("alice", 0, "a"), server("bob", 0, "b")],
+        memory_stores,
+        local(),
+    )
+    .await
+    .expect("start");
+    assert!(node.listen_addr(0).is_some());
+    node.shutdown().await;
+}
