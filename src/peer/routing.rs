@@ -655,7 +655,9 @@ impl Router {
                         tokio::spawn(async move {
                             // Without a connection the source simply expires; nothing was paid onwards.
                             let ready = || {
-                                let peer = Trustline { inner: peer.upgrade()? };
+                                let peer = Trustline {
+                                    inner: peer.upgrade()?,
+                                };
                                 let me = me.upgrade()?;
                                 peer.is_connected().then_some((me, peer))
                             };
@@ -674,7 +676,9 @@ impl Router {
                         let (p, t) = (Arc::downgrade(&peer.inner), rec.transfer.clone());
                         tokio::spawn(async move {
                             let routable = || {
-                                let p = Trustline { inner: p.upgrade()? };
+                                let p = Trustline {
+                                    inner: p.upgrade()?,
+                                };
                                 let me = me.upgrade()?;
                                 let ready = p.is_connected()
                                     && me
