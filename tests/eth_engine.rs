@@ -28,7 +28,7 @@ use ilp_bridge::se::amount::Scaled;
 use ilp_bridge::se::host::{ModuleLogs, RocksModuleLogs};
 use ilp_bridge::store::Db;
 use num_bigint::BigUint;
-use se_common::{start_pair, stop_all, url, value_eq, Backing, Side};
+use se_common::{post_message_once_set_up, start_pair, stop_all, url, value_eq, Backing, Side};
 use serde_json::{json, Value};
 
 type TestResult = Result<(), EthBoxError>;
@@ -401,6 +401,7 @@ async fn eth_channel_engine_restarted_while_opening_deploys_exactly_once() -> Te
 /// are dropped.
 struct CrashedHost {
     logs: RocksModuleLogs,
+    se_store: ilp_bridge::se::store::RocksSeStore,
     account: String,
     trackers: MemoryStores,
 }
@@ -421,6 +422,11 @@ impl ContextHost for CrashedHost {
 
     fn now(&self) -> std::time::SystemTime {
         std::time::SystemTime::now()
+    }
+
+    async fn claim_identity(&self, identity: &str, _account_id: &str) -> Result<(), ModuleError> {
+        // B's engine-wide registry survives the crash: claims go to its store, as the engine's host does.
+        ilp_bridge::se::host::claim_identity_in(&self.se_store, identity, &self.account).await
     }
 }
 
@@ -459,6 +465,7 @@ async fn eth_payment_engine_crashed_between_verifying_and_crediting_still_credit
         let module = EthPaymentModule::from_options(&opts)?;
         let ctx = ChannelContext::new(
             Arc::new(CrashedHost {
+                se_store: ilp_bridge::se::store::RocksSeStore::new(db.clone()),
                 logs: RocksModuleLogs::new(db),
                 account: b.account.clone(),
                 trackers: MemoryStores::unbounded(),
@@ -482,6 +489,58 @@ async fn eth_payment_engine_crashed_between_verifying_and_crediting_still_credit
     assert_credited_exactly(&b, 3_000).await?;
     let vb = b.se()?.engine.account_view(&b.account)?;
     assert_eq!(vb.received.amount, wei(3_000).to_string());
+    stop_all([a, b]).await;
+    Ok(())
+}
+
+/// eth-payment options with `peerAddress` set to the other side's dev address (engine-wide, so every account
+/// of the engine gets it).
+fn pinned_payment_options(anvil: &Anvil, key: usize) -> Value {
+    let other = if key == PAYER_KEY {
+        PAYEE_KEY
+    } else {
+        PAYER_KEY
+    };
+    match address(anvil, other) {
+        Ok(peer) => module_options(anvil, key, json!({ "peerAddress": peer.to_string() })),
+        Err(_) => module_options(anvil, key, json!({})),
+    }
+}
+
+/// Every account of an engine gets the same module options: with `peerAddress` configured (or a second peer
+/// answering `eth_address` with the first one's address), a second account would be credited for the first
+/// account's on-chain payments. The address belongs to the account that claimed it first; the second account
+/// is refused and credited nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_payment_second_account_on_the_first_ones_peer_is_refused_and_credited_nothing(
+) -> TestResult {
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let rpc = anvil.client()?;
+    let payer = address(&anvil, PAYER_KEY)?;
+    let (a, b) = pair(&anvil, "eth-payment", pinned_payment_options).await?;
+    let first_block = rpc.block_number().await? + 1;
+    settle(&a, 1_000, 9).await?;
+    wait_credited(&b, 1_000).await?;
+    let sent = sent_by(&rpc, &payer, first_block).await?;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+
+    let second = b.mock.add_account(&url(b.se()?)).await?;
+    assert_ne!(second, b.account);
+    let claim = Claim::Json(json!({ "txHashes": [sent[0].hash.to_string()] }));
+    let (status, body) = post_message_once_set_up(
+        &url(b.se()?),
+        &second,
+        ilp_bridge::se::wire::claim_message(&claim),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("another account"), "{body}");
+    assert_eq!(b.se()?.engine.account_view(&second)?.received.amount, "0");
+
+    // The first account keeps being credited, exactly.
+    settle(&a, 2_000, 9).await?;
+    wait_credited(&b, 3_000).await?;
+    assert_credited_exactly(&b, 3_000).await?;
     stop_all([a, b]).await;
     Ok(())
 }

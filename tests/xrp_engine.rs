@@ -8,6 +8,7 @@
 //! others redeem when the channel nears its expiry or when connector B deletes the account.
 
 mod poll_common;
+mod se_common;
 mod xrp_common;
 
 use std::sync::Arc;
@@ -620,6 +621,47 @@ async fn moving_to_another_channel_is_refused_on_both_sides() -> TestResult {
     let second_balance = p.ledger.fake.channel(&second).ok_or("second gone")?.balance;
     assert_eq!(second_balance, 0);
     assert_eq!(p.ledger.fake.received(&keys.bob_address()), 300);
+    p.stop().await;
+    Ok(())
+}
+
+/// Every account of an engine gets the same module options: with `peerChannel` configured, a second account
+/// (or a second peer naming the first one's channel) would take claims on the first account's channel. The
+/// channel belongs to the account that claimed it first; the second is refused and credited nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_account_on_the_first_ones_channel_is_refused_and_credited_nothing() -> TestResult
+{
+    let ledger = Ledger::start().await?;
+    let mut bob_options = ledger.bob_options(0);
+    bob_options["claimInterval"] = json!(CLAIM_INTERVAL_MS);
+    bob_options["peerChannel"] = json!(ledger.a_to_b.to_string());
+    let p = pair_with(ledger, bob_options, Some(6), Some(6)).await?;
+    p.a.settle(700, 6).await?;
+    wait_credited(&p.b, &scaled(700, 6)).await?;
+
+    let second = p.b.mock.add_account(&url(p.b.se()?)).await?;
+    assert_ne!(second, p.b.account);
+    let keys = &p.ledger.keys;
+    let a_to_b = p.ledger.a_to_b;
+    let (status, body) = se_common::post_message_once_set_up(
+        &url(p.b.se()?),
+        &second,
+        wire::claim_message(&Claim::Json(claim_json(
+            &a_to_b,
+            700,
+            &keys.alice,
+            &keys.alice,
+        )?)),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("another account"), "{body}");
+    assert_eq!(p.b.se()?.engine.account_view(&second)?.received.amount, "0");
+    assert!(same_value(&p.b.mock.credited_total(&second), &scaled(0, 6)));
+
+    // The first account keeps being credited.
+    p.a.settle(5, 6).await?;
+    wait_credited(&p.b, &scaled(705, 6)).await?;
     p.stop().await;
     Ok(())
 }

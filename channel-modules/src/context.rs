@@ -25,6 +25,20 @@ pub trait ContextHost: Send + Sync {
     ) -> Result<serde_json::Value, ModuleError>;
     /// The node's clock (injected so tests can move time).
     fn now(&self) -> SystemTime;
+    /// Claims the ledger identity `identity` (e.g. `eth:<chainId>:<address>`, `xrp:<channel id>`) for the
+    /// account `account_id`, node-wide and durably: "first account wins". `Ok` when the identity was free (it
+    /// is now held by `account_id`) or already held by `account_id`; [`ModuleError::NotAccepted`] when another
+    /// account holds it. A host serving a single account may use its own account ID instead of `account_id`.
+    /// Modules claim an identity before they pin it or credit anything on its behalf, so two accounts can
+    /// never both be credited for the same on-chain payments or channel.
+    async fn claim_identity(&self, identity: &str, account_id: &str) -> Result<(), ModuleError>;
+}
+
+/// Refusal of [`ContextHost::claim_identity`] when `holder` already holds `identity`.
+pub fn identity_taken(identity: &str, holder: &str) -> ModuleError {
+    ModuleError::NotAccepted(format!(
+        "ledger identity {identity} belongs to another account ({holder})"
+    ))
 }
 
 /// The handle a module receives on every hook. Cheap to clone.
@@ -88,5 +102,40 @@ impl ChannelContext {
     /// The node's clock.
     pub fn now(&self) -> SystemTime {
         self.host.now()
+    }
+
+    /// A handle that does not keep the host (and so its stores) alive: for background tasks, which
+    /// [`WeakChannelContext::upgrade`] only while they work and stop once the host is gone.
+    pub fn downgrade(&self) -> WeakChannelContext {
+        WeakChannelContext {
+            host: Arc::downgrade(&self.host),
+            options: Arc::clone(&self.options),
+            account_id: Arc::clone(&self.account_id),
+        }
+    }
+
+    /// Claims the ledger identity `identity` for this context's account (see
+    /// [`ContextHost::claim_identity`]): refused when another account of the node holds it.
+    pub async fn claim_identity(&self, identity: &str) -> Result<(), ModuleError> {
+        self.host.claim_identity(identity, &self.account_id).await
+    }
+}
+
+/// A [`ChannelContext`] that does not keep its host alive (see [`ChannelContext::downgrade`]).
+#[derive(Clone)]
+pub struct WeakChannelContext {
+    host: std::sync::Weak<dyn ContextHost>,
+    options: Arc<serde_json::Value>,
+    account_id: Arc<str>,
+}
+
+impl WeakChannelContext {
+    /// The context, if its host still exists.
+    pub fn upgrade(&self) -> Option<ChannelContext> {
+        Some(ChannelContext {
+            host: self.host.upgrade()?,
+            options: Arc::clone(&self.options),
+            account_id: Arc::clone(&self.account_id),
+        })
     }
 }

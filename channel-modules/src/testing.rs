@@ -87,6 +87,8 @@ pub struct TestHost {
     peer: Mutex<Option<PeerLink>>,
     received: Mutex<Vec<RpcCall>>,
     rpc_failure: Mutex<Option<String>>,
+    /// Ledger identities claimed through this host: identity → account ID (one node's registry).
+    identities: Arc<Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl TestHost {
@@ -108,6 +110,20 @@ impl TestHost {
             peer: Mutex::new(None),
             received: Mutex::new(Vec::new()),
             rpc_failure: Mutex::new(None),
+            identities: Arc::new(Mutex::new(std::collections::HashMap::new())),
+        })
+    }
+
+    /// Another account of the same node: a host with its own `stores` and no peer yet, sharing this host's
+    /// clock and its ledger identity registry ([`ContextHost::claim_identity`]).
+    pub fn same_node(self: &Arc<Self>, stores: MemoryStores) -> Arc<Self> {
+        Arc::new(TestHost {
+            stores,
+            clock: self.clock.clone(),
+            peer: Mutex::new(None),
+            received: Mutex::new(Vec::new()),
+            rpc_failure: Mutex::new(None),
+            identities: Arc::clone(&self.identities),
         })
     }
 
@@ -238,6 +254,18 @@ impl ContextHost for TestHost {
 
     fn now(&self) -> SystemTime {
         self.clock.now()
+    }
+
+    async fn claim_identity(&self, identity: &str, account_id: &str) -> Result<(), ModuleError> {
+        let mut identities = lock(&self.identities);
+        let holder = identities
+            .entry(identity.to_owned())
+            .or_insert_with(|| account_id.to_owned());
+        if holder == account_id {
+            Ok(())
+        } else {
+            Err(crate::context::identity_taken(identity, holder))
+        }
     }
 }
 

@@ -464,3 +464,56 @@ async fn incoming_prepares_are_limited_to_max_unsecured_above_the_best_claim() -
         .await?;
     Ok(())
 }
+
+/// A `channelDeposit` that one transaction cannot carry is refused when the options are parsed.
+#[test]
+fn a_channel_deposit_above_one_transaction_is_refused_at_parse_time() {
+    let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    let with_deposit = |deposit: &str| {
+        EthChannelModule::from_options(&json!({
+            "rpcUri": "http://127.0.0.1:1",
+            "privateKey": key,
+            "channelDeposit": deposit,
+        }))
+    };
+    let too_big = (BigUint::from(u64::MAX) + 1u8).to_string();
+    match with_deposit(&too_big) {
+        Err(ModuleError::InvalidFields(message)) => {
+            assert!(message.contains("channelDeposit"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(with_deposit(&u64::MAX.to_string()).is_ok());
+}
+
+/// Settling more than 2^64-1 wei into a new channel opens it with the most one transaction carries and tops
+/// up the rest, instead of failing forever.
+#[tokio::test]
+async fn a_first_settlement_above_one_transaction_opens_then_tops_up() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let total = BigUint::from(u64::MAX) + BigUint::from(DEPOSIT_WEI);
+    let claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &total)
+        .await?
+        .ok_or("no claim")?;
+    let credit = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, total);
+    let state = read_channel(s.payer.wallet(), &channel_of(&claim)?)
+        .await?
+        .ok_or("no channel")?;
+    assert!(state.balance >= total);
+    assert_eq!(s.payer_tx_hashes()?.len(), 2, "deployment and one top-up");
+    assert_eq!(s.incoming_best().await?, total);
+    Ok(())
+}

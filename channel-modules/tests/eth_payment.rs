@@ -463,3 +463,246 @@ async fn erc20_payments_are_verified_from_transfer_events() -> TestResult {
     assert_eq!(balance, BigUint::from(123_456u32));
     Ok(())
 }
+
+/// How a [`FaultyHost`] breaks the next `set_if_max` on the `amount_settled` tracker.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SettledFault {
+    /// Works.
+    None,
+    /// Fails without writing (a crash just before the tracker write).
+    BeforeWrite,
+    /// Writes, then fails (a crash just after the tracker write, before the log is updated).
+    AfterWrite,
+}
+
+/// A host over a [`TestHost`] whose `amount_settled` tracker fails once as told.
+struct FaultyHost {
+    inner: Arc<TestHost>,
+    fault: Arc<std::sync::Mutex<SettledFault>>,
+}
+
+struct FaultyTracker {
+    inner: Arc<dyn channel_modules::store::MaxValueTracker>,
+    fault: Arc<std::sync::Mutex<SettledFault>>,
+}
+
+fn take_fault(fault: &std::sync::Mutex<SettledFault>) -> SettledFault {
+    let mut guard = fault.lock().unwrap_or_else(|p| p.into_inner());
+    std::mem::replace(&mut *guard, SettledFault::None)
+}
+
+#[async_trait::async_trait]
+impl channel_modules::store::MaxValueTracker for FaultyTracker {
+    async fn set_if_max(
+        &self,
+        entry: channel_modules::store::MaxValue,
+    ) -> Result<channel_modules::store::MaxValue, channel_modules::store::StoreError> {
+        let injected = channel_modules::store::StoreError::Io("injected crash".into());
+        match take_fault(&self.fault) {
+            SettledFault::None => self.inner.set_if_max(entry).await,
+            SettledFault::BeforeWrite => Err(injected),
+            SettledFault::AfterWrite => {
+                self.inner.set_if_max(entry).await?;
+                Err(injected)
+            }
+        }
+    }
+
+    async fn get_max(
+        &self,
+    ) -> Result<channel_modules::store::MaxValue, channel_modules::store::StoreError> {
+        self.inner.get_max().await
+    }
+}
+
+#[async_trait::async_trait]
+impl channel_modules::ContextHost for FaultyHost {
+    fn transfer_log(
+        &self,
+        key: &str,
+    ) -> Result<Arc<dyn channel_modules::store::TransferLog>, channel_modules::store::StoreError>
+    {
+        self.inner.transfer_log(key)
+    }
+
+    fn max_value_tracker(
+        &self,
+        key: &str,
+    ) -> Result<Arc<dyn channel_modules::store::MaxValueTracker>, channel_modules::store::StoreError>
+    {
+        let inner = self.inner.max_value_tracker(key)?;
+        if key == channel_modules::eth::payment::AMOUNT_SETTLED_KEY {
+            Ok(Arc::new(FaultyTracker {
+                inner,
+                fault: self.fault.clone(),
+            }))
+        } else {
+            Ok(inner)
+        }
+    }
+
+    async fn rpc(&self, method: &str, args: Value) -> Result<Value, ModuleError> {
+        self.inner.rpc(method, args).await
+    }
+
+    fn now(&self) -> std::time::SystemTime {
+        self.inner.now()
+    }
+
+    async fn claim_identity(&self, key: &str, account_id: &str) -> Result<(), ModuleError> {
+        self.inner.claim_identity(key, account_id).await
+    }
+}
+
+/// A confirmed payment whose claim data write "crashes" (before or after the write) still reaches the peer
+/// through the next settlement, exactly once, and is paid once.
+#[tokio::test]
+async fn a_crash_around_the_claim_write_never_loses_a_confirmed_payment() -> TestResult {
+    for fault in [SettledFault::BeforeWrite, SettledFault::AfterWrite] {
+        let Some(s) = setup(json!({})).await? else {
+            return Ok(());
+        };
+        let rpc = s.anvil.client()?;
+        let payer_addr = address_of(&s.anvil, PAYER_KEY_INDEX)?;
+        let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+        let payee_before = rpc.balance(&payee_addr).await?;
+        let nonce_before = rpc.transaction_count(&payer_addr, "latest").await?;
+        let total = BigUint::from(5_000_000_000_000u64);
+
+        let faulty = Arc::new(FaultyHost {
+            inner: s.pair.a.host.clone(),
+            fault: Arc::new(std::sync::Mutex::new(fault)),
+        });
+        let faulty_ctx = channel_modules::ChannelContext::new(
+            faulty as Arc<dyn channel_modules::ContextHost>,
+            s.payer_opts.clone(),
+            "a",
+        );
+        let failed = s.payer.create_outgoing_claim(&faulty_ctx, &total).await;
+        assert!(
+            matches!(failed, Err(ModuleError::Store(_))),
+            "{fault:?}: {failed:?}"
+        );
+
+        // A restarted payer settles the same total: nothing more is paid, the confirmed payment's hash is in
+        // the claim once, and the payee credits it.
+        let restarted = Arc::new(EthPaymentModule::from_options(&s.payer_opts)?);
+        restarted.connect(&s.pair.a.ctx).await?;
+        let claim = restarted
+            .create_outgoing_claim(&s.pair.a.ctx, &total)
+            .await?
+            .ok_or("the confirmed payment is in no claim")?;
+        let hashes = claim_hashes(&claim);
+        assert_eq!(hashes.len(), 1, "{fault:?}: {hashes:?}");
+        let credit = s
+            .pair
+            .b
+            .module
+            .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+            .await?
+            .ok_or("no credit")?;
+        assert_eq!(credit.amount, total, "{fault:?}");
+        assert_eq!(rpc.balance(&payee_addr).await? - &payee_before, total);
+        assert_eq!(
+            rpc.transaction_count(&payer_addr, "latest").await?,
+            nonce_before + 1
+        );
+        let log = s.pair.a.host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
+        assert!(log.prepared().await?.is_empty());
+        assert_eq!(BigUint::from(log.sums().outgoing_fulfilled), total);
+        let settled = s
+            .pair
+            .a
+            .host
+            .stores()
+            .max_value_tracker(channel_modules::eth::payment::AMOUNT_SETTLED_KEY)?
+            .get_max()
+            .await?;
+        assert_eq!(settled.value, total, "{fault:?}");
+    }
+    Ok(())
+}
+
+/// Two accounts of one node (settlement-engine accounts share one module configuration): a second account whose
+/// peer answers `eth_address` with the first account's peer address is refused that address, so it cannot be
+/// credited for the same on-chain payments; the first account keeps being credited.
+#[tokio::test]
+async fn a_second_account_claiming_the_same_peer_address_is_refused_and_credits_nothing(
+) -> TestResult {
+    let Some(s) = setup(json!({})).await? else {
+        return Ok(());
+    };
+    let total = BigUint::from(2_000_000_000_000u64);
+    let claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &total)
+        .await?
+        .ok_or("no claim")?;
+    let credit = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, total);
+
+    // Account "b2" on the payee's node: its peer replies to eth_address with the payer's address.
+    let other_host = s
+        .pair
+        .b
+        .host
+        .same_node(channel_modules::memory::MemoryStores::unbounded());
+    other_host.connect_to(
+        &s.pair.a.host,
+        s.pair.a.module.clone(),
+        s.payer_opts.clone(),
+        "a",
+    );
+    let other_opts = s.pair.b.ctx.options().clone();
+    let other = EthPaymentModule::from_options(&other_opts)?;
+    let other_ctx = other_host.context(other_opts, "b2");
+    other.connect(&other_ctx).await?;
+    assert_eq!(other.peer_account(), None);
+    let refused = other.handle_incoming_claim(&other_ctx, Some(&claim)).await;
+    assert!(
+        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        "{refused:?}"
+    );
+    // A configured peerAddress is refused just the same.
+    let mut pinned_opts = other_ctx.options().clone();
+    pinned_opts["peerAddress"] = json!(address_of(&s.anvil, PAYER_KEY_INDEX)?.to_string());
+    let pinned = EthPaymentModule::from_options(&pinned_opts)?;
+    let pinned_ctx = other_host.context(pinned_opts, "b3");
+    pinned.connect(&pinned_ctx).await?;
+    let refused = pinned
+        .handle_incoming_claim(&pinned_ctx, Some(&claim))
+        .await;
+    assert!(
+        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        "{refused:?}"
+    );
+    let sums = other_host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
+    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+
+    // The first account is unaffected: a second payment is credited to it.
+    let second_total = BigUint::from(3_000_000_000_000u64);
+    let claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &second_total)
+        .await?
+        .ok_or("no claim")?;
+    let credit = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, &second_total - &total);
+    Ok(())
+}

@@ -809,3 +809,114 @@ async fn options_are_validated_and_secrets_come_from_files_or_env() -> TestResul
     assert!(channel_modules::STOCK_MODULES.contains(&"xrp-paychan"));
     Ok(())
 }
+
+/// A payer that starts closing its channel and then sends no more claims: the payee's watcher (always on, no
+/// `claimInterval`) notices the closing channel on its own and redeems the best claim before it closes.
+#[tokio::test]
+async fn the_watcher_redeems_when_a_silent_payer_starts_closing() -> TestResult {
+    let n = connected(json!({}), json!({ "expiryCheckInterval": 10 })).await?;
+    let c150 = pay(&n, 150).await?;
+    n.bob
+        .module
+        .handle_incoming_claim(&n.bob.ctx, Some(&c150))
+        .await?;
+    assert!(
+        n.fake.submissions().is_empty(),
+        "not closing: nothing redeemed"
+    );
+    // Alice starts closing (the channel closes in 10 minutes, within the 30-minute margin) and goes silent.
+    n.fake.set_expiration(
+        &n.a_to_b,
+        Some(system_to_ripple_time(
+            n.clock.now() + Duration::from_secs(600),
+        )),
+    );
+    // Wait (bounded) for the background watcher; the assertion is on the ledger state, not on timing.
+    for _ in 0..500 {
+        if best(&n.bob, MVT_INCOMING_CLAIM_SUBMITTED).await? == BigUint::from(150u32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(n.fake.channel(&n.a_to_b).ok_or("closed")?.balance, 150);
+    assert_eq!(
+        best(&n.bob, MVT_INCOMING_CLAIM_SUBMITTED).await?,
+        BigUint::from(150u32)
+    );
+    Ok(())
+}
+
+/// The watcher runs by default every 60 s, and faster when the margins demand it.
+#[test]
+fn the_watcher_interval_defaults_to_a_minute_and_fits_the_margins() -> TestResult {
+    let base = json!({ "rippled": "http://127.0.0.1:1", "secret": BOB_SEED });
+    let interval = |extra: Value| -> Result<Duration, ModuleError> {
+        Ok(XrpPaychan::from_options(&merge(base.clone(), &extra))?.expiry_check_interval())
+    };
+    assert_eq!(interval(json!({}))?, Duration::from_secs(60));
+    // minSettleDelay − expiryMargin = 20 s: checks every 10 s.
+    assert_eq!(
+        interval(json!({ "minSettleDelay": 100, "expiryMargin": 80 }))?,
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        interval(json!({ "expiryCheckInterval": 5000 }))?,
+        Duration::from_secs(5)
+    );
+    assert!(interval(json!({ "expiryCheckInterval": 0 })).is_err());
+    Ok(())
+}
+
+/// Two accounts of one node (settlement-engine accounts share one module configuration): the second learns the
+/// first one's peer channel (its peer replies with the same channel ID) and is refused; it credits nothing, and
+/// the first account keeps working.
+#[tokio::test]
+async fn a_second_account_claiming_the_same_channel_is_refused_and_credits_nothing() -> TestResult {
+    let n = connected(json!({}), json!({})).await?;
+    let c100 = pay(&n, 100).await?;
+    assert_eq!(
+        n.bob
+            .module
+            .handle_incoming_claim(&n.bob.ctx, Some(&c100))
+            .await?,
+        Some(credit(100, &n.a_to_b, 100))
+    );
+
+    let other_host = n.bob.host.same_node(MemoryStores::unbounded());
+    other_host.connect_to(
+        &n.alice.host,
+        Arc::clone(&n.alice.module) as Arc<dyn ChannelModule>,
+        n.alice.ctx.options().clone(),
+        "a",
+    );
+    let other_opts = n.bob.ctx.options().clone();
+    let other = XrpPaychan::from_options(&other_opts)?;
+    let other_ctx = other_host.context(other_opts, "b2");
+    other.connect(&other_ctx).await?;
+    let refused = other.handle_incoming_claim(&other_ctx, Some(&c100)).await;
+    assert!(
+        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        "{refused:?}"
+    );
+    let c200 = pay(&n, 200).await?;
+    let refused = other.handle_incoming_claim(&other_ctx, Some(&c200)).await;
+    assert!(
+        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        "{refused:?}"
+    );
+    let other_best = other_ctx
+        .max_value_tracker(MVT_INCOMING_CLAIM)?
+        .get_max()
+        .await?;
+    assert_eq!(other_best.value, BigUint::from(0u32));
+
+    // The first account is unaffected.
+    assert_eq!(
+        n.bob
+            .module
+            .handle_incoming_claim(&n.bob.ctx, Some(&c200))
+            .await?,
+        Some(credit(100, &n.a_to_b, 200))
+    );
+    Ok(())
+}

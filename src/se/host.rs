@@ -6,6 +6,9 @@
 //!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
 //! * RPCs are settlement messages `{"type":"rpc","method","args"}` sent through the connector to the peer engine.
 //! * The clock is the system clock.
+//! * Ledger identities ([`ContextHost::claim_identity`]) are engine-wide records `se/pin/<identity>` holding the
+//!   account that claimed the identity first; written through the [`SeStore`] like trackers, never removed. A
+//!   process-wide lock orders claims so two accounts never both win one identity.
 //!
 //! [`StagingHost`] wraps an account's host while the engine runs `handle_incoming_claim`: tracker writes are
 //! held back and committed in the *same* batch as the resulting credit record, so a crash can never leave a
@@ -24,6 +27,39 @@ use super::client::ConnectorClient;
 use super::store::{keys, Family, SeBatch, SeStore};
 use super::wire;
 use crate::store::{Db, RocksStores};
+
+/// Prefix of the engine-wide ledger identity records: `se/pin/<identity>` → the holding account ID (JSON).
+pub const IDENTITY_PIN_PREFIX: &str = "se/pin/";
+
+/// Orders identity claims (read, then write if free) across every account of every engine in the process.
+static IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Claims `identity` for `account` in `store` (see [`ContextHost::claim_identity`]).
+pub async fn claim_identity_in(
+    store: &dyn SeStore,
+    identity: &str,
+    account: &str,
+) -> Result<(), ModuleError> {
+    let key = format!("{IDENTITY_PIN_PREFIX}{identity}");
+    let _ordered = IDENTITY_CLAIMS.lock().await;
+    let existing = store
+        .scan_prefix(Family::Main, &key)?
+        .into_iter()
+        .find(|(k, _)| *k == key);
+    if let Some((k, bytes)) = existing {
+        let holder: String = super::store::decode(&k, &bytes)?;
+        if holder == account {
+            return Ok(());
+        }
+        tracing::warn!(%identity, %account, %holder, "ledger identity already held by another account");
+        return Err(channel_modules::context::identity_taken(identity, &holder));
+    }
+    let mut batch = SeBatch::new();
+    batch.put_json(Family::Main, key, &account)?;
+    store.submit(batch)?.await?;
+    tracing::info!(%identity, %account, "ledger identity claimed");
+    Ok(())
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here is a map lookup/insert that cannot be left half-done by a panic.
@@ -193,6 +229,11 @@ impl ContextHost for AccountHost {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    async fn claim_identity(&self, identity: &str, _account_id: &str) -> Result<(), ModuleError> {
+        // This host serves exactly one account: that account claims.
+        claim_identity_in(self.store.as_ref(), identity, &self.account).await
+    }
 }
 
 /// Tracker writes staged during `handle_incoming_claim` (see the module doc).
@@ -297,5 +338,50 @@ impl ContextHost for StagingHost {
 
     fn now(&self) -> SystemTime {
         self.base.now()
+    }
+
+    async fn claim_identity(&self, identity: &str, account_id: &str) -> Result<(), ModuleError> {
+        self.base.claim_identity(identity, account_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::se::store::MemorySeStore;
+
+    #[tokio::test]
+    async fn the_first_account_keeps_an_identity_across_restarts() -> Result<(), ModuleError> {
+        let store = MemorySeStore::new();
+        claim_identity_in(&store, "eth:1:0xabc", "alice").await?;
+        // Idempotent for the holder.
+        claim_identity_in(&store, "eth:1:0xabc", "alice").await?;
+        let refused = claim_identity_in(&store, "eth:1:0xabc", "bob").await;
+        assert!(
+            matches!(refused, Err(ModuleError::NotAccepted(ref m)) if m.contains("alice")),
+            "{refused:?}"
+        );
+        // Other identities are independent, and a prefix of a held identity is a different identity.
+        claim_identity_in(&store, "eth:1:0xab", "bob").await?;
+        claim_identity_in(&store, "xrp:ABC", "bob").await?;
+        // The store is the registry: a restarted engine (same store) still refuses bob.
+        let restarted = store.clone();
+        assert!(claim_identity_in(&restarted, "eth:1:0xabc", "bob")
+            .await
+            .is_err());
+        assert!(claim_identity_in(&restarted, "xrp:ABC", "alice")
+            .await
+            .is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_claims_nothing() -> Result<(), ModuleError> {
+        let store = MemorySeStore::new();
+        store.fail_next_writes(1);
+        assert!(claim_identity_in(&store, "xrp:ABC", "alice").await.is_err());
+        claim_identity_in(&store, "xrp:ABC", "bob").await?;
+        assert!(claim_identity_in(&store, "xrp:ABC", "alice").await.is_err());
+        Ok(())
     }
 }

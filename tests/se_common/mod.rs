@@ -231,3 +231,30 @@ pub async fn admin_get(
     }
     Ok(resp.json().await?)
 }
+
+/// Posts `body` to `{engine}/accounts/{account}/messages` as a peer engine does, retrying while the account's
+/// setup is still running in the background (503), for at most [`SETUP_WAIT`]; returns the status and body.
+pub async fn post_message_once_set_up(
+    engine: &str,
+    account: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String), BoxError> {
+    let deadline = tokio::time::Instant::now() + SETUP_WAIT;
+    loop {
+        let resp = reqwest::Client::new()
+            .post(format!("{engine}/accounts/{account}/messages"))
+            .header("Content-Type", "application/octet-stream")
+            .body(body.clone())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        if status != 503 || tokio::time::Instant::now() > deadline {
+            return Ok((status, text));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Longest [`post_message_once_set_up`] waits for an account's setup.
+pub const SETUP_WAIT: Duration = Duration::from_secs(30);

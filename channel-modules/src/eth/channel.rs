@@ -76,6 +76,19 @@ pub const DEFAULT_CLOSE_MARGIN_SECS: u64 = 3600;
 pub const DEFAULT_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Most deploy/top-up rounds one settlement may take before giving up.
 const MAX_FUNDING_ROUNDS: usize = 4;
+/// Most wei one deposit transaction (open or top-up) carries: a transfer log amount is a `u64`.
+pub const MAX_DEPOSIT_PER_TX_WEI: u64 = u64::MAX;
+
+/// Parses [`OPT_CHANNEL_DEPOSIT`]: at most [`MAX_DEPOSIT_PER_TX_WEI`], since it is paid in one transaction.
+fn deposit_option(options: &Value) -> Result<BigUint, ModuleError> {
+    let deposit = amount_option(options, OPT_CHANNEL_DEPOSIT)?.unwrap_or_default();
+    if deposit > BigUint::from(MAX_DEPOSIT_PER_TX_WEI) {
+        return Err(ModuleError::InvalidFields(format!(
+            "{OPT_CHANNEL_DEPOSIT} must be at most {MAX_DEPOSIT_PER_TX_WEI} wei (one transaction's deposit)"
+        )));
+    }
+    Ok(deposit)
+}
 
 /// The compiled contract, parsed once.
 struct Artifact {
@@ -312,7 +325,7 @@ impl EthChannelModule {
         let wallet = common.wallet(options)?;
         artifact()?;
         let settings = ChannelSettings {
-            deposit: amount_option(options, OPT_CHANNEL_DEPOSIT)?.unwrap_or_default(),
+            deposit: deposit_option(options)?,
             timeout_secs: u64_option(options, OPT_CHANNEL_TIMEOUT_SECS)?
                 .unwrap_or(DEFAULT_CHANNEL_TIMEOUT_SECS),
             margin_secs: u64_option(options, OPT_CLOSE_MARGIN_SECS)?
@@ -557,7 +570,7 @@ impl Inner {
                 "{OPT_CHANNEL_DEPOSIT} must be set to pay over eth-channel"
             )));
         }
-        let peer = self.peer.get(ctx).await?;
+        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
         let channels = ctx.max_value_tracker(OUTGOING_CHANNEL_KEY)?;
         for _ in 0..MAX_FUNDING_ROUNDS {
             let entry = channels.get_max().await?;
@@ -576,7 +589,11 @@ impl Inner {
                 // Open a new channel whose claims start after everything signed so far.
                 let base = &best.value;
                 let needed = total - base;
-                let deposit = needed.max(self.settings.deposit.clone());
+                // One transaction carries at most 2^64-1 wei (a transfer log amount); the funding loop tops
+                // up the rest on its next round.
+                let deposit = needed
+                    .max(self.settings.deposit.clone())
+                    .min(BigUint::from(MAX_DEPOSIT_PER_TX_WEI));
                 let mut retired: Vec<Value> = entry.data["retired"]
                     .as_array()
                     .cloned()
@@ -609,7 +626,7 @@ impl Inner {
             let amount = total - &base;
             if amount > channel.balance {
                 let top_up = (&amount - &channel.balance).max(self.settings.deposit.clone());
-                let top_up = top_up.min(BigUint::from(u64::MAX));
+                let top_up = top_up.min(BigUint::from(MAX_DEPOSIT_PER_TX_WEI));
                 let data = abi::encode_call("deposit()", &[])?;
                 self.send_recorded(
                     ctx,
@@ -702,7 +719,7 @@ impl Inner {
         claim: &Claim,
     ) -> Result<Option<IncomingCredit>, ModuleError> {
         let claim = parse_wire_claim(claim)?;
-        let peer = self.peer.get(ctx).await?;
+        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
         let _crediting = self.credit_lock.lock().await;
         let tracker = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?;
         let best = tracker.get_max().await?;
@@ -895,10 +912,10 @@ impl ChannelModule for EthChannelModule {
         if log.minimum() != Limit::Unbounded {
             log.set_minimum(Limit::Unbounded).await.map_err(log_err)?;
         }
-        if let Some(configured) = inner.common.peer_address {
-            inner.peer.pin(ctx, configured).await?;
-        }
-        match inner.peer.get(ctx).await {
+        // A configured address differing from the pinned one is our misconfiguration: fail. One held by
+        // another account of this node only refuses this account's claims (warned below).
+        inner.peer.check_configured(ctx).await?;
+        match inner.peer.get(ctx, chain_id).await {
             Ok(peer) => {
                 info!(chain_id, address = %inner.wallet.address(), %peer, "eth-channel connected")
             }
@@ -1001,7 +1018,10 @@ impl ChannelModule for EthChannelModule {
         args: Value,
     ) -> Result<Value, ModuleError> {
         match method {
-            RPC_ETH_ADDRESS => self.inner.peer.handle_rpc(ctx, &args).await,
+            RPC_ETH_ADDRESS => {
+                let chain_id = self.inner.wallet.chain_id().await?;
+                self.inner.peer.handle_rpc(ctx, chain_id, &args).await
+            }
             RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
             other => Err(ModuleError::UnknownMethod(other.to_owned())),
         }

@@ -179,23 +179,30 @@ impl EthPaymentModule {
         let id = record.transfer.id;
         match status {
             TxStatus::Confirmed(_) => {
-                log.fulfill(&id, &hash.0).await.map_err(log_err)?;
+                // The claim data first, the log second: a crash in between leaves the record prepared, so
+                // `reconcile` finishes it (the hash is already carried, so it is not added twice). The other
+                // order could leave the payment fulfilled with its hash never reaching the peer.
                 let tracker = ctx.max_value_tracker(AMOUNT_SETTLED_KEY)?;
                 let previous = tracker.get_max().await?;
                 let mut recent: Vec<Value> = previous.data["txHashes"]
                     .as_array()
                     .cloned()
                     .unwrap_or_default();
-                recent.push(json!(hash.to_string()));
-                let excess = recent.len().saturating_sub(MAX_TX_HASHES_PER_CLAIM);
-                recent.drain(..excess);
-                let paid = BigUint::from(log.sums().outgoing_fulfilled);
+                let text = hash.to_string();
+                if !recent.iter().any(|h| h.as_str() == Some(text.as_str())) {
+                    recent.push(json!(text));
+                    let excess = recent.len().saturating_sub(MAX_TX_HASHES_PER_CLAIM);
+                    recent.drain(..excess);
+                }
+                // Settle lock held: no other outgoing payment is fulfilled concurrently.
+                let paid = BigUint::from(log.sums().outgoing_fulfilled) + record.transfer.amount;
                 tracker
                     .set_if_max(MaxValue {
                         value: paid.clone(),
                         data: json!({ "txHashes": recent }),
                     })
                     .await?;
+                log.fulfill(&id, &hash.0).await.map_err(log_err)?;
                 info!(%hash, amount = record.transfer.amount, %paid, "payment confirmed");
             }
             TxStatus::Reverted(_) | TxStatus::Superseded => {
@@ -421,10 +428,10 @@ impl ChannelModule for EthPaymentModule {
         let chain_id = self.wallet.chain_id().await?;
         let log = ctx.transfer_log(PAYMENTS_LOG_KEY)?;
         Self::ensure_unbounded(log.as_ref()).await?;
-        if let Some(configured) = self.common.peer_address {
-            self.peer.pin(ctx, configured).await?;
-        }
-        match self.peer.get(ctx).await {
+        // A configured address differing from the pinned one is our misconfiguration: fail. One held by
+        // another account of this node only refuses this account's claims (warned below).
+        self.peer.check_configured(ctx).await?;
+        match self.peer.get(ctx, chain_id).await {
             Ok(peer) => {
                 info!(chain_id, address = %self.wallet.address(), %peer, "eth-payment connected")
             }
@@ -492,7 +499,7 @@ impl ChannelModule for EthPaymentModule {
         }
         let owed = total - &committed;
         let amount = u64::try_from(&owed).unwrap_or(u64::MAX);
-        let peer = self.peer.get(ctx).await?;
+        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
         let (to, value, data) = match self.token {
             None => (peer, BigUint::from(amount), Vec::new()),
             Some(token) => (
@@ -558,7 +565,7 @@ impl ChannelModule for EthPaymentModule {
     ) -> Result<Option<IncomingCredit>, ModuleError> {
         let Some(claim) = claim else { return Ok(None) };
         let hashes = parse_claim_hashes(claim)?;
-        let peer = self.peer.get(ctx).await?;
+        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
         let log = ctx.transfer_log(PAYMENTS_LOG_KEY)?;
         let _crediting = self.credit_lock.lock().await;
         let received = ctx.max_value_tracker(AMOUNT_RECEIVED_KEY)?;
@@ -619,7 +626,10 @@ impl ChannelModule for EthPaymentModule {
         args: Value,
     ) -> Result<Value, ModuleError> {
         match method {
-            RPC_ETH_ADDRESS => self.peer.handle_rpc(ctx, &args).await,
+            RPC_ETH_ADDRESS => {
+                let chain_id = self.wallet.chain_id().await?;
+                self.peer.handle_rpc(ctx, chain_id, &args).await
+            }
             RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
             other => Err(ModuleError::UnknownMethod(other.to_owned())),
         }

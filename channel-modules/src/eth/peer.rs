@@ -1,7 +1,10 @@
 //! [`PeerAddress`]: the peer's Ethereum address, shared by both Ethereum modules. It comes from the
 //! `peerAddress` option or from the module RPC `eth_address`, and the first one learned is pinned durably in
 //! the max-value tracker `peer_address` (value 1, data = the address): a peer cannot later switch to another
-//! address and so claim someone else's on-chain payments as its own.
+//! address and so claim someone else's on-chain payments as its own. Before an address is used it is also
+//! claimed node-wide ([`ChannelContext::claim_identity`], identity `eth:<chainId>:<address>`): two accounts of
+//! one node (settlement-engine accounts share one module configuration) can never both be the peer at one
+//! address, so the same on-chain payments or channel cannot be credited to two accounts.
 //!
 //! Also the two ends of [`RPC_LATEST_CLAIM`], shared by both modules: [`latest_claim_reply`] (payer) and
 //! [`pull_latest_claim`] (payee).
@@ -27,10 +30,17 @@ pub const RPC_ETH_ADDRESS: &str = "eth_address";
 /// payer restart), and without it the payee would refuse every further transfer.
 pub const RPC_LATEST_CLAIM: &str = "eth_latest_claim";
 
+/// The node-wide identity of the peer at `address` on chain `chain_id`: `eth:<chainId>:<address>`.
+pub fn peer_identity(chain_id: u64, address: &Address) -> String {
+    format!("eth:{chain_id}:{address}")
+}
+
 /// The peer's address as far as this process knows it.
 #[derive(Debug)]
 pub struct PeerAddress {
     own: Address,
+    configured: Option<Address>,
+    /// Set only once the address is pinned and its identity claimed for this account.
     known: RwLock<Option<Address>>,
 }
 
@@ -48,12 +58,17 @@ impl PeerAddress {
         }
         Ok(PeerAddress {
             own,
-            known: RwLock::new(configured),
+            configured,
+            known: RwLock::new(None),
         })
     }
 
-    /// The address, if known in memory.
+    /// The address, if known in memory (pinned, or configured).
     pub fn known(&self) -> Option<Address> {
+        self.verified().or(self.configured)
+    }
+
+    fn verified(&self) -> Option<Address> {
         *self.known.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -61,14 +76,30 @@ impl PeerAddress {
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = Some(address);
     }
 
-    /// Pins `candidate` (first one wins, durably); errors if a different address is pinned.
-    pub async fn pin(&self, ctx: &ChannelContext, candidate: Address) -> Result<(), ModuleError> {
+    /// Pins `candidate` (first one wins, durably, per account), after claiming its identity node-wide on
+    /// chain `chain_id`; errors if a different address is pinned or another account holds the identity.
+    pub async fn pin(
+        &self,
+        ctx: &ChannelContext,
+        chain_id: u64,
+        candidate: Address,
+    ) -> Result<(), ModuleError> {
         if candidate == self.own {
             return Err(ModuleError::InvalidFields(
                 "peer claims our own address".to_owned(),
             ));
         }
         let tracker = ctx.max_value_tracker(PEER_ADDRESS_KEY)?;
+        let stored = tracker.get_max().await?;
+        if let Some(pinned) = parse_address(&stored.data) {
+            if pinned != candidate {
+                return Err(ModuleError::NotAccepted(format!(
+                    "peer address {candidate} differs from pinned {pinned}"
+                )));
+            }
+        }
+        ctx.claim_identity(&peer_identity(chain_id, &candidate))
+            .await?;
         tracker
             .set_if_max(MaxValue {
                 value: BigUint::from(1u8),
@@ -86,15 +117,43 @@ impl PeerAddress {
         Ok(())
     }
 
-    /// The address: known, pinned in the store, or asked from the peer now (and pinned).
-    pub async fn get(&self, ctx: &ChannelContext) -> Result<Address, ModuleError> {
-        if let Some(peer) = self.known() {
+    /// Refuses a configured `peerAddress` that differs from the address pinned earlier (a misconfiguration:
+    /// the pinned peer's payments would be lost to the new one).
+    pub async fn check_configured(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
+        let Some(configured) = self.configured else {
+            return Ok(());
+        };
+        let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
+        match parse_address(&stored.data) {
+            Some(pinned) if pinned != configured => Err(ModuleError::NotAccepted(format!(
+                "peerAddress {configured} differs from pinned {pinned}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The address on chain `chain_id`: known, pinned in the store (its identity claimed now), configured, or
+    /// asked from the peer now (and pinned).
+    pub async fn get(&self, ctx: &ChannelContext, chain_id: u64) -> Result<Address, ModuleError> {
+        if let Some(peer) = self.verified() {
             return Ok(peer);
         }
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
         if let Some(pinned) = parse_address(&stored.data) {
+            if self.configured.is_some_and(|c| c != pinned) {
+                return Err(ModuleError::NotAccepted(format!(
+                    "peer address {pinned} is pinned, not the configured one"
+                )));
+            }
+            // Pinned before identities were claimed node-wide, or by an earlier run: claim it now.
+            ctx.claim_identity(&peer_identity(chain_id, &pinned))
+                .await?;
             self.remember(pinned);
             return Ok(pinned);
+        }
+        if let Some(configured) = self.configured {
+            self.pin(ctx, chain_id, configured).await?;
+            return Ok(configured);
         }
         let reply = ctx
             .rpc(RPC_ETH_ADDRESS, json!([self.own.to_string()]))
@@ -102,7 +161,7 @@ impl PeerAddress {
         let peer = parse_address(&reply).ok_or_else(|| {
             ModuleError::InvalidFields("eth_address reply is not an address".into())
         })?;
-        self.pin(ctx, peer).await?;
+        self.pin(ctx, chain_id, peer).await?;
         Ok(peer)
     }
 
@@ -110,15 +169,24 @@ impl PeerAddress {
     pub async fn handle_rpc(
         &self,
         ctx: &ChannelContext,
+        chain_id: u64,
         args: &Value,
     ) -> Result<Value, ModuleError> {
         if let Some(text) = args.get(0).and_then(Value::as_str) {
             let candidate: Address = text
                 .parse()
                 .map_err(|e| ModuleError::InvalidFields(format!("eth_address argument: {e}")))?;
-            self.pin(ctx, candidate).await?;
+            self.pin(ctx, chain_id, candidate).await?;
         }
         Ok(json!(self.own.to_string()))
+    }
+}
+
+/// A main-log error as a module error.
+fn log_error(e: crate::store::TransferLogError) -> ModuleError {
+    match e {
+        crate::store::TransferLogError::Store(e) => ModuleError::Store(e),
+        other => ModuleError::Ledger(format!("main log: {other}")),
     }
 }
 
@@ -129,7 +197,9 @@ pub async fn latest_claim_reply(
     module: &dyn ChannelModule,
     ctx: &ChannelContext,
 ) -> Result<Value, ModuleError> {
-    let owed = BigUint::from(ctx.main_log()?.sums().outgoing_fulfilled);
+    // Durable sums: the claim leaves the node and must not cover a fulfill a crash could still undo.
+    let sums = ctx.main_log()?.durable_sums().await.map_err(log_error)?;
+    let owed = BigUint::from(sums.outgoing_fulfilled);
     match module.create_outgoing_claim(ctx, &owed).await? {
         Some(Claim::Json(claim)) => Ok(claim),
         Some(_) => Err(ModuleError::Ledger(

@@ -8,13 +8,18 @@
 //! * **Payer** — [`ChannelModule::create_outgoing_claim`] signs a claim for the cumulative total (refusing more
 //!   than the channel holds) and keeps the best claim sent in the max-value tracker `outgoing_claim`.
 //! * **Payee** — learns the peer's channel at `connect` (option `peerChannel`, or the RPC `ripple_channel_id`
-//!   to the peer), reads the channel's facts from rippled (`ledger_entry`), and in
+//!   to the peer; claimed node-wide as identity `xrp:<channel id>`, so no two accounts of one node take claims
+//!   on the same channel), reads the channel's facts from rippled (`ledger_entry`), and in
 //!   [`ChannelModule::handle_incoming_claim`] checks the claim (right channel, destination is us, signature by
 //!   the channel's key, not above the deposit, channel not expired) before keeping it in `incoming_claim` and
 //!   crediting the increase. `handle_incoming_prepare` refuses transfers that would leave more than
 //!   `maxUnsecured` drops not covered by the best claim, after asking the payer for its latest claim
 //!   ([`RPC_LATEST_CLAIM`]) when fulfilled transfers are not covered yet. Submitted claims are recorded in
 //!   `incoming_claim_submitted`.
+//! * **Watcher** — while connected, the payee re-reads the peer's channel from rippled every
+//!   `expiryCheckInterval` (default 60 s, capped below the margins) and redeems the best claim once the channel
+//!   closes within `expiryMargin` (`Expiration` set by a closing payer, or `CancelAfter`): a payer that starts
+//!   closing and stops sending claims cannot take back what it owes.
 //!
 //! Amounts are drops (asset scale 6). The module holds no durable state in memory: the three trackers are the
 //! truth, the channel facts are a cache refreshed from rippled.
@@ -62,6 +67,11 @@ pub const MVT_INCOMING_CLAIM_SUBMITTED: &str = "incoming_claim_submitted";
 pub const DEFAULT_MIN_SETTLE_DELAY_SECS: u32 = 3600;
 /// Default margin before the peer's channel expires at which the payee redeems its best claim.
 pub const DEFAULT_EXPIRY_MARGIN_SECS: u64 = 1800;
+/// Default interval of the payee's channel watcher (option `expiryCheckInterval`, ms): how often the peer's
+/// channel is read again from rippled to catch a payer that started closing it and stopped sending claims.
+pub const DEFAULT_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest watcher interval the clamping in [`XrpPaychan::expiry_check_interval`] goes down to.
+pub const MIN_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long cached channel facts are trusted before they are read again from rippled.
 pub const CHANNEL_FACTS_MAX_AGE: Duration = Duration::from_secs(60);
 
@@ -81,6 +91,33 @@ struct Options {
     claim_interval: Option<Duration>,
     min_settle_delay_secs: u32,
     expiry_margin: Duration,
+    expiry_check_interval: Duration,
+}
+
+/// The watcher interval: `configured` (or [`DEFAULT_EXPIRY_CHECK_INTERVAL`]), but at most half of each of
+/// `expiryMargin`, `minSettleDelay` and `minSettleDelay − expiryMargin` (those that are positive), so that a
+/// check always falls inside the margin before the peer's channel closes; never below
+/// [`MIN_EXPIRY_CHECK_INTERVAL`] unless configured lower.
+fn watcher_interval(
+    configured: Option<Duration>,
+    min_settle_delay_secs: u32,
+    expiry_margin: Duration,
+) -> Duration {
+    let settle_delay = Duration::from_secs(u64::from(min_settle_delay_secs));
+    let mut bound = DEFAULT_EXPIRY_CHECK_INTERVAL;
+    for window in [
+        expiry_margin,
+        settle_delay,
+        settle_delay.saturating_sub(expiry_margin),
+    ] {
+        if !window.is_zero() {
+            bound = bound.min(window / 2);
+        }
+    }
+    match configured {
+        Some(interval) => interval.min(bound.max(MIN_EXPIRY_CHECK_INTERVAL)),
+        None => bound.max(MIN_EXPIRY_CHECK_INTERVAL),
+    }
 }
 
 /// Channel facts with the time they were read.
@@ -108,6 +145,8 @@ struct Inner {
     submit_lock: tokio::sync::Mutex<()>,
     /// The periodic claim-submission task (option `claimInterval`).
     claim_task: Mutex<Option<JoinHandle<()>>>,
+    /// The channel watcher (always running while connected; option `expiryCheckInterval`).
+    watch_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The `xrp-paychan` module; see the module docs. Cheap to clone (shared state).
@@ -209,6 +248,11 @@ fn same_channel_as_before(best: &MaxValue, channel: &ChannelId) -> Result<(), St
     }
 }
 
+/// The node-wide identity of the peer's channel `id` ([`ChannelContext::claim_identity`]): `xrp:<channel id>`.
+pub fn channel_identity(id: &ChannelId) -> String {
+    format!("xrp:{id}")
+}
+
 fn parse_channel(options: &Value, name: &str) -> Result<Option<ChannelId>, ModuleError> {
     opt_str(options, name)?
         .map(|s| {
@@ -229,9 +273,10 @@ impl XrpPaychan {
     /// | `channel` | our outgoing channel ID (we are its source); without it we cannot pay |
     /// | `peerChannel` | the peer's channel to us; default: asked with the `ripple_channel_id` RPC |
     /// | `maxUnsecured` | drops the peer may owe us beyond its best claim (string or number, default `0`) |
-    /// | `claimInterval` | if set, milliseconds between submissions of the best incoming claim |
+    /// | `claimInterval` | if set, milliseconds between submissions of the best incoming claim (default: none) |
     /// | `minSettleDelay` | seconds; the peer's channel must have at least this settle delay (default 3600) |
     /// | `expiryMargin` | seconds before the peer's channel expires at which we submit (default 1800) |
+    /// | `expiryCheckInterval` | milliseconds between re-reads of the peer's channel, submitting the best claim once it closes within `expiryMargin` (default 60000; capped at half of `expiryMargin`, `minSettleDelay` and their difference) |
     pub fn from_options(options: &Value) -> Result<Self, ModuleError> {
         if !options.is_object() {
             return Err(invalid("xrp-paychan options must be an object"));
@@ -274,6 +319,21 @@ impl XrpPaychan {
             ),
             None => Duration::from_secs(DEFAULT_EXPIRY_MARGIN_SECS),
         };
+        let configured_check = opt_uint(options, "expiryCheckInterval")?
+            .map(|ms| {
+                u64::try_from(ms)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| {
+                        invalid(
+                            "xrp-paychan option expiryCheckInterval must be a positive number of ms",
+                        )
+                    })
+            })
+            .transpose()?;
+        let expiry_check_interval =
+            watcher_interval(configured_check, min_settle_delay_secs, expiry_margin);
         let client = RippledClient::new(rippled).map_err(ledger_error)?;
         Ok(XrpPaychan {
             inner: Arc::new(Inner {
@@ -286,11 +346,13 @@ impl XrpPaychan {
                     claim_interval,
                     min_settle_delay_secs,
                     expiry_margin,
+                    expiry_check_interval,
                 },
                 client,
                 state: Mutex::new(State::default()),
                 submit_lock: tokio::sync::Mutex::new(()),
                 claim_task: Mutex::new(None),
+                watch_task: Mutex::new(None),
             }),
         })
     }
@@ -298,6 +360,11 @@ impl XrpPaychan {
     /// Our public key (the one our outgoing channel must name).
     pub fn public_key(&self) -> PublicKey {
         self.inner.opts.keys.public_key()
+    }
+
+    /// How often the payee's watcher re-reads the peer's channel (see `expiryCheckInterval`).
+    pub fn expiry_check_interval(&self) -> Duration {
+        self.inner.opts.expiry_check_interval
     }
 
     /// The peer's channel ID, once known.
@@ -378,6 +445,10 @@ impl Inner {
             },
         };
         if let Some(id) = id {
+            // Node-wide "first account wins": a channel another account of this node already takes claims on
+            // (a second engine account replying with the same channel ID) is refused, so its claims are never
+            // credited twice.
+            ctx.claim_identity(&channel_identity(&id)).await?;
             lock(&self.state).peer_channel = Some(id);
         }
         Ok(id)
@@ -510,6 +581,26 @@ impl Inner {
         Ok(Redemption::Redeemed(best_drops))
     }
 
+    /// One round of the channel watcher: re-reads the peer's channel from rippled (bypassing the cache) and
+    /// redeems the best claim if the channel closes within the expiry margin. Errors are logged.
+    async fn watch_once(&self, ctx: &ChannelContext) {
+        match self.learn_peer_channel(ctx).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(account = ctx.account_id(), %err, "channel watcher: peer channel unknown");
+                return;
+            }
+        }
+        // Asking for more than any deposit forces a fresh read.
+        match self.peer_channel_facts(ctx, u64::MAX).await {
+            Ok(facts) => self.submit_if_expiring(ctx, &facts).await,
+            Err(err) => {
+                tracing::warn!(account = ctx.account_id(), %err, "channel watcher: could not read the peer's channel")
+            }
+        }
+    }
+
     /// Submits at once if the channel closes within the expiry margin.
     async fn submit_if_expiring(&self, ctx: &ChannelContext, facts: &ChannelFacts) {
         let Some(closes_at) = facts.closes_at() else {
@@ -624,19 +715,48 @@ impl ChannelModule for XrpPaychan {
                 account = ctx.account_id(),
                 "peer has no xrp channel to us yet"
             ),
+            // A channel another account of this node holds (configured engine-wide, or named by the peer):
+            // this account's claims will be refused; the other account is unaffected.
+            Err(err @ ModuleError::NotAccepted(_)) => {
+                tracing::warn!(account = ctx.account_id(), %err, "peer's xrp channel refused; claims will be refused")
+            }
             Err(err) => return Err(err),
         }
-        if let Some(interval) = inner.opts.claim_interval {
-            // Weak, so that the task never keeps a dropped module alive.
+        {
+            // The watcher: a payer that starts closing its channel and stops sending claims would otherwise
+            // take back everything since the last redemption. Weak, so it never keeps a dropped module alive.
             let weak = Arc::downgrade(&self.inner);
-            let task_ctx = ctx.clone();
+            // Weak too: a sleeping task must not keep the host's stores (a database) open.
+            let weak_ctx = ctx.downgrade();
+            let interval = inner.opts.expiry_check_interval;
             let handle = tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticker.tick().await;
                 loop {
                     ticker.tick().await;
-                    let Some(inner) = weak.upgrade() else {
+                    let (Some(inner), Some(task_ctx)) = (weak.upgrade(), weak_ctx.upgrade()) else {
+                        return;
+                    };
+                    inner.watch_once(&task_ctx).await;
+                }
+            });
+            if let Some(old) = lock(&inner.watch_task).replace(handle) {
+                old.abort();
+            }
+        }
+        if let Some(interval) = inner.opts.claim_interval {
+            // Weak, so that the task never keeps a dropped module alive.
+            let weak = Arc::downgrade(&self.inner);
+            // Weak too: a sleeping task must not keep the host's stores (a database) open.
+            let weak_ctx = ctx.downgrade();
+            let handle = tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    let (Some(inner), Some(task_ctx)) = (weak.upgrade(), weak_ctx.upgrade()) else {
                         return;
                     };
                     if let Err(err) = inner.submit_best_claim(&task_ctx).await {
@@ -653,6 +773,9 @@ impl ChannelModule for XrpPaychan {
 
     async fn disconnect(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
         if let Some(task) = lock(&self.inner.claim_task).take() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.inner.watch_task).take() {
             task.abort();
         }
         match self.inner.redeem_best_claim(ctx).await? {
@@ -880,7 +1003,13 @@ impl ChannelModule for XrpPaychan {
                     return Ok(Value::Null);
                 }
                 // Exactly what the Fulfill path signs: the claim for everything our log says we owe the peer.
-                let owed = ctx.main_log()?.sums().outgoing_fulfilled;
+                // Durable sums: the claim leaves the node and must not cover a fulfill a crash could undo.
+                let owed = ctx
+                    .main_log()?
+                    .durable_sums()
+                    .await
+                    .map_err(|e| ModuleError::Ledger(format!("main log: {e}")))?
+                    .outgoing_fulfilled;
                 match self
                     .create_outgoing_claim(ctx, &BigUint::from(owed))
                     .await?
@@ -928,6 +1057,9 @@ impl XrpPaychan {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(task) = lock(&self.claim_task).take() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.watch_task).take() {
             task.abort();
         }
     }
