@@ -639,6 +639,77 @@ async fn noted_fulfillments_last_until_the_transfer_is_finished(make: MakeEnv) {
     assert_eq!(log.durable_sums().await, Ok(sums(10, 20, 0, 0)));
 }
 
+// ---------------------------------------------------------------------------------------------- deferred
+
+/// The deferred-durability variants check and apply exactly what the synced ones do: limits, idempotency,
+/// duplicate IDs, finished states and sums.
+async fn deferred_changes_follow_the_same_rules(make: MakeEnv) {
+    let env = make(MAX, MIN);
+    let log = env.log("");
+    let t = transfer(1, 60);
+    assert_eq!(
+        log.prepare_deferred(&t, Direction::Incoming).await,
+        Ok(PrepareOutcome::Prepared)
+    );
+    assert_eq!(log.sums(), sums(0, 60, 0, 0));
+    // Over the incoming limit (100): refused, nothing recorded, refused again on retry.
+    for _ in 0..2 {
+        assert!(matches!(
+            log.prepare_deferred(&transfer(2, 41), Direction::Incoming)
+                .await,
+            Err(TransferLogError::IncomingLimitExceeded { .. })
+        ));
+    }
+    assert_eq!(log.get(&id(2)).await, Ok(None));
+    let stored = TransferRecord {
+        transfer: t.clone(),
+        direction: Direction::Incoming,
+        state: TransferState::Prepared,
+    };
+    assert_eq!(
+        log.prepare_deferred(&t, Direction::Incoming).await,
+        Ok(PrepareOutcome::AlreadyExists(stored))
+    );
+    let mut other = t.clone();
+    other.amount = 61;
+    assert_eq!(
+        log.prepare_deferred(&other, Direction::Incoming).await,
+        Err(TransferLogError::DuplicateId(t.id))
+    );
+    let rec = log
+        .fulfill_deferred(&t.id, &fulfillment(1))
+        .await
+        .expect("fulfill");
+    assert_eq!(
+        rec.state,
+        TransferState::Fulfilled {
+            fulfillment: fulfillment(1)
+        }
+    );
+    assert_eq!(log.sums(), sums(60, 60, 0, 0));
+    // Repeats and conflicts as for the synced calls.
+    assert_eq!(
+        log.fulfill_deferred(&t.id, &fulfillment(1)).await,
+        Ok(rec.clone())
+    );
+    assert!(matches!(
+        log.fulfill_deferred(&t.id, &fulfillment(9)).await,
+        Err(TransferLogError::AlreadyFulfilled(_))
+    ));
+    assert!(matches!(
+        log.fulfill_deferred(&id(3), &fulfillment(3)).await,
+        Err(TransferLogError::NotFound(_))
+    ));
+    prepare_ok(&*log, &transfer(4, 5), Direction::Incoming).await;
+    log.cancel(&id(4), "expired").await.expect("cancel");
+    assert!(matches!(
+        log.fulfill_deferred(&id(4), &fulfillment(4)).await,
+        Err(TransferLogError::AlreadyRolledBack(_))
+    ));
+    assert_eq!(log.sums(), sums(60, 60, 0, 0));
+    assert_eq!(log.durable_sums().await, Ok(sums(60, 60, 0, 0)));
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -682,4 +753,5 @@ conformance!(
     max_value_tracker_semantics,
     racing_set_if_max_keeps_the_largest,
     noted_fulfillments_last_until_the_transfer_is_finished,
+    deferred_changes_follow_the_same_rules,
 );

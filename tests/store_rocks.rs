@@ -353,6 +353,105 @@ async fn a_failed_write_poisons_every_later_write() {
     );
 }
 
+/// A deferred change is written and synced in order like any other: it is durable once a later synced write
+/// is, and even with no later write it reaches the disk without anyone waiting for it.
+#[tokio::test]
+async fn deferred_changes_become_durable_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Db::open(dir.path()).expect("open");
+        let log = stores(&db).transfer_log("").expect("log");
+        log.prepare_deferred(&transfer(1, 10), Direction::Incoming)
+            .await
+            .expect("deferred prepare");
+        log.prepare_deferred(&transfer(2, 20), Direction::Incoming)
+            .await
+            .expect("deferred prepare");
+        // A synced write submitted after them: once it is acknowledged, so are they.
+        log.note_fulfillment(&id(2), &[2; 32], b"ilp")
+            .await
+            .expect("note");
+        log.fulfill_deferred(&id(2), &[2; 32])
+            .await
+            .expect("deferred fulfill");
+        // Nothing else is written; the writer still syncs the fulfill.
+        db.wait_durable(db.submitted_seq()).await.expect("durable");
+        // No flush on close: the reopen reads what the synced WAL holds.
+        db.set_flush_on_close(false);
+    }
+    let db = Db::open(dir.path()).expect("reopen");
+    let log = stores(&db).transfer_log("").expect("log");
+    assert_eq!(log.sums().incoming_fulfilled_and_prepared, 30);
+    assert_eq!(log.sums().incoming_fulfilled, 20);
+    assert_eq!(
+        log.get(&id(1)).await.expect("get").map(|r| r.state),
+        Some(TransferState::Prepared)
+    );
+    assert_eq!(log.noted_fulfillments().await, Ok(vec![]));
+}
+
+/// If a deferred write fails, the database is poisoned, so the synced write that would act on it (here the
+/// note that precedes revealing a preimage) fails too: nothing is ever revealed on top of a lost change.
+#[tokio::test]
+async fn a_failed_deferred_write_fails_the_next_synced_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Db::open(dir.path()).expect("open");
+        let log = stores(&db).transfer_log("").expect("log");
+        db.inject_write_failures(1);
+        log.prepare_deferred(&transfer(1, 10), Direction::Incoming)
+            .await
+            .expect("a deferred prepare returns before its write");
+        assert!(matches!(
+            log.note_fulfillment(&id(1), &[1; 32], b"").await,
+            Err(TransferLogError::Store(
+                StoreError::Io(_) | StoreError::Poisoned
+            ))
+        ));
+        assert!(db.is_poisoned());
+    }
+    let db = Db::open(dir.path()).expect("reopen");
+    let log = stores(&db).transfer_log("").expect("log");
+    assert_eq!(log.get(&id(1)).await, Ok(None));
+    assert_eq!(log.sums(), Sums::default());
+}
+
+/// A deferred batch asks for no sync of its own: it is durable once a synced batch submitted after it is, and a
+/// lone one is synced by the writer shortly after (its ticket resolves then).
+#[tokio::test]
+async fn deferred_batches_ride_on_the_next_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.put(b"test/deferred-1", b"1");
+    let deferred = db.submit_deferred(batch).expect("submit");
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.put(b"test/synced", b"2");
+    db.write(batch).await.expect("synced write");
+    assert!(db.durable_seq() >= deferred.seq());
+    deferred
+        .wait()
+        .await
+        .expect("deferred is durable with the synced one");
+
+    let groups = db.group_writes();
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.put(b"test/deferred-2", b"3");
+    let lone = db.submit_deferred(batch).expect("submit");
+    let seq = lone.seq();
+    lone.wait()
+        .await
+        .expect("a lone deferred batch is synced after the delay");
+    assert_eq!(db.durable_seq(), seq);
+    assert_eq!(db.group_writes(), groups + 1, "one sync for the lone batch");
+    db.set_flush_on_close(false);
+    drop(db);
+    let db = Db::open(dir.path()).expect("reopen");
+    for key in [&b"test/deferred-1"[..], b"test/synced", b"test/deferred-2"] {
+        assert!(db.get(key).expect("get").is_some(), "{key:?} lost");
+    }
+}
+
 /// Concurrent writers share syncs: 64 racing prepares need fewer than 64 synced group writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_are_group_committed() {

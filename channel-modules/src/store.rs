@@ -276,6 +276,34 @@ pub trait TransferLog: Send + Sync {
         reason: &str,
     ) -> Result<TransferRecord, TransferLogError>;
 
+    /// [`TransferLog::prepare`] with *deferred durability*: the change is checked, applied and its write
+    /// submitted exactly as there, but the call returns without waiting for that write's sync. The write still
+    /// becomes durable, and no later than any synced write of the same database submitted after it (writes
+    /// become durable in order); if it fails, the store is poisoned and every later write fails.
+    ///
+    /// For callers whose answer to the outside world is harmless if the change is lost in a power cut, and
+    /// whose next consequential step is itself a synced write: a payee's incoming prepare (lost, it simply
+    /// expires on the payer's side; any Fulfill is preceded by the synced [`TransferLog::note_fulfillment`]).
+    /// A store without a separate durability step does what `prepare` does.
+    async fn prepare_deferred(
+        &self,
+        transfer: &Transfer,
+        direction: Direction,
+    ) -> Result<PrepareOutcome, TransferLogError> {
+        self.prepare(transfer, direction).await
+    }
+
+    /// [`TransferLog::fulfill`] with deferred durability (see [`TransferLog::prepare_deferred`]). For a payee
+    /// applying a Fulfill the payer has accepted: the fulfillment was noted durably first, so if this change
+    /// is lost the note makes the owner re-send the Fulfill after a restart and apply it then.
+    async fn fulfill_deferred(
+        &self,
+        id: &TransferId,
+        fulfillment: &[u8; 32],
+    ) -> Result<TransferRecord, TransferLogError> {
+        self.fulfill(id, fulfillment).await
+    }
+
     /// The stored record, in any state.
     async fn get(&self, id: &TransferId) -> Result<Option<TransferRecord>, TransferLogError>;
 

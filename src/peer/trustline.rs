@@ -917,7 +917,9 @@ impl Trustline {
             Err(e) => return FulfillAttempt::Done(Err(PeerError::Rpc(e))),
         };
         if !already {
-            match self.inner.log.fulfill(&id, &fulfillment).await {
+            // Deferred durability: the fulfillment was noted durably before it was sent, so if a power cut loses
+            // this change, `start` re-sends the Fulfill and applies the peer's answer then.
+            match self.inner.log.fulfill_deferred(&id, &fulfillment).await {
                 Ok(_) => {
                     self.disarm_expiry(&id);
                     self.emit(PeerEvent::IncomingFulfill {
@@ -1303,7 +1305,15 @@ impl Trustline {
             direction: Direction::Incoming,
             state: TransferState::Prepared,
         };
-        match self.inner.log.prepare(&transfer, Direction::Incoming).await {
+        // Deferred durability: if a power cut loses this record, the payer's copy simply expires, and before
+        // anything consequential happens to it here (noting a fulfillment, forwarding it, cancelling it) a
+        // synced write of this node's database makes it durable too.
+        match self
+            .inner
+            .log
+            .prepare_deferred(&transfer, Direction::Incoming)
+            .await
+        {
             Ok(PrepareOutcome::Prepared) => {}
             Ok(PrepareOutcome::AlreadyExists(_)) => {
                 // The peer repeated a Prepare we already have (same contents and direction; anything else is

@@ -9,6 +9,11 @@
 //!   becomes visible or durable before it.
 //! * **Group commit:** one dedicated writer thread takes every batch queued since its last write, concatenates
 //!   them into one `WriteBatch` and writes it with `sync = true`, so N concurrent writers share one fsync.
+//! * **Deferred batches** ([`Db::submit_deferred`]) are written in the same order but do not ask for a sync
+//!   of their own: a group made only of them is written without one, and becomes durable with the next synced
+//!   group, or at most [`DEFERRED_SYNC_DELAY`] later when nothing else comes. Callers use them only where
+//!   losing the change in a power cut is harmless (see `TransferLog::prepare_deferred`); they save the disk a
+//!   flush that would delay the synced writes behind it.
 //! * **Poisoning:** if a write or sync ever fails, the database is poisoned: that group's writers get
 //!   [`StoreError::Io`], and every later write [`StoreError::Poisoned`]. After a failed fsync the kernel may have
 //!   dropped dirty pages while reporting later syncs as successful ("fsyncgate", Rebello et al., ATC '20), so
@@ -56,6 +61,8 @@ const MEMTABLE_BLOOM_RATIO: &str = "0.05";
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// Header of a serialized RocksDB `WriteBatch`: 8-byte sequence number + 4-byte record count.
 const WRITE_BATCH_HEADER_BYTES: usize = 12;
+/// Longest time a deferred batch stays written but unsynced when no synced batch follows it.
+pub const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here leaves its data consistent before any call that could panic.
@@ -72,6 +79,8 @@ fn io(err: rocksdb::Error) -> StoreError {
 struct Queued {
     batch: WriteBatch,
     seq: u64,
+    /// The submitter waits for this batch's sync (false: deferred, see [`Db::submit_deferred`]).
+    sync: bool,
     ack: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -228,6 +237,18 @@ impl Db {
     ///
     /// A poisoned database refuses at once with [`StoreError::Poisoned`].
     pub fn submit(&self, batch: WriteBatch) -> Result<WriteTicket, StoreError> {
+        self.enqueue(batch, true)
+    }
+
+    /// Like [`Db::submit`], for a batch whose submitter does not wait for its sync: it is written in order with
+    /// the others, and is durable once any batch submitted after it is, or at most [`DEFERRED_SYNC_DELAY`]
+    /// after it was written (the ticket resolves then). It never makes the disk flush on its own account while
+    /// synced batches keep coming.
+    pub fn submit_deferred(&self, batch: WriteBatch) -> Result<WriteTicket, StoreError> {
+        self.enqueue(batch, false)
+    }
+
+    fn enqueue(&self, batch: WriteBatch, sync: bool) -> Result<WriteTicket, StoreError> {
         if self.is_poisoned() {
             return Err(StoreError::Poisoned);
         }
@@ -239,7 +260,12 @@ impl Db {
             }
             queue.last_submitted += 1;
             let seq = queue.last_submitted;
-            queue.batches.push(Queued { batch, seq, ack });
+            queue.batches.push(Queued {
+                batch,
+                seq,
+                sync,
+                ack,
+            });
             seq
         };
         self.shared.wake_writer.notify_one();
@@ -448,30 +474,102 @@ fn merge_batches(batches: &[WriteBatch]) -> Result<WriteBatch, StoreError> {
     Ok(WriteBatch::from_data(&data))
 }
 
-fn writer_loop(shared: &Shared) {
-    let mut sync = WriteOptions::default();
-    sync.set_sync(true);
+/// What the writer thread does next.
+enum Step {
+    /// Write these batches (one group).
+    Write(Vec<Queued>),
+    /// Nothing queued and deferred batches are written but unsynced since the delay: sync them.
+    SyncDeferred,
+}
+
+/// Written deferred batches not yet synced.
+struct Unsynced {
+    last_seq: u64,
+    since: std::time::Instant,
+    acks: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+fn next_step(shared: &Shared, unsynced: Option<&Unsynced>) -> Option<Step> {
+    let mut queue = lock(&shared.queue);
     loop {
-        let group = {
-            let mut queue = lock(&shared.queue);
-            while queue.batches.is_empty() && !queue.shutdown {
+        if !queue.batches.is_empty() {
+            return Some(Step::Write(std::mem::take(&mut queue.batches)));
+        }
+        match unsynced {
+            Some(tail) => {
+                let deadline = tail.since + DEFERRED_SYNC_DELAY;
+                let now = std::time::Instant::now();
+                if queue.shutdown || now >= deadline {
+                    return Some(Step::SyncDeferred);
+                }
+                queue = shared
+                    .wake_writer
+                    .wait_timeout(queue, deadline - now)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
+            }
+            None if queue.shutdown => return None, // everything queued is written and synced
+            None => {
                 queue = shared
                     .wake_writer
                     .wait(queue)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
-            if queue.batches.is_empty() {
-                return; // shutdown, and everything queued is written
+        }
+    }
+}
+
+fn writer_loop(shared: &Shared) {
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    let no_sync = WriteOptions::default();
+    let mut unsynced: Option<Unsynced> = None;
+    while let Some(step) = next_step(shared, unsynced.as_ref()) {
+        let (last_seq, mut acks, result) = match step {
+            Step::SyncDeferred => {
+                let Some(tail) = unsynced.take() else {
+                    continue;
+                };
+                let result = if shared.poisoned.load(Ordering::Acquire) {
+                    Err(StoreError::Poisoned)
+                } else {
+                    sync_wal(shared)
+                };
+                (tail.last_seq, tail.acks, result)
             }
-            std::mem::take(&mut queue.batches)
-        };
-        let last_seq = group.last().map_or(0, |q| q.seq);
-        let (batches, acks): (Vec<WriteBatch>, Vec<_>) =
-            group.into_iter().map(|q| (q.batch, q.ack)).unzip();
-        let result = if shared.poisoned.load(Ordering::Acquire) {
-            Err(StoreError::Poisoned)
-        } else {
-            write_group(shared, batches, &sync)
+            Step::Write(group) => {
+                let last_seq = group.last().map_or(0, |q| q.seq);
+                let needs_sync = group.iter().any(|q| q.sync);
+                let mut batches = Vec::with_capacity(group.len());
+                let mut acks = Vec::with_capacity(group.len());
+                for q in group {
+                    batches.push(q.batch);
+                    acks.push(q.ack);
+                }
+                let result = if shared.poisoned.load(Ordering::Acquire) {
+                    Err(StoreError::Poisoned)
+                } else {
+                    write_group(shared, batches, if needs_sync { &sync } else { &no_sync })
+                };
+                if result.is_ok() && !needs_sync {
+                    // Written, durable with the next sync.
+                    let tail = unsynced.get_or_insert_with(|| Unsynced {
+                        last_seq,
+                        since: std::time::Instant::now(),
+                        acks: Vec::new(),
+                    });
+                    tail.last_seq = last_seq;
+                    tail.acks.extend(acks);
+                    continue;
+                }
+                // A synced group (or a failure) settles every earlier deferred batch with it.
+                if let Some(tail) = unsynced.take() {
+                    let mut all = tail.acks;
+                    all.extend(acks);
+                    acks = all;
+                }
+                (last_seq, acks, result)
+            }
         };
         match &result {
             Ok(()) => {
@@ -485,11 +583,27 @@ fn writer_loop(shared: &Shared) {
             }
         }
         shared.durable_watch.send_replace(last_seq);
-        for ack in acks {
+        for ack in acks.drain(..) {
             // A dropped receiver only means the caller stopped waiting; the outcome stands.
             let _ = ack.send(result.clone());
         }
     }
+}
+
+/// Takes one injected failure, if a test asked for one.
+fn injected_failure(shared: &Shared) -> bool {
+    shared
+        .injected_failures
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Syncs the WAL (every batch written so far becomes durable).
+fn sync_wal(shared: &Shared) -> Result<(), StoreError> {
+    if injected_failure(shared) {
+        return Err(StoreError::Io("injected sync failure".to_owned()));
+    }
+    shared.db.flush_wal(true).map_err(io)
 }
 
 fn write_group(
@@ -497,11 +611,7 @@ fn write_group(
     mut batches: Vec<WriteBatch>,
     sync: &WriteOptions,
 ) -> Result<(), StoreError> {
-    let injected = shared
-        .injected_failures
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .is_ok();
-    if injected {
+    if injected_failure(shared) {
         return Err(StoreError::Io("injected write failure".to_owned()));
     }
     let batch = match batches.pop() {

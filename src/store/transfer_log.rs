@@ -109,6 +109,23 @@ enum Pending<T> {
     Ticket(super::db::WriteTicket, T),
 }
 
+/// Whether a change's caller waits for its sync ([`Db::submit`]) or not ([`Db::submit_deferred`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    Synced,
+    Deferred,
+}
+
+impl<T> Pending<T> {
+    /// The answer without waiting (deferred durability). A dropped ticket does not cancel its write: the
+    /// writer thread still writes and syncs the batch, in order.
+    fn deferred(self) -> T {
+        match self {
+            Pending::After(_, value) | Pending::Ticket(_, value) => value,
+        }
+    }
+}
+
 impl RocksTransferLog {
     /// Loads the log stored under `prefix` (see [`codec::log_prefix`]): sums, overrides and prepared records.
     pub(crate) fn open(
@@ -196,6 +213,17 @@ impl RocksTransferLog {
             .transpose()
     }
 
+    fn submit(
+        &self,
+        batch: WriteBatch,
+        sync: Durability,
+    ) -> Result<super::db::WriteTicket, StoreError> {
+        match sync {
+            Durability::Synced => self.db.submit(batch),
+            Durability::Deferred => self.db.submit_deferred(batch),
+        }
+    }
+
     fn lock_pruned(&self) -> MutexGuard<'_, State> {
         let mut state = lock(&self.state);
         state.prune(self.db.durable_seq());
@@ -227,6 +255,7 @@ impl RocksTransferLog {
         &self,
         id: &TransferId,
         to: SettleTo<'_>,
+        sync: Durability,
     ) -> Result<Pending<TransferRecord>, TransferLogError> {
         let mut state = self.lock_pruned();
         if let Some(tracked) = state.finishing.get(id) {
@@ -266,7 +295,7 @@ impl RocksTransferLog {
                         codec::sub_key(&self.prefix, tag::FULFILLING, Some(id)),
                     );
                 }
-                let ticket = self.db.submit(batch)?;
+                let ticket = self.submit(batch, sync)?;
                 let seq = ticket.seq();
                 state.prepared.remove(id);
                 state.notes.remove(id);
@@ -283,6 +312,55 @@ impl RocksTransferLog {
                 Ok(Pending::Ticket(ticket, record))
             }
         }
+    }
+
+    /// Checks and applies a prepare under the lock and submits its batch; the caller waits (or not).
+    fn prepare_locked(
+        &self,
+        transfer: &Transfer,
+        direction: Direction,
+        sync: Durability,
+    ) -> Result<Pending<PrepareOutcome>, TransferLogError> {
+        let mut state = self.lock_pruned();
+        let known = state
+            .prepared
+            .get(&transfer.id)
+            .or_else(|| state.finishing.get(&transfer.id));
+        let pending = if let Some(tracked) = known {
+            let outcome = check_idempotent_prepare(&tracked.record, transfer, direction)?;
+            Pending::After(tracked.seq, outcome)
+        } else if let Some(stored) = self.load_finished(&transfer.id)? {
+            Pending::After(0, check_idempotent_prepare(&stored, transfer, direction)?)
+        } else {
+            let maximum = state.maximum.unwrap_or(self.configured_maximum);
+            let minimum = state.minimum.unwrap_or(self.configured_minimum);
+            // A limit failure returns here, before anything is recorded: a retry is checked again.
+            let sums = reserve(&state.sums, direction, transfer.amount, maximum, minimum)?;
+            let record = TransferRecord {
+                transfer: transfer.clone(),
+                direction,
+                state: TransferState::Prepared,
+            };
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                self.db.pending_cf()?,
+                codec::sub_key(&self.prefix, tag::PREPARED, Some(&transfer.id)),
+                codec::encode_record(&record)?,
+            );
+            batch.put(&self.sums_key, codec::encode_sums(&sums));
+            let ticket = self.submit(batch, sync)?;
+            state.sums = sums;
+            state.sums_seq = ticket.seq();
+            state.prepared.insert(
+                transfer.id,
+                Tracked {
+                    record,
+                    seq: ticket.seq(),
+                },
+            );
+            Pending::Ticket(ticket, PrepareOutcome::Prepared)
+        };
+        Ok(pending)
     }
 
     async fn set_limit(&self, which: u8, limit: Limit) -> Result<(), TransferLogError> {
@@ -324,47 +402,7 @@ impl TransferLog for RocksTransferLog {
         transfer: &Transfer,
         direction: Direction,
     ) -> Result<PrepareOutcome, TransferLogError> {
-        let pending = {
-            let mut state = self.lock_pruned();
-            let known = state
-                .prepared
-                .get(&transfer.id)
-                .or_else(|| state.finishing.get(&transfer.id));
-            if let Some(tracked) = known {
-                let outcome = check_idempotent_prepare(&tracked.record, transfer, direction)?;
-                Pending::After(tracked.seq, outcome)
-            } else if let Some(stored) = self.load_finished(&transfer.id)? {
-                Pending::After(0, check_idempotent_prepare(&stored, transfer, direction)?)
-            } else {
-                let maximum = state.maximum.unwrap_or(self.configured_maximum);
-                let minimum = state.minimum.unwrap_or(self.configured_minimum);
-                // A limit failure returns here, before anything is recorded: a retry is checked again.
-                let sums = reserve(&state.sums, direction, transfer.amount, maximum, minimum)?;
-                let record = TransferRecord {
-                    transfer: transfer.clone(),
-                    direction,
-                    state: TransferState::Prepared,
-                };
-                let mut batch = WriteBatch::default();
-                batch.put_cf(
-                    self.db.pending_cf()?,
-                    codec::sub_key(&self.prefix, tag::PREPARED, Some(&transfer.id)),
-                    codec::encode_record(&record)?,
-                );
-                batch.put(&self.sums_key, codec::encode_sums(&sums));
-                let ticket = self.db.submit(batch)?;
-                state.sums = sums;
-                state.sums_seq = ticket.seq();
-                state.prepared.insert(
-                    transfer.id,
-                    Tracked {
-                        record,
-                        seq: ticket.seq(),
-                    },
-                );
-                Pending::Ticket(ticket, PrepareOutcome::Prepared)
-            }
-        };
+        let pending = self.prepare_locked(transfer, direction, Durability::Synced)?;
         self.resolve(pending).await
     }
 
@@ -373,8 +411,28 @@ impl TransferLog for RocksTransferLog {
         id: &TransferId,
         fulfillment: &[u8; 32],
     ) -> Result<TransferRecord, TransferLogError> {
-        let pending = self.settle_locked(id, SettleTo::Fulfill(fulfillment))?;
+        let pending = self.settle_locked(id, SettleTo::Fulfill(fulfillment), Durability::Synced)?;
         self.resolve(pending).await
+    }
+
+    async fn prepare_deferred(
+        &self,
+        transfer: &Transfer,
+        direction: Direction,
+    ) -> Result<PrepareOutcome, TransferLogError> {
+        Ok(self
+            .prepare_locked(transfer, direction, Durability::Deferred)?
+            .deferred())
+    }
+
+    async fn fulfill_deferred(
+        &self,
+        id: &TransferId,
+        fulfillment: &[u8; 32],
+    ) -> Result<TransferRecord, TransferLogError> {
+        Ok(self
+            .settle_locked(id, SettleTo::Fulfill(fulfillment), Durability::Deferred)?
+            .deferred())
     }
 
     async fn cancel(
@@ -382,7 +440,7 @@ impl TransferLog for RocksTransferLog {
         id: &TransferId,
         reason: &str,
     ) -> Result<TransferRecord, TransferLogError> {
-        let pending = self.settle_locked(id, SettleTo::Cancel(reason))?;
+        let pending = self.settle_locked(id, SettleTo::Cancel(reason), Durability::Synced)?;
         self.resolve(pending).await
     }
 
