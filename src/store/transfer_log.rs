@@ -3,7 +3,8 @@
 //! **One write per change.** Every state change is exactly one `WriteBatch` holding the record *and* the
 //! updated sums, so no crash point can leave sums and records disagreeing:
 //!
-//! * prepare: put `p<id>` (pending column family) + put sums;
+//! * prepare: put `p<id>` (pending column family) + put sums (a latest-value put: when one group commit
+//!   carries several changes of this log, the sums are written once, see `Db::submit_with_latest`);
 //! * fulfill / cancel: delete `p<id>` + put `t<id>` (the finished record) + put sums (+ delete `f<id>` if
 //!   a fulfillment was noted);
 //! * note a fulfillment (write-ahead of sending our Fulfill): put `f<id>` (pending column family);
@@ -213,15 +214,20 @@ impl RocksTransferLog {
             .transpose()
     }
 
+    /// Submits a change's batch together with the log's new sums (a latest-value put: concurrent changes of
+    /// this log in one group commit write the sums once).
     fn submit(
         &self,
         batch: WriteBatch,
+        sums: &Sums,
         sync: Durability,
     ) -> Result<super::db::WriteTicket, StoreError> {
-        match sync {
-            Durability::Synced => self.db.submit(batch),
-            Durability::Deferred => self.db.submit_deferred(batch),
-        }
+        self.db.submit_with_latest(
+            batch,
+            self.sums_key.clone(),
+            codec::encode_sums(sums).to_vec(),
+            sync == Durability::Deferred,
+        )
     }
 
     fn lock_pruned(&self) -> MutexGuard<'_, State> {
@@ -288,14 +294,13 @@ impl RocksTransferLog {
                     codec::sub_key(&self.prefix, tag::FINISHED, Some(id)),
                     codec::encode_record(&record)?,
                 );
-                batch.put(&self.sums_key, codec::encode_sums(&sums));
                 if state.notes.contains_key(id) {
                     batch.delete_cf(
                         pending_cf,
                         codec::sub_key(&self.prefix, tag::FULFILLING, Some(id)),
                     );
                 }
-                let ticket = self.submit(batch, sync)?;
+                let ticket = self.submit(batch, &sums, sync)?;
                 let seq = ticket.seq();
                 state.prepared.remove(id);
                 state.notes.remove(id);
@@ -347,8 +352,7 @@ impl RocksTransferLog {
                 codec::sub_key(&self.prefix, tag::PREPARED, Some(&transfer.id)),
                 codec::encode_record(&record)?,
             );
-            batch.put(&self.sums_key, codec::encode_sums(&sums));
-            let ticket = self.submit(batch, sync)?;
+            let ticket = self.submit(batch, &sums, sync)?;
             state.sums = sums;
             state.sums_seq = ticket.seq();
             state.prepared.insert(
