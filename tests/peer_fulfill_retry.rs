@@ -1,8 +1,10 @@
 //! Our Fulfill with an unknown outcome (no reply, socket dropped, no socket) is neither counted nor dropped:
 //! the transfer stays prepared with its expiry held, and the Fulfill is re-sent until the peer answers.
 //! Legacy counted it at once, so a Fulfill that never arrived left the payee credited and the payer not.
+//! Also: the payee's Prepare answer does not wait for a sync, but no preimage goes out unless the note before
+//! it is synced.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,10 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{MemoryLink, PeerError, PeerLink, TokioClock, Trustline, TrustlineOptions};
+use ilp_bridge::peer::{
+    MemoryLink, PeerError, PeerLink, PeerStores, TokioClock, Trustline, TrustlineOptions,
+};
+use ilp_bridge::store::{Db, RocksStores};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -37,11 +42,14 @@ const DROP_REPLY: u8 = 2;
 struct LossyLink {
     inner: Arc<MemoryLink>,
     mode: AtomicU8,
+    /// Requests the payee tried to send.
+    sent: AtomicUsize,
 }
 
 #[async_trait]
 impl PeerLink for LossyLink {
     async fn request(&self, packet: Packet, timeout: Duration) -> Result<Reply, RpcError> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
         match self.mode.load(Ordering::SeqCst) {
             DROP_REQUEST => Err(RpcError::Disconnected),
             DROP_REPLY => {
@@ -84,13 +92,23 @@ fn options() -> TrustlineOptions {
 
 async fn pair() -> Result<Pair, Box<dyn std::error::Error>> {
     let sc = server_config()?;
+    let server_stores = MemoryStores::new(sc.max_balance, sc.min_balance);
+    pair_on(Arc::new(server_stores.clone()), server_stores).await
+}
+
+/// [`pair`] with the payee on `stores` (`memory` is then unused by the payee).
+async fn pair_on(
+    stores: Arc<dyn PeerStores>,
+    memory: MemoryStores,
+) -> Result<Pair, Box<dyn std::error::Error>> {
+    let sc = server_config()?;
     let cc = PeerConfig::from_legacy_json(
         "client",
         &json!({"server": "btp+ws://:secret@127.0.0.1:1", "maxBalance": "1000"}),
     )?;
     let options = options();
-    let server_stores = MemoryStores::new(sc.max_balance, sc.min_balance);
-    let server = Trustline::new(&sc, Arc::new(server_stores.clone()), None, options.clone())?;
+    let server_stores = memory;
+    let server = Trustline::new(&sc, stores, None, options.clone())?;
     let client = Trustline::new(
         &cc,
         Arc::new(MemoryStores::new(cc.max_balance, cc.min_balance)),
@@ -101,6 +119,7 @@ async fn pair() -> Result<Pair, Box<dyn std::error::Error>> {
     let lossy = Arc::new(LossyLink {
         inner: links.0.clone(),
         mode: AtomicU8::new(PASS),
+        sent: AtomicUsize::new(0),
     });
     server.set_link(lossy.clone());
     server.connect().await?;
@@ -299,5 +318,52 @@ async fn a_payee_restarted_mid_fulfill_resends_it_from_its_noted_fulfillment() -
     assert_eq!(server.local_balance(), i128::from(AMOUNT));
     assert_eq!(p.client.local_balance(), -i128::from(AMOUNT));
     assert_eq!(server.log().noted_fulfillments().await?, vec![]);
+    Ok(())
+}
+
+/// The payee answers a Prepare before its record is synced (deferred durability). If that write fails, the
+/// database is poisoned, so the synced note that must precede any Fulfill fails too: the preimage is never
+/// revealed, the payer's transfer just expires, and nobody counts it.
+#[tokio::test]
+async fn a_payee_whose_prepare_write_fails_never_reveals_the_preimage() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let sc = server_config()?;
+    {
+        let db = Db::open(dir.path())?;
+        let stores = RocksStores::new(Arc::clone(&db), "server", sc.max_balance, sc.min_balance);
+        let p = pair_on(
+            Arc::new(stores),
+            MemoryStores::new(sc.max_balance, sc.min_balance),
+        )
+        .await?;
+        db.inject_write_failures(1);
+        let id = prepared_transfer(&p, Duration::from_millis(500)).await?;
+        let sent_before = p.lossy.sent.load(Ordering::SeqCst);
+        let refused = p.server.fulfill_condition(id, FULFILLMENT, None).await;
+        assert!(
+            refused.is_err(),
+            "the note must fail on a poisoned database"
+        );
+        assert!(db.is_poisoned());
+        assert_eq!(
+            p.lossy.sent.load(Ordering::SeqCst),
+            sent_before,
+            "no Fulfill went out"
+        );
+        // The payer's copy expires; neither side counts the transfer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !cancelled(&state(&p.client, &id).await?) {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the payer never expired the transfer".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(p.client.log().sums().outgoing_fulfilled, 0);
+        assert_eq!(p.server.log().sums().incoming_fulfilled, 0);
+    }
+    // The lost prepare is not on disk: after a restart there is nothing to fulfill.
+    let db = Db::open(dir.path())?;
+    let log = RocksStores::new(db, "server", sc.max_balance, sc.min_balance).transfer_log("")?;
+    assert_eq!(log.get(&TransferId([3; 16])).await?, None);
     Ok(())
 }
