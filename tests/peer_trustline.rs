@@ -332,6 +332,9 @@ async fn concurrent_transfers_sum_exactly() -> TestResult {
     }
     assert_eq!(p.client.get_balance().await?, "-10");
     assert_eq!(p.server.get_balance().await?, "10");
+    // Finished transfers leave the expiry schedule on both sides.
+    assert_eq!(p.client.armed_expiries(), 0);
+    assert_eq!(p.server.armed_expiries(), 0);
     Ok(())
 }
 
@@ -526,6 +529,33 @@ async fn already_expired_prepare_is_accepted_then_rejected() -> TestResult {
     assert!(matches!(reply, Some(Reply::Response(_))), "{reply:?}");
     next_event(&mut server_events, "incoming_cancel").await?;
     assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+/// One expiry task serves a trustline: a transfer that expires before the one it sleeps for still expires on
+/// time, and the later one is not disturbed.
+#[tokio::test(start_paused = true)]
+async fn an_earlier_expiry_armed_later_fires_on_time() -> TestResult {
+    let p = pair().await?;
+    let (f1, f2) = ([11u8; 32], [12u8; 32]);
+    let far = transfer(11, 5, &f1, Duration::from_secs(3600));
+    let near = transfer(12, 5, &f2, Duration::from_secs(2));
+    p.client.send_transfer(far.clone()).await?;
+    // Let both sides' expiry tasks go to sleep until the far deadline.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    p.client.send_transfer(near.clone()).await?;
+    assert_eq!(p.client.armed_expiries(), 2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cancelled_record(&p.server, &near.id).await?;
+    cancelled_record(&p.client, &near.id).await?;
+    for tl in [&p.client, &p.server] {
+        let rec = tl.log().get(&far.id).await?.ok_or("missing")?;
+        assert_eq!(rec.state, TransferState::Prepared);
+        assert_eq!(tl.armed_expiries(), 1);
+    }
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    cancelled_record(&p.server, &far.id).await?;
+    assert_eq!(p.server.armed_expiries(), 0);
     Ok(())
 }
 

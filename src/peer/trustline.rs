@@ -35,7 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -59,6 +59,7 @@ use tokio::sync::broadcast;
 
 use super::error::{PeerError, WireError};
 use super::events::{PeerEvent, PeerMessage, RejectionMessage, EVENT_CHANNEL_CAPACITY};
+use super::expiry::ExpiryQueue;
 use super::host::{Clock, PeerStores, SystemClock, TrustlineHost};
 use super::link::PeerLink;
 use crate::config::legacy::PeerConfig;
@@ -161,7 +162,8 @@ pub struct TrustlineInner {
     events: broadcast::Sender<PeerEvent>,
     request_handler: RwLock<Option<Arc<dyn IncomingRequestHandler>>>,
     hook: RwLock<Option<Arc<dyn TransferHook>>>,
-    timers: Mutex<HashMap<TransferId, tokio::task::AbortHandle>>,
+    /// Deadlines of the prepared transfers, for the trustline's one expiry task.
+    expiries: Arc<ExpiryQueue>,
     /// Who may finish each incoming transfer right now: our Fulfill, or its expiry / our Reject.
     settling: Mutex<Settling>,
     connected: AtomicBool,
@@ -172,11 +174,7 @@ pub struct TrustlineInner {
 
 impl Drop for TrustlineInner {
     fn drop(&mut self) {
-        if let Ok(timers) = self.timers.get_mut() {
-            for (_, t) in timers.drain() {
-                t.abort();
-            }
-        }
+        self.expiries.abort();
     }
 }
 
@@ -391,7 +389,7 @@ impl Trustline {
                 events,
                 request_handler: RwLock::new(None),
                 hook: RwLock::new(None),
-                timers: Mutex::new(HashMap::new()),
+                expiries: Arc::new(ExpiryQueue::default()),
                 settling: Mutex::new(Settling::default()),
                 connected: AtomicBool::new(false),
                 connect_lock: tokio::sync::Mutex::new(()),
@@ -1115,39 +1113,23 @@ impl Trustline {
     // ---------------------------------------------------------------- expiry
 
     fn arm_expiry(&self, id: TransferId, expires_at_ms: i64) {
-        let weak = Arc::downgrade(&self.inner);
-        let clock = Arc::clone(&self.inner.clock);
-        let task = tokio::spawn(async move {
-            loop {
-                let now = system_ms(clock.now());
-                if now >= expires_at_ms {
-                    break;
-                }
-                let wait = Duration::from_millis(u64::try_from(expires_at_ms - now).unwrap_or(0));
-                tokio::time::sleep(wait.min(MAX_TIMER_CHUNK)).await;
-            }
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let tl = Trustline { inner };
-                if !tl.expire(id).await {
-                    // Our Fulfill of it is in flight or unacknowledged: its outcome decides.
-                    drop(tl);
-                    tokio::time::sleep(EXPIRY_RETRY_DELAY).await;
-                    continue;
-                }
-                lock(&tl.inner.timers).remove(&id);
-                return;
-            }
-        });
-        if let Some(old) = lock(&self.inner.timers).insert(id, task.abort_handle()) {
-            old.abort();
+        if self.inner.expiries.arm(id, expires_at_ms) {
+            let task = tokio::spawn(run_expiries(
+                Arc::downgrade(&self.inner),
+                Arc::clone(&self.inner.expiries),
+                Arc::clone(&self.inner.clock),
+            ));
+            self.inner.expiries.set_task(task.abort_handle());
         }
     }
 
     fn disarm_expiry(&self, id: &TransferId) {
-        if let Some(t) = lock(&self.inner.timers).remove(id) {
-            t.abort();
-        }
+        self.inner.expiries.disarm(id);
+    }
+
+    /// Number of prepared transfers with an armed expiry (tests check that finished ones leave).
+    pub fn armed_expiries(&self) -> usize {
+        self.inner.expiries.len()
     }
 
     /// The legacy expiry Reject reason: R00 "Transfer Timed Out", triggered by us, data "expired".
@@ -1783,5 +1765,46 @@ impl RequestHandler for TrustlineHandler {
         packet: Packet,
     ) -> Option<Reply> {
         self.0.handle_packet(packet).await
+    }
+}
+
+/// The expiry task of one trustline: sleeps until the earliest deadline (in chunks of at most
+/// [`MAX_TIMER_CHUNK`], re-reading the clock, so a far expiry never fires early), then expires what is due,
+/// each in its own task (an expiry sends a Reject and waits for the answer). Holds no strong reference to the
+/// trustline while it sleeps; the trustline aborts it when dropped.
+async fn run_expiries(weak: Weak<TrustlineInner>, queue: Arc<ExpiryQueue>, clock: Arc<dyn Clock>) {
+    loop {
+        let (due, next) = queue.take_due(system_ms(clock.now()));
+        for id in due {
+            tokio::spawn(expire_when_possible(weak.clone(), id));
+        }
+        let wait = next.map(|at| {
+            let ms = u64::try_from(at - system_ms(clock.now())).unwrap_or(0);
+            Duration::from_millis(ms).min(MAX_TIMER_CHUNK)
+        });
+        match wait {
+            Some(wait) => {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = queue.woken() => {}
+                }
+            }
+            None => queue.woken().await,
+        }
+        if weak.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
+/// Expires transfer `id`; while our Fulfill of it is in flight or unacknowledged (its outcome decides),
+/// checks again [`EXPIRY_RETRY_DELAY`] later.
+async fn expire_when_possible(weak: Weak<TrustlineInner>, id: TransferId) {
+    let Some(inner) = weak.upgrade() else { return };
+    let tl = Trustline { inner };
+    if !tl.expire(id).await {
+        let retry_at = system_ms(tl.inner.clock.now())
+            .saturating_add(i64::try_from(EXPIRY_RETRY_DELAY.as_millis()).unwrap_or(i64::MAX));
+        tl.arm_expiry(id, retry_at);
     }
 }
