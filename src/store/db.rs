@@ -44,8 +44,11 @@ use rocksdb::{
 use tokio::sync::{oneshot, watch};
 
 /// Column family for short-lived records (prepared transfers). Its memtable is a vector, not a skip list:
-/// appends are cheap on the single writer thread, and the family is only read by scans at start-up and by
-/// rare account operations (which sort the vector once), never by point reads on the hot path.
+/// appends are cheap on the single writer thread, and the family is only read by scans — at start-up (when
+/// RocksDB has flushed the recovered memtable, so they read sorted files) and by rare operations while running
+/// (opening a log, loading or deleting an engine account), each of which sorts a copy of the memtable (at most
+/// [`PENDING_WRITE_BUFFER_BYTES`], a few milliseconds). There is deliberately no point read of this family: on a
+/// vector memtable each one would sort it.
 pub const PENDING_CF: &str = "pending";
 
 /// A `(key, value)` pair as returned by the prefix scans.
@@ -348,11 +351,6 @@ impl Db {
     /// Reads a key of the default column family (sees every batch the writer has applied).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.shared.db.get(key).map_err(io)
-    }
-
-    /// Reads a key of [`PENDING_CF`].
-    pub fn get_pending(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.shared.db.get_cf(self.pending_cf()?, key).map_err(io)
     }
 
     /// Every `(key, value)` of the default column family whose key starts with `prefix`, in key order.
