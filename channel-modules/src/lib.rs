@@ -11,6 +11,7 @@
 //! * [`store`]: transfer log / max-value tracker interfaces and their types;
 //! * [`module`]: the trait, claims, errors, and when each hook is called;
 //! * [`context`]: what a module can reach;
+//! * [`sync`]: the shared poison-tolerant `lock` helper;
 //! * [`build_module`]: the registry of stock modules by name.
 
 pub mod claim_test;
@@ -19,6 +20,7 @@ pub mod eth;
 pub mod memory;
 pub mod module;
 pub mod store;
+pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod trustline;

@@ -10,7 +10,7 @@
 //! so the two implementations cannot drift apart.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -19,6 +19,7 @@ use crate::store::{
     NotedFulfillment, PrepareOutcome, StoreError, Sums, Transfer, TransferId, TransferLog,
     TransferLogError, TransferRecord, TransferState,
 };
+use crate::sync::lock;
 
 /// Largest value any sum may reach (`i128::MAX`), so that `IF − OF` and the limit formulas never overflow.
 pub const SUM_MAX: u128 = i128::MAX as u128;
@@ -184,14 +185,6 @@ pub fn check_idempotent_prepare(
     } else {
         Err(TransferLogError::DuplicateId(transfer.id))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the state half-updated (every update is computed first and
-    // assigned at the end), so a poisoned mutex is still consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, Default)]

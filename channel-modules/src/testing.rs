@@ -16,7 +16,7 @@
 //! # }
 //! ```
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -25,15 +25,10 @@ use crate::context::{ChannelContext, ContextHost};
 use crate::memory::MemoryStores;
 use crate::module::{ChannelModule, ModuleError};
 use crate::store::{Limit, MaxValueTracker, StoreError, TransferLog};
+use crate::sync::lock;
 
 /// Start of every [`TestClock`]: 2017-10-01T00:00:00Z (the legacy era; any fixed instant would do).
 pub const TEST_CLOCK_START_UNIX_MS: u64 = 1_506_816_000_000;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A clock that only moves when told to. Cloning shares the same time.
 #[derive(Clone, Debug)]

@@ -8,18 +8,12 @@
 //! most `MAX_TIMER_CHUNK` and re-reads the clock, so a far expiry never fires early.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use channel_modules::store::TransferId;
+use channel_modules::sync::lock;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update below leaves the two indexes consistent before anything that could panic.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[derive(Debug, Default)]
 struct State {

@@ -51,6 +51,7 @@ use channel_modules::store::{
     Direction, Limit, PrepareOutcome, Transfer, TransferId, TransferLog, TransferLogError,
     TransferRecord, TransferState,
 };
+use channel_modules::sync::lock;
 use channel_modules::{ChannelContext, ChannelModule, Claim};
 use num_bigint::BigUint;
 use serde_json::Value;
@@ -191,10 +192,6 @@ impl std::fmt::Debug for Trustline {
             .field("stateful", &self.inner.stateful)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use channel_modules::store::{MaxValue, StoreError};
+use channel_modules::sync::lock;
 use channel_modules::{build_module, ChannelContext, ChannelModule, ContextHost, ModuleError};
 use num_bigint::BigUint;
 use num_traits::Zero;
@@ -59,11 +60,6 @@ pub const HISTORY_IN_MEMORY: usize = 1000;
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Shards of the idempotency map (spreads lock contention).
 const IDEMPOTENCY_SHARDS: usize = 64;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Critical sections below never leave shared state half-updated on panic (plain assignments/inserts).
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()

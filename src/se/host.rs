@@ -21,6 +21,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, MaxValue, MaxValueTracker, StoreError, TransferLog};
+use channel_modules::sync::lock;
 use channel_modules::{ContextHost, ModuleError};
 
 use super::client::ConnectorClient;
@@ -59,11 +60,6 @@ pub async fn claim_identity_in(
     store.submit(batch)?.await?;
     tracing::info!(%identity, %account, "ledger identity claimed");
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here is a map lookup/insert that cannot be left half-done by a panic.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Hands out the transfer logs of engine accounts.

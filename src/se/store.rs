@@ -28,6 +28,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use channel_modules::store::StoreError;
+use channel_modules::sync::lock;
 use num_bigint::BigUint;
 use serde::{Deserialize, Serialize};
 
@@ -205,11 +206,6 @@ impl MemorySeStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the map half-updated (each op is one insert/remove).
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SeStore for MemorySeStore {

@@ -33,10 +33,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
 use channel_modules::store::StoreError;
+use channel_modules::sync::lock;
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Direction as IterDirection,
     IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
@@ -72,13 +73,6 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const WRITE_BATCH_HEADER_BYTES: usize = 12;
 /// Longest time a deferred batch stays written but unsynced when no synced batch follows it.
 pub const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here leaves its data consistent before any call that could panic.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn io(err: rocksdb::Error) -> StoreError {
     StoreError::Io(err.into_string())

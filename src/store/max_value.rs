@@ -5,20 +5,15 @@
 //! lock released meanwhile. `get_max` waits until the entry it reports is durable. A failed write poisons the
 //! database, so, as for the transfer log, no rollback is needed (see `transfer_log`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use channel_modules::store::{MaxValue, MaxValueTracker, StoreError};
+use channel_modules::sync::lock;
 use rocksdb::WriteBatch;
 
 use super::codec;
 use super::db::Db;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[derive(Debug)]
 struct Entry {

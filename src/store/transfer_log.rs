@@ -40,17 +40,11 @@ use channel_modules::store::{
     not_prepared_error, Direction, Limit, NotedFulfillment, PrepareOutcome, StoreError, Sums,
     Transfer, TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
 };
+use channel_modules::sync::lock;
 use rocksdb::WriteBatch;
 
 use super::codec::{self, tag};
 use super::db::Db;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update computes its result first and assigns it last, so a panic cannot leave it half-done.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A record in memory with the sequence number of the batch that wrote it.
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use channel_modules::sync::lock;
 use num_bigint::BigUint;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -40,10 +41,6 @@ use crate::se::amount::{parse_quantity, Scaled};
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retries after the first settle attempt (interledger-rs).
 pub const SETTLE_RETRIES: u32 = 10;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Errors of the mock.
 #[derive(Debug, thiserror::Error)]

@@ -30,7 +30,7 @@ pub mod fake_rippled;
 pub mod rpc;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -42,6 +42,7 @@ use tokio::task::JoinHandle;
 use crate::context::ChannelContext;
 use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
 use crate::store::{MaxValue, TransferRecord};
+use crate::sync::lock;
 
 use self::crypto::{ChannelId, KeyPair, PublicKey};
 use self::rpc::{ChannelFacts, RippledClient, RippledError};
@@ -74,12 +75,6 @@ pub const DEFAULT_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 pub const MIN_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long cached channel facts are trusted before they are read again from rippled.
 pub const CHANNEL_FACTS_MAX_AGE: Duration = Duration::from_secs(60);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Parsed options (secrets kept only inside [`KeyPair`]).
 struct Options {
