@@ -414,3 +414,85 @@ async fn messages_and_admin_auth() -> TestResult {
     se.stop().await;
     Ok(())
 }
+
+/// Only recent idempotency keys stay in memory; an older one is read back from the store, so it still replays
+/// (and still conflicts) after leaving the cache — on RocksDB as in memory. Keys past their 25 h are purged
+/// from the store by paging through it, also those that expired while the engine was down, and an expired key
+/// is taken as new.
+#[tokio::test]
+async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
+    use ilp_bridge::se::store::{keys, Family, IdempotencyRecord, SeBatch, SeStore};
+    let mock = MockConnector::start().await?;
+    for backing in [Backing::memory(), Backing::rocks()?] {
+        let se = start_engine(
+            config(&mock.url(), "trustline", serde_json::json!({"scale": 2})),
+            &backing,
+        )
+        .await?;
+        let c = reqwest::Client::new();
+        let base = url(&se);
+        post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct"}"#).await?;
+        let settle = format!("{base}/accounts/acct/settlements");
+        let first = post_json(&c, &settle, Some("key-1"), r#"{"amount":"300","scale":2}"#).await?;
+        assert_eq!(first.0, 201);
+        assert!(se.engine.idempotency_keys_in_memory() >= 1);
+        se.engine.forget_cached_idempotency_keys();
+        assert_eq!(se.engine.idempotency_keys_in_memory(), 0);
+        let again = post_json(&c, &settle, Some("key-1"), r#"{"amount":"300","scale":2}"#).await?;
+        assert_eq!((again.0, again.2.as_str()), (201, first.2.as_str()));
+        se.engine.forget_cached_idempotency_keys();
+        let conflict =
+            post_json(&c, &settle, Some("key-1"), r#"{"amount":"301","scale":2}"#).await?;
+        assert_eq!(conflict.0, 409);
+        eventually("one request taken", Duration::from_secs(10), || async {
+            se.engine
+                .account_view("acct")
+                .map(|v| v.requested.amount == "300")
+                .unwrap_or(false)
+        })
+        .await?;
+        se.stop().await;
+
+        // Two keys whose last request was 26 h ago, as if they expired while the engine was down.
+        if let Backing::Memory(store, _) = &backing {
+            let old_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64
+                - 26 * 3600 * 1000;
+            let mut batch = SeBatch::new();
+            for key in ["old-1", "old-2"] {
+                let rec = IdempotencyRecord {
+                    input_hash: "stale".to_owned(),
+                    status: 201,
+                    body: r#"{"amount":"1","scale":2}"#.to_owned(),
+                    first_ms: old_ms,
+                    last_ms: old_ms,
+                };
+                batch.put_json(Family::Main, keys::idempotency("acct", key), &rec)?;
+            }
+            store.submit(batch)?.await?;
+            let se = start_engine(
+                config(&mock.url(), "trustline", serde_json::json!({"scale": 2})),
+                &backing,
+            )
+            .await?;
+            let settle = format!("{}/accounts/acct/settlements", url(&se));
+            // An expired key is new again: accepted with this body, not a conflict with the stale one.
+            let reused =
+                post_json(&c, &settle, Some("old-2"), r#"{"amount":"7","scale":2}"#).await?;
+            assert_eq!(reused.0, 201);
+            se.engine.purge_expired().await?;
+            assert!(store
+                .get_main(&keys::idempotency("acct", "old-1"))?
+                .is_none());
+            assert!(store
+                .get_main(&keys::idempotency("acct", "old-2"))?
+                .is_some());
+            assert!(store
+                .get_main(&keys::idempotency("acct", "key-1"))?
+                .is_some());
+            se.stop().await;
+        }
+    }
+    Ok(())
+}

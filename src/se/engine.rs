@@ -60,6 +60,11 @@ pub const HISTORY_IN_MEMORY: usize = 1000;
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Shards of the idempotency map (spreads lock contention).
 const IDEMPOTENCY_SHARDS: usize = 64;
+/// Answered idempotency keys each shard keeps in memory per generation; older ones are read from the store
+/// when they come back. Bounds the memory to ≈ 2 × 64 × 1,024 keys (≈ 40 MB) however high the settle rate.
+const IDEMPOTENCY_CACHE_PER_SHARD: usize = 1024;
+/// Idempotency records read from the store per page when purging.
+const PURGE_PAGE: usize = 4096;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -166,6 +171,60 @@ enum IdemEntry {
     Done(IdempotencyRecord),
 }
 
+type IdemKey = (String, String);
+
+/// One shard of the in-memory idempotency keys: two generations of recently used keys. Lookups promote a key
+/// from the previous generation; when the current one is full it becomes the previous one, and the old
+/// previous generation is dropped except for its `Pending` entries (a request being written must always be
+/// found, or a concurrent one with the same key could be accepted too). A dropped answered key is still in the
+/// store and is read back when it is used again.
+#[derive(Default)]
+struct IdemShard {
+    current: HashMap<IdemKey, IdemEntry>,
+    previous: HashMap<IdemKey, IdemEntry>,
+}
+
+impl IdemShard {
+    fn get_mut(&mut self, key: &IdemKey) -> Option<&mut IdemEntry> {
+        if !self.current.contains_key(key) {
+            let entry = self.previous.remove(key)?;
+            self.insert(key.clone(), entry);
+        }
+        self.current.get_mut(key)
+    }
+
+    fn insert(&mut self, key: IdemKey, entry: IdemEntry) {
+        self.previous.remove(&key);
+        self.current.insert(key, entry);
+        if self.current.len() >= IDEMPOTENCY_CACHE_PER_SHARD {
+            self.rotate();
+        }
+    }
+
+    fn rotate(&mut self) {
+        let dropped = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
+        for (key, entry) in dropped {
+            if matches!(entry, IdemEntry::Pending { .. }) {
+                self.previous.insert(key, entry);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &IdemKey) {
+        self.current.remove(key);
+        self.previous.remove(key);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&IdemKey, &IdemEntry) -> bool) {
+        self.current.retain(|k, e| keep(k, e));
+        self.previous.retain(|k, e| keep(k, e));
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
 /// Mutable status of an account that is not persisted (for the operator view).
 #[derive(Default)]
 struct Status {
@@ -233,7 +292,7 @@ struct Inner {
     client: ConnectorClient,
     accounts: RwLock<HashMap<String, Arc<Account>>>,
     create_lock: tokio::sync::Mutex<()>,
-    idem: Vec<Mutex<HashMap<(String, String), IdemEntry>>>,
+    idem: Vec<Mutex<IdemShard>>,
     seq: AtomicU64,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -275,7 +334,7 @@ impl Engine {
             accounts: RwLock::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
             idem: (0..IDEMPOTENCY_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(IdemShard::default()))
                 .collect(),
             seq: AtomicU64::new(1),
             shutdown,
@@ -296,17 +355,7 @@ impl Engine {
             let rec: AccountRecord = decode(&key, &bytes)?;
             accounts.push(rec);
         }
-        let now = now_ms();
-        for (key, bytes) in store.scan_prefix(Family::Main, &keys::kind_prefix('k'))? {
-            let Some((acct, idem_key)) = keys::split_account(&key) else {
-                continue;
-            };
-            let rec: IdempotencyRecord = decode(&key, &bytes)?;
-            if rec.last_ms + IDEMPOTENCY_TTL.as_millis() as u64 >= now {
-                lock(self.shard(acct, idem_key))
-                    .insert((acct.to_owned(), idem_key.to_owned()), IdemEntry::Done(rec));
-            }
-        }
+        // Idempotency keys are not loaded: each is read from the store when it is used again.
         for rec in accounts {
             let acct = self.load_account(rec, &mut max_seq)?;
             self.start_account(acct);
@@ -404,7 +453,7 @@ impl Engine {
         self.inner.seq.fetch_add(1, Ordering::SeqCst)
     }
 
-    fn shard(&self, acct: &str, key: &str) -> &Mutex<HashMap<(String, String), IdemEntry>> {
+    fn shard(&self, acct: &str, key: &str) -> &Mutex<IdemShard> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&(acct, key), &mut h);
         let i = (std::hash::Hasher::finish(&h) as usize) % IDEMPOTENCY_SHARDS;
@@ -665,6 +714,13 @@ impl Engine {
         let done_tx = loop {
             let mut wait = {
                 let mut shard = lock(self.shard(id, &key));
+                if shard.get_mut(&map_key).is_none() {
+                    // Not in memory: answered long enough ago to have left the cache, or new. Read under the
+                    // shard lock, so no request with this key can start in between.
+                    if let Some(rec) = self.stored_idempotency(id, &key)? {
+                        shard.insert(map_key.clone(), IdemEntry::Done(rec));
+                    }
+                }
                 match shard.get_mut(&map_key) {
                     Some(IdemEntry::Done(rec)) => {
                         if rec.input_hash != hash {
@@ -730,6 +786,33 @@ impl Engine {
         }
         let _ = done_tx.send(true);
         result.map(|()| (201, response_body))
+    }
+
+    /// The stored answer for idempotency key `key` of account `id`, unless it has expired.
+    fn stored_idempotency(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, EngineError> {
+        let store_key = keys::idempotency(id, key);
+        let Some(bytes) = self.inner.store.get_main(&store_key)? else {
+            return Ok(None);
+        };
+        let rec: IdempotencyRecord = decode(&store_key, &bytes)?;
+        Ok((rec.last_ms + IDEMPOTENCY_TTL.as_millis() as u64 >= now_ms()).then_some(rec))
+    }
+
+    /// Number of idempotency keys held in memory (answered recently or being written).
+    pub fn idempotency_keys_in_memory(&self) -> usize {
+        self.inner.idem.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    /// Test hook: forgets every answered idempotency key held in memory, as if the cache had rotated them
+    /// out; they are read from the store when used again. Keys being written stay.
+    pub fn forget_cached_idempotency_keys(&self) {
+        for shard in &self.inner.idem {
+            lock(shard).retain(|_, e| matches!(e, IdemEntry::Pending { .. }));
+        }
     }
 
     async fn enqueue(
@@ -1043,17 +1126,58 @@ impl Engine {
     pub async fn purge_expired(&self) -> Result<(), EngineError> {
         let now = now_ms();
         let ttl = IDEMPOTENCY_TTL.as_millis() as u64;
-        let mut batch = SeBatch::new();
         for shard in &self.inner.idem {
-            let mut map = lock(shard);
-            map.retain(|(acct, key), e| match e {
-                IdemEntry::Done(rec) if rec.last_ms + ttl < now => {
-                    batch.delete(Family::Main, keys::idempotency(acct, key));
-                    false
-                }
-                _ => true,
-            });
+            lock(shard)
+                .retain(|_, e| !matches!(e, IdemEntry::Done(rec) if rec.last_ms + ttl < now));
         }
+        // The store holds every answered key (memory only the recent ones): page through it, so keys that
+        // expired while the engine was down go too, without reading them all into memory at once.
+        let prefix = keys::kind_prefix('k');
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .scan_page(&prefix, after.as_deref(), PURGE_PAGE)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let full = page.len() == PURGE_PAGE;
+            let mut tickets = Vec::new();
+            for (k, v) in page {
+                let rec: IdempotencyRecord = decode(&k, &v)?;
+                if rec.last_ms + ttl >= now {
+                    continue;
+                }
+                let Some((acct, idem_key)) = keys::split_account(&k) else {
+                    continue;
+                };
+                // Decide and delete under the key's shard lock: a request reusing the key holds an entry
+                // there (it is skipped) or starts after the delete is queued (its write lands after it), and
+                // the re-read sees any newer answer that has already left the cache.
+                let shard = lock(self.shard(acct, idem_key));
+                if shard
+                    .current
+                    .contains_key(&(acct.to_owned(), idem_key.to_owned()))
+                    || shard
+                        .previous
+                        .contains_key(&(acct.to_owned(), idem_key.to_owned()))
+                    || self.stored_idempotency(acct, idem_key)?.is_some()
+                {
+                    continue;
+                }
+                let mut delete = SeBatch::new();
+                delete.delete(Family::Main, k.clone());
+                tickets.push(self.inner.store.submit(delete)?);
+                drop(shard);
+            }
+            for ticket in tickets {
+                ticket.await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut batch = SeBatch::new();
         let horizon = now.saturating_sub(HISTORY_RETENTION.as_millis() as u64);
         for id in self.account_ids() {
             for (k, v) in self
@@ -1504,6 +1628,69 @@ pub struct AlertView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn idem_key(n: usize) -> IdemKey {
+        ("acct".to_owned(), format!("key-{n}"))
+    }
+
+    fn done() -> IdemEntry {
+        IdemEntry::Done(IdempotencyRecord {
+            input_hash: "h".to_owned(),
+            status: 201,
+            body: "{}".to_owned(),
+            first_ms: 1,
+            last_ms: 1,
+        })
+    }
+
+    #[test]
+    fn the_idempotency_cache_is_bounded_and_keeps_keys_being_written() {
+        let mut shard = IdemShard::default();
+        let (_tx, rx) = watch::channel(false);
+        shard.insert(
+            idem_key(0),
+            IdemEntry::Pending {
+                hash: "h".to_owned(),
+                done: rx,
+            },
+        );
+        for n in 1..5 * IDEMPOTENCY_CACHE_PER_SHARD {
+            shard.insert(idem_key(n), done());
+            assert!(shard.len() <= 2 * IDEMPOTENCY_CACHE_PER_SHARD + 1);
+        }
+        // The request being written survived every rotation.
+        assert!(matches!(
+            shard.get_mut(&idem_key(0)),
+            Some(IdemEntry::Pending { .. })
+        ));
+        // Old answered keys left memory; recent ones are there.
+        assert!(shard.get_mut(&idem_key(1)).is_none());
+        assert!(shard
+            .get_mut(&idem_key(5 * IDEMPOTENCY_CACHE_PER_SHARD - 1))
+            .is_some());
+    }
+
+    #[test]
+    fn a_used_key_is_promoted_and_survives_the_next_rotation() {
+        let mut shard = IdemShard::default();
+        shard.insert(idem_key(0), done());
+        for n in 1..IDEMPOTENCY_CACHE_PER_SHARD {
+            shard.insert(idem_key(n), done());
+        }
+        // One rotation happened: key 0 is in the previous generation; using it moves it to the current one.
+        assert!(shard.previous.contains_key(&idem_key(0)));
+        assert!(shard.get_mut(&idem_key(0)).is_some());
+        assert!(shard.current.contains_key(&idem_key(0)));
+        for n in IDEMPOTENCY_CACHE_PER_SHARD..2 * IDEMPOTENCY_CACHE_PER_SHARD {
+            shard.insert(idem_key(n), done());
+        }
+        assert!(
+            shard.get_mut(&idem_key(0)).is_some(),
+            "promoted key dropped"
+        );
+        shard.remove(&idem_key(0));
+        assert!(shard.get_mut(&idem_key(0)).is_none());
+    }
 
     #[test]
     fn account_ids() {

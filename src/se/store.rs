@@ -2,8 +2,9 @@
 //!
 //! The engine keeps its whole state in memory and writes every state change through [`SeStore::submit`] as one
 //! [`SeBatch`]: atomic, durable when the returned ticket resolves, and durable in submission order (so a
-//! snapshot submitted later never loses to one submitted earlier). It only reads at start-up
-//! ([`SeStore::scan_prefix`]). Two implementations: [`RocksSeStore`] on the node's [`Db`] and [`MemorySeStore`]
+//! snapshot submitted later never loses to one submitted earlier). It reads at start-up
+//! ([`SeStore::scan_prefix`]), idempotency records on demand ([`SeStore::get_main`]: only recent keys are kept
+//! in memory), and in pages when purging ([`SeStore::scan_page`]). Two implementations: [`RocksSeStore`] on the node's [`Db`] and [`MemorySeStore`]
 //! for tests (which keeps its data across engine restarts when the same instance is reused).
 //!
 //! Key layout (all under `se/`; `<acct>` is an account ID, which never contains `/`; `<seq>` is a 16-digit
@@ -115,6 +116,32 @@ pub trait SeStore: Send + Sync + 'static {
         family: Family,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// At most `limit` `(key, value)` pairs of the main family whose key starts with `prefix` and sorts after
+    /// `after`, in key order (one page of a long scan).
+    fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The value of `key` in the main family (durable: a batch becomes readable only once synced). There is no
+    /// point read of the pending family (see `store::db::PENDING_CF`).
+    fn get_main(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+fn utf8_rows(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    rows.into_iter()
+        .map(|(k, v)| {
+            String::from_utf8(k)
+                .map(|k| (k, v))
+                .map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    reason: "settlement-engine key is not UTF-8".to_owned(),
+                })
+        })
+        .collect()
 }
 
 /// [`SeStore`] on the node's RocksDB [`Db`] (group commit, WAL sync, poisoning).
@@ -160,16 +187,23 @@ impl SeStore for RocksSeStore {
             Family::Main => self.db.scan_prefix(prefix.as_bytes())?,
             Family::Pending => self.db.scan_pending_prefix(prefix.as_bytes())?,
         };
-        rows.into_iter()
-            .map(|(k, v)| {
-                String::from_utf8(k)
-                    .map(|k| (k, v))
-                    .map_err(|e| StoreError::Corrupt {
-                        key: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                        reason: "settlement-engine key is not UTF-8".to_owned(),
-                    })
-            })
-            .collect()
+        utf8_rows(rows)
+    }
+
+    fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        utf8_rows(
+            self.db
+                .scan_prefix_page(prefix.as_bytes(), after.map(str::as_bytes), limit)?,
+        )
+    }
+
+    fn get_main(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get(key.as_bytes())
     }
 }
 
@@ -242,6 +276,30 @@ impl SeStore for MemorySeStore {
             .take_while(|((f, k), _)| *f == family && k.starts_with(prefix))
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .data
+            .range((Family::Main, prefix.to_owned())..)
+            .take_while(|((f, k), _)| *f == Family::Main && k.starts_with(prefix))
+            .filter(|((_, k), _)| after.is_none_or(|after| k.as_str() > after))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn get_main(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.inner)
+            .data
+            .get(&(Family::Main, key.to_owned()))
+            .cloned())
     }
 }
 

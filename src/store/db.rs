@@ -349,29 +349,57 @@ impl Db {
 
     /// Every `(key, value)` of the default column family whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
-        self.scan(None, prefix)
+        self.scan(None, prefix, None, usize::MAX)
+    }
+
+    /// At most `limit` `(key, value)` pairs of the default column family whose key starts with `prefix` and
+    /// sorts after `after` (from the start of the prefix if `None`), in key order: one page of a scan too long
+    /// to hold in memory at once.
+    pub fn scan_prefix_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.scan(None, prefix, after, limit)
     }
 
     /// Every `(key, value)` of [`PENDING_CF`] whose key starts with `prefix`, in key order.
     pub fn scan_pending_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
-        self.scan(Some(self.pending_cf()?), prefix)
+        self.scan(Some(self.pending_cf()?), prefix, None, usize::MAX)
     }
 
-    fn scan(&self, cf: Option<&ColumnFamily>, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+    fn scan(
+        &self,
+        cf: Option<&ColumnFamily>,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let mut read = ReadOptions::default();
         if let Some(upper) = prefix_upper_bound(prefix) {
             read.set_iterate_upper_bound(upper);
         }
-        let mode = IteratorMode::From(prefix, IterDirection::Forward);
+        let start = match after {
+            Some(after) if after > prefix => after,
+            _ => prefix,
+        };
+        let mode = IteratorMode::From(start, IterDirection::Forward);
         let iter = match cf {
             Some(cf) => self.shared.db.iterator_cf_opt(cf, read, mode),
             None => self.shared.db.iterator_opt(mode, read),
         };
         let mut out = Vec::new();
         for item in iter {
+            if out.len() >= limit {
+                break;
+            }
             let (key, value) = item.map_err(io)?;
             if !key.starts_with(prefix) {
                 break;
+            }
+            if after.is_some_and(|after| &*key <= after) {
+                continue;
             }
             out.push((key.into_vec(), value.into_vec()));
         }
