@@ -452,6 +452,40 @@ async fn deferred_batches_ride_on_the_next_sync() {
     }
 }
 
+/// Deferred batches arriving back to back, with no synced batch among them, are still synced within the delay
+/// (not only once the stream pauses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_deferred_batches_is_synced_while_it_lasts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let writer = Arc::clone(&db);
+    let synced_during_stream = tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let mut first = None;
+        let mut n: u64 = 0;
+        // Keep the queue busy for up to 500 × the delay (slow disks under load); from 10 × on, look for a sync.
+        while start.elapsed() < ilp_bridge::store::DEFERRED_SYNC_DELAY * 500 {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put(format!("test/stream/{n}"), b"x");
+            n += 1;
+            let seq = writer.submit_deferred(batch).expect("submit").seq();
+            first.get_or_insert(seq);
+            if start.elapsed() > ilp_bridge::store::DEFERRED_SYNC_DELAY * 10
+                && writer.durable_seq() >= first.unwrap_or(u64::MAX)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("stream");
+    assert!(
+        synced_during_stream,
+        "deferred batches stayed unsynced while the stream lasted"
+    );
+}
+
 /// Concurrent writers share syncs: 64 racing prepares need fewer than 64 synced group writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_are_group_committed() {

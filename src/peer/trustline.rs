@@ -615,7 +615,8 @@ impl Trustline {
                 continue;
             };
             let ilp = (!note.ilp.is_empty()).then(|| Bytes::from(note.ilp));
-            self.resend_fulfill_later(rec.clone(), note.fulfillment, ilp);
+            // Noted before it was sent: it may have reached the peer before the restart.
+            self.resend_fulfill_later(rec.clone(), note.fulfillment, ilp, true);
             resumed += 1;
         }
         let n = prepared.len();
@@ -856,7 +857,8 @@ impl Trustline {
             .note_fulfillment(&id, &fulfillment, ilp.as_deref().unwrap_or_default())
             .await
             .map_err(log_err_to_peer)?;
-        self.resend_fulfill_later(rec, fulfillment, ilp);
+        // Nothing was sent for it by this call: a TypeError to the first send is not an earlier one's echo.
+        self.resend_fulfill_later(rec, fulfillment, ilp, false);
         Ok(())
     }
 
@@ -875,7 +877,7 @@ impl Trustline {
         {
             FulfillAttempt::Done(result) => result,
             FulfillAttempt::Unknown(e) => {
-                self.resend_fulfill_later(rec.clone(), fulfillment, ilp);
+                self.resend_fulfill_later(rec.clone(), fulfillment, ilp, reply_may_have_arrived(e));
                 Err(PeerError::Rpc(e))
             }
         }
@@ -903,13 +905,9 @@ impl Trustline {
                 None
             }
             Ok(Reply::Error(e)) => return FulfillAttempt::Done(Err(PeerError::Remote(e))),
-            Err(
-                e @ (RpcError::Timeout
-                | RpcError::Disconnected
-                | RpcError::NotConnected
-                | RpcError::TooManyPending),
-            ) => return FulfillAttempt::Unknown(e),
-            Err(e) => return FulfillAttempt::Done(Err(PeerError::Rpc(e))),
+            // No answer, whatever the reason (a closed session fails requests already written too): the payer
+            // may have it, so only its answer to a re-send decides.
+            Err(e) => return FulfillAttempt::Unknown(e),
         };
         if !already {
             // Deferred durability: the fulfillment was noted durably before it was sent, so if a power cut loses
@@ -948,7 +946,15 @@ impl Trustline {
 
     /// Re-sends a Fulfill whose outcome is unknown until the peer answers it (see the module docs). Holds the
     /// transfer's expiry meanwhile; one task per transfer; stops when the trustline is dropped.
-    fn resend_fulfill_later(&self, rec: TransferRecord, fulfillment: [u8; 32], ilp: Option<Bytes>) {
+    /// `may_have_arrived`: an earlier send of it may have reached the peer; only then is a legacy `TypeError`
+    /// (its answer to a Fulfill of a transfer it already finished) taken as accepted.
+    fn resend_fulfill_later(
+        &self,
+        rec: TransferRecord,
+        fulfillment: [u8; 32],
+        ilp: Option<Bytes>,
+        may_have_arrived: bool,
+    ) {
         let id = rec.transfer.id;
         if !lock(&self.inner.settling).unacked.insert(id) {
             return; // a task already re-sends it
@@ -957,6 +963,7 @@ impl Trustline {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut delay = FULFILL_RETRY_MIN;
+            let mut sent_before = may_have_arrived;
             loop {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(FULFILL_RETRY_MAX);
@@ -973,10 +980,13 @@ impl Trustline {
                     .request(fulfill_packet(&id, fulfillment, ilp.as_ref()))
                     .await;
                 match tl
-                    .settle_fulfill_reply(&rec, fulfillment, already, reply, true)
+                    .settle_fulfill_reply(&rec, fulfillment, already, reply, sent_before)
                     .await
                 {
-                    FulfillAttempt::Unknown(_) => continue,
+                    FulfillAttempt::Unknown(e) => {
+                        sent_before |= reply_may_have_arrived(e);
+                        continue;
+                    }
                     FulfillAttempt::Done(result) => {
                         lock(&tl.inner.settling).unacked.remove(&id);
                         match result {
@@ -1763,6 +1773,11 @@ impl RequestHandler for TrustlineHandler {
     ) -> Option<Reply> {
         self.0.handle_packet(packet).await
     }
+}
+
+/// Whether a request that failed with `e` may still have reached the peer (it was written, or may have been).
+fn reply_may_have_arrived(e: RpcError) -> bool {
+    !matches!(e, RpcError::NotConnected | RpcError::TooManyPending)
 }
 
 /// The expiry task of one trustline: sleeps until the earliest deadline (in chunks of at most

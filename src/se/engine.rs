@@ -193,12 +193,17 @@ impl IdemShard {
         self.current.get_mut(key)
     }
 
+    /// Inserts into the current generation (rotating first if it is full, so the key is there afterwards).
     fn insert(&mut self, key: IdemKey, entry: IdemEntry) {
         self.previous.remove(&key);
-        self.current.insert(key, entry);
-        if self.current.len() >= IDEMPOTENCY_CACHE_PER_SHARD {
+        if self.current.len() >= IDEMPOTENCY_CACHE_PER_SHARD && !self.current.contains_key(&key) {
             self.rotate();
         }
+        self.current.insert(key, entry);
+    }
+
+    fn contains(&self, key: &IdemKey) -> bool {
+        self.current.contains_key(key) || self.previous.contains_key(key)
     }
 
     fn rotate(&mut self) {
@@ -731,7 +736,14 @@ impl Engine {
                             > IDEMPOTENCY_REFRESH.as_millis() as u64;
                         rec.last_ms = now;
                         let reply = (rec.status, rec.body.clone());
-                        if refresh {
+                        // Not while the account is being deleted, or after: the refresh would outlive the
+                        // delete's removal of the account's keys (a try: a delete holds the gate throughout).
+                        let gate = acct
+                            .gate
+                            .try_read()
+                            .ok()
+                            .filter(|_| !acct.deleted.load(Ordering::SeqCst));
+                        if refresh && gate.is_some() {
                             let mut batch = SeBatch::new();
                             batch.put_json(Family::Main, keys::idempotency(id, &key), &*rec)?;
                             // Best effort: the replay is answered either way; the write keeps the key alive
@@ -1144,7 +1156,14 @@ impl Engine {
             let full = page.len() == PURGE_PAGE;
             let mut tickets = Vec::new();
             for (k, v) in page {
-                let rec: IdempotencyRecord = decode(&k, &v)?;
+                let rec: IdempotencyRecord = match decode(&k, &v) {
+                    Ok(rec) => rec,
+                    Err(error) => {
+                        // One bad row must not stop the purge of every key after it.
+                        tracing::warn!(key = %k, %error, "undecodable idempotency record skipped by the purge");
+                        continue;
+                    }
+                };
                 if rec.last_ms + ttl >= now {
                     continue;
                 }
@@ -1155,12 +1174,7 @@ impl Engine {
                 // there (it is skipped) or starts after the delete is queued (its write lands after it), and
                 // the re-read sees any newer answer that has already left the cache.
                 let shard = lock(self.shard(acct, idem_key));
-                if shard
-                    .current
-                    .contains_key(&(acct.to_owned(), idem_key.to_owned()))
-                    || shard
-                        .previous
-                        .contains_key(&(acct.to_owned(), idem_key.to_owned()))
+                if shard.contains(&(acct.to_owned(), idem_key.to_owned()))
                     || self.stored_idempotency(acct, idem_key)?.is_some()
                 {
                     continue;
@@ -1674,16 +1688,20 @@ mod tests {
     fn a_used_key_is_promoted_and_survives_the_next_rotation() {
         let mut shard = IdemShard::default();
         shard.insert(idem_key(0), done());
-        for n in 1..IDEMPOTENCY_CACHE_PER_SHARD {
+        for n in 1..=IDEMPOTENCY_CACHE_PER_SHARD {
             shard.insert(idem_key(n), done());
         }
         // One rotation happened: key 0 is in the previous generation; using it moves it to the current one.
         assert!(shard.previous.contains_key(&idem_key(0)));
         assert!(shard.get_mut(&idem_key(0)).is_some());
         assert!(shard.current.contains_key(&idem_key(0)));
-        for n in IDEMPOTENCY_CACHE_PER_SHARD..2 * IDEMPOTENCY_CACHE_PER_SHARD {
+        for n in IDEMPOTENCY_CACHE_PER_SHARD + 1..=2 * IDEMPOTENCY_CACHE_PER_SHARD + 1 {
             shard.insert(idem_key(n), done());
         }
+        // A second rotation happened since key 0 was used.
+        assert!(
+            !shard.previous.contains_key(&idem_key(1)) && !shard.current.contains_key(&idem_key(1))
+        );
         assert!(
             shard.get_mut(&idem_key(0)).is_some(),
             "promoted key dropped"

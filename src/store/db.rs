@@ -418,7 +418,8 @@ impl Db {
         self.shared.flush_on_close.store(flush, Ordering::Release);
     }
 
-    /// Number of synced group writes done so far (each may carry many batches).
+    /// Number of syncs done so far: synced group writes (each may carry many batches) and syncs of deferred
+    /// batches written without one.
     pub fn group_writes(&self) -> u64 {
         self.shared.groups.load(Ordering::Acquire)
     }
@@ -609,7 +610,11 @@ fn writer_loop(shared: &Shared) {
             }
             Step::Write(group) => {
                 let last_seq = group.last().map_or(0, |q| q.seq);
-                let needs_sync = group.iter().any(|q| q.sync);
+                // Deferred batches that keep arriving back to back are still synced within the delay.
+                let needs_sync = group.iter().any(|q| q.sync)
+                    || unsynced
+                        .as_ref()
+                        .is_some_and(|tail| tail.since.elapsed() >= DEFERRED_SYNC_DELAY);
                 let mut batches = Vec::with_capacity(group.len());
                 let mut acks = Vec::with_capacity(group.len());
                 for q in group {

@@ -292,8 +292,9 @@ pub enum ConnectionState {
 
 /// Why a request got no reply.
 ///
-/// `NotConnected`, `TooManyPending` and `Closed` mean the frame was **never written**: retrying is safe.
-/// `Timeout` and `Disconnected` mean it may have been delivered and handled.
+/// `NotConnected` and `TooManyPending` mean the frame was **never written**: retrying is safe.
+/// `Timeout` and `Disconnected` mean it may have been delivered and handled; so may `Closed`, which also fails
+/// requests that were written and still waiting for their reply when the session closed.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum RpcError {
