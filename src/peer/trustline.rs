@@ -1217,7 +1217,6 @@ impl Trustline {
         })
     }
 
-    /// A JSON rendering of a record shaped like the legacy `transferWithInfo`, for error messages.
     /// The stored record of `id`; an unknown ID is the log's `NotFound` (legacy F02 TransferNotFoundError).
     async fn stored(&self, id: &TransferId) -> Result<TransferRecord, TransferLogError> {
         self.inner
@@ -1227,6 +1226,7 @@ impl Trustline {
             .ok_or(TransferLogError::NotFound(*id))
     }
 
+    /// A JSON rendering of a record shaped like the legacy `transferWithInfo`, for error messages.
     fn legacy_json(&self, rec: &TransferRecord) -> String {
         let (to, from) = match rec.direction {
             Direction::Incoming => (self.account(), self.peer_account()),
@@ -1628,7 +1628,6 @@ impl Trustline {
     }
 }
 
-/// Maps a transfer-log error to the legacy wire error.
 /// Who may finish an incoming transfer right now (see [`FulfillClaim`], [`CancelClaim`]).
 #[derive(Default)]
 struct Settling {
@@ -1718,6 +1717,7 @@ fn fulfill_packet(id: &TransferId, fulfillment: [u8; 32], ilp: Option<&Bytes>) -
     })
 }
 
+/// Maps a transfer-log error to the legacy wire error.
 fn log_err_to_wire(e: TransferLogError) -> WireError {
     match e {
         TransferLogError::DuplicateId(id) => WireError::new(
