@@ -928,11 +928,18 @@ impl ChannelModule for EthChannelModule {
         if let Err(err) = inner.reclaim_expired(ctx).await {
             warn!(%err, "reclaiming expired channels failed");
         }
-        let watcher_inner = Arc::clone(inner);
-        let watcher_ctx = ctx.clone();
+        // Weak references, so the watcher keeps neither the module nor the host's stores alive.
+        let weak_inner = Arc::downgrade(inner);
+        let weak_ctx = ctx.downgrade();
+        let check_interval = inner.settings.check_interval;
         let handle = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(watcher_inner.settings.check_interval).await;
+                tokio::time::sleep(check_interval).await;
+                let (Some(watcher_inner), Some(watcher_ctx)) =
+                    (weak_inner.upgrade(), weak_ctx.upgrade())
+                else {
+                    return;
+                };
                 if let Err(err) = watcher_inner.submit_claims(&watcher_ctx, false).await {
                     warn!(%err, "expiry check failed");
                 }
