@@ -66,7 +66,7 @@ const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
 /// Share of each memtable's size given to its whole-key bloom filter (RocksDB option
 /// `memtable_prefix_bloom_size_ratio`).
-const MEMTABLE_BLOOM_RATIO: &str = "0.05";
+const MEMTABLE_BLOOM_RATIO: f64 = 0.05;
 /// Size of the RocksDB block cache.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// Header of a serialized RocksDB `WriteBatch`: 8-byte sequence number + 4-byte record count.
@@ -184,19 +184,18 @@ impl Db {
         let mut pending = opts.clone();
         pending.set_write_buffer_size(PENDING_WRITE_BUFFER_BYTES);
         pending.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+        // Most prepares look up an ID that does not exist: a whole-key bloom filter in the default family's
+        // memtables answers those without searching the skip list. Set before open, so that the first memtable
+        // has it too (set after open, it only reaches memtables created later).
+        let mut main = opts.clone();
+        main.set_memtable_whole_key_filtering(true);
+        main.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
 
         let cfs = vec![
-            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, main),
             ColumnFamilyDescriptor::new(PENDING_CF, pending),
         ];
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(io)?;
-        // Most prepares look up an ID that does not exist: a whole-key bloom filter in the default family's
-        // memtable answers those without searching the skip list (mutable options, so set after open).
-        let bloom = [
-            ("memtable_prefix_bloom_size_ratio", MEMTABLE_BLOOM_RATIO),
-            ("memtable_whole_key_filtering", "true"),
-        ];
-        db.set_options(&bloom).map_err(io)?;
         check_format(&db)?;
         let (durable_watch, _) = watch::channel(0);
         let shared = Arc::new(Shared {
