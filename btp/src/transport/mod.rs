@@ -103,7 +103,8 @@
 //! # Resources
 //!
 //! Websocket messages are limited to [`MAX_FRAME_BYTES`](crate::MAX_FRAME_BYTES); the read buffer is
-//! [`WS_READ_BUFFER_BYTES`] and writes are not buffered, so an idle socket costs a few KiB. Keepalive pings are
+//! [`WS_READ_BUFFER_BYTES`] and the write buffer holds at most one batch of frames, written with one flush
+//! (about [`WS_WRITE_BUFFER_BYTES`]), so an idle socket costs a few KiB. Keepalive pings are
 //! sent every [`KEEPALIVE_INTERVAL`] and a socket that has not received anything for two intervals is closed.
 //! Every socket runs in a tracing span `btp_link` with the peer key and link ID; tokens are never logged.
 
@@ -164,6 +165,11 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Websocket read buffer per socket, in bytes (small: idle peers should cost little memory).
 pub const WS_READ_BUFFER_BYTES: usize = 4096;
+
+/// Websocket write buffer per socket, in bytes: frames are written to the socket when this much is queued or
+/// when the socket's writer flushes, which it does after every batch of queued frames (one `send` for the
+/// batch instead of one per frame). The buffer keeps the capacity of the largest batch it held.
+pub const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Most sockets a listener serves at once (authenticated or not); further connections wait in the backlog.
 pub const MAX_CONNECTIONS: usize = 16_384;

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use super::WS_READ_BUFFER_BYTES;
+use super::{WS_READ_BUFFER_BYTES, WS_WRITE_BUFFER_BYTES};
 use crate::oer::MAX_FRAME_BYTES;
 
 /// A TCP stream, possibly wrapped in TLS.
@@ -27,11 +27,12 @@ pub(crate) enum BtpStream {
 /// A websocket over a [`BtpStream`].
 pub(crate) type WsStream = WebSocketStream<BtpStream>;
 
-/// Websocket limits: messages up to one BTP frame, a small read buffer, unbuffered writes.
+/// Websocket limits: messages up to one BTP frame, a small read buffer, and writes buffered until the writer
+/// flushes (so the frames it queues together leave in one `send`).
 pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
