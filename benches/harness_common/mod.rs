@@ -138,6 +138,9 @@ pub struct LoadPoint {
     pub p99_ms: Option<f64>,
     /// Largest latency, milliseconds.
     pub max_ms: Option<f64>,
+    /// CPU time of this whole process (every thread: both peers, their stores and the load generator) per
+    /// completed operation during the measured window, microseconds (`None` where `/proc` is unreadable).
+    pub cpu_us_per_op: Option<f64>,
     /// The first error seen, if any (for the log; not part of the figures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
@@ -161,6 +164,12 @@ where
     let begin = Instant::now();
     let measure_from = begin + warmup;
     let stop_at = measure_from + duration;
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let from = process_cpu_s();
+        tokio::time::sleep_until(stop_at.into()).await;
+        Some(process_cpu_s()? - from?)
+    });
     let mut workers = Vec::new();
     for worker in 0..in_flight {
         let op = Arc::clone(&op);
@@ -211,17 +220,38 @@ where
         .max(1e-9);
     let completed = all.len() as u64;
     let pct = percentiles(&mut all);
+    let transfers_per_s = completed as f64 / duration_s;
+    let cpu_us_per_op = cpu_window.await.ok().flatten().and_then(|cpu_s| {
+        let ops = transfers_per_s * duration.as_secs_f64();
+        (ops > 0.0).then(|| (cpu_s / ops * 1e7).round() / 10.0)
+    });
     LoadPoint {
         in_flight,
         duration_s: (duration_s * 1e3).round() / 1e3,
         completed,
         errors,
-        transfers_per_s: ((completed as f64 / duration_s) * 1e3).round() / 1e3,
+        transfers_per_s: (transfers_per_s * 1e3).round() / 1e3,
         p50_ms: pct.map(|p| p.p50_ms),
         p99_ms: pct.map(|p| p.p99_ms),
         max_ms: pct.map(|p| p.max_ms),
+        cpu_us_per_op,
         first_error,
     }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, fixed at 100 by the Linux ABI on x86-64).
+const PROC_TICKS_PER_S: f64 = 100.0;
+
+/// CPU time (user + system) used so far by this process, all threads, in seconds.
+pub fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis): the
+    // 14th and 15th fields of the line, utime and stime, are the 12th and 13th from there.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / PROC_TICKS_PER_S)
 }
 
 /// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
