@@ -151,6 +151,15 @@ pub trait ChannelModule: Send + Sync {
         Err(ModuleError::UnknownMethod(method.to_owned()))
     }
 
+    /// The largest cumulative total, in the module's units ([`ChannelModule::asset_scale`]), that
+    /// [`ChannelModule::create_outgoing_claim`] can ever settle for one account (e.g. a module whose claims are
+    /// cumulative `u64` drops cannot go past `u64::MAX`). The settlement engine refuses a settle request that
+    /// would take an account's cumulative total (settled, in flight and queued, plus the request) past it.
+    /// `None` (the default): no limit beyond the engine's per-request one.
+    fn max_cumulative_settlement(&self) -> Option<BigUint> {
+        None
+    }
+
     /// Token to authenticate with, if the module derives one (legacy `getAuthToken`).
     fn auth_token(&self) -> Option<String> {
         None

@@ -64,6 +64,17 @@ impl Scaled {
         }
     }
 
+    /// `self − other` at the finer of the two scales (exact), or `None` if `other` is worth more.
+    pub fn checked_sub(&self, other: &Scaled) -> Option<Scaled> {
+        let scale = self.scale.max(other.scale);
+        let a = self.upscale(scale)?;
+        let b = other.upscale(scale)?;
+        (a >= b).then(|| Scaled {
+            amount: a - b,
+            scale,
+        })
+    }
+
     /// The wire form.
     pub fn to_quantity(&self) -> Quantity {
         Quantity {
@@ -297,6 +308,14 @@ mod tests {
             parse_quantity(long.as_bytes()),
             Err(QuantityError::AmountTooLong)
         );
+    }
+
+    #[test]
+    fn checked_sub_is_exact_across_scales() {
+        // 1.5 − 0.25 = 1.25, at the finer scale.
+        assert_eq!(s(15, 1).checked_sub(&s(25, 2)), Some(s(125, 2)));
+        assert_eq!(s(3, 0).checked_sub(&s(300, 2)), Some(s(0, 2)));
+        assert_eq!(s(3, 0).checked_sub(&s(301, 2)), None);
     }
 
     proptest! {

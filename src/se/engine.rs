@@ -15,6 +15,8 @@
 //! * A settle request is answered 201 only after its queue record is durable.
 //! * `settled_total ≤ target_total`; both only grow. Every accepted unit ends in `target_total` or the leftover.
 //! * An incoming increase and its credit record are written in one batch with the module's tracker update.
+//! * Everything accepted (`target_total`, queue and leftover, in whole module units) stays within the module's
+//!   [`ChannelModule::max_cumulative_settlement`]: a request that would pass it is refused before it is written.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,6 +74,12 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Builds a channel module from its configured name and options; [`Engine::open`] uses
+/// [`channel_modules::build_module`] (the stock modules), [`Engine::open_with_modules`] takes another.
+pub type ModuleFactory = Arc<
+    dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn ChannelModule>, ModuleError> + Send + Sync,
+>;
 
 /// Errors of engine operations; [`super::api`] maps each to an HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +247,37 @@ struct Status {
     next_settle_retry_ms: Option<u64>,
 }
 
+/// Everything accepted for settlement on an account, in module units: the taken total (`target_total`, settled
+/// or in flight), the queued requests, the outgoing leftover, and requests being written. Taking requests off the
+/// queue only moves value between those parts, so this changes only when a request is accepted (or its write is
+/// refused). Checked, with the request added, against [`ChannelModule::max_cumulative_settlement`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct AcceptedTotal {
+    /// Whole module units.
+    units: BigUint,
+    /// Below one module unit.
+    leftover: Scaled,
+}
+
+impl AcceptedTotal {
+    /// The total with `amount` (at any scale) added.
+    fn plus(&self, amount: &Scaled, module_scale: u8) -> AcceptedTotal {
+        let (units, leftover) = convert_with_leftover(&self.leftover, amount, module_scale);
+        AcceptedTotal {
+            units: &self.units + units,
+            leftover,
+        }
+    }
+
+    /// The total with `amount` taken out again; `None` if it was never added.
+    fn minus(&self, amount: &Scaled, module_scale: u8) -> Option<AcceptedTotal> {
+        let value = Scaled::new(self.units.clone(), module_scale)
+            .add(&self.leftover)
+            .checked_sub(amount)?;
+        Some(AcceptedTotal::default().plus(&value, module_scale))
+    }
+}
+
 /// A pending credit with its next attempt time (memory only: everything is due at start-up).
 struct PendingCredit {
     record: CreditRecord,
@@ -256,6 +295,9 @@ pub(crate) struct Account {
     connector_scale_config: Option<u8>,
     queue: Mutex<Vec<QueuedRequest>>,
     out: Mutex<OutgoingRecord>,
+    /// See [`AcceptedTotal`]; a request is checked and added under this lock, so two concurrent requests cannot
+    /// both fit the module's limit only on their own.
+    accepted: Mutex<AcceptedTotal>,
     status: Mutex<Status>,
     incoming: tokio::sync::Mutex<IncomingRecord>,
     /// The incoming leftover, mirrored for the operator view.
@@ -295,7 +337,11 @@ struct Inner {
     store: Arc<dyn SeStore>,
     logs: Arc<dyn ModuleLogs>,
     client: ConnectorClient,
+    modules: ModuleFactory,
     accounts: RwLock<HashMap<String, Arc<Account>>>,
+    /// Accounts kept by a failed delete whose state could not be read back from the store (see
+    /// [`Engine::delete_account`]): each lookup, and a background task, tries again.
+    broken: Mutex<HashMap<String, AccountRecord>>,
     create_lock: tokio::sync::Mutex<()>,
     idem: Vec<Mutex<IdemShard>>,
     seq: AtomicU64,
@@ -326,7 +372,18 @@ impl Engine {
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,
     ) -> Result<Engine, EngineError> {
-        build_module(&config.module, &config.module_options)
+        Engine::open_with_modules(config, store, logs, Arc::new(build_module)).await
+    }
+
+    /// [`Engine::open`] with the accounts' modules built by `modules` (from `config.module` and
+    /// `config.module_options`) instead of the stock [`build_module`]: for modules outside this workspace.
+    pub async fn open_with_modules(
+        config: SeConfig,
+        store: Arc<dyn SeStore>,
+        logs: Arc<dyn ModuleLogs>,
+        modules: ModuleFactory,
+    ) -> Result<Engine, EngineError> {
+        modules(&config.module, &config.module_options)
             .map_err(|e| EngineError::Config(format!("module {:?}: {e}", config.module)))?;
         let client = ConnectorClient::new(&config.connector)
             .map_err(|e| EngineError::Config(e.to_string()))?;
@@ -336,7 +393,9 @@ impl Engine {
             store,
             logs,
             client,
+            modules,
             accounts: RwLock::new(HashMap::new()),
+            broken: Mutex::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
             idem: (0..IDEMPOTENCY_SHARDS)
                 .map(|_| Mutex::new(IdemShard::default()))
@@ -417,6 +476,16 @@ impl Engine {
             credits.push(c);
         }
         let acct = self.build_account(&id, rec.created_ms, trackers)?;
+        let module_scale = acct.module.asset_scale();
+        let mut accepted = AcceptedTotal {
+            units: out.target_total.clone(),
+            leftover: Scaled::zero(module_scale),
+        }
+        .plus(&out.leftover, module_scale);
+        for q in &queued {
+            accepted = accepted.plus(&q.amount, module_scale);
+        }
+        *lock(&acct.accepted) = accepted;
         *lock(&acct.out) = out;
         *acct
             .incoming
@@ -472,7 +541,7 @@ impl Engine {
         trackers: Vec<(String, MaxValue)>,
     ) -> Result<Arc<Account>, EngineError> {
         let cfg = &self.inner.config;
-        let module = build_module(&cfg.module, &cfg.module_options)
+        let module = (self.inner.modules)(&cfg.module, &cfg.module_options)
             .map_err(|e| EngineError::Config(format!("module {:?}: {e}", cfg.module)))?;
         let host = Arc::new(AccountHost::new(
             id,
@@ -500,6 +569,7 @@ impl Engine {
             connector_scale_config,
             queue: Mutex::new(Vec::new()),
             out: Mutex::new(OutgoingRecord::default()),
+            accepted: Mutex::new(AcceptedTotal::default()),
             status: Mutex::new(Status::default()),
             incoming: tokio::sync::Mutex::new(IncomingRecord::default()),
             incoming_view: Mutex::new(IncomingRecord::default()),
@@ -529,13 +599,76 @@ impl Engine {
     }
 
     fn account(&self, id: &str) -> Result<Arc<Account>, EngineError> {
+        match self.live_account(id) {
+            Some(acct) => Ok(acct),
+            None => self.reload_kept_account(id),
+        }
+    }
+
+    fn live_account(&self, id: &str) -> Option<Arc<Account>> {
         self.inner
             .accounts
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .cloned()
-            .ok_or_else(|| EngineError::AccountNotFound(id.to_owned()))
+    }
+
+    /// Tries again to read back an account a failed delete kept but could not read back (see
+    /// [`Engine::delete_account`]); starts it on success. [`EngineError::AccountNotFound`] for any other ID.
+    fn reload_kept_account(&self, id: &str) -> Result<Arc<Account>, EngineError> {
+        // Held while reloading: one reload per account at a time, and a second caller finds it started.
+        let mut broken = lock(&self.inner.broken);
+        let Some(rec) = broken.get(id).cloned() else {
+            return self
+                .live_account(id)
+                .ok_or_else(|| EngineError::AccountNotFound(id.to_owned()));
+        };
+        match self.load_account(rec, &mut 0) {
+            Ok(acct) => {
+                broken.remove(id);
+                self.start_account(Arc::clone(&acct));
+                drop(broken);
+                tracing::info!(account = %id, "kept account read back from the store");
+                Ok(acct)
+            }
+            Err(error) => Err(EngineError::Unavailable(format!(
+                "account {id} was kept by a failed delete but cannot be read back from the store \
+                 (retried in the background): {error}"
+            ))),
+        }
+    }
+
+    /// Retries [`Engine::reload_kept_account`] with backoff until it succeeds, the account is no longer waiting
+    /// for it, or the engine shuts down.
+    fn spawn_reload(&self, id: &str) {
+        let engine = self.clone();
+        let id = id.to_owned();
+        let task = tokio::spawn(async move {
+            let mut shutdown = engine.inner.shutdown.subscribe();
+            let mut attempts = 0u32;
+            loop {
+                let d = backoff(
+                    attempts,
+                    engine.inner.config.retry_initial(),
+                    engine.inner.config.retry_max(),
+                );
+                attempts = attempts.saturating_add(1);
+                if !wait(&Notify::new(), Some(d), &mut shutdown).await {
+                    return;
+                }
+                if !lock(&engine.inner.broken).contains_key(&id) {
+                    return;
+                }
+                match engine.reload_kept_account(&id) {
+                    Ok(_) => return,
+                    Err(error) => {
+                        tracing::warn!(account = %id, %error, attempts, "reading a kept account back failed")
+                    }
+                }
+            }
+        });
+        lock(&self.inner.tasks).push(task);
     }
 
     /// The configuration.
@@ -543,7 +676,7 @@ impl Engine {
         &self.inner.config
     }
 
-    /// IDs of every account.
+    /// IDs of every account (also those a failed delete kept and that are still being read back).
     pub fn account_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
             .inner
@@ -553,7 +686,9 @@ impl Engine {
             .keys()
             .cloned()
             .collect();
+        ids.extend(lock(&self.inner.broken).keys().cloned());
         ids.sort();
+        ids.dedup();
         ids
     }
 
@@ -563,8 +698,11 @@ impl Engine {
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string());
         validate_account_id(&id)?;
         let _guard = self.inner.create_lock.lock().await;
-        if self.account(&id).is_ok() {
-            return Ok(id);
+        match self.account(&id) {
+            Ok(_) => return Ok(id),
+            Err(EngineError::AccountNotFound(_)) => {}
+            // Kept by a failed delete and not readable yet: creating it again would read the same records.
+            Err(e) => return Err(e),
         }
         let rec = AccountRecord {
             id: id.clone(),
@@ -590,7 +728,9 @@ impl Engine {
     /// If the module's `disconnect` fails (e.g. a payee cannot redeem its best claim because the ledger is
     /// unreachable), nothing is deleted: the module's records may be money not yet collected. The account is
     /// rebuilt from the store and keeps running, and the call fails with [`EngineError::Unavailable`];
-    /// deleting again later retries.
+    /// deleting again later retries. If even reading the account back fails (the store failing), the account
+    /// stays listed and every call for it reads it back first (failing with [`EngineError::Unavailable`] while
+    /// the store does), and a background task retries with backoff; the error says so.
     pub async fn delete_account(&self, id: &str) -> Result<(), EngineError> {
         let _guard = self.inner.create_lock.lock().await;
         let acct = self.account(id)?;
@@ -623,8 +763,20 @@ impl Engine {
                 id: id.to_owned(),
                 created_ms: acct.created_ms,
             };
-            let fresh = self.load_account(rec, &mut 0)?;
-            self.start_account(fresh);
+            match self.load_account(rec.clone(), &mut 0) {
+                Ok(fresh) => self.start_account(fresh),
+                Err(reload_error) => {
+                    tracing::error!(account = %id, error = %reload_error,
+                        "reading the kept account back from the store failed; retrying in the background");
+                    lock(&self.inner.broken).insert(id.to_owned(), rec);
+                    self.spawn_reload(id);
+                    return Err(EngineError::Unavailable(format!(
+                        "module disconnect failed, account kept: {error}; reading the account back from the \
+                         store failed too ({reload_error}): it answers 503 until a retry (on every call and \
+                         in the background) succeeds"
+                    )));
+                }
+            }
             return Err(EngineError::Unavailable(format!(
                 "module disconnect failed, account kept: {error}"
             )));
@@ -850,7 +1002,37 @@ impl Engine {
         if let (Some(key), Some(rec)) = (&key, idem) {
             batch.put_json(Family::Main, keys::idempotency(&acct.id, key), rec)?;
         }
-        self.inner.store.submit(batch)?.await?;
+        let module_scale = acct.module.asset_scale();
+        {
+            // Checked and counted in one step, before anything is written: concurrent requests of the account
+            // each see the ones before them (replays of an accepted key never get here).
+            let mut accepted = lock(&acct.accepted);
+            let after = accepted.plus(&req.amount, module_scale);
+            if let Some(limit) = acct.module.max_cumulative_settlement() {
+                if after.units > limit {
+                    return Err(EngineError::BadRequest(format!(
+                        "amount {} at scale {} would take the account's cumulative settlements to {} units at \
+                         scale {module_scale}, more than the module can ever settle ({limit}); {} are already \
+                         settled, in flight or queued",
+                        req.amount.amount, req.amount.scale, after.units, accepted.units
+                    )));
+                }
+            }
+            *accepted = after;
+        }
+        let ticket = match self.inner.store.submit(batch) {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                // Nothing was queued: give the share back. (A failed write below keeps it counted: the store
+                // may hold it, and counting too much only refuses more until the restart a failed store needs.)
+                let mut accepted = lock(&acct.accepted);
+                if let Some(before) = accepted.minus(&req.amount, module_scale) {
+                    *accepted = before;
+                }
+                return Err(e.into());
+            }
+        };
+        ticket.await?;
         lock(&acct.queue).push(req);
         acct.wake_settle.notify_one();
         Ok(())
@@ -1708,6 +1890,29 @@ mod tests {
         );
         shard.remove(&idem_key(0));
         assert!(shard.get_mut(&idem_key(0)).is_none());
+    }
+
+    #[test]
+    fn the_accepted_total_adds_and_gives_back_across_scales() {
+        let q = |a: u64, scale: u8| Scaled::new(BigUint::from(a), scale);
+        // Module scale 0: 2.5 + 0.7 = 3 units and 0.2 left over.
+        let start = AcceptedTotal::default().plus(&q(25, 1), 0);
+        assert_eq!(start.units, BigUint::from(2u8));
+        let more = start.plus(&q(700, 3), 0);
+        assert_eq!(
+            (more.units.clone(), more.leftover.clone()),
+            (BigUint::from(3u8), q(2, 1))
+        );
+        // Taking the 0.7 out again gives the first total back (same value; leftover normalized).
+        let back = more.minus(&q(700, 3), 0).expect("was added");
+        assert_eq!(back.units, start.units);
+        assert_eq!(
+            back.leftover.upscale(3),
+            start.leftover.upscale(3),
+            "{back:?}"
+        );
+        // More than was ever added cannot be taken out.
+        assert!(more.minus(&q(4, 0), 0).is_none());
     }
 
     #[test]
