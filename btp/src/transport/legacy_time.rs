@@ -96,10 +96,23 @@ pub(crate) fn legacy_expiry_millis(raw: &[u8]) -> Option<i64> {
     Timestamp::from_unix_millis(ms).map(Timestamp::unix_millis)
 }
 
-/// Classifies one incoming frame (cheap for anything but a Prepare).
-pub(crate) fn check_prepare_time(bytes: &Bytes) -> PrepareTime {
+/// The start of a Prepare frame, read without parsing the time.
+struct PrepareHeader<'a> {
+    request_id: u32,
+    /// The raw `expiresAt` field.
+    raw: &'a [u8],
+    /// Offset of `raw` in the frame.
+    time_start: usize,
+    /// The contents after `expiresAt` (the protocol data).
+    rest: Reader<'a>,
+    /// The frame after the contents (empty in a well-formed frame).
+    after: Reader<'a>,
+}
+
+/// Reads a Prepare frame up to its `expiresAt`; `None` if `bytes` is not a Prepare or too broken to get there.
+fn prepare_header(bytes: &Bytes) -> Option<PrepareHeader<'_>> {
     if bytes.first() != Some(&PREPARE_TYPE) {
-        return PrepareTime::Keep;
+        return None;
     }
     let total = bytes.len();
     let mut r = Reader::new(bytes);
@@ -114,7 +127,34 @@ pub(crate) fn check_prepare_time(bytes: &Bytes) -> PrepareTime {
         let time_start = contents_end - contents.remaining() - raw.len();
         Ok::<_, crate::DecodeError>((request_id, raw, time_start, contents))
     })();
-    let Ok((request_id, raw, time_start, mut rest)) = header else {
+    let (request_id, raw, time_start, rest) = header.ok()?;
+    Some(PrepareHeader {
+        request_id,
+        raw,
+        time_start,
+        rest,
+        after: r,
+    })
+}
+
+/// Whether a Prepare frame the codec decoded carried its expiry in legacy's form; `parsed` is the time the codec
+/// read. The codec also takes `YYYYMMDDHHMMSSZ` and one or two fraction digits, which legacy refuses; anything
+/// else legacy refuses or rolls over the codec refuses too (see [`check_prepare_time`]). So the field is
+/// legacy's iff it is the canonical 19-character text of `parsed`: a comparison, not a second parse.
+pub(crate) fn decoded_expiry_is_legacy(bytes: &Bytes, parsed: Timestamp) -> bool {
+    prepare_header(bytes).is_some_and(|h| h.raw == parsed.to_generalized_time())
+}
+
+/// Classifies one incoming frame the codec refused (cheap for anything but a Prepare).
+pub(crate) fn check_prepare_time(bytes: &Bytes) -> PrepareTime {
+    let Some(PrepareHeader {
+        request_id,
+        raw,
+        time_start,
+        mut rest,
+        after: r,
+    }) = prepare_header(bytes)
+    else {
         return PrepareTime::Keep;
     };
     match legacy_expiry_millis(raw).and_then(Timestamp::from_unix_millis) {
@@ -272,6 +312,28 @@ mod tests {
         // Other types are not looked at.
         let msg = Frame::new(1, Packet::Message(ProtocolData::new())).to_bytes();
         assert_eq!(check_prepare_time(&msg), PrepareTime::Keep);
+    }
+
+    #[test]
+    fn decoded_prepares_are_checked_against_the_codecs_time() {
+        let expiry_ok = |raw: &[u8]| {
+            let bytes = prepare_with_time(raw);
+            match Frame::decode(&bytes, BtpVersion::Btp1) {
+                Ok(Frame {
+                    packet: Packet::Prepare(p),
+                    ..
+                }) => Some(decoded_expiry_is_legacy(&bytes, p.expires_at)),
+                _ => None,
+            }
+        };
+        assert_eq!(expiry_ok(b"20300102030405.678Z"), Some(true));
+        // The codec reads these; legacy does not.
+        assert_eq!(expiry_ok(b"20300102030405Z"), Some(false));
+        assert_eq!(expiry_ok(b"20300102030405.6Z"), Some(false));
+        assert_eq!(expiry_ok(b"20300102030405.67Z"), Some(false));
+        // The codec refuses these (and `check_prepare_time` decides).
+        assert_eq!(expiry_ok(b"20300230030405.678Z"), None);
+        assert_eq!(expiry_ok(b"garbage"), None);
     }
 
     #[test]

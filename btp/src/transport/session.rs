@@ -459,26 +459,30 @@ impl SessionInner {
 
     /// Classifies one incoming binary message (see "Inbound classification" in the module docs).
     pub(crate) async fn on_frame(self: &Arc<Self>, link_id: u64, bytes: Bytes) {
-        // A Prepare's expiry is read the way legacy reads it (see `legacy_time`).
-        let bytes = match super::legacy_time::check_prepare_time(&bytes) {
-            super::legacy_time::PrepareTime::Keep => bytes,
-            super::legacy_time::PrepareTime::Rewritten(b) => b,
-            super::legacy_time::PrepareTime::Refuse { request_id } => {
-                debug!(
-                    request_id,
-                    "prepare with an invalid expiry: legacy RangeError"
-                );
-                let reply = super::legacy_time::range_error(request_id, crate::Timestamp::now());
-                self.send_reply(link_id, reply).await;
-                return;
-            }
-        };
-        let frame = match Frame::decode(&bytes, BtpVersion::Btp1) {
-            Ok(frame) => frame,
-            Err(err) => {
-                debug!(%err, len = bytes.len(), "ignoring undecodable frame");
-                return;
-            }
+        // A Prepare's expiry is read the way legacy reads it (see `legacy_time`): the codec's parse is checked
+        // for legacy's form below; only a frame the codec refuses is looked at again here.
+        let (frame, bytes) = match Frame::decode(&bytes, BtpVersion::Btp1) {
+            Ok(frame) => (frame, bytes),
+            Err(err) => match super::legacy_time::check_prepare_time(&bytes) {
+                super::legacy_time::PrepareTime::Rewritten(b) => {
+                    match Frame::decode(&b, BtpVersion::Btp1) {
+                        Ok(frame) => (frame, b),
+                        Err(err) => {
+                            debug!(%err, len = b.len(), "ignoring undecodable frame");
+                            return;
+                        }
+                    }
+                }
+                super::legacy_time::PrepareTime::Refuse { request_id } => {
+                    self.refuse_expiry(link_id, (request_id, frame_digest(&bytes)))
+                        .await;
+                    return;
+                }
+                super::legacy_time::PrepareTime::Keep => {
+                    debug!(%err, len = bytes.len(), "ignoring undecodable frame");
+                    return;
+                }
+            },
         };
         let request_id = frame.request_id;
         // Only requests are deduplicated; replies are matched by ID and need no digest.
@@ -506,8 +510,34 @@ impl SessionInner {
                     let _ = p.tx.send(Ok(Reply::Response(pd)));
                 }
             }
+            Packet::Prepare(p)
+                if !super::legacy_time::decoded_expiry_is_legacy(&bytes, p.expires_at) =>
+            {
+                self.refuse_expiry(link_id, key()).await;
+            }
             packet => self.dispatch(link_id, key(), packet).await,
         }
+    }
+
+    /// Answers a Prepare whose expiry legacy refuses with legacy's RangeError, once per request (a duplicate
+    /// sent on another socket gets nothing, like any duplicate request).
+    async fn refuse_expiry(self: &Arc<Self>, link_id: u64, key: DedupeKey) {
+        let request_id = key.0;
+        if !lock(&self.dedupe).begin(key, Instant::now()) {
+            debug!(request_id, "dropping duplicate request");
+            return;
+        }
+        // Completes the request even if this future is dropped mid-send.
+        let _done = DedupeGuard {
+            inner: self.clone(),
+            key,
+        };
+        debug!(
+            request_id,
+            "prepare with an invalid expiry: legacy RangeError"
+        );
+        let reply = super::legacy_time::range_error(request_id, crate::Timestamp::now());
+        self.send_reply(link_id, reply).await;
     }
 
     /// Runs the handler for a request once per request ID.
