@@ -508,7 +508,7 @@ fn pinned_payment_options(anvil: &Anvil, key: usize) -> Value {
 }
 
 /// Every account of an engine gets the same module options: with `peerAddress` configured (or a second peer
-/// answering `eth_address` with the first one's address), a second account would be credited for the first
+/// proving the first one's address in `eth_address`), a second account would be credited for the first
 /// account's on-chain payments. The address belongs to the account that claimed it first; the second account
 /// is refused and credited nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,6 +541,96 @@ async fn eth_payment_second_account_on_the_first_ones_peer_is_refused_and_credit
     settle(&a, 2_000, 9).await?;
     wait_credited(&b, 3_000).await?;
     assert_credited_exactly(&b, 3_000).await?;
+    stop_all([a, b]).await;
+    Ok(())
+}
+
+/// An eth-payment engine with dev key `key` and no account yet, behind its own mock connector.
+async fn payment_engine_without_accounts(anvil: &Anvil, key: usize) -> Result<Side, EthBoxError> {
+    let mock = ilp_bridge::testing::mock_connector::MockConnector::start().await?;
+    let mut side = Side {
+        mock,
+        se: None,
+        backing: Backing::rocks()?,
+        account: String::new(),
+        module: "eth-payment",
+        options: payment_options(anvil, key),
+        connector_scale: Some(CONNECTOR_SCALE),
+    };
+    side.se = Some(se_common::start_engine(side.config(), &side.backing).await?);
+    Ok(side)
+}
+
+/// A squatter account is set up on the payee's engine before the payer's account, and its peer calls
+/// `eth_address` naming the payer's address as its own: in the unproven form of earlier versions (refused) and
+/// with a challenge (answered with the payee's proof). Neither pins the address or takes its identity: the
+/// payer's account, set up afterwards on the same engine (same module configuration), is credited exactly,
+/// and the squatter cannot be credited with the payer's payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_payment_squatter_naming_the_payers_address_first_cannot_take_it() -> TestResult {
+    use channel_modules::eth::peer::{address_request, verify_address_proof, RPC_ETH_ADDRESS};
+    use ilp_bridge::se::wire;
+
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let rpc = anvil.client()?;
+    let chain = rpc.chain_id().await?;
+    let payer = address(&anvil, PAYER_KEY)?;
+    let payee = address(&anvil, PAYEE_KEY)?;
+    let mut b = payment_engine_without_accounts(&anvil, PAYEE_KEY).await?;
+    let engine_b = url(b.se()?);
+    let squatter = b.mock.add_account(&engine_b).await?;
+
+    let (status, body) = post_message_once_set_up(
+        &engine_b,
+        &squatter,
+        wire::rpc_request(RPC_ETH_ADDRESS, json!([payer.to_string()])),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let old_form = wire::parse_rpc_reply(body.as_bytes());
+    assert!(
+        matches!(&old_form, Err(ModuleError::Rpc(m)) if m.contains("older ilp-bridge")),
+        "{old_form:?}"
+    );
+    let challenge = [5u8; 32];
+    let (status, body) = post_message_once_set_up(
+        &engine_b,
+        &squatter,
+        wire::rpc_request(RPC_ETH_ADDRESS, address_request(&payer, &challenge)),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let proof = wire::parse_rpc_reply(body.as_bytes())?;
+    assert_eq!(
+        verify_address_proof(chain, &payer, &challenge, &proof)?,
+        payee
+    );
+
+    // The payer's account comes second, on the same engine, and is credited exactly.
+    b.account = b.mock.add_account(&engine_b).await?;
+    let mut a = payment_engine_without_accounts(&anvil, PAYER_KEY).await?;
+    a.account = a.mock.add_account(&url(a.se()?)).await?;
+    ilp_bridge::testing::mock_connector::MockConnector::link(
+        &a.mock, &a.account, &b.mock, &b.account,
+    )?;
+    let first_block = rpc.block_number().await? + 1;
+    settle(&a, 1_000, 9).await?;
+    wait_credited(&b, 1_000).await?;
+    assert_credited_exactly(&b, 1_000).await?;
+
+    // The squatter (its peer gone) cannot be credited with that payment.
+    let sent = sent_by(&rpc, &payer, first_block).await?;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let claim = Claim::Json(json!({ "txHashes": [sent[0].hash.to_string()] }));
+    let refused = reqwest::Client::new()
+        .post(format!("{engine_b}/accounts/{squatter}/messages"))
+        .header("Content-Type", "application/octet-stream")
+        .body(wire::claim_message(&claim))
+        .send()
+        .await?;
+    assert!(!refused.status().is_success(), "{}", refused.status());
+    assert_eq!(b.se()?.engine.account_view(&squatter)?.received.amount, "0");
+    assert_credited_exactly(&b, 1_000).await?;
     stop_all([a, b]).await;
     Ok(())
 }

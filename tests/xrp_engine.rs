@@ -665,3 +665,68 @@ async fn a_second_account_on_the_first_ones_channel_is_refused_and_credited_noth
     p.stop().await;
     Ok(())
 }
+
+/// A squatter account on Bob's engine whose peer engine names Alice's channel to Bob (`ripple_channel_id`),
+/// before Bob's own account (same module configuration) took any claim: naming the channel proves nothing, so
+/// the squatter does not take it (a claim it forges is refused by the channel's key); Bob's account is then
+/// credited as usual, and a genuine claim replayed to the squatter is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatter_naming_the_payers_channel_first_cannot_lock_it_out() -> TestResult {
+    let ledger = Ledger::start().await?;
+    let mut bob_options = ledger.bob_options(0);
+    bob_options["claimInterval"] = json!(CLAIM_INTERVAL_MS);
+    let mut b = Side::new(bob_options, Some(6)).await?;
+    let a_to_b = ledger.a_to_b;
+    let mut carol = Side::new(
+        json!({
+            "rippled": ledger.fake.url(),
+            "secret": CAROL_SEED,
+            "channel": a_to_b.to_string(),
+        }),
+        Some(6),
+    )
+    .await?;
+    let squatter = b.mock.add_account(&url(b.se()?)).await?;
+    MockConnector::link(&b.mock, &squatter, &carol.mock, &carol.account)?;
+    let keys = &ledger.keys;
+    let (status, body) = se_common::post_message_once_set_up(
+        &url(b.se()?),
+        &squatter,
+        wire::claim_message(&Claim::Json(claim_json(
+            &a_to_b,
+            700,
+            &keys.carol,
+            &keys.carol,
+        )?)),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("another account"), "{body}");
+
+    // Bob's account, linked to Alice only now, is credited.
+    let mut a = Side::new(ledger.alice_options(), Some(6)).await?;
+    MockConnector::link(&a.mock, &a.account, &b.mock, &b.account)?;
+    a.settle(700, 6).await?;
+    wait_credited(&b, &scaled(700, 6)).await?;
+
+    // The channel is Bob's account's now: a genuine claim replayed to the squatter credits nothing.
+    let (status, body) = se_common::post_message_once_set_up(
+        &url(b.se()?),
+        &squatter,
+        wire::claim_message(&Claim::Json(claim_json(
+            &a_to_b,
+            700,
+            &keys.alice,
+            &keys.alice,
+        )?)),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("another account"), "{body}");
+    assert_eq!(b.se()?.engine.account_view(&squatter)?.received.amount, "0");
+    credited_stays(&b, &scaled(700, 6)).await?;
+    a.stop().await;
+    b.stop().await;
+    carol.stop().await;
+    Ok(())
+}

@@ -624,7 +624,8 @@ async fn a_crash_around_the_claim_write_never_loses_a_confirmed_payment() -> Tes
 }
 
 /// Two accounts of one node (settlement-engine accounts share one module configuration): a second account whose
-/// peer answers `eth_address` with the first account's peer address is refused that address, so it cannot be
+/// peer proves the first account's peer address in `eth_address` (the same payer behind a second account) is
+/// refused that address, so it cannot be
 /// credited for the same on-chain payments; the first account keeps being credited.
 #[tokio::test]
 async fn a_second_account_claiming_the_same_peer_address_is_refused_and_credits_nothing(
@@ -649,7 +650,7 @@ async fn a_second_account_claiming_the_same_peer_address_is_refused_and_credits_
         .ok_or("no credit")?;
     assert_eq!(credit.amount, total);
 
-    // Account "b2" on the payee's node: its peer replies to eth_address with the payer's address.
+    // Account "b2" on the payee's node: its peer (the payer again) proves the payer's address.
     let other_host = s
         .pair
         .b
@@ -704,5 +705,132 @@ async fn a_second_account_claiming_the_same_peer_address_is_refused_and_credits_
         .await?
         .ok_or("no credit")?;
     assert_eq!(credit.amount, &second_total - &total);
+    Ok(())
+}
+
+/// Records `hash` (paying `amount`) as an incoming payment in `log`, the way `eth-payment` records a verified
+/// payment (key: the hash's first 16 bytes).
+async fn record_incoming_payment(
+    log: &dyn channel_modules::store::TransferLog,
+    hash: &TxHash,
+    amount: u64,
+) -> TestResult {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash.0[..16]);
+    let condition = <sha2::Sha256 as sha2::Digest>::digest(hash.0).into();
+    let transfer = Transfer {
+        id: TransferId(id),
+        amount,
+        execution_condition: condition,
+        expires_at_ms: i64::MAX,
+        ilp: Vec::new(),
+        custom: Some(json!({ "txHash": hash.to_string() })),
+    };
+    log.prepare(&transfer, Direction::Incoming).await?;
+    log.fulfill(&TransferId(id), &hash.0).await?;
+    Ok(())
+}
+
+/// A payee module on `stores` (peer address configured), wired to the setup's payer, connected.
+async fn payee_on(
+    s: &Setup,
+    stores: channel_modules::memory::MemoryStores,
+) -> Result<
+    (
+        Arc<TestHost>,
+        EthPaymentModule,
+        channel_modules::ChannelContext,
+    ),
+    Box<dyn std::error::Error>,
+> {
+    let mut opts = options(&s.anvil, PAYEE_KEY_INDEX, json!({}));
+    opts["peerAddress"] = json!(address_of(&s.anvil, PAYER_KEY_INDEX)?.to_string());
+    let host = TestHost::with_stores(stores, s.pair.a.host.clock().clone());
+    host.connect_to(
+        &s.pair.a.host,
+        s.pair.a.module.clone(),
+        s.payer_opts.clone(),
+        "a",
+    );
+    let module = EthPaymentModule::from_options(&opts)?;
+    let ctx = host.context(opts, "b-store");
+    module.connect(&ctx).await?;
+    Ok((host, module, ctx))
+}
+
+/// A store written before `amount_received` existed (incoming payments in `eth_payments`, each credited when
+/// recorded, no tracker): the first `connect` seeds the tracker from the log, so the next claim, which carries
+/// the old payment's hash again, credits only the new payment. A store started fresh is not seeded later: a
+/// payment recorded there whose credit was lost (a crash between the two) is still credited by the next claim.
+#[tokio::test]
+async fn amount_received_is_seeded_once_from_a_store_that_predates_it() -> TestResult {
+    let Some(s) = setup(json!({})).await? else {
+        return Ok(());
+    };
+    let first = BigUint::from(1_000_000_000_000u64);
+    let claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &first)
+        .await?
+        .ok_or("no claim")?;
+    let old_hash = claim_hashes(&claim)[0];
+
+    // The old version's store: the payment recorded (and credited back then), no amount_received.
+    let old_stores = channel_modules::memory::MemoryStores::unbounded();
+    record_incoming_payment(
+        old_stores.transfer_log(PAYMENTS_LOG_KEY)?.as_ref(),
+        &old_hash,
+        1_000_000_000_000,
+    )
+    .await?;
+    let (host, payee, ctx) = payee_on(&s, old_stores).await?;
+    let received = host
+        .stores()
+        .max_value_tracker(channel_modules::eth::payment::AMOUNT_RECEIVED_KEY)?;
+    assert_eq!(received.get_max().await?.value, first);
+
+    let second = BigUint::from(3_000_000_000_000u64);
+    let claim = s
+        .pair
+        .a
+        .module
+        .create_outgoing_claim(&s.pair.a.ctx, &second)
+        .await?
+        .ok_or("no claim")?;
+    assert_eq!(
+        claim_hashes(&claim).len(),
+        2,
+        "the old hash is carried again"
+    );
+    let credit = payee
+        .handle_incoming_claim(&ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, &second - &first);
+    assert_eq!(received.get_max().await?.value, second);
+    // Connecting again changes nothing.
+    payee.connect(&ctx).await?;
+    assert_eq!(received.get_max().await?.value, second);
+    assert!(payee
+        .handle_incoming_claim(&ctx, Some(&claim))
+        .await?
+        .is_none());
+
+    // A fresh store: connected (marked) before anything was received. A payment recorded there whose credit a
+    // crash lost is credited by the next claim, also after a reconnect.
+    let (fresh_host, fresh, fresh_ctx) =
+        payee_on(&s, channel_modules::memory::MemoryStores::unbounded()).await?;
+    let fresh_log = fresh_host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
+    record_incoming_payment(fresh_log.as_ref(), &old_hash, 1_000_000_000_000).await?;
+    fresh.connect(&fresh_ctx).await?;
+    let restarted = EthPaymentModule::from_options(fresh_ctx.options())?;
+    restarted.connect(&fresh_ctx).await?;
+    let credit = restarted
+        .handle_incoming_claim(&fresh_ctx, Some(&claim))
+        .await?
+        .ok_or("the lost credit was not recovered")?;
+    assert_eq!(credit.amount, second);
     Ok(())
 }

@@ -920,3 +920,71 @@ async fn a_second_account_claiming_the_same_channel_is_refused_and_credits_nothi
     );
     Ok(())
 }
+
+/// A squatter account on Bob's node whose peer names Alice's channel to Bob (`ripple_channel_id`) before Bob's
+/// own account took any claim: naming a channel proves nothing, so the squatter does not take the channel's
+/// identity (claims it forges are refused by the channel's key); Bob's account, connected afterwards, is
+/// credited as usual; and once Bob's account holds the identity, even a genuine claim replayed to the squatter
+/// is refused.
+#[tokio::test]
+async fn a_squatter_naming_the_victims_channel_cannot_lock_it_out() -> TestResult {
+    let n = net(json!({}), json!({})).await?;
+    let carol_opts = json!({
+        "rippled": n.fake.url(),
+        "secret": CAROL_SEED,
+        "channel": n.a_to_b.to_string(),
+    });
+    let carol = Arc::new(XrpPaychan::from_options(&carol_opts)?);
+    let carol_host = TestHost::with_stores(MemoryStores::unbounded(), n.clock.clone());
+    let squat_host = n.bob.host.same_node(MemoryStores::unbounded());
+    squat_host.connect_to(
+        &carol_host,
+        carol as Arc<dyn ChannelModule>,
+        carol_opts,
+        "carol",
+    );
+    let squat_opts = n.bob.ctx.options().clone();
+    let squat = XrpPaychan::from_options(&squat_opts)?;
+    let squat_ctx = squat_host.context(squat_opts, "squatter");
+    squat.connect(&squat_ctx).await?;
+    assert_eq!(squat.peer_channel(), Some(n.a_to_b));
+    let forged = claim_json(&n.a_to_b, 100, &KeyPair::from_seed(CAROL_SEED)?)?;
+    let refused = squat.handle_incoming_claim(&squat_ctx, Some(&forged)).await;
+    assert!(
+        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        "{refused:?}"
+    );
+
+    // Bob's own account comes second and works.
+    n.alice.module.connect(&n.alice.ctx).await?;
+    n.bob.module.connect(&n.bob.ctx).await?;
+    let c100 = pay(&n, 100).await?;
+    assert_eq!(
+        n.bob
+            .module
+            .handle_incoming_claim(&n.bob.ctx, Some(&c100))
+            .await?,
+        Some(credit(100, &n.a_to_b, 100))
+    );
+    let c300 = pay(&n, 300).await?;
+    assert_eq!(
+        n.bob
+            .module
+            .handle_incoming_claim(&n.bob.ctx, Some(&c300))
+            .await?,
+        Some(credit(200, &n.a_to_b, 300))
+    );
+
+    // The identity is Bob's account's: a genuine claim replayed to the squatter credits nothing.
+    let refused = squat.handle_incoming_claim(&squat_ctx, Some(&c300)).await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("another account")),
+        "{refused:?}"
+    );
+    let squat_best = squat_ctx
+        .max_value_tracker(MVT_INCOMING_CLAIM)?
+        .get_max()
+        .await?;
+    assert_eq!(squat_best.value, BigUint::from(0u32));
+    Ok(())
+}

@@ -16,7 +16,9 @@
 //! closes the channel with it on disconnect, when the payer moves to a new channel, and (a background check
 //! every `expiryCheckIntervalMs`) when the expiry comes within `closeMarginSecs`. Before refusing a transfer
 //! over `maxUnsecured`, the payee asks the payer for its current claim (RPC `eth_latest_claim`, see
-//! [`super::peer`]): a claim lost with a Fulfill response or a payer restart does not block the trustline.
+//! [`super::peer`]): a claim lost with a Fulfill response or a payer restart does not block the trustline. It
+//! asks only when fulfilled transfers exceed the best claim, rate-limited per account
+//! ([`super::peer::PullLimiter`]). The peer's address is configured or proven (`eth_address`, [`super::peer`]).
 //!
 //! Claims on the wire: `Claim::Json({"channel": "0x…", "amount": "<wei on this channel>", "signature": "0x…"})`.
 
@@ -34,7 +36,7 @@ use tracing::{info, warn};
 use super::abi::{self, Token};
 use super::key::{eip191_hash, recover_address, RecoverableSignature};
 use super::options::{amount_option, u64_option, CommonOptions};
-use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress};
+use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress, PullLimiter};
 use super::rlp::{self, Item};
 use super::types::{decode_hex, encode_hex, keccak256, Address, TxHash};
 use super::wallet::{TxStatus, Wallet};
@@ -303,6 +305,8 @@ struct Inner {
 pub struct EthChannelModule {
     inner: Arc<Inner>,
     watcher: Mutex<Option<JoinHandle<()>>>,
+    /// Rate limit of [`RPC_LATEST_CLAIM`] pulls.
+    pulls: PullLimiter,
 }
 
 impl Drop for EthChannelModule {
@@ -351,6 +355,7 @@ impl EthChannelModule {
                 credit_lock: tokio::sync::Mutex::new(()),
             }),
             watcher: Mutex::new(None),
+            pulls: PullLimiter::default(),
         })
     }
 
@@ -386,6 +391,18 @@ impl EthChannelModule {
             .value
             + &self.inner.common.max_unsecured;
         Ok((prepared > secured).then_some((prepared, secured)))
+    }
+
+    /// Whether the payer owes us for fulfilled transfers beyond the best claim, so that asking it for its latest
+    /// claim ([`RPC_LATEST_CLAIM`]) can raise what is secured.
+    async fn claim_can_help(&self, ctx: &ChannelContext) -> Result<bool, ModuleError> {
+        let fulfilled = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled);
+        let best = ctx
+            .max_value_tracker(INCOMING_CLAIM_KEY)?
+            .get_max()
+            .await?
+            .value;
+        Ok(fulfilled > best)
     }
 
     /// Payer: the current channel's address, if one was opened.
@@ -988,8 +1005,11 @@ impl ChannelModule for EthChannelModule {
         if self.unsecured_excess(ctx).await?.is_none() {
             return Ok(());
         }
-        // Before refusing: the peer may have signed a claim that never reached us.
-        pull_latest_claim(self, ctx).await;
+        // Before refusing: the peer may have signed a claim that never reached us. Asking can help only if it
+        // owes for fulfilled transfers beyond the best claim (prepared ones are not owed yet).
+        if self.claim_can_help(ctx).await? {
+            pull_latest_claim(self, ctx, &self.pulls).await;
+        }
         if let Some((prepared, secured)) = self.unsecured_excess(ctx).await? {
             warn!(id = %record.transfer.id, %prepared, %secured, "incoming prepare over maxUnsecured");
             return Err(ModuleError::NotAccepted(format!(
@@ -1027,7 +1047,10 @@ impl ChannelModule for EthChannelModule {
         match method {
             RPC_ETH_ADDRESS => {
                 let chain_id = self.inner.wallet.chain_id().await?;
-                self.inner.peer.handle_rpc(ctx, chain_id, &args).await
+                self.inner
+                    .peer
+                    .handle_rpc(ctx, chain_id, self.inner.wallet.key(), &args)
+                    .await
             }
             RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
             other => Err(ModuleError::UnknownMethod(other.to_owned())),

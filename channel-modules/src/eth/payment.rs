@@ -15,11 +15,15 @@
 //!   engine commits trackers with the credit, after the log write) is credited by the next claim, once.
 //! * max-value tracker `amount_settled`: value = outgoing confirmed total (OF), data = the most recent
 //!   payment hashes, re-sent in every claim so a payment confirmed after a crash still reaches the peer.
-//! * max-value tracker `peer_address`: the peer's address, pinned the first time it is learned.
+//! * max-value tracker `amount_received_init`: set by the first `connect` that keeps `amount_received`, which
+//!   seeds `amount_received` from the log when the store predates it (see `seed_amount_received`).
+//! * max-value tracker `peer_address`: the peer's address, pinned the first time it is proven (see
+//!   [`super::peer`]).
 //!
 //! Before refusing a transfer over `maxUnsecured`, the payee asks the payer for its current claim (RPC
 //! `eth_latest_claim`, see [`super::peer`]), so a claim lost with a Fulfill response or a payer restart does
-//! not block the trustline.
+//! not block the trustline: only when the payer owes for fulfilled transfers beyond what it paid, and
+//! rate-limited per account ([`super::peer::PullLimiter`]).
 //!
 //! Amounts are in the module's unit (wei, or the token's base unit). One transaction pays at most
 //! `u64::MAX` units (a transfer log amount); a larger debt is paid over successive settlements.
@@ -33,7 +37,7 @@ use tracing::{info, warn};
 
 use super::abi::{self, Token};
 use super::options::{str_option, u64_option, CommonOptions};
-use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress};
+use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress, PullLimiter};
 use super::types::{keccak256, Address, TxHash};
 use super::wallet::{TxStatus, Wallet};
 use crate::context::ChannelContext;
@@ -51,6 +55,10 @@ pub const PAYMENTS_LOG_KEY: &str = "eth_payments";
 pub const AMOUNT_SETTLED_KEY: &str = "amount_settled";
 /// Tracker of the incoming total credited (value), always at most the log's incoming fulfilled total.
 pub const AMOUNT_RECEIVED_KEY: &str = "amount_received";
+/// Tracker marking `amount_received` as authoritative for this store (value 1; data: what it was seeded with):
+/// written by the first `connect` of a version that keeps `amount_received` (see
+/// `EthPaymentModule::seed_amount_received`).
+pub const AMOUNT_RECEIVED_INIT_KEY: &str = "amount_received_init";
 pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM};
 /// ERC-20 token contract to pay in instead of ETH.
 pub const OPT_TOKEN_ADDRESS: &str = "tokenAddress";
@@ -95,6 +103,8 @@ pub struct EthPaymentModule {
     settle_lock: tokio::sync::Mutex<()>,
     /// Serialises crediting, so a hash raced by two claims is credited once.
     credit_lock: tokio::sync::Mutex<()>,
+    /// Rate limit of [`RPC_LATEST_CLAIM`] pulls.
+    pulls: PullLimiter,
 }
 
 impl EthPaymentModule {
@@ -123,6 +133,7 @@ impl EthPaymentModule {
             scale,
             settle_lock: tokio::sync::Mutex::new(()),
             credit_lock: tokio::sync::Mutex::new(()),
+            pulls: PullLimiter::default(),
         })
     }
 
@@ -363,6 +374,56 @@ impl EthPaymentModule {
         Ok((prepared > secured).then_some((prepared, secured)))
     }
 
+    /// Whether the payer owes us for fulfilled transfers beyond what it has paid, so that asking it for its
+    /// latest claim ([`RPC_LATEST_CLAIM`]) can raise what is secured.
+    fn claim_can_help(&self, ctx: &ChannelContext) -> Result<bool, ModuleError> {
+        let fulfilled = ctx.main_log()?.sums().incoming_fulfilled;
+        let paid = ctx
+            .transfer_log(PAYMENTS_LOG_KEY)?
+            .sums()
+            .incoming_fulfilled;
+        Ok(fulfilled > paid)
+    }
+
+    /// Makes `amount_received` authoritative once per store (marker [`AMOUNT_RECEIVED_INIT_KEY`]). A store
+    /// written before that tracker existed holds incoming payments in `eth_payments` that were credited as
+    /// they were recorded (the earlier code credited exactly the newly recorded payments), with the tracker
+    /// absent: left at 0 it would credit that whole history again on the first claim. Such a store is seeded
+    /// with the log's incoming fulfilled total. A fresh store (empty log) only gets the marker, so a payment
+    /// recorded later whose credit a crash lost is still credited by the next claim.
+    async fn seed_amount_received(
+        &self,
+        ctx: &ChannelContext,
+        log: &dyn TransferLog,
+    ) -> Result<(), ModuleError> {
+        let init = ctx.max_value_tracker(AMOUNT_RECEIVED_INIT_KEY)?;
+        if !init.get_max().await?.value.is_zero() {
+            return Ok(());
+        }
+        let _crediting = self.credit_lock.lock().await;
+        let received = ctx.max_value_tracker(AMOUNT_RECEIVED_KEY)?;
+        let logged = BigUint::from(log.sums().incoming_fulfilled);
+        if received.get_max().await?.value.is_zero() && !logged.is_zero() {
+            received
+                .set_if_max(MaxValue {
+                    value: logged.clone(),
+                    data: json!({ "settlementId": format!("seeded:{logged}") }),
+                })
+                .await?;
+            warn!(
+                account = ctx.account_id(),
+                credited = %logged,
+                "amount_received seeded from the payments log of an earlier version"
+            );
+        }
+        init.set_if_max(MaxValue {
+            value: BigUint::from(1u8),
+            data: json!({ "seededWith": logged.to_string() }),
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn ensure_unbounded(log: &dyn TransferLog) -> Result<(), ModuleError> {
         // This log is bookkeeping of on-chain payments, never a credit line: no limit applies.
         if log.maximum() != Limit::Unbounded {
@@ -425,9 +486,10 @@ impl ChannelModule for EthPaymentModule {
     }
 
     async fn connect(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
-        let chain_id = self.wallet.chain_id().await?;
         let log = ctx.transfer_log(PAYMENTS_LOG_KEY)?;
         Self::ensure_unbounded(log.as_ref()).await?;
+        self.seed_amount_received(ctx, log.as_ref()).await?;
+        let chain_id = self.wallet.chain_id().await?;
         // A configured address differing from the pinned one is our misconfiguration: fail. One held by
         // another account of this node only refuses this account's claims (warned below).
         self.peer.check_configured(ctx).await?;
@@ -470,8 +532,11 @@ impl ChannelModule for EthPaymentModule {
         if self.unsecured_excess(ctx)?.is_none() {
             return Ok(());
         }
-        // Before refusing: the peer may have paid without its claim reaching us.
-        pull_latest_claim(self, ctx).await;
+        // Before refusing: the peer may have paid without its claim reaching us. Asking can help only if it
+        // owes for fulfilled transfers beyond what it has paid (prepared ones are not owed yet).
+        if self.claim_can_help(ctx)? {
+            pull_latest_claim(self, ctx, &self.pulls).await;
+        }
         if let Some((prepared, secured)) = self.unsecured_excess(ctx)? {
             warn!(id = %record.transfer.id, %prepared, %secured, "incoming prepare over maxUnsecured");
             return Err(ModuleError::NotAccepted(format!(
@@ -628,7 +693,9 @@ impl ChannelModule for EthPaymentModule {
         match method {
             RPC_ETH_ADDRESS => {
                 let chain_id = self.wallet.chain_id().await?;
-                self.peer.handle_rpc(ctx, chain_id, &args).await
+                self.peer
+                    .handle_rpc(ctx, chain_id, self.wallet.key(), &args)
+                    .await
             }
             RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
             other => Err(ModuleError::UnknownMethod(other.to_owned())),

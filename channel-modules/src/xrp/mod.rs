@@ -8,14 +8,17 @@
 //! * **Payer** — [`ChannelModule::create_outgoing_claim`] signs a claim for the cumulative total (refusing more
 //!   than the channel holds) and keeps the best claim sent in the max-value tracker `outgoing_claim`.
 //! * **Payee** — learns the peer's channel at `connect` (option `peerChannel`, or the RPC `ripple_channel_id`
-//!   to the peer; claimed node-wide as identity `xrp:<channel id>`, so no two accounts of one node take claims
-//!   on the same channel), reads the channel's facts from rippled (`ledger_entry`), and in
+//!   to the peer), reads the channel's facts from rippled (`ledger_entry`), and in
 //!   [`ChannelModule::handle_incoming_claim`] checks the claim (right channel, destination is us, signature by
 //!   the channel's key, not above the deposit, channel not expired) before keeping it in `incoming_claim` and
-//!   crediting the increase. `handle_incoming_prepare` refuses transfers that would leave more than
-//!   `maxUnsecured` drops not covered by the best claim, after asking the payer for its latest claim
-//!   ([`RPC_LATEST_CLAIM`]) when fulfilled transfers are not covered yet. Submitted claims are recorded in
-//!   `incoming_claim_submitted`.
+//!   crediting the increase. The channel is claimed node-wide as identity `xrp:<channel id>` (so no two
+//!   accounts of one node take claims on the same channel) only once a claim signed by the channel's key has
+//!   verified, just before it is kept and credited: a peer merely *naming* someone else's channel in its
+//!   `ripple_channel_id` reply cannot lock the rightful account out, since it cannot sign for that channel. A
+//!   configured `peerChannel` is trusted and claimed at `connect`. `handle_incoming_prepare` refuses transfers
+//!   that would leave more than `maxUnsecured` drops not covered by the best claim, after asking the payer for
+//!   its latest claim ([`RPC_LATEST_CLAIM`]) when fulfilled transfers are not covered yet. Submitted claims are
+//!   recorded in `incoming_claim_submitted`.
 //! * **Watcher** — while connected, the payee re-reads the peer's channel from rippled every
 //!   `expiryCheckInterval` (default 60 s, capped below the margins) and redeems the best claim once the channel
 //!   closes within `expiryMargin` (`Expiration` set by a closing payer, or `CancelAfter`): a payer that starts
@@ -130,6 +133,8 @@ struct State {
     peer_channel: Option<ChannelId>,
     /// The peer's channel facts, once read and accepted.
     peer: Option<Cached>,
+    /// Whether this account holds the peer channel's node-wide identity (claimed in this run).
+    peer_identity_held: bool,
 }
 
 struct Inner {
@@ -440,13 +445,30 @@ impl Inner {
             },
         };
         if let Some(id) = id {
-            // Node-wide "first account wins": a channel another account of this node already takes claims on
-            // (a second engine account replying with the same channel ID) is refused, so its claims are never
-            // credited twice.
-            ctx.claim_identity(&channel_identity(&id)).await?;
+            if self.opts.peer_channel.is_some() {
+                // Configured: trusted (the operator said so), claimed now. A learned channel is only a name the
+                // peer gave; it is claimed once a claim signed by its key verifies (`claim_peer_identity`).
+                self.claim_peer_identity(ctx, &id).await?;
+            }
             lock(&self.state).peer_channel = Some(id);
         }
         Ok(id)
+    }
+
+    /// Claims the node-wide identity of the peer's channel `id` for this account ("first account wins"), once
+    /// per run: a channel another account of this node already takes claims on is refused, so its claims are
+    /// never credited twice. Called for a learned channel only after a claim signed by its key verified.
+    async fn claim_peer_identity(
+        &self,
+        ctx: &ChannelContext,
+        id: &ChannelId,
+    ) -> Result<(), ModuleError> {
+        if lock(&self.state).peer_identity_held {
+            return Ok(());
+        }
+        ctx.claim_identity(&channel_identity(id)).await?;
+        lock(&self.state).peer_identity_held = true;
+        Ok(())
     }
 
     /// The peer's channel facts, read again when older than [`CHANNEL_FACTS_MAX_AGE`] or when `needed_drops`
@@ -679,6 +701,11 @@ impl ChannelModule for XrpPaychan {
         XRP_ASSET_SCALE
     }
 
+    /// Claims are cumulative `u64` drops: an account can never settle more than `u64::MAX` drops in all.
+    fn max_cumulative_settlement(&self) -> Option<BigUint> {
+        Some(BigUint::from(u64::MAX))
+    }
+
     async fn connect(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
         let inner = &self.inner;
         if let Some(id) = inner.opts.channel {
@@ -710,8 +737,8 @@ impl ChannelModule for XrpPaychan {
                 account = ctx.account_id(),
                 "peer has no xrp channel to us yet"
             ),
-            // A channel another account of this node holds (configured engine-wide, or named by the peer):
-            // this account's claims will be refused; the other account is unaffected.
+            // A configured channel another account of this node holds (configured engine-wide): this account's
+            // claims will be refused; the other account is unaffected.
             Err(err @ ModuleError::NotAccepted(_)) => {
                 tracing::warn!(account = ctx.account_id(), %err, "peer's xrp channel refused; claims will be refused")
             }
@@ -954,6 +981,12 @@ impl ChannelModule for XrpPaychan {
                 "claim of {} drops exceeds the channel deposit of {} drops",
                 claim.drops, facts.amount
             )));
+        }
+        // The claim is signed by the channel's key: only now may this account take the channel's identity
+        // (refused if another account of the node holds it), before anything is kept or credited.
+        if let Err(err) = inner.claim_peer_identity(ctx, &claim.channel).await {
+            tracing::warn!(account = ctx.account_id(), channel = %claim.channel, %err, "claim on a channel another account holds");
+            return Err(err);
         }
         let data = json!({
             "channel": claim.channel.to_string(),
