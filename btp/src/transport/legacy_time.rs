@@ -13,10 +13,11 @@
 //! | `20300102030405Z`, `…05.6Z`, `…05.678` (no Z), month 13, day 32, 24:00:00.001, `garbage`, empty | RangeError |
 //!
 //! This module applies exactly those rules to the 19-character form: valid ones pass (rolled-over dates are
-//! rewritten to their canonical time before decoding), invalid ones are answered with the RangeError. One
-//! difference is left: a time that is not in the 19-character form at all but that JavaScript's `Date` parser
-//! still understands (ISO-8601 with dashes, RFC 2822 text, …) is refused here while legacy accepts it; no
-//! legacy sender produces such a time (btp-packet always writes the 19-character form).
+//! rewritten to their canonical time before decoding), invalid ones are answered with the RangeError. Two
+//! differences are left, and no legacy sender produces either (btp-packet always writes the 19-character form of
+//! a real time): a time that is not in the 19-character form at all but that JavaScript's `Date` parser still
+//! understands (ISO-8601 with dashes, RFC 2822 text, …), and `99991231240000.000Z`, which rolls over into the
+//! year 10000; legacy accepts both, this module answers them with the RangeError.
 //!
 //! A Prepare whose other fields do not decode gets no reply at all, as in legacy.
 

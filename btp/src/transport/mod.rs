@@ -95,7 +95,10 @@
 //!   deliberately not applied to it;
 //! * any other Response or Error is stray and ignored;
 //! * Prepare, Fulfill, Reject, Message and Transfer go to the [`RequestHandler`] (after deduplication). If it
-//!   returns `None`, nothing is sent.
+//!   returns `None`, nothing is sent;
+//! * except a legacy Prepare whose only fault is its `expiresAt` (module `legacy_time`): the transport answers
+//!   it with legacy's RangeError itself, once per request even if it arrives on two sockets, and it never
+//!   reaches the handler (a rolled-over date is rewritten and handled normally).
 //!
 //! Handlers run on their own tasks, at most [`MAX_CONCURRENT_HANDLERS`] per session; beyond that the socket is
 //! not read until one finishes (backpressure, never unbounded queues).
@@ -103,8 +106,8 @@
 //! # Resources
 //!
 //! Websocket messages are limited to [`MAX_FRAME_BYTES`](crate::MAX_FRAME_BYTES); the read buffer is
-//! [`WS_READ_BUFFER_BYTES`] and the write buffer holds at most one batch of frames, written with one flush
-//! (about [`WS_WRITE_BUFFER_BYTES`]), so an idle socket costs a few KiB. Keepalive pings are
+//! [`WS_READ_BUFFER_BYTES`] and the write buffer is written out beyond [`WS_WRITE_BUFFER_BYTES`] or at each
+//! flush, so an idle socket costs a few KiB. Keepalive pings are
 //! sent every [`KEEPALIVE_INTERVAL`] and a socket that has not received anything for two intervals is closed.
 //! Every socket runs in a tracing span `btp_link` with the peer key and link ID; tokens are never logged.
 
@@ -166,10 +169,11 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Websocket read buffer per socket, in bytes (small: idle peers should cost little memory).
 pub const WS_READ_BUFFER_BYTES: usize = 4096;
 
-/// Websocket write buffer per socket, in bytes: frames are written to the socket when this much is queued or
-/// when the socket's writer flushes, which it does after every batch of queued frames (one `send` for the
-/// batch instead of one per frame). The buffer keeps the capacity of the largest batch it held.
-pub const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Websocket write buffer per socket, in bytes: frames are written to the socket when more than this is
+/// queued or when the socket's writer flushes, which it does after every batch of queued frames (one `send`
+/// per batch, or per 4 KiB of a large batch, instead of one per frame). The buffer keeps its capacity, at most
+/// about twice this plus one frame, so a socket that was once busy keeps a few KiB more while idle.
+pub const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Most sockets a listener serves at once (authenticated or not); further connections wait in the backlog.
 pub const MAX_CONNECTIONS: usize = 16_384;
