@@ -25,6 +25,8 @@ type TestResult = Result<(), BoxError>;
 
 /// Longest wait for the engine's workers (a guard against hanging, not a speed assertion).
 const WAIT: Duration = Duration::from_secs(30);
+/// How long a slow `disconnect` waits before it answers.
+const SLOW_DISCONNECT: Duration = Duration::from_secs(1);
 
 /// Switches shared by every instance the factory builds.
 #[derive(Clone, Default)]
@@ -33,6 +35,8 @@ struct Knobs {
     limit: Option<u64>,
     /// `disconnect` fails while set.
     fail_disconnect: Arc<AtomicBool>,
+    /// `disconnect` first waits [`SLOW_DISCONNECT`] while set (a ledger that does not answer).
+    slow_disconnect: Arc<AtomicBool>,
     /// Successful `connect` calls (each account start makes one).
     connects: Arc<AtomicUsize>,
 }
@@ -58,6 +62,9 @@ impl ChannelModule for TestModule {
     }
 
     async fn disconnect(&self, _ctx: &ChannelContext) -> Result<(), ModuleError> {
+        if self.knobs.slow_disconnect.load(Ordering::SeqCst) {
+            tokio::time::sleep(SLOW_DISCONNECT).await;
+        }
         if self.knobs.fail_disconnect.load(Ordering::SeqCst) {
             return Err(ModuleError::Ledger("ledger unreachable (test)".to_owned()));
         }
@@ -98,6 +105,8 @@ impl ChannelModule for TestModule {
 struct FlakyStore {
     inner: MemorySeStore,
     fail_reads: Arc<AtomicBool>,
+    /// The next accepted write fails when awaited (after it was queued), once.
+    fail_next_ticket: Arc<AtomicBool>,
 }
 
 impl FlakyStore {
@@ -111,6 +120,11 @@ impl FlakyStore {
 
 impl SeStore for FlakyStore {
     fn submit(&self, batch: SeBatch) -> Result<SeTicket, StoreError> {
+        if self.fail_next_ticket.swap(false, Ordering::SeqCst) {
+            return Ok(Box::pin(async {
+                Err(StoreError::Io("injected sync failure".to_owned()))
+            }));
+        }
         self.inner.submit(batch)
     }
 
@@ -321,6 +335,56 @@ async fn a_request_whose_write_fails_gives_its_share_of_the_limit_back() -> Test
     // The connector retries: the whole limit is still free.
     assert_eq!(settle(&engine, &acct, "k1", 100, 0).await?.0, 201);
     wait_settled(&engine, &acct, "100").await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_sync_fails_gives_its_share_of_the_limit_back() -> TestResult {
+    let store = FlakyStore::default();
+    let knobs = Knobs {
+        limit: Some(100),
+        ..Knobs::default()
+    };
+    let engine = open(&store, &knobs).await?;
+    let acct = engine.create_account(Some("unsynced".to_owned())).await?;
+    // Queued, then the sync fails: the answer is the store's error...
+    store.fail_next_ticket.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        settle(&engine, &acct, "k1", 100, 0).await,
+        Err(EngineError::Store(_))
+    ));
+    // ...and the retry is not refused for a limit the failed request never used.
+    assert_eq!(settle(&engine, &acct, "k1", 100, 0).await?.0, 201);
+    wait_settled(&engine, &acct, "100").await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_abandoned_by_its_client_still_runs_to_its_end() -> TestResult {
+    let store = FlakyStore::default();
+    let knobs = Knobs::default();
+    let engine = open(&store, &knobs).await?;
+    let acct = engine.create_account(Some("abandoned".to_owned())).await?;
+    assert_eq!(settle(&engine, &acct, "k1", 5, 0).await?.0, 201);
+    wait_settled(&engine, &acct, "5").await?;
+    // The ledger does not answer, and the client hangs up long before the module gives up (the HTTP server
+    // drops the request's future).
+    knobs.slow_disconnect.store(true, Ordering::SeqCst);
+    knobs.fail_disconnect.store(true, Ordering::SeqCst);
+    let abandoned = tokio::time::timeout(SLOW_DISCONNECT / 10, engine.delete_account(&acct)).await;
+    assert!(abandoned.is_err(), "the delete should still be running");
+    // The delete still ends as a failed delete does: the account is kept and keeps working.
+    poll_common::poll_until("the kept account answers again", WAIT, || async {
+        engine.account_view(&acct).is_ok()
+    })
+    .await?;
+    assert_eq!(engine.account_ids(), vec![acct.clone()]);
+    knobs.slow_disconnect.store(false, Ordering::SeqCst);
+    knobs.fail_disconnect.store(false, Ordering::SeqCst);
+    assert_eq!(settle(&engine, &acct, "k2", 1, 0).await?.0, 201);
+    wait_settled(&engine, &acct, "6").await?;
     engine.shutdown().await;
     Ok(())
 }

@@ -278,6 +278,13 @@ impl AcceptedTotal {
     }
 }
 
+/// An account a failed delete kept but could not read back (see [`Engine::delete_account`]).
+struct KeptAccount {
+    rec: AccountRecord,
+    /// A reload from the store is running.
+    reloading: bool,
+}
+
 /// A pending credit with its next attempt time (memory only: everything is due at start-up).
 struct PendingCredit {
     record: CreditRecord,
@@ -341,7 +348,7 @@ struct Inner {
     accounts: RwLock<HashMap<String, Arc<Account>>>,
     /// Accounts kept by a failed delete whose state could not be read back from the store (see
     /// [`Engine::delete_account`]): each lookup, and a background task, tries again.
-    broken: Mutex<HashMap<String, AccountRecord>>,
+    broken: Mutex<HashMap<String, KeptAccount>>,
     create_lock: tokio::sync::Mutex<()>,
     idem: Vec<Mutex<IdemShard>>,
     seq: AtomicU64,
@@ -616,26 +623,46 @@ impl Engine {
 
     /// Tries again to read back an account a failed delete kept but could not read back (see
     /// [`Engine::delete_account`]); starts it on success. [`EngineError::AccountNotFound`] for any other ID.
+    /// One reload per account at a time: a caller that finds one running gets [`EngineError::Unavailable`]
+    /// at once. The store is read without holding the engine-wide `broken` lock, so lookups of other IDs do not
+    /// wait for it.
     fn reload_kept_account(&self, id: &str) -> Result<Arc<Account>, EngineError> {
-        // Held while reloading: one reload per account at a time, and a second caller finds it started.
-        let mut broken = lock(&self.inner.broken);
-        let Some(rec) = broken.get(id).cloned() else {
-            return self
-                .live_account(id)
-                .ok_or_else(|| EngineError::AccountNotFound(id.to_owned()));
+        let rec = {
+            let mut broken = lock(&self.inner.broken);
+            let Some(kept) = broken.get_mut(id) else {
+                drop(broken);
+                return self
+                    .live_account(id)
+                    .ok_or_else(|| EngineError::AccountNotFound(id.to_owned()));
+            };
+            if kept.reloading {
+                return Err(EngineError::Unavailable(format!(
+                    "account {id} was kept by a failed delete and is being read back from the store"
+                )));
+            }
+            kept.reloading = true;
+            kept.rec.clone()
         };
-        match self.load_account(rec, &mut 0) {
+        let loaded = self.load_account(rec, &mut 0);
+        let mut broken = lock(&self.inner.broken);
+        match loaded {
             Ok(acct) => {
                 broken.remove(id);
+                // Started under the lock, so no caller finds the account neither kept nor live.
                 self.start_account(Arc::clone(&acct));
                 drop(broken);
                 tracing::info!(account = %id, "kept account read back from the store");
                 Ok(acct)
             }
-            Err(error) => Err(EngineError::Unavailable(format!(
-                "account {id} was kept by a failed delete but cannot be read back from the store \
-                 (retried in the background): {error}"
-            ))),
+            Err(error) => {
+                if let Some(kept) = broken.get_mut(id) {
+                    kept.reloading = false;
+                }
+                Err(EngineError::Unavailable(format!(
+                    "account {id} was kept by a failed delete but cannot be read back from the store \
+                     (retried in the background): {error}"
+                )))
+            }
         }
     }
 
@@ -694,7 +721,17 @@ impl Engine {
 
     /// `POST /accounts`: creates the account (a UUID if `id` is `None`) and returns its ID. Creating an existing
     /// account succeeds and changes nothing. The module's setup runs in the background and is retried.
+    ///
+    /// The work runs in its own task, so a client that hangs up mid-request cannot leave the account stored but
+    /// not started.
     pub async fn create_account(&self, id: Option<String>) -> Result<String, EngineError> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.create_account_inner(id).await })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("create task failed: {e}")))?
+    }
+
+    async fn create_account_inner(&self, id: Option<String>) -> Result<String, EngineError> {
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string());
         validate_account_id(&id)?;
         let _guard = self.inner.create_lock.lock().await;
@@ -731,7 +768,18 @@ impl Engine {
     /// deleting again later retries. If even reading the account back fails (the store failing), the account
     /// stays listed and every call for it reads it back first (failing with [`EngineError::Unavailable`] while
     /// the store does), and a background task retries with backoff; the error says so.
+    ///
+    /// The work runs in its own task: a client that hangs up while the module disconnects (which may wait on
+    /// a ledger) cannot leave the account half deleted, unreachable but still stored.
     pub async fn delete_account(&self, id: &str) -> Result<(), EngineError> {
+        let engine = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { engine.delete_account_inner(&id).await })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("delete task failed: {e}")))?
+    }
+
+    async fn delete_account_inner(&self, id: &str) -> Result<(), EngineError> {
         let _guard = self.inner.create_lock.lock().await;
         let acct = self.account(id)?;
         // No settle request is between its `deleted` check and its queue while we hold this.
@@ -768,7 +816,13 @@ impl Engine {
                 Err(reload_error) => {
                     tracing::error!(account = %id, error = %reload_error,
                         "reading the kept account back from the store failed; retrying in the background");
-                    lock(&self.inner.broken).insert(id.to_owned(), rec);
+                    lock(&self.inner.broken).insert(
+                        id.to_owned(),
+                        KeptAccount {
+                            rec,
+                            reloading: false,
+                        },
+                    );
                     self.spawn_reload(id);
                     return Err(EngineError::Unavailable(format!(
                         "module disconnect failed, account kept: {error}; reading the account back from the \
@@ -1020,19 +1074,21 @@ impl Engine {
             }
             *accepted = after;
         }
-        let ticket = match self.inner.store.submit(batch) {
-            Ok(ticket) => ticket,
-            Err(e) => {
-                // Nothing was queued: give the share back. (A failed write below keeps it counted: the store
-                // may hold it, and counting too much only refuses more until the restart a failed store needs.)
-                let mut accepted = lock(&acct.accepted);
-                if let Some(before) = accepted.minus(&req.amount, module_scale) {
-                    *accepted = before;
-                }
-                return Err(e.into());
-            }
+        let written: Result<(), EngineError> = match self.inner.store.submit(batch) {
+            Ok(ticket) => ticket.await.map_err(Into::into),
+            Err(e) => Err(e.into()),
         };
-        ticket.await?;
+        if let Err(e) = written {
+            // Not accepted: give the share back, so that a retry is answered with the store's error (503), not
+            // with a limit this request never used. A write that failed after it was queued may still be on
+            // disk, but a failed write poisons the store: nothing else is written before the restart, which
+            // rebuilds the total from what is stored.
+            let mut accepted = lock(&acct.accepted);
+            if let Some(before) = accepted.minus(&req.amount, module_scale) {
+                *accepted = before;
+            }
+            return Err(e);
+        }
         lock(&acct.queue).push(req);
         acct.wake_settle.notify_one();
         Ok(())
