@@ -25,6 +25,8 @@ type TestResult = Result<(), BoxError>;
 
 /// Longest wait for the engine's workers (a guard against hanging, not a speed assertion).
 const WAIT: Duration = Duration::from_secs(30);
+/// How long a slow sync takes (see `FlakyStore::slow_sync`).
+const SLOW_SYNC: Duration = Duration::from_millis(50);
 /// How long a slow `disconnect` waits before it answers.
 const SLOW_DISCONNECT: Duration = Duration::from_secs(1);
 
@@ -107,6 +109,9 @@ struct FlakyStore {
     fail_reads: Arc<AtomicBool>,
     /// The next accepted write fails when awaited (after it was queued), once.
     fail_next_ticket: Arc<AtomicBool>,
+    /// Every write becomes durable only after [`SLOW_SYNC`] while set: concurrent requests are then all
+    /// between their write and its sync at once, the window a racy limit check would miss.
+    slow_sync: Arc<AtomicBool>,
 }
 
 impl FlakyStore {
@@ -125,7 +130,14 @@ impl SeStore for FlakyStore {
                 Err(StoreError::Io("injected sync failure".to_owned()))
             }));
         }
-        self.inner.submit(batch)
+        let ticket = self.inner.submit(batch)?;
+        if !self.slow_sync.load(Ordering::SeqCst) {
+            return Ok(ticket);
+        }
+        Ok(Box::pin(async move {
+            tokio::time::sleep(SLOW_SYNC).await;
+            ticket.await
+        }))
     }
 
     fn scan_prefix(
@@ -295,6 +307,7 @@ async fn concurrent_settle_requests_cannot_pass_the_limit_together() -> TestResu
     };
     let engine = open(&store, &knobs).await?;
     let acct = engine.create_account(Some("raced".to_owned())).await?;
+    store.slow_sync.store(true, Ordering::SeqCst);
     let mut tasks = Vec::new();
     for i in 0..50 {
         let engine = engine.clone();
