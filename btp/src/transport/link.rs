@@ -73,6 +73,11 @@ impl LinkControl {
         self.closing.send_replace(true);
     }
 
+    /// Whether the link was asked to close (its writer may already have stopped).
+    pub(crate) fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_rx_ms.store(ms, Ordering::Relaxed);

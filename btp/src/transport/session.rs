@@ -438,12 +438,19 @@ impl SessionInner {
     }
 
     /// Sends a reply on the link the request came in on, or on the current link if that one is gone.
+    /// Sends a reply on the socket the request came in on, or, if that one is closing or gone, on another
+    /// open one: a request read during a socket's close linger is answered on the socket that stays (its copy
+    /// on that socket was dropped as a duplicate).
     async fn send_reply(&self, link_id: u64, bytes: Bytes) {
         let tx = {
             let links = lock(&self.links);
+            let open = |l: &&LinkHandle| !l.control.is_closing();
             links
                 .iter()
+                .filter(open)
                 .find(|l| l.id == link_id)
+                .or_else(|| links.iter().find(open))
+                .or_else(|| links.iter().find(|l| l.id == link_id))
                 .or_else(|| links.first())
                 .map(|l| l.tx.clone())
         };
