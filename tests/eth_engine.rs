@@ -424,9 +424,15 @@ impl ContextHost for CrashedHost {
         std::time::SystemTime::now()
     }
 
-    async fn claim_identity(&self, identity: &str, _account_id: &str) -> Result<(), ModuleError> {
+    async fn claim_identity(
+        &self,
+        identity: &str,
+        _account_id: &str,
+        origin: channel_modules::context::IdentityOrigin,
+    ) -> Result<(), ModuleError> {
         // B's engine-wide registry survives the crash: claims go to its store, as the engine's host does.
-        ilp_bridge::se::host::claim_identity_in(&self.se_store, identity, &self.account).await
+        ilp_bridge::se::host::claim_identity_in(&self.se_store, identity, &self.account, origin)
+            .await
     }
 }
 

@@ -669,7 +669,7 @@ async fn a_second_account_on_the_first_ones_channel_is_refused_and_credited_noth
 /// A squatter account on Bob's engine whose peer engine names Alice's channel to Bob (`ripple_channel_id`),
 /// before Bob's own account (same module configuration) took any claim: naming the channel proves nothing, so
 /// the squatter does not take it (a claim it forges is refused by the channel's key); Bob's account is then
-/// credited as usual, and a genuine claim replayed to the squatter is refused.
+/// credited as usual, and a genuine claim replayed to the squatter is refused (the channel becomes contested).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_squatter_naming_the_payers_channel_first_cannot_lock_it_out() -> TestResult {
     let ledger = Ledger::start().await?;
@@ -709,7 +709,9 @@ async fn a_squatter_naming_the_payers_channel_first_cannot_lock_it_out() -> Test
     a.settle(700, 6).await?;
     wait_credited(&b, &scaled(700, 6)).await?;
 
-    // The channel is Bob's account's now: a genuine claim replayed to the squatter credits nothing.
+    // The channel is Bob's account's now: a genuine claim replayed to the squatter credits nothing (and makes
+    // the channel contested: only Bob's operator can tell which account is rightful, by configuring
+    // peerChannel).
     let (status, body) = se_common::post_message_once_set_up(
         &url(b.se()?),
         &squatter,
@@ -722,7 +724,10 @@ async fn a_squatter_naming_the_payers_channel_first_cannot_lock_it_out() -> Test
     )
     .await?;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("another account"), "{body}");
+    assert!(
+        body.contains("contested") && body.contains(&a_to_b.to_string()),
+        "{body}"
+    );
     assert_eq!(b.se()?.engine.account_view(&squatter)?.received.amount, "0");
     credited_stays(&b, &scaled(700, 6)).await?;
     a.stop().await;

@@ -39,6 +39,8 @@ struct Bridge {
     /// The peer's name on this node (Bob's node calls its trustline "alice", and Alice's "bob").
     name: &'static str,
     options: Value,
+    /// Further peers of this node: `(name, legacy options)`.
+    extra_peers: Vec<(&'static str, Value)>,
     dir: tempfile::TempDir,
     node: Option<PeerNode>,
 }
@@ -48,19 +50,23 @@ impl Bridge {
         Ok(Bridge {
             name,
             options,
+            extra_peers: Vec::new(),
             dir: tempfile::tempdir()?,
             node: None,
         })
     }
 
     async fn start(&mut self) -> TestResult {
-        let config = PeerConfig::from_legacy_json(self.name, &self.options)?;
+        let mut configs = vec![PeerConfig::from_legacy_json(self.name, &self.options)?];
+        for (name, options) in &self.extra_peers {
+            configs.push(PeerConfig::from_legacy_json(name, options)?);
+        }
         let db = open_db(self.dir.path()).await?;
         let options = NodeOptions {
             bind_host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             ..NodeOptions::default()
         };
-        self.node = Some(PeerNode::start(vec![config], db, options).await?);
+        self.node = Some(PeerNode::start(configs, db, options).await?);
         Ok(())
     }
 
@@ -73,11 +79,16 @@ impl Bridge {
 
     /// The trustline (a handle: drop it before a restart, it keeps the database open).
     fn tl(&self) -> Result<Trustline, BoxError> {
+        self.peer_tl(self.name)
+    }
+
+    /// The trustline to the peer `name` (a handle, as [`Bridge::tl`]).
+    fn peer_tl(&self, name: &str) -> Result<Trustline, BoxError> {
         Ok(self
             .node
             .as_ref()
             .ok_or("node is not running")?
-            .trustline(self.name)
+            .trustline(name)
             .ok_or("no trustline")?
             .clone())
     }
@@ -472,6 +483,131 @@ async fn an_exhausted_deposit_stops_claims_and_caps_bob_until_topped_up() -> Tes
     n.bob.stop().await;
     assert_eq!(n.ledger.redeemed()?, 600);
     n.alice.stop().await;
+    Ok(())
+}
+
+/// Two trustlines of one node are never both credited for one channel (trustline mode's node-wide identity
+/// registry, durable in the node's RocksDB): Bob's node has a second peer "alice2", run by the same payer (or by
+/// anyone who read Alice's claims off the ledger), which names Alice's channel and replays Alice's genuine
+/// claim. The channel becomes contested: neither trustline is credited, also after Bob's node restarts, until
+/// Bob's operator configures `peerChannel` on the "alice" peer, which then takes the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_trustlines_of_one_node_are_never_both_credited_for_one_channel() -> TestResult {
+    const SECOND_SECRET: &str = "s3cret-2";
+    let ledger = Ledger::start().await?;
+    let (port, second_port) = (free_port()?, free_port()?);
+    let bob_peer = |port: u16, secret: &str| {
+        json!({
+            "listener": {"port": port}, "incomingSecret": secret, "maxBalance": "10000000",
+            "prefix": PREFIX, "info": {"currencyCode": "XRP", "currencyScale": 6, "connectors": []},
+            "store": true, "module": "xrp-paychan",
+            "moduleOptions": ledger.bob_options(MAX_UNSECURED_DROPS),
+        })
+    };
+    let alice_peer = |port: u16, secret: &str| {
+        json!({
+            "server": format!("btp+ws://:{secret}@127.0.0.1:{port}"),
+            "maxBalance": "10000000", "store": true, "module": "xrp-paychan",
+            "moduleOptions": ledger.alice_options(),
+        })
+    };
+    let mut bob = Bridge::new("alice", bob_peer(port, INCOMING_SECRET))?;
+    bob.extra_peers
+        .push(("alice2", bob_peer(second_port, SECOND_SECRET)));
+    let mut alice2 = Bridge::new("bob", alice_peer(second_port, SECOND_SECRET))?;
+    let mut n = Net {
+        alice: Bridge::new("bob", alice_peer(port, INCOMING_SECRET))?,
+        bob,
+        ledger,
+    };
+    n.bob.start().await?;
+    n.alice.start().await?;
+    alice2.start().await?;
+    let wait_second_linked = |bob: &Bridge, alice2: &Bridge| -> Result<_, BoxError> {
+        let (to_bob, to_alice2) = (alice2.tl()?, bob.peer_tl("alice2")?);
+        Ok(eventually("the second trustline connected", move || {
+            let (to_bob, to_alice2) = (to_bob.clone(), to_alice2.clone());
+            async move {
+                to_bob.is_connected()
+                    && to_alice2.is_connected()
+                    && matches!(
+                        to_alice2.module_rpc(RPC_CHANNEL_ID, json!([])).await,
+                        Ok(Value::String(_))
+                    )
+            }
+        }))
+    };
+    n.wait_linked().await?;
+    wait_second_linked(&n.bob, &alice2)?.await?;
+
+    n.pay(1, 100).await?;
+    assert_eq!(
+        n.bob.tracker(MVT_INCOMING_CLAIM).await?,
+        BigUint::from(100u32)
+    );
+    let alices_claim = n.bob.tracker_data(MVT_INCOMING_CLAIM).await?;
+    let second_tracker = |bob: &Bridge| -> Result<_, BoxError> {
+        let tl = bob.peer_tl("alice2")?;
+        Ok(async move {
+            Ok::<_, BoxError>(
+                tl.module_context()
+                    .max_value_tracker(MVT_INCOMING_CLAIM)?
+                    .get_max()
+                    .await?
+                    .value,
+            )
+        })
+    };
+    // The replay on Bob's second trustline: refused, and the channel is contested from now on.
+    refused_with(
+        alice2.tl()?.module_rpc("claim", alices_claim.clone()).await,
+        "contested",
+    )?;
+    assert_eq!(second_tracker(&n.bob)?.await?, BigUint::from(0u32));
+    // Bob's first trustline, which held the channel, is refused too: Alice's next claim credits nothing.
+    let claim_200 = claim_json(
+        &n.ledger.a_to_b,
+        200,
+        &n.ledger.keys.alice,
+        &n.ledger.keys.alice,
+    )?;
+    refused_with(send_claim(&n, claim_200.clone()).await, "contested")?;
+    assert_eq!(
+        n.bob.tracker(MVT_INCOMING_CLAIM).await?,
+        BigUint::from(100u32)
+    );
+
+    // Durable: after Bob's node restarts, both are still refused.
+    n.bob.stop().await;
+    n.bob.start().await?;
+    n.wait_linked().await?;
+    wait_second_linked(&n.bob, &alice2)?.await?;
+    refused_with(send_claim(&n, claim_200.clone()).await, "contested")?;
+    refused_with(
+        alice2.tl()?.module_rpc("claim", claim_200.clone()).await,
+        "contested",
+    )?;
+
+    // Bob's operator configures the channel on the rightful peer: it takes the channel and is credited again;
+    // the second trustline stays refused.
+    n.bob.stop().await;
+    n.bob.options["moduleOptions"]["peerChannel"] = json!(n.ledger.a_to_b.to_string());
+    n.bob.start().await?;
+    n.wait_linked().await?;
+    wait_second_linked(&n.bob, &alice2)?.await?;
+    send_claim(&n, claim_200.clone()).await?;
+    assert_eq!(
+        n.bob.tracker(MVT_INCOMING_CLAIM).await?,
+        BigUint::from(200u32)
+    );
+    refused_with(
+        alice2.tl()?.module_rpc("claim", claim_200).await,
+        "another account (alice)",
+    )?;
+    assert_eq!(second_tracker(&n.bob)?.await?, BigUint::from(0u32));
+    alice2.stop().await;
+    n.alice.stop().await;
+    n.bob.stop().await;
     Ok(())
 }
 

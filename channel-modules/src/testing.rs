@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::context::{ChannelContext, ContextHost};
+use crate::context::{
+    decide_identity_claim, ChannelContext, ContextHost, IdentityOrigin, IdentityRecord,
+};
 use crate::memory::MemoryStores;
 use crate::module::{ChannelModule, ModuleError};
 use crate::store::{Limit, MaxValueTracker, StoreError, TransferLog};
@@ -82,8 +84,10 @@ pub struct TestHost {
     peer: Mutex<Option<PeerLink>>,
     received: Mutex<Vec<RpcCall>>,
     rpc_failure: Mutex<Option<String>>,
-    /// Ledger identities claimed through this host: identity → account ID (one node's registry).
-    identities: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    /// Ledger identities claimed through this host: identity → record (one node's registry).
+    identities: Arc<Mutex<std::collections::HashMap<String, IdentityRecord>>>,
+    /// Every claim made through this host: `(identity, account, origin)`.
+    identity_claims: Mutex<Vec<(String, String, IdentityOrigin)>>,
 }
 
 impl TestHost {
@@ -106,6 +110,7 @@ impl TestHost {
             received: Mutex::new(Vec::new()),
             rpc_failure: Mutex::new(None),
             identities: Arc::new(Mutex::new(std::collections::HashMap::new())),
+            identity_claims: Mutex::new(Vec::new()),
         })
     }
 
@@ -119,7 +124,18 @@ impl TestHost {
             received: Mutex::new(Vec::new()),
             rpc_failure: Mutex::new(None),
             identities: Arc::clone(&self.identities),
+            identity_claims: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The registry's record of `identity` (shared by every host of this node), if any.
+    pub fn identity_record(&self, identity: &str) -> Option<IdentityRecord> {
+        lock(&self.identities).get(identity).cloned()
+    }
+
+    /// Every identity claim made through this host, in order: `(identity, account, origin)`.
+    pub fn identity_claims(&self) -> Vec<(String, String, IdentityOrigin)> {
+        lock(&self.identity_claims).clone()
     }
 
     /// The host's stores (inspect logs and trackers directly).
@@ -251,16 +267,20 @@ impl ContextHost for TestHost {
         self.clock.now()
     }
 
-    async fn claim_identity(&self, identity: &str, account_id: &str) -> Result<(), ModuleError> {
+    async fn claim_identity(
+        &self,
+        identity: &str,
+        account_id: &str,
+        origin: IdentityOrigin,
+    ) -> Result<(), ModuleError> {
+        lock(&self.identity_claims).push((identity.to_owned(), account_id.to_owned(), origin));
         let mut identities = lock(&self.identities);
-        let holder = identities
-            .entry(identity.to_owned())
-            .or_insert_with(|| account_id.to_owned());
-        if holder == account_id {
-            Ok(())
-        } else {
-            Err(crate::context::identity_taken(identity, holder))
+        let decision =
+            decide_identity_claim(identity, identities.get(identity), account_id, origin);
+        if let Some(record) = decision.write {
+            identities.insert(identity.to_owned(), record);
         }
+        decision.outcome
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use channel_modules::context::{IdentityOrigin, IdentityRecord};
 use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
+use channel_modules::eth::peer::peer_identity;
 use channel_modules::eth::rpc::RpcClient;
 use channel_modules::eth::testing::{test_token_init_code, Anvil};
 use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
@@ -549,8 +551,13 @@ impl channel_modules::ContextHost for FaultyHost {
         self.inner.now()
     }
 
-    async fn claim_identity(&self, key: &str, account_id: &str) -> Result<(), ModuleError> {
-        self.inner.claim_identity(key, account_id).await
+    async fn claim_identity(
+        &self,
+        key: &str,
+        account_id: &str,
+        origin: channel_modules::context::IdentityOrigin,
+    ) -> Result<(), ModuleError> {
+        self.inner.claim_identity(key, account_id, origin).await
     }
 }
 
@@ -623,16 +630,19 @@ async fn a_crash_around_the_claim_write_never_loses_a_confirmed_payment() -> Tes
     Ok(())
 }
 
-/// Two accounts of one node (settlement-engine accounts share one module configuration): a second account whose
-/// peer proves the first account's peer address in `eth_address` (the same payer behind a second account) is
-/// refused that address, so it cannot be
-/// credited for the same on-chain payments; the first account keeps being credited.
+/// Two accounts of one node: a second account whose peer proves the first account's peer address in
+/// `eth_address` (the same payer behind a second account, or a squatter relaying the owner's proof) makes the
+/// address *contested*: from then on **neither** account is credited (the first one is re-checked at credit
+/// time, not only when it pinned), with an error naming the identity and both accounts. The operator then
+/// configures `peerAddress` on the rightful account, which takes the identity over and is credited again
+/// (including the payment refused meanwhile); the other stays refused, and a second configured account too.
 #[tokio::test]
-async fn a_second_account_claiming_the_same_peer_address_is_refused_and_credits_nothing(
+async fn a_second_account_proving_the_same_peer_address_contests_it_until_the_operator_configures_it(
 ) -> TestResult {
     let Some(s) = setup(json!({})).await? else {
         return Ok(());
     };
+    let payer_address = address_of(&s.anvil, PAYER_KEY_INDEX)?;
     let total = BigUint::from(2_000_000_000_000u64);
     let claim = s
         .pair
@@ -669,26 +679,21 @@ async fn a_second_account_claiming_the_same_peer_address_is_refused_and_credits_
     assert_eq!(other.peer_account(), None);
     let refused = other.handle_incoming_claim(&other_ctx, Some(&claim)).await;
     assert!(
-        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        matches!(&refused, Err(ModuleError::NotAccepted(m))
+            if m.contains("contested") && m.contains(&payer_address.to_string())
+                && m.contains("b, b2") && m.contains("peerAddress")),
         "{refused:?}"
     );
-    // A configured peerAddress is refused just the same.
-    let mut pinned_opts = other_ctx.options().clone();
-    pinned_opts["peerAddress"] = json!(address_of(&s.anvil, PAYER_KEY_INDEX)?.to_string());
-    let pinned = EthPaymentModule::from_options(&pinned_opts)?;
-    let pinned_ctx = other_host.context(pinned_opts, "b3");
-    pinned.connect(&pinned_ctx).await?;
-    let refused = pinned
-        .handle_incoming_claim(&pinned_ctx, Some(&claim))
-        .await;
+    let chain_id = s.anvil.client()?.chain_id().await?;
+    let identity_key = peer_identity(chain_id, &payer_address);
+    let identity = s.pair.b.host.identity_record(&identity_key);
     assert!(
-        matches!(refused, Err(ModuleError::NotAccepted(_))),
-        "{refused:?}"
+        matches!(&identity, Some(IdentityRecord::Contested { accounts }) if accounts == &["b", "b2"]),
+        "{identity:?}"
     );
-    let sums = other_host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
-    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
 
-    // The first account is unaffected: a second payment is credited to it.
+    // The first account, which held the address uncontested, is refused from now on: a second payment is
+    // not credited to it.
     let second_total = BigUint::from(3_000_000_000_000u64);
     let claim = s
         .pair
@@ -697,14 +702,66 @@ async fn a_second_account_claiming_the_same_peer_address_is_refused_and_credits_
         .create_outgoing_claim(&s.pair.a.ctx, &second_total)
         .await?
         .ok_or("no claim")?;
-    let credit = s
+    let refused = s
         .pair
         .b
         .module
         .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
+        .await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("contested")),
+        "{refused:?}"
+    );
+    let logged = |host: &TestHost| -> Result<u128, Box<dyn std::error::Error>> {
+        Ok(host
+            .stores()
+            .transfer_log(PAYMENTS_LOG_KEY)?
+            .sums()
+            .incoming_fulfilled_and_prepared)
+    };
+    assert_eq!(logged(&s.pair.b.host)?, 2_000_000_000_000);
+    assert_eq!(logged(&other_host)?, 0);
+
+    // The operator configures peerAddress on the rightful account "b" (same stores, restarted module): it takes
+    // the identity over and is credited again, including the payment refused meanwhile.
+    let mut configured_opts = s.pair.b.ctx.options().clone();
+    configured_opts["peerAddress"] = json!(payer_address.to_string());
+    let configured = EthPaymentModule::from_options(&configured_opts)?;
+    let configured_ctx = s.pair.b.host.context(configured_opts.clone(), "b");
+    configured.connect(&configured_ctx).await?;
+    let credit = configured
+        .handle_incoming_claim(&configured_ctx, Some(&claim))
         .await?
-        .ok_or("no credit")?;
+        .ok_or("no credit for the configured account")?;
     assert_eq!(credit.amount, &second_total - &total);
+    assert_eq!(
+        s.pair.b.host.identity_record(&identity_key),
+        Some(IdentityRecord::Held {
+            account: "b".to_owned(),
+            origin: IdentityOrigin::Configured
+        })
+    );
+    // The other proven account stays refused, and so does a second configured account.
+    let refused = other.handle_incoming_claim(&other_ctx, Some(&claim)).await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("(b)")),
+        "{refused:?}"
+    );
+    let third_host = s
+        .pair
+        .b
+        .host
+        .same_node(channel_modules::memory::MemoryStores::unbounded());
+    let third = EthPaymentModule::from_options(&configured_opts)?;
+    let third_ctx = third_host.context(configured_opts, "b3");
+    third.connect(&third_ctx).await?;
+    let refused = third.handle_incoming_claim(&third_ctx, Some(&claim)).await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("(b)")),
+        "{refused:?}"
+    );
+    assert_eq!(logged(&other_host)?, 0);
+    assert_eq!(logged(&third_host)?, 0);
     Ok(())
 }
 

@@ -26,9 +26,6 @@ use tokio::sync::Notify;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Upper bound for a call that must not wait on a held peer (a guard against hanging, not a speed assertion).
-const HANG_GUARD: Duration = Duration::from_secs(10);
-
 const PAYER_KEY_INDEX: usize = 7;
 const PAYEE_KEY_INDEX: usize = 8;
 const SQUATTER_KEY_INDEX: usize = 9;
@@ -319,7 +316,10 @@ async fn a_squatter_answering_with_the_victims_address_cannot_take_it() -> TestR
     let taken = node
         .same_node(MemoryStores::unbounded())
         .context(json!({}), "squat-late")
-        .claim_identity(&peer_identity(chain, &payer_addr))
+        .claim_identity(
+            &peer_identity(chain, &payer_addr),
+            channel_modules::context::IdentityOrigin::Proven,
+        )
         .await;
     assert!(
         matches!(taken, Err(ModuleError::NotAccepted(_))),
@@ -541,70 +541,467 @@ async fn eth_channel_pulls_the_latest_claim_only_when_it_can_help_and_once_per_i
     pulls_are_needed_and_rate_limited(&pair).await
 }
 
-/// While one pull waits for the payer's answer, other refused prepares do not ask again, even once the
-/// interval has passed.
+/// The real payer, except that its `eth_latest_claim` replies wait for `release` (after notifying `started`).
+struct HeldPayer {
+    inner: Arc<EthPaymentModule>,
+    started: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+#[async_trait]
+impl ChannelModule for HeldPayer {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn asset_scale(&self) -> u8 {
+        self.inner.asset_scale()
+    }
+
+    async fn connect(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
+        self.inner.connect(ctx).await
+    }
+
+    async fn disconnect(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
+        self.inner.disconnect(ctx).await
+    }
+
+    async fn handle_incoming_prepare(
+        &self,
+        ctx: &ChannelContext,
+        record: &TransferRecord,
+    ) -> Result<(), ModuleError> {
+        self.inner.handle_incoming_prepare(ctx, record).await
+    }
+
+    async fn create_outgoing_claim(
+        &self,
+        ctx: &ChannelContext,
+        total: &BigUint,
+    ) -> Result<Option<Claim>, ModuleError> {
+        self.inner.create_outgoing_claim(ctx, total).await
+    }
+
+    async fn handle_incoming_claim(
+        &self,
+        ctx: &ChannelContext,
+        claim: Option<&Claim>,
+    ) -> Result<Option<IncomingCredit>, ModuleError> {
+        self.inner.handle_incoming_claim(ctx, claim).await
+    }
+
+    async fn handle_rpc(
+        &self,
+        ctx: &ChannelContext,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, ModuleError> {
+        if method == RPC_LATEST_CLAIM {
+            self.started.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.handle_rpc(ctx, method, args).await
+    }
+}
+
+/// A prepare arriving while a latest-claim pull is in flight does not start a second pull and is not refused
+/// outright: it waits for the pull in flight and re-checks, so the claim that pull brings covers it too. After
+/// an unproductive pull, the rate limit still holds.
 #[tokio::test]
-async fn only_one_pull_is_in_flight_per_account() -> TestResult {
+async fn prepares_arriving_during_a_pull_wait_for_it_and_are_covered_by_it() -> TestResult {
     let Some(anvil) = Anvil::for_test() else {
         return Ok(());
     };
-    let payer_addr = address_of(&anvil, PAYER_KEY_INDEX)?;
     let started = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
-    let peer = Arc::new(ScriptedPeer {
-        address_reply: Box::new(|_| Value::Null),
-        hold: Some((Arc::clone(&started), Arc::clone(&release))),
+    let payer_opts = options(&anvil, PAYER_KEY_INDEX);
+    let payer = Arc::new(HeldPayer {
+        inner: Arc::new(EthPaymentModule::from_options(&payer_opts)?),
+        started: Arc::clone(&started),
+        release: Arc::clone(&release),
     });
-    let mut payee_opts = options(&anvil, PAYEE_KEY_INDEX);
-    payee_opts["peerAddress"] = json!(payer_addr.to_string());
+    let payee_opts = options(&anvil, PAYEE_KEY_INDEX);
     let payee = Arc::new(EthPaymentModule::from_options(&payee_opts)?);
     let pair = TestHost::pair(
-        peer as Arc<dyn ChannelModule>,
-        json!({}),
+        payer as Arc<dyn ChannelModule>,
+        payer_opts,
         payee as Arc<dyn ChannelModule>,
         payee_opts,
     );
+    pair.a.module.connect(&pair.a.ctx).await?;
     pair.b.module.connect(&pair.b.ctx).await?;
+    // 1500 fulfilled, which the payer's log agrees it owes, but no claim reached the payee.
     let main = pair.b.host.stores().transfer_log("")?;
     main.prepare(&transfer(1, 1_500), Direction::Incoming)
         .await?;
     main.fulfill(&TransferId([1; 16]), &[1; 32]).await?;
+    let payer_main = pair.a.host.stores().transfer_log("")?;
+    payer_main
+        .prepare(&transfer(1, 1_500), Direction::Outgoing)
+        .await?;
+    payer_main.fulfill(&TransferId([1; 16]), &[1; 32]).await?;
 
-    let first = {
-        let module = Arc::clone(&pair.b.module);
+    let spawn_offer = |id: u8| {
+        let side_module = Arc::clone(&pair.b.module);
         let ctx = pair.b.ctx.clone();
-        let record = {
-            main.prepare(&transfer(2, 1), Direction::Incoming).await?;
-            main.get(&TransferId([2; 16])).await?.ok_or("t2")?
-        };
-        tokio::spawn(async move { module.handle_incoming_prepare(&ctx, &record).await })
+        let main = Arc::clone(&main);
+        tokio::spawn(async move {
+            main.prepare(&transfer(id, 1), Direction::Incoming)
+                .await
+                .map_err(|e| ModuleError::Ledger(e.to_string()))?;
+            let record = main
+                .get(&TransferId([id; 16]))
+                .await
+                .map_err(|e| ModuleError::Ledger(e.to_string()))?
+                .ok_or_else(|| ModuleError::Ledger("missing".into()))?;
+            side_module.handle_incoming_prepare(&ctx, &record).await
+        })
     };
+    let first = spawn_offer(2);
     started.notified().await;
-    pair.b.host.clock().advance(Duration::from_millis(
-        LATEST_CLAIM_PULL_MIN_INTERVAL_MS * 10,
-    ));
-    // (A second pull would wait on the held peer: the timeout only keeps a regression from hanging the test.)
-    let second = tokio::time::timeout(HANG_GUARD, offer(&pair.b, &transfer(3, 1))).await;
+    // Two more prepares arrive while the pull is held: they start no pull of their own and wait.
+    let waiting = [spawn_offer(3), spawn_offer(4)];
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
     assert!(
-        matches!(second, Ok(Ok(false))),
-        "a second pull while one is in flight"
+        waiting.iter().all(|w| !w.is_finished()),
+        "a prepare arriving during a pull was decided without waiting for it"
     );
     assert_eq!(pulls(&pair), 1, "a second pull while one is in flight");
+    // The pull brings the payer's claim (paid on chain now): all three prepares fit.
     release.notify_one();
-    assert!(matches!(first.await?, Err(ModuleError::NotAccepted(_))));
-    // Once it is done, the next refused prepare (its interval long passed) asks again.
-    let asked = {
-        let module = Arc::clone(&pair.b.module);
-        let ctx = pair.b.ctx.clone();
-        let record = {
-            main.prepare(&transfer(4, 1), Direction::Incoming).await?;
-            main.get(&TransferId([4; 16])).await?.ok_or("t4")?
-        };
-        tokio::spawn(async move { module.handle_incoming_prepare(&ctx, &record).await })
-    };
+    first.await??;
+    for w in waiting {
+        w.await??;
+    }
+    assert_eq!(pulls(&pair), 1);
+
+    // An unproductive pull (the payer owes nothing more) still holds the next one back for the interval.
+    main.prepare(&transfer(5, 1_500), Direction::Incoming)
+        .await?;
+    main.fulfill(&TransferId([5; 16]), &[5; 32]).await?;
+    let refused = spawn_offer(6);
     started.notified().await;
     release.notify_one();
-    assert!(asked.await?.is_err());
+    assert!(matches!(refused.await?, Err(ModuleError::NotAccepted(_))));
     assert_eq!(pulls(&pair), 2);
+    assert!(!offer(&pair.b, &transfer(7, 1)).await?);
+    assert_eq!(
+        pulls(&pair),
+        2,
+        "a pull within the interval after an unproductive one"
+    );
+    Ok(())
+}
+
+/// Writes a pin the way versions before proofs did: value 1, data the bare address.
+async fn set_bare_pin(host: &TestHost, address: &Address) -> TestResult {
+    host.stores()
+        .max_value_tracker(PEER_ADDRESS_KEY)?
+        .set_if_max(channel_modules::store::MaxValue {
+            value: BigUint::from(1u8),
+            data: json!(address.to_string()),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn pin_of(host: &TestHost) -> Result<(BigUint, Value), Box<dyn std::error::Error>> {
+    let pin = host
+        .stores()
+        .max_value_tracker(PEER_ADDRESS_KEY)?
+        .get_max()
+        .await?;
+    Ok((pin.value, pin.data))
+}
+
+fn proven_pin(address: &Address, via: &str) -> (BigUint, Value) {
+    (
+        BigUint::from(2u8),
+        json!({ "address": address.to_string(), "via": via }),
+    )
+}
+
+/// Pins written before proofs existed (a bare address, value 1: the callee pinned whatever a caller named) are
+/// unproven. Such a pin is kept only once the peer proves that same address with a challenge (it is then
+/// rewritten with its origin); a peer proving another address, or none (an older peer), is refused with an
+/// error saying so, the pin left as it was and no identity claimed. A pin equal to the configured peerAddress
+/// is kept as configured without asking.
+#[tokio::test]
+async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves_it() -> TestResult
+{
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(());
+    };
+    let chain = anvil.client()?.chain_id().await?;
+    let payer_addr = address_of(&anvil, PAYER_KEY_INDEX)?;
+    let squatter_addr = address_of(&anvil, SQUATTER_KEY_INDEX)?;
+    let some_claim = Claim::Json(json!({ "txHash": format!("0x{}", "ab".repeat(32)) }));
+
+    // The pin names the peer's real address: proven again at connect, rewritten with its origin.
+    let pair = wired(&anvil, EthPaymentModule::from_options)?;
+    set_bare_pin(&pair.b.host, &payer_addr).await?;
+    pair.a.module.connect(&pair.a.ctx).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    assert_eq!(
+        pin_of(&pair.b.host).await?,
+        proven_pin(&payer_addr, "proof")
+    );
+    assert_eq!(pair.b.module.peer_account(), Some(payer_addr.to_string()));
+    assert!(pair
+        .a
+        .host
+        .rpc_log()
+        .iter()
+        .any(|(method, _)| method == RPC_ETH_ADDRESS));
+    // And it works: the payer pays, the payee credits.
+    let total = BigUint::from(1_000_000_000_000u64);
+    let claim = pair
+        .a
+        .module
+        .create_outgoing_claim(&pair.a.ctx, &total)
+        .await?
+        .ok_or("no claim")?;
+    let credit = pair
+        .b
+        .module
+        .handle_incoming_claim(&pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, total);
+
+    // The pin names another address than the one the peer proves: refused, pin and registry untouched.
+    let pair = wired(&anvil, EthPaymentModule::from_options)?;
+    set_bare_pin(&pair.b.host, &squatter_addr).await?;
+    pair.a.module.connect(&pair.a.ctx).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    assert_eq!(pair.b.module.peer_account(), None);
+    let refused = pair
+        .b
+        .module
+        .handle_incoming_claim(&pair.b.ctx, Some(&some_claim))
+        .await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m))
+            if m.contains("without a proof of ownership") && m.contains(&format!("proves {payer_addr}"))
+                && m.contains("peerAddress")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        pin_of(&pair.b.host).await?,
+        (BigUint::from(1u8), json!(squatter_addr.to_string()))
+    );
+    for address in [&payer_addr, &squatter_addr] {
+        assert_eq!(
+            pair.b.host.identity_record(&peer_identity(chain, address)),
+            None
+        );
+    }
+
+    // A peer of an earlier version proves nothing (a bare address reply): refused.
+    let bare_reply = payer_addr.to_string();
+    let old_peer = Arc::new(ScriptedPeer {
+        address_reply: Box::new(move |_| json!(bare_reply)),
+        hold: None,
+    });
+    let payee_opts = options(&anvil, PAYEE_KEY_INDEX);
+    let pair = TestHost::pair(
+        old_peer as Arc<dyn ChannelModule>,
+        json!({}),
+        Arc::new(EthPaymentModule::from_options(&payee_opts)?) as Arc<dyn ChannelModule>,
+        payee_opts.clone(),
+    );
+    set_bare_pin(&pair.b.host, &payer_addr).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    let refused = pair
+        .b
+        .module
+        .handle_incoming_claim(&pair.b.ctx, Some(&some_claim))
+        .await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m))
+            if m.contains("without a proof of ownership") && m.contains("could not prove it")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        pin_of(&pair.b.host).await?,
+        (BigUint::from(1u8), json!(payer_addr.to_string()))
+    );
+
+    // The pin is the configured peerAddress: kept as configured, without asking the peer.
+    let mut configured_opts = payee_opts;
+    configured_opts["peerAddress"] = json!(payer_addr.to_string());
+    let configured = EthPaymentModule::from_options(&configured_opts)?;
+    let ctx = pair.b.host.context(configured_opts, "b");
+    configured.connect(&ctx).await?;
+    assert_eq!(
+        pin_of(&pair.b.host).await?,
+        proven_pin(&payer_addr, "configured")
+    );
+    assert_eq!(
+        pair.b
+            .host
+            .identity_record(&peer_identity(chain, &payer_addr)),
+        Some(channel_modules::context::IdentityRecord::Held {
+            account: "b".to_owned(),
+            origin: channel_modules::context::IdentityOrigin::Configured,
+        })
+    );
+    Ok(())
+}
+
+/// A squatter's module that relays every `eth_address` call to the victim's module (as if the squatter had
+/// opened a link to the victim and forwarded our challenge there), and answers nothing else.
+struct RelayPeer {
+    victim: Arc<EthPaymentModule>,
+    victim_ctx: ChannelContext,
+}
+
+#[async_trait]
+impl ChannelModule for RelayPeer {
+    fn name(&self) -> &str {
+        "relay"
+    }
+
+    fn asset_scale(&self) -> u8 {
+        18
+    }
+
+    async fn connect(&self, _ctx: &ChannelContext) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn disconnect(&self, _ctx: &ChannelContext) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn handle_incoming_prepare(
+        &self,
+        _ctx: &ChannelContext,
+        _record: &TransferRecord,
+    ) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn create_outgoing_claim(
+        &self,
+        _ctx: &ChannelContext,
+        _total: &BigUint,
+    ) -> Result<Option<Claim>, ModuleError> {
+        Ok(None)
+    }
+
+    async fn handle_incoming_claim(
+        &self,
+        _ctx: &ChannelContext,
+        _claim: Option<&Claim>,
+    ) -> Result<Option<IncomingCredit>, ModuleError> {
+        Ok(None)
+    }
+
+    async fn handle_rpc(
+        &self,
+        _ctx: &ChannelContext,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, ModuleError> {
+        match method {
+            RPC_ETH_ADDRESS => self.victim.handle_rpc(&self.victim_ctx, method, args).await,
+            other => Err(ModuleError::UnknownMethod(other.to_owned())),
+        }
+    }
+}
+
+/// The relay this protocol cannot stop: a squatter peering with both our node (our account "squatter") and the
+/// payer relays our challenge to the payer, which signs it (it never learned the squatter's address: the
+/// squatter never answers the payer's own challenge), so the squatter's account pins the payer's address first.
+/// When the payer's real account proves the same address, the identity becomes contested instead of staying
+/// the squatter's: neither account is credited with the payer's on-chain payments (whose hashes are public),
+/// and the error names both. The operator configures peerAddress on the real account, which is credited again;
+/// the squatter stays refused.
+#[tokio::test]
+async fn a_relayed_proof_contests_the_identity_instead_of_taking_it() -> TestResult {
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(());
+    };
+    let chain = anvil.client()?.chain_id().await?;
+    let payer_addr = address_of(&anvil, PAYER_KEY_INDEX)?;
+    let node = TestHost::new();
+    let payer_opts = options(&anvil, PAYER_KEY_INDEX);
+    let payee_opts = options(&anvil, PAYEE_KEY_INDEX);
+    let payer = Arc::new(EthPaymentModule::from_options(&payer_opts)?);
+    let payer_host = TestHost::with_stores(MemoryStores::unbounded(), node.clock().clone());
+
+    // The squatter's account pins the payer's address through the relayed proof.
+    let relay = Arc::new(RelayPeer {
+        victim: Arc::clone(&payer),
+        victim_ctx: payer_host.context(payer_opts.clone(), "squatter-link"),
+    });
+    let (squat_host, _relay_host) = account_on(&node, relay);
+    let squat = EthPaymentModule::from_options(&payee_opts)?;
+    let squat_ctx = squat_host.context(payee_opts.clone(), "squatter");
+    squat.connect(&squat_ctx).await?;
+    assert_eq!(squat.peer_account(), Some(payer_addr.to_string()));
+
+    // The payer's real account on the same node.
+    let payee = Arc::new(EthPaymentModule::from_options(&payee_opts)?);
+    let victim_host = node.same_node(MemoryStores::unbounded());
+    victim_host.connect_to(
+        &payer_host,
+        payer.clone() as Arc<dyn ChannelModule>,
+        payer_opts.clone(),
+        "payer",
+    );
+    payer_host.connect_to(
+        &victim_host,
+        payee.clone() as Arc<dyn ChannelModule>,
+        payee_opts.clone(),
+        "victim",
+    );
+    let payer_ctx = payer_host.context(payer_opts, "payer");
+    let victim_ctx = victim_host.context(payee_opts.clone(), "victim");
+    payer.connect(&payer_ctx).await?;
+    payee.connect(&victim_ctx).await?;
+    let total = BigUint::from(5_000_000_000_000u64);
+    let claim = payer
+        .create_outgoing_claim(&payer_ctx, &total)
+        .await?
+        .ok_or("no claim")?;
+    let identity = peer_identity(chain, &payer_addr);
+    for (name, module, ctx) in [
+        ("victim", &*payee, &victim_ctx),
+        ("squatter", &squat, &squat_ctx),
+    ] {
+        let refused = module.handle_incoming_claim(ctx, Some(&claim)).await;
+        assert!(
+            matches!(&refused, Err(ModuleError::NotAccepted(m))
+                if m.contains(&identity) && m.contains("squatter, victim") && m.contains("peerAddress")),
+            "{name}: {refused:?}"
+        );
+    }
+    for host in [&victim_host, &squat_host] {
+        let sums = host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
+        assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+    }
+
+    // The operator configures the payer's address on the real account: credited; the squatter stays refused.
+    let mut configured_opts = payee_opts;
+    configured_opts["peerAddress"] = json!(payer_addr.to_string());
+    let configured = EthPaymentModule::from_options(&configured_opts)?;
+    let configured_ctx = victim_host.context(configured_opts, "victim");
+    configured.connect(&configured_ctx).await?;
+    let credit = configured
+        .handle_incoming_claim(&configured_ctx, Some(&claim))
+        .await?
+        .ok_or("the configured account was not credited")?;
+    assert_eq!(credit.amount, total);
+    let refused = squat.handle_incoming_claim(&squat_ctx, Some(&claim)).await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("(victim)")),
+        "{refused:?}"
+    );
+    let sums = squat_host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
+    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
     Ok(())
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use channel_modules::context::IdentityRecord;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferRecord};
 use channel_modules::testing::{TestClock, TestHost};
@@ -13,7 +14,8 @@ use channel_modules::xrp::crypto::{ChannelId, KeyPair};
 use channel_modules::xrp::fake_rippled::FakeRippled;
 use channel_modules::xrp::rpc::system_to_ripple_time;
 use channel_modules::xrp::{
-    XrpPaychan, MVT_INCOMING_CLAIM, MVT_INCOMING_CLAIM_SUBMITTED, MVT_OUTGOING_CLAIM,
+    channel_identity, XrpPaychan, MVT_INCOMING_CLAIM, MVT_INCOMING_CLAIM_SUBMITTED,
+    MVT_OUTGOING_CLAIM,
 };
 use channel_modules::{
     build_module, ChannelContext, ChannelModule, Claim, IncomingCredit, ModuleError,
@@ -867,11 +869,14 @@ fn the_watcher_interval_defaults_to_a_minute_and_fits_the_margins() -> TestResul
     Ok(())
 }
 
-/// Two accounts of one node (settlement-engine accounts share one module configuration): the second learns the
-/// first one's peer channel (its peer replies with the same channel ID) and is refused; it credits nothing, and
-/// the first account keeps working.
+/// Two accounts of one node: the second learns the first one's peer channel (its peer replies with the same
+/// channel ID) and presents a genuine claim on it (replayed: claims reach the ledger when redeemed). The channel
+/// becomes *contested*: neither account is credited from then on (the first one is re-checked at credit time),
+/// with an error naming the channel and both accounts. The operator configures `peerChannel` on the rightful
+/// account, which takes the channel over and is credited again; the other stays refused.
 #[tokio::test]
-async fn a_second_account_claiming_the_same_channel_is_refused_and_credits_nothing() -> TestResult {
+async fn a_second_account_proving_the_same_channel_contests_it_until_the_operator_configures_it(
+) -> TestResult {
     let n = connected(json!({}), json!({})).await?;
     let c100 = pay(&n, 100).await?;
     assert_eq!(
@@ -895,29 +900,60 @@ async fn a_second_account_claiming_the_same_channel_is_refused_and_credits_nothi
     other.connect(&other_ctx).await?;
     let refused = other.handle_incoming_claim(&other_ctx, Some(&c100)).await;
     assert!(
-        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        matches!(&refused, Err(ModuleError::NotAccepted(m))
+            if m.contains("contested") && m.contains(&n.a_to_b.to_string()) && m.contains("b, b2")
+                && m.contains("peerChannel")),
         "{refused:?}"
     );
-    let c200 = pay(&n, 200).await?;
-    let refused = other.handle_incoming_claim(&other_ctx, Some(&c200)).await;
-    assert!(
-        matches!(refused, Err(ModuleError::NotAccepted(_))),
-        "{refused:?}"
-    );
-    let other_best = other_ctx
-        .max_value_tracker(MVT_INCOMING_CLAIM)?
-        .get_max()
-        .await?;
-    assert_eq!(other_best.value, BigUint::from(0u32));
-
-    // The first account is unaffected.
     assert_eq!(
-        n.bob
-            .module
-            .handle_incoming_claim(&n.bob.ctx, Some(&c200))
+        n.bob.host.identity_record(&channel_identity(&n.a_to_b)),
+        Some(IdentityRecord::Contested {
+            accounts: vec!["b".to_owned(), "b2".to_owned()]
+        })
+    );
+    // The first account is refused too now: a new claim credits nothing.
+    let c200 = pay(&n, 200).await?;
+    let sides: [(&dyn ChannelModule, &ChannelContext); 2] =
+        [(&*n.bob.module, &n.bob.ctx), (&other, &other_ctx)];
+    for (module, ctx) in sides {
+        let refused = module.handle_incoming_claim(ctx, Some(&c200)).await;
+        assert!(
+            matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("contested")),
+            "{refused:?}"
+        );
+    }
+    let best = |ctx: &ChannelContext| {
+        let ctx = ctx.clone();
+        async move {
+            Ok::<_, ModuleError>(
+                ctx.max_value_tracker(MVT_INCOMING_CLAIM)?
+                    .get_max()
+                    .await?
+                    .value,
+            )
+        }
+    };
+    assert_eq!(best(&n.bob.ctx).await?, BigUint::from(100u32));
+    assert_eq!(best(&other_ctx).await?, BigUint::from(0u32));
+
+    // The operator configures peerChannel on Bob's account (same stores, restarted module): credited again.
+    let mut configured_opts = n.bob.ctx.options().clone();
+    configured_opts["peerChannel"] = json!(n.a_to_b.to_string());
+    let configured = XrpPaychan::from_options(&configured_opts)?;
+    let configured_ctx = n.bob.host.context(configured_opts, "b");
+    configured.connect(&configured_ctx).await?;
+    assert_eq!(
+        configured
+            .handle_incoming_claim(&configured_ctx, Some(&c200))
             .await?,
         Some(credit(100, &n.a_to_b, 200))
     );
+    let refused = other.handle_incoming_claim(&other_ctx, Some(&c200)).await;
+    assert!(
+        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("(b)")),
+        "{refused:?}"
+    );
+    assert_eq!(best(&other_ctx).await?, BigUint::from(0u32));
     Ok(())
 }
 
@@ -975,10 +1011,11 @@ async fn a_squatter_naming_the_victims_channel_cannot_lock_it_out() -> TestResul
         Some(credit(200, &n.a_to_b, 300))
     );
 
-    // The identity is Bob's account's: a genuine claim replayed to the squatter credits nothing.
+    // The identity is Bob's account's: a genuine claim replayed to the squatter credits nothing (the channel
+    // becomes contested: only the operator can tell which account is rightful, see the test above).
     let refused = squat.handle_incoming_claim(&squat_ctx, Some(&c300)).await;
     assert!(
-        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("another account")),
+        matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("contested")),
         "{refused:?}"
     );
     let squat_best = squat_ctx

@@ -2,17 +2,23 @@
 //!
 //! A trustline's module sees its peer only through the [`ChannelContext`](channel_modules::ChannelContext):
 //! the main log `""` is the trustline's own log, other keys are namespaced per peer, and `rpc` becomes a BTP
-//! Message whose one entry is named after the method (legacy `CustomRpc.call`).
+//! Message whose one entry is named after the method (legacy `CustomRpc.call`). Ledger identities
+//! ([`ContextHost::claim_identity`]) go to the node's [`NodeIdentities`], shared by all its trustlines and kept
+//! in the node's database (`node/pin/<identity>`).
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use channel_modules::context::{decide_identity_claim, IdentityOrigin, IdentityRecord};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
+use channel_modules::sync::lock;
 use channel_modules::{ContextHost, ModuleError};
 
 use super::trustline::{Trustline, TrustlineInner};
+use crate::store::Db;
 
 /// The stores of one peer, by key (`""` is the main log). The same key must always yield the same instance.
 pub trait PeerStores: Send + Sync {
@@ -92,6 +98,8 @@ pub(crate) struct TrustlineHost {
     pub(crate) stores: Arc<dyn PeerStores>,
     pub(crate) main_log: Arc<dyn TransferLog>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The node's ledger identity registry (shared by every trustline of the node).
+    pub(crate) identities: Arc<NodeIdentities>,
 }
 
 #[async_trait]
@@ -124,10 +132,129 @@ impl ContextHost for TrustlineHost {
         self.clock.now()
     }
 
-    async fn claim_identity(&self, identity: &str, account_id: &str) -> Result<(), ModuleError> {
-        // Scoped to this trustline: the host has no node-wide registry yet (each peer's module is built from
-        // that peer's own configuration). Recorded in the trace so an operator can spot a shared identity.
-        tracing::debug!(%identity, account = %account_id, "ledger identity claimed (trustline scope)");
+    async fn claim_identity(
+        &self,
+        identity: &str,
+        account_id: &str,
+        origin: IdentityOrigin,
+    ) -> Result<(), ModuleError> {
+        self.identities.claim(identity, account_id, origin).await
+    }
+}
+
+/// Prefix of trustline mode's node-wide ledger identity records in the node's database: `node/pin/<identity>` →
+/// the [`IdentityRecord`] as JSON (the same records as engine mode's `se/pin/`, in a namespace of their own).
+pub const NODE_IDENTITY_PREFIX: &str = "node/pin/";
+
+/// Orders identity claims (read, then write if needed) across every trustline of every node in the process.
+static NODE_IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where a [`NodeIdentities`] keeps its records.
+enum IdentityBackend {
+    /// In memory (tests, and trustlines built outside a [`PeerNode`](super::PeerNode)).
+    Memory(Mutex<HashMap<String, IdentityRecord>>),
+    /// In the node's database, namespace [`NODE_IDENTITY_PREFIX`] (production: every trustline of a node
+    /// shares one [`Db`]).
+    Rocks(Arc<Db>),
+}
+
+/// The node-wide registry of ledger identities in trustline mode ([`ContextHost::claim_identity`]): every
+/// trustline of one [`PeerNode`](super::PeerNode) shares it (through [`TrustlineOptions`](super::trustline::TrustlineOptions)),
+/// so two peers can never both be credited for the same on-chain payments or channel claims; the rules are
+/// [`decide_identity_claim`]'s, the same as engine mode's.
+pub struct NodeIdentities {
+    backend: IdentityBackend,
+}
+
+impl std::fmt::Debug for NodeIdentities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.backend {
+            IdentityBackend::Memory(_) => "memory",
+            IdentityBackend::Rocks(_) => "rocksdb",
+        };
+        f.debug_struct("NodeIdentities")
+            .field("backend", &backend)
+            .finish()
+    }
+}
+
+impl NodeIdentities {
+    /// A registry in memory (not durable).
+    pub fn memory() -> Arc<Self> {
+        Arc::new(NodeIdentities {
+            backend: IdentityBackend::Memory(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// A durable registry in `db`.
+    pub fn rocks(db: Arc<Db>) -> Arc<Self> {
+        Arc::new(NodeIdentities {
+            backend: IdentityBackend::Rocks(db),
+        })
+    }
+
+    /// The stored record of `identity`, if any.
+    pub fn record(&self, identity: &str) -> Result<Option<IdentityRecord>, ModuleError> {
+        match &self.backend {
+            IdentityBackend::Memory(records) => Ok(lock(records).get(identity).cloned()),
+            IdentityBackend::Rocks(db) => {
+                let key = format!("{NODE_IDENTITY_PREFIX}{identity}");
+                let Some(bytes) = db.get(key.as_bytes())? else {
+                    return Ok(None);
+                };
+                let corrupt = |reason: String| {
+                    ModuleError::Store(StoreError::Corrupt {
+                        key: key.clone(),
+                        reason,
+                    })
+                };
+                let value: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                IdentityRecord::from_json(&value)
+                    .map(Some)
+                    .ok_or_else(|| corrupt("unreadable ledger identity record".to_owned()))
+            }
+        }
+    }
+
+    async fn store(&self, identity: &str, record: &IdentityRecord) -> Result<(), ModuleError> {
+        match &self.backend {
+            IdentityBackend::Memory(records) => {
+                lock(records).insert(identity.to_owned(), record.clone());
+            }
+            IdentityBackend::Rocks(db) => {
+                let mut batch = rocksdb::WriteBatch::default();
+                batch.put(
+                    format!("{NODE_IDENTITY_PREFIX}{identity}").as_bytes(),
+                    record.to_json().to_string().as_bytes(),
+                );
+                db.write(batch).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Claims `identity` for `account` with `origin` ([`decide_identity_claim`]): one read when nothing
+    /// changes, a durable write when the record does; refusals are logged at warn, naming every account.
+    pub async fn claim(
+        &self,
+        identity: &str,
+        account: &str,
+        origin: IdentityOrigin,
+    ) -> Result<(), ModuleError> {
+        let _ordered = NODE_IDENTITY_CLAIMS.lock().await;
+        let existing = self.record(identity)?;
+        let decision = decide_identity_claim(identity, existing.as_ref(), account, origin);
+        if let Some(record) = &decision.write {
+            self.store(identity, record).await?;
+        }
+        crate::se::host::log_identity_decision(
+            identity,
+            account,
+            origin,
+            existing.as_ref(),
+            &decision,
+        );
+        decision.outcome
     }
 }

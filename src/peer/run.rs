@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::error::PeerError;
-use super::host::PeerStores;
+use super::host::{NodeIdentities, PeerStores};
 use super::routing::{Router, RoutingConfig};
 use super::trustline::{Trustline, TrustlineHandler, TrustlineOptions};
 use crate::config::legacy::{validate_peer_set, ConfigError, PeerConfig};
@@ -106,8 +106,10 @@ impl PeerNode {
     pub async fn start(
         configs: Vec<PeerConfig>,
         db: Arc<Db>,
-        options: NodeOptions,
+        mut options: NodeOptions,
     ) -> Result<PeerNode, PeerError> {
+        // Ledger identities are node-wide and durable: in the node's database, shared by every trustline.
+        options.trustline.identities = NodeIdentities::rocks(Arc::clone(&db));
         let stores = |c: &PeerConfig| -> Arc<dyn PeerStores> {
             Arc::new(RocksStores::new(
                 Arc::clone(&db),

@@ -61,7 +61,7 @@ use tokio::sync::broadcast;
 use super::error::{PeerError, WireError};
 use super::events::{PeerEvent, PeerMessage, RejectionMessage, EVENT_CHANNEL_CAPACITY};
 use super::expiry::ExpiryQueue;
-use super::host::{Clock, PeerStores, SystemClock, TrustlineHost};
+use super::host::{Clock, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
 use super::link::PeerLink;
 use crate::config::legacy::PeerConfig;
 
@@ -138,6 +138,9 @@ pub struct TrustlineOptions {
     pub clock: Arc<dyn Clock>,
     /// How long a request waits for the peer's reply (legacy 5000 ms).
     pub request_timeout: Duration,
+    /// The node's ledger identity registry, shared by all its trustlines (a fresh in-memory one by default;
+    /// [`PeerNode::start`](super::PeerNode::start) puts the durable one of the node's database here).
+    pub identities: Arc<NodeIdentities>,
 }
 
 impl Default for TrustlineOptions {
@@ -145,6 +148,7 @@ impl Default for TrustlineOptions {
         TrustlineOptions {
             clock: Arc::new(SystemClock),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            identities: NodeIdentities::memory(),
         }
     }
 }
@@ -372,6 +376,7 @@ impl Trustline {
                 stores: Arc::clone(&stores),
                 main_log: Arc::clone(&log),
                 clock: Arc::clone(&options.clock),
+                identities: Arc::clone(&options.identities),
             };
             TrustlineInner {
                 name: config.name.clone(),

@@ -6,9 +6,10 @@
 //!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
 //! * RPCs are settlement messages `{"type":"rpc","method","args"}` sent through the connector to the peer engine.
 //! * The clock is the system clock.
-//! * Ledger identities ([`ContextHost::claim_identity`]) are engine-wide records `se/pin/<identity>` holding the
-//!   account that claimed the identity first; written through the [`SeStore`] like trackers, never removed. A
-//!   process-wide lock orders claims so two accounts never both win one identity.
+//! * Ledger identities ([`ContextHost::claim_identity`]) are engine-wide records `se/pin/<identity>` holding an
+//!   [`IdentityRecord`] (the holder and how it claimed, or the accounts contesting it), with the rules of
+//!   [`decide_identity_claim`]; written through the [`SeStore`] like trackers, never removed. A process-wide
+//!   lock orders claims so two accounts never both win one identity.
 //!
 //! [`StagingHost`] wraps an account's host while the engine runs `handle_incoming_claim`: tracker writes are
 //! held back and committed in the *same* batch as the resulting credit record, so a crash can never leave a
@@ -19,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use channel_modules::context::{
+    decide_identity_claim, IdentityDecision, IdentityOrigin, IdentityRecord,
+};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, MaxValue, MaxValueTracker, StoreError, TransferLog};
 use channel_modules::sync::lock;
@@ -29,37 +33,83 @@ use super::store::{keys, Family, SeBatch, SeStore};
 use super::wire;
 use crate::store::{Db, RocksStores};
 
-/// Prefix of the engine-wide ledger identity records: `se/pin/<identity>` → the holding account ID (JSON).
+/// Prefix of the engine-wide ledger identity records: `se/pin/<identity>` → the [`IdentityRecord`] as JSON (a
+/// bare JSON string, the holding account, in records of earlier versions: a proven hold).
 pub const IDENTITY_PIN_PREFIX: &str = "se/pin/";
 
-/// Orders identity claims (read, then write if free) across every account of every engine in the process.
+/// Orders identity claims (read, then write if needed) across every account of every engine in the process.
 static IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Claims `identity` for `account` in `store` (see [`ContextHost::claim_identity`]).
+/// The stored record of `identity` in `store`, if any.
+pub fn identity_record_in(
+    store: &dyn SeStore,
+    identity: &str,
+) -> Result<Option<IdentityRecord>, ModuleError> {
+    let key = format!("{IDENTITY_PIN_PREFIX}{identity}");
+    let Some((k, bytes)) = store
+        .scan_prefix(Family::Main, &key)?
+        .into_iter()
+        .find(|(k, _)| *k == key)
+    else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = super::store::decode(&k, &bytes)?;
+    IdentityRecord::from_json(&value).map(Some).ok_or_else(|| {
+        ModuleError::Store(StoreError::Corrupt {
+            key: k,
+            reason: "unreadable ledger identity record".to_owned(),
+        })
+    })
+}
+
+/// Claims `identity` for `account` in `store` with `origin` (see [`ContextHost::claim_identity`] and
+/// [`decide_identity_claim`]): one read when nothing changes, a durable write when the record does.
 pub async fn claim_identity_in(
     store: &dyn SeStore,
     identity: &str,
     account: &str,
+    origin: IdentityOrigin,
 ) -> Result<(), ModuleError> {
-    let key = format!("{IDENTITY_PIN_PREFIX}{identity}");
     let _ordered = IDENTITY_CLAIMS.lock().await;
-    let existing = store
-        .scan_prefix(Family::Main, &key)?
-        .into_iter()
-        .find(|(k, _)| *k == key);
-    if let Some((k, bytes)) = existing {
-        let holder: String = super::store::decode(&k, &bytes)?;
-        if holder == account {
-            return Ok(());
-        }
-        tracing::warn!(%identity, %account, %holder, "ledger identity already held by another account");
-        return Err(channel_modules::context::identity_taken(identity, &holder));
+    let existing = identity_record_in(store, identity)?;
+    let decision = decide_identity_claim(identity, existing.as_ref(), account, origin);
+    if let Some(record) = &decision.write {
+        let mut batch = SeBatch::new();
+        batch.put_json(
+            Family::Main,
+            format!("{IDENTITY_PIN_PREFIX}{identity}"),
+            &record.to_json(),
+        )?;
+        store.submit(batch)?.await?;
     }
-    let mut batch = SeBatch::new();
-    batch.put_json(Family::Main, key, &account)?;
-    store.submit(batch)?.await?;
-    tracing::info!(%identity, %account, "ledger identity claimed");
-    Ok(())
+    log_identity_decision(identity, account, origin, existing.as_ref(), &decision);
+    decision.outcome
+}
+
+/// Logs what a registry did with a claim: a new hold or a takeover at info, a contest or a refusal at warn
+/// (naming the identity and every account involved).
+pub fn log_identity_decision(
+    identity: &str,
+    account: &str,
+    origin: IdentityOrigin,
+    existing: Option<&IdentityRecord>,
+    decision: &IdentityDecision,
+) {
+    let origin = origin.as_str();
+    match (&decision.outcome, &decision.write, existing) {
+        (Ok(()), None, _) => {}
+        (Ok(()), Some(_), None) => {
+            tracing::info!(%identity, %account, origin, "ledger identity claimed");
+        }
+        (Ok(()), Some(_), Some(previous)) => tracing::warn!(
+            %identity, %account, origin, previous = %previous.to_json(),
+            "ledger identity taken over by a configured account"
+        ),
+        (Err(err), _, previous) => tracing::warn!(
+            %identity, %account, origin, holder = %previous.map(IdentityRecord::to_json).unwrap_or_default(), %err,
+            "ledger identity claim refused; configure peerAddress / peerChannel on the rightful account"
+        ),
+    }
 }
 
 /// Hands out the transfer logs of engine accounts.
@@ -226,9 +276,14 @@ impl ContextHost for AccountHost {
         SystemTime::now()
     }
 
-    async fn claim_identity(&self, identity: &str, _account_id: &str) -> Result<(), ModuleError> {
+    async fn claim_identity(
+        &self,
+        identity: &str,
+        _account_id: &str,
+        origin: IdentityOrigin,
+    ) -> Result<(), ModuleError> {
         // This host serves exactly one account: that account claims.
-        claim_identity_in(self.store.as_ref(), identity, &self.account).await
+        claim_identity_in(self.store.as_ref(), identity, &self.account, origin).await
     }
 }
 
@@ -336,8 +391,13 @@ impl ContextHost for StagingHost {
         self.base.now()
     }
 
-    async fn claim_identity(&self, identity: &str, account_id: &str) -> Result<(), ModuleError> {
-        self.base.claim_identity(identity, account_id).await
+    async fn claim_identity(
+        &self,
+        identity: &str,
+        account_id: &str,
+        origin: IdentityOrigin,
+    ) -> Result<(), ModuleError> {
+        self.base.claim_identity(identity, account_id, origin).await
     }
 }
 
@@ -346,26 +406,82 @@ mod tests {
     use super::*;
     use crate::se::store::MemorySeStore;
 
+    const PROVEN: IdentityOrigin = IdentityOrigin::Proven;
+    const CONFIGURED: IdentityOrigin = IdentityOrigin::Configured;
+
+    fn refused_naming(result: &Result<(), ModuleError>, names: &[&str]) -> bool {
+        matches!(result, Err(ModuleError::NotAccepted(m)) if names.iter().all(|n| m.contains(n)))
+    }
+
     #[tokio::test]
-    async fn the_first_account_keeps_an_identity_across_restarts() -> Result<(), ModuleError> {
+    async fn the_first_account_keeps_an_identity_and_a_second_prover_contests_it_durably(
+    ) -> Result<(), ModuleError> {
         let store = MemorySeStore::new();
-        claim_identity_in(&store, "eth:1:0xabc", "alice").await?;
+        claim_identity_in(&store, "eth:1:0xabc", "alice", PROVEN).await?;
         // Idempotent for the holder.
-        claim_identity_in(&store, "eth:1:0xabc", "alice").await?;
-        let refused = claim_identity_in(&store, "eth:1:0xabc", "bob").await;
+        claim_identity_in(&store, "eth:1:0xabc", "alice", PROVEN).await?;
+        // Other identities are independent, and a prefix of a held identity is a different identity.
+        claim_identity_in(&store, "eth:1:0xab", "bob", PROVEN).await?;
+        claim_identity_in(&store, "xrp:ABC", "bob", PROVEN).await?;
+        // A second account proving the same identity: contested, and from then on BOTH are refused.
+        let refused = claim_identity_in(&store, "eth:1:0xabc", "bob", PROVEN).await;
         assert!(
-            matches!(refused, Err(ModuleError::NotAccepted(ref m)) if m.contains("alice")),
+            refused_naming(&refused, &["eth:1:0xabc", "alice", "bob", "peerAddress"]),
             "{refused:?}"
         );
-        // Other identities are independent, and a prefix of a held identity is a different identity.
-        claim_identity_in(&store, "eth:1:0xab", "bob").await?;
-        claim_identity_in(&store, "xrp:ABC", "bob").await?;
-        // The store is the registry: a restarted engine (same store) still refuses bob.
+        let alice = claim_identity_in(&store, "eth:1:0xabc", "alice", PROVEN).await;
+        assert!(
+            refused_naming(&alice, &["contested", "alice", "bob"]),
+            "{alice:?}"
+        );
+        // The store is the registry: a restarted engine (same store) still sees the contest.
         let restarted = store.clone();
-        assert!(claim_identity_in(&restarted, "eth:1:0xabc", "bob")
+        assert!(
+            claim_identity_in(&restarted, "eth:1:0xabc", "alice", PROVEN)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            identity_record_in(&restarted, "eth:1:0xabc")?,
+            Some(IdentityRecord::Contested {
+                accounts: vec!["alice".to_owned(), "bob".to_owned()]
+            })
+        );
+        // The operator configures the rightful account: it takes the identity, the other stays refused.
+        claim_identity_in(&restarted, "eth:1:0xabc", "alice", CONFIGURED).await?;
+        claim_identity_in(&restarted, "eth:1:0xabc", "alice", PROVEN).await?;
+        assert!(claim_identity_in(&restarted, "eth:1:0xabc", "bob", PROVEN)
             .await
             .is_err());
-        assert!(claim_identity_in(&restarted, "xrp:ABC", "alice")
+        // A configured claim against another configured holder is refused.
+        assert!(
+            claim_identity_in(&restarted, "eth:1:0xabc", "bob", CONFIGURED)
+                .await
+                .is_err()
+        );
+        // A configured claim takes an uncontested proven hold over.
+        claim_identity_in(&store, "xrp:ABC", "carol", CONFIGURED).await?;
+        assert!(claim_identity_in(&store, "xrp:ABC", "bob", PROVEN)
+            .await
+            .is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_record_of_an_earlier_version_is_a_proven_hold() -> Result<(), ModuleError> {
+        let store = MemorySeStore::new();
+        let mut batch = SeBatch::new();
+        batch.put_json(
+            Family::Main,
+            format!("{IDENTITY_PIN_PREFIX}xrp:OLD"),
+            &"alice",
+        )?;
+        store.submit(batch)?.await?;
+        claim_identity_in(&store, "xrp:OLD", "alice", PROVEN).await?;
+        assert!(claim_identity_in(&store, "xrp:OLD", "bob", PROVEN)
+            .await
+            .is_err());
+        assert!(claim_identity_in(&store, "xrp:OLD", "alice", PROVEN)
             .await
             .is_err());
         Ok(())
@@ -375,9 +491,11 @@ mod tests {
     async fn a_failed_write_claims_nothing() -> Result<(), ModuleError> {
         let store = MemorySeStore::new();
         store.fail_next_writes(1);
-        assert!(claim_identity_in(&store, "xrp:ABC", "alice").await.is_err());
-        claim_identity_in(&store, "xrp:ABC", "bob").await?;
-        assert!(claim_identity_in(&store, "xrp:ABC", "alice").await.is_err());
+        assert!(claim_identity_in(&store, "xrp:ABC", "alice", PROVEN)
+            .await
+            .is_err());
+        claim_identity_in(&store, "xrp:ABC", "bob", PROVEN).await?;
+        claim_identity_in(&store, "xrp:ABC", "bob", PROVEN).await?;
         Ok(())
     }
 }

@@ -1,11 +1,20 @@
 //! [`PeerAddress`]: the peer's Ethereum address, shared by both Ethereum modules. It comes from the
 //! `peerAddress` option (trusted: the operator said so) or from the module RPC [`RPC_ETH_ADDRESS`], whose
 //! reply must **prove** ownership of the address, and the first one learned is pinned durably in the max-value
-//! tracker `peer_address` (value 1, data = the address): a peer cannot later switch to another address and so
-//! claim someone else's on-chain payments as its own. Before an address is used it is also claimed node-wide
-//! ([`ChannelContext::claim_identity`], identity `eth:<chainId>:<address>`): two accounts of one node
-//! (settlement-engine accounts share one module configuration) can never both be the peer at one address, so
-//! the same on-chain payments or channel cannot be credited to two accounts.
+//! tracker `peer_address` (value 2, data `{"address": "0x..", "via": "proof"|"configured"}`, see [`PinVia`]): a
+//! peer cannot later switch to another address and so claim someone else's on-chain payments as its own. A pin
+//! of earlier versions (value 1, data a bare address) was never proven: it is kept only once the peer proves
+//! that same address (or it is the configured one), else refused.
+//!
+//! Before an address is used it is also claimed in the node's identity registry
+//! ([`ChannelContext::claim_identity`], identity `eth:<chainId>:<address>`), and re-checked there on every
+//! [`PeerAddress::get`], i.e. right before each credit: two accounts of one node can never both be credited
+//! for the same on-chain payments or channel. A proof can be **relayed**: a squatter peering with both the
+//! owner and us can forward our challenge to the owner (who signs it, not having learned the squatter's
+//! address) and never answer the owner's own challenge. This protocol cannot stop that, so the registry does:
+//! a second account proving an address another account already proved makes it *contested*, and both are
+//! refused until the operator configures `peerAddress` on the rightful account (a configured claim takes the
+//! identity over; see [`crate::context::decide_identity_claim`]).
 //!
 //! The proof (the fix interledger-rs made for the same spoofing bug, its issue #149): the caller sends a fresh
 //! random 32-byte challenge and its own address; the callee answers with its address and a recoverable
@@ -27,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::key::{recover_address, PrivateKey, RecoverableSignature};
 use super::types::{decode_fixed_hex, decode_hex, encode_hex, keccak256, Address};
-use crate::context::ChannelContext;
+use crate::context::{ChannelContext, IdentityOrigin};
 use crate::module::{ChannelModule, Claim, ModuleError};
 use crate::store::MaxValue;
 use crate::sync::lock;
@@ -141,17 +150,53 @@ pub fn verify_address_proof(
     Ok(claimed)
 }
 
+/// How a pinned address came to be pinned (the `via` of the `peer_address` tracker's data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PinVia {
+    /// The peer proved it ([`RPC_ETH_ADDRESS`]): data `{"address": "0x..", "via": "proof"}`, value 2.
+    Proof,
+    /// The `peerAddress` option: data `{"address": "0x..", "via": "configured"}`, value 2.
+    Configured,
+    /// Pinned by a version without proofs, which pinned whatever address a caller named: data a bare address
+    /// string, value 1. Proven again before use (see [`PeerAddress::get`]).
+    Unproven,
+}
+
+/// Tracker value of a pin with a recorded origin (a bare-string pin of earlier versions has value 1, so a
+/// re-proven pin replaces it).
+const PIN_VALUE: u8 = 2;
+
+/// Reads the `peer_address` tracker's data: the pinned address and how it was pinned.
+pub fn parse_pin(data: &Value) -> Option<(Address, PinVia)> {
+    if let Some(bare) = data.as_str() {
+        return bare.parse().ok().map(|a| (a, PinVia::Unproven));
+    }
+    let address = data.get("address")?.as_str()?.parse().ok()?;
+    let via = match data.get("via")?.as_str()? {
+        "proof" => PinVia::Proof,
+        "configured" => PinVia::Configured,
+        _ => return None,
+    };
+    Some((address, via))
+}
+
+/// The `peer_address` tracker's data for `address` pinned `via` (never [`PinVia::Unproven`]).
+fn pin_data(address: &Address, via: PinVia) -> Value {
+    let via = match via {
+        PinVia::Configured => "configured",
+        PinVia::Proof | PinVia::Unproven => "proof",
+    };
+    json!({ "address": address.to_string(), "via": via })
+}
+
 /// The peer's address as far as this process knows it.
 #[derive(Debug)]
 pub struct PeerAddress {
     own: Address,
     configured: Option<Address>,
-    /// Set only once the address is pinned and its identity claimed for this account.
+    /// Set only once the address is pinned (with a recorded origin) and its identity claimed for this account.
     known: RwLock<Option<Address>>,
-}
-
-fn parse_address(value: &Value) -> Option<Address> {
-    value.as_str().and_then(|s| s.parse().ok())
 }
 
 impl PeerAddress {
@@ -182,14 +227,42 @@ impl PeerAddress {
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = Some(address);
     }
 
-    /// Pins `candidate` (first one wins, durably, per account), after claiming its identity node-wide on
-    /// chain `chain_id`; errors if a different address is pinned or another account holds the identity.
-    /// Callers pass only a configured address or one whose ownership was proven.
+    /// How this account claims `address` in the node's registry: configured when it is the `peerAddress`
+    /// option, else proven.
+    fn origin(&self, address: &Address) -> IdentityOrigin {
+        if self.configured == Some(*address) {
+            IdentityOrigin::Configured
+        } else {
+            IdentityOrigin::Proven
+        }
+    }
+
+    /// Claims (or re-checks) `address`'s identity on chain `chain_id` in the node's registry.
+    async fn claim(
+        &self,
+        ctx: &ChannelContext,
+        chain_id: u64,
+        address: &Address,
+    ) -> Result<(), ModuleError> {
+        let result = ctx
+            .claim_identity(&peer_identity(chain_id, address), self.origin(address))
+            .await;
+        if let Err(err) = &result {
+            warn!(account = ctx.account_id(), peer = %address, %err, "peer address refused by the node's identity registry");
+        }
+        result
+    }
+
+    /// Pins `candidate` `via` (first one wins, durably, per account; a re-proven [`PinVia::Unproven`] pin of
+    /// the same address is rewritten with its origin), after claiming its identity node-wide on chain
+    /// `chain_id`; errors if a different address is pinned or the registry refuses. Callers pass only a
+    /// configured address or one whose ownership was proven.
     async fn pin(
         &self,
         ctx: &ChannelContext,
         chain_id: u64,
         candidate: Address,
+        via: PinVia,
     ) -> Result<(), ModuleError> {
         if candidate == self.own {
             return Err(ModuleError::InvalidFields(
@@ -198,29 +271,29 @@ impl PeerAddress {
         }
         let tracker = ctx.max_value_tracker(PEER_ADDRESS_KEY)?;
         let stored = tracker.get_max().await?;
-        if let Some(pinned) = parse_address(&stored.data) {
+        if let Some((pinned, _)) = parse_pin(&stored.data) {
             if pinned != candidate {
                 return Err(ModuleError::NotAccepted(format!(
                     "peer address {candidate} differs from pinned {pinned}"
                 )));
             }
         }
-        ctx.claim_identity(&peer_identity(chain_id, &candidate))
-            .await?;
+        self.claim(ctx, chain_id, &candidate).await?;
         tracker
             .set_if_max(MaxValue {
-                value: BigUint::from(1u8),
-                data: json!(candidate.to_string()),
+                value: BigUint::from(PIN_VALUE),
+                data: pin_data(&candidate, via),
             })
             .await?;
-        let pinned = parse_address(&tracker.get_max().await?.data)
+        let pinned = parse_pin(&tracker.get_max().await?.data)
             .ok_or_else(|| ModuleError::Ledger("stored peer address is unreadable".into()))?;
-        if pinned != candidate {
+        if pinned.0 != candidate || pinned.1 == PinVia::Unproven {
             return Err(ModuleError::NotAccepted(format!(
-                "peer address {candidate} differs from pinned {pinned}"
+                "peer address {candidate} differs from pinned {}",
+                pinned.0
             )));
         }
-        self.remember(pinned);
+        self.remember(candidate);
         Ok(())
     }
 
@@ -231,51 +304,101 @@ impl PeerAddress {
             return Ok(());
         };
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
-        match parse_address(&stored.data) {
-            Some(pinned) if pinned != configured => Err(ModuleError::NotAccepted(format!(
+        match parse_pin(&stored.data) {
+            Some((pinned, _)) if pinned != configured => Err(ModuleError::NotAccepted(format!(
                 "peerAddress {configured} differs from pinned {pinned}"
             ))),
             _ => Ok(()),
         }
     }
 
-    /// The address on chain `chain_id`: known, pinned in the store (its identity claimed now), configured, or
-    /// asked from the peer now with a fresh challenge (and pinned once its proof checks out).
+    /// Asks the peer to prove its address with a fresh challenge; returns the proven address.
+    async fn ask(&self, ctx: &ChannelContext, chain_id: u64) -> Result<Address, ModuleError> {
+        let challenge: [u8; ADDRESS_CHALLENGE_BYTES] = rand::random();
+        let reply = ctx
+            .rpc(RPC_ETH_ADDRESS, address_request(&self.own, &challenge))
+            .await?;
+        verify_address_proof(chain_id, &self.own, &challenge, &reply)
+    }
+
+    /// The address on chain `chain_id`, with its identity (re-)checked in the node's registry on **every**
+    /// call (callers credit right after: an account whose identity became contested, or was taken over by a
+    /// configured account, is refused from then on): known in memory, pinned in the store, configured, or
+    /// asked from the peer now with a fresh challenge (and pinned once its proof checks out). A pin of an
+    /// earlier version ([`PinVia::Unproven`]) is kept only once the peer proves that same address (or it is
+    /// the configured one); otherwise refused.
     pub async fn get(&self, ctx: &ChannelContext, chain_id: u64) -> Result<Address, ModuleError> {
         if let Some(peer) = self.verified() {
+            self.claim(ctx, chain_id, &peer).await?;
             return Ok(peer);
         }
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
-        if let Some(pinned) = parse_address(&stored.data) {
+        if let Some((pinned, via)) = parse_pin(&stored.data) {
             if self.configured.is_some_and(|c| c != pinned) {
                 return Err(ModuleError::NotAccepted(format!(
                     "peer address {pinned} is pinned, not the configured one"
                 )));
             }
-            // Pinned before identities were claimed node-wide, or by an earlier run: claim it now.
-            ctx.claim_identity(&peer_identity(chain_id, &pinned))
-                .await?;
+            if via == PinVia::Unproven {
+                return self.reprove(ctx, chain_id, pinned).await;
+            }
+            // Pinned by an earlier run: claim it now.
+            self.claim(ctx, chain_id, &pinned).await?;
             self.remember(pinned);
             return Ok(pinned);
         }
         if let Some(configured) = self.configured {
-            self.pin(ctx, chain_id, configured).await?;
+            self.pin(ctx, chain_id, configured, PinVia::Configured)
+                .await?;
             return Ok(configured);
         }
-        let challenge: [u8; ADDRESS_CHALLENGE_BYTES] = rand::random();
-        let reply = ctx
-            .rpc(RPC_ETH_ADDRESS, address_request(&self.own, &challenge))
-            .await?;
-        let peer = verify_address_proof(chain_id, &self.own, &challenge, &reply)?;
-        self.pin(ctx, chain_id, peer).await?;
+        let peer = self.ask(ctx, chain_id).await?;
+        self.pin(ctx, chain_id, peer, PinVia::Proof).await?;
         info!(account = ctx.account_id(), %peer, "peer proved its address");
         Ok(peer)
+    }
+
+    /// Keeps an unproven pin of an earlier version (`pinned`) only once the peer proves that address now (or
+    /// it is configured), rewriting it with its origin.
+    async fn reprove(
+        &self,
+        ctx: &ChannelContext,
+        chain_id: u64,
+        pinned: Address,
+    ) -> Result<Address, ModuleError> {
+        if self.configured == Some(pinned) {
+            self.pin(ctx, chain_id, pinned, PinVia::Configured).await?;
+            return Ok(pinned);
+        }
+        let unproven = |why: String| {
+            warn!(account = ctx.account_id(), %pinned, %why, "unproven peer address pin refused");
+            ModuleError::NotAccepted(format!(
+                "peer address {pinned} was pinned by an earlier version without a proof of ownership, and \
+                 {why}; configure peerAddress {pinned} if it is right"
+            ))
+        };
+        let proven = match self.ask(ctx, chain_id).await {
+            Ok(proven) => proven,
+            Err(ModuleError::Rpc(err)) => {
+                // The peer is unreachable: not a refusal of the pin yet, ask again later.
+                return Err(ModuleError::Rpc(err));
+            }
+            Err(err) => return Err(unproven(format!("the peer could not prove it ({err})"))),
+        };
+        if proven != pinned {
+            return Err(unproven(format!("the peer proves {proven} instead")));
+        }
+        self.pin(ctx, chain_id, pinned, PinVia::Proof).await?;
+        info!(account = ctx.account_id(), peer = %pinned, "peer proved its earlier pinned address");
+        Ok(pinned)
     }
 
     /// Handles the peer's [`RPC_ETH_ADDRESS`]: answers its challenge with our address and our signature (`key`
     /// is our key). Pins nothing: the address the caller names is unproven. Refuses the unproven form of
     /// earlier versions, a caller naming our own address, and a caller naming another address than the one
-    /// configured or pinned for this account (someone relaying another peer's challenge).
+    /// configured or pinned for this account (someone relaying another peer's challenge). A relay by a caller
+    /// whose address this account has not learned yet cannot be told apart here: the node's identity registry
+    /// catches it instead (the identity becomes contested, see [`crate::context::decide_identity_claim`]).
     pub async fn handle_rpc(
         &self,
         ctx: &ChannelContext,
@@ -311,12 +434,16 @@ impl PeerAddress {
         }
         let expected = match self.known() {
             Some(address) => Some(address),
-            None => parse_address(
+            // An unproven pin of an earlier version is not this account's peer yet: it may be whatever a caller
+            // named, and the real peer must be able to get our proof (and so pay us) meanwhile.
+            None => parse_pin(
                 &ctx.max_value_tracker(PEER_ADDRESS_KEY)?
                     .get_max()
                     .await?
                     .data,
-            ),
+            )
+            .filter(|(_, via)| *via != PinVia::Unproven)
+            .map(|(address, _)| address),
         };
         if let Some(expected) = expected.filter(|e| *e != caller) {
             warn!(account = ctx.account_id(), %caller, %expected, "eth_address from a caller naming another address");
@@ -332,11 +459,15 @@ impl PeerAddress {
 /// Limits [`pull_latest_claim`] per account (one limiter per module; one module per account): at most one pull
 /// in flight, and after a pull that credited nothing, no new one until [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`]
 /// after it started, on the context's clock ([`ChannelContext::now`]; a clock that went backwards allows a
-/// pull). A pull that credited something does not hold the next one back: each such pull was paid for, and a
-/// payee whose claims keep getting lost still gets them at the pace of its transfers.
+/// pull). A caller arriving while a pull is in flight waits for that pull to end (the pull is bounded by its
+/// RPC's own timeout) and then re-checks its limit: the pull may well cover it. A pull that credited something
+/// does not hold the next one back: each such pull was paid for, and a payee whose claims keep getting lost
+/// still gets them at the pace of its transfers.
 #[derive(Debug, Default)]
 pub struct PullLimiter {
     state: Mutex<PullState>,
+    /// Woken when a pull ends (its permit is dropped).
+    done: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -344,6 +475,8 @@ struct PullState {
     in_flight: bool,
     /// When the last pull that credited nothing (or is still running) started.
     last_unproductive: Option<SystemTime>,
+    /// Whether the last pull that ended credited something (what callers that waited for it return).
+    last_productive: bool,
 }
 
 /// Marks a pull in flight until dropped (also when the pulling future is dropped midway).
@@ -354,23 +487,37 @@ struct PullPermit<'a> {
 impl PullPermit<'_> {
     /// The pull credited something: the next one need not wait.
     fn productive(self) {
-        lock(&self.limiter.state).last_unproductive = None;
+        let mut state = lock(&self.limiter.state);
+        state.last_unproductive = None;
+        state.last_productive = true;
     }
 }
 
 impl Drop for PullPermit<'_> {
     fn drop(&mut self) {
         lock(&self.limiter.state).in_flight = false;
+        self.limiter.done.notify_waiters();
     }
 }
 
+/// What [`PullLimiter::start`] lets a caller do.
+enum PullStart<'a> {
+    /// Pull now.
+    Pull(PullPermit<'a>),
+    /// Wait for the pull in flight to end.
+    Wait(tokio::sync::futures::Notified<'a>),
+    /// Nothing: an unproductive pull started too recently.
+    Skip,
+}
+
 impl PullLimiter {
-    /// A permit to pull now, or `None` while a pull is in flight or an unproductive one started less than
-    /// [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`] before `now`.
-    fn try_start(&self, now: SystemTime) -> Option<PullPermit<'_>> {
+    /// A permit to pull now; or the pull in flight to wait for; or [`PullStart::Skip`] when an unproductive
+    /// pull started less than [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`] before `now`.
+    fn start(&self, now: SystemTime) -> PullStart<'_> {
         let mut state = lock(&self.state);
         if state.in_flight {
-            return None;
+            // Registered now, under the lock: the pull's end (which takes the lock first) cannot be missed.
+            return PullStart::Wait(self.done.notified());
         }
         let min_interval = Duration::from_millis(LATEST_CLAIM_PULL_MIN_INTERVAL_MS);
         if let Some(last) = state.last_unproductive {
@@ -378,12 +525,13 @@ impl PullLimiter {
                 .duration_since(last)
                 .is_ok_and(|elapsed| elapsed < min_interval)
             {
-                return None;
+                return PullStart::Skip;
             }
         }
         state.in_flight = true;
         state.last_unproductive = Some(now);
-        Some(PullPermit { limiter: self })
+        state.last_productive = false;
+        PullStart::Pull(PullPermit { limiter: self })
     }
 }
 
@@ -416,20 +564,32 @@ pub async fn latest_claim_reply(
 
 /// Payee side of [`RPC_LATEST_CLAIM`]: asks the peer for its latest claim and hands it to
 /// `module.handle_incoming_claim`, which checks it like any other. Callers ask only when a claim can help (the
-/// peer owes more than it has paid or signed for); `limiter` drops the pull while another is in flight or an
-/// unproductive one started too recently. Failures are logged; the caller re-checks its limit afterwards.
-/// Returns whether the pull credited something.
+/// peer owes more than it has paid or signed for); `limiter` makes a caller wait for a pull already in flight
+/// instead of starting another, and drops the pull when an unproductive one started too recently. Failures are
+/// logged; the caller re-checks its limit afterwards. Returns whether the pull (its own, or the one it waited
+/// for) credited something.
 pub async fn pull_latest_claim(
     module: &dyn ChannelModule,
     ctx: &ChannelContext,
     limiter: &PullLimiter,
 ) -> bool {
-    let Some(permit) = limiter.try_start(ctx.now()) else {
-        debug!(
-            account = ctx.account_id(),
-            "latest-claim pull skipped (one in flight or too recent)"
-        );
-        return false;
+    let permit = match limiter.start(ctx.now()) {
+        PullStart::Pull(permit) => permit,
+        PullStart::Wait(pull_done) => {
+            debug!(
+                account = ctx.account_id(),
+                "waiting for the latest-claim pull in flight"
+            );
+            pull_done.await;
+            return lock(&limiter.state).last_productive;
+        }
+        PullStart::Skip => {
+            debug!(
+                account = ctx.account_id(),
+                "latest-claim pull skipped (an unproductive one is too recent)"
+            );
+            return false;
+        }
     };
     let claim = match ctx.rpc(RPC_LATEST_CLAIM, json!([])).await {
         Ok(Value::Null) => return false,

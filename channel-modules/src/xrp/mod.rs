@@ -13,9 +13,13 @@
 //!   the channel's key, not above the deposit, channel not expired) before keeping it in `incoming_claim` and
 //!   crediting the increase. The channel is claimed node-wide as identity `xrp:<channel id>` (so no two
 //!   accounts of one node take claims on the same channel) only once a claim signed by the channel's key has
-//!   verified, just before it is kept and credited: a peer merely *naming* someone else's channel in its
-//!   `ripple_channel_id` reply cannot lock the rightful account out, since it cannot sign for that channel. A
-//!   configured `peerChannel` is trusted and claimed at `connect`. `handle_incoming_prepare` refuses transfers
+//!   verified, just before it is kept and credited, and re-checked before every credit: a peer merely
+//!   *naming* someone else's channel in its `ripple_channel_id` reply cannot lock the rightful account out,
+//!   since it cannot sign for that channel. Claims *can* be replayed, though (the payer's claims reach the
+//!   ledger when redeemed): a second account presenting verified claims on a channel another account holds
+//!   makes the identity *contested* and both accounts are refused until the operator configures
+//!   `peerChannel` on the rightful one. A configured `peerChannel` is trusted, claimed at `connect`, and takes
+//!   the identity over from accounts that only learned it. `handle_incoming_prepare` refuses transfers
 //!   that would leave more than `maxUnsecured` drops not covered by the best claim, after asking the payer for
 //!   its latest claim ([`RPC_LATEST_CLAIM`]) when fulfilled transfers are not covered yet. Submitted claims are
 //!   recorded in `incoming_claim_submitted`.
@@ -42,7 +46,7 @@ use num_traits::ToPrimitive;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::context::ChannelContext;
+use crate::context::{ChannelContext, IdentityOrigin};
 use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
 use crate::store::{MaxValue, TransferRecord};
 use crate::sync::lock;
@@ -133,8 +137,6 @@ struct State {
     peer_channel: Option<ChannelId>,
     /// The peer's channel facts, once read and accepted.
     peer: Option<Cached>,
-    /// Whether this account holds the peer channel's node-wide identity (claimed in this run).
-    peer_identity_held: bool,
 }
 
 struct Inner {
@@ -455,20 +457,23 @@ impl Inner {
         Ok(id)
     }
 
-    /// Claims the node-wide identity of the peer's channel `id` for this account ("first account wins"), once
-    /// per run: a channel another account of this node already takes claims on is refused, so its claims are
-    /// never credited twice. Called for a learned channel only after a claim signed by its key verified.
+    /// Claims the node-wide identity of the peer's channel `id` for this account, or re-checks that it still
+    /// holds it (one registry read): called right before every credit, so an account whose channel identity
+    /// became contested (another account of this node proved the same channel with a verified claim) or was
+    /// taken over by an account with `peerChannel` configured is refused from then on. A configured
+    /// `peerChannel` claims as [`IdentityOrigin::Configured`], a learned channel as [`IdentityOrigin::Proven`]
+    /// (and only after a claim signed by its key verified).
     async fn claim_peer_identity(
         &self,
         ctx: &ChannelContext,
         id: &ChannelId,
     ) -> Result<(), ModuleError> {
-        if lock(&self.state).peer_identity_held {
-            return Ok(());
-        }
-        ctx.claim_identity(&channel_identity(id)).await?;
-        lock(&self.state).peer_identity_held = true;
-        Ok(())
+        let origin = if self.opts.peer_channel == Some(*id) {
+            IdentityOrigin::Configured
+        } else {
+            IdentityOrigin::Proven
+        };
+        ctx.claim_identity(&channel_identity(id), origin).await
     }
 
     /// The peer's channel facts, read again when older than [`CHANNEL_FACTS_MAX_AGE`] or when `needed_drops`
@@ -982,8 +987,9 @@ impl ChannelModule for XrpPaychan {
                 claim.drops, facts.amount
             )));
         }
-        // The claim is signed by the channel's key: only now may this account take the channel's identity
-        // (refused if another account of the node holds it), before anything is kept or credited.
+        // The claim is signed by the channel's key: only now may this account take the channel's identity, and
+        // it re-checks it before every credit (refused if another account of the node holds it, or if it is
+        // contested), before anything is kept or credited.
         if let Err(err) = inner.claim_peer_identity(ctx, &claim.channel).await {
             tracing::warn!(account = ctx.account_id(), channel = %claim.channel, %err, "claim on a channel another account holds");
             return Err(err);
