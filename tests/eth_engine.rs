@@ -640,3 +640,80 @@ async fn eth_payment_squatter_naming_the_payers_address_first_cannot_take_it() -
     stop_all([a, b]).await;
     Ok(())
 }
+
+/// A channel claim message whose claim carries `retired` claims on other channels (the payer's final claims on
+/// channels it retired).
+fn claim_with_retired(
+    key: &str,
+    channel: &Address,
+    amount: &BigUint,
+    retired: &[Value],
+) -> Result<Value, EthBoxError> {
+    let mut message = signed_claim(key, channel, amount)?;
+    message["claim"]["retired"] = json!(retired);
+    Ok(message)
+}
+
+/// Engine A's payer moved on from channel X while its last claim there never reached engine B: a claim on its
+/// new channel Y carrying X's final claim credits X's amount once, under its own settlement ID (B had already
+/// credited that very Y claim, so the ID must differ for the connector to take the second credit). Replays and
+/// a forged retired claim credit nothing, and the chain pays out exactly what was credited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_channel_engine_credits_a_retired_channels_claim_once_under_its_own_settlement_id(
+) -> TestResult {
+    let Some(anvil) = anvil() else { return Ok(()) };
+    let chain = chain_start(&anvil).await?;
+    let (a, b) = pair(&anvil, "eth-channel", channel_options).await?;
+    settle(&a, 3_000_000, 9).await?;
+    wait_credited(&b, 3_000_000).await?;
+    let first = channel_of(&anvil, chain.first_block).await?;
+
+    // Two more channels from the payer to the payee: X (retired, every claim on it lost) and Y (current).
+    let payer_key = anvil.dev_key(PAYER_KEY);
+    let payer_wallet = channel_modules::eth::wallet::Wallet::new(
+        anvil.url(),
+        PrivateKey::from_hex(payer_key)?,
+        channel_modules::eth::wallet::TxSettings::default(),
+    )?;
+    let now = chain.rpc.latest_timestamp().await?;
+    let mut deployed = Vec::new();
+    for _ in 0..2 {
+        let init =
+            channel_modules::eth::channel::payment_channel_init_code(&chain.payee, now + 86_400)?;
+        deployed.push(payer_wallet.deploy(init, wei(CHANNEL_DEPOSIT_GWEI)).await?);
+    }
+    let (x, y) = (deployed[0], deployed[1]);
+
+    // Y's claim alone moves B to Y (closing the first channel): 500,000 gwei.
+    let (status, body) = post_message(&b, &signed_claim(payer_key, &y, &wei(500_000))?).await?;
+    assert_eq!(status, 201, "{body}");
+    wait_credited(&b, 3_500_000).await?;
+
+    // The same Y claim, now carrying X's final claim (1,000,000 gwei) and a forged one: X's amount, once.
+    let x_claim = signed_claim(payer_key, &x, &wei(1_000_000))?["claim"].clone();
+    let forged = signed_claim(anvil.dev_key(STRANGER_KEY), &x, &wei(2_000_000))?["claim"].clone();
+    let with_x = claim_with_retired(payer_key, &y, &wei(500_000), &[forged, x_claim])?;
+    let (status, body) = post_message(&b, &with_x).await?;
+    assert_eq!(status, 201, "{body}");
+    wait_credited(&b, 4_500_000).await?;
+    let (status, body) = post_message(&b, &with_x).await?;
+    assert_eq!(status, 201, "replay: {body}");
+    let ack: Value = serde_json::from_str(&body)?;
+    assert_eq!(ack["credited"], "0", "replay");
+    assert_credited_exactly(&b, 4_500_000).await?;
+    let vb = b.se()?.engine.account_view(&b.account)?;
+    assert_eq!(vb.received.amount, wei(4_500_000).to_string());
+
+    // B leaves: every channel is closed, and the payee got exactly what was credited.
+    b.se()?.engine.delete_account(&b.account).await?;
+    let payee_txs = sent_by(&chain.rpc, &chain.payee, chain.first_block).await?;
+    let closed: std::collections::HashSet<_> = payee_txs.iter().filter_map(|t| t.to).collect();
+    assert_eq!(closed, [first, x, y].into_iter().collect(), "{payee_txs:?}");
+    assert!(payee_txs.iter().all(|t| t.success));
+    assert_eq!(
+        chain.rpc.balance(&chain.payee).await? + fees(&payee_txs) - &chain.payee_before,
+        wei(4_500_000)
+    );
+    stop_all([a, b]).await;
+    Ok(())
+}

@@ -7,6 +7,7 @@ use channel_modules::eth::channel::{
     claim_digest, payment_channel_init_code, read_channel, EthChannelModule, CHANNEL_TXS_LOG_KEY,
     INCOMING_CLAIM_KEY, INCOMING_SUBMITTED_KEY, OUTGOING_CLAIM_KEY,
 };
+use channel_modules::eth::peer::{pull_latest_claim, PullLimiter, RPC_LATEST_CLAIM};
 use channel_modules::eth::testing::Anvil;
 use channel_modules::eth::types::encode_hex;
 use channel_modules::eth::wallet::{TxSettings, Wallet};
@@ -515,5 +516,318 @@ async fn a_first_settlement_above_one_transaction_opens_then_tops_up() -> TestRe
     assert!(state.balance >= total);
     assert_eq!(s.payer_tx_hashes()?.len(), 2, "deployment and one top-up");
     assert_eq!(s.incoming_best().await?, total);
+    Ok(())
+}
+
+/// The JSON of a claim (test helper).
+fn json_of(claim: &Claim) -> Result<&Value, Box<dyn std::error::Error>> {
+    match claim {
+        Claim::Json(v) => Ok(v),
+        _ => Err("not a JSON claim".into()),
+    }
+}
+
+/// A claim's `{"channel", "amount", "signature"}`: what a retired claim on the wire carries.
+fn signed_part(claim: &Claim) -> Result<Value, Box<dyn std::error::Error>> {
+    let v = json_of(claim)?;
+    Ok(json!({ "channel": v["channel"], "amount": v["amount"], "signature": v["signature"] }))
+}
+
+/// A `{"channel", "amount", "signature"}` entry signed by `key` over `signed_channel` and `signed_amount`,
+/// labelled `channel` and `amount` (test helper: equal labels give a genuine entry).
+fn retired_entry(
+    key: &PrivateKey,
+    signed_channel: &Address,
+    signed_amount: u64,
+    channel: &Address,
+    amount: u64,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let sig = key.sign_personal(&claim_digest(
+        signed_channel,
+        &BigUint::from(signed_amount),
+    )?)?;
+    Ok(json!({
+        "channel": channel.to_string(),
+        "amount": amount.to_string(),
+        "signature": encode_hex(&sig.to_bytes65()),
+    }))
+}
+
+impl Setup {
+    /// Moves the chain to where the current channel has less than twice the close margin left, but more than
+    /// one margin: the payer retires it, the payee may still close it.
+    async fn age_current_channel(&self) -> TestResult {
+        self.anvil
+            .advance_time(TIMEOUT_SECS - 2 * MARGIN_SECS + 60)
+            .await?;
+        Ok(())
+    }
+
+    /// The payer signs a claim for `total` that never reaches the payee.
+    async fn sign_lost(&self, total: u64) -> Result<Claim, Box<dyn std::error::Error>> {
+        Ok(self
+            .pair
+            .a
+            .module
+            .create_outgoing_claim(&self.pair.a.ctx, &BigUint::from(total))
+            .await?
+            .ok_or("no claim")?)
+    }
+
+    async fn submitted(&self) -> Result<Value, Box<dyn std::error::Error>> {
+        Ok(self
+            .pair
+            .b
+            .host
+            .stores()
+            .max_value_tracker(INCOMING_SUBMITTED_KEY)?
+            .get_max()
+            .await?
+            .data)
+    }
+}
+
+/// The payer signed 100 on channel A but the payee holds only 80 (the last claim was lost); the payer then
+/// moves to channel B. The first claim on B carries A's final claim: the payee is credited the 20 with B's
+/// 10, closes A with 100 (the payee's balance rises by 100 to the wei), and a repeat credits nothing.
+#[tokio::test]
+async fn a_claim_lost_before_the_payer_moves_on_is_credited_with_the_new_channels_claim(
+) -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let rpc = s.anvil.client()?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let (claim_a, credit) = s.pay(80).await?;
+    assert_eq!(credit, Some(BigUint::from(80u32)));
+    let channel_a = channel_of(&claim_a)?;
+    let lost = s.sign_lost(100).await?;
+    assert_eq!(channel_of(&lost)?, channel_a);
+
+    s.age_current_channel().await?;
+    let payee_before = rpc.balance(&payee_addr).await?;
+    let claim_b = s.sign_lost(110).await?;
+    let channel_b = channel_of(&claim_b)?;
+    assert_ne!(channel_b, channel_a);
+    let wire = json_of(&claim_b)?;
+    assert_eq!(wire["amount"], json!("10"));
+    assert_eq!(wire["base"], json!("100"));
+    assert_eq!(json_of(&lost)?["base"], json!("0"));
+    assert_eq!(wire["retired"], json!([signed_part(&lost)?]));
+    // Delivered with A's claim listed twice: still credited once.
+    let mut doubled = wire.clone();
+    doubled["retired"] = json!([signed_part(&lost)?, signed_part(&lost)?]);
+    let credit = s
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&Claim::Json(doubled)))
+        .await?
+        .map(|c| c.amount);
+    assert_eq!(
+        credit,
+        Some(BigUint::from(30u32)),
+        "A's missing 20 and B's 10"
+    );
+    assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+
+    // A was closed with the better claim: the payee got 100 from it.
+    let state = read_channel(s.payee.wallet(), &channel_a)
+        .await?
+        .ok_or("no channel")?;
+    assert!(state.closed);
+    let submitted = s.submitted().await?;
+    assert_eq!(submitted["channel"], json!(channel_a.to_string()));
+    assert_eq!(submitted["amount"], json!("100"));
+    let close_hash: TxHash = submitted["txHash"].as_str().ok_or("hash")?.parse()?;
+    let close_fee = rpc.receipt(&close_hash).await?.ok_or("receipt")?.fee();
+    assert_eq!(
+        rpc.balance(&payee_addr).await? + close_fee,
+        payee_before + BigUint::from(100u32)
+    );
+
+    // Repeats credit nothing: the same claim, and the payer's latest claim (which carries A's claim too).
+    let b = &s.pair.b;
+    assert_eq!(
+        b.module
+            .handle_incoming_claim(&b.ctx, Some(&claim_b))
+            .await?,
+        None
+    );
+    let latest = s
+        .pair
+        .a
+        .module
+        .handle_rpc(&s.pair.a.ctx, RPC_LATEST_CLAIM, json!([]))
+        .await?;
+    assert_eq!(&latest, wire);
+    assert_eq!(
+        b.module
+            .handle_incoming_claim(&b.ctx, Some(&Claim::Json(latest)))
+            .await?,
+        None
+    );
+    assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+
+    // A genuine but higher claim on A, now closed, can no longer be redeemed: it credits nothing (twice).
+    let payer_key = PrivateKey::from_hex(s.anvil.dev_key(PAYER_KEY_INDEX))?;
+    let mut too_late = wire.clone();
+    too_late["retired"] = json!([retired_entry(&payer_key, &channel_a, 150, &channel_a, 150)?]);
+    for _ in 0..2 {
+        assert_eq!(
+            b.module
+                .handle_incoming_claim(&b.ctx, Some(&Claim::Json(too_late.clone())))
+                .await?,
+            None
+        );
+    }
+    assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+
+    // The rest of the money moves too: B closes with 10 on disconnect.
+    b.module.disconnect(&b.ctx).await?;
+    let submitted = s.submitted().await?;
+    assert_eq!(submitted["channel"], json!(channel_b.to_string()));
+    assert_eq!(submitted["amount"], json!("10"));
+    Ok(())
+}
+
+/// The payee missed the payer's last claim on A and its first claims on B: its latest-claim pull
+/// (`eth_latest_claim`) returns B's claim with A's final claim, and the payee is credited all of it.
+#[tokio::test]
+async fn a_latest_claim_pull_after_the_payer_moved_on_recovers_the_retired_channels_claim(
+) -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (claim_a, _) = s.pay(80).await?;
+    let channel_a = channel_of(&claim_a)?;
+    s.sign_lost(100).await?;
+    s.age_current_channel().await?;
+    let lost_b = s.sign_lost(110).await?;
+    assert_ne!(channel_of(&lost_b)?, channel_a);
+
+    let limiter = PullLimiter::default();
+    assert!(pull_latest_claim(&*s.payee, &s.pair.b.ctx, &limiter).await);
+    assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+    let submitted = s.submitted().await?;
+    assert_eq!(submitted["channel"], json!(channel_a.to_string()));
+    assert_eq!(submitted["amount"], json!("100"));
+    Ok(())
+}
+
+/// Retired claims that are forged (another key), signed for another channel or amount, above the deposit,
+/// on a foreign channel or on the claim's own channel credit nothing; the genuine one credits its amount once.
+/// Here the payee never saw channel A at all: every claim on it was lost.
+#[tokio::test]
+async fn forged_foreign_and_over_deposit_retired_claims_credit_nothing_and_a_genuine_one_credits_once(
+) -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let lost = s.sign_lost(100).await?;
+    let channel_a = channel_of(&lost)?;
+    s.age_current_channel().await?;
+    let claim_b = s.sign_lost(110).await?;
+    let channel_b = channel_of(&claim_b)?;
+    let genuine = json_of(&claim_b)?["retired"][0].clone();
+    assert_eq!(genuine, signed_part(&lost)?);
+
+    let payer_key = PrivateKey::from_hex(s.anvil.dev_key(PAYER_KEY_INDEX))?;
+    let stranger_key = PrivateKey::from_hex(s.anvil.dev_key(STRANGER_KEY_INDEX))?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let stranger = Wallet::new(s.anvil.url(), stranger_key.clone(), TxSettings::default())?;
+    let now = s.anvil.client()?.latest_timestamp().await?;
+    let foreign_channel = stranger
+        .deploy(
+            payment_channel_init_code(&payee_addr, now + TIMEOUT_SECS)?,
+            BigUint::from(DEPOSIT_WEI),
+        )
+        .await?;
+    let with_retired = |entries: Vec<Value>| -> Result<Claim, Box<dyn std::error::Error>> {
+        let mut wire = json_of(&claim_b)?.clone();
+        wire["retired"] = json!(entries);
+        Ok(Claim::Json(wire))
+    };
+    let b = &s.pair.b;
+
+    // B's own claim, with a forged claim on A: only B's 10 (the payee holds nothing on A).
+    let forged = retired_entry(&stranger_key, &channel_a, 100, &channel_a, 100)?;
+    let credit = b
+        .module
+        .handle_incoming_claim(&b.ctx, Some(&with_retired(vec![forged])?))
+        .await?;
+    assert_eq!(credit.map(|c| c.amount), Some(BigUint::from(10u32)));
+
+    let bad = [
+        (
+            "signed for another channel",
+            retired_entry(&payer_key, &channel_b, 100, &channel_a, 100)?,
+        ),
+        (
+            "signed for another amount",
+            retired_entry(&payer_key, &channel_a, 50, &channel_a, 100)?,
+        ),
+        (
+            "above the deposit",
+            retired_entry(
+                &payer_key,
+                &channel_a,
+                DEPOSIT_WEI + 1,
+                &channel_a,
+                DEPOSIT_WEI + 1,
+            )?,
+        ),
+        (
+            "foreign channel",
+            retired_entry(&stranger_key, &foreign_channel, 100, &foreign_channel, 100)?,
+        ),
+        (
+            "the payer's key on a foreign channel",
+            retired_entry(&payer_key, &foreign_channel, 100, &foreign_channel, 100)?,
+        ),
+        (
+            "the claim's own channel",
+            retired_entry(&payer_key, &channel_b, 1_000, &channel_b, 1_000)?,
+        ),
+    ];
+    for (name, entry) in bad {
+        let credit = b
+            .module
+            .handle_incoming_claim(&b.ctx, Some(&with_retired(vec![entry])?))
+            .await?;
+        assert_eq!(credit, None, "{name}");
+        assert_eq!(s.incoming_best().await?, BigUint::from(10u32), "{name}");
+    }
+
+    // The genuine claim credits A's 100 once, even listed twice, and never again.
+    let credit = b
+        .module
+        .handle_incoming_claim(
+            &b.ctx,
+            Some(&with_retired(vec![genuine.clone(), genuine.clone()])?),
+        )
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, BigUint::from(100u32));
+    assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+    for _ in 0..2 {
+        assert_eq!(
+            b.module
+                .handle_incoming_claim(&b.ctx, Some(&claim_b))
+                .await?,
+            None
+        );
+    }
+    assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+    // A was closed with it.
+    let submitted = s.submitted().await?;
+    assert_eq!(submitted["channel"], json!(channel_a.to_string()));
+    assert_eq!(submitted["amount"], json!("100"));
+    assert!(
+        read_channel(s.payee.wallet(), &channel_a)
+            .await?
+            .ok_or("no channel")?
+            .closed
+    );
     Ok(())
 }

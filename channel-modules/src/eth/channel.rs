@@ -20,8 +20,30 @@
 //! asks only when fulfilled transfers exceed the best claim, rate-limited per account
 //! ([`super::peer::PullLimiter`]). The peer's address is configured or proven (`eth_address`, [`super::peer`]).
 //!
-//! Claims on the wire: `Claim::Json({"channel": "0x…", "amount": "<wei on this channel>", "signature": "0x…"})`.
+//! Claims on the wire: `Claim::Json({"channel": "0x…", "amount": "<wei on this channel>", "signature": "0x…",
+//! "base": "<wei>", "retired": [{"channel": "0x…", "amount": "<wei>", "signature": "0x…"}, …]})`. `signature`
+//! is the payer's over `channel` and `amount` only. `base` (what the payer's earlier channels carried, so its
+//! cumulative total is `base + amount`) is advisory and unsigned. `retired` (absent when empty) holds the
+//! payer's final claim on each channel it retired that may still be closed (not closed or expired when it
+//! opened the current one, not expired now), at most [`MAX_RETIRED_CLAIMS`], each signed on its own. Both
+//! fields are optional: a peer that sends neither is understood, and one that ignores them still works.
+//!
+//! Retired claims: the payer's last claims on a channel may never reach the payee (a lost Fulfill response, a
+//! restart), and once the payer moves to a new channel the payee would close the old one with a lower claim
+//! than the payer signed, losing the difference (the payer reclaims it at expiry). So the payer carries those
+//! final claims on its new channel's claims (and in its `eth_latest_claim` reply, which is its best claim).
+//! The payee checks each retired claim that is above what it holds on that channel exactly as a current one
+//! (contract code, payer and payee, signature, within the deposit, not closed, more than `closeMarginSecs`
+//! left); one that fails is skipped with a warning and credits nothing, one not above what it holds costs
+//! nothing (no chain read), so a replayed claim credits nothing. An accepted one raises that channel's amount
+//! in the payee's record (or adds a channel it never had a claim on) and credits the difference once, under
+//! the settlement ID `<channel>:<amount>:<new total>` (the claim it came with may already have been credited as
+//! `<channel>:<amount>`); the payee then closes the retired channels with their best claims. The base of the new channel is always what
+//! the payee can prove (its credited total after the retired claims): the payer's stated `base` is compared
+//! and a difference logged, never credited, so the payee never credits more than it can close on chain. A
+//! retired channel already closed with a lower claim cannot be raised: that difference stays with the payer.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,7 +53,7 @@ use num_traits::Zero;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::abi::{self, Token};
 use super::key::{eip191_hash, recover_address, RecoverableSignature};
@@ -76,6 +98,12 @@ pub const DEFAULT_CHANNEL_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_CLOSE_MARGIN_SECS: u64 = 3600;
 /// Default payee expiry check interval: 1 minute.
 pub const DEFAULT_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
+/// Most claims on retired channels one claim carries (the payer sends the most recent ones) and a payee checks
+/// per claim (it ignores the rest).
+pub const MAX_RETIRED_CLAIMS: usize = 4;
+/// Most closed or expiring channels a payee remembers in order to skip their retired claims without chain
+/// reads (the set is emptied when full).
+pub const MAX_DEAD_CHANNELS_REMEMBERED: usize = 1024;
 /// Most deploy/top-up rounds one settlement may take before giving up.
 const MAX_FUNDING_ROUNDS: usize = 4;
 /// Most wei one deposit transaction (open or top-up) carries: a transfer log amount is a `u64`.
@@ -241,11 +269,58 @@ fn parse_amount(value: &Value) -> Option<BigUint> {
     value.as_str().and_then(|s| s.parse().ok())
 }
 
-/// A parsed incoming claim.
-struct WireClaim {
+/// Where `channel` is in a list of claim entries (`{"channel": …}` objects).
+fn retired_position(entries: &[Value], channel: &Address) -> Option<usize> {
+    entries
+        .iter()
+        .position(|entry| parse_address(&entry["channel"]) == Some(*channel))
+}
+
+/// One signed claim: `amount` wei on `channel`, signed by the channel's payer.
+#[derive(Clone, Debug)]
+struct SignedClaim {
     channel: Address,
     amount: BigUint,
     signature: RecoverableSignature,
+}
+
+impl SignedClaim {
+    /// `{"channel", "amount", "signature"}`, as on the wire.
+    fn to_json(&self) -> Value {
+        json!({
+            "channel": self.channel.to_string(),
+            "amount": self.amount.to_string(),
+            "signature": encode_hex(&self.signature.to_bytes65()),
+        })
+    }
+}
+
+/// A parsed incoming claim: the claim on the payer's current channel and what it says about earlier ones.
+struct WireClaim {
+    current: SignedClaim,
+    /// The payer's `base` (what its earlier channels carried): advisory, not signed.
+    base: Option<BigUint>,
+    /// The payer's final claims on channels it retired (each signed on its own).
+    retired: Vec<SignedClaim>,
+}
+
+fn parse_signed_claim(value: &Value, what: &str) -> Result<SignedClaim, ModuleError> {
+    let channel = parse_address(&value["channel"])
+        .ok_or_else(|| ModuleError::InvalidFields(format!("{what}.channel must be an address")))?;
+    let amount = parse_amount(&value["amount"]).ok_or_else(|| {
+        ModuleError::InvalidFields(format!("{what}.amount must be a decimal string"))
+    })?;
+    let sig_bytes = value["signature"]
+        .as_str()
+        .map(decode_hex)
+        .transpose()?
+        .ok_or_else(|| ModuleError::InvalidFields(format!("{what}.signature missing")))?;
+    let signature = RecoverableSignature::from_bytes65(&sig_bytes)?;
+    Ok(SignedClaim {
+        channel,
+        amount,
+        signature,
+    })
 }
 
 fn parse_wire_claim(claim: &Claim) -> Result<WireClaim, ModuleError> {
@@ -254,21 +329,29 @@ fn parse_wire_claim(claim: &Claim) -> Result<WireClaim, ModuleError> {
             "eth-channel claims are JSON".to_owned(),
         ));
     };
-    let channel = parse_address(&value["channel"])
-        .ok_or_else(|| ModuleError::InvalidFields("claim.channel must be an address".into()))?;
-    let amount = parse_amount(&value["amount"]).ok_or_else(|| {
-        ModuleError::InvalidFields("claim.amount must be a decimal string".into())
-    })?;
-    let sig_bytes = value["signature"]
-        .as_str()
-        .map(decode_hex)
-        .transpose()?
-        .ok_or_else(|| ModuleError::InvalidFields("claim.signature missing".into()))?;
-    let signature = RecoverableSignature::from_bytes65(&sig_bytes)?;
+    let current = parse_signed_claim(value, "claim")?;
+    let base = match value.get("base") {
+        None | Some(Value::Null) => None,
+        Some(base) => Some(parse_amount(base).ok_or_else(|| {
+            ModuleError::InvalidFields("claim.base must be a decimal string".into())
+        })?),
+    };
+    let retired = match value.get("retired") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(entries)) => entries
+            .iter()
+            .map(|entry| parse_signed_claim(entry, "claim.retired[]"))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ModuleError::InvalidFields(
+                "claim.retired must be an array".into(),
+            ))
+        }
+    };
     Ok(WireClaim {
-        channel,
-        amount,
-        signature,
+        current,
+        base,
+        retired,
     })
 }
 
@@ -298,6 +381,14 @@ struct Inner {
     peer: PeerAddress,
     settle_lock: tokio::sync::Mutex<()>,
     credit_lock: tokio::sync::Mutex<()>,
+    /// Payee: held while closing channels, and while a retired claim is checked and recorded, so a raise of a
+    /// retired channel's claim never races its close. Taken after `credit_lock` when both are held.
+    close_lock: tokio::sync::Mutex<()>,
+    /// Payee: channels found closed or too near their expiry, whose claims can never count again: a retired
+    /// claim on one is skipped without chain reads (a payer carries a retired claim until the channel expires).
+    /// In memory only, at most [`MAX_DEAD_CHANNELS_REMEMBERED`]. (An expiry moved later by the contract's
+    /// `extend()`, which this module never calls, is not noticed: that only credits less, never more.)
+    dead_channels: Mutex<HashSet<Address>>,
 }
 
 /// The `eth-channel` module. See the module docs.
@@ -353,6 +444,8 @@ impl EthChannelModule {
                 settings,
                 settle_lock: tokio::sync::Mutex::new(()),
                 credit_lock: tokio::sync::Mutex::new(()),
+                close_lock: tokio::sync::Mutex::new(()),
+                dead_channels: Mutex::new(HashSet::new()),
             }),
             watcher: Mutex::new(None),
             pulls: PullLimiter::default(),
@@ -618,6 +711,7 @@ impl Inner {
                 if let Some(old) = entry.data.get("address") {
                     retired.push(old.clone());
                 }
+                let retired_claims = self.retired_claims_to_carry(&entry, &best, now).await;
                 let seq = u64::try_from(&entry.value).unwrap_or(u64::MAX - 1) + 1;
                 let expires = now + self.settings.timeout_secs;
                 let init = payment_channel_init_code(&peer, expires)?;
@@ -632,7 +726,12 @@ impl Inner {
                     },
                     Some((
                         seq,
-                        json!({ "base": base.to_string(), "retired": retired, "expiresAt": expires }),
+                        json!({
+                            "base": base.to_string(),
+                            "retired": retired,
+                            "expiresAt": expires,
+                            "retiredClaims": retired_claims,
+                        }),
                     )),
                 )
                 .await?;
@@ -661,11 +760,29 @@ impl Inner {
             }
             let digest = claim_digest(&channel.address, &amount)?;
             let signature = self.wallet.key().sign_personal(&digest)?;
-            let data = json!({
+            let mut data = json!({
                 "channel": channel.address.to_string(),
                 "amount": amount.to_string(),
                 "signature": encode_hex(&signature.to_bytes65()),
+                "base": base.to_string(),
             });
+            let retired_claims: Vec<Value> = entry.data["retiredClaims"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|c| c["expiresAt"].as_u64().is_none_or(|at| at > now))
+                .map(|c| {
+                    json!({
+                        "channel": c["channel"],
+                        "amount": c["amount"],
+                        "signature": c["signature"],
+                    })
+                })
+                .collect();
+            if !retired_claims.is_empty() {
+                data["retired"] = json!(retired_claims);
+            }
             claims
                 .set_if_max(MaxValue {
                     value: total.clone(),
@@ -677,6 +794,57 @@ impl Inner {
         Err(ModuleError::Ledger(
             "could not fund a channel for this settlement".into(),
         ))
+    }
+
+    /// Payer, opening a new channel: the final claims on retired channels that the payee may still close,
+    /// to carry on the new channel's claims. Those of the record `entry` (the current channel's) plus the best
+    /// claim signed (`best`) if it is on the channel being retired, minus those closed or expired (chain
+    /// reads: opening is rare), at most the [`MAX_RETIRED_CLAIMS`] most recent. Each keeps `expiresAt`, so
+    /// claims stop carrying it once it expired. A channel that cannot be read is kept: the payee checks.
+    async fn retired_claims_to_carry(
+        &self,
+        entry: &MaxValue,
+        best: &MaxValue,
+        now: u64,
+    ) -> Vec<Value> {
+        let mut claims: Vec<Value> = entry.data["retiredClaims"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(old) = parse_address(&entry.data["address"]) {
+            let on_old = parse_address(&best.data["channel"]) == Some(old);
+            if on_old
+                && best.data.get("signature").is_some()
+                && retired_position(&claims, &old).is_none()
+            {
+                claims.push(json!({
+                    "channel": old.to_string(),
+                    "amount": best.data["amount"],
+                    "signature": best.data["signature"],
+                    "expiresAt": entry.data["expiresAt"],
+                }));
+            }
+        }
+        let mut kept = Vec::new();
+        for claim in claims {
+            if claim["expiresAt"].as_u64().is_some_and(|at| at <= now) {
+                continue;
+            }
+            let Some(address) = parse_address(&claim["channel"]) else {
+                continue;
+            };
+            match read_channel(&self.wallet, &address).await {
+                Ok(Some(state)) if state.closed => {}
+                Ok(None) => {}
+                Ok(Some(_)) => kept.push(claim),
+                Err(err) => {
+                    warn!(%address, %err, "could not read a retired channel; still carrying its claim");
+                    kept.push(claim);
+                }
+            }
+        }
+        let skip = kept.len().saturating_sub(MAX_RETIRED_CLAIMS);
+        kept.split_off(skip)
     }
 
     fn claim_from(data: &Value) -> Option<Claim> {
@@ -730,45 +898,48 @@ impl Inner {
 
     // ---- payee ----
 
-    async fn handle_incoming_claim(
-        &self,
-        ctx: &ChannelContext,
-        claim: &Claim,
-    ) -> Result<Option<IncomingCredit>, ModuleError> {
-        let claim = parse_wire_claim(claim)?;
-        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
-        let _crediting = self.credit_lock.lock().await;
-        let tracker = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?;
-        let best = tracker.get_max().await?;
-        let best_channel = parse_address(&best.data["channel"]);
-        let best_amount = parse_amount(&best.data["amount"]).unwrap_or_default();
-        let mut retired: Vec<Value> = best.data["retired"].as_array().cloned().unwrap_or_default();
-        let same_channel = best_channel == Some(claim.channel);
-        if same_channel && claim.amount <= best_amount {
-            return Ok(None);
+    /// Notes a channel whose claims can never count again (closed, or within the margin of its expiry).
+    fn remember_dead(&self, channel: Address) {
+        let mut dead = self.dead_channels.lock().unwrap_or_else(|p| p.into_inner());
+        if dead.len() >= MAX_DEAD_CHANNELS_REMEMBERED {
+            dead.clear();
         }
-        if retired
-            .iter()
-            .any(|r| parse_address(&r["channel"]) == Some(claim.channel))
-        {
-            return Err(ModuleError::NotAccepted(format!(
-                "channel {} is retired",
-                claim.channel
-            )));
+        dead.insert(channel);
+    }
+
+    fn is_dead(&self, channel: &Address) -> bool {
+        self.dead_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(channel)
+    }
+
+    /// Checks one claim the way every claim is checked: the contract is our `PaymentChannel`, from the peer
+    /// to us, open with more than `closeMarginSecs` left, the amount within the deposit, signed by the payer.
+    /// The signature is checked first, so a forged claim costs no chain read.
+    async fn verify_claim(&self, peer: &Address, claim: &SignedClaim) -> Result<(), ModuleError> {
+        let digest = claim_digest(&claim.channel, &claim.amount)?;
+        let signer = recover_address(&eip191_hash(&digest), &claim.signature)?;
+        if signer != *peer {
+            return Err(ModuleError::NotAccepted(
+                "claim is not signed by the channel's payer".to_owned(),
+            ));
         }
         let state = read_channel(&self.wallet, &claim.channel)
             .await?
             .ok_or_else(|| ModuleError::NotAccepted(format!("no channel at {}", claim.channel)))?;
-        if state.payer != peer || state.payee != self.wallet.address() {
+        if state.payer != *peer || state.payee != self.wallet.address() {
             return Err(ModuleError::NotAccepted(
                 "channel is not from the peer to us".to_owned(),
             ));
         }
         if state.closed {
+            self.remember_dead(claim.channel);
             return Err(ModuleError::NotAccepted("channel is closed".to_owned()));
         }
         let now = self.chain_now().await?;
         if now.saturating_add(self.settings.margin_secs) > state.expires_at {
+            self.remember_dead(claim.channel);
             return Err(ModuleError::NotAccepted(
                 "channel expires too soon to accept claims".to_owned(),
             ));
@@ -779,35 +950,164 @@ impl Inner {
                 claim.amount, state.balance
             )));
         }
-        let digest = claim_digest(&claim.channel, &claim.amount)?;
-        let signer = recover_address(&eip191_hash(&digest), &claim.signature)?;
-        if signer != state.payer {
-            return Err(ModuleError::NotAccepted(
-                "claim is not signed by the channel's payer".to_owned(),
-            ));
+        Ok(())
+    }
+
+    /// Credits an incoming claim (see the module docs, "Retired claims"). The tracker `incoming_claim` holds
+    /// `value` = everything credited, and in its data the current channel's best claim, `base` (what the
+    /// retired channels carry: `value = base + amount`) and `retired` (each retired channel's best claim and
+    /// the cumulative total through it). Retired claims on the wire raise a retired channel's amount (or add a
+    /// channel we never had a claim on), each difference credited once: a claim that is not above what we
+    /// hold costs nothing, and one that fails any check is skipped. The base of a new channel is what we can
+    /// prove (`value` after the retired claims), never the payer's stated `base`, which is only compared.
+    async fn handle_incoming_claim(
+        &self,
+        ctx: &ChannelContext,
+        claim: &Claim,
+    ) -> Result<Option<IncomingCredit>, ModuleError> {
+        let wire = parse_wire_claim(claim)?;
+        let claim = &wire.current;
+        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
+        let crediting = self.credit_lock.lock().await;
+        let tracker = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?;
+        let best = tracker.get_max().await?;
+        let best_channel = parse_address(&best.data["channel"]);
+        let mut current_amount = parse_amount(&best.data["amount"]).unwrap_or_default();
+        let mut current_signature = best.data.get("signature").cloned();
+        let mut base = parse_amount(&best.data["base"]).unwrap_or_default();
+        let mut retired: Vec<Value> = best.data["retired"].as_array().cloned().unwrap_or_default();
+        let mut value = best.value.clone();
+        let same_channel = best_channel == Some(claim.channel);
+        let current_is_new = !(same_channel && claim.amount <= current_amount);
+        if current_is_new {
+            if retired_position(&retired, &claim.channel).is_some() {
+                return Err(ModuleError::NotAccepted(format!(
+                    "channel {} is retired",
+                    claim.channel
+                )));
+            }
+            self.verify_claim(&peer, claim).await?;
         }
-        let base = if same_channel {
-            parse_amount(&best.data["base"]).unwrap_or_default()
-        } else {
-            if let (Some(old), Some(sig)) = (best_channel, best.data.get("signature")) {
+
+        // Claims on the channels the payer retired: what it signed there may never have reached us.
+        let mut closing = None;
+        let mut retired_gain = BigUint::zero();
+        let mut retired_changed = false;
+        if wire.retired.len() > MAX_RETIRED_CLAIMS {
+            warn!(
+                count = wire.retired.len(),
+                max = MAX_RETIRED_CLAIMS,
+                "claim carries too many retired claims; checking the first ones only"
+            );
+        }
+        for old in wire.retired.iter().take(MAX_RETIRED_CLAIMS) {
+            if old.channel == claim.channel {
+                warn!(channel = %old.channel, "retired claim on the claim's own channel ignored");
+                continue;
+            }
+            let on_current = best_channel == Some(old.channel);
+            let position = retired_position(&retired, &old.channel);
+            // What we hold on that channel: nothing if it is new to us. A record we cannot read is never
+            // taken for nothing (that would credit the channel twice): its claims are skipped.
+            let held = if on_current {
+                // As raised by an earlier entry of this claim, if one was.
+                parse_amount(&best.data["amount"]).map(|_| current_amount.clone())
+            } else {
+                match position {
+                    Some(i) => parse_amount(&retired[i]["amount"]),
+                    None => Some(BigUint::zero()),
+                }
+            };
+            let Some(held) = held else {
+                warn!(channel = %old.channel, "our record of this channel is unreadable; retired claim skipped");
+                continue;
+            };
+            if old.amount <= held || self.is_dead(&old.channel) {
+                continue;
+            }
+            // Hold off closes while checking and recording: a close in flight must not race a raise.
+            if closing.is_none() {
+                closing = Some(self.close_lock.lock().await);
+            }
+            if let Err(err) = self.verify_claim(&peer, old).await {
+                warn!(channel = %old.channel, amount = %old.amount, %err, "retired claim refused");
+                continue;
+            }
+            let gain = &old.amount - &held;
+            let signature = json!(encode_hex(&old.signature.to_bytes65()));
+            if on_current {
+                current_amount = old.amount.clone();
+                current_signature = Some(signature);
+            } else {
+                base += &gain;
+                retired_changed = true;
+                match position {
+                    Some(i) => {
+                        let cumulative =
+                            parse_amount(&retired[i]["cumulative"]).unwrap_or_default() + &gain;
+                        retired[i]["amount"] = json!(old.amount.to_string());
+                        retired[i]["signature"] = signature;
+                        retired[i]["cumulative"] = json!(cumulative.to_string());
+                    }
+                    None => {
+                        let mut entry = old.to_json();
+                        entry["cumulative"] = json!((&value + &gain).to_string());
+                        retired.push(entry);
+                    }
+                }
+            }
+            value += &gain;
+            retired_gain += &gain;
+            info!(channel = %old.channel, amount = %old.amount, %gain, "retired channel claim accepted");
+        }
+        if !current_is_new && retired_gain.is_zero() {
+            return Ok(None);
+        }
+
+        let moved = current_is_new && !same_channel;
+        if moved {
+            if let (Some(old), Some(sig)) = (best_channel, current_signature.clone()) {
                 retired.push(json!({
                     "channel": old.to_string(),
-                    "amount": best_amount.to_string(),
+                    "amount": current_amount.to_string(),
                     "signature": sig,
-                    "cumulative": best.value.to_string(),
+                    "cumulative": value.to_string(),
                 }));
+                retired_changed = true;
             }
-            best.value.clone()
-        };
-        let cumulative = &base + &claim.amount;
+            base = value.clone();
+        }
+        if current_is_new {
+            current_amount = claim.amount.clone();
+            current_signature = Some(json!(encode_hex(&claim.signature.to_bytes65())));
+        }
+        let cumulative = &base + &current_amount;
+        if let Some(stated) = wire.base.as_ref().filter(|stated| **stated != base) {
+            // We credit only what we can close: the payer's figure is not ours to trust. Said loudly once per
+            // new channel or raise, not on every claim after it.
+            if moved || !retired_gain.is_zero() {
+                warn!(%stated, proven = %base, channel = %claim.channel,
+                    "the payer's base differs from what its retired claims prove");
+            } else {
+                debug!(%stated, proven = %base, channel = %claim.channel, "payer's base differs");
+            }
+        }
+        if cumulative < best.value {
+            return Err(ModuleError::Ledger(
+                "incoming claim record is inconsistent (value above base + amount)".into(),
+            ));
+        }
         let increase = &cumulative - &best.value;
-        let data = json!({
+        let mut data = json!({
+            // A new claim is on our current channel or moves us to its own; an old one is on the current one.
             "channel": claim.channel.to_string(),
-            "amount": claim.amount.to_string(),
-            "signature": encode_hex(&claim.signature.to_bytes65()),
+            "amount": current_amount.to_string(),
             "base": base.to_string(),
             "retired": retired,
         });
+        if let Some(sig) = current_signature {
+            data["signature"] = sig;
+        }
         let previous = tracker
             .set_if_max(MaxValue {
                 value: cumulative.clone(),
@@ -819,17 +1119,27 @@ impl Inner {
                 "incoming claim changed concurrently".into(),
             ));
         }
-        info!(channel = %claim.channel, amount = %claim.amount, %increase, "incoming claim accepted");
-        if !same_channel && best_channel.is_some() {
-            // The payer moved on: close the old channel now rather than at its expiry.
-            drop(_crediting);
+        drop(closing);
+        drop(crediting);
+        info!(channel = %claim.channel, amount = %claim.amount, %increase, %retired_gain, "incoming claim accepted");
+        if retired_changed {
+            // The payer moved on (or raised a retired channel): close those channels now, not at expiry.
             if let Err(err) = self.submit_claims(ctx, false).await {
-                warn!(%err, "closing the retired channel failed; will retry");
+                warn!(%err, "closing a retired channel failed; will retry");
             }
         }
+        if increase.is_zero() {
+            return Ok(None);
+        }
+        let settlement_id = if retired_gain.is_zero() {
+            format!("{}:{}", claim.channel, claim.amount)
+        } else {
+            // A raise of a retired channel may come with a claim already credited: the new total keeps it unique.
+            format!("{}:{}:{}", claim.channel, claim.amount, cumulative)
+        };
         Ok(Some(IncomingCredit {
             amount: increase,
-            settlement_id: format!("{}:{}", claim.channel, claim.amount),
+            settlement_id,
         }))
     }
 
@@ -840,6 +1150,7 @@ impl Inner {
         ctx: &ChannelContext,
         all: bool,
     ) -> Result<Vec<TxHash>, ModuleError> {
+        let _closing = self.close_lock.lock().await;
         let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
         let mut candidates: Vec<(Value, bool, BigUint)> = Vec::new();
         for r in best.data["retired"]
@@ -1105,5 +1416,52 @@ mod tests {
         bad["signature"] = json!("0x1234");
         assert!(parse_wire_claim(&Claim::Json(bad)).is_err());
         assert!(parse_wire_claim(&Claim::Text("x".into())).is_err());
+    }
+
+    #[test]
+    fn base_and_retired_claims_are_optional_and_parsed_strictly() -> Result<(), ModuleError> {
+        let entry = json!({
+            "channel": "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+            "amount": "100",
+            "signature": format!("0x{}1c", "22".repeat(64)),
+        });
+        let mut claim = json!({
+            "channel": "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512",
+            "amount": "10",
+            "signature": format!("0x{}1b", "11".repeat(64)),
+        });
+        let plain = parse_wire_claim(&Claim::Json(claim.clone()))?;
+        assert!(plain.base.is_none() && plain.retired.is_empty());
+        claim["base"] = json!("100");
+        claim["retired"] = json!([entry.clone()]);
+        let full = parse_wire_claim(&Claim::Json(claim.clone()))?;
+        assert_eq!(full.base, Some(BigUint::from(100u32)));
+        assert_eq!(full.retired.len(), 1);
+        assert_eq!(full.retired[0].amount, BigUint::from(100u32));
+        assert_eq!(full.retired[0].to_json(), entry);
+        assert_eq!(full.current.amount, BigUint::from(10u32));
+        for (field, bad) in [
+            ("base", json!(100)),
+            ("retired", json!(entry.clone())),
+            (
+                "retired",
+                json!([{ "channel": "0x12", "amount": "1", "signature": entry["signature"] }]),
+            ),
+            (
+                "retired",
+                json!([{ "channel": entry["channel"], "amount": "1" }]),
+            ),
+        ] {
+            let mut bad_claim = claim.clone();
+            bad_claim[field] = bad;
+            assert!(
+                matches!(
+                    parse_wire_claim(&Claim::Json(bad_claim)),
+                    Err(ModuleError::InvalidFields(_))
+                ),
+                "{field}"
+            );
+        }
+        Ok(())
     }
 }
