@@ -496,3 +496,79 @@ async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
     }
     Ok(())
 }
+
+/// A contested ledger identity is settled by the operator: `GET /identities` shows the contest, `PUT
+/// /identities/{identity}` gives it to one account, which is then the only one whose claims are granted.
+#[tokio::test]
+async fn the_operator_settles_a_contested_identity() -> TestResult {
+    use channel_modules::context::IdentityOrigin;
+    use ilp_bridge::se::host::claim_identity_in;
+
+    let mock = MockConnector::start().await?;
+    let backing = Backing::memory();
+    let Backing::Memory(store, _) = &backing else {
+        unreachable!("a memory backing")
+    };
+    let se = start_engine(
+        config(&mock.url(), "trustline", serde_json::json!({})),
+        &backing,
+    )
+    .await?;
+    let c = reqwest::Client::new();
+    let base = url(&se);
+    for id in ["rightful", "squatter"] {
+        post_json(
+            &c,
+            &format!("{base}/accounts"),
+            None,
+            &format!(r#"{{"id":"{id}"}}"#),
+        )
+        .await?;
+    }
+    let identity = "eth:1:0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+    // Both accounts prove the same address (a relayed proof): contested, both refused.
+    claim_identity_in(store, identity, "rightful", IdentityOrigin::Proven).await?;
+    assert!(
+        claim_identity_in(store, identity, "squatter", IdentityOrigin::Proven)
+            .await
+            .is_err()
+    );
+    assert!(
+        claim_identity_in(store, identity, "rightful", IdentityOrigin::Proven)
+            .await
+            .is_err()
+    );
+    let listed = admin_get(&se, "/identities").await?;
+    assert_eq!(listed[0]["identity"], identity);
+    let contested: Vec<&str> = listed[0]["record"]["contested"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(contested, ["rightful", "squatter"]);
+
+    let admin = admin_url(&se);
+    let assign = |account: &'static str, token: &'static str| {
+        c.put(format!("{admin}/identities/{identity}"))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(format!(r#"{{"account":"{account}"}}"#))
+            .send()
+    };
+    assert_eq!(assign("rightful", "wrong").await?.status().as_u16(), 401);
+    assert_eq!(assign("nobody", ADMIN_TOKEN).await?.status().as_u16(), 404);
+    assert_eq!(
+        assign("rightful", ADMIN_TOKEN).await?.status().as_u16(),
+        204
+    );
+    claim_identity_in(store, identity, "rightful", IdentityOrigin::Proven).await?;
+    assert!(
+        claim_identity_in(store, identity, "squatter", IdentityOrigin::Proven)
+            .await
+            .is_err()
+    );
+    let listed = admin_get(&se, "/identities").await?;
+    assert_eq!(listed[0]["record"]["account"], "rightful");
+    assert_eq!(listed[0]["record"]["origin"], "configured");
+    se.stop().await;
+    Ok(())
+}

@@ -8,18 +8,20 @@
 //! | `GET /accounts/{id}/history` | [`HistoryView`]: settle requests by Idempotency-Key with the claim that settled them, claims sent, credits |
 //! | `POST /accounts/{id}/retry` | 202: retry pending settlement and credits now |
 //! | `GET /alerts` | [`AlertView`]s: credits the connector refused with 409 |
+//! | `GET /identities` | [`IdentityView`]s: the ledger identities accounts hold, and the contested ones |
+//! | `PUT /identities/{identity}` | 204: `{"account": "<id>"}` gets the identity, as if configured for it (settles a contest) |
 //! | `GET /openapi.yaml` | the OpenAPI 3 document of both APIs (no token needed) |
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 
 use super::api::Problem;
-use super::engine::{AccountView, AlertView, Engine, HistoryView};
+use super::engine::{AccountView, AlertView, Engine, EngineError, HistoryView, IdentityView};
 
 /// The OpenAPI document of the engine and admin APIs.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -42,6 +44,8 @@ pub fn router(engine: Engine, token: &str) -> Router {
         .route("/accounts/{id}/history", get(history))
         .route("/accounts/{id}/retry", post(retry))
         .route("/alerts", get(alerts))
+        .route("/identities", get(identities))
+        .route("/identities/{identity}", put(assign_identity))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
     Router::new()
@@ -117,4 +121,28 @@ async fn retry(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Re
 
 async fn alerts(State(s): State<AdminState>) -> Json<Vec<AlertView>> {
     Json(s.engine.alerts())
+}
+
+async fn identities(State(s): State<AdminState>) -> Result<Json<Vec<IdentityView>>, Problem> {
+    Ok(Json(s.engine.identities()?))
+}
+
+/// Body of `PUT /identities/{identity}`.
+#[derive(serde::Deserialize)]
+struct Assignment {
+    account: String,
+}
+
+async fn assign_identity(
+    State(s): State<AdminState>,
+    Path(identity): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Problem> {
+    let assignment: Assignment = serde_json::from_slice(&body).map_err(|e| {
+        EngineError::BadRequest(format!("body must be {{\"account\": \"<id>\"}}: {e}"))
+    })?;
+    s.engine
+        .assign_identity(&identity, &assignment.account)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

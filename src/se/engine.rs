@@ -1278,6 +1278,34 @@ impl Engine {
         })
     }
 
+    /// `GET /identities` (admin): every ledger identity the engine's accounts hold or contest.
+    pub fn identities(&self) -> Result<Vec<IdentityView>, EngineError> {
+        let records = super::host::identity_records_in(self.inner.store.as_ref())
+            .map_err(identity_store_error)?;
+        Ok(records
+            .into_iter()
+            .map(|(identity, record)| IdentityView {
+                identity,
+                record: record.to_json(),
+            })
+            .collect())
+    }
+
+    /// `PUT /identities/{identity}` (admin): gives `identity` to account `id` as if configured for it, whatever
+    /// held or contested it (see `README.md`, ledger identities). Only `id` is credited on its behalf from its
+    /// next claim on; any other account is refused.
+    pub async fn assign_identity(&self, identity: &str, id: &str) -> Result<(), EngineError> {
+        if identity.is_empty() || identity.len() > IDENTITY_MAX_BYTES || identity.contains('/') {
+            return Err(EngineError::BadRequest(format!(
+                "identity must be 1..={IDENTITY_MAX_BYTES} bytes without '/'"
+            )));
+        }
+        self.account(id)?;
+        super::host::assign_identity_in(self.inner.store.as_ref(), identity, id)
+            .await
+            .map_err(identity_store_error)
+    }
+
     /// Admin: every 409 alert (incoming settlements the connector refused as already credited).
     pub fn alerts(&self) -> Vec<AlertView> {
         let accounts: Vec<Arc<Account>> = self
@@ -1864,6 +1892,27 @@ pub struct HistoryView {
     pub claims_sent: Vec<SentRecord>,
     /// Incoming settlements: credited, then pending or refused.
     pub credits: Vec<CreditRecord>,
+}
+
+/// Longest ledger identity the admin API accepts, in bytes (`eth:<chainId>:0x…` and `xrp:<64 hex>` are far
+/// shorter).
+const IDENTITY_MAX_BYTES: usize = 256;
+
+/// A module error of the identity registry as an engine error (its store failing, or an unreadable record).
+fn identity_store_error(e: ModuleError) -> EngineError {
+    match e {
+        ModuleError::Store(e) => EngineError::Store(e),
+        other => EngineError::Unavailable(other.to_string()),
+    }
+}
+
+/// One ledger identity record (admin view).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityView {
+    /// The identity, e.g. `eth:1:0x…` or `xrp:<channel id>`.
+    pub identity: String,
+    /// `{"account", "origin": "proven"|"configured"}` or `{"contested": [accounts]}`.
+    pub record: serde_json::Value,
 }
 
 /// A reconciliation alert.

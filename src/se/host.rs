@@ -86,6 +86,55 @@ pub async fn claim_identity_in(
     decision.outcome
 }
 
+/// Every ledger identity record in `store`, by identity.
+pub fn identity_records_in(
+    store: &dyn SeStore,
+) -> Result<Vec<(String, IdentityRecord)>, ModuleError> {
+    let mut out = Vec::new();
+    for (key, bytes) in store.scan_prefix(Family::Main, IDENTITY_PIN_PREFIX)? {
+        let Some(identity) = key.strip_prefix(IDENTITY_PIN_PREFIX) else {
+            continue;
+        };
+        let value: serde_json::Value = super::store::decode(&key, &bytes)?;
+        let record = IdentityRecord::from_json(&value).ok_or_else(|| {
+            ModuleError::Store(StoreError::Corrupt {
+                key: key.clone(),
+                reason: "unreadable ledger identity record".to_owned(),
+            })
+        })?;
+        out.push((identity.to_owned(), record));
+    }
+    Ok(out)
+}
+
+/// Gives `identity` to `account` as a configured hold, whatever the record said before: the operator's
+/// decision (e.g. settling a contest). From then on only `account` is credited on its behalf; every other
+/// account's claim is refused at its next credit.
+pub async fn assign_identity_in(
+    store: &dyn SeStore,
+    identity: &str,
+    account: &str,
+) -> Result<(), ModuleError> {
+    let _ordered = IDENTITY_CLAIMS.lock().await;
+    let previous = identity_record_in(store, identity)?;
+    let record = IdentityRecord::Held {
+        account: account.to_owned(),
+        origin: IdentityOrigin::Configured,
+    };
+    let mut batch = SeBatch::new();
+    batch.put_json(
+        Family::Main,
+        format!("{IDENTITY_PIN_PREFIX}{identity}"),
+        &record.to_json(),
+    )?;
+    store.submit(batch)?.await?;
+    tracing::warn!(
+        %identity, %account, previous = %previous.as_ref().map(IdentityRecord::to_json).unwrap_or_default(),
+        "ledger identity assigned by the operator"
+    );
+    Ok(())
+}
+
 /// Logs what a registry did with a claim: a new hold or a takeover at info, a contest or a refusal at warn
 /// (naming the identity and every account involved).
 pub fn log_identity_decision(
