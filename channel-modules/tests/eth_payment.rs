@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use channel_modules::context::{IdentityOrigin, IdentityRecord};
-use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
+use channel_modules::eth::payment::{
+    EthPaymentModule, AMOUNT_RECEIVED_KEY, MAX_TX_HASHES_PER_CLAIM,
+    MAX_TX_HASHES_PER_PAYMENTS_REPLY, PAYMENTS_LOG_KEY, RPC_PAYMENTS_SINCE,
+};
 use channel_modules::eth::peer::peer_identity;
 use channel_modules::eth::rpc::RpcClient;
 use channel_modules::eth::testing::{test_token_init_code, Anvil};
@@ -889,5 +892,495 @@ async fn amount_received_is_seeded_once_from_a_store_that_predates_it() -> TestR
         .await?
         .ok_or("the lost credit was not recovered")?;
     assert_eq!(credit.amount, second);
+    Ok(())
+}
+
+/// How a [`ListingPayer`] answers `eth_payments_since`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Listing {
+    /// As the real payer does.
+    Honest,
+    /// The real payer's reply with these extra hashes put in front of every non-empty page.
+    WithForeign([TxHash; 3]),
+    /// As a payer of an earlier version: the method is unknown.
+    Unknown,
+}
+
+/// A payer: the real `eth-payment` module, whose `eth_payments_since` replies are tampered with as told.
+struct ListingPayer {
+    inner: Arc<EthPaymentModule>,
+    listing: std::sync::Mutex<Listing>,
+}
+
+#[async_trait::async_trait]
+impl ChannelModule for ListingPayer {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn asset_scale(&self) -> u8 {
+        self.inner.asset_scale()
+    }
+
+    async fn connect(&self, ctx: &channel_modules::ChannelContext) -> Result<(), ModuleError> {
+        self.inner.connect(ctx).await
+    }
+
+    async fn disconnect(&self, ctx: &channel_modules::ChannelContext) -> Result<(), ModuleError> {
+        self.inner.disconnect(ctx).await
+    }
+
+    async fn handle_incoming_prepare(
+        &self,
+        ctx: &channel_modules::ChannelContext,
+        record: &channel_modules::store::TransferRecord,
+    ) -> Result<(), ModuleError> {
+        self.inner.handle_incoming_prepare(ctx, record).await
+    }
+
+    async fn create_outgoing_claim(
+        &self,
+        ctx: &channel_modules::ChannelContext,
+        total: &BigUint,
+    ) -> Result<Option<Claim>, ModuleError> {
+        self.inner.create_outgoing_claim(ctx, total).await
+    }
+
+    async fn handle_incoming_claim(
+        &self,
+        ctx: &channel_modules::ChannelContext,
+        claim: Option<&Claim>,
+    ) -> Result<Option<channel_modules::IncomingCredit>, ModuleError> {
+        self.inner.handle_incoming_claim(ctx, claim).await
+    }
+
+    async fn handle_rpc(
+        &self,
+        ctx: &channel_modules::ChannelContext,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, ModuleError> {
+        let listing = *self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if method != RPC_PAYMENTS_SINCE {
+            return self.inner.handle_rpc(ctx, method, args).await;
+        }
+        match listing {
+            Listing::Honest => self.inner.handle_rpc(ctx, method, args).await,
+            Listing::Unknown => Err(ModuleError::UnknownMethod(method.to_owned())),
+            Listing::WithForeign(extra) => {
+                let mut reply = self.inner.handle_rpc(ctx, method, args).await?;
+                if let Some(hashes) = reply["txHashes"].as_array_mut() {
+                    if !hashes.is_empty() {
+                        for hash in extra.iter().rev() {
+                            hashes.insert(0, json!(hash.to_string()));
+                        }
+                    }
+                }
+                Ok(reply)
+            }
+        }
+    }
+}
+
+/// A payer (wrapped in a [`ListingPayer`]) and a payee, wired and connected.
+struct ListingSetup {
+    anvil: Anvil,
+    pair: TestPair,
+    payer: Arc<ListingPayer>,
+}
+
+async fn listing_setup() -> Result<Option<ListingSetup>, Box<dyn std::error::Error>> {
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(None);
+    };
+    let payer_opts = options(&anvil, PAYER_KEY_INDEX, json!({}));
+    let payee_opts = options(&anvil, PAYEE_KEY_INDEX, json!({}));
+    let payer = Arc::new(ListingPayer {
+        inner: Arc::new(EthPaymentModule::from_options(&payer_opts)?),
+        listing: std::sync::Mutex::new(Listing::Honest),
+    });
+    let payee = Arc::new(EthPaymentModule::from_options(&payee_opts)?);
+    let pair = TestHost::pair(
+        payer.clone() as Arc<dyn ChannelModule>,
+        payer_opts,
+        payee as Arc<dyn ChannelModule>,
+        payee_opts,
+    );
+    pair.a.module.connect(&pair.a.ctx).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    Ok(Some(ListingSetup { anvil, pair, payer }))
+}
+
+/// Wei of the `i`-th lost payment (distinct amounts, so a total names one set of payments).
+fn lost_payment_wei(i: u64) -> u64 {
+    1_000_000_000_000 + i * 1_000
+}
+
+/// The payer makes `count` payments whose claims are all lost (never handed to the payee), and the payee's
+/// books show the same total as fulfilled (the payer owes it). Returns the hashes, oldest first, and the total.
+async fn pay_with_lost_claims(
+    pair: &TestPair,
+    count: u64,
+) -> Result<(Vec<TxHash>, BigUint), Box<dyn std::error::Error>> {
+    let mut total = BigUint::default();
+    let mut hashes = Vec::new();
+    for i in 1..=count {
+        total += lost_payment_wei(i);
+        let claim = pair
+            .a
+            .module
+            .create_outgoing_claim(&pair.a.ctx, &total)
+            .await?
+            .ok_or("no claim")?;
+        let latest = *claim_hashes(&claim).last().ok_or("empty claim")?;
+        hashes.push(latest);
+    }
+    owe(pair, 0xf0, u64::try_from(&total)?).await?;
+    Ok((hashes, total))
+}
+
+/// Records on the payee's main log an incoming transfer of `amount`, fulfilled: the payer owes it.
+async fn owe(pair: &TestPair, id: u8, amount: u64) -> TestResult {
+    let main = pair.b.host.stores().transfer_log("")?;
+    let t = Transfer {
+        id: TransferId([id; 16]),
+        amount,
+        execution_condition: [id; 32],
+        expires_at_ms: i64::MAX,
+        ilp: Vec::new(),
+        custom: None,
+    };
+    main.prepare(&t, Direction::Incoming).await?;
+    main.fulfill(&t.id, &[id; 32]).await?;
+    Ok(())
+}
+
+/// Offers the payee an incoming transfer of 1 unit: `true` if accepted (it stays prepared), `false` if refused
+/// over `maxUnsecured` (it is cancelled).
+async fn offer(pair: &TestPair, id: u8) -> Result<bool, Box<dyn std::error::Error>> {
+    let main = pair.b.host.stores().transfer_log("")?;
+    let t = Transfer {
+        id: TransferId([id; 16]),
+        amount: 1,
+        execution_condition: [id; 32],
+        expires_at_ms: i64::MAX,
+        ilp: Vec::new(),
+        custom: None,
+    };
+    main.prepare(&t, Direction::Incoming).await?;
+    let record = main.get(&t.id).await?.ok_or("missing")?;
+    match pair
+        .b
+        .module
+        .handle_incoming_prepare(&pair.b.ctx, &record)
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(ModuleError::NotAccepted(_)) => {
+            main.cancel(&t.id, "refused").await?;
+            Ok(false)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The payee's payments log (incoming fulfilled) and its `amount_received`.
+async fn payee_received(pair: &TestPair) -> Result<(BigUint, BigUint), Box<dyn std::error::Error>> {
+    let stores = pair.b.host.stores();
+    let logged = BigUint::from(
+        stores
+            .transfer_log(PAYMENTS_LOG_KEY)?
+            .sums()
+            .incoming_fulfilled,
+    );
+    let credited = stores
+        .max_value_tracker(AMOUNT_RECEIVED_KEY)?
+        .get_max()
+        .await?
+        .value;
+    Ok((logged, credited))
+}
+
+/// Whether the payee recorded `hash` as a verified incoming payment.
+async fn payee_recorded(
+    pair: &TestPair,
+    hash: &TxHash,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash.0[..16]);
+    let log = pair.b.host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
+    Ok(matches!(
+        log.get(&TransferId(id)).await?,
+        Some(channel_modules::store::TransferRecord {
+            direction: Direction::Incoming,
+            state: channel_modules::store::TransferState::Fulfilled { .. },
+            ..
+        })
+    ))
+}
+
+/// How many `eth_payments_since` requests the payer received.
+fn since_requests(pair: &TestPair) -> usize {
+    pair.a
+        .host
+        .rpc_log()
+        .iter()
+        .filter(|(method, _)| method == RPC_PAYMENTS_SINCE)
+        .count()
+}
+
+/// More consecutive payments lose their claims than a claim carries (and than one `eth_payments_since` reply
+/// lists): before refusing a transfer, the payee asks, pages through the payer's list and credits every payment
+/// exactly once; asking again credits nothing.
+#[tokio::test]
+async fn payments_of_more_lost_claims_than_a_claim_carries_are_all_credited_once() -> TestResult {
+    let Some(s) = listing_setup().await? else {
+        return Ok(());
+    };
+    let count = u64::try_from(MAX_TX_HASHES_PER_PAYMENTS_REPLY + MAX_TX_HASHES_PER_CLAIM + 5)?;
+    let (hashes, total) = pay_with_lost_claims(&s.pair, count).await?;
+    assert_eq!(
+        payee_received(&s.pair).await?,
+        (BigUint::default(), BigUint::default())
+    );
+
+    assert!(
+        offer(&s.pair, 1).await?,
+        "the payee still refuses: not every payment was credited"
+    );
+    assert_eq!(
+        payee_received(&s.pair).await?,
+        (total.clone(), total.clone())
+    );
+    for hash in &hashes {
+        assert!(payee_recorded(&s.pair, hash).await?, "{hash} not recorded");
+    }
+    let asked = since_requests(&s.pair);
+    assert!(
+        asked >= 2,
+        "one page cannot list them all, yet {asked} request(s)"
+    );
+
+    // The payer owes more than it paid (not settled yet): the payee asks again, and nothing is credited twice.
+    owe(&s.pair, 0xf1, 5_000).await?;
+    s.pair
+        .b
+        .host
+        .clock()
+        .advance(std::time::Duration::from_secs(60));
+    assert!(!offer(&s.pair, 2).await?);
+    assert!(
+        since_requests(&s.pair) > asked,
+        "the payee did not ask again"
+    );
+    assert_eq!(payee_received(&s.pair).await?, (total.clone(), total));
+    Ok(())
+}
+
+/// A payer listing someone else's payment, its own payment to someone else and a forged hash among its real
+/// ones: only the real ones are credited.
+#[tokio::test]
+async fn a_listing_with_foreign_hashes_credits_only_the_genuine_payments() -> TestResult {
+    let Some(s) = listing_setup().await? else {
+        return Ok(());
+    };
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let stranger_addr = address_of(&s.anvil, STRANGER_KEY_INDEX)?;
+    let stranger = Wallet::new(
+        s.anvil.url(),
+        PrivateKey::from_hex(s.anvil.dev_key(STRANGER_KEY_INDEX))?,
+        TxSettings::default(),
+    )?;
+    let foreign = match stranger
+        .send_and_follow(Some(payee_addr), BigUint::from(5_000u32), Vec::new())
+        .await?
+    {
+        TxStatus::Confirmed(r) => r.transaction_hash,
+        other => return Err(format!("stranger payment failed: {other:?}").into()),
+    };
+    let misdirected = match s
+        .payer
+        .inner
+        .wallet()
+        .send_and_follow(Some(stranger_addr), BigUint::from(7_000u32), Vec::new())
+        .await?
+    {
+        TxStatus::Confirmed(r) => r.transaction_hash,
+        other => return Err(format!("misdirected payment failed: {other:?}").into()),
+    };
+    let forged = TxHash([0x42; 32]);
+    *s.payer.listing.lock().unwrap_or_else(|p| p.into_inner()) =
+        Listing::WithForeign([foreign, misdirected, forged]);
+
+    let count = u64::try_from(MAX_TX_HASHES_PER_CLAIM + 4)?;
+    let (hashes, total) = pay_with_lost_claims(&s.pair, count).await?;
+    assert!(offer(&s.pair, 1).await?);
+    assert_eq!(payee_received(&s.pair).await?, (total.clone(), total));
+    for hash in &hashes {
+        assert!(payee_recorded(&s.pair, hash).await?, "{hash} not recorded");
+    }
+    for hash in [foreign, misdirected, forged] {
+        assert!(!payee_recorded(&s.pair, &hash).await?, "{hash} recorded");
+    }
+    assert!(since_requests(&s.pair) >= 1);
+    Ok(())
+}
+
+/// A payer of an earlier version does not know `eth_payments_since`: the payee credits what the latest claim
+/// brings and refuses the transfer as before, without failing otherwise.
+#[tokio::test]
+async fn a_payer_without_the_listing_still_gets_its_latest_claim_credited() -> TestResult {
+    let Some(s) = listing_setup().await? else {
+        return Ok(());
+    };
+    *s.payer.listing.lock().unwrap_or_else(|p| p.into_inner()) = Listing::Unknown;
+    let count = u64::try_from(MAX_TX_HASHES_PER_CLAIM + 3)?;
+    let (hashes, _total) = pay_with_lost_claims(&s.pair, count).await?;
+    assert!(!offer(&s.pair, 1).await?);
+    let latest: BigUint = (4..=count).map(lost_payment_wei).map(BigUint::from).sum();
+    assert_eq!(payee_received(&s.pair).await?, (latest.clone(), latest));
+    assert_eq!(since_requests(&s.pair), 1);
+    for (i, hash) in hashes.iter().enumerate() {
+        assert_eq!(payee_recorded(&s.pair, hash).await?, i >= 3, "payment {i}");
+    }
+    Ok(())
+}
+
+/// The payer's side of `eth_payments_since`: its confirmed payments after a total, oldest first, paged.
+#[tokio::test]
+async fn the_payer_lists_its_payments_after_a_total_oldest_first() -> TestResult {
+    let Some(s) = listing_setup().await? else {
+        return Ok(());
+    };
+    let count = u64::try_from(MAX_TX_HASHES_PER_PAYMENTS_REPLY + 2)?;
+    let (hashes, total) = pay_with_lost_claims(&s.pair, count).await?;
+    let ask = |after: String| {
+        let payer = s.payer.inner.clone();
+        let ctx = s.pair.a.ctx.clone();
+        async move {
+            payer
+                .handle_rpc(&ctx, RPC_PAYMENTS_SINCE, json!([{ "after": after }]))
+                .await
+        }
+    };
+    let listed = |reply: &Value| -> Vec<TxHash> {
+        reply["txHashes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|h| h.as_str()?.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let first = ask("0".to_owned()).await?;
+    assert_eq!(listed(&first), hashes[..MAX_TX_HASHES_PER_PAYMENTS_REPLY]);
+    assert_eq!(first["more"], json!(true));
+    let through: u64 = (1..=u64::try_from(MAX_TX_HASHES_PER_PAYMENTS_REPLY)?)
+        .map(lost_payment_wei)
+        .sum();
+    assert_eq!(first["last"], json!(through.to_string()));
+    let second = ask(through.to_string()).await?;
+    assert_eq!(listed(&second), hashes[MAX_TX_HASHES_PER_PAYMENTS_REPLY..]);
+    assert_eq!(second["more"], json!(false));
+    assert_eq!(second["last"], json!(total.to_string()));
+    // Just below a payment's total lists it; at the total, nothing is left.
+    let before_last = ask((&total - 1u8).to_string()).await?;
+    assert_eq!(listed(&before_last), hashes[hashes.len() - 1..]);
+    let none = ask(total.to_string()).await?;
+    assert_eq!(none, json!({ "txHashes": [], "last": null, "more": false }));
+    for bad in [
+        json!([]),
+        json!([{ "after": 5 }]),
+        json!([{ "after": "-1" }]),
+        json!(["0"]),
+    ] {
+        let refused = s
+            .payer
+            .inner
+            .handle_rpc(&s.pair.a.ctx, RPC_PAYMENTS_SINCE, bad.clone())
+            .await;
+        assert!(
+            matches!(refused, Err(ModuleError::InvalidFields(_))),
+            "{bad}: {refused:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A payer store written before the payments list was kept (`amount_settled` holds only `txHashes`): its next
+/// confirmed payment seeds the list with those hashes and their totals, so they can be listed too.
+#[tokio::test]
+async fn a_payer_store_without_the_payments_list_is_seeded_from_its_recent_hashes() -> TestResult {
+    let Some(s) = setup(json!({})).await? else {
+        return Ok(());
+    };
+    let mut total = BigUint::default();
+    let mut hashes = Vec::new();
+    for i in 1..=3 {
+        total += lost_payment_wei(i);
+        let claim = s
+            .payer
+            .create_outgoing_claim(&s.pair.a.ctx, &total)
+            .await?
+            .ok_or("no claim")?;
+        hashes.push(*claim_hashes(&claim).last().ok_or("empty claim")?);
+    }
+    // The same payments in a store as the earlier version wrote it.
+    let old = channel_modules::memory::MemoryStores::unbounded();
+    let log = s.pair.a.host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
+    let old_log = old.transfer_log(PAYMENTS_LOG_KEY)?;
+    for hash in &hashes {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hash.0[..16]);
+        let record = log
+            .get(&TransferId(id))
+            .await?
+            .ok_or("payment not logged")?;
+        old_log
+            .prepare(&record.transfer, Direction::Outgoing)
+            .await?;
+        old_log.fulfill(&TransferId(id), &hash.0).await?;
+    }
+    let texts: Vec<String> = hashes.iter().map(ToString::to_string).collect();
+    old.max_value_tracker(channel_modules::eth::payment::AMOUNT_SETTLED_KEY)?
+        .set_if_max(channel_modules::store::MaxValue {
+            value: total.clone(),
+            data: json!({ "txHashes": texts }),
+        })
+        .await?;
+    let mut opts = s.payer_opts.clone();
+    opts["peerAddress"] = json!(address_of(&s.anvil, PAYEE_KEY_INDEX)?.to_string());
+    let host = TestHost::with_stores(old, s.pair.a.host.clock().clone());
+    let ctx = host.context(opts.clone(), "a-old");
+    let payer = EthPaymentModule::from_options(&opts)?;
+    payer.connect(&ctx).await?;
+    let listed = payer
+        .handle_rpc(&ctx, RPC_PAYMENTS_SINCE, json!([{ "after": "0" }]))
+        .await?;
+    assert_eq!(
+        listed["txHashes"],
+        json!([]),
+        "nothing kept before a payment"
+    );
+
+    total += lost_payment_wei(4);
+    let claim = payer
+        .create_outgoing_claim(&ctx, &total)
+        .await?
+        .ok_or("no claim")?;
+    hashes.push(*claim_hashes(&claim).last().ok_or("empty claim")?);
+    let texts: Vec<String> = hashes.iter().map(ToString::to_string).collect();
+    let listed = payer
+        .handle_rpc(&ctx, RPC_PAYMENTS_SINCE, json!([{ "after": "0" }]))
+        .await?;
+    assert_eq!(listed["txHashes"], json!(texts));
+    assert_eq!(listed["last"], json!(total.to_string()));
+    // Each seeded total is right: asking after the second payment's total lists the third and fourth.
+    let second = lost_payment_wei(1) + lost_payment_wei(2);
+    let listed = payer
+        .handle_rpc(
+            &ctx,
+            RPC_PAYMENTS_SINCE,
+            json!([{ "after": second.to_string() }]),
+        )
+        .await?;
+    assert_eq!(listed["txHashes"], json!(texts[2..]));
     Ok(())
 }

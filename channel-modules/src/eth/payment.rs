@@ -13,8 +13,11 @@
 //! * max-value tracker `amount_received`: value = incoming total credited. A claim credits the log's incoming
 //!   fulfilled total minus this value, so a payment recorded just before a crash that lost its credit (the
 //!   engine commits trackers with the credit, after the log write) is credited by the next claim, once.
-//! * max-value tracker `amount_settled`: value = outgoing confirmed total (OF), data = the most recent
-//!   payment hashes, re-sent in every claim so a payment confirmed after a crash still reaches the peer.
+//! * max-value tracker `amount_settled`: value = outgoing confirmed total (OF), data =
+//!   `{"txHashes": [the last MAX_TX_HASHES_PER_CLAIM hashes], "payments": [{"txHash", "total"}, …]}`. The
+//!   recent hashes are re-sent in every claim, so a payment confirmed after a crash still reaches the peer;
+//!   `payments` lists the last [`MAX_KEPT_PAYMENTS`] confirmed payments, oldest first, each with the
+//!   confirmed total after it (a decimal string), for [`RPC_PAYMENTS_SINCE`].
 //! * max-value tracker `amount_received_init`: set by the first `connect` that keeps `amount_received`, which
 //!   seeds `amount_received` from the log when the store predates it (see `seed_amount_received`).
 //! * max-value tracker `peer_address`: the peer's address, pinned the first time it is proven (see
@@ -25,6 +28,30 @@
 //! not block the trustline: only when the payer owes for fulfilled transfers beyond what it paid, and
 //! rate-limited per account ([`super::peer::PullLimiter`]).
 //!
+//! A claim names only the last [`MAX_TX_HASHES_PER_CLAIM`] payments, so when the claims of more consecutive
+//! payments are lost (a slow chain while settlements keep going), the latest claim cannot bring the older ones.
+//! So when the payer still owes after the latest claim, the payee also asks for the payer's kept list (module
+//! RPC [`RPC_PAYMENTS_SINCE`]):
+//! * request: `[{"after": "<decimal total>"}]`;
+//! * reply: `{"txHashes": ["0x…", …], "last": "<decimal total>" | null, "more": true | false}`: the payer's
+//!   kept confirmed payments whose confirmed total after them exceeds `after`, oldest first, at most
+//!   [`MAX_TX_HASHES_PER_PAYMENTS_REPLY`]; `last` is the total after the last one listed (`null` when none is),
+//!   `more` says whether further payments follow it.
+//!
+//! The payee starts at `after = "0"` and asks again from `last` while `more` is set and it is still owed
+//! (at most [`MAX_PAYMENTS_SINCE_REQUESTS_PER_PULL`] requests per pull; one pull in flight per account, and
+//! after a pull that credited nothing no new one for `LATEST_CLAIM_PULL_MIN_INTERVAL_MS`). It does not start
+//! from its own credited total: payments are credited out of order (a later claim credits the last payments
+//! while older ones are missing), so that total is no position in the payer's list. Hashes it already recorded
+//! cost a store lookup, no chain call. Every listed hash is handled exactly like a claim's: verified on chain
+//! (sender = peer, recipient = us, confirmations), recorded once, credited once; a foreign, failed or unknown
+//! hash is refused and the others still count. A reply may list more hashes than a claim may
+//! ([`MAX_TX_HASHES_PER_CLAIM`] bounds only unsolicited claims; a reply answers our own request and has its own
+//! bound). A payer of an earlier version answers with an unknown-method error: the payee skips the step.
+//! Payments older than the kept list (more than [`MAX_KEPT_PAYMENTS`] back) cannot be listed. A store written
+//! before the list was kept gets it seeded at its next confirmed payment with the recent hashes it held (their
+//! totals walked back from the confirmed total); payments older than those cannot be listed.
+//!
 //! Amounts are in the module's unit (wei, or the token's base unit). One transaction pays at most
 //! `u64::MAX` units (a transfer log amount); a larger debt is paid over successive settlements.
 
@@ -33,7 +60,7 @@ use num_bigint::BigUint;
 use num_traits::Zero;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::abi::{self, Token};
 use super::options::{str_option, u64_option, CommonOptions};
@@ -46,6 +73,7 @@ use crate::store::{
     Direction, Limit, MaxValue, PrepareOutcome, Transfer, TransferId, TransferLog,
     TransferLogError, TransferRecord, TransferState,
 };
+use crate::trustline::parse_amount;
 
 /// Stock name.
 pub const ETH_PAYMENT_MODULE_NAME: &str = "eth-payment";
@@ -60,6 +88,8 @@ pub const AMOUNT_RECEIVED_KEY: &str = "amount_received";
 /// `EthPaymentModule::seed_amount_received`).
 pub const AMOUNT_RECEIVED_INIT_KEY: &str = "amount_received_init";
 pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM};
+/// Module RPC listing the payer's kept confirmed payments after a confirmed total (see the module docs).
+pub const RPC_PAYMENTS_SINCE: &str = "eth_payments_since";
 /// ERC-20 token contract to pay in instead of ETH.
 pub const OPT_TOKEN_ADDRESS: &str = "tokenAddress";
 /// Decimals of the token (the module's asset scale); default 18.
@@ -68,6 +98,14 @@ pub const OPT_TOKEN_DECIMALS: &str = "tokenDecimals";
 pub const WEI_SCALE: u8 = 18;
 /// Most payment hashes one claim carries (and the payee checks).
 pub const MAX_TX_HASHES_PER_CLAIM: usize = 8;
+/// Most confirmed payments the payer keeps listed (with their totals) in `amount_settled` for
+/// [`RPC_PAYMENTS_SINCE`]: the payee can recover the payments of this many consecutive lost claims.
+pub const MAX_KEPT_PAYMENTS: usize = 256;
+/// Most payment hashes one [`RPC_PAYMENTS_SINCE`] reply lists (and the payee checks).
+pub const MAX_TX_HASHES_PER_PAYMENTS_REPLY: usize = 32;
+/// Most [`RPC_PAYMENTS_SINCE`] requests of one pull: enough to page through the whole kept list.
+pub const MAX_PAYMENTS_SINCE_REQUESTS_PER_PULL: usize =
+    MAX_KEPT_PAYMENTS.div_ceil(MAX_TX_HASHES_PER_PAYMENTS_REPLY) + 1;
 
 /// `keccak256("Transfer(address,address,uint256)")`, topic 0 of ERC-20 transfer events.
 fn erc20_transfer_topic() -> [u8; 32] {
@@ -105,6 +143,8 @@ pub struct EthPaymentModule {
     credit_lock: tokio::sync::Mutex<()>,
     /// Rate limit of [`RPC_LATEST_CLAIM`] pulls.
     pulls: PullLimiter,
+    /// Rate limit of [`RPC_PAYMENTS_SINCE`] pulls.
+    since_pulls: PullLimiter,
 }
 
 impl EthPaymentModule {
@@ -134,6 +174,7 @@ impl EthPaymentModule {
             settle_lock: tokio::sync::Mutex::new(()),
             credit_lock: tokio::sync::Mutex::new(()),
             pulls: PullLimiter::default(),
+            since_pulls: PullLimiter::default(),
         })
     }
 
@@ -195,22 +236,18 @@ impl EthPaymentModule {
                 // order could leave the payment fulfilled with its hash never reaching the peer.
                 let tracker = ctx.max_value_tracker(AMOUNT_SETTLED_KEY)?;
                 let previous = tracker.get_max().await?;
-                let mut recent: Vec<Value> = previous.data["txHashes"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                let text = hash.to_string();
-                if !recent.iter().any(|h| h.as_str() == Some(text.as_str())) {
-                    recent.push(json!(text));
-                    let excess = recent.len().saturating_sub(MAX_TX_HASHES_PER_CLAIM);
-                    recent.drain(..excess);
+                let mut base = previous.data.clone();
+                if base.get("payments").is_none() {
+                    if let Some(seed) = seed_kept_payments(log, &previous).await? {
+                        base["payments"] = seed;
+                    }
                 }
                 // Settle lock held: no other outgoing payment is fulfilled concurrently.
                 let paid = BigUint::from(log.sums().outgoing_fulfilled) + record.transfer.amount;
                 tracker
                     .set_if_max(MaxValue {
                         value: paid.clone(),
-                        data: json!({ "txHashes": recent }),
+                        data: settled_data_with(&base, hash, &paid),
                     })
                     .await?;
                 log.fulfill(&id, &hash.0).await.map_err(log_err)?;
@@ -225,6 +262,113 @@ impl EthPaymentModule {
             TxStatus::Unconfirmed | TxStatus::NotMined => {}
         }
         Ok(())
+    }
+
+    /// Payer side of [`RPC_PAYMENTS_SINCE`] (see the module docs): the kept confirmed payments whose total
+    /// exceeds `after`, oldest first, at most [`MAX_TX_HASHES_PER_PAYMENTS_REPLY`].
+    async fn payments_since_reply(
+        &self,
+        ctx: &ChannelContext,
+        args: &Value,
+    ) -> Result<Value, ModuleError> {
+        let after = args
+            .get(0)
+            .and_then(|request| request.get("after"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ModuleError::InvalidFields(format!(
+                    "{RPC_PAYMENTS_SINCE} needs [{{\"after\": \"<decimal total>\"}}]"
+                ))
+            })?;
+        let after = parse_amount(after)?;
+        let settled = ctx.max_value_tracker(AMOUNT_SETTLED_KEY)?.get_max().await?;
+        let kept = settled.data["payments"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut hashes = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for entry in kept {
+            let total = entry["total"]
+                .as_str()
+                .and_then(|t| t.parse::<BigUint>().ok())
+                .ok_or_else(|| ModuleError::Ledger("kept payment lacks its total".to_owned()))?;
+            let hash = entry["txHash"]
+                .as_str()
+                .ok_or_else(|| ModuleError::Ledger("kept payment lacks its hash".to_owned()))?;
+            if total <= after {
+                continue;
+            }
+            if hashes.len() == MAX_TX_HASHES_PER_PAYMENTS_REPLY {
+                more = true;
+                break;
+            }
+            hashes.push(json!(hash));
+            last = Some(total);
+        }
+        debug!(account = ctx.account_id(), %after, listed = hashes.len(), more, "listing payments");
+        Ok(json!({
+            "txHashes": hashes,
+            "last": last.map(|t| t.to_string()),
+            "more": more,
+        }))
+    }
+
+    /// Payee side of [`RPC_PAYMENTS_SINCE`] (see the module docs): pages through the payer's kept payments
+    /// from the start, crediting each one not recorded yet, while the payer still owes. Rate-limited like the
+    /// latest-claim pull. Failures are logged. Returns whether something was credited.
+    async fn pull_payments_since(&self, ctx: &ChannelContext) -> bool {
+        let Some(permit) = self.since_pulls.try_start(ctx.now()) else {
+            debug!(
+                account = ctx.account_id(),
+                "payments pull skipped (one in flight or too recent)"
+            );
+            return false;
+        };
+        let mut after = BigUint::zero();
+        let mut credited = false;
+        for _ in 0..MAX_PAYMENTS_SINCE_REQUESTS_PER_PULL {
+            let request = json!([{ "after": after.to_string() }]);
+            let reply = match ctx.rpc(RPC_PAYMENTS_SINCE, request).await {
+                // An empty reply (no entry for the method in a legacy reply): nothing listed.
+                Ok(Value::Object(map)) if map.is_empty() => break,
+                Ok(reply) => reply,
+                Err(err) if is_unknown_method(&err) => {
+                    debug!(%err, "the payer does not list its payments (an earlier version)");
+                    break;
+                }
+                Err(err) => {
+                    warn!(%err, "could not ask the payer for its payments");
+                    break;
+                }
+            };
+            let page = match parse_payments_page(&reply) {
+                Ok(page) => page,
+                Err(err) => {
+                    warn!(%err, "the payer's list of payments is malformed");
+                    break;
+                }
+            };
+            let Some(last) = page.last else { break };
+            match self.credit_hashes(ctx, &page.hashes).await {
+                Ok(Some(credit)) => {
+                    info!(amount = %credit.amount, settlement_id = %credit.settlement_id, "credited payments the payer listed");
+                    credited = true;
+                }
+                Ok(None) => {}
+                Err(err) => warn!(%err, "payments the payer listed were refused"),
+            }
+            // Done when the list ends, a page does not move forward (a broken payer), or nothing is owed.
+            if !page.more || last <= after || !self.claim_can_help(ctx).unwrap_or(false) {
+                break;
+            }
+            after = last;
+        }
+        if credited {
+            permit.productive();
+        }
+        credited
     }
 
     async fn latest_claim(&self, ctx: &ChannelContext) -> Result<Option<Claim>, ModuleError> {
@@ -436,6 +580,112 @@ impl EthPaymentModule {
     }
 }
 
+/// `amount_settled` data after the confirmed payment `hash` brought the confirmed total to `total`: the hash
+/// appended to `txHashes` (the last [`MAX_TX_HASHES_PER_CLAIM`]) and `{txHash, total}` to `payments` (the last
+/// [`MAX_KEPT_PAYMENTS`]), each at most once (a payment finished again after a crash is not added twice).
+fn settled_data_with(previous: &Value, hash: &TxHash, total: &BigUint) -> Value {
+    let text = hash.to_string();
+    let mut recent: Vec<Value> = previous["txHashes"].as_array().cloned().unwrap_or_default();
+    if !recent.iter().any(|h| h.as_str() == Some(text.as_str())) {
+        recent.push(json!(text));
+        let excess = recent.len().saturating_sub(MAX_TX_HASHES_PER_CLAIM);
+        recent.drain(..excess);
+    }
+    let mut kept: Vec<Value> = previous["payments"].as_array().cloned().unwrap_or_default();
+    if !kept
+        .iter()
+        .any(|p| p["txHash"].as_str() == Some(text.as_str()))
+    {
+        kept.push(json!({ "txHash": text, "total": total.to_string() }));
+        let excess = kept.len().saturating_sub(MAX_KEPT_PAYMENTS);
+        kept.drain(..excess);
+    }
+    json!({ "txHashes": recent, "payments": kept })
+}
+
+/// The kept `payments` list for `amount_settled` data written before it was kept (only `txHashes`): those
+/// recent hashes, each with its total, walked back from the confirmed total with each payment's amount from the
+/// log (stopping at a hash the log does not hold as outgoing). `None` when there is nothing to seed from.
+async fn seed_kept_payments(
+    log: &dyn TransferLog,
+    previous: &MaxValue,
+) -> Result<Option<Value>, ModuleError> {
+    let Some(recent) = previous.data.get("txHashes").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let mut total = previous.value.clone();
+    let mut seeded = Vec::new();
+    for text in recent.iter().rev() {
+        let Some(hash) = text.as_str().and_then(|t| t.parse::<TxHash>().ok()) else {
+            break;
+        };
+        let Some(record) = log.get(&transfer_id(&hash)).await.map_err(log_err)? else {
+            break;
+        };
+        let amount = BigUint::from(record.transfer.amount);
+        if record.direction != Direction::Outgoing || amount > total {
+            break;
+        }
+        seeded.push(json!({ "txHash": hash.to_string(), "total": total.to_string() }));
+        total -= amount;
+    }
+    seeded.reverse();
+    Ok(Some(Value::Array(seeded)))
+}
+
+/// One [`RPC_PAYMENTS_SINCE`] reply, checked.
+#[derive(Debug)]
+struct PaymentsPage {
+    hashes: Vec<TxHash>,
+    /// The payer's confirmed total after the last listed payment; `None` when none is listed.
+    last: Option<BigUint>,
+    more: bool,
+}
+
+fn parse_payments_page(reply: &Value) -> Result<PaymentsPage, ModuleError> {
+    let bad = |why: &str| ModuleError::InvalidFields(format!("{RPC_PAYMENTS_SINCE} reply: {why}"));
+    let items = reply
+        .get("txHashes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no txHashes"))?;
+    if items.len() > MAX_TX_HASHES_PER_PAYMENTS_REPLY {
+        return Err(bad(&format!(
+            "more than {MAX_TX_HASHES_PER_PAYMENTS_REPLY} hashes"
+        )));
+    }
+    let hashes = items
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .ok_or_else(|| bad("txHashes must be strings"))?
+                .parse::<TxHash>()
+                .map_err(|e| bad(&format!("bad tx hash: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let last = match reply.get("last") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(total)) => Some(parse_amount(total)?),
+        Some(_) => return Err(bad("last must be a decimal string")),
+    };
+    if hashes.is_empty() != last.is_none() {
+        return Err(bad("last must be given exactly when hashes are listed"));
+    }
+    Ok(PaymentsPage {
+        hashes,
+        last,
+        more: reply.get("more").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// Whether `err` is a peer's answer that it does not know the method (an earlier version).
+fn is_unknown_method(err: &ModuleError) -> bool {
+    match err {
+        ModuleError::UnknownMethod(_) => true,
+        ModuleError::Rpc(message) => message.contains("Unrecognized side protocol"),
+        _ => false,
+    }
+}
+
 fn parse_claim_hashes(claim: &Claim) -> Result<Vec<TxHash>, ModuleError> {
     let texts: Vec<String> = match claim {
         Claim::Text(text) => vec![text.trim().to_owned()],
@@ -536,6 +786,10 @@ impl ChannelModule for EthPaymentModule {
         // owes for fulfilled transfers beyond what it has paid (prepared ones are not owed yet).
         if self.claim_can_help(ctx)? {
             pull_latest_claim(self, ctx, &self.pulls).await;
+            // Still owed: payments older than the latest claim's may have lost their claims too.
+            if self.claim_can_help(ctx)? {
+                self.pull_payments_since(ctx).await;
+            }
         }
         if let Some((prepared, secured)) = self.unsecured_excess(ctx)? {
             warn!(id = %record.transfer.id, %prepared, %secured, "incoming prepare over maxUnsecured");
@@ -630,6 +884,38 @@ impl ChannelModule for EthPaymentModule {
     ) -> Result<Option<IncomingCredit>, ModuleError> {
         let Some(claim) = claim else { return Ok(None) };
         let hashes = parse_claim_hashes(claim)?;
+        self.credit_hashes(ctx, &hashes).await
+    }
+
+    async fn handle_rpc(
+        &self,
+        ctx: &ChannelContext,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, ModuleError> {
+        match method {
+            RPC_ETH_ADDRESS => {
+                let chain_id = self.wallet.chain_id().await?;
+                self.peer
+                    .handle_rpc(ctx, chain_id, self.wallet.key(), &args)
+                    .await
+            }
+            RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
+            RPC_PAYMENTS_SINCE => self.payments_since_reply(ctx, &args).await,
+            other => Err(ModuleError::UnknownMethod(other.to_owned())),
+        }
+    }
+}
+
+impl EthPaymentModule {
+    /// Verifies, records and credits the payments `hashes` (from a claim or an [`RPC_PAYMENTS_SINCE`] reply).
+    /// The credit is the log's incoming total beyond `amount_received`. Refused hashes are logged; the error of
+    /// the first is returned only when nothing is credited.
+    async fn credit_hashes(
+        &self,
+        ctx: &ChannelContext,
+        hashes: &[TxHash],
+    ) -> Result<Option<IncomingCredit>, ModuleError> {
         let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
         let log = ctx.transfer_log(PAYMENTS_LOG_KEY)?;
         let _crediting = self.credit_lock.lock().await;
@@ -637,7 +923,7 @@ impl ChannelModule for EthPaymentModule {
         let before = received.get_max().await?;
         let mut ids = Vec::new();
         let mut first_error = None;
-        for hash in &hashes {
+        for hash in hashes {
             match self.credit_payment(log.as_ref(), hash, &peer).await {
                 Ok(Some(amount)) => {
                     info!(%hash, amount, "incoming payment verified");
@@ -683,24 +969,6 @@ impl ChannelModule for EthPaymentModule {
             settlement_id,
         }))
     }
-
-    async fn handle_rpc(
-        &self,
-        ctx: &ChannelContext,
-        method: &str,
-        args: Value,
-    ) -> Result<Value, ModuleError> {
-        match method {
-            RPC_ETH_ADDRESS => {
-                let chain_id = self.wallet.chain_id().await?;
-                self.peer
-                    .handle_rpc(ctx, chain_id, self.wallet.key(), &args)
-                    .await
-            }
-            RPC_LATEST_CLAIM => latest_claim_reply(self, ctx).await,
-            other => Err(ModuleError::UnknownMethod(other.to_owned())),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -723,6 +991,72 @@ mod tests {
         assert!(parse_claim_hashes(&Claim::Json(json!({ "txHashes": too_many }))).is_err());
         assert!(parse_claim_hashes(&Claim::Text("0x1234".into())).is_err());
         assert!(parse_claim_hashes(&Claim::Binary(vec![1])).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn settled_data_keeps_each_payment_once_and_bounds_both_lists() {
+        let mut data = Value::Null;
+        let hash = |i: usize| TxHash(keccak256(&i.to_be_bytes()));
+        for i in 1..=MAX_KEPT_PAYMENTS + 3 {
+            data = settled_data_with(&data, &hash(i), &BigUint::from(i * 10));
+        }
+        // Finishing the last payment again (after a crash) adds nothing.
+        let again = settled_data_with(&data, &hash(MAX_KEPT_PAYMENTS + 3), &BigUint::from(1u8));
+        assert_eq!(again, data);
+        let recent = data["txHashes"].as_array().map(Vec::len);
+        assert_eq!(recent, Some(MAX_TX_HASHES_PER_CLAIM));
+        let kept = data["payments"].as_array().cloned().unwrap_or_default();
+        assert_eq!(kept.len(), MAX_KEPT_PAYMENTS);
+        // The oldest fell out; the rest are in order, each with its total.
+        assert_eq!(kept[0]["txHash"], json!(hash(4).to_string()));
+        assert_eq!(kept[0]["total"], json!("40"));
+        let last = &kept[MAX_KEPT_PAYMENTS - 1];
+        assert_eq!(
+            last["txHash"],
+            json!(hash(MAX_KEPT_PAYMENTS + 3).to_string())
+        );
+        assert_eq!(
+            last["total"],
+            json!(((MAX_KEPT_PAYMENTS + 3) * 10).to_string())
+        );
+        assert_eq!(
+            data["txHashes"][MAX_TX_HASHES_PER_CLAIM - 1],
+            json!(hash(MAX_KEPT_PAYMENTS + 3).to_string())
+        );
+    }
+
+    #[test]
+    fn payments_pages_are_checked() -> Result<(), ModuleError> {
+        let h = format!("0x{}", "ab".repeat(32));
+        let page =
+            parse_payments_page(&json!({ "txHashes": [h.clone()], "last": "7", "more": true }))?;
+        assert_eq!(page.hashes.len(), 1);
+        assert_eq!(page.last, Some(BigUint::from(7u8)));
+        assert!(page.more);
+        let empty = parse_payments_page(&json!({ "txHashes": [], "last": null, "more": false }))?;
+        assert!(empty.hashes.is_empty() && empty.last.is_none() && !empty.more);
+        let too_many = vec![h.clone(); MAX_TX_HASHES_PER_PAYMENTS_REPLY + 1];
+        for bad in [
+            json!({ "txHashes": too_many, "last": "7" }),
+            json!({ "txHashes": [h.clone()] }),
+            json!({ "txHashes": [], "last": "7" }),
+            json!({ "txHashes": [h.clone()], "last": 7 }),
+            json!({ "txHashes": [h.clone()], "last": "-7" }),
+            json!({ "txHashes": ["0x12"], "last": "7" }),
+            json!({ "last": "7" }),
+            json!(null),
+        ] {
+            assert!(parse_payments_page(&bad).is_err(), "{bad}");
+        }
+        // A full page is accepted: more hashes than a claim may carry.
+        let full = vec![h; MAX_TX_HASHES_PER_PAYMENTS_REPLY];
+        assert_eq!(
+            parse_payments_page(&json!({ "txHashes": full, "last": "9" }))?
+                .hashes
+                .len(),
+            MAX_TX_HASHES_PER_PAYMENTS_REPLY
+        );
         Ok(())
     }
 

@@ -480,13 +480,13 @@ struct PullState {
 }
 
 /// Marks a pull in flight until dropped (also when the pulling future is dropped midway).
-struct PullPermit<'a> {
+pub(crate) struct PullPermit<'a> {
     limiter: &'a PullLimiter,
 }
 
 impl PullPermit<'_> {
     /// The pull credited something: the next one need not wait.
-    fn productive(self) {
+    pub(crate) fn productive(self) {
         let mut state = lock(&self.limiter.state);
         state.last_unproductive = None;
         state.last_productive = true;
@@ -532,6 +532,15 @@ impl PullLimiter {
         state.last_unproductive = Some(now);
         state.last_productive = false;
         PullStart::Pull(PullPermit { limiter: self })
+    }
+
+    /// A permit to pull now, or `None` while a pull is in flight or an unproductive one started less than
+    /// [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`] before `now` (for callers that do not wait for the pull in flight).
+    pub(crate) fn try_start(&self, now: SystemTime) -> Option<PullPermit<'_>> {
+        match self.start(now) {
+            PullStart::Pull(permit) => Some(permit),
+            PullStart::Wait(_) | PullStart::Skip => None,
+        }
     }
 }
 
