@@ -556,6 +556,18 @@ async fn the_operator_settles_a_contested_identity() -> TestResult {
     };
     assert_eq!(assign("rightful", "wrong").await?.status().as_u16(), 401);
     assert_eq!(assign("nobody", ADMIN_TOKEN).await?.status().as_u16(), 404);
+    // An identity nobody claimed (here: the address in mixed case) is refused, not recorded.
+    let unknown = c
+        .put(format!(
+            "{admin}/identities/{}",
+            identity.replace("0x7099", "0x7099".to_uppercase().as_str())
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(r#"{"account":"rightful"}"#)
+        .send()
+        .await?;
+    assert_eq!(unknown.status().as_u16(), 400);
     assert_eq!(
         assign("rightful", ADMIN_TOKEN).await?.status().as_u16(),
         204

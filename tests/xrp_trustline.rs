@@ -602,7 +602,7 @@ async fn two_trustlines_of_one_node_are_never_both_credited_for_one_channel() ->
     );
     refused_with(
         alice2.tl()?.module_rpc("claim", claim_200).await,
-        "another account (alice)",
+        "another account (peer:alice)",
     )?;
     assert_eq!(second_tracker(&n.bob)?.await?, BigUint::from(0u32));
     alice2.stop().await;

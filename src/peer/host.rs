@@ -4,7 +4,7 @@
 //! the main log `""` is the trustline's own log, other keys are namespaced per peer, and `rpc` becomes a BTP
 //! Message whose one entry is named after the method (legacy `CustomRpc.call`). Ledger identities
 //! ([`ContextHost::claim_identity`]) go to the node's [`NodeIdentities`], shared by all its trustlines and kept
-//! in the node's database (`node/pin/<identity>`).
+//! in the node's database (`se/pin/<identity>`, one registry with the node's settlement engine, if it runs one).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -142,12 +142,16 @@ impl ContextHost for TrustlineHost {
     }
 }
 
-/// Prefix of trustline mode's node-wide ledger identity records in the node's database: `node/pin/<identity>` →
-/// the [`IdentityRecord`] as JSON (the same records as engine mode's `se/pin/`, in a namespace of their own).
-pub const NODE_IDENTITY_PREFIX: &str = "node/pin/";
+/// Prefix of trustline mode's ledger identity records in the node's database: the settlement engine's
+/// ([`crate::se::host::IDENTITY_PIN_PREFIX`], `se/pin/<identity>`), so that a node running both keeps one
+/// registry. Trustline accounts are recorded as `peer:<name>` ([`registry_account`]).
+pub const NODE_IDENTITY_PREFIX: &str = crate::se::host::IDENTITY_PIN_PREFIX;
 
-/// Orders identity claims (read, then write if needed) across every trustline of every node in the process.
-static NODE_IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// How a trustline's peer name is recorded in the registry: `peer:<name>`, never equal to an engine account ID
+/// (those never hold a `:`).
+pub fn registry_account(peer: &str) -> String {
+    format!("peer:{peer}")
+}
 
 /// Where a [`NodeIdentities`] keeps its records.
 enum IdentityBackend {
@@ -242,7 +246,8 @@ impl NodeIdentities {
         account: &str,
         origin: IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        let _ordered = NODE_IDENTITY_CLAIMS.lock().await;
+        let account = &registry_account(account);
+        let _ordered = crate::se::host::IDENTITY_CLAIMS.lock().await;
         let existing = self.record(identity)?;
         let decision = decide_identity_claim(identity, existing.as_ref(), account, origin);
         if let Some(record) = &decision.write {

@@ -1291,8 +1291,8 @@ impl Engine {
             .collect())
     }
 
-    /// `PUT /identities/{identity}` (admin): gives `identity` to account `id` as if configured for it, whatever
-    /// held or contested it (see `README.md`, ledger identities). Only `id` is credited on its behalf from its
+    /// `PUT /identities/{identity}` (admin): gives `identity` (one some account holds or contests) to account
+    /// `id` as if configured for it, whatever held or contested it (see `README.md`, ledger identities). Only `id` is credited on its behalf from its
     /// next claim on; any other account is refused.
     pub async fn assign_identity(&self, identity: &str, id: &str) -> Result<(), EngineError> {
         if identity.is_empty() || identity.len() > IDENTITY_MAX_BYTES || identity.contains('/') {
@@ -1301,6 +1301,16 @@ impl Engine {
             )));
         }
         self.account(id)?;
+        // Only an identity some account claimed: a mistyped one (an Ethereum address in mixed case, say) would
+        // otherwise be recorded, answered 204, and settle nothing.
+        if super::host::identity_record_in(self.inner.store.as_ref(), identity)
+            .map_err(identity_store_error)?
+            .is_none()
+        {
+            return Err(EngineError::BadRequest(format!(
+                "no account holds or contests {identity:?}; use an identity exactly as GET /identities lists it"
+            )));
+        }
         super::host::assign_identity_in(self.inner.store.as_ref(), identity, id)
             .await
             .map_err(identity_store_error)

@@ -33,12 +33,16 @@ use super::store::{keys, Family, SeBatch, SeStore};
 use super::wire;
 use crate::store::{Db, RocksStores};
 
-/// Prefix of the engine-wide ledger identity records: `se/pin/<identity>` → the [`IdentityRecord`] as JSON (a
-/// bare JSON string, the holding account, in records of earlier versions: a proven hold).
+/// Prefix of the ledger identity records: `se/pin/<identity>` → the [`IdentityRecord`] as JSON (a bare JSON
+/// string, the holding account, in records of earlier versions: a proven hold). A node that runs a settlement
+/// engine and trustline peers on one database keeps one registry for both: trustline mode writes its records
+/// here too, its accounts named `peer:<name>` (engine account IDs never hold a `:`), so an identity held on one
+/// side is contested or refused on the other like between two accounts of one side.
 pub const IDENTITY_PIN_PREFIX: &str = "se/pin/";
 
-/// Orders identity claims (read, then write if needed) across every account of every engine in the process.
-static IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Orders identity claims (read, then write if needed) across every account of every engine in the process,
+/// and every trustline (trustline mode's registry, `crate::peer::host::NodeIdentities`, takes it too).
+pub(crate) static IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The stored record of `identity` in `store`, if any.
 pub fn identity_record_in(
@@ -460,6 +464,38 @@ mod tests {
 
     fn refused_naming(result: &Result<(), ModuleError>, names: &[&str]) -> bool {
         matches!(result, Err(ModuleError::NotAccepted(m)) if names.iter().all(|n| m.contains(n)))
+    }
+
+    /// A node running a settlement engine and trustline peers on one database keeps one registry: an identity
+    /// an engine account holds cannot also be held by a trustline, and the other way round.
+    #[tokio::test]
+    async fn engine_accounts_and_trustlines_of_one_database_share_the_registry(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::peer::host::NodeIdentities;
+        use crate::se::store::RocksSeStore;
+
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(dir.path())?;
+        let engine = RocksSeStore::new(Arc::clone(&db));
+        let trustlines = NodeIdentities::rocks(Arc::clone(&db));
+
+        claim_identity_in(&engine, "eth:1:0xabc", "acct", PROVEN).await?;
+        let refused = trustlines.claim("eth:1:0xabc", "alice", PROVEN).await;
+        assert!(
+            refused_naming(&refused, &["contested", "acct", "peer:alice"]),
+            "{refused:?}"
+        );
+        assert!(claim_identity_in(&engine, "eth:1:0xabc", "acct", PROVEN)
+            .await
+            .is_err());
+
+        trustlines.claim("xrp:ABC", "bob", CONFIGURED).await?;
+        let refused = claim_identity_in(&engine, "xrp:ABC", "acct", PROVEN).await;
+        assert!(refused_naming(&refused, &["peer:bob"]), "{refused:?}");
+        // Both sides read the same records.
+        let listed = identity_records_in(&engine)?;
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        Ok(())
     }
 
     #[tokio::test]

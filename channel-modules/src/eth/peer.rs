@@ -459,8 +459,8 @@ impl PeerAddress {
 /// Limits [`pull_latest_claim`] per account (one limiter per module; one module per account): at most one pull
 /// in flight, and after a pull that credited nothing, no new one until [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`]
 /// after it started, on the context's clock ([`ChannelContext::now`]; a clock that went backwards allows a
-/// pull). A caller arriving while a pull is in flight waits for that pull to end (the pull is bounded by its
-/// RPC's own timeout) and then re-checks its limit: the pull may well cover it. A pull that credited something
+/// pull). A caller arriving while a pull is in flight waits for that pull to end, at most
+/// [`LATEST_CLAIM_PULL_MAX_WAIT`], and then re-checks its limit: the pull may well cover it. A pull that credited something
 /// does not hold the next one back: each such pull was paid for, and a payee whose claims keep getting lost
 /// still gets them at the pace of its transfers.
 #[derive(Debug, Default)]
@@ -571,12 +571,17 @@ pub async fn latest_claim_reply(
     }
 }
 
+/// Longest a prepare waits for a latest-claim pull already in flight ([`pull_latest_claim`]) before it is
+/// judged without it.
+pub const LATEST_CLAIM_PULL_MAX_WAIT: Duration = Duration::from_secs(5);
+
 /// Payee side of [`RPC_LATEST_CLAIM`]: asks the peer for its latest claim and hands it to
 /// `module.handle_incoming_claim`, which checks it like any other. Callers ask only when a claim can help (the
 /// peer owes more than it has paid or signed for); `limiter` makes a caller wait for a pull already in flight
 /// instead of starting another, and drops the pull when an unproductive one started too recently. Failures are
-/// logged; the caller re-checks its limit afterwards. Returns whether the pull (its own, or the one it waited
-/// for) credited something.
+/// logged; the caller re-checks its limit afterwards. A caller waits at most [`LATEST_CLAIM_PULL_MAX_WAIT`]
+/// for the pull in flight (which also checks what it got on the ledger, and may wait on a channel close). Returns
+/// whether the pull (its own, or the most recent one it waited for) credited something.
 pub async fn pull_latest_claim(
     module: &dyn ChannelModule,
     ctx: &ChannelContext,
@@ -589,7 +594,18 @@ pub async fn pull_latest_claim(
                 account = ctx.account_id(),
                 "waiting for the latest-claim pull in flight"
             );
-            pull_done.await;
+            // Bounded: the pull in flight also checks what it got on the ledger, and a prepare waiting here
+            // holds its place under the limit without an expiry timer yet.
+            if tokio::time::timeout(LATEST_CLAIM_PULL_MAX_WAIT, pull_done)
+                .await
+                .is_err()
+            {
+                debug!(
+                    account = ctx.account_id(),
+                    "stopped waiting for the latest-claim pull in flight"
+                );
+                return false;
+            }
             return lock(&limiter.state).last_productive;
         }
         PullStart::Skip => {
