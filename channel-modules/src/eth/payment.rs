@@ -946,6 +946,14 @@ impl EthPaymentModule {
                 _ => Ok(None),
             };
         }
+        // The identity may have been taken over while the payments were checked on the ledger (an operator's
+        // assignment, a configured claim, a contest): ask the registry again right before crediting.
+        let holder = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
+        if holder != peer {
+            return Err(ModuleError::NotAccepted(format!(
+                "the peer's address changed from {peer} to {holder} while its payments were checked"
+            )));
+        }
         let increase = &logged - &before.value;
         let settlement_id = if ids.is_empty() {
             format!("received:{logged}")
