@@ -238,6 +238,63 @@ impl NodeIdentities {
         Ok(())
     }
 
+    /// Lets go of what trustline peers that are no longer configured held, once the node knows its whole
+    /// configuration (`peers`: the names of every configured peer): a renamed or removed peer's hold (proven or
+    /// configured) is deleted, and it leaves the contests it was in (a contest left with one account becomes a
+    /// proven hold of that account, none: deleted). Otherwise a peer renamed in the configuration would be
+    /// refused its own identity for good. Engine accounts' records are not touched. Returns how many records
+    /// changed; each change is logged at warn.
+    pub async fn release_unconfigured(&self, peers: &[String]) -> Result<usize, ModuleError> {
+        let IdentityBackend::Rocks(db) = &self.backend else {
+            return Ok(0);
+        };
+        let configured: std::collections::HashSet<String> =
+            peers.iter().map(|p| registry_account(p)).collect();
+        let gone = |account: &str| account.starts_with("peer:") && !configured.contains(account);
+        let _ordered = crate::se::host::IDENTITY_CLAIMS.lock().await;
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut changed = 0;
+        for (key, _) in db.scan_prefix(NODE_IDENTITY_PREFIX.as_bytes())? {
+            let identity = String::from_utf8_lossy(&key[NODE_IDENTITY_PREFIX.len()..]).into_owned();
+            let Some(record) = self.record(&identity)? else {
+                continue;
+            };
+            let next = match &record {
+                IdentityRecord::Held { account, .. } if gone(account) => None,
+                IdentityRecord::Held { .. } => continue,
+                IdentityRecord::Contested { accounts } => {
+                    let kept: Vec<String> = accounts.iter().filter(|a| !gone(a)).cloned().collect();
+                    if kept.len() == accounts.len() {
+                        continue;
+                    }
+                    match kept.as_slice() {
+                        [] => None,
+                        [only] => Some(IdentityRecord::Held {
+                            account: only.clone(),
+                            origin: IdentityOrigin::Proven,
+                        }),
+                        _ => Some(IdentityRecord::Contested { accounts: kept }),
+                    }
+                }
+                // A record kind of a later version: left as it is.
+                _ => continue,
+            };
+            match &next {
+                Some(next) => batch.put(&key, next.to_json().to_string().as_bytes()),
+                None => batch.delete(&key),
+            }
+            tracing::warn!(
+                %identity, previous = %record.to_json(), now = %next.as_ref().map(IdentityRecord::to_json).unwrap_or_default(),
+                "ledger identity released by a peer that is no longer configured"
+            );
+            changed += 1;
+        }
+        if changed > 0 {
+            db.write(batch).await?;
+        }
+        Ok(changed)
+    }
+
     /// Claims `identity` for `account` with `origin` ([`decide_identity_claim`]): one read when nothing
     /// changes, a durable write when the record does; refusals are logged at warn, naming every account.
     pub async fn claim(

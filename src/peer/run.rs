@@ -295,13 +295,20 @@ impl PeerNode {
     }
 }
 
-/// Runs `configs` on `db` until `shutdown` completes (the CLI's `ilp-bridge run`).
+/// Runs `configs` on `db` until `shutdown` completes (the CLI's `ilp-bridge run`). `configs` is the node's
+/// whole peer configuration: ledger identities held by peers not in it are released first
+/// ([`NodeIdentities::release_unconfigured`]).
 pub async fn run_peers(
     configs: Vec<PeerConfig>,
     db: Arc<Db>,
     options: NodeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PeerError> {
+    // The whole configuration is known here: identities held by peers no longer in it are released.
+    let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+    NodeIdentities::rocks(Arc::clone(&db))
+        .release_unconfigured(&names)
+        .await?;
     let node = PeerNode::start(configs, db, options).await?;
     shutdown.await;
     node.shutdown().await;

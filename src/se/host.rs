@@ -498,6 +498,40 @@ mod tests {
         Ok(())
     }
 
+    /// A trustline peer renamed or removed in the configuration lets go of what it held, so the renamed peer
+    /// is not refused its own identity for good; engine accounts and configured peers keep theirs.
+    #[tokio::test]
+    async fn identities_of_peers_no_longer_configured_are_released(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::peer::host::NodeIdentities;
+        use crate::se::store::RocksSeStore;
+
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(dir.path())?;
+        let engine = RocksSeStore::new(Arc::clone(&db));
+        let node = NodeIdentities::rocks(Arc::clone(&db));
+        node.claim("eth:1:0xa", "alice", CONFIGURED).await?;
+        node.claim("eth:1:0xb", "bob", PROVEN).await?;
+        node.claim("xrp:C", "bob", PROVEN).await?;
+        assert!(node.claim("xrp:C", "carol", PROVEN).await.is_err());
+        claim_identity_in(&engine, "xrp:D", "acct", PROVEN).await?;
+        assert!(node.claim("xrp:D", "dave", PROVEN).await.is_err());
+
+        // alice is renamed alice-eth; bob is kept; carol and dave are gone.
+        let configured = ["alice-eth".to_owned(), "bob".to_owned()];
+        assert_eq!(node.release_unconfigured(&configured).await?, 3);
+        node.claim("eth:1:0xa", "alice-eth", CONFIGURED).await?;
+        node.claim("eth:1:0xb", "bob", PROVEN).await?;
+        // bob is left alone in the contest over xrp:C: it holds it again.
+        node.claim("xrp:C", "bob", PROVEN).await?;
+        // The engine account's hold stands.
+        claim_identity_in(&engine, "xrp:D", "acct", PROVEN).await?;
+        assert!(node.claim("xrp:D", "bob", PROVEN).await.is_err());
+        // Nothing left to release (bob is configured, so its contest stands).
+        assert_eq!(node.release_unconfigured(&configured).await?, 0);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn the_first_account_keeps_an_identity_and_a_second_prover_contests_it_durably(
     ) -> Result<(), ModuleError> {
