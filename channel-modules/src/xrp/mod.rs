@@ -987,6 +987,21 @@ impl ChannelModule for XrpPaychan {
                 claim.drops, facts.amount
             )));
         }
+        if claim.drops <= facts.balance {
+            // Already paid out on the ledger, by us, with a claim at least this high (the holder's best is never
+            // below it): it can credit nothing, and since redeemed claims are public it proves nothing about who
+            // controls the channel either, so it must not contest the channel's identity.
+            tracing::warn!(
+                account = ctx.account_id(),
+                drops = claim.drops,
+                paid_out_drops = facts.balance,
+                "claim already paid out on the ledger"
+            );
+            return Err(ModuleError::NotAccepted(format!(
+                "claim of {} drops is not above the {} drops the channel already paid out",
+                claim.drops, facts.balance
+            )));
+        }
         // The claim is signed by the channel's key: only now may this account take the channel's identity, and
         // it re-checks it before every credit (refused if another account of the node holds it, or if it is
         // contested), before anything is kept or credited.
