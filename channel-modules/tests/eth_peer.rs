@@ -723,6 +723,60 @@ fn proven_pin(address: &Address, via: &str) -> (BigUint, Value) {
     )
 }
 
+/// An unproven pin of an earlier version gives way to a configured `peerAddress`, even one naming another address:
+/// the operator's word is the way out when the pinned address was a squatter's.
+#[tokio::test]
+async fn a_configured_address_replaces_an_unproven_pin_of_an_earlier_version() -> TestResult {
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(());
+    };
+    let chain = anvil.client()?.chain_id().await?;
+    let payer_addr = address_of(&anvil, PAYER_KEY_INDEX)?;
+    let squatter_addr = address_of(&anvil, SQUATTER_KEY_INDEX)?;
+    let payer_opts = options(&anvil, PAYER_KEY_INDEX);
+    let mut payee_opts = options(&anvil, PAYEE_KEY_INDEX);
+    payee_opts["peerAddress"] = json!(payer_addr.to_string());
+    let pair = TestHost::pair(
+        Arc::new(EthPaymentModule::from_options(&payer_opts)?),
+        payer_opts,
+        Arc::new(EthPaymentModule::from_options(&payee_opts)?),
+        payee_opts,
+    );
+    set_bare_pin(&pair.b.host, &squatter_addr).await?;
+    pair.a.module.connect(&pair.a.ctx).await?;
+    pair.b.module.connect(&pair.b.ctx).await?;
+    let total = BigUint::from(1_000_000_000_000u64);
+    let claim = pair
+        .a
+        .module
+        .create_outgoing_claim(&pair.a.ctx, &total)
+        .await?
+        .ok_or("no claim")?;
+    let credit = pair
+        .b
+        .module
+        .handle_incoming_claim(&pair.b.ctx, Some(&claim))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, total);
+    assert_eq!(
+        pin_of(&pair.b.host).await?,
+        proven_pin(&payer_addr, "configured")
+    );
+    assert!(pair
+        .b
+        .host
+        .identity_record(&peer_identity(chain, &payer_addr))
+        .is_some());
+    assert_eq!(
+        pair.b
+            .host
+            .identity_record(&peer_identity(chain, &squatter_addr)),
+        None
+    );
+    Ok(())
+}
+
 /// Pins written before proofs existed (a bare address, value 1: the callee pinned whatever a caller named) are
 /// unproven. Such a pin is kept only once the peer proves that same address with a challenge (it is then
 /// rewritten with its origin); a peer proving another address, or none (an older peer), is refused with an

@@ -271,8 +271,10 @@ impl PeerAddress {
         }
         let tracker = ctx.max_value_tracker(PEER_ADDRESS_KEY)?;
         let stored = tracker.get_max().await?;
-        if let Some((pinned, _)) = parse_pin(&stored.data) {
-            if pinned != candidate {
+        if let Some((pinned, pinned_via)) = parse_pin(&stored.data) {
+            // Only a configured address may replace a pin, and only an unproven one of an earlier version.
+            let replaceable = pinned_via == PinVia::Unproven && via == PinVia::Configured;
+            if pinned != candidate && !replaceable {
                 return Err(ModuleError::NotAccepted(format!(
                     "peer address {candidate} differs from pinned {pinned}"
                 )));
@@ -305,9 +307,12 @@ impl PeerAddress {
         };
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
         match parse_pin(&stored.data) {
-            Some((pinned, _)) if pinned != configured => Err(ModuleError::NotAccepted(format!(
-                "peerAddress {configured} differs from pinned {pinned}"
-            ))),
+            // An unproven pin of an earlier version gives way to the operator's word (see `get`).
+            Some((pinned, via)) if pinned != configured && via != PinVia::Unproven => {
+                Err(ModuleError::NotAccepted(format!(
+                    "peerAddress {configured} differs from pinned {pinned}"
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -334,13 +339,19 @@ impl PeerAddress {
         }
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
         if let Some((pinned, via)) = parse_pin(&stored.data) {
+            if via == PinVia::Unproven {
+                if let Some(configured) = self.configured {
+                    // The operator's word replaces an unproven pin, whatever address it named.
+                    self.pin(ctx, chain_id, configured, PinVia::Configured)
+                        .await?;
+                    return Ok(configured);
+                }
+                return self.reprove(ctx, chain_id, pinned).await;
+            }
             if self.configured.is_some_and(|c| c != pinned) {
                 return Err(ModuleError::NotAccepted(format!(
                     "peer address {pinned} is pinned, not the configured one"
                 )));
-            }
-            if via == PinVia::Unproven {
-                return self.reprove(ctx, chain_id, pinned).await;
             }
             // Pinned by an earlier run: claim it now.
             self.claim(ctx, chain_id, &pinned).await?;
@@ -374,7 +385,7 @@ impl PeerAddress {
             warn!(account = ctx.account_id(), %pinned, %why, "unproven peer address pin refused");
             ModuleError::NotAccepted(format!(
                 "peer address {pinned} was pinned by an earlier version without a proof of ownership, and \
-                 {why}; configure peerAddress {pinned} if it is right"
+                 {why}; configure peerAddress with the peer's real address"
             ))
         };
         let proven = match self.ask(ctx, chain_id).await {
