@@ -3,15 +3,19 @@
 
 use std::sync::Arc;
 
+use channel_modules::eth::abi::{self, Token};
 use channel_modules::eth::channel::{
     claim_digest, payment_channel_init_code, read_channel, EthChannelModule, CHANNEL_TXS_LOG_KEY,
     INCOMING_CLAIM_KEY, INCOMING_SUBMITTED_KEY, OUTGOING_CLAIM_KEY,
 };
-use channel_modules::eth::peer::{pull_latest_claim, PullLimiter, RPC_LATEST_CLAIM};
+use channel_modules::eth::peer::{
+    pull_latest_claim, PullLimiter, PEER_ADDRESS_KEY, RPC_LATEST_CLAIM,
+};
 use channel_modules::eth::testing::Anvil;
 use channel_modules::eth::types::encode_hex;
-use channel_modules::eth::wallet::{TxSettings, Wallet};
+use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{Address, PrivateKey, TxHash};
+use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, PrepareOutcome, Transfer, TransferId, TransferState};
 use channel_modules::testing::{TestHost, TestPair};
 use channel_modules::{ChannelModule, Claim, ModuleError};
@@ -26,13 +30,20 @@ const STRANGER_KEY_INDEX: usize = 6;
 const DEPOSIT_WEI: u64 = 10_000_000_000_000_000;
 const TIMEOUT_SECS: u64 = 86_400;
 const MARGIN_SECS: u64 = 3_600;
+const RECEIPT_TIMEOUT_MS: u64 = 20_000;
+/// A payee receipt timeout short enough that a test can leave a close pending (automine off) and go on.
+const SHORT_RECEIPT_TIMEOUT_MS: u64 = 1_500;
 
 fn options(anvil: &Anvil, key_index: usize) -> Value {
+    options_with(anvil, key_index, RECEIPT_TIMEOUT_MS)
+}
+
+fn options_with(anvil: &Anvil, key_index: usize, receipt_timeout_ms: u64) -> Value {
     json!({
         "rpcUri": anvil.url(),
         "privateKey": anvil.dev_key(key_index),
         "pollIntervalMs": 20,
-        "receiptTimeoutMs": 20_000,
+        "receiptTimeoutMs": receipt_timeout_ms,
         "maxUnsecured": "1000",
         "channelDeposit": DEPOSIT_WEI.to_string(),
         "channelTimeoutSecs": TIMEOUT_SECS,
@@ -47,21 +58,29 @@ struct Setup {
     payer: Arc<EthChannelModule>,
     payee: Arc<EthChannelModule>,
     payer_opts: Value,
+    payee_opts: Value,
 }
 
 async fn setup() -> Result<Option<Setup>, Box<dyn std::error::Error>> {
+    setup_with(RECEIPT_TIMEOUT_MS).await
+}
+
+/// [`setup`] with the payee's `receiptTimeoutMs`.
+async fn setup_with(
+    payee_receipt_timeout_ms: u64,
+) -> Result<Option<Setup>, Box<dyn std::error::Error>> {
     let Some(anvil) = Anvil::for_test() else {
         return Ok(None);
     };
     let payer_opts = options(&anvil, PAYER_KEY_INDEX);
-    let payee_opts = options(&anvil, PAYEE_KEY_INDEX);
+    let payee_opts = options_with(&anvil, PAYEE_KEY_INDEX, payee_receipt_timeout_ms);
     let payer = Arc::new(EthChannelModule::from_options(&payer_opts)?);
     let payee = Arc::new(EthChannelModule::from_options(&payee_opts)?);
     let pair = TestHost::pair(
         payer.clone() as Arc<dyn ChannelModule>,
         payer_opts.clone(),
         payee.clone() as Arc<dyn ChannelModule>,
-        payee_opts,
+        payee_opts.clone(),
     );
     pair.a.module.connect(&pair.a.ctx).await?;
     pair.b.module.connect(&pair.b.ctx).await?;
@@ -71,6 +90,7 @@ async fn setup() -> Result<Option<Setup>, Box<dyn std::error::Error>> {
         payer,
         payee,
         payer_opts,
+        payee_opts,
     }))
 }
 
@@ -574,6 +594,13 @@ impl Setup {
             .ok_or("no claim")?)
     }
 
+    /// Runs the payee's close of retired channels now (what its background check does when a claim retires
+    /// or raises a channel).
+    async fn close_retired(&self) -> TestResult {
+        self.payee.submit_if_expiring(&self.pair.b.ctx).await?;
+        Ok(())
+    }
+
     async fn submitted(&self) -> Result<Value, Box<dyn std::error::Error>> {
         Ok(self
             .pair
@@ -631,7 +658,9 @@ async fn a_claim_lost_before_the_payer_moves_on_is_credited_with_the_new_channel
     );
     assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
 
-    // A was closed with the better claim: the payee got 100 from it.
+    // A is closed with the better claim (by the background check, woken by the claim; or here, whichever
+    // comes first): the payee got 100 from it.
+    s.close_retired().await?;
     let state = read_channel(s.payee.wallet(), &channel_a)
         .await?
         .ok_or("no channel")?;
@@ -709,6 +738,7 @@ async fn a_latest_claim_pull_after_the_payer_moved_on_recovers_the_retired_chann
     let limiter = PullLimiter::default();
     assert!(pull_latest_claim(&*s.payee, &s.pair.b.ctx, &limiter).await);
     assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+    s.close_retired().await?;
     let submitted = s.submitted().await?;
     assert_eq!(submitted["channel"], json!(channel_a.to_string()));
     assert_eq!(submitted["amount"], json!("100"));
@@ -819,7 +849,8 @@ async fn forged_foreign_and_over_deposit_retired_claims_credit_nothing_and_a_gen
         );
     }
     assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
-    // A was closed with it.
+    // A is closed with it.
+    s.close_retired().await?;
     let submitted = s.submitted().await?;
     assert_eq!(submitted["channel"], json!(channel_a.to_string()));
     assert_eq!(submitted["amount"], json!("100"));
@@ -829,5 +860,455 @@ async fn forged_foreign_and_over_deposit_retired_claims_credit_nothing_and_a_gen
             .ok_or("no channel")?
             .closed
     );
+    Ok(())
+}
+
+/// A claim without its `retired` entries: as a payer that lost them (or an older one) would send it.
+fn without_retired(claim: &Claim) -> Result<Claim, Box<dyn std::error::Error>> {
+    let mut wire = json_of(claim)?.clone();
+    wire.as_object_mut()
+        .ok_or("not an object")?
+        .remove("retired");
+    Ok(Claim::Json(wire))
+}
+
+/// `claim` carrying exactly `entries` as its retired claims.
+fn with_retired(claim: &Claim, entries: Vec<Value>) -> Result<Claim, Box<dyn std::error::Error>> {
+    let mut wire = json_of(claim)?.clone();
+    wire["retired"] = json!(entries);
+    Ok(Claim::Json(wire))
+}
+
+impl Setup {
+    /// A second payee module on the payee's records that was never connected: it runs no background check,
+    /// so a channel it retires stays open until the test closes it.
+    fn quiet_payee(&self) -> Result<EthChannelModule, Box<dyn std::error::Error>> {
+        Ok(EthChannelModule::from_options(&self.payee_opts)?)
+    }
+
+    async fn is_closed(&self, channel: &Address) -> Result<bool, Box<dyn std::error::Error>> {
+        Ok(read_channel(self.payee.wallet(), channel)
+            .await?
+            .ok_or("no channel")?
+            .closed)
+    }
+
+    /// The payer signed 100 on A, the payee holds 80; the payer moved to B (110 in all, B's claim carrying
+    /// A's final claim), and that move reached the payee without A's claim: A is retired at 80 and still open,
+    /// B holds 10. Returns (A, B's claim).
+    async fn retired_at_80_and_open(&self) -> Result<(Address, Claim), Box<dyn std::error::Error>> {
+        let (claim_a, _) = self.pay(80).await?;
+        let channel_a = channel_of(&claim_a)?;
+        self.sign_lost(100).await?;
+        self.age_current_channel().await?;
+        let claim_b = self.sign_lost(110).await?;
+        assert_ne!(channel_of(&claim_b)?, channel_a);
+        let credit = self
+            .quiet_payee()?
+            .handle_incoming_claim(&self.pair.b.ctx, Some(&without_retired(&claim_b)?))
+            .await?;
+        assert_eq!(credit.map(|c| c.amount), Some(BigUint::from(10u32)));
+        assert_eq!(self.incoming_best().await?, BigUint::from(90u32));
+        Ok((channel_a, claim_b))
+    }
+}
+
+/// An engine runs `handle_incoming_claim` on a staged context whose tracker writes are committed after it
+/// returns, or never (the request dropped, the process gone). A raise of a retired channel handled there
+/// closes nothing (closing A with 100 before the raise is recorded would leave the retry refused: A paid
+/// out, 20 never credited), and until the raise is committed no close uses the recorded 80 (the payee would
+/// credit 20 it never collects). The retry of the dropped request credits the raise, and A closes with 100.
+#[tokio::test]
+async fn a_raise_on_a_staged_context_closes_nothing_until_it_is_committed() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (channel_a, claim_b) = s.retired_at_80_and_open().await?;
+
+    // A staged copy of the payee's records: its writes are thrown away (the request is dropped).
+    let staged = s.pair.b.host.same_node(MemoryStores::unbounded());
+    for key in [INCOMING_CLAIM_KEY, PEER_ADDRESS_KEY] {
+        let value = s
+            .pair
+            .b
+            .host
+            .stores()
+            .max_value_tracker(key)?
+            .get_max()
+            .await?;
+        staged
+            .stores()
+            .max_value_tracker(key)?
+            .set_if_max(value)
+            .await?;
+    }
+    let staged_ctx = staged.context(s.payee_opts.clone(), "b");
+    let credit = s
+        .payee
+        .handle_incoming_claim(&staged_ctx, Some(&claim_b))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, BigUint::from(20u32));
+    assert!(!s.is_closed(&channel_a).await?, "closed by a staged call");
+    // The background check (or any close) meanwhile must not close A with the recorded 80.
+    assert_eq!(
+        s.payee.submit_if_expiring(&s.pair.b.ctx).await?,
+        Vec::<TxHash>::new()
+    );
+    assert!(!s.is_closed(&channel_a).await?, "closed below the raise");
+    assert_eq!(s.incoming_best().await?, BigUint::from(90u32));
+
+    // The payer sends the claim again: the raise is credited once and A closes with it.
+    let retry = s
+        .payee
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim_b))
+        .await?
+        .ok_or("no credit on retry")?;
+    assert_eq!(retry.amount, BigUint::from(20u32));
+    assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
+    s.close_retired().await?;
+    assert!(s.is_closed(&channel_a).await?);
+    let submitted = s.submitted().await?;
+    assert_eq!(submitted["channel"], json!(channel_a.to_string()));
+    assert_eq!(submitted["amount"], json!("100"));
+    Ok(())
+}
+
+/// The payee's close of retired channel A with 80 is still pending (its follow timed out) when A's final
+/// claim of 100 arrives: the chain's latest block shows A open, but crediting the 20 would credit what the
+/// pending close never collects. The claim fails (a ledger error: sent again later); once the close is mined
+/// the retry credits nothing.
+#[tokio::test]
+async fn a_raise_is_refused_for_a_retry_while_our_close_of_that_channel_is_pending() -> TestResult {
+    let Some(s) = setup_with(SHORT_RECEIPT_TIMEOUT_MS).await? else {
+        return Ok(());
+    };
+    let (channel_a, claim_b) = s.retired_at_80_and_open().await?;
+    s.anvil.set_automine(false).await?;
+    // Closes A with 80; not mined, so the follow gives up (an error or an unconfirmed status).
+    let closes = s.payee.submit_if_expiring(&s.pair.b.ctx).await;
+    assert!(closes.as_ref().map_or(true, Vec::is_empty), "{closes:?}");
+    assert!(!s.is_closed(&channel_a).await?);
+
+    let raised = s
+        .payee
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim_b))
+        .await;
+    assert!(matches!(raised, Err(ModuleError::Ledger(_))), "{raised:?}");
+    assert_eq!(s.incoming_best().await?, BigUint::from(90u32));
+
+    s.anvil.set_automine(true).await?;
+    s.anvil.mine(1).await?;
+    assert!(s.is_closed(&channel_a).await?);
+    assert_eq!(
+        s.payee
+            .handle_incoming_claim(&s.pair.b.ctx, Some(&claim_b))
+            .await?,
+        None
+    );
+    assert_eq!(s.incoming_best().await?, BigUint::from(90u32));
+    Ok(())
+}
+
+/// A retired claim whose check fails for want of the chain (here: the node is gone) is not a verdict: the
+/// whole claim fails (a ledger error, so it is sent or pulled again) instead of A being left at 80. A retired
+/// claim refused for a lasting reason (the payer's key on a channel that is not from it) is remembered: carried
+/// again, it costs no chain read.
+#[tokio::test]
+async fn an_unverifiable_retired_claim_fails_the_claim_and_a_refused_one_is_not_read_again(
+) -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (_, claim_b) = s.retired_at_80_and_open().await?;
+    let payer_key = PrivateKey::from_hex(s.anvil.dev_key(PAYER_KEY_INDEX))?;
+    let stranger = Wallet::new(
+        s.anvil.url(),
+        PrivateKey::from_hex(s.anvil.dev_key(STRANGER_KEY_INDEX))?,
+        TxSettings::default(),
+    )?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let now = s.anvil.client()?.latest_timestamp().await?;
+    let foreign = stranger
+        .deploy(
+            payment_channel_init_code(&payee_addr, now + TIMEOUT_SECS)?,
+            BigUint::from(DEPOSIT_WEI),
+        )
+        .await?;
+    let with_foreign = with_retired(
+        &claim_b,
+        vec![retired_entry(&payer_key, &foreign, 100, &foreign, 100)?],
+    )?;
+    let quiet = s.quiet_payee()?;
+    let b_ctx = &s.pair.b.ctx;
+    assert_eq!(
+        quiet
+            .handle_incoming_claim(b_ctx, Some(&with_foreign))
+            .await?,
+        None
+    );
+
+    let Setup { anvil, pair, .. } = s;
+    drop(anvil);
+    assert_eq!(
+        quiet
+            .handle_incoming_claim(&pair.b.ctx, Some(&with_foreign))
+            .await?,
+        None,
+        "a remembered refusal needs no chain"
+    );
+    let unverifiable = quiet
+        .handle_incoming_claim(&pair.b.ctx, Some(&claim_b))
+        .await;
+    assert!(
+        matches!(unverifiable, Err(ModuleError::Ledger(_))),
+        "{unverifiable:?}"
+    );
+    let best = pair
+        .b
+        .host
+        .stores()
+        .max_value_tracker(INCOMING_CLAIM_KEY)?
+        .get_max()
+        .await?;
+    assert_eq!(best.value, BigUint::from(90u32));
+    assert_eq!(best.data["retired"][0]["amount"], json!("80"));
+    Ok(())
+}
+
+/// Two retired channels, A (80 held, 100 signed) then B (closed by the payee with 10, which moved the payer
+/// to C). A's final claim arrives with C's: the totals through A and through B (`cumulative`, what a close
+/// records in `incoming_claim_submitted`) both grow by the 20.
+#[tokio::test]
+async fn raising_a_retired_channel_raises_the_totals_through_the_channels_retired_after_it(
+) -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (channel_a, claim_b) = s.retired_at_80_and_open().await?;
+    let channel_b = channel_of(&claim_b)?;
+    // The payee closes B with its 10 (directly, leaving A open): the payer moves to C.
+    let payee_wallet = Wallet::new(
+        s.anvil.url(),
+        PrivateKey::from_hex(s.anvil.dev_key(PAYEE_KEY_INDEX))?,
+        TxSettings::default(),
+    )?;
+    let signature = json_of(&claim_b)?["signature"]
+        .as_str()
+        .ok_or("signature")?
+        .to_owned();
+    let close = abi::encode_call(
+        "close(uint256,bytes)",
+        &[
+            Token::Uint(BigUint::from(10u32)),
+            Token::Bytes(channel_modules::eth::types::decode_hex(&signature)?),
+        ],
+    )?;
+    let status = payee_wallet
+        .send_and_follow(Some(channel_b), BigUint::from(0u32), close)
+        .await?;
+    assert!(matches!(status, TxStatus::Confirmed(_)), "{status:?}");
+    let claim_c = s.sign_lost(120).await?;
+    let channel_c = channel_of(&claim_c)?;
+    assert!(channel_c != channel_a && channel_c != channel_b);
+    let quiet = s.quiet_payee()?;
+    let b_ctx = &s.pair.b.ctx;
+    // C's move first (B retired at 10, total 100), then A's final claim with C's.
+    let moved = quiet
+        .handle_incoming_claim(b_ctx, Some(&without_retired(&claim_c)?))
+        .await?;
+    assert_eq!(moved.map(|c| c.amount), Some(BigUint::from(10u32)));
+    let raise = quiet.handle_incoming_claim(b_ctx, Some(&claim_c)).await?;
+    assert_eq!(raise.map(|c| c.amount), Some(BigUint::from(20u32)));
+    let best = s
+        .pair
+        .b
+        .host
+        .stores()
+        .max_value_tracker(INCOMING_CLAIM_KEY)?
+        .get_max()
+        .await?;
+    assert_eq!(best.value, BigUint::from(120u32));
+    let retired = best.data["retired"].as_array().ok_or("retired")?;
+    assert_eq!(retired.len(), 2);
+    assert_eq!(retired[0]["channel"], json!(channel_a.to_string()));
+    assert_eq!(retired[0]["amount"], json!("100"));
+    assert_eq!(retired[0]["cumulative"], json!("100"));
+    assert_eq!(retired[1]["channel"], json!(channel_b.to_string()));
+    assert_eq!(retired[1]["cumulative"], json!("110"));
+    Ok(())
+}
+
+/// Most time the background check gets to close a retired channel in a test (it is woken at once; this only
+/// bounds a hung test).
+const BACKGROUND_CLOSE_WAIT_MS: u64 = 30_000;
+
+/// The engine's order: a raise handled on a staged context (nothing closed, the payee's background check put
+/// off), then committed. The background check, woken by the claim, closes A with the committed 100 by itself.
+#[tokio::test]
+async fn the_background_check_closes_a_raised_retired_channel_once_the_raise_is_committed(
+) -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (channel_a, claim_b) = s.retired_at_80_and_open().await?;
+    let staged = s.pair.b.host.same_node(MemoryStores::unbounded());
+    let real = s.pair.b.host.stores();
+    for key in [INCOMING_CLAIM_KEY, PEER_ADDRESS_KEY] {
+        let value = real.max_value_tracker(key)?.get_max().await?;
+        staged
+            .stores()
+            .max_value_tracker(key)?
+            .set_if_max(value)
+            .await?;
+    }
+    let credit = s
+        .payee
+        .handle_incoming_claim(&staged.context(s.payee_opts.clone(), "b"), Some(&claim_b))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, BigUint::from(20u32));
+    // The commit: the staged record becomes the payee's.
+    let raised = staged
+        .stores()
+        .max_value_tracker(INCOMING_CLAIM_KEY)?
+        .get_max()
+        .await?;
+    real.max_value_tracker(INCOMING_CLAIM_KEY)?
+        .set_if_max(raised)
+        .await?;
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(BACKGROUND_CLOSE_WAIT_MS);
+    while !s.is_closed(&channel_a).await? {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the background check did not close A"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The close is recorded right after it is confirmed, under the close lock.
+    s.close_retired().await?;
+    let submitted = s.submitted().await?;
+    assert_eq!(submitted["channel"], json!(channel_a.to_string()));
+    assert_eq!(submitted["amount"], json!("100"));
+    Ok(())
+}
+
+/// The payee's close of its current channel at disconnect is still pending (its follow timed out; or the
+/// process restarted) when the payer, which still sees the channel open, signs more on it: the higher claim
+/// is not credited while the close that pays only 80 is pending (a ledger error: sent again later), and once
+/// that close is mined the claim is refused.
+#[tokio::test]
+async fn a_higher_claim_on_a_channel_whose_close_of_ours_is_pending_is_not_credited() -> TestResult
+{
+    let Some(s) = setup_with(SHORT_RECEIPT_TIMEOUT_MS).await? else {
+        return Ok(());
+    };
+    let (claim_a, _) = s.pay(80).await?;
+    let channel_a = channel_of(&claim_a)?;
+    s.anvil.set_automine(false).await?;
+    // Closes A with 80; not mined, so the follow gives up (an error or an unconfirmed status).
+    let _ = s.payee.disconnect(&s.pair.b.ctx).await;
+    assert!(!s.is_closed(&channel_a).await?);
+    let higher = s.sign_lost(100).await?;
+    assert_eq!(channel_of(&higher)?, channel_a);
+    let credit = s
+        .payee
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&higher))
+        .await;
+    assert!(matches!(credit, Err(ModuleError::Ledger(_))), "{credit:?}");
+    assert_eq!(s.incoming_best().await?, BigUint::from(80u32));
+
+    s.anvil.set_automine(true).await?;
+    s.anvil.mine(1).await?;
+    assert!(s.is_closed(&channel_a).await?);
+    let refused = s
+        .payee
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&higher))
+        .await;
+    assert!(
+        matches!(refused, Err(ModuleError::NotAccepted(_))),
+        "{refused:?}"
+    );
+    assert_eq!(s.incoming_best().await?, BigUint::from(80u32));
+    Ok(())
+}
+
+/// Most time a test waits for a spawned step to reach a given point (bounds a hung test only).
+const STEP_WAIT_MS: u64 = 20_000;
+
+/// Waits until `ready` holds, polling (bounded by [`STEP_WAIT_MS`]).
+async fn wait_until<F, Fut>(what: &str, mut ready: F) -> TestResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, Box<dyn std::error::Error>>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(STEP_WAIT_MS);
+    while !ready().await? {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Another account of the payee's node takes the peer's identity over (a configured claim) while a claim of
+/// the peer waits for the payee's chain checks (here: behind a close in flight). The identity is checked
+/// again right before the credit, so the claim is refused and credits nothing.
+#[tokio::test]
+async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_nothing(
+) -> TestResult {
+    use channel_modules::context::IdentityOrigin;
+    use channel_modules::eth::peer::peer_identity;
+
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (_, claim_b) = s.retired_at_80_and_open().await?;
+    let rpc = s.anvil.client()?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    s.anvil.set_automine(false).await?;
+    // The payee closes A (retired): the close holds the close lock until it is mined.
+    let closing = {
+        let (payee, ctx) = (s.payee.clone(), s.pair.b.ctx.clone());
+        tokio::spawn(async move { payee.submit_if_expiring(&ctx).await })
+    };
+    wait_until("the close to be sent", || async {
+        Ok(rpc.transaction_count(&payee_addr, "pending").await?
+            > rpc.transaction_count(&payee_addr, "latest").await?)
+    })
+    .await?;
+    let claim = s.sign_lost(120).await?;
+    assert_eq!(channel_of(&claim)?, channel_of(&claim_b)?);
+    let identity_checks = s.pair.b.host.identity_claims().len();
+    let handling = {
+        let (payee, ctx) = (s.payee.clone(), s.pair.b.ctx.clone());
+        tokio::spawn(async move { payee.handle_incoming_claim(&ctx, Some(&claim)).await })
+    };
+    // The claim passed the first identity check and waits behind the close.
+    wait_until("the first identity check", || async {
+        Ok(s.pair.b.host.identity_claims().len() > identity_checks)
+    })
+    .await?;
+    let chain_id = rpc.chain_id().await?;
+    let payer_addr = address_of(&s.anvil, PAYER_KEY_INDEX)?;
+    let intruder = s.pair.b.host.same_node(MemoryStores::unbounded());
+    intruder
+        .context(s.payee_opts.clone(), "intruder")
+        .claim_identity(
+            &peer_identity(chain_id, &payer_addr),
+            IdentityOrigin::Configured,
+        )
+        .await?;
+    s.anvil.set_automine(true).await?;
+    s.anvil.mine(1).await?;
+    closing.await??;
+    let credit = handling.await?;
+    assert!(
+        matches!(credit, Err(ModuleError::NotAccepted(_))),
+        "{credit:?}"
+    );
+    assert_eq!(s.incoming_best().await?, BigUint::from(90u32));
     Ok(())
 }

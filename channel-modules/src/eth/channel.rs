@@ -13,9 +13,9 @@
 //! masked), its payer is the peer and its payee is us, it is open with at least `closeMarginSecs` left, the
 //! amount is within the deposit, and the signature recovers to the payer. The best claim is kept in the
 //! max-value tracker `incoming_claim` (value: the cumulative amount credited over all channels). The payee
-//! closes the channel with it on disconnect, when the payer moves to a new channel, and (a background check
-//! every `expiryCheckIntervalMs`) when the expiry comes within `closeMarginSecs`. Before refusing a transfer
-//! over `maxUnsecured`, the payee asks the payer for its current claim (RPC `eth_latest_claim`, see
+//! closes the channel with it on disconnect, when the payer moves to a new channel (the background check, woken
+//! at once), and (that check, every `expiryCheckIntervalMs`) when the expiry comes within `closeMarginSecs`.
+//! Before refusing a transfer over `maxUnsecured`, the payee asks the payer for its current claim (RPC `eth_latest_claim`, see
 //! [`super::peer`]): a claim lost with a Fulfill response or a payer restart does not block the trustline. It
 //! asks only when fulfilled transfers exceed the best claim, rate-limited per account
 //! ([`super::peer::PullLimiter`]). The peer's address is configured or proven (`eth_address`, [`super::peer`]).
@@ -30,20 +30,35 @@
 //!
 //! Retired claims: the payer's last claims on a channel may never reach the payee (a lost Fulfill response, a
 //! restart), and once the payer moves to a new channel the payee would close the old one with a lower claim
-//! than the payer signed, losing the difference (the payer reclaims it at expiry). So the payer carries those
+//! than the payer signed, losing the difference (`close()` refunds it to the payer). So the payer carries those
 //! final claims on its new channel's claims (and in its `eth_latest_claim` reply, which is its best claim).
 //! The payee checks each retired claim that is above what it holds on that channel exactly as a current one
-//! (contract code, payer and payee, signature, within the deposit, not closed, more than `closeMarginSecs`
-//! left); one that fails is skipped with a warning and credits nothing, one not above what it holds costs
-//! nothing (no chain read), so a replayed claim credits nothing. An accepted one raises that channel's amount
-//! in the payee's record (or adds a channel it never had a claim on) and credits the difference once, under
-//! the settlement ID `<channel>:<amount>:<new total>` (the claim it came with may already have been credited as
-//! `<channel>:<amount>`); the payee then closes the retired channels with their best claims. The base of the new channel is always what
-//! the payee can prove (its credited total after the retired claims): the payer's stated `base` is compared
-//! and a difference logged, never credited, so the payee never credits more than it can close on chain. A
-//! retired channel already closed with a lower claim cannot be raised: that difference stays with the payer.
+//! (signature first, with no chain read and no lock; then contract code, payer and payee, within the deposit,
+//! not closed, more than `closeMarginSecs` left). One refused by a check credits nothing (refusals for a lasting
+//! reason are remembered, so carrying it again costs no chain read); one that could not be checked (the chain
+//! unreachable) fails the whole claim, which is sent or pulled again; one not above what the payee holds costs
+//! nothing, so a replayed claim credits nothing. An accepted one raises that channel's amount in the payee's
+//! record (or adds a channel it never had a claim on) and credits the difference once, under the settlement ID
+//! `<channel>:<amount>:<new total>` (the claim it came with may already have been credited as
+//! `<channel>:<amount>`). The base of the new channel is always what the payee can prove (its credited total
+//! after the retired claims): the payer's stated `base` is compared and a difference logged, never credited.
+//! A retired channel already closed with a lower claim cannot be raised: `close()` refunded the rest of its
+//! deposit to the payer, so that difference stays with the payer.
+//!
+//! Closing and crediting never disagree (the payee credits only what its closes collect):
+//! `handle_incoming_claim` never closes a channel itself, since its context may be staged (an engine commits
+//! the tracker writes with the credit after the module returns, or never if the request is dropped). It notes
+//! each amount it accepts on a channel (under `close_lock`, which every close holds) and wakes the background
+//! check, which closes retired channels with what the committed tracker holds and puts off a close while a
+//! higher accepted amount is not in the tracker, for at most [`UNCOMMITTED_RAISE_WINDOW_SECS`] (then the
+//! request is taken as dropped). And since a close of ours that is still pending is invisible to the checks
+//! (they read the latest block), no claim is credited while a transaction of the payee's wallet is pending: it
+//! fails with a ledger error and is retried. What is left: a commit later than that window after the module
+//! returned could credit a raise whose channel was closed with the recorded amount meanwhile; and a close we
+//! signed that left the node's pool without being mined but is broadcast again later (by anyone who kept it)
+//! could close a channel below a claim credited in between.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -52,7 +67,9 @@ use num_bigint::BigUint;
 use num_traits::Zero;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::abi::{self, Token};
@@ -104,6 +121,17 @@ pub const MAX_RETIRED_CLAIMS: usize = 4;
 /// Most closed or expiring channels a payee remembers in order to skip their retired claims without chain
 /// reads (the set is emptied when full).
 pub const MAX_DEAD_CHANNELS_REMEMBERED: usize = 1024;
+/// Most retired claims a payee remembers refusing for a lasting reason (no contract, not ours, not from the
+/// peer to us, above the deposit), keyed by channel and amount, so a claim carrying them again costs no chain
+/// read (the set is emptied when full).
+pub const MAX_REFUSED_CLAIMS_REMEMBERED: usize = 1024;
+/// Payee: how long a channel whose claim was raised by an accepted claim is not closed with a lower amount
+/// while that raise is not yet in the `incoming_claim` tracker (an engine commits the tracker after the module
+/// returns; a dropped request never commits it). At most half of `closeMarginSecs`. After it, the channel is
+/// closed with the amount the tracker holds.
+pub const UNCOMMITTED_RAISE_WINDOW_SECS: u64 = 60;
+/// Payee: how soon the background check looks again at a close it put off for an uncommitted raise.
+pub const UNCOMMITTED_RAISE_RECHECK_MS: u64 = 500;
 /// Most deploy/top-up rounds one settlement may take before giving up.
 const MAX_FUNDING_ROUNDS: usize = 4;
 /// Most wei one deposit transaction (open or top-up) carries: a transfer log amount is a `u64`.
@@ -381,9 +409,18 @@ struct Inner {
     peer: PeerAddress,
     settle_lock: tokio::sync::Mutex<()>,
     credit_lock: tokio::sync::Mutex<()>,
-    /// Payee: held while closing channels, and while a retired claim is checked and recorded, so a raise of a
-    /// retired channel's claim never races its close. Taken after `credit_lock` when both are held.
+    /// Payee: held while closing channels, and while a claim that raises a channel's amount is checked on
+    /// chain and noted in `uncommitted`, so a raise never races a close. Taken after `credit_lock`.
     close_lock: tokio::sync::Mutex<()>,
+    /// Payee: amounts accepted on a channel (by `handle_incoming_claim`) that the `incoming_claim` tracker may
+    /// not hold yet: channel -> (amount, when). A close waits (at most the uncommitted-raise window) until the
+    /// tracker holds at least that amount, so a channel is never closed below what a credit committed later
+    /// counts. Entries leave when the tracker catches up or the window passes.
+    uncommitted: Mutex<HashMap<Address, (BigUint, Instant)>>,
+    /// Payee: retired claims refused for a lasting reason, at most [`MAX_REFUSED_CLAIMS_REMEMBERED`].
+    refused_claims: Mutex<HashSet<(Address, BigUint)>>,
+    /// Payee: wakes the background check (the payer retired or raised a channel: close it soon).
+    close_wakeup: Arc<Notify>,
     /// Payee: channels found closed or too near their expiry, whose claims can never count again: a retired
     /// claim on one is skipped without chain reads (a payer carries a retired claim until the channel expires).
     /// In memory only, at most [`MAX_DEAD_CHANNELS_REMEMBERED`]. (An expiry moved later by the contract's
@@ -446,6 +483,9 @@ impl EthChannelModule {
                 credit_lock: tokio::sync::Mutex::new(()),
                 close_lock: tokio::sync::Mutex::new(()),
                 dead_channels: Mutex::new(HashSet::new()),
+                uncommitted: Mutex::new(HashMap::new()),
+                refused_claims: Mutex::new(HashSet::new()),
+                close_wakeup: Arc::new(Notify::new()),
             }),
             watcher: Mutex::new(None),
             pulls: PullLimiter::default(),
@@ -459,11 +499,13 @@ impl EthChannelModule {
 
     /// Payee: closes any channel whose expiry is within `closeMarginSecs` with its best claim (what the
     /// background check runs). Returns the close transactions sent.
+    /// Retired channels are closed too (the background check runs this after the payer retires a channel),
+    /// except one whose raised claim the tracker does not hold yet (see [`UNCOMMITTED_RAISE_WINDOW_SECS`]).
     pub async fn submit_if_expiring(
         &self,
         ctx: &ChannelContext,
     ) -> Result<Vec<TxHash>, ModuleError> {
-        self.inner.submit_claims(ctx, false).await
+        Ok(self.inner.submit_claims(ctx, false).await?.sent)
     }
 
     /// Payer: reclaims the deposits of retired channels that expired (or were closed with a failed refund).
@@ -914,10 +956,85 @@ impl Inner {
             .contains(channel)
     }
 
-    /// Checks one claim the way every claim is checked: the contract is our `PaymentChannel`, from the peer
-    /// to us, open with more than `closeMarginSecs` left, the amount within the deposit, signed by the payer.
-    /// The signature is checked first, so a forged claim costs no chain read.
-    async fn verify_claim(&self, peer: &Address, claim: &SignedClaim) -> Result<(), ModuleError> {
+    /// Notes a retired claim refused for a lasting reason, so carrying it again costs no chain read.
+    fn remember_refused(&self, claim: &SignedClaim) {
+        let mut refused = self
+            .refused_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if refused.len() >= MAX_REFUSED_CLAIMS_REMEMBERED {
+            refused.clear();
+        }
+        refused.insert((claim.channel, claim.amount.clone()));
+    }
+
+    fn was_refused(&self, claim: &SignedClaim) -> bool {
+        self.refused_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(claim.channel, claim.amount.clone()))
+    }
+
+    /// How long a close waits for an uncommitted raise: [`UNCOMMITTED_RAISE_WINDOW_SECS`], at most half the
+    /// close margin (a raised channel had more than the margin left, so the wait ends before its expiry).
+    fn uncommitted_window(&self) -> Duration {
+        Duration::from_secs(UNCOMMITTED_RAISE_WINDOW_SECS.min(self.settings.margin_secs / 2))
+    }
+
+    /// Notes that `amount` was accepted on `channel` and may not be in the tracker yet (call under
+    /// `close_lock`). Forgets notes older than the window.
+    fn note_uncommitted(&self, channel: Address, amount: &BigUint) {
+        let window = self.uncommitted_window();
+        let mut notes = self.uncommitted.lock().unwrap_or_else(|p| p.into_inner());
+        notes.retain(|_, (_, since)| since.elapsed() < window);
+        let now = Instant::now();
+        let note = notes
+            .entry(channel)
+            .or_insert_with(|| (amount.clone(), now));
+        if *amount >= note.0 {
+            *note = (amount.clone(), now);
+        }
+    }
+
+    /// Whether `channel` may be closed with `recorded` (what the tracker holds on it): no raise above it was
+    /// accepted within the window. A raise the tracker caught up with, or one older than the window (its
+    /// request was dropped before the commit), is forgotten.
+    fn may_close_with(&self, channel: &Address, recorded: &BigUint) -> bool {
+        let window = self.uncommitted_window();
+        let mut notes = self.uncommitted.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((raised, since)) = notes.get(channel) else {
+            return true;
+        };
+        if recorded >= raised {
+            notes.remove(channel);
+            return true;
+        }
+        if since.elapsed() < window {
+            return false;
+        }
+        warn!(%channel, %raised, %recorded, "an accepted claim was never recorded; closing with the recorded one");
+        notes.remove(channel);
+        true
+    }
+
+    /// Refuses (as a ledger error, so the claim is sent or pulled again later) while a transaction of our
+    /// wallet is pending: it may be a close of a channel that the chain still shows open.
+    async fn ensure_nothing_pending(&self) -> Result<(), ModuleError> {
+        let rpc = self.wallet.rpc();
+        let address = self.wallet.address();
+        let pending = rpc.transaction_count(&address, "pending").await?;
+        let latest = rpc.transaction_count(&address, "latest").await?;
+        if pending > latest {
+            return Err(ModuleError::Ledger(format!(
+                "{} transaction(s) of ours are pending (perhaps a close): retry the claim later",
+                pending - latest
+            )));
+        }
+        Ok(())
+    }
+
+    /// The claim is signed by the channel's payer (`peer`). No chain read.
+    fn check_signature(&self, peer: &Address, claim: &SignedClaim) -> Result<(), ModuleError> {
         let digest = claim_digest(&claim.channel, &claim.amount)?;
         let signer = recover_address(&eip191_hash(&digest), &claim.signature)?;
         if signer != *peer {
@@ -925,6 +1042,13 @@ impl Inner {
                 "claim is not signed by the channel's payer".to_owned(),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks a (signed) claim on chain the way every claim is checked: the contract is our `PaymentChannel`,
+    /// from the peer to us, open with more than `closeMarginSecs` left, the amount within the deposit.
+    /// `NotAccepted` for a claim that fails; `Ledger` when the chain could not be read.
+    async fn check_on_chain(&self, peer: &Address, claim: &SignedClaim) -> Result<(), ModuleError> {
         let state = read_channel(&self.wallet, &claim.channel)
             .await?
             .ok_or_else(|| ModuleError::NotAccepted(format!("no channel at {}", claim.channel)))?;
@@ -958,8 +1082,14 @@ impl Inner {
     /// retired channels carry: `value = base + amount`) and `retired` (each retired channel's best claim and
     /// the cumulative total through it). Retired claims on the wire raise a retired channel's amount (or add a
     /// channel we never had a claim on), each difference credited once: a claim that is not above what we
-    /// hold costs nothing, and one that fails any check is skipped. The base of a new channel is what we can
+    /// hold costs nothing, one refused by a check is skipped, and one that could not be checked (chain
+    /// unreachable) fails the whole claim so that it is retried. The base of a new channel is what we can
     /// prove (`value` after the retired claims), never the payer's stated `base`, which is only compared.
+    ///
+    /// Never closes a channel itself: the context may be staged (an engine commits its tracker writes after
+    /// this returns, or never if the request is dropped). It notes each accepted amount (`uncommitted`, so no
+    /// close goes below it meanwhile) and wakes the background check, which closes retired channels with what
+    /// the committed tracker holds.
     async fn handle_incoming_claim(
         &self,
         ctx: &ChannelContext,
@@ -967,7 +1097,8 @@ impl Inner {
     ) -> Result<Option<IncomingCredit>, ModuleError> {
         let wire = parse_wire_claim(claim)?;
         let claim = &wire.current;
-        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
+        let chain_id = self.wallet.chain_id().await?;
+        let peer = self.peer.get(ctx, chain_id).await?;
         let crediting = self.credit_lock.lock().await;
         let tracker = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?;
         let best = tracker.get_max().await?;
@@ -979,6 +1110,9 @@ impl Inner {
         let mut value = best.value.clone();
         let same_channel = best_channel == Some(claim.channel);
         let current_is_new = !(same_channel && claim.amount <= current_amount);
+        // Held from the first chain check of a claim that raises a channel until that amount is noted in
+        // `uncommitted`: a close is either seen by the check or sees the note.
+        let mut closing = None;
         if current_is_new {
             if retired_position(&retired, &claim.channel).is_some() {
                 return Err(ModuleError::NotAccepted(format!(
@@ -986,11 +1120,13 @@ impl Inner {
                     claim.channel
                 )));
             }
-            self.verify_claim(&peer, claim).await?;
+            self.check_signature(&peer, claim)?;
+            closing = Some(self.close_lock.lock().await);
+            self.check_on_chain(&peer, claim).await?;
         }
 
         // Claims on the channels the payer retired: what it signed there may never have reached us.
-        let mut closing = None;
+        let mut raised: Vec<(Address, BigUint)> = Vec::new();
         let mut retired_gain = BigUint::zero();
         let mut retired_changed = false;
         if wire.retired.len() > MAX_RETIRED_CLAIMS {
@@ -1022,16 +1158,27 @@ impl Inner {
                 warn!(channel = %old.channel, "our record of this channel is unreadable; retired claim skipped");
                 continue;
             };
-            if old.amount <= held || self.is_dead(&old.channel) {
+            if old.amount <= held || self.is_dead(&old.channel) || self.was_refused(old) {
                 continue;
             }
-            // Hold off closes while checking and recording: a close in flight must not race a raise.
+            // A forged entry costs neither a chain read nor a wait for the close lock.
+            if let Err(err) = self.check_signature(&peer, old) {
+                warn!(channel = %old.channel, amount = %old.amount, %err, "retired claim refused");
+                continue;
+            }
             if closing.is_none() {
                 closing = Some(self.close_lock.lock().await);
             }
-            if let Err(err) = self.verify_claim(&peer, old).await {
-                warn!(channel = %old.channel, amount = %old.amount, %err, "retired claim refused");
-                continue;
+            match self.check_on_chain(&peer, old).await {
+                Ok(()) => {}
+                Err(err @ (ModuleError::NotAccepted(_) | ModuleError::InvalidFields(_))) => {
+                    warn!(channel = %old.channel, amount = %old.amount, %err, "retired claim refused");
+                    self.remember_refused(old);
+                    continue;
+                }
+                // Not a verdict on the claim (the chain could not be read): retry all of it later rather than
+                // move on without it. Crediting is idempotent, so the retry credits it once.
+                Err(err) => return Err(err),
             }
             let gain = &old.amount - &held;
             let signature = json!(encode_hex(&old.signature.to_bytes65()));
@@ -1043,11 +1190,14 @@ impl Inner {
                 retired_changed = true;
                 match position {
                     Some(i) => {
-                        let cumulative =
-                            parse_amount(&retired[i]["cumulative"]).unwrap_or_default() + &gain;
                         retired[i]["amount"] = json!(old.amount.to_string());
                         retired[i]["signature"] = signature;
-                        retired[i]["cumulative"] = json!(cumulative.to_string());
+                        // The totals through this channel and every one retired after it grow by the gain.
+                        for later in retired.iter_mut().skip(i) {
+                            let cumulative =
+                                parse_amount(&later["cumulative"]).unwrap_or_default() + &gain;
+                            later["cumulative"] = json!(cumulative.to_string());
+                        }
                     }
                     None => {
                         let mut entry = old.to_json();
@@ -1058,11 +1208,16 @@ impl Inner {
             }
             value += &gain;
             retired_gain += &gain;
+            raised.push((old.channel, old.amount.clone()));
             info!(channel = %old.channel, amount = %old.amount, %gain, "retired channel claim accepted");
         }
         if !current_is_new && retired_gain.is_zero() {
             return Ok(None);
         }
+        // A close of ours still pending (its follow timed out, or an earlier process sent it, e.g. at
+        // disconnect) is invisible to the checks above, which read the latest block: crediting now could count
+        // more than that close collects.
+        self.ensure_nothing_pending().await?;
 
         let moved = current_is_new && !same_channel;
         if moved {
@@ -1080,6 +1235,7 @@ impl Inner {
         if current_is_new {
             current_amount = claim.amount.clone();
             current_signature = Some(json!(encode_hex(&claim.signature.to_bytes65())));
+            raised.push((claim.channel, claim.amount.clone()));
         }
         let cumulative = &base + &current_amount;
         if let Some(stated) = wire.base.as_ref().filter(|stated| **stated != base) {
@@ -1098,6 +1254,14 @@ impl Inner {
             ));
         }
         let increase = &cumulative - &best.value;
+        // The chain reads took a while: the peer's identity may have been taken over meanwhile (an operator
+        // assignment, a configured claim by another account). Re-check it right before recording the credit.
+        let again = self.peer.get(ctx, chain_id).await?;
+        if again != peer {
+            return Err(ModuleError::NotAccepted(format!(
+                "the peer's address changed from {peer} to {again} while its claim was checked"
+            )));
+        }
         let mut data = json!({
             // A new claim is on our current channel or moves us to its own; an old one is on the current one.
             "channel": claim.channel.to_string(),
@@ -1119,14 +1283,16 @@ impl Inner {
                 "incoming claim changed concurrently".into(),
             ));
         }
+        for (channel, amount) in &raised {
+            self.note_uncommitted(*channel, amount);
+        }
         drop(closing);
         drop(crediting);
         info!(channel = %claim.channel, amount = %claim.amount, %increase, %retired_gain, "incoming claim accepted");
         if retired_changed {
-            // The payer moved on (or raised a retired channel): close those channels now, not at expiry.
-            if let Err(err) = self.submit_claims(ctx, false).await {
-                warn!(%err, "closing a retired channel failed; will retry");
-            }
+            // The payer moved on (or raised a retired channel): the background check closes those channels
+            // now, not at expiry, with what the tracker holds once this claim is committed.
+            self.close_wakeup.notify_one();
         }
         if increase.is_zero() {
             return Ok(None);
@@ -1144,12 +1310,9 @@ impl Inner {
     }
 
     /// Closes channels with their best claims: the retired ones always, the current one when `all` or when
-    /// its expiry is within the margin. Already closed channels are skipped, so repeating is harmless.
-    async fn submit_claims(
-        &self,
-        ctx: &ChannelContext,
-        all: bool,
-    ) -> Result<Vec<TxHash>, ModuleError> {
+    /// its expiry is within the margin. Already closed channels are skipped, so repeating is harmless. A
+    /// channel with an accepted amount above the recorded one (not committed yet) is put off (`deferred`).
+    async fn submit_claims(&self, ctx: &ChannelContext, all: bool) -> Result<Closes, ModuleError> {
         let _closing = self.close_lock.lock().await;
         let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
         let mut candidates: Vec<(Value, bool, BigUint)> = Vec::new();
@@ -1166,7 +1329,7 @@ impl Inner {
         }
         let now = self.chain_now().await?;
         let submitted = ctx.max_value_tracker(INCOMING_SUBMITTED_KEY)?;
-        let mut sent = Vec::new();
+        let mut closes = Closes::default();
         for (entry, force, cumulative) in candidates {
             let (Some(channel), Some(amount)) = (
                 parse_address(&entry["channel"]),
@@ -1182,6 +1345,11 @@ impl Inner {
             }
             let expiring = now.saturating_add(self.settings.margin_secs) >= state.expires_at;
             if !force && !expiring {
+                continue;
+            }
+            if !self.may_close_with(&channel, &amount) {
+                info!(%channel, recorded = %amount, "close put off: a higher accepted claim is not recorded yet");
+                closes.deferred = true;
                 continue;
             }
             let signature = entry["signature"]
@@ -1210,13 +1378,22 @@ impl Inner {
                             }),
                         })
                         .await?;
-                    sent.push(receipt.transaction_hash);
+                    closes.sent.push(receipt.transaction_hash);
                 }
                 other => warn!(%channel, ?other, "close transaction failed"),
             }
         }
-        Ok(sent)
+        Ok(closes)
     }
+}
+
+/// What one [`Inner::submit_claims`] run did.
+#[derive(Debug, Default)]
+struct Closes {
+    /// Close transactions confirmed.
+    sent: Vec<TxHash>,
+    /// A close was put off for an uncommitted raise: look again soon.
+    deferred: bool,
 }
 
 #[async_trait]
@@ -1260,17 +1437,29 @@ impl ChannelModule for EthChannelModule {
         let weak_inner = Arc::downgrade(inner);
         let weak_ctx = ctx.downgrade();
         let check_interval = inner.settings.check_interval;
+        let recheck = Duration::from_millis(UNCOMMITTED_RAISE_RECHECK_MS);
+        let wakeup = Arc::clone(&inner.close_wakeup);
         let handle = tokio::spawn(async move {
+            let mut wait = check_interval;
             loop {
-                tokio::time::sleep(check_interval).await;
+                // Woken early when the payer retired or raised a channel (see `handle_incoming_claim`).
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = wakeup.notified() => {}
+                }
                 let (Some(watcher_inner), Some(watcher_ctx)) =
                     (weak_inner.upgrade(), weak_ctx.upgrade())
                 else {
                     return;
                 };
-                if let Err(err) = watcher_inner.submit_claims(&watcher_ctx, false).await {
-                    warn!(%err, "expiry check failed");
-                }
+                wait = match watcher_inner.submit_claims(&watcher_ctx, false).await {
+                    Ok(closes) if closes.deferred => recheck,
+                    Ok(_) => check_interval,
+                    Err(err) => {
+                        warn!(%err, "expiry check failed");
+                        check_interval
+                    }
+                };
             }
         });
         if let Some(old) = self
@@ -1293,7 +1482,14 @@ impl ChannelModule for EthChannelModule {
         {
             handle.abort();
         }
-        self.inner.submit_claims(ctx, true).await.map(|_| ())
+        // A close put off for an uncommitted raise is retried until it goes (at most the uncommitted-raise
+        // window, after which the recorded amount is used).
+        loop {
+            if !self.inner.submit_claims(ctx, true).await?.deferred {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(UNCOMMITTED_RAISE_RECHECK_MS)).await;
+        }
     }
 
     fn info(&self) -> Option<Value> {
