@@ -72,8 +72,22 @@ async fn setup_with(
     let Some(anvil) = Anvil::for_test() else {
         return Ok(None);
     };
+    setup_on(anvil, payee_receipt_timeout_ms, None)
+        .await
+        .map(Some)
+}
+
+/// [`setup_with`] on `anvil`, the payee reaching it through `payee_rpc` when given.
+async fn setup_on(
+    anvil: Anvil,
+    payee_receipt_timeout_ms: u64,
+    payee_rpc: Option<&str>,
+) -> Result<Setup, Box<dyn std::error::Error>> {
     let payer_opts = options(&anvil, PAYER_KEY_INDEX);
-    let payee_opts = options_with(&anvil, PAYEE_KEY_INDEX, payee_receipt_timeout_ms);
+    let mut payee_opts = options_with(&anvil, PAYEE_KEY_INDEX, payee_receipt_timeout_ms);
+    if let Some(url) = payee_rpc {
+        payee_opts["rpcUri"] = json!(url);
+    }
     let payer = Arc::new(EthChannelModule::from_options(&payer_opts)?);
     let payee = Arc::new(EthChannelModule::from_options(&payee_opts)?);
     let pair = TestHost::pair(
@@ -84,14 +98,122 @@ async fn setup_with(
     );
     pair.a.module.connect(&pair.a.ctx).await?;
     pair.b.module.connect(&pair.b.ctx).await?;
-    Ok(Some(Setup {
+    Ok(Setup {
         anvil,
         pair,
         payer,
         payee,
         payer_opts,
         payee_opts,
-    }))
+    })
+}
+
+/// A JSON-RPC proxy in front of `anvil` (loopback, port 0) that mines one block right before the first
+/// `eth_getTransactionCount(…, "pending")` after [`MineBeforePendingNonce::arm`]: a pending transaction gets
+/// mined at the worst moment for a check that reads the chain and then the nonces. Stopped when dropped.
+struct MineBeforePendingNonce {
+    url: String,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MineBeforePendingNonce {
+    async fn start(anvil: &Anvil) -> Result<Self, Box<dyn std::error::Error>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream = anvil.url().to_owned();
+        let miner = Arc::new(anvil.client()?);
+        let http = reqwest::Client::new();
+        let flag = Arc::clone(&armed);
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (upstream, miner, http, flag) = (
+                    upstream.clone(),
+                    Arc::clone(&miner),
+                    http.clone(),
+                    Arc::clone(&flag),
+                );
+                tokio::spawn(async move {
+                    let _ = proxy_connection(socket, &upstream, &miner, &http, &flag).await;
+                });
+            }
+        });
+        Ok(MineBeforePendingNonce { url, armed, task })
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for MineBeforePendingNonce {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves one keep-alive HTTP/1.1 connection of JSON-RPC POSTs for [`MineBeforePendingNonce`].
+async fn proxy_connection(
+    mut socket: tokio::net::TcpStream,
+    upstream: &str,
+    miner: &channel_modules::eth::rpc::RpcClient,
+    http: &reqwest::Client,
+    armed: &std::sync::atomic::AtomicBool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(Ok(0), |v| v.trim().parse())?;
+        while buf.len() < head_end + 4 + length {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Vec<u8> = buf
+            .drain(..head_end + 4 + length)
+            .skip(head_end + 4)
+            .collect();
+        let text = String::from_utf8_lossy(&body);
+        if text.contains("eth_getTransactionCount")
+            && text.contains("pending")
+            && armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            miner.call("evm_mine", json!([])).await?;
+        }
+        let reply = http
+            .post(upstream)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            reply.len()
+        );
+        socket.write_all(head.as_bytes()).await?;
+        socket.write_all(&reply).await?;
+    }
 }
 
 fn address_of(anvil: &Anvil, index: usize) -> Result<Address, Box<dyn std::error::Error>> {
@@ -1006,6 +1128,38 @@ async fn a_raise_is_refused_for_a_retry_while_our_close_of_that_channel_is_pendi
             .await?,
         None
     );
+    assert_eq!(s.incoming_best().await?, BigUint::from(90u32));
+    Ok(())
+}
+
+/// Our close of A (with 80) is pending when A's final claim (100) arrives, and it is mined in the middle of the
+/// payee's checks, right before it reads the wallet's nonces. The payee must not credit the raise: whatever
+/// order the checks run in, either the pending close or the closed channel must be seen, so the total stays
+/// what the closes collect (80 on A + 10 on B).
+#[tokio::test]
+async fn a_close_of_ours_mined_during_the_checks_is_never_raised_past() -> TestResult {
+    let Some(anvil) = Anvil::for_test() else {
+        return Ok(());
+    };
+    let proxy = MineBeforePendingNonce::start(&anvil).await?;
+    let s = setup_on(anvil, SHORT_RECEIPT_TIMEOUT_MS, Some(&proxy.url)).await?;
+    let (channel_a, claim_b) = s.retired_at_80_and_open().await?;
+    s.anvil.set_automine(false).await?;
+    let closes = s.payee.submit_if_expiring(&s.pair.b.ctx).await;
+    assert!(closes.as_ref().map_or(true, Vec::is_empty), "{closes:?}");
+    assert!(!s.is_closed(&channel_a).await?);
+
+    proxy.arm();
+    let raised = s
+        .payee
+        .handle_incoming_claim(&s.pair.b.ctx, Some(&claim_b))
+        .await;
+    s.anvil.set_automine(true).await?;
+    assert!(
+        matches!(raised, Ok(None) | Err(ModuleError::Ledger(_))),
+        "{raised:?}"
+    );
+    assert!(s.is_closed(&channel_a).await?, "the close was mined");
     assert_eq!(s.incoming_best().await?, BigUint::from(90u32));
     Ok(())
 }

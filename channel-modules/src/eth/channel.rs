@@ -113,6 +113,8 @@ pub const OPT_EXPIRY_CHECK_INTERVAL_MS: &str = "expiryCheckIntervalMs";
 pub const DEFAULT_CHANNEL_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 /// Default close margin: 1 hour.
 pub const DEFAULT_CLOSE_MARGIN_SECS: u64 = 3600;
+/// Smallest `closeMarginSecs` accepted, in seconds.
+pub const MIN_CLOSE_MARGIN_SECS: u64 = 60;
 /// Default payee expiry check interval: 1 minute.
 pub const DEFAULT_EXPIRY_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Most claims on retired channels one claim carries (the payer sends the most recent ones) and a payee checks
@@ -468,6 +470,12 @@ impl EthChannelModule {
                     .max(1),
             ),
         };
+        if settings.margin_secs < MIN_CLOSE_MARGIN_SECS {
+            return Err(ModuleError::InvalidFields(format!(
+                "{OPT_CLOSE_MARGIN_SECS} must be at least {MIN_CLOSE_MARGIN_SECS} (a close needs time to be \
+                 mined, and an uncommitted raise holds a close back for up to half of it)"
+            )));
+        }
         if settings.timeout_secs <= settings.margin_secs.saturating_mul(2) {
             return Err(ModuleError::InvalidFields(format!(
                 "{OPT_CHANNEL_TIMEOUT_SECS} must exceed twice {OPT_CLOSE_MARGIN_SECS}"
@@ -1122,6 +1130,7 @@ impl Inner {
             }
             self.check_signature(&peer, claim)?;
             closing = Some(self.close_lock.lock().await);
+            self.ensure_nothing_pending().await?;
             self.check_on_chain(&peer, claim).await?;
         }
 
@@ -1168,6 +1177,7 @@ impl Inner {
             }
             if closing.is_none() {
                 closing = Some(self.close_lock.lock().await);
+                self.ensure_nothing_pending().await?;
             }
             match self.check_on_chain(&peer, old).await {
                 Ok(()) => {}
@@ -1215,9 +1225,9 @@ impl Inner {
             return Ok(None);
         }
         // A close of ours still pending (its follow timed out, or an earlier process sent it, e.g. at
-        // disconnect) is invisible to the checks above, which read the latest block: crediting now could count
-        // more than that close collects.
-        self.ensure_nothing_pending().await?;
+        // disconnect) is invisible to the checks above, which read the latest block: so whenever a channel is
+        // read here, `ensure_nothing_pending` ran first, under `close_lock` (no close of ours starts after it,
+        // and one mined in between is seen closed by the read).
 
         let moved = current_is_new && !same_channel;
         if moved {
