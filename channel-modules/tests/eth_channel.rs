@@ -1348,6 +1348,57 @@ async fn the_background_check_closes_a_raised_retired_channel_once_the_raise_is_
     Ok(())
 }
 
+/// An engine moves the payee to the payer's new channel B on a staged context and commits the records only
+/// after the module returned, so the background check woken by the move may still read A as current. It looks
+/// once more shortly after, and closes A (retired at 80) without waiting for its next periodic check.
+#[tokio::test]
+async fn the_background_check_closes_the_channel_a_staged_move_retired() -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let (claim_a, _) = s.pay(80).await?;
+    let channel_a = channel_of(&claim_a)?;
+    s.age_current_channel().await?;
+    let claim_b = s.sign_lost(110).await?;
+    assert_ne!(channel_of(&claim_b)?, channel_a);
+    let staged = s.pair.b.host.same_node(MemoryStores::unbounded());
+    let real = s.pair.b.host.stores();
+    for key in [INCOMING_CLAIM_KEY, PEER_ADDRESS_KEY] {
+        let value = real.max_value_tracker(key)?.get_max().await?;
+        staged
+            .stores()
+            .max_value_tracker(key)?
+            .set_if_max(value)
+            .await?;
+    }
+    let credit = s
+        .payee
+        .handle_incoming_claim(&staged.context(s.payee_opts.clone(), "b"), Some(&claim_b))
+        .await?
+        .ok_or("no credit")?;
+    assert_eq!(credit.amount, BigUint::from(30u32));
+    // The engine's commit, a moment after the module returned (and after the woken check read the records).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let moved = staged
+        .stores()
+        .max_value_tracker(INCOMING_CLAIM_KEY)?
+        .get_max()
+        .await?;
+    real.max_value_tracker(INCOMING_CLAIM_KEY)?
+        .set_if_max(moved)
+        .await?;
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(BACKGROUND_CLOSE_WAIT_MS);
+    while !s.is_closed(&channel_a).await? {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the background check did not close A after the move was committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// The payee's close of its current channel at disconnect is still pending (its follow timed out; or the
 /// process restarted) when the payer, which still sees the channel open, signs more on it: the higher claim
 /// is not credited while the close that pays only 80 is pending (a ledger error: sent again later), and once

@@ -1453,17 +1453,19 @@ impl ChannelModule for EthChannelModule {
             let mut wait = check_interval;
             loop {
                 // Woken early when the payer retired or raised a channel (see `handle_incoming_claim`).
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = wakeup.notified() => {}
-                }
+                let woken = tokio::select! {
+                    () = tokio::time::sleep(wait) => false,
+                    () = wakeup.notified() => true,
+                };
                 let (Some(watcher_inner), Some(watcher_ctx)) =
                     (weak_inner.upgrade(), weak_ctx.upgrade())
                 else {
                     return;
                 };
+                // After a wake-up, look once more shortly: an engine commits the claim's records just after
+                // the module returned, possibly after this check read them.
                 wait = match watcher_inner.submit_claims(&watcher_ctx, false).await {
-                    Ok(closes) if closes.deferred => recheck,
+                    Ok(closes) if closes.deferred || woken => recheck,
                     Ok(_) => check_interval,
                     Err(err) => {
                         warn!(%err, "expiry check failed");
