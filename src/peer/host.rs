@@ -6,18 +6,20 @@
 //! ([`ContextHost::claim_identity`]) go to the node's [`NodeIdentities`], shared by all its trustlines and kept
 //! in the node's database (`se/pin/<identity>`, one registry with the node's settlement engine, if it runs one).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use channel_modules::context::{decide_identity_claim, IdentityOrigin, IdentityRecord};
+use channel_modules::context::{IdentityOrigin, IdentityRecord};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
-use channel_modules::sync::lock;
 use channel_modules::{ContextHost, ModuleError};
 
 use super::trustline::{Trustline, TrustlineInner};
+use crate::se::host::{
+    claim_identity_in, identity_record_in, identity_records_in, IDENTITY_CLAIMS,
+};
+use crate::se::store::{Family, MemorySeStore, RocksSeStore, SeBatch, SeStore};
 use crate::store::Db;
 
 /// The stores of one peer, by key (`""` is the main log). The same key must always yield the same instance.
@@ -153,89 +155,39 @@ pub fn registry_account(peer: &str) -> String {
     format!("peer:{peer}")
 }
 
-/// Where a [`NodeIdentities`] keeps its records.
-enum IdentityBackend {
-    /// In memory (tests, and trustlines built outside a [`PeerNode`](super::PeerNode)).
-    Memory(Mutex<HashMap<String, IdentityRecord>>),
-    /// In the node's database, namespace [`NODE_IDENTITY_PREFIX`] (production: every trustline of a node
-    /// shares one [`Db`]).
-    Rocks(Arc<Db>),
-}
-
 /// The node-wide registry of ledger identities in trustline mode ([`ContextHost::claim_identity`]): every
 /// trustline of one [`PeerNode`](super::PeerNode) shares it (through [`TrustlineOptions`](super::trustline::TrustlineOptions)),
-/// so two peers can never both be credited for the same on-chain payments or channel claims; the rules are
-/// [`decide_identity_claim`]'s, the same as engine mode's.
+/// so two peers can never both be credited for the same on-chain payments or channel claims. It is the settlement
+/// engine's registry ([`crate::se::host::claim_identity_in`] and its rules, records [`NODE_IDENTITY_PREFIX`])
+/// over the node's database, with trustline accounts named [`registry_account`].
 pub struct NodeIdentities {
-    backend: IdentityBackend,
+    store: Arc<dyn SeStore>,
 }
 
 impl std::fmt::Debug for NodeIdentities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let backend = match &self.backend {
-            IdentityBackend::Memory(_) => "memory",
-            IdentityBackend::Rocks(_) => "rocksdb",
-        };
-        f.debug_struct("NodeIdentities")
-            .field("backend", &backend)
-            .finish()
+        f.debug_struct("NodeIdentities").finish_non_exhaustive()
     }
 }
 
 impl NodeIdentities {
-    /// A registry in memory (not durable).
+    /// A registry in memory (not durable: tests, and trustlines built outside a [`PeerNode`](super::PeerNode)).
     pub fn memory() -> Arc<Self> {
         Arc::new(NodeIdentities {
-            backend: IdentityBackend::Memory(Mutex::new(HashMap::new())),
+            store: Arc::new(MemorySeStore::new()),
         })
     }
 
-    /// A durable registry in `db`.
+    /// A durable registry in `db` (production: every trustline of a node shares one [`Db`]).
     pub fn rocks(db: Arc<Db>) -> Arc<Self> {
         Arc::new(NodeIdentities {
-            backend: IdentityBackend::Rocks(db),
+            store: Arc::new(RocksSeStore::new(db)),
         })
     }
 
     /// The stored record of `identity`, if any.
     pub fn record(&self, identity: &str) -> Result<Option<IdentityRecord>, ModuleError> {
-        match &self.backend {
-            IdentityBackend::Memory(records) => Ok(lock(records).get(identity).cloned()),
-            IdentityBackend::Rocks(db) => {
-                let key = format!("{NODE_IDENTITY_PREFIX}{identity}");
-                let Some(bytes) = db.get(key.as_bytes())? else {
-                    return Ok(None);
-                };
-                let corrupt = |reason: String| {
-                    ModuleError::Store(StoreError::Corrupt {
-                        key: key.clone(),
-                        reason,
-                    })
-                };
-                let value: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-                IdentityRecord::from_json(&value)
-                    .map(Some)
-                    .ok_or_else(|| corrupt("unreadable ledger identity record".to_owned()))
-            }
-        }
-    }
-
-    async fn store(&self, identity: &str, record: &IdentityRecord) -> Result<(), ModuleError> {
-        match &self.backend {
-            IdentityBackend::Memory(records) => {
-                lock(records).insert(identity.to_owned(), record.clone());
-            }
-            IdentityBackend::Rocks(db) => {
-                let mut batch = rocksdb::WriteBatch::default();
-                batch.put(
-                    format!("{NODE_IDENTITY_PREFIX}{identity}").as_bytes(),
-                    record.to_json().to_string().as_bytes(),
-                );
-                db.write(batch).await?;
-            }
-        }
-        Ok(())
+        identity_record_in(self.store.as_ref(), identity)
     }
 
     /// Lets go of what trustline peers that are no longer configured held, once the node knows its whole
@@ -245,28 +197,17 @@ impl NodeIdentities {
     /// refused its own identity for good. Engine accounts' records are not touched. Returns how many records
     /// changed; each change is logged at warn.
     pub async fn release_unconfigured(&self, peers: &[String]) -> Result<usize, ModuleError> {
-        let IdentityBackend::Rocks(db) = &self.backend else {
-            return Ok(0);
-        };
         let configured: std::collections::HashSet<String> =
             peers.iter().map(|p| registry_account(p)).collect();
         let gone = |account: &str| account.starts_with("peer:") && !configured.contains(account);
-        let _ordered = crate::se::host::IDENTITY_CLAIMS.lock().await;
-        let mut batch = rocksdb::WriteBatch::default();
+        let _ordered = IDENTITY_CLAIMS.lock().await;
+        let mut batch = SeBatch::new();
         let mut changed = 0;
-        for (key, _) in db.scan_prefix(NODE_IDENTITY_PREFIX.as_bytes())? {
-            let identity = String::from_utf8_lossy(&key[NODE_IDENTITY_PREFIX.len()..]).into_owned();
-            let Some(record) = self.record(&identity)? else {
-                continue;
-            };
+        for (identity, record) in identity_records_in(self.store.as_ref())? {
             let next = match &record {
                 IdentityRecord::Held { account, .. } if gone(account) => None,
-                IdentityRecord::Held { .. } => continue,
-                IdentityRecord::Contested { accounts } => {
+                IdentityRecord::Contested { accounts } if accounts.iter().any(|a| gone(a)) => {
                     let kept: Vec<String> = accounts.iter().filter(|a| !gone(a)).cloned().collect();
-                    if kept.len() == accounts.len() {
-                        continue;
-                    }
                     match kept.as_slice() {
                         [] => None,
                         [only] => Some(IdentityRecord::Held {
@@ -276,12 +217,12 @@ impl NodeIdentities {
                         _ => Some(IdentityRecord::Contested { accounts: kept }),
                     }
                 }
-                // A record kind of a later version: left as it is.
                 _ => continue,
             };
+            let key = format!("{NODE_IDENTITY_PREFIX}{identity}");
             match &next {
-                Some(next) => batch.put(&key, next.to_json().to_string().as_bytes()),
-                None => batch.delete(&key),
+                Some(next) => batch.put_json(Family::Main, key, &next.to_json())?,
+                None => batch.delete(Family::Main, key),
             }
             tracing::warn!(
                 %identity, previous = %record.to_json(), now = %next.as_ref().map(IdentityRecord::to_json).unwrap_or_default(),
@@ -290,7 +231,7 @@ impl NodeIdentities {
             changed += 1;
         }
         if changed > 0 {
-            db.write(batch).await?;
+            self.store.submit(batch)?.await?;
         }
         Ok(changed)
     }
@@ -303,20 +244,12 @@ impl NodeIdentities {
         account: &str,
         origin: IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        let account = &registry_account(account);
-        let _ordered = crate::se::host::IDENTITY_CLAIMS.lock().await;
-        let existing = self.record(identity)?;
-        let decision = decide_identity_claim(identity, existing.as_ref(), account, origin);
-        if let Some(record) = &decision.write {
-            self.store(identity, record).await?;
-        }
-        crate::se::host::log_identity_decision(
+        claim_identity_in(
+            self.store.as_ref(),
             identity,
-            account,
+            &registry_account(account),
             origin,
-            existing.as_ref(),
-            &decision,
-        );
-        decision.outcome
+        )
+        .await
     }
 }

@@ -50,17 +50,17 @@ pub fn identity_record_in(
     identity: &str,
 ) -> Result<Option<IdentityRecord>, ModuleError> {
     let key = format!("{IDENTITY_PIN_PREFIX}{identity}");
-    let Some((k, bytes)) = store
-        .scan_prefix(Family::Main, &key)?
-        .into_iter()
-        .find(|(k, _)| *k == key)
-    else {
+    let Some(bytes) = store.get_main(&key)? else {
         return Ok(None);
     };
-    let value: serde_json::Value = super::store::decode(&k, &bytes)?;
-    IdentityRecord::from_json(&value).map(Some).ok_or_else(|| {
+    decode_identity_record(&key, &bytes).map(Some)
+}
+
+fn decode_identity_record(key: &str, bytes: &[u8]) -> Result<IdentityRecord, ModuleError> {
+    let value: serde_json::Value = super::store::decode(key, bytes)?;
+    IdentityRecord::from_json(&value).ok_or_else(|| {
         ModuleError::Store(StoreError::Corrupt {
-            key: k,
+            key: key.to_owned(),
             reason: "unreadable ledger identity record".to_owned(),
         })
     })
@@ -96,17 +96,9 @@ pub fn identity_records_in(
 ) -> Result<Vec<(String, IdentityRecord)>, ModuleError> {
     let mut out = Vec::new();
     for (key, bytes) in store.scan_prefix(Family::Main, IDENTITY_PIN_PREFIX)? {
-        let Some(identity) = key.strip_prefix(IDENTITY_PIN_PREFIX) else {
-            continue;
-        };
-        let value: serde_json::Value = super::store::decode(&key, &bytes)?;
-        let record = IdentityRecord::from_json(&value).ok_or_else(|| {
-            ModuleError::Store(StoreError::Corrupt {
-                key: key.clone(),
-                reason: "unreadable ledger identity record".to_owned(),
-            })
-        })?;
-        out.push((identity.to_owned(), record));
+        if let Some(identity) = key.strip_prefix(IDENTITY_PIN_PREFIX) {
+            out.push((identity.to_owned(), decode_identity_record(&key, &bytes)?));
+        }
     }
     Ok(out)
 }
@@ -141,7 +133,7 @@ pub async fn assign_identity_in(
 
 /// Logs what a registry did with a claim: a new hold or a takeover at info, a contest or a refusal at warn
 /// (naming the identity and every account involved).
-pub fn log_identity_decision(
+fn log_identity_decision(
     identity: &str,
     account: &str,
     origin: IdentityOrigin,
