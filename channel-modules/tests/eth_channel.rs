@@ -1018,6 +1018,29 @@ impl Setup {
     /// The payer signed 100 on A, the payee holds 80; the payer moved to B (110 in all, B's claim carrying
     /// A's final claim), and that move reached the payee without A's claim: A is retired at 80 and still open,
     /// B holds 10. Returns (A, B's claim).
+    /// What an engine hands the module while it handles a claim: another host of the payee's node holding a
+    /// copy of the payee's claim and peer records, whose writes reach the payee only if the test copies them back
+    /// (the engine's commit).
+    async fn staged_copy(&self) -> Result<Arc<TestHost>, Box<dyn std::error::Error>> {
+        let staged = self.pair.b.host.same_node(MemoryStores::unbounded());
+        for key in [INCOMING_CLAIM_KEY, PEER_ADDRESS_KEY] {
+            let value = self
+                .pair
+                .b
+                .host
+                .stores()
+                .max_value_tracker(key)?
+                .get_max()
+                .await?;
+            staged
+                .stores()
+                .max_value_tracker(key)?
+                .set_if_max(value)
+                .await?;
+        }
+        Ok(staged)
+    }
+
     async fn retired_at_80_and_open(&self) -> Result<(Address, Claim), Box<dyn std::error::Error>> {
         let (claim_a, _) = self.pay(80).await?;
         let channel_a = channel_of(&claim_a)?;
@@ -1048,22 +1071,7 @@ async fn a_raise_on_a_staged_context_closes_nothing_until_it_is_committed() -> T
     let (channel_a, claim_b) = s.retired_at_80_and_open().await?;
 
     // A staged copy of the payee's records: its writes are thrown away (the request is dropped).
-    let staged = s.pair.b.host.same_node(MemoryStores::unbounded());
-    for key in [INCOMING_CLAIM_KEY, PEER_ADDRESS_KEY] {
-        let value = s
-            .pair
-            .b
-            .host
-            .stores()
-            .max_value_tracker(key)?
-            .get_max()
-            .await?;
-        staged
-            .stores()
-            .max_value_tracker(key)?
-            .set_if_max(value)
-            .await?;
-    }
+    let staged = s.staged_copy().await?;
     let staged_ctx = staged.context(s.payee_opts.clone(), "b");
     let credit = s
         .payee
@@ -1306,16 +1314,8 @@ async fn the_background_check_closes_a_raised_retired_channel_once_the_raise_is_
         return Ok(());
     };
     let (channel_a, claim_b) = s.retired_at_80_and_open().await?;
-    let staged = s.pair.b.host.same_node(MemoryStores::unbounded());
+    let staged = s.staged_copy().await?;
     let real = s.pair.b.host.stores();
-    for key in [INCOMING_CLAIM_KEY, PEER_ADDRESS_KEY] {
-        let value = real.max_value_tracker(key)?.get_max().await?;
-        staged
-            .stores()
-            .max_value_tracker(key)?
-            .set_if_max(value)
-            .await?;
-    }
     let credit = s
         .payee
         .handle_incoming_claim(&staged.context(s.payee_opts.clone(), "b"), Some(&claim_b))
@@ -1361,16 +1361,8 @@ async fn the_background_check_closes_the_channel_a_staged_move_retired() -> Test
     s.age_current_channel().await?;
     let claim_b = s.sign_lost(110).await?;
     assert_ne!(channel_of(&claim_b)?, channel_a);
-    let staged = s.pair.b.host.same_node(MemoryStores::unbounded());
+    let staged = s.staged_copy().await?;
     let real = s.pair.b.host.stores();
-    for key in [INCOMING_CLAIM_KEY, PEER_ADDRESS_KEY] {
-        let value = real.max_value_tracker(key)?.get_max().await?;
-        staged
-            .stores()
-            .max_value_tracker(key)?
-            .set_if_max(value)
-            .await?;
-    }
     let credit = s
         .payee
         .handle_incoming_claim(&staged.context(s.payee_opts.clone(), "b"), Some(&claim_b))

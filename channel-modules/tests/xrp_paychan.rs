@@ -962,25 +962,11 @@ async fn a_second_account_proving_the_same_channel_contests_it_until_the_operato
 /// identity (claims it forges are refused by the channel's key); Bob's account, connected afterwards, is
 /// credited as usual; and once Bob's account holds the identity, even a genuine claim replayed to the squatter
 /// is refused.
-#[tokio::test]
-async fn a_claim_already_paid_out_on_the_ledger_contests_nothing() -> TestResult {
-    let n = net(json!({}), json!({})).await?;
-    n.alice.module.connect(&n.alice.ctx).await?;
-    n.bob.module.connect(&n.bob.ctx).await?;
-    let c300 = pay(&n, 300).await?;
-    assert_eq!(
-        n.bob
-            .module
-            .handle_incoming_claim(&n.bob.ctx, Some(&c300))
-            .await?,
-        Some(credit(300, &n.a_to_b, 300))
-    );
-    // Bob redeems it: the claim is now on the ledger, for anyone to read.
-    n.bob.module.disconnect(&n.bob.ctx).await?;
-    assert_eq!(n.fake.channel(&n.a_to_b).ok_or("closed")?.balance, 300);
-
-    // Another account of Bob's node, whose peer (Carol) names Alice's channel as its own, presents that public
-    // claim.
+/// A second account of Bob's node ("squatter"), connected, whose peer Carol names Alice's channel to Bob as its
+/// own (the RPC `ripple_channel_id`); Carol cannot sign for it.
+async fn squatter_naming_alices_channel(
+    n: &Net,
+) -> Result<(XrpPaychan, ChannelContext), Box<dyn std::error::Error>> {
     let carol_opts = json!({
         "rippled": n.fake.url(),
         "secret": CAROL_SEED,
@@ -1000,6 +986,29 @@ async fn a_claim_already_paid_out_on_the_ledger_contests_nothing() -> TestResult
     let squat_ctx = squat_host.context(squat_opts, "squatter");
     squat.connect(&squat_ctx).await?;
     assert_eq!(squat.peer_channel(), Some(n.a_to_b));
+    Ok((squat, squat_ctx))
+}
+
+#[tokio::test]
+async fn a_claim_already_paid_out_on_the_ledger_contests_nothing() -> TestResult {
+    let n = net(json!({}), json!({})).await?;
+    n.alice.module.connect(&n.alice.ctx).await?;
+    n.bob.module.connect(&n.bob.ctx).await?;
+    let c300 = pay(&n, 300).await?;
+    assert_eq!(
+        n.bob
+            .module
+            .handle_incoming_claim(&n.bob.ctx, Some(&c300))
+            .await?,
+        Some(credit(300, &n.a_to_b, 300))
+    );
+    // Bob redeems it: the claim is now on the ledger, for anyone to read.
+    n.bob.module.disconnect(&n.bob.ctx).await?;
+    assert_eq!(n.fake.channel(&n.a_to_b).ok_or("closed")?.balance, 300);
+
+    // Another account of Bob's node, whose peer (Carol) names Alice's channel as its own, presents that public
+    // claim.
+    let (squat, squat_ctx) = squatter_naming_alices_channel(&n).await?;
     let refused = squat.handle_incoming_claim(&squat_ctx, Some(&c300)).await;
     assert!(
         matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("already paid out")),
@@ -1030,25 +1039,7 @@ async fn a_claim_already_paid_out_on_the_ledger_contests_nothing() -> TestResult
 #[tokio::test]
 async fn a_squatter_naming_the_victims_channel_cannot_lock_it_out() -> TestResult {
     let n = net(json!({}), json!({})).await?;
-    let carol_opts = json!({
-        "rippled": n.fake.url(),
-        "secret": CAROL_SEED,
-        "channel": n.a_to_b.to_string(),
-    });
-    let carol = Arc::new(XrpPaychan::from_options(&carol_opts)?);
-    let carol_host = TestHost::with_stores(MemoryStores::unbounded(), n.clock.clone());
-    let squat_host = n.bob.host.same_node(MemoryStores::unbounded());
-    squat_host.connect_to(
-        &carol_host,
-        carol as Arc<dyn ChannelModule>,
-        carol_opts,
-        "carol",
-    );
-    let squat_opts = n.bob.ctx.options().clone();
-    let squat = XrpPaychan::from_options(&squat_opts)?;
-    let squat_ctx = squat_host.context(squat_opts, "squatter");
-    squat.connect(&squat_ctx).await?;
-    assert_eq!(squat.peer_channel(), Some(n.a_to_b));
+    let (squat, squat_ctx) = squatter_naming_alices_channel(&n).await?;
     let forged = claim_json(&n.a_to_b, 100, &KeyPair::from_seed(CAROL_SEED)?)?;
     let refused = squat.handle_incoming_claim(&squat_ctx, Some(&forged)).await;
     assert!(
