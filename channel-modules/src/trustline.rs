@@ -73,8 +73,19 @@ pub(crate) fn scale_option(options: &serde_json::Value) -> Result<u8, ModuleErro
     }
 }
 
-/// Parses a non-negative decimal integer string (digits only, no sign, no exponent).
+/// Longest decimal amount accepted from a peer, in digits: 2^256 has 78, and no ledger amount is larger. Parsing
+/// is quadratic in the length, so a longer string (up to a whole frame) would cost seconds.
+pub(crate) const MAX_AMOUNT_DIGITS: usize = 78;
+
+/// Parses a non-negative decimal integer string (digits only, no sign, no exponent, at most
+/// [`MAX_AMOUNT_DIGITS`] digits).
 pub(crate) fn parse_amount(s: &str) -> Result<BigUint, ModuleError> {
+    if s.len() > MAX_AMOUNT_DIGITS {
+        return Err(ModuleError::InvalidFields(format!(
+            "amount has {} digits, more than {MAX_AMOUNT_DIGITS}",
+            s.len()
+        )));
+    }
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ModuleError::InvalidFields(format!(
             "amount must be a non-negative decimal integer string, got {s:?}"
@@ -200,6 +211,18 @@ impl ChannelModule for TrustlineModule {
 mod tests {
     use super::*;
     use crate::testing::TestHost;
+
+    #[test]
+    fn amounts_are_plain_decimals_of_bounded_length() {
+        let longest = "9".repeat(MAX_AMOUNT_DIGITS);
+        assert!(parse_amount(&longest).is_ok());
+        assert!(parse_amount(&format!("{longest}9")).is_err());
+        assert!(parse_amount(&"1".repeat(1 << 20)).is_err());
+        for bad in ["", "+1", "-1", "1_000", "1e3", " 1"] {
+            assert!(parse_amount(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_amount("0042").ok(), Some(BigUint::from(42u8)));
+    }
 
     fn iou(amount: &str) -> Claim {
         Claim::Json(serde_json::json!({ "amount": amount }))

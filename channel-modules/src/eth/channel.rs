@@ -296,7 +296,9 @@ fn parse_address(value: &Value) -> Option<Address> {
 }
 
 fn parse_amount(value: &Value) -> Option<BigUint> {
-    value.as_str().and_then(|s| s.parse().ok())
+    value
+        .as_str()
+        .and_then(|s| crate::trustline::parse_amount(s).ok())
 }
 
 /// Where `channel` is in a list of claim entries (`{"channel": …}` objects).

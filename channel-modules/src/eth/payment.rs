@@ -107,6 +107,9 @@ pub const MAX_TX_HASHES_PER_PAYMENTS_REPLY: usize = 32;
 pub const MAX_PAYMENTS_SINCE_REQUESTS_PER_PULL: usize =
     MAX_KEPT_PAYMENTS.div_ceil(MAX_TX_HASHES_PER_PAYMENTS_REPLY) + 1;
 
+/// Longest a refused prepare waits for one [`RPC_PAYMENTS_SINCE`] pull (every page and every on-chain check).
+pub const PAYMENTS_SINCE_PULL_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `keccak256("Transfer(address,address,uint256)")`, topic 0 of ERC-20 transfer events.
 fn erc20_transfer_topic() -> [u8; 32] {
     keccak256(b"Transfer(address,address,uint256)")
@@ -456,6 +459,7 @@ impl EthPaymentModule {
     /// payment already recorded (what is credited comes from the log's total, see `handle_incoming_claim`).
     async fn credit_payment(
         &self,
+        ctx: &ChannelContext,
         log: &dyn TransferLog,
         hash: &TxHash,
         peer: &Address,
@@ -477,6 +481,10 @@ impl EthPaymentModule {
         let amount = u64::try_from(&amount).map_err(|_| {
             ModuleError::NotAccepted(format!("payment {hash} exceeds 2^64-1 units"))
         })?;
+        // The identity may have been taken over while the payment was checked on the ledger (an operator's
+        // assignment, a configured claim, a contest): ask the registry again before anything is recorded for this
+        // account, since recorded payments count (and are credited by a later claim) from then on.
+        self.ensure_peer_still(ctx, peer).await?;
         let transfer = Transfer {
             id,
             amount,
@@ -501,6 +509,22 @@ impl EthPaymentModule {
         }
         log.fulfill(&id, &hash.0).await.map_err(log_err)?;
         Ok(Some(amount))
+    }
+
+    /// Refuses (`NotAccepted`) unless the node's registry still gives this account the peer address `peer`
+    /// (one registry read).
+    async fn ensure_peer_still(
+        &self,
+        ctx: &ChannelContext,
+        peer: &Address,
+    ) -> Result<(), ModuleError> {
+        let holder = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
+        if holder != *peer {
+            return Err(ModuleError::NotAccepted(format!(
+                "the peer's address changed from {peer} to {holder} while its payments were checked"
+            )));
+        }
+        Ok(())
     }
 
     /// `Some((incoming fulfilled + prepared, paid + maxUnsecured))` when the first exceeds the second.
@@ -788,7 +812,18 @@ impl ChannelModule for EthPaymentModule {
             pull_latest_claim(self, ctx, &self.pulls).await;
             // Still owed: payments older than the latest claim's may have lost their claims too.
             if self.claim_can_help(ctx)? {
-                self.pull_payments_since(ctx).await;
+                // Bounded as a whole: a payer listing hashes that never confirm would otherwise hold this
+                // prepare for up to `receiptTimeoutMs` per hash. Dropping the pull midway is safe: a payment
+                // recorded but not yet credited is credited by the next claim or pull.
+                if tokio::time::timeout(PAYMENTS_SINCE_PULL_MAX_WAIT, self.pull_payments_since(ctx))
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        account = ctx.account_id(),
+                        "payments pull stopped after its time limit"
+                    );
+                }
             }
         }
         if let Some((prepared, secured)) = self.unsecured_excess(ctx)? {
@@ -924,7 +959,7 @@ impl EthPaymentModule {
         let mut ids = Vec::new();
         let mut first_error = None;
         for hash in hashes {
-            match self.credit_payment(log.as_ref(), hash, &peer).await {
+            match self.credit_payment(ctx, log.as_ref(), hash, &peer).await {
                 Ok(Some(amount)) => {
                     info!(%hash, amount, "incoming payment verified");
                     ids.push(hash.to_string());
@@ -946,14 +981,8 @@ impl EthPaymentModule {
                 _ => Ok(None),
             };
         }
-        // The identity may have been taken over while the payments were checked on the ledger (an operator's
-        // assignment, a configured claim, a contest): ask the registry again right before crediting.
-        let holder = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
-        if holder != peer {
-            return Err(ModuleError::NotAccepted(format!(
-                "the peer's address changed from {peer} to {holder} while its payments were checked"
-            )));
-        }
+        // Recorded payments are credited only while the identity is still this account's.
+        self.ensure_peer_still(ctx, &peer).await?;
         let increase = &logged - &before.value;
         let settlement_id = if ids.is_empty() {
             format!("received:{logged}")
