@@ -14,10 +14,12 @@
 //!   fulfilled total minus this value, so a payment recorded just before a crash that lost its credit (the
 //!   engine commits trackers with the credit, after the log write) is credited by the next claim, once.
 //! * max-value tracker `amount_settled`: value = outgoing confirmed total (OF), data =
-//!   `{"txHashes": [the last MAX_TX_HASHES_PER_CLAIM hashes], "payments": [{"txHash", "total"}, …]}`. The
-//!   recent hashes are re-sent in every claim, so a payment confirmed after a crash still reaches the peer;
-//!   `payments` lists the last [`MAX_KEPT_PAYMENTS`] confirmed payments, oldest first, each with the
-//!   confirmed total after it (a decimal string), for [`RPC_PAYMENTS_SINCE`].
+//!   `{"txHashes": [the last MAX_TX_HASHES_PER_CLAIM hashes]}`, re-sent in every claim, so a payment confirmed
+//!   after a crash still reaches the peer.
+//! * max-value tracker `amount_settled_payments` ([`KEPT_PAYMENTS_KEY`]): value = the same total, data =
+//!   `{"payments": [{"txHash", "total"}, …]}`, the last [`MAX_KEPT_PAYMENTS`] confirmed payments, oldest first,
+//!   each with the confirmed total after it (a decimal string), for [`RPC_PAYMENTS_SINCE`]; written before
+//!   `amount_settled`, and kept apart from it because every claim reads `amount_settled`.
 //! * max-value tracker `amount_received_init`: set by the first `connect` that keeps `amount_received`, which
 //!   seeds `amount_received` from the log when the store predates it (see `seed_amount_received`).
 //! * max-value tracker `peer_address`: the peer's address, pinned the first time it is proven (see
@@ -81,6 +83,10 @@ pub const ETH_PAYMENT_MODULE_NAME: &str = "eth-payment";
 pub const PAYMENTS_LOG_KEY: &str = "eth_payments";
 /// Tracker of the outgoing confirmed total and recent payment hashes.
 pub const AMOUNT_SETTLED_KEY: &str = "amount_settled";
+/// Tracker of the payer's kept confirmed payments (value: the confirmed total; data: `{"payments": [{"txHash",
+/// "total"}, …]}`, the last [`MAX_KEPT_PAYMENTS`], oldest first), read only to answer [`RPC_PAYMENTS_SINCE`]. Kept
+/// apart from `amount_settled`, which every claim reads.
+pub const KEPT_PAYMENTS_KEY: &str = "amount_settled_payments";
 /// Tracker of the incoming total credited (value), always at most the log's incoming fulfilled total.
 pub const AMOUNT_RECEIVED_KEY: &str = "amount_received";
 /// Tracker marking `amount_received` as authoritative for this store (value 1; data: what it was seeded with):
@@ -234,23 +240,31 @@ impl EthPaymentModule {
         let id = record.transfer.id;
         match status {
             TxStatus::Confirmed(_) => {
-                // The claim data first, the log second: a crash in between leaves the record prepared, so
-                // `reconcile` finishes it (the hash is already carried, so it is not added twice). The other
-                // order could leave the payment fulfilled with its hash never reaching the peer.
-                let tracker = ctx.max_value_tracker(AMOUNT_SETTLED_KEY)?;
-                let previous = tracker.get_max().await?;
-                let mut base = previous.data.clone();
-                if base.get("payments").is_none() {
-                    if let Some(seed) = seed_kept_payments(log, &previous).await? {
-                        base["payments"] = seed;
-                    }
-                }
+                // The kept list, then the claim data, then the log: a crash in between leaves the record
+                // prepared, so `reconcile` finishes it (each hash is kept and carried once, so nothing is added
+                // twice). The other order could leave the payment fulfilled with its hash never reaching the
+                // peer.
+                let settled = ctx.max_value_tracker(AMOUNT_SETTLED_KEY)?;
+                let listed = ctx.max_value_tracker(KEPT_PAYMENTS_KEY)?;
+                let previous = settled.get_max().await?;
+                let kept = match listed.get_max().await?.data.get("payments") {
+                    Some(list) => list.clone(),
+                    None => seed_kept_payments(log, &previous)
+                        .await?
+                        .unwrap_or_else(|| json!([])),
+                };
                 // Settle lock held: no other outgoing payment is fulfilled concurrently.
                 let paid = BigUint::from(log.sums().outgoing_fulfilled) + record.transfer.amount;
-                tracker
+                listed
                     .set_if_max(MaxValue {
                         value: paid.clone(),
-                        data: settled_data_with(&base, hash, &paid),
+                        data: json!({ "payments": kept_payments_with(&kept, hash, &paid) }),
+                    })
+                    .await?;
+                settled
+                    .set_if_max(MaxValue {
+                        value: paid.clone(),
+                        data: json!({ "txHashes": recent_hashes_with(&previous.data, hash) }),
                     })
                     .await?;
                 log.fulfill(&id, &hash.0).await.map_err(log_err)?;
@@ -284,8 +298,8 @@ impl EthPaymentModule {
                 ))
             })?;
         let after = parse_amount(after)?;
-        let settled = ctx.max_value_tracker(AMOUNT_SETTLED_KEY)?.get_max().await?;
-        let kept = settled.data["payments"]
+        let listed = ctx.max_value_tracker(KEPT_PAYMENTS_KEY)?.get_max().await?;
+        let kept = listed.data["payments"]
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default();
@@ -604,30 +618,46 @@ impl EthPaymentModule {
     }
 }
 
-/// `amount_settled` data after the confirmed payment `hash` brought the confirmed total to `total`: the hash
-/// appended to `txHashes` (the last [`MAX_TX_HASHES_PER_CLAIM`]) and `{txHash, total}` to `payments` (the last
-/// [`MAX_KEPT_PAYMENTS`]), each at most once (a payment finished again after a crash is not added twice).
-fn settled_data_with(previous: &Value, hash: &TxHash, total: &BigUint) -> Value {
-    let text = hash.to_string();
-    let mut recent: Vec<Value> = previous["txHashes"].as_array().cloned().unwrap_or_default();
-    if !recent.iter().any(|h| h.as_str() == Some(text.as_str())) {
-        recent.push(json!(text));
-        let excess = recent.len().saturating_sub(MAX_TX_HASHES_PER_CLAIM);
-        recent.drain(..excess);
+/// `list` (a JSON array) with `entry` appended unless an element has the same `key`, keeping the last `max`.
+fn push_once_bounded(
+    list: &Value,
+    entry: Value,
+    key: impl Fn(&Value) -> &Value,
+    max: usize,
+) -> Vec<Value> {
+    let mut items: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+    if !items.iter().any(|item| key(item) == key(&entry)) {
+        items.push(entry);
+        let excess = items.len().saturating_sub(max);
+        items.drain(..excess);
     }
-    let mut kept: Vec<Value> = previous["payments"].as_array().cloned().unwrap_or_default();
-    if !kept
-        .iter()
-        .any(|p| p["txHash"].as_str() == Some(text.as_str()))
-    {
-        kept.push(json!({ "txHash": text, "total": total.to_string() }));
-        let excess = kept.len().saturating_sub(MAX_KEPT_PAYMENTS);
-        kept.drain(..excess);
-    }
-    json!({ "txHashes": recent, "payments": kept })
+    items
 }
 
-/// The kept `payments` list for `amount_settled` data written before it was kept (only `txHashes`): those
+/// `amount_settled`'s recent hashes (`previous["txHashes"]`, the last [`MAX_TX_HASHES_PER_CLAIM`]) with the
+/// confirmed payment `hash` appended once.
+fn recent_hashes_with(previous: &Value, hash: &TxHash) -> Vec<Value> {
+    push_once_bounded(
+        &previous["txHashes"],
+        json!(hash.to_string()),
+        |h| h,
+        MAX_TX_HASHES_PER_CLAIM,
+    )
+}
+
+/// The kept payments list (a JSON array, the last [`MAX_KEPT_PAYMENTS`], oldest first) with `{txHash, total}`
+/// of the confirmed payment `hash`, which brought the confirmed total to `total`, appended once (a payment
+/// finished again after a crash is not added twice).
+fn kept_payments_with(kept: &Value, hash: &TxHash, total: &BigUint) -> Vec<Value> {
+    push_once_bounded(
+        kept,
+        json!({ "txHash": hash.to_string(), "total": total.to_string() }),
+        |p| &p["txHash"],
+        MAX_KEPT_PAYMENTS,
+    )
+}
+
+/// The kept payments list for a store written before it was kept (only `txHashes`): those
 /// recent hashes, each with its total, walked back from the confirmed total with each payment's amount from the
 /// log (stopping at a hash the log does not hold as outgoing). `None` when there is nothing to seed from.
 async fn seed_kept_payments(
@@ -1033,33 +1063,38 @@ mod tests {
 
     #[test]
     fn settled_data_keeps_each_payment_once_and_bounds_both_lists() {
-        let mut data = Value::Null;
+        let (mut recent, mut kept) = (Value::Null, Value::Null);
         let hash = |i: usize| TxHash(keccak256(&i.to_be_bytes()));
         for i in 1..=MAX_KEPT_PAYMENTS + 3 {
-            data = settled_data_with(&data, &hash(i), &BigUint::from(i * 10));
+            recent = json!({ "txHashes": recent_hashes_with(&recent, &hash(i)) });
+            kept = Value::Array(kept_payments_with(&kept, &hash(i), &BigUint::from(i * 10)));
         }
         // Finishing the last payment again (after a crash) adds nothing.
-        let again = settled_data_with(&data, &hash(MAX_KEPT_PAYMENTS + 3), &BigUint::from(1u8));
-        assert_eq!(again, data);
-        let recent = data["txHashes"].as_array().map(Vec::len);
-        assert_eq!(recent, Some(MAX_TX_HASHES_PER_CLAIM));
-        let kept = data["payments"].as_array().cloned().unwrap_or_default();
+        let last_hash = hash(MAX_KEPT_PAYMENTS + 3);
+        assert_eq!(
+            json!({ "txHashes": recent_hashes_with(&recent, &last_hash) }),
+            recent
+        );
+        assert_eq!(
+            Value::Array(kept_payments_with(&kept, &last_hash, &BigUint::from(1u8))),
+            kept
+        );
+        let recent = recent["txHashes"].as_array().cloned().unwrap_or_default();
+        assert_eq!(recent.len(), MAX_TX_HASHES_PER_CLAIM);
+        assert_eq!(
+            recent[MAX_TX_HASHES_PER_CLAIM - 1],
+            json!(last_hash.to_string())
+        );
+        let kept = kept.as_array().cloned().unwrap_or_default();
         assert_eq!(kept.len(), MAX_KEPT_PAYMENTS);
         // The oldest fell out; the rest are in order, each with its total.
         assert_eq!(kept[0]["txHash"], json!(hash(4).to_string()));
         assert_eq!(kept[0]["total"], json!("40"));
         let last = &kept[MAX_KEPT_PAYMENTS - 1];
-        assert_eq!(
-            last["txHash"],
-            json!(hash(MAX_KEPT_PAYMENTS + 3).to_string())
-        );
+        assert_eq!(last["txHash"], json!(last_hash.to_string()));
         assert_eq!(
             last["total"],
             json!(((MAX_KEPT_PAYMENTS + 3) * 10).to_string())
-        );
-        assert_eq!(
-            data["txHashes"][MAX_TX_HASHES_PER_CLAIM - 1],
-            json!(hash(MAX_KEPT_PAYMENTS + 3).to_string())
         );
     }
 
