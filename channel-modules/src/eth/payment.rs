@@ -702,20 +702,8 @@ fn parse_payments_page(reply: &Value) -> Result<PaymentsPage, ModuleError> {
         .get("txHashes")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("no txHashes"))?;
-    if items.len() > MAX_TX_HASHES_PER_PAYMENTS_REPLY {
-        return Err(bad(&format!(
-            "more than {MAX_TX_HASHES_PER_PAYMENTS_REPLY} hashes"
-        )));
-    }
-    let hashes = items
-        .iter()
-        .map(|item| {
-            item.as_str()
-                .ok_or_else(|| bad("txHashes must be strings"))?
-                .parse::<TxHash>()
-                .map_err(|e| bad(&format!("bad tx hash: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let hashes = parse_hash_list(items, MAX_TX_HASHES_PER_PAYMENTS_REPLY)
+        .map_err(|e| bad(&e.to_string()))?;
     let last = match reply.get("last") {
         None | Some(Value::Null) => None,
         Some(Value::String(total)) => Some(parse_amount(total)?),
@@ -741,18 +729,11 @@ fn is_unknown_method(err: &ModuleError) -> bool {
 }
 
 fn parse_claim_hashes(claim: &Claim) -> Result<Vec<TxHash>, ModuleError> {
-    let texts: Vec<String> = match claim {
-        Claim::Text(text) => vec![text.trim().to_owned()],
+    let items: Vec<Value> = match claim {
+        Claim::Text(text) => vec![json!(text.trim())],
         Claim::Json(value) => match (value.get("txHashes"), value.get("txHash")) {
-            (Some(Value::Array(items)), _) => items
-                .iter()
-                .map(|v| {
-                    v.as_str().map(str::to_owned).ok_or_else(|| {
-                        ModuleError::InvalidFields("txHashes must be strings".into())
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            (None, Some(Value::String(one))) => vec![one.clone()],
+            (Some(Value::Array(items)), _) => items.clone(),
+            (None, Some(one @ Value::String(_))) => vec![one.clone()],
             _ => {
                 return Err(ModuleError::InvalidFields(
                     "claim must carry txHashes".to_owned(),
@@ -765,15 +746,27 @@ fn parse_claim_hashes(claim: &Claim) -> Result<Vec<TxHash>, ModuleError> {
             ))
         }
     };
-    if texts.is_empty() || texts.len() > MAX_TX_HASHES_PER_CLAIM {
+    if items.is_empty() {
+        return Err(ModuleError::InvalidFields(
+            "a claim carries at least one transaction hash".to_owned(),
+        ));
+    }
+    parse_hash_list(&items, MAX_TX_HASHES_PER_CLAIM)
+}
+
+/// `items` (JSON strings) as transaction hashes, at most `max` of them.
+fn parse_hash_list(items: &[Value], max: usize) -> Result<Vec<TxHash>, ModuleError> {
+    if items.len() > max {
         return Err(ModuleError::InvalidFields(format!(
-            "a claim carries 1 to {MAX_TX_HASHES_PER_CLAIM} transaction hashes"
+            "more than {max} transaction hashes"
         )));
     }
-    texts
+    items
         .iter()
-        .map(|t| {
-            t.parse::<TxHash>()
+        .map(|item| {
+            item.as_str()
+                .ok_or_else(|| ModuleError::InvalidFields("txHashes must be strings".into()))?
+                .parse::<TxHash>()
                 .map_err(|e| ModuleError::InvalidFields(format!("bad tx hash: {e}")))
         })
         .collect()
