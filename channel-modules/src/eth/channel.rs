@@ -146,6 +146,8 @@ pub const MAX_REFUSED_CLAIMS_REMEMBERED: usize = 1024;
 pub const UNCOMMITTED_RAISE_WINDOW_SECS: u64 = 60;
 /// Payee: how soon the background check looks again at a close it put off for an uncommitted raise.
 pub const UNCOMMITTED_RAISE_RECHECK_MS: u64 = 500;
+/// Width of a claim's amount in the contract (`uint256`), in bits.
+const UINT256_BITS: u64 = 256;
 /// Most deploy/top-up rounds one settlement may take before giving up.
 const MAX_FUNDING_ROUNDS: usize = 4;
 /// Most wei one deposit transaction (open or top-up) carries: a transfer log amount is a `u64`.
@@ -415,6 +417,12 @@ fn parse_signed_claim(value: &Value, what: &str) -> Result<SignedClaim, ModuleEr
     let amount = parse_amount(&value["amount"]).ok_or_else(|| {
         ModuleError::InvalidFields(format!("{what}.amount must be a decimal string"))
     })?;
+    // A claim is signed and closed as a uint256: a longer amount is the peer's error, not one to retry.
+    if amount.bits() > UINT256_BITS {
+        return Err(ModuleError::InvalidFields(format!(
+            "{what}.amount exceeds {UINT256_BITS} bits"
+        )));
+    }
     let sig_bytes = value["signature"]
         .as_str()
         .map(decode_hex)
@@ -1760,6 +1768,26 @@ mod tests {
         bad["signature"] = json!("0x1234");
         assert!(parse_wire_claim(&Claim::Json(bad)).is_err());
         assert!(parse_wire_claim(&Claim::Text("x".into())).is_err());
+    }
+
+    #[test]
+    fn a_claim_amount_beyond_256_bits_is_refused_as_invalid_not_retried() {
+        // Amount strings may be longer than any uint256 (the shared bound is set by RFC 38 requests); such an
+        // amount can never be signed or closed, so it is the peer's error, not a ledger one to retry.
+        let claim = |amount: String| {
+            Claim::Json(json!({
+                "channel": "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+                "amount": amount,
+                "signature": format!("0x{}1b", "11".repeat(64)),
+            }))
+        };
+        let max = (BigUint::from(1u8) << 256u32) - 1u8;
+        assert!(parse_wire_claim(&claim(max.to_string())).is_ok());
+        match parse_wire_claim(&claim((max + 1u8).to_string())) {
+            Err(ModuleError::InvalidFields(_)) => {}
+            Ok(_) => panic!("a claim of 2^256 wei was accepted"),
+            Err(other) => panic!("a claim of 2^256 wei was refused as {other:?}"),
+        }
     }
 
     #[test]
