@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use channel_modules::eth::channel::claim_digest;
 use channel_modules::eth::payment::EthPaymentModule;
-use channel_modules::eth::testing::Anvil;
+use channel_modules::eth::testing::{Anvil, ANVIL_DEFAULT_CHAIN_ID};
 use channel_modules::eth::types::encode_hex;
 use channel_modules::eth::{Address, PrivateKey, TxHash};
 use channel_modules::memory::MemoryStores;
@@ -278,7 +278,11 @@ async fn channel_of(anvil: &Anvil, first_block: u64) -> Result<Address, EthBoxEr
 }
 
 fn signed_claim(key: &str, channel: &Address, amount: &BigUint) -> Result<Value, EthBoxError> {
-    let sig = PrivateKey::from_hex(key)?.sign_personal(&claim_digest(channel, amount)?)?;
+    let sig = PrivateKey::from_hex(key)?.sign_personal(&claim_digest(
+        ANVIL_DEFAULT_CHAIN_ID,
+        channel,
+        amount,
+    )?)?;
     Ok(json!({"type": "claim", "claim": {
         "channel": channel.to_string(), "amount": amount.to_string(),
         "signature": encode_hex(&sig.to_bytes65()),

@@ -16,7 +16,7 @@ use channel_modules::eth::channel::{
     claim_digest, INCOMING_CLAIM_KEY, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
 };
 use channel_modules::eth::payment::PAYMENTS_LOG_KEY;
-use channel_modules::eth::testing::Anvil;
+use channel_modules::eth::testing::{Anvil, ANVIL_DEFAULT_CHAIN_ID};
 use channel_modules::eth::types::encode_hex;
 use channel_modules::eth::{Address, PrivateKey, TxHash};
 use channel_modules::store::{MaxValue, Transfer, TransferId, TransferLog};
@@ -439,7 +439,11 @@ async fn eth_channel_trustline_claims_then_close_and_balances_agree_to_the_wei()
     // (signed by the payer) are refused; lower and replayed ones are accepted and credit nothing.
     let claim = |key: &str, amount: u64| -> Result<Value, EthBoxError> {
         let amount = BigUint::from(amount);
-        let sig = PrivateKey::from_hex(key)?.sign_personal(&claim_digest(&channel, &amount)?)?;
+        let sig = PrivateKey::from_hex(key)?.sign_personal(&claim_digest(
+            ANVIL_DEFAULT_CHAIN_ID,
+            &channel,
+            &amount,
+        )?)?;
         Ok(
             json!({ "channel": channel.to_string(), "amount": amount.to_string(),
                    "signature": encode_hex(&sig.to_bytes65()) }),

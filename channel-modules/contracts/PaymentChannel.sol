@@ -4,8 +4,10 @@ pragma solidity 0.8.37;
 /// @title One-way ETH payment channel used by the ilp-bridge `eth-channel` module.
 /// @notice One contract is one channel. The payer deploys it with a deposit, a payee and an expiry, then
 /// hands the payee off-ledger claims: EIP-191 `personal_sign` signatures over
-/// `keccak256(abi.encodePacked(address(this), amount))`, where `amount` is cumulative. The payee closes the
-/// channel with its best claim at any time before the payer reclaims; the payer can top up and extend the
+/// `keccak256(abi.encodePacked(block.chainid, address(this), amount))`, where `amount` is cumulative. The chain
+/// ID is in the digest because the same payer key at the same nonce deploys a channel at the same address on
+/// every chain: without it, a claim earned on one chain would close the channel on another. The payee closes
+/// the channel with its best claim at any time before the payer reclaims; the payer can top up and extend the
 /// expiry at any time, and reclaim what is left once the channel expired or was closed.
 contract PaymentChannel {
     /// Who funds the channel and signs claims.
@@ -54,9 +56,10 @@ contract PaymentChannel {
         emit Extended(newExpiresAt);
     }
 
-    /// The digest the payer signs (after the EIP-191 prefix) for a cumulative `amount`.
+    /// The digest the payer signs (after the EIP-191 prefix) for a cumulative `amount` on this chain:
+    /// chain ID (uint256, 32 bytes big-endian) ‖ this contract (20 bytes) ‖ amount (uint256).
     function claimHash(uint256 amount) public view returns (bytes32) {
-        return keccak256(abi.encodePacked(address(this), amount));
+        return keccak256(abi.encodePacked(block.chainid, address(this), amount));
     }
 
     /// Whether `signature` is the payer's claim for `amount`.

@@ -3,6 +3,10 @@
 // compiler) and writes one artifact per contract: <Name>.json = { contractName, compiler, settings, abi,
 // bytecode, deployedBytecode, immutableReferences }. With --check, compiles and exits non-zero if a committed artifact differs (used by the
 // eth_contract_build test). Run `npm ci` in tests/node/chain first.
+//
+// v1/ holds the earlier PaymentChannel (claims without the chain ID), frozen: the module still recognises
+// channels deployed from it in order to close and reclaim them. It is compiled on its own under its original
+// source name, since the name is part of the metadata hash at the end of the bytecode.
 'use strict';
 
 const fs = require('fs');
@@ -11,7 +15,11 @@ const path = require('path');
 const here = __dirname;
 const solc = require(path.join(here, '..', '..', 'tests', 'node', 'chain', 'node_modules', 'solc'));
 
-const CONTRACTS = ['PaymentChannel', 'TestToken'];
+// Each build: a folder and the contracts compiled together from it (<Name>.sol → <Name>.json).
+const BUILDS = [
+  { dir: here, contracts: ['PaymentChannel', 'TestToken'] },
+  { dir: path.join(here, 'v1'), contracts: ['PaymentChannel'] },
+];
 const EXPECTED_VERSION = '0.8.37';
 const SETTINGS = {
   optimizer: { enabled: true, runs: 200 },
@@ -19,14 +27,14 @@ const SETTINGS = {
   outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object', 'evm.deployedBytecode.immutableReferences'] } },
 };
 
-function compile() {
+function compile(dir, contracts) {
   const version = solc.version();
   if (!version.startsWith(EXPECTED_VERSION + '+')) {
     throw new Error(`solc ${version} found, ${EXPECTED_VERSION} pinned`);
   }
   const sources = {};
-  for (const name of CONTRACTS) {
-    sources[`${name}.sol`] = { content: fs.readFileSync(path.join(here, `${name}.sol`), 'utf8') };
+  for (const name of contracts) {
+    sources[`${name}.sol`] = { content: fs.readFileSync(path.join(dir, `${name}.sol`), 'utf8') };
   }
   const output = JSON.parse(solc.compile(JSON.stringify({ language: 'Solidity', sources, settings: SETTINGS })));
   const errors = (output.errors || []).filter((e) => e.severity === 'error');
@@ -34,7 +42,7 @@ function compile() {
     throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
   }
   const artifacts = {};
-  for (const name of CONTRACTS) {
+  for (const name of contracts) {
     const contract = output.contracts[`${name}.sol`][name];
     artifacts[name] = JSON.stringify({
       contractName: name,
@@ -50,21 +58,24 @@ function compile() {
 }
 
 const check = process.argv.includes('--check');
-const artifacts = compile();
 let stale = 0;
-for (const [name, text] of Object.entries(artifacts)) {
-  const file = path.join(here, `${name}.json`);
-  if (check) {
-    const committed = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
-    if (committed !== text) {
-      console.error(`${name}.json differs from a fresh compile of ${name}.sol`);
-      stale += 1;
+for (const { dir, contracts } of BUILDS) {
+  const artifacts = compile(dir, contracts);
+  for (const [name, text] of Object.entries(artifacts)) {
+    const file = path.join(dir, `${name}.json`);
+    const shown = path.relative(here, path.join(dir, name));
+    if (check) {
+      const committed = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+      if (committed !== text) {
+        console.error(`${shown}.json differs from a fresh compile of ${shown}.sol`);
+        stale += 1;
+      } else {
+        console.log(`${shown}.json matches ${shown}.sol`);
+      }
     } else {
-      console.log(`${name}.json matches ${name}.sol`);
+      fs.writeFileSync(file, text);
+      console.log(`wrote ${shown}.json`);
     }
-  } else {
-    fs.writeFileSync(file, text);
-    console.log(`wrote ${name}.json`);
   }
 }
 process.exit(stale === 0 ? 0 : 1);

@@ -12,8 +12,10 @@
 //! * [`module`]: the trait, claims, errors, and when each hook is called;
 //! * [`context`]: what a module can reach;
 //! * [`sync`]: the shared poison-tolerant `lock` helper;
+//! * [`amount`]: the one bound on and parser of decimal amounts read from outside (claims, RFC 38 requests);
 //! * [`build_module`]: the registry of stock modules by name.
 
+pub mod amount;
 pub mod claim_test;
 pub mod context;
 pub mod eth;

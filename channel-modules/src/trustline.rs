@@ -73,26 +73,10 @@ pub(crate) fn scale_option(options: &serde_json::Value) -> Result<u8, ModuleErro
     }
 }
 
-/// Longest decimal amount accepted from a peer, in digits: 2^256 has 78, and no ledger amount is larger. Parsing
-/// is quadratic in the length, so a longer string (up to a whole frame) would cost seconds.
-pub(crate) const MAX_AMOUNT_DIGITS: usize = 78;
-
-/// Parses a non-negative decimal integer string (digits only, no sign, no exponent, at most
-/// [`MAX_AMOUNT_DIGITS`] digits).
+/// Parses an amount from a peer: [`crate::amount::parse_decimal`] (digits only, at most
+/// [`crate::amount::MAX_AMOUNT_DIGITS`]), refused as [`ModuleError::InvalidFields`].
 pub(crate) fn parse_amount(s: &str) -> Result<BigUint, ModuleError> {
-    if s.len() > MAX_AMOUNT_DIGITS {
-        return Err(ModuleError::InvalidFields(format!(
-            "amount has {} digits, more than {MAX_AMOUNT_DIGITS}",
-            s.len()
-        )));
-    }
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ModuleError::InvalidFields(format!(
-            "amount must be a non-negative decimal integer string, got {s:?}"
-        )));
-    }
-    s.parse::<BigUint>()
-        .map_err(|_| ModuleError::InvalidFields(format!("invalid amount {s:?}")))
+    crate::amount::parse_decimal(s).map_err(|e| ModuleError::InvalidFields(e.to_string()))
 }
 
 /// Extracts the JSON object of a claim: JSON claims as is, text claims parsed as JSON (legacy peers sometimes
@@ -210,6 +194,7 @@ impl ChannelModule for TrustlineModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amount::MAX_AMOUNT_DIGITS;
     use crate::testing::TestHost;
 
     #[test]

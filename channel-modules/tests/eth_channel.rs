@@ -5,18 +5,21 @@ use std::sync::Arc;
 
 use channel_modules::eth::abi::{self, Token};
 use channel_modules::eth::channel::{
-    claim_digest, payment_channel_init_code, read_channel, EthChannelModule, CHANNEL_TXS_LOG_KEY,
-    INCOMING_CLAIM_KEY, INCOMING_SUBMITTED_KEY, OUTGOING_CLAIM_KEY,
+    claim_digest, payment_channel_init_code, payment_channel_v1_init_code, read_channel,
+    v1_claim_digest, ChannelVersion, EthChannelModule, CHANNEL_TXS_LOG_KEY, INCOMING_CLAIM_KEY,
+    INCOMING_SUBMITTED_KEY, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
 };
 use channel_modules::eth::peer::{
     pull_latest_claim, PullLimiter, PEER_ADDRESS_KEY, RPC_LATEST_CLAIM,
 };
-use channel_modules::eth::testing::Anvil;
+use channel_modules::eth::testing::{Anvil, ANVIL_DEFAULT_CHAIN_ID};
 use channel_modules::eth::types::encode_hex;
 use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{Address, PrivateKey, TxHash};
 use channel_modules::memory::MemoryStores;
-use channel_modules::store::{Direction, PrepareOutcome, Transfer, TransferId, TransferState};
+use channel_modules::store::{
+    Direction, MaxValue, PrepareOutcome, Transfer, TransferId, TransferState,
+};
 use channel_modules::testing::{TestHost, TestPair};
 use channel_modules::{ChannelModule, Claim, ModuleError};
 use num_bigint::BigUint;
@@ -233,7 +236,7 @@ fn signed_claim(
     amount: u64,
 ) -> Result<Claim, Box<dyn std::error::Error>> {
     let amount = BigUint::from(amount);
-    let sig = key.sign_personal(&claim_digest(channel, &amount)?)?;
+    let sig = key.sign_personal(&claim_digest(ANVIL_DEFAULT_CHAIN_ID, channel, &amount)?)?;
     Ok(Claim::Json(json!({
         "channel": channel.to_string(),
         "amount": amount.to_string(),
@@ -685,6 +688,7 @@ fn retired_entry(
     amount: u64,
 ) -> Result<Value, Box<dyn std::error::Error>> {
     let sig = key.sign_personal(&claim_digest(
+        ANVIL_DEFAULT_CHAIN_ID,
         signed_channel,
         &BigUint::from(signed_amount),
     )?)?;
@@ -1507,5 +1511,209 @@ async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_
         "{credit:?}"
     );
     assert_eq!(s.incoming_best().await?, BigUint::from(90u32));
+    Ok(())
+}
+
+/// Chain ID of the second anvil in the cross-chain test (the first runs anvil's default, 31337).
+const OTHER_CHAIN_ID: &str = "31338";
+
+/// A claim commits to its chain: the same payer key at the same nonce deploys a channel at the same address
+/// on two chains, so a claim earned on chain A would otherwise close the channel on chain B too. Signed for A,
+/// it is refused on B by the payee module and by the contract (its `close` reverts).
+#[tokio::test]
+async fn a_claim_signed_for_one_chain_is_refused_on_another_chain_at_the_same_address() -> TestResult
+{
+    let Some(chain_a) = Anvil::for_test() else {
+        return Ok(());
+    };
+    let Some(chain_b) = Anvil::for_test_with(&["--chain-id", OTHER_CHAIN_ID]) else {
+        return Ok(());
+    };
+    assert_ne!(
+        chain_a.client()?.chain_id().await?,
+        chain_b.client()?.chain_id().await?
+    );
+    let a = setup_on(chain_a, RECEIPT_TIMEOUT_MS, None).await?;
+    let b = setup_on(chain_b, RECEIPT_TIMEOUT_MS, None).await?;
+    // Each payer's first transaction on its chain deploys its first channel: same key, nonce 0, same address.
+    let (on_b, credit_b) = b.pay(1_000_000).await?;
+    assert_eq!(credit_b, Some(BigUint::from(1_000_000u32)));
+    let (on_a, credit_a) = a.pay(3_000_000).await?;
+    assert_eq!(credit_a, Some(BigUint::from(3_000_000u32)));
+    let channel = channel_of(&on_a)?;
+    assert_eq!(
+        channel_of(&on_b)?,
+        channel,
+        "the two channels share an address"
+    );
+
+    // The payee module on chain B, handed A's higher claim.
+    let module_verdict = b
+        .pair
+        .b
+        .module
+        .handle_incoming_claim(&b.pair.b.ctx, Some(&on_a))
+        .await;
+    // The contract on chain B, closed by its payee with A's claim.
+    let claim = json_of(&on_a)?;
+    let signature = channel_modules::eth::types::decode_hex(
+        claim["signature"].as_str().ok_or("no signature")?,
+    )?;
+    let close = abi::encode_call(
+        "close(uint256,bytes)",
+        &[
+            Token::Uint(BigUint::from(3_000_000u32)),
+            Token::Bytes(signature),
+        ],
+    )?;
+    let contract_verdict = b
+        .payee
+        .wallet()
+        .send_and_follow(Some(channel), BigUint::default(), close)
+        .await;
+    let module_refused = matches!(module_verdict, Err(ModuleError::NotAccepted(_)));
+    let contract_refused = !matches!(contract_verdict, Ok(TxStatus::Confirmed(_)));
+    assert!(
+        module_refused && contract_refused,
+        "chain A's claim on chain B: module {module_verdict:?}; contract close {contract_verdict:?}"
+    );
+    assert_eq!(b.incoming_best().await?, BigUint::from(1_000_000u32));
+    assert!(!b.is_closed(&channel).await?);
+    // The contract and the module hash a claim alike: chain ID, contract, amount.
+    let amount = BigUint::from(3_000_000u32);
+    for (setup, chain_id) in [(&a, ANVIL_DEFAULT_CHAIN_ID), (&b, OTHER_CHAIN_ID.parse()?)] {
+        let on_chain = setup
+            .anvil
+            .client()?
+            .eth_call(
+                &channel,
+                &abi::encode_call("claimHash(uint256)", &[Token::Uint(amount.clone())])?,
+            )
+            .await?;
+        assert_eq!(
+            on_chain,
+            claim_digest(chain_id, &channel, &amount)?.to_vec()
+        );
+    }
+    Ok(())
+}
+
+/// Channels deployed from the earlier contract (`contracts/v1`, claims without the chain ID), as an earlier
+/// release leaves them in the records: they take no claims, the payer moves to a new channel instead of
+/// paying on one, the payee still closes one with the claim it kept, and the payer still reclaims one.
+#[tokio::test]
+async fn a_channel_of_the_earlier_contract_takes_no_claims_but_is_still_closed_and_reclaimed(
+) -> TestResult {
+    let Some(s) = setup().await? else {
+        return Ok(());
+    };
+    let payer_key = PrivateKey::from_hex(s.anvil.dev_key(PAYER_KEY_INDEX))?;
+    let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
+    let payer_wallet = Wallet::new(s.anvil.url(), payer_key.clone(), TxSettings::default())?;
+    let now = s.anvil.client()?.latest_timestamp().await?;
+    let mut old = Vec::new();
+    for _ in 0..2 {
+        let init = payment_channel_v1_init_code(&payee_addr, now + TIMEOUT_SECS)?;
+        old.push(
+            payer_wallet
+                .deploy(init, BigUint::from(DEPOSIT_WEI))
+                .await?,
+        );
+    }
+    let (held, expiring) = (old[0], old[1]);
+    let state = read_channel(s.payee.wallet(), &held)
+        .await?
+        .ok_or("no channel")?;
+    assert_eq!(state.version, ChannelVersion::V1);
+
+    // Claims on it are refused, signed the earlier way (without the chain ID) or the current way.
+    let b = &s.pair.b;
+    let v1_sig = payer_key.sign_personal(&v1_claim_digest(&held, &BigUint::from(500u32))?)?;
+    let v1_claim = Claim::Json(json!({
+        "channel": held.to_string(), "amount": "500", "signature": encode_hex(&v1_sig.to_bytes65()),
+    }));
+    for (claim, reason) in [
+        (v1_claim, "signed without the chain ID"),
+        (
+            signed_claim(&payer_key, &held, 500)?,
+            "earlier PaymentChannel",
+        ),
+    ] {
+        let result = b.module.handle_incoming_claim(&b.ctx, Some(&claim)).await;
+        assert!(
+            matches!(&result, Err(ModuleError::NotAccepted(m)) if m.contains(reason)),
+            "{reason}: {result:?}"
+        );
+    }
+
+    // The records an earlier release left: the payer pays on `held` (and retired `expiring`), the payee
+    // holds the payer's 500 on `held`.
+    let v1_sig = json!(encode_hex(&v1_sig.to_bytes65()));
+    s.pair
+        .a
+        .host
+        .stores()
+        .max_value_tracker(OUTGOING_CHANNEL_KEY)?
+        .set_if_max(MaxValue {
+            value: BigUint::from(2u32),
+            data: json!({ "address": held.to_string(), "base": "0", "retired": [expiring.to_string()],
+                          "expiresAt": now + TIMEOUT_SECS }),
+        })
+        .await?;
+    let held_claim =
+        json!({ "channel": held.to_string(), "amount": "500", "signature": v1_sig, "base": "0" });
+    s.pair
+        .a
+        .host
+        .stores()
+        .max_value_tracker(OUTGOING_CLAIM_KEY)?
+        .set_if_max(MaxValue {
+            value: BigUint::from(500u32),
+            data: held_claim.clone(),
+        })
+        .await?;
+    let mut payee_record = held_claim;
+    payee_record["retired"] = json!([]);
+    b.host
+        .stores()
+        .max_value_tracker(INCOMING_CLAIM_KEY)?
+        .set_if_max(MaxValue {
+            value: BigUint::from(500u32),
+            data: payee_record,
+        })
+        .await?;
+
+    // The payer opens a new channel rather than sign on the earlier contract, and carries no claim for it.
+    let (claim, credit) = s.pay(1_500).await?;
+    let new_channel = channel_of(&claim)?;
+    assert!(!old.contains(&new_channel));
+    assert_eq!(json_of(&claim)?.get("retired"), None);
+    assert_eq!(credit, Some(BigUint::from(1_000u32)));
+    assert_eq!(
+        read_channel(s.payee.wallet(), &new_channel)
+            .await?
+            .ok_or("no channel")?
+            .version,
+        ChannelVersion::Current
+    );
+
+    // The payee closes both with what it holds: the earlier contract checks the earlier claim.
+    b.module.disconnect(&b.ctx).await?;
+    for channel in [held, new_channel] {
+        let state = read_channel(s.payee.wallet(), &channel)
+            .await?
+            .ok_or("no channel")?;
+        assert!(state.closed, "{channel} not closed");
+        assert_eq!(state.balance, BigUint::default());
+    }
+    // The payer reclaims the expired one.
+    s.anvil.advance_time(TIMEOUT_SECS + 1).await?;
+    let reclaimed = s.payer.reclaim_expired(&s.pair.a.ctx).await?;
+    assert_eq!(reclaimed.len(), 1, "{reclaimed:?}");
+    let state = read_channel(s.payee.wallet(), &expiring)
+        .await?
+        .ok_or("no channel")?;
+    assert!(state.closed);
+    assert_eq!(state.balance, BigUint::default());
     Ok(())
 }

@@ -8,14 +8,15 @@
 
 use std::fmt;
 
+use channel_modules::amount::AmountError;
 use num_bigint::BigUint;
 use num_integer::Integer;
 use num_traits::Zero;
 use serde::{Deserialize, Serialize};
 
-/// Most decimal digits accepted in an amount string (an RFC 38 Quantity has no bound; this keeps a request from
-/// making the engine do arbitrary big-number work).
-pub const MAX_AMOUNT_DIGITS: usize = 512;
+/// Most decimal digits accepted in an amount string: the modules' bound, for the reason given there (an RFC 38
+/// Quantity has no bound of its own).
+pub use channel_modules::amount::MAX_AMOUNT_DIGITS;
 
 /// An amount at a scale: worth `amount × 10^-scale` units.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -186,18 +187,13 @@ pub fn parse_quantity(body: &[u8]) -> Result<Scaled, QuantityError> {
     Ok(Scaled { amount, scale })
 }
 
-/// Parses a non-negative decimal integer string (digits only).
+/// Parses a non-negative decimal integer string (digits only), with the modules' parser and bound.
 pub fn parse_decimal(s: &str) -> Result<BigUint, QuantityError> {
-    if s.len() > MAX_AMOUNT_DIGITS {
-        return Err(QuantityError::AmountTooLong);
-    }
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(QuantityError::AmountNotInteger(
-            s.chars().take(64).collect(),
-        ));
-    }
-    s.parse::<BigUint>()
-        .map_err(|_| QuantityError::AmountNotInteger(s.chars().take(64).collect()))
+    channel_modules::amount::parse_decimal(s).map_err(|e| match e {
+        AmountError::TooLong(_) => QuantityError::AmountTooLong,
+        AmountError::NotDecimal(quoted) => QuantityError::AmountNotInteger(quoted),
+        other => QuantityError::AmountNotInteger(other.to_string()),
+    })
 }
 
 /// Serde helper: a [`BigUint`] as a decimal string.
@@ -308,6 +304,60 @@ mod tests {
             parse_quantity(long.as_bytes()),
             Err(QuantityError::AmountTooLong)
         );
+    }
+
+    /// The engine (RFC 38 Quantities) and the modules (amounts in peers' claims) read amounts with one bound:
+    /// the longest is accepted by both, one digit more refused by both.
+    #[tokio::test]
+    async fn the_engine_and_the_modules_accept_the_same_longest_amount(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use channel_modules::testing::TestHost;
+        use channel_modules::trustline::TrustlineModule;
+        use channel_modules::{ChannelModule, Claim, ModuleError};
+
+        let host = TestHost::new();
+        let ctx = host.context(serde_json::json!({}), "peer");
+        let module = TrustlineModule::new(0);
+        let iou = |amount: &str| Claim::Json(serde_json::json!({ "amount": amount }));
+        let quantity = |amount: &str| format!(r#"{{"amount":"{amount}","scale":0}}"#);
+
+        let longest = "9".repeat(MAX_AMOUNT_DIGITS);
+        let engine = parse_quantity(quantity(&longest).as_bytes());
+        assert!(engine.is_ok(), "engine: {engine:?}");
+        let modules = module
+            .handle_incoming_claim(&ctx, Some(&iou(&longest)))
+            .await;
+        assert!(
+            matches!(modules, Ok(Some(_))),
+            "module refused {MAX_AMOUNT_DIGITS} digits the engine accepts: {modules:?}"
+        );
+
+        let over = format!("1{longest}");
+        assert_eq!(
+            parse_quantity(quantity(&over).as_bytes()),
+            Err(QuantityError::AmountTooLong)
+        );
+        let modules = module.handle_incoming_claim(&ctx, Some(&iou(&over))).await;
+        assert!(
+            matches!(modules, Err(ModuleError::InvalidFields(_))),
+            "module took {} digits: {modules:?}",
+            over.len()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_settle_request_for_the_most_units_at_the_finest_scale_is_read() -> Result<(), QuantityError>
+    {
+        // 2^64 − 1 units of a scale-0 module, written at scale 255, plus the finest leftover below one unit.
+        let units = BigUint::from(u64::MAX);
+        let amount = &units * pow10(255) + (pow10(255) - 1u8);
+        let body = format!(r#"{{"amount":"{amount}","scale":255}}"#);
+        let read = parse_quantity(body.as_bytes())?;
+        let (converted, leftover) = convert_with_leftover(&Scaled::zero(0), &read, 0);
+        assert_eq!(converted, units);
+        assert!(below_one_unit(&leftover, 0) && !leftover.is_zero());
+        Ok(())
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //!
 //! Payer side: the first settlement deploys a channel to the peer with `channelDeposit` wei and an expiry
 //! `channelTimeoutSecs` ahead; each settlement signs a cumulative claim (EIP-191 over
-//! `keccak256(contract ‖ amount)`), topping the deposit up first when the claim would exceed it, and moving to
-//! a new channel when the current one is closed or has less than two `closeMarginSecs` left. Expired old
+//! `keccak256(chain ID ‖ contract ‖ amount)`, see [`claim_digest`]), topping the deposit up first when the claim
+//! would exceed it, and moving to a new channel when the current one is closed, has less than two
+//! `closeMarginSecs` left, or is of the earlier contract version. Expired old
 //! channels are reclaimed (`reclaimExpired`, also run at connect). Every payer transaction (deploy, top-up) is
 //! recorded in the transfer log `eth_channel_txs` with its signed raw bytes *before* it is broadcast, and
 //! followed to the end at the next call or connect, so a crash never deposits twice.
 //!
-//! Payee side: a claim counts only if the contract's runtime code is our `PaymentChannel` (immutables
-//! masked), its payer is the peer and its payee is us, it is open with at least `closeMarginSecs` left, the
+//! Payee side: a claim counts only if the contract's runtime code is this version's `PaymentChannel`
+//! (immutables masked), its payer is the peer and its payee is us, it is open with at least `closeMarginSecs` left, the
 //! amount is within the deposit, and the signature recovers to the payer. The best claim is kept in the
 //! max-value tracker `incoming_claim` (value: the cumulative amount credited over all channels). The payee
 //! closes the channel with it on disconnect, when the payer moves to a new channel (the background check, woken
@@ -44,6 +45,13 @@
 //! after the retired claims): the payer's stated `base` is compared and a difference logged, never credited.
 //! A retired channel already closed with a lower claim cannot be raised: `close()` refunded the rest of its
 //! deposit to the payer, so that difference stays with the payer.
+//!
+//! Channels of the earlier contract ([`ChannelVersion::V1`], `contracts/v1`, whose claims sign only the
+//! contract and the amount, so a claim earned on one chain could close the same-address channel on another)
+//! are recognised but take no claims: the payer opens a new channel instead of paying on one, and carries no
+//! retired claim for it; the payee refuses claims on one. What the records already hold on them still works:
+//! the payee closes them with the claims it kept (they verify under the earlier contract's digest) and the
+//! payer reclaims them once expired or closed.
 //!
 //! Closing and crediting never disagree (the payee credits only what its closes collect):
 //! `handle_incoming_claim` never closes a channel itself, since its context may be staged (an engine commits
@@ -90,6 +98,10 @@ use crate::store::{
 pub const ETH_CHANNEL_MODULE_NAME: &str = "eth-channel";
 /// The compiled contract (`contracts/build.sh` regenerates it from `PaymentChannel.sol`).
 pub const PAYMENT_CHANNEL_ARTIFACT: &str = include_str!("../../contracts/PaymentChannel.json");
+/// The earlier contract, frozen (`contracts/v1`): its channels are recognised in order to close and reclaim
+/// them, never to take claims (see [`ChannelVersion::V1`]).
+pub const PAYMENT_CHANNEL_V1_ARTIFACT: &str =
+    include_str!("../../contracts/v1/PaymentChannel.json");
 /// Transfer log of the payer's own channel transactions (deploys, top-ups), recorded before broadcast.
 pub const CHANNEL_TXS_LOG_KEY: &str = "eth_channel_txs";
 /// Payer: the current channel (value: its sequence number; data: address, base, retired channels).
@@ -134,6 +146,8 @@ pub const MAX_REFUSED_CLAIMS_REMEMBERED: usize = 1024;
 pub const UNCOMMITTED_RAISE_WINDOW_SECS: u64 = 60;
 /// Payee: how soon the background check looks again at a close it put off for an uncommitted raise.
 pub const UNCOMMITTED_RAISE_RECHECK_MS: u64 = 500;
+/// Width of a claim's amount in the contract (`uint256`), in bits.
+const UINT256_BITS: u64 = 256;
 /// Most deploy/top-up rounds one settlement may take before giving up.
 const MAX_FUNDING_ROUNDS: usize = 4;
 /// Most wei one deposit transaction (open or top-up) carries: a transfer log amount is a `u64`.
@@ -150,7 +164,18 @@ fn deposit_option(options: &Value) -> Result<BigUint, ModuleError> {
     Ok(deposit)
 }
 
-/// The compiled contract, parsed once.
+/// Which `PaymentChannel` contract a channel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelVersion {
+    /// This release's contract: claims commit to the chain ID ([`claim_digest`]).
+    Current,
+    /// The earlier contract (`contracts/v1`): claims sign only the contract and the amount
+    /// ([`v1_claim_digest`]), so one earned on a chain would close the channel at the same address on another
+    /// chain. Takes no new claims; closed with the claims already kept, and reclaimed.
+    V1,
+}
+
+/// A compiled contract, parsed once.
 struct Artifact {
     bytecode: Vec<u8>,
     runtime: Vec<u8>,
@@ -160,39 +185,48 @@ struct Artifact {
 fn artifact() -> Result<&'static Artifact, EthError> {
     static ARTIFACT: OnceLock<Result<Artifact, EthError>> = OnceLock::new();
     ARTIFACT
-        .get_or_init(|| {
-            let json: Value = serde_json::from_str(PAYMENT_CHANNEL_ARTIFACT)
-                .map_err(|e| EthError::BadResponse(format!("artifact: {e}")))?;
-            let text = |name: &str| {
-                json[name]
-                    .as_str()
-                    .ok_or_else(|| EthError::BadResponse(format!("artifact lacks {name}")))
-            };
-            let mut immutables = Vec::new();
-            if let Some(refs) = json["immutableReferences"].as_object() {
-                for ranges in refs.values() {
-                    for range in ranges.as_array().map(Vec::as_slice).unwrap_or_default() {
-                        let start = range["start"].as_u64().unwrap_or(0) as usize;
-                        let length = range["length"].as_u64().unwrap_or(0) as usize;
-                        immutables.push((start, length));
-                    }
-                }
-            }
-            Ok(Artifact {
-                bytecode: decode_hex(text("bytecode")?)?,
-                runtime: decode_hex(text("deployedBytecode")?)?,
-                immutables,
-            })
-        })
+        .get_or_init(|| parse_artifact(PAYMENT_CHANNEL_ARTIFACT))
         .as_ref()
         .map_err(Clone::clone)
 }
 
-/// Whether `code` is our contract's runtime code with some values in the immutable slots.
-pub fn is_payment_channel_code(code: &[u8]) -> Result<bool, EthError> {
-    let artifact = artifact()?;
+fn v1_artifact() -> Result<&'static Artifact, EthError> {
+    static ARTIFACT: OnceLock<Result<Artifact, EthError>> = OnceLock::new();
+    ARTIFACT
+        .get_or_init(|| parse_artifact(PAYMENT_CHANNEL_V1_ARTIFACT))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn parse_artifact(text: &str) -> Result<Artifact, EthError> {
+    let json: Value =
+        serde_json::from_str(text).map_err(|e| EthError::BadResponse(format!("artifact: {e}")))?;
+    let text = |name: &str| {
+        json[name]
+            .as_str()
+            .ok_or_else(|| EthError::BadResponse(format!("artifact lacks {name}")))
+    };
+    let mut immutables = Vec::new();
+    if let Some(refs) = json["immutableReferences"].as_object() {
+        for ranges in refs.values() {
+            for range in ranges.as_array().map(Vec::as_slice).unwrap_or_default() {
+                let start = range["start"].as_u64().unwrap_or(0) as usize;
+                let length = range["length"].as_u64().unwrap_or(0) as usize;
+                immutables.push((start, length));
+            }
+        }
+    }
+    Ok(Artifact {
+        bytecode: decode_hex(text("bytecode")?)?,
+        runtime: decode_hex(text("deployedBytecode")?)?,
+        immutables,
+    })
+}
+
+/// Whether `code` is `artifact`'s runtime code with some values in the immutable slots.
+fn runs(artifact: &Artifact, code: &[u8]) -> bool {
     if code.len() != artifact.runtime.len() {
-        return Ok(false);
+        return false;
     }
     let mut masked = code.to_vec();
     for (start, length) in &artifact.immutables {
@@ -200,7 +234,23 @@ pub fn is_payment_channel_code(code: &[u8]) -> Result<bool, EthError> {
             slot.fill(0);
         }
     }
-    Ok(masked == artifact.runtime)
+    masked == artifact.runtime
+}
+
+/// Which `PaymentChannel` `code` is the runtime code of (immutables masked), if any.
+pub fn payment_channel_version(code: &[u8]) -> Result<Option<ChannelVersion>, EthError> {
+    if runs(artifact()?, code) {
+        Ok(Some(ChannelVersion::Current))
+    } else if runs(v1_artifact()?, code) {
+        Ok(Some(ChannelVersion::V1))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether `code` is this version's contract's runtime code with some values in the immutable slots.
+pub fn is_payment_channel_code(code: &[u8]) -> Result<bool, EthError> {
+    Ok(payment_channel_version(code)? == Some(ChannelVersion::Current))
 }
 
 /// The address a contract deployed by `sender` with `nonce` gets: `keccak256(rlp([sender, nonce]))[12..]`.
@@ -215,8 +265,23 @@ pub fn create_address(sender: &Address, nonce: u64) -> Address {
     Address(out)
 }
 
-/// The digest a claim signs (before the EIP-191 prefix): `keccak256(channel ‖ uint256 amount)`.
-pub fn claim_digest(channel: &Address, amount: &BigUint) -> Result<[u8; 32], EthError> {
+/// The digest a claim signs (before the EIP-191 prefix): `keccak256(uint256 chain ID ‖ channel ‖ uint256
+/// amount)`, the contract's `abi.encodePacked(block.chainid, address(this), amount)`. The chain ID comes from
+/// `eth_chainId` ([`Wallet::chain_id`]).
+pub fn claim_digest(
+    chain_id: u64,
+    channel: &Address,
+    amount: &BigUint,
+) -> Result<[u8; 32], EthError> {
+    let mut data = super::types::u256_word(&BigUint::from(chain_id))?.to_vec();
+    data.extend_from_slice(&channel.0);
+    data.extend_from_slice(&super::types::u256_word(amount)?);
+    Ok(keccak256(&data))
+}
+
+/// The earlier contract's claim digest (`keccak256(channel ‖ uint256 amount)`, no chain ID): used only to tell
+/// a peer still on an earlier release apart from a forger in the refusal.
+pub fn v1_claim_digest(channel: &Address, amount: &BigUint) -> Result<[u8; 32], EthError> {
     let mut data = channel.0.to_vec();
     data.extend_from_slice(&super::types::u256_word(amount)?);
     Ok(keccak256(&data))
@@ -224,7 +289,16 @@ pub fn claim_digest(channel: &Address, amount: &BigUint) -> Result<[u8; 32], Eth
 
 /// Init code deploying a channel to `payee` expiring at `expires_at` (Unix seconds): bytecode ‖ arguments.
 pub fn payment_channel_init_code(payee: &Address, expires_at: u64) -> Result<Vec<u8>, EthError> {
-    let mut init = artifact()?.bytecode.clone();
+    init_code(artifact()?, payee, expires_at)
+}
+
+/// [`payment_channel_init_code`] of the earlier contract ([`ChannelVersion::V1`]): for tests of the upgrade.
+pub fn payment_channel_v1_init_code(payee: &Address, expires_at: u64) -> Result<Vec<u8>, EthError> {
+    init_code(v1_artifact()?, payee, expires_at)
+}
+
+fn init_code(artifact: &Artifact, payee: &Address, expires_at: u64) -> Result<Vec<u8>, EthError> {
+    let mut init = artifact.bytecode.clone();
     init.extend(abi::encode(&[
         Token::Address(*payee),
         Token::Uint(BigUint::from(expires_at)),
@@ -247,10 +321,12 @@ pub struct ChannelState {
     pub closed: bool,
     /// Current deposit, wei.
     pub balance: BigUint,
+    /// Which contract it runs: only [`ChannelVersion::Current`] takes new claims.
+    pub version: ChannelVersion,
 }
 
 /// Reads a channel; `Ok(None)` when there is no code at `address` (not deployed, or not yet).
-/// `Err(NotAccepted)` when the code there is not our contract.
+/// `Err(NotAccepted)` when the code there is neither this version's contract nor the earlier one.
 pub async fn read_channel(
     wallet: &Wallet,
     address: &Address,
@@ -260,11 +336,9 @@ pub async fn read_channel(
     if code.is_empty() {
         return Ok(None);
     }
-    if !is_payment_channel_code(&code)? {
-        return Err(ModuleError::NotAccepted(format!(
-            "{address} is not a PaymentChannel contract"
-        )));
-    }
+    let version = payment_channel_version(&code)?.ok_or_else(|| {
+        ModuleError::NotAccepted(format!("{address} is not a PaymentChannel contract"))
+    })?;
     let call = |sig: &'static str| async move {
         rpc.eth_call(address, &abi::encode_call(sig, &[])?).await
     };
@@ -281,6 +355,7 @@ pub async fn read_channel(
         expires_at,
         closed,
         balance,
+        version,
     }))
 }
 
@@ -342,6 +417,12 @@ fn parse_signed_claim(value: &Value, what: &str) -> Result<SignedClaim, ModuleEr
     let amount = parse_amount(&value["amount"]).ok_or_else(|| {
         ModuleError::InvalidFields(format!("{what}.amount must be a decimal string"))
     })?;
+    // A claim is signed and closed as a uint256: a longer amount is the peer's error, not one to retry.
+    if amount.bits() > UINT256_BITS {
+        return Err(ModuleError::InvalidFields(format!(
+            "{what}.amount exceeds {UINT256_BITS} bits"
+        )));
+    }
     let sig_bytes = value["signature"]
         .as_str()
         .map(decode_hex)
@@ -732,7 +813,8 @@ impl Inner {
                 "{OPT_CHANNEL_DEPOSIT} must be set to pay over eth-channel"
             )));
         }
-        let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
+        let chain_id = self.wallet.chain_id().await?;
+        let peer = self.peer.get(ctx, chain_id).await?;
         let channels = ctx.max_value_tracker(OUTGOING_CHANNEL_KEY)?;
         for _ in 0..MAX_FUNDING_ROUNDS {
             let entry = channels.get_max().await?;
@@ -742,7 +824,9 @@ impl Inner {
             };
             let now = self.chain_now().await?;
             let usable = current.filter(|c| {
-                !c.closed
+                // A channel of the earlier contract takes no claims the payee would accept: open a new one.
+                c.version == ChannelVersion::Current
+                    && !c.closed
                     && c.payee == peer
                     && c.payer == self.wallet.address()
                     && c.expires_at >= now.saturating_add(self.settings.margin_secs * 2)
@@ -810,7 +894,7 @@ impl Inner {
                 .await?;
                 continue;
             }
-            let digest = claim_digest(&channel.address, &amount)?;
+            let digest = claim_digest(chain_id, &channel.address, &amount)?;
             let signature = self.wallet.key().sign_personal(&digest)?;
             let mut data = json!({
                 "channel": channel.address.to_string(),
@@ -886,7 +970,8 @@ impl Inner {
                 continue;
             };
             match read_channel(&self.wallet, &address).await {
-                Ok(Some(state)) if state.closed => {}
+                // The payee refuses claims on the earlier contract's channels: nothing to carry.
+                Ok(Some(state)) if state.closed || state.version != ChannelVersion::Current => {}
                 Ok(None) => {}
                 Ok(Some(_)) => kept.push(claim),
                 Err(err) => {
@@ -1043,16 +1128,29 @@ impl Inner {
         Ok(())
     }
 
-    /// The claim is signed by the channel's payer (`peer`). No chain read.
-    fn check_signature(&self, peer: &Address, claim: &SignedClaim) -> Result<(), ModuleError> {
-        let digest = claim_digest(&claim.channel, &claim.amount)?;
+    /// The claim is signed by the channel's payer (`peer`) for this chain (`chain_id`). No chain read.
+    fn check_signature(
+        &self,
+        chain_id: u64,
+        peer: &Address,
+        claim: &SignedClaim,
+    ) -> Result<(), ModuleError> {
+        let digest = claim_digest(chain_id, &claim.channel, &claim.amount)?;
         let signer = recover_address(&eip191_hash(&digest), &claim.signature)?;
-        if signer != *peer {
+        if signer == *peer {
+            return Ok(());
+        }
+        // Refused either way; the reason tells an operator whether the peer needs to upgrade.
+        let v1_digest = v1_claim_digest(&claim.channel, &claim.amount)?;
+        if recover_address(&eip191_hash(&v1_digest), &claim.signature).ok() == Some(*peer) {
             return Err(ModuleError::NotAccepted(
-                "claim is not signed by the channel's payer".to_owned(),
+                "claim is signed without the chain ID (the peer runs an earlier release of eth-channel)"
+                    .to_owned(),
             ));
         }
-        Ok(())
+        Err(ModuleError::NotAccepted(
+            "claim is not signed by the channel's payer for this chain".to_owned(),
+        ))
     }
 
     /// Checks a (signed) claim on chain the way every claim is checked: the contract is our `PaymentChannel`,
@@ -1062,6 +1160,14 @@ impl Inner {
         let state = read_channel(&self.wallet, &claim.channel)
             .await?
             .ok_or_else(|| ModuleError::NotAccepted(format!("no channel at {}", claim.channel)))?;
+        if state.version != ChannelVersion::Current {
+            self.remember_dead(claim.channel);
+            return Err(ModuleError::NotAccepted(format!(
+                "channel {} runs the earlier PaymentChannel, whose claims do not commit to the chain: it takes \
+                 no claims",
+                claim.channel
+            )));
+        }
         if state.payer != *peer || state.payee != self.wallet.address() {
             return Err(ModuleError::NotAccepted(
                 "channel is not from the peer to us".to_owned(),
@@ -1130,7 +1236,7 @@ impl Inner {
                     claim.channel
                 )));
             }
-            self.check_signature(&peer, claim)?;
+            self.check_signature(chain_id, &peer, claim)?;
             closing = Some(self.close_lock.lock().await);
             self.ensure_nothing_pending().await?;
             self.check_on_chain(&peer, claim).await?;
@@ -1173,7 +1279,7 @@ impl Inner {
                 continue;
             }
             // A forged entry costs neither a chain read nor a wait for the close lock.
-            if let Err(err) = self.check_signature(&peer, old) {
+            if let Err(err) = self.check_signature(chain_id, &peer, old) {
                 warn!(channel = %old.channel, amount = %old.amount, %err, "retired claim refused");
                 continue;
             }
@@ -1612,6 +1718,42 @@ mod tests {
     }
 
     #[test]
+    fn the_earlier_contract_is_recognised_as_v1_and_not_as_current() -> Result<(), EthError> {
+        let (current, v1) = (artifact()?, v1_artifact()?);
+        assert_ne!(current.runtime, v1.runtime);
+        for (a, version) in [(current, ChannelVersion::Current), (v1, ChannelVersion::V1)] {
+            let mut code = a.runtime.clone();
+            for (start, len) in &a.immutables {
+                code[*start..start + len].fill(0x5c);
+            }
+            assert_eq!(payment_channel_version(&code)?, Some(version));
+            assert_eq!(
+                is_payment_channel_code(&code)?,
+                version == ChannelVersion::Current
+            );
+        }
+        assert_eq!(payment_channel_version(&[0x60, 0x80])?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn claim_digests_commit_to_the_chain_and_differ_from_the_earlier_digest() -> Result<(), EthError>
+    {
+        let channel: Address = "0xbded0d2bf404bdcba897a74e6657f1f12e5c6fb6".parse()?;
+        let amount = BigUint::from(3_000_000u32);
+        let on_a = claim_digest(31337, &channel, &amount)?;
+        assert_ne!(on_a, claim_digest(31338, &channel, &amount)?);
+        assert_ne!(on_a, v1_claim_digest(&channel, &amount)?);
+        // The preimage is abi.encodePacked(uint256 chainid, address, uint256 amount): 32 + 20 + 32 bytes.
+        let mut preimage = [0u8; 84];
+        preimage[24..32].copy_from_slice(&31337u64.to_be_bytes());
+        preimage[32..52].copy_from_slice(&channel.0);
+        preimage[80..84].copy_from_slice(&3_000_000u32.to_be_bytes());
+        assert_eq!(on_a, keccak256(&preimage));
+        Ok(())
+    }
+
+    #[test]
     fn wire_claims_are_parsed_strictly() {
         let good = json!({
             "channel": "0x5fbdb2315678afecb367f032d93f642f64180aa3",
@@ -1626,6 +1768,26 @@ mod tests {
         bad["signature"] = json!("0x1234");
         assert!(parse_wire_claim(&Claim::Json(bad)).is_err());
         assert!(parse_wire_claim(&Claim::Text("x".into())).is_err());
+    }
+
+    #[test]
+    fn a_claim_amount_beyond_256_bits_is_refused_as_invalid_not_retried() {
+        // Amount strings may be longer than any uint256 (the shared bound is set by RFC 38 requests); such an
+        // amount can never be signed or closed, so it is the peer's error, not a ledger one to retry.
+        let claim = |amount: String| {
+            Claim::Json(json!({
+                "channel": "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+                "amount": amount,
+                "signature": format!("0x{}1b", "11".repeat(64)),
+            }))
+        };
+        let max = (BigUint::from(1u8) << 256u32) - 1u8;
+        assert!(parse_wire_claim(&claim(max.to_string())).is_ok());
+        match parse_wire_claim(&claim((max + 1u8).to_string())) {
+            Err(ModuleError::InvalidFields(_)) => {}
+            Ok(_) => panic!("a claim of 2^256 wei was accepted"),
+            Err(other) => panic!("a claim of 2^256 wei was refused as {other:?}"),
+        }
     }
 
     #[test]

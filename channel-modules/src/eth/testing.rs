@@ -23,6 +23,8 @@ pub const ANVIL_BIN_ENV: &str = "ANVIL_BIN";
 pub const ANVIL_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Number of funded dev accounts anvil creates (its default).
 pub const ANVIL_DEV_ACCOUNTS: usize = 10;
+/// The chain ID anvil runs when not given `--chain-id` (claims signed for a test chain commit to it).
+pub const ANVIL_DEFAULT_CHAIN_ID: u64 = 31337;
 /// Path of the npm-installed binary relative to the workspace root.
 pub const ANVIL_WORKSPACE_PATH: &str =
     "tests/node/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
@@ -131,7 +133,12 @@ impl Anvil {
     /// Starts a default anvil for a test. Returns `None` (and says why on stderr) when the binary is missing,
     /// unless `CI=true`, where it panics: CI must run these tests.
     pub fn for_test() -> Option<Anvil> {
-        match Anvil::start(&[]) {
+        Self::for_test_with(&[])
+    }
+
+    /// [`Anvil::for_test`] with extra command-line `args` (e.g. `["--chain-id", "31338"]`).
+    pub fn for_test_with(args: &[&str]) -> Option<Anvil> {
+        match Anvil::start(args) {
             Ok(anvil) => Some(anvil),
             Err(err @ AnvilError::NotFound(_)) => {
                 if std::env::var("CI").is_ok_and(|v| v == "true") {

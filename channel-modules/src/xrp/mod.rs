@@ -172,7 +172,13 @@ fn invalid(message: impl Into<String>) -> ModuleError {
 }
 
 fn ledger_error(err: RippledError) -> ModuleError {
-    ModuleError::Ledger(err.to_string())
+    match err {
+        // Configuration, not the ledger: retrying cannot help.
+        RippledError::SeedInClearText(_) | RippledError::InvalidUrl(_) => {
+            ModuleError::InvalidFields(err.to_string())
+        }
+        other => ModuleError::Ledger(other.to_string()),
+    }
 }
 
 fn opt_str<'a>(options: &'a Value, name: &str) -> Result<Option<&'a str>, ModuleError> {
@@ -269,7 +275,7 @@ impl XrpPaychan {
     ///
     /// | option | meaning |
     /// |--|--|
-    /// | `rippled` | rippled JSON-RPC URL (required) |
+    /// | `rippled` | rippled JSON-RPC URL (required); `https://`, or `http://` to a loopback host when the secret is a family seed (it is sent to rippled to redeem claims) |
     /// | `secret` / `secretFile` / `secretEnv` | our key: a family seed `s…` (needed to submit claims), or a hex private key (`ED`+64 hex: ed25519; 64 hex or `00`+64 hex: secp256k1), given inline, in a file, or in an environment variable (exactly one) |
     /// | `address` | our classic address (default: the key's master address) |
     /// | `channel` | our outgoing channel ID (we are its source); without it we cannot pay |
@@ -286,6 +292,19 @@ impl XrpPaychan {
         let rippled = opt_str(options, "rippled")?
             .ok_or_else(|| invalid("xrp-paychan needs option rippled"))?;
         let keys = read_secret(options)?;
+        // Redeeming claims sends the family seed to rippled (sign-and-submit): refuse at start a URL it would
+        // cross in clear text, rather than at the first redemption. A hex private key is never sent.
+        if keys.seed().is_some() {
+            let url = rpc::parse_rippled_url(rippled)
+                .map_err(|e| invalid(format!("xrp-paychan option rippled: {e}")))?;
+            if !rpc::seed_may_travel_to(&url) {
+                return Err(invalid(format!(
+                    "xrp-paychan option rippled: {url} is plain http to a host that is not loopback, and the \
+                     family seed is sent to rippled to redeem claims: use https (or a rippled on 127.0.0.1, \
+                     [::1] or localhost)"
+                )));
+            }
+        }
         let address = match opt_str(options, "address")? {
             Some(a) => {
                 if crypto::decode_address(a).is_none() {
@@ -336,7 +355,8 @@ impl XrpPaychan {
             .transpose()?;
         let expiry_check_interval =
             watcher_interval(configured_check, min_settle_delay_secs, expiry_margin);
-        let client = RippledClient::new(rippled).map_err(ledger_error)?;
+        let client = RippledClient::new(rippled)
+            .map_err(|e| invalid(format!("xrp-paychan option rippled: {e}")))?;
         Ok(XrpPaychan {
             inner: Arc::new(Inner {
                 opts: Options {

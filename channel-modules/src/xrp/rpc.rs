@@ -9,12 +9,18 @@
 //! * `ledger_entry` with `payment_channel` (validated ledger): the facts of one channel;
 //! * `submit` in sign-and-submit mode (`tx_json` + `secret`): rippled fills `Fee`/`Sequence` and signs. This
 //!   avoids implementing the XRPL binary codec here, at the price of sending the secret to the rippled
-//!   server: only use a rippled you run yourself, over loopback or TLS.
+//!   server: only use a rippled you run yourself.
 //!
-//! The workspace's `reqwest` is built without TLS, so `https://` rippled URLs need a TLS-terminating proxy.
+//! The family seed never travels in clear text: [`RippledClient::submit_with_secret`] refuses a URL that is
+//! plain `http://` to a host other than loopback ([`seed_may_travel_to`]; the module refuses such a `rippled`
+//! option at start already), the client never follows redirects (a 3xx answer would otherwise carry the
+//! request body, seed included, to wherever `Location` points), and plain-http requests bypass any
+//! environment proxy. `https://` URLs are checked against the Mozilla root set of `webpki-roots` (rustls).
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use reqwest::Url;
 use serde_json::{json, Value};
 
 use super::crypto::{ChannelId, PublicKey};
@@ -37,6 +43,14 @@ pub enum RippledError {
     /// The answer is not the JSON shape expected.
     #[error("unexpected rippled response: {0}")]
     Decode(String),
+    /// The URL is not an absolute `http://` or `https://` URL.
+    #[error("invalid rippled url {0}")]
+    InvalidUrl(String),
+    /// Sign-and-submit refused: the family seed would travel over plain http to a host that is not loopback.
+    #[error(
+        "refusing to send the family seed to {0}: plain http to a host that is not loopback (use https)"
+    )]
+    SeedInClearText(String),
     /// rippled answered `status: error`.
     #[error("rippled error {code}: {message}")]
     Rpc {
@@ -169,29 +183,72 @@ impl SubmitOutcome {
     }
 }
 
+/// Parses a rippled JSON-RPC URL: absolute, `http` or `https`, with a host.
+pub fn parse_rippled_url(url: &str) -> Result<Url, RippledError> {
+    let parsed = Url::parse(url).map_err(|e| RippledError::InvalidUrl(format!("{url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(RippledError::InvalidUrl(format!(
+            "{url:?}: not an http:// or https:// url"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Whether the family seed may be sent to `url` for sign-and-submit: over `https` to any host, or over plain
+/// `http` only to a loopback host (`127.0.0.0/8`, `::1`, `localhost`), where it never leaves the machine.
+pub fn seed_may_travel_to(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => is_loopback_host(url),
+        _ => false,
+    }
+}
+
+/// Whether the URL's host is loopback: an IPv4 address in `127.0.0.0/8`, `::1`, or the name `localhost`
+/// (which the resolver answers from the hosts file with a loopback address).
+fn is_loopback_host(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // IPv6 hosts come bracketed (`[::1]`); domains come lowercased.
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare == "localhost",
+    }
+}
+
 /// A rippled JSON-RPC endpoint.
 #[derive(Clone, Debug)]
 pub struct RippledClient {
-    url: String,
+    url: Url,
     http: reqwest::Client,
 }
 
 impl RippledClient {
-    /// A client for the JSON-RPC URL (e.g. `http://127.0.0.1:5005/`).
+    /// A client for the JSON-RPC URL (e.g. `http://127.0.0.1:5005/`). It follows no redirects, and plain-http
+    /// requests go straight to the host, never through a proxy from the environment: both would carry the
+    /// body (the seed, for [`RippledClient::submit_with_secret`]) to another server.
     pub fn new(url: &str) -> Result<Self, RippledError> {
-        let http = reqwest::Client::builder()
+        let url = parse_rippled_url(url)?;
+        let mut builder = reqwest::Client::builder()
             .timeout(RIPPLED_REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
+        if url.scheme() == "http" {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .build()
             .map_err(|e| RippledError::Transport(e.to_string()))?;
-        Ok(RippledClient {
-            url: url.to_owned(),
-            http,
-        })
+        Ok(RippledClient { url, http })
     }
 
     /// The endpoint URL.
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.as_str()
     }
 
     /// Calls `method` with one parameter object and returns its `result` object (status `success`).
@@ -199,7 +256,7 @@ impl RippledClient {
         let body = json!({ "method": method, "params": [params] });
         let response = self
             .http
-            .post(&self.url)
+            .post(self.url.clone())
             .json(&body)
             .send()
             .await
@@ -253,12 +310,18 @@ impl RippledClient {
         }
     }
 
-    /// Submits `tx_json` in sign-and-submit mode with the account's family seed.
+    /// Submits `tx_json` in sign-and-submit mode with the account's family seed. Refused
+    /// ([`RippledError::SeedInClearText`]) unless [`seed_may_travel_to`] the client's URL: the module checks
+    /// its option at start, and this check stands right before the seed is sent in case a client was built
+    /// some other way.
     pub async fn submit_with_secret(
         &self,
         tx_json: Value,
         seed: &str,
     ) -> Result<SubmitOutcome, RippledError> {
+        if !seed_may_travel_to(&self.url) {
+            return Err(RippledError::SeedInClearText(self.url.to_string()));
+        }
         let result = self
             .call("submit", json!({ "tx_json": tx_json, "secret": seed }))
             .await?;
