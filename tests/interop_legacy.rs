@@ -15,8 +15,8 @@ use bytes::Bytes;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{
-    forward_id, IncomingRequestHandler, NodeOptions, PeerError, PeerEvent, PeerMessage, PeerNode,
-    Trustline,
+    forward_id, IncomingRequestHandler, LocalPayments, NodeOptions, PeerError, PeerEvent,
+    PeerMessage, PeerNode, RoutingConfig, Trustline,
 };
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};
@@ -433,10 +433,23 @@ impl IncomingRequestHandler for Echo {
     }
 }
 
-fn node_options() -> NodeOptions {
+/// Loopback listeners, and nothing else changed: as `ilp-bridge run` runs, payments for the node are refused.
+fn run_options() -> NodeOptions {
     NodeOptions {
         bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         ..NodeOptions::default()
+    }
+}
+
+/// [`run_options`], with the test as the embedder that receives payments for the node (it fulfills or rejects
+/// them itself).
+fn node_options() -> NodeOptions {
+    NodeOptions {
+        routing: RoutingConfig {
+            local_payments: LocalPayments::Embedder,
+            ..RoutingConfig::default()
+        },
+        ..run_options()
     }
 }
 
@@ -668,6 +681,56 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
         tl.log().sums().incoming_fulfilled
     );
 
+    js.ok("disconnect", json!({})).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// A payment addressed to the bridge node itself (under its account on the ledger it came from), sent by the
+/// real legacy plugin, with nothing on the node that receives payments (as under `ilp-bridge run`): refused at
+/// once with F02, so the payer's money is not locked until the transfer expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_for_the_bridge_itself_are_refused_at_once() -> TestResult {
+    for_each_version(payments_for_the_bridge_for).await
+}
+
+async fn payments_for_the_bridge_for(version: &str) -> TestResult {
+    /// Far longer than a refusal takes, and longer than [`WAIT`]: a payment left to expire fails the test.
+    const EXPIRY_MS: i64 = 30_000;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let (node, tl) = start_single(
+        listener_config("kit", port, "s3cret", "1000", "test.kit.", json!({})),
+        dir.path(),
+        run_options(),
+    )
+    .await?;
+    let mut js = JsPeer::client(
+        version,
+        format!("btp+ws://:s3cret@127.0.0.1:{port}"),
+        &[
+            ("STATEFUL", "1".into()),
+            ("MAX_BALANCE", "1000".into()),
+            ("PREFIX", "test.kit.".into()),
+        ],
+    )
+    .await?;
+    js.ok("connect", json!({})).await?;
+    for n in 1..=5u8 {
+        let ilp = js.payment("test.kit.server.bob", 10).await?;
+        let sent = tokio::time::Instant::now();
+        let id = js.send_transfer(&[n; 32], 10, EXPIRY_MS, &ilp).await?;
+        let rejected = js.event_for("outgoing_reject", &id).await?;
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "refused only after {:?}",
+            sent.elapsed()
+        );
+        assert!(rejected.to_string().contains("F02"), "{rejected}");
+        assert_cancelled(&tl, &id.parse()?).await?;
+    }
+    assert_eq!(js.ok("getBalance", json!({})).await?, json!("0"));
+    assert_eq!(tl.local_balance(), 0);
     js.ok("disconnect", json!({})).await?;
     node.shutdown().await;
     Ok(())

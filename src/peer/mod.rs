@@ -22,7 +22,7 @@ pub use error::{PeerError, WireError};
 pub use events::{PeerEvent, PeerMessage, RejectionMessage};
 pub use host::{Clock, PeerStores, SystemClock, TokioClock};
 pub use link::{MemoryLink, PeerLink};
-pub use routing::{forward_id, Rate, Router, RoutingConfig};
+pub use routing::{forward_id, LocalPayments, Rate, Router, RoutingConfig};
 pub use run::{run_peers, NodeOptions, PeerNode};
 pub use trustline::{
     IncomingRequestHandler, TransferHook, TransferOutcome, Trustline, TrustlineHandler,

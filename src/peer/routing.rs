@@ -21,6 +21,10 @@
 //! ILQP quote requests (ILP v1 types 2, 4, 6 in a Message's `ilp`) are routed the same way and answered for
 //! the next ledger ([`Router::quote`]): converted amounts, hold duration plus the expiry margin.
 //!
+//! A transfer local to the ledger it came from (paying the node itself, e.g. `g.kit.server.bob` from the peer
+//! whose prefix is `g.kit.`) is not routed: with [`LocalPayments::Refuse`] (the default, and `ilp-bridge run`)
+//! it is refused at once with `F02 Unreachable`; with [`LocalPayments::Embedder`] it is left to the embedder.
+//!
 //! Refusals (ILP v1 Errors sent back in a Reject): `F02 Unreachable` (no route), `R02 Insufficient Timeout`,
 //! `R01 Insufficient Source Amount`, `F00 Bad Request` (no rate between currencies), `T01 Ledger Unreachable`
 //! (next peer not connected), `T04 Insufficient Liquidity` (next peer refused the Prepare).
@@ -91,6 +95,20 @@ impl Rate {
     }
 }
 
+/// What the router does with an incoming transfer that is not routed onwards because it is local: its
+/// destination lies under the node's own account on the ledger it came from (it pays the node itself), or on
+/// that ledger with no other peer to take it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LocalPayments {
+    /// Nothing on this node receives payments (`ilp-bridge run`): refuse them at once with `F02 Unreachable`,
+    /// so the payer's money is not held until the transfer expires.
+    #[default]
+    Refuse,
+    /// A library embedder receives them (it watches `incoming_prepare` and fulfills or rejects each one):
+    /// leave them prepared.
+    Embedder,
+}
+
 /// Routing settings.
 #[derive(Debug, Clone)]
 pub struct RoutingConfig {
@@ -100,6 +118,8 @@ pub struct RoutingConfig {
     pub min_forward_window: Duration,
     /// Rates by (from peer name, to peer name).
     pub rates: HashMap<(String, String), Rate>,
+    /// Who receives payments for the node itself.
+    pub local_payments: LocalPayments,
 }
 
 impl Default for RoutingConfig {
@@ -108,6 +128,7 @@ impl Default for RoutingConfig {
             expiry_margin: DEFAULT_EXPIRY_MARGIN,
             min_forward_window: DEFAULT_MIN_FORWARD_WINDOW,
             rates: HashMap::new(),
+            local_payments: LocalPayments::default(),
         }
     }
 }
@@ -422,11 +443,18 @@ impl Router {
             tracing::debug!(peer = from.name(), transfer = %transfer.id, "incoming transfer has no ILP v1 payment; not routed");
             return;
         };
-        if let Some(own) = from.account() {
-            if payment.account.starts_with(&own) {
-                tracing::debug!(peer = from.name(), transfer = %transfer.id, "payment is for us; not routed");
-                return;
-            }
+        if from
+            .account()
+            .is_some_and(|own| payment.account.starts_with(&own))
+        {
+            self.local_payment(
+                &from,
+                transfer.id,
+                &payment.account,
+                "payment for this node",
+            )
+            .await;
+            return;
         }
         let me = from.account().unwrap_or_default();
         let Some(next) = self.route(&payment.account, from.name()) else {
@@ -434,7 +462,13 @@ impl Router {
                 .prefix()
                 .is_some_and(|p| payment.account.starts_with(&p))
             {
-                // Local to the ledger it came from and not for us: leave it to embedders.
+                self.local_payment(
+                    &from,
+                    transfer.id,
+                    &payment.account,
+                    "payment to another account of the ledger it came from",
+                )
+                .await;
                 return;
             }
             self.refuse(
@@ -543,6 +577,32 @@ impl Router {
                     other => ilp_error(b"T01", "Ledger Unreachable", me, &other.to_string()),
                 };
                 self.refuse(&from, transfer.id, err).await;
+            }
+        }
+    }
+
+    /// A transfer that is local to the ledger it came from (see [`LocalPayments`]): left to the embedder, or
+    /// refused at once with `F02 Unreachable` when nothing on the node receives payments.
+    async fn local_payment(
+        &self,
+        from: &Trustline,
+        id: TransferId,
+        destination: &str,
+        kind: &'static str,
+    ) {
+        match self.config.local_payments {
+            LocalPayments::Embedder => {
+                tracing::debug!(peer = from.name(), transfer = %id, %destination, kind, "local payment left to the embedder");
+            }
+            LocalPayments::Refuse => {
+                tracing::info!(peer = from.name(), transfer = %id, %destination, kind, "payment refused: nothing on this node receives payments");
+                let err = ilp_error(
+                    b"F02",
+                    "Unreachable",
+                    from.account().unwrap_or_default(),
+                    &format!("{kind}: nothing on this node receives payments"),
+                );
+                self.refuse(from, id, err).await;
             }
         }
     }
@@ -675,15 +735,21 @@ impl Router {
                         n += 1;
                         let (p, t) = (Arc::downgrade(&peer.inner), rec.transfer.clone());
                         tokio::spawn(async move {
+                            // Forwarded once its next peer is reachable; a local one (decided by `forward`)
+                            // once its own peer is, since a client learns its address only at connect.
                             let routable = || {
                                 let p = Trustline {
                                     inner: p.upgrade()?,
                                 };
                                 let me = me.upgrade()?;
+                                let local = p
+                                    .prefix()
+                                    .is_some_and(|prefix| payment.account.starts_with(&prefix));
                                 let ready = p.is_connected()
-                                    && me
-                                        .route(&payment.account, p.name())
-                                        .is_some_and(|next| next.is_connected());
+                                    && (local
+                                        || me
+                                            .route(&payment.account, p.name())
+                                            .is_some_and(|next| next.is_connected()));
                                 ready.then_some((me, p))
                             };
                             if let Some((me, p)) = Self::wait_for(expires_at_ms, routable).await {
