@@ -234,6 +234,7 @@ impl NodeConfig {
         if let Some(ms) = raw.routing.min_forward_window_ms {
             routing.min_forward_window = Duration::from_millis(ms);
         }
+        routing.validate()?;
         let mut rates = HashMap::new();
         for (i, r) in raw.routing.rates.iter().enumerate() {
             for name in [&r.from, &r.to] {
@@ -307,5 +308,19 @@ mod tests {
             "[[peer]]\nname = \"x\"\noptions = { listener = { port = 1 }, incomingSecret = \"s\", prefix = \"a.\", info = {}, maxBalance = \"ten\" }\n",
         );
         assert!(matches!(bad_limit, Err(e) if e.to_string().contains("maxBalance")));
+        let no_margin = NodeConfig::parse("[routing]\nexpiry_margin_ms = 0\n");
+        assert!(
+            matches!(&no_margin, Err(e) if e.to_string().contains("routing.expiry_margin_ms")),
+            "{no_margin:?}"
+        );
+        let no_window = NodeConfig::parse("[routing]\nmin_forward_window_ms = 0\n");
+        assert!(
+            matches!(&no_window, Err(e) if e.to_string().contains("routing.min_forward_window_ms")),
+            "{no_window:?}"
+        );
+        assert!(
+            NodeConfig::parse("[routing]\nexpiry_margin_ms = 1\nmin_forward_window_ms = 1\n")
+                .is_ok()
+        );
     }
 }

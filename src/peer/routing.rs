@@ -11,9 +11,12 @@
 //! * a converted amount of 0, or below the Payment's amount when the next ledger is the destination ledger,
 //!   is refused.
 //!
-//! When the forwarded transfer is fulfilled, the incoming one is fulfilled with the same preimage (retried
-//! until it succeeds or expires); when it is rejected, the incoming one is rejected with the same ILP Error
-//! plus our address in `forwardedBy`; when it expires, the incoming one is rejected with the R00.
+//! When the forwarded transfer is fulfilled, the incoming one is fulfilled with the same preimage: sent even
+//! if it is past its expiry by our clock (the payer decides whether it is late; we have paid the next hop),
+//! and re-sent while its outcome is unknown. Its own expiry timer does not cancel it meanwhile
+//! ([`TransferHook::hold_incoming_expiry`]). When the forwarded transfer is rejected, the incoming one is
+//! rejected with the same ILP Error plus our address in `forwardedBy`; when it expires, the incoming one is
+//! rejected with the R00.
 //!
 //! The forwarded transfer's ID is derived from the incoming peer and ID ([`forward_id`]), so after a restart
 //! [`Router::recover`] finds every pair again from the logs alone: no routing table is stored.
@@ -47,6 +50,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::PeerError;
 use super::trustline::{TransferHook, TransferOutcome, Trustline};
+use crate::config::legacy::ConfigError;
 
 /// Default time the forwarded transfer expires before the incoming one.
 pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
@@ -120,6 +124,27 @@ pub struct RoutingConfig {
     pub rates: HashMap<(String, String), Rate>,
     /// Who receives payments for the node itself.
     pub local_payments: LocalPayments,
+}
+
+impl RoutingConfig {
+    /// Refuses settings that would lose money: a zero `expiry_margin` leaves no time to pass a Fulfill back
+    /// (the source would expire together with the transfer we forwarded, and our Fulfill to the payer could
+    /// lose the race with its expiry), and a zero `min_forward_window` forwards transfers already due.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.expiry_margin.is_zero() {
+            return Err(ConfigError::field(
+                "routing.expiry_margin_ms",
+                "must be at least 1: a forwarded transfer must expire before the one it was forwarded from",
+            ));
+        }
+        if self.min_forward_window.is_zero() {
+            return Err(ConfigError::field(
+                "routing.min_forward_window_ms",
+                "must be at least 1: a forwarded transfer needs time to be fulfilled",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RoutingConfig {
@@ -616,18 +641,14 @@ impl Router {
 
     /// Fulfills the source transfer: at once when its peer is connected, else (and whenever the outcome is
     /// unknown) the source trustline delivers it itself, from a durable note, across reconnects and restarts.
+    /// We have paid the next hop, so the Fulfill goes out even when the source is past its expiry by our clock:
+    /// the payer decides whether it is late.
     async fn fulfill_back(&self, source: Source, fulfillment: [u8; 32], ilp: Option<Bytes>) {
         let result = match source
             .peer
-            .fulfill_condition(source.id, fulfillment, ilp.clone())
+            .fulfill_when_possible(source.id, fulfillment, ilp)
             .await
         {
-            Err(PeerError::NotConnected(_)) => {
-                source
-                    .peer
-                    .fulfill_when_possible(source.id, fulfillment, ilp)
-                    .await
-            }
             // The trustline re-sends a Fulfill whose outcome is unknown.
             Err(PeerError::Rpc(_)) => Ok(()),
             other => other,
@@ -773,6 +794,45 @@ impl TransferHook for Router {
 
     async fn quote_request(&self, peer: Trustline, request: IlpV1Packet) -> Option<Bytes> {
         self.quote(&peer, &request).map(|p| p.to_bytes())
+    }
+
+    /// Holds the expiry of a source whose forwarded transfer the next hop fulfilled, or is fulfilling right
+    /// now (its Fulfill passed the expiry check and is being applied), and delivers the fulfillment. The
+    /// forwarded transfer is found by its ID in the other peers' logs, as in [`Router::recover`], so this
+    /// also covers a restart, where the expiry of a source can fire before recovery.
+    ///
+    /// Why this cannot miss a Fulfill that is being accepted: the next peer marks its transfer before it
+    /// reads its clock to check the expiry, and the source's timer read the clock, at or after the source's
+    /// expiry, before this looks for the mark. If the mark is not seen, the next peer's reading comes later,
+    /// past the forwarded expiry (the margin is at least 1 ms), so it refuses that Fulfill.
+    async fn hold_incoming_expiry(&self, peer: Trustline, transfer: Transfer) -> bool {
+        let out_id = forward_id(peer.name(), &transfer.id);
+        for next in self.peers().into_iter().filter(|p| p.name() != peer.name()) {
+            if next.is_accepting_fulfill(&out_id) {
+                return true;
+            }
+            match next.log().get(&out_id).await {
+                Ok(Some(out)) => {
+                    let TransferState::Fulfilled { fulfillment } = out.state else {
+                        return false;
+                    };
+                    tracing::info!(peer = peer.name(), transfer = %transfer.id, next = next.name(), "source due to expire but its forwarded transfer was fulfilled; fulfilling it");
+                    let source = Source {
+                        peer,
+                        id: transfer.id,
+                    };
+                    self.fulfill_back(source, fulfillment, None).await;
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Unknown: hold, and look again at the next attempt.
+                    tracing::warn!(peer = peer.name(), transfer = %transfer.id, next = next.name(), error = %e, "cannot read the forwarded transfer; source expiry held");
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     async fn outgoing_settled(

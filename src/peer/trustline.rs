@@ -129,6 +129,14 @@ pub trait TransferHook: Send + Sync {
     async fn quote_request(&self, _peer: Trustline, _request: IlpV1Packet) -> Option<Bytes> {
         None
     }
+    /// The expiry timer of `peer`'s incoming `transfer` fired and it is still prepared. `true` holds the
+    /// expiry (checked again [`EXPIRY_RETRY_DELAY`] later): the hook has, or is about to have, the transfer's
+    /// fulfillment (a router whose next hop fulfilled the transfer it forwarded) and delivers it itself (with
+    /// [`Trustline::fulfill_when_possible`]), because the payer, not our clock, decides whether that Fulfill
+    /// is late. Runs on the expiry's own task.
+    async fn hold_incoming_expiry(&self, _peer: Trustline, _transfer: Transfer) -> bool {
+        false
+    }
 }
 
 /// Tunables of a trustline.
@@ -822,49 +830,65 @@ impl Trustline {
     }
 
     /// Hands a Fulfill to the trustline to deliver whenever it can: checks the transfer and the preimage,
-    /// notes the preimage durably, and re-sends it (also across reconnects and restarts) until the peer
-    /// answers, as for a Fulfill whose outcome is unknown. Unlike [`Trustline::fulfill_condition`] it needs no
-    /// connection and does not refuse a transfer past its expiry (the payer decides). Used by a router that has
-    /// already paid the next hop. `Ok` if the transfer is already fulfilled.
+    /// notes the preimage durably, sends it at once when connected, and otherwise (or when its outcome is
+    /// unknown) re-sends it, also across reconnects and restarts, until the peer answers. Unlike
+    /// [`Trustline::fulfill_condition`] it needs no connection and does not refuse a transfer past its expiry
+    /// by our clock: the payer decides whether it is late (if the payer refuses it and the transfer is past its
+    /// expiry here, it is cancelled here too). Used by a router that has already paid the next hop. `Ok` if the
+    /// transfer is already fulfilled, or our Fulfill of it is already on its way.
     pub async fn fulfill_when_possible(
         &self,
         id: TransferId,
         fulfillment: [u8; 32],
         ilp: Option<Bytes>,
     ) -> Result<(), PeerError> {
-        let Some(_claim) = FulfillClaim::take(&self.inner, id) else {
-            return Err(PeerError::refused(
-                "AlreadyRolledBackError",
-                format!("{id} is being cancelled"),
-            ));
-        };
-        let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
-        match rec.state {
-            TransferState::Fulfilled { .. } => return Ok(()),
-            TransferState::Cancelled { .. } => {
-                return Err(PeerError::refused(
-                    "AlreadyRolledBackError",
-                    format!("{id} has already been cancelled"),
-                ))
+        let (rec, refused) = {
+            let claim = FulfillClaim::take_unless_delivering(&self.inner, id).map_err(|()| {
+                PeerError::refused("AlreadyRolledBackError", format!("{id} is being cancelled"))
+            })?;
+            if claim.is_none() {
+                return Ok(());
             }
-            TransferState::Prepared => {}
+            let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
+            match rec.state {
+                TransferState::Fulfilled { .. } => return Ok(()),
+                TransferState::Cancelled { .. } => {
+                    return Err(PeerError::refused(
+                        "AlreadyRolledBackError",
+                        format!("{id} has already been cancelled"),
+                    ))
+                }
+                TransferState::Prepared => {}
+            }
+            if rec.direction != Direction::Incoming
+                || !fulfillment_matches(&fulfillment, &rec.transfer.execution_condition)
+            {
+                return Err(PeerError::refused(
+                    "NotAcceptedError",
+                    "not an incoming transfer with this condition",
+                ));
+            }
+            self.inner
+                .log
+                .note_fulfillment(&id, &fulfillment, ilp.as_deref().unwrap_or_default())
+                .await
+                .map_err(log_err_to_peer)?;
+            if !self.is_connected() {
+                // Nothing was sent for it by this call: a TypeError to the first send is not an earlier one's
+                // echo.
+                self.resend_fulfill_later(rec, fulfillment, ilp, false);
+                return Ok(());
+            }
+            match self.fulfill_inner(&rec, fulfillment, ilp, false).await {
+                Err(PeerError::Remote(e)) => (rec, e),
+                other => return other,
+            }
+        };
+        // The payer refused it. Past its expiry here too, the transfer ends cancelled on both sides.
+        if rec.transfer.expires_at_ms <= system_ms(self.now()) {
+            self.expire_unheld(id).await;
         }
-        if rec.direction != Direction::Incoming
-            || !fulfillment_matches(&fulfillment, &rec.transfer.execution_condition)
-        {
-            return Err(PeerError::refused(
-                "NotAcceptedError",
-                "not an incoming transfer with this condition",
-            ));
-        }
-        self.inner
-            .log
-            .note_fulfillment(&id, &fulfillment, ilp.as_deref().unwrap_or_default())
-            .await
-            .map_err(log_err_to_peer)?;
-        // Nothing was sent for it by this call: a TypeError to the first send is not an earlier one's echo.
-        self.resend_fulfill_later(rec, fulfillment, ilp, false);
-        Ok(())
+        Err(PeerError::Remote(refused))
     }
 
     async fn fulfill_inner(
@@ -1001,7 +1025,7 @@ impl Trustline {
                             Err(e) => {
                                 tracing::warn!(peer = %tl.inner.name, transfer = %id, error = %e, "re-sent fulfill refused; the transfer expires here too");
                                 if rec.transfer.expires_at_ms <= system_ms(tl.now()) {
-                                    tl.expire(id).await;
+                                    tl.expire_unheld(id).await;
                                 }
                             }
                         }
@@ -1139,6 +1163,12 @@ impl Trustline {
         self.inner.expiries.disarm(id);
     }
 
+    /// Whether the peer's Fulfill of our outgoing transfer `id` passed its checks in time and is being applied
+    /// (a router holds the transfer it was forwarded from meanwhile).
+    pub(crate) fn is_accepting_fulfill(&self, id: &TransferId) -> bool {
+        lock(&self.inner.settling).accepting.contains_key(id)
+    }
+
     /// Number of prepared transfers with an armed expiry (tests check that finished ones leave).
     pub fn armed_expiries(&self) -> usize {
         self.inner.expiries.len()
@@ -1157,8 +1187,28 @@ impl Trustline {
     }
 
     /// Expires a transfer if it is still prepared: cancel, send R00 Reject, emit `*_cancel`. Returns false
-    /// (and does nothing) while our Fulfill of it is in flight or unacknowledged.
+    /// (and does nothing) while our Fulfill of it is in flight or unacknowledged, while the peer's Fulfill of
+    /// it is being applied, or while the hook holds a fulfillment for it ([`TransferHook::hold_incoming_expiry`]).
     pub(crate) async fn expire(&self, id: TransferId) -> bool {
+        if let Some(hook) = read(&self.inner.hook) {
+            if let Ok(Some(rec)) = self.inner.log.get(&id).await {
+                if rec.direction == Direction::Incoming && rec.state == TransferState::Prepared {
+                    if lock(&self.inner.settling).delivering(&id) {
+                        return false;
+                    }
+                    if hook.hold_incoming_expiry(self.clone(), rec.transfer).await {
+                        tracing::debug!(peer = %self.inner.name, transfer = %id, "expiry held: the router holds a fulfillment for it");
+                        return false;
+                    }
+                }
+            }
+        }
+        self.expire_unheld(id).await
+    }
+
+    /// [`Trustline::expire`] without asking the hook: after the payer refused our Fulfill (it decided the
+    /// Fulfill was late), nothing holds the transfer any more.
+    async fn expire_unheld(&self, id: TransferId) -> bool {
         let Some(_claim) = CancelClaim::take(&self.inner, id) else {
             return false;
         };
@@ -1378,6 +1428,16 @@ impl Trustline {
             ));
         }
         let already = matches!(rec.state, TransferState::Fulfilled { .. });
+        // Marked before the clock is read, and held until the Fulfill is applied: whoever does not see the
+        // mark (our expiry of this transfer, or a router deciding whether the transfer it was forwarded from
+        // may expire) looked before this clock reading, so if the transfer had expired by then we refuse.
+        let _accepting = if already {
+            None
+        } else {
+            Some(AcceptClaim::take(&self.inner, id).ok_or_else(|| {
+                WireError::new("AlreadyRolledBackError", format!("{id} is being cancelled"))
+            })?)
+        };
         if !already && rec.transfer.expires_at_ms < system_ms(self.now()) {
             return Err(WireError::new(
                 "AlreadyRolledBackError",
@@ -1642,6 +1702,47 @@ struct Settling {
     unacked: HashSet<TransferId>,
     /// Transfers being cancelled by their expiry or our Reject (a Fulfill may not start).
     cancelling: HashSet<TransferId>,
+    /// Our outgoing transfers whose Fulfill from the peer passed its checks in time and is being applied
+    /// ([`AcceptClaim`]): not cancelled meanwhile.
+    accepting: HashMap<TransferId, u32>,
+}
+
+impl Settling {
+    /// Whether our Fulfill of `id` is in flight or being re-sent.
+    fn delivering(&self, id: &TransferId) -> bool {
+        self.fulfilling.contains_key(id) || self.unacked.contains(id)
+    }
+}
+
+/// Held by the handling of the peer's Fulfill of our outgoing transfer, from before its expiry check until it
+/// is applied (or refused).
+struct AcceptClaim<'a> {
+    inner: &'a TrustlineInner,
+    id: TransferId,
+}
+
+impl<'a> AcceptClaim<'a> {
+    /// `None` if the transfer is being cancelled.
+    fn take(inner: &'a TrustlineInner, id: TransferId) -> Option<Self> {
+        let mut settling = lock(&inner.settling);
+        if settling.cancelling.contains(&id) {
+            return None;
+        }
+        *settling.accepting.entry(id).or_insert(0) += 1;
+        Some(AcceptClaim { inner, id })
+    }
+}
+
+impl Drop for AcceptClaim<'_> {
+    fn drop(&mut self) {
+        let mut settling = lock(&self.inner.settling);
+        if let Some(n) = settling.accepting.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                settling.accepting.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// Held by a `fulfill_condition` call from before its checks until the outcome is known.
@@ -1659,6 +1760,23 @@ impl<'a> FulfillClaim<'a> {
         }
         *settling.fulfilling.entry(id).or_insert(0) += 1;
         Some(FulfillClaim { inner, id })
+    }
+
+    /// As [`FulfillClaim::take`], but `Ok(None)` when our Fulfill of the transfer is already in flight or
+    /// being re-sent (whoever sends it delivers it), and `Err(())` if the transfer is being cancelled.
+    fn take_unless_delivering(
+        inner: &'a TrustlineInner,
+        id: TransferId,
+    ) -> Result<Option<Self>, ()> {
+        let mut settling = lock(&inner.settling);
+        if settling.cancelling.contains(&id) {
+            return Err(());
+        }
+        if settling.delivering(&id) {
+            return Ok(None);
+        }
+        *settling.fulfilling.entry(id).or_insert(0) += 1;
+        Ok(Some(FulfillClaim { inner, id }))
     }
 }
 
@@ -1681,10 +1799,11 @@ struct CancelClaim<'a> {
 }
 
 impl<'a> CancelClaim<'a> {
-    /// `None` while our Fulfill of the transfer is in flight or unacknowledged.
+    /// `None` while our Fulfill of the transfer is in flight or unacknowledged, or the peer's Fulfill of it is
+    /// being applied.
     fn take(inner: &'a TrustlineInner, id: TransferId) -> Option<Self> {
         let mut settling = lock(&inner.settling);
-        if settling.fulfilling.contains_key(&id) || settling.unacked.contains(&id) {
+        if settling.delivering(&id) || settling.accepting.contains_key(&id) {
             return None;
         }
         settling.cancelling.insert(id);
