@@ -29,6 +29,8 @@ type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const VERSIONS: &[&str] = &["1.3.5", "1.1.3"];
+/// A hold window (ms) beyond every expiry the differential frames use (legacy has none).
+const LEGACY_HOLD_MS: u64 = 50 * 365 * 24 * 3600 * 1000;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn root() -> PathBuf {
@@ -462,13 +464,18 @@ async fn start_bridge_with(
     db_dir: &std::path::Path,
     options: NodeOptions,
 ) -> R<PeerNode> {
+    // `{"name", "options", "max_hold_ms"?}`, as a `[[peer]]` of the node TOML.
     let configs = configs
         .into_iter()
         .map(|c| {
             let name = c["name"].as_str().unwrap_or("peer").to_owned();
-            PeerConfig::from_legacy_json(&name, &c["options"])
+            let mut config = PeerConfig::from_legacy_json(&name, &c["options"])?;
+            if let Some(ms) = c["max_hold_ms"].as_u64() {
+                config.limits.max_hold = Duration::from_millis(ms);
+            }
+            Ok(config)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<R<Vec<_>>>()?;
     // After a shutdown the previous instance's last handles (closing sockets, finishing tasks) may need a
     // moment to let go of the database lock.
     let mut tries = 0;
@@ -1443,19 +1450,11 @@ async fn side_by_side(version: &str, max_balance: &str, echo: bool) -> R<SideByS
     js.ok("connect", json!({})).await?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    // The same options as legacy_peer.js builds (info keys in the same order).
-    let node = start_bridge(
-        vec![listener_config(
-            "x",
-            port,
-            "pw",
-            max_balance,
-            "test.x.",
-            json!({}),
-        )],
-        dir.path(),
-    )
-    .await?;
+    // The same options as legacy_peer.js builds (info keys in the same order), and a hold window as
+    // unbounded as legacy's: the frames prepare transfers expiring up to the year 2030.
+    let mut config = listener_config("x", port, "pw", max_balance, "test.x.", json!({}));
+    config["max_hold_ms"] = json!(LEGACY_HOLD_MS);
+    let node = start_bridge(vec![config], dir.path()).await?;
     if echo {
         node.trustline("x")
             .ok_or("no trustline")?

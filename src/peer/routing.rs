@@ -3,7 +3,9 @@
 //! An incoming transfer whose `ilp` is an ILP v1 Payment is forwarded to the peer whose prefix is the longest
 //! prefix of the Payment's destination account (never back to the peer it came from). The forwarded transfer
 //! has the same condition and the same (unchanged) ILP packet, expires [`RoutingConfig::expiry_margin`] before
-//! the incoming one, and carries the incoming amount converted to the next ledger:
+//! the incoming one but no further ahead than the next peer's hold window
+//! ([`PrepareLimits::max_hold`](super::limits::PrepareLimits::max_hold)), and carries the incoming amount
+//! converted to the next ledger:
 //! * same currency and scale: the same amount;
 //! * same currency, other scale: multiplied or divided by a power of ten; a division is exact or rounded
 //!   **down** (the bridge keeps the dust), never up;
@@ -30,7 +32,8 @@
 //!
 //! Refusals (ILP v1 Errors sent back in a Reject): `F02 Unreachable` (no route), `R02 Insufficient Timeout`,
 //! `R01 Insufficient Source Amount`, `F00 Bad Request` (no rate between currencies), `T01 Ledger Unreachable`
-//! (next peer not connected), `T04 Insufficient Liquidity` (next peer refused the Prepare).
+//! (next peer not connected), `T04 Insufficient Liquidity` (next peer refused the Prepare, or our own limit
+//! with it is reached: its balance limit or its prepared transfers).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -520,8 +523,14 @@ impl Router {
         }
         let margin = i64::try_from(self.config.expiry_margin.as_millis()).unwrap_or(i64::MAX);
         let window = i64::try_from(self.config.min_forward_window.as_millis()).unwrap_or(i64::MAX);
-        let expires_at_ms = transfer.expires_at_ms.saturating_sub(margin);
-        if expires_at_ms < now_ms().saturating_add(window) {
+        let now = from.clock_ms();
+        // Never more than the next peer's hold window ahead: the incoming transfer was refused beyond its own
+        // peer's window, but it may have been prepared under a larger one (or before there was one).
+        let expires_at_ms = transfer
+            .expires_at_ms
+            .saturating_sub(margin)
+            .min(now.saturating_add(next.limits().max_hold_ms()));
+        if expires_at_ms < now.saturating_add(window) {
             self.refuse(
                 &from,
                 transfer.id,
@@ -598,6 +607,13 @@ impl Router {
                         "Insufficient Liquidity",
                         me,
                         &format!("next peer refused: {} {}", r.code_str(), r.data),
+                    ),
+                    // Our own limit with the next peer (its balance, or its prepared transfers) is reached.
+                    PeerError::Refused(w) if w.name == "NotAcceptedError" => ilp_error(
+                        b"T04",
+                        "Insufficient Liquidity",
+                        me,
+                        &format!("refused towards the next peer: {}", w.message),
                     ),
                     other => ilp_error(b"T01", "Ledger Unreachable", me, &other.to_string()),
                 };

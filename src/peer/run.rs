@@ -131,6 +131,9 @@ impl PeerNode {
         // TLS) before anything starts.
         validate_peer_set(&configs)?;
         options.routing.validate()?;
+        for c in &configs {
+            c.limits.validate(&format!("peer {:?}", c.name))?;
+        }
         let endpoint = BtpEndpoint::new(EndpointConfig::default());
         let router = Router::new(options.routing.clone());
         let (stop, stop_rx) = watch::channel(false);

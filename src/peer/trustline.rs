@@ -29,7 +29,10 @@
 //!   ([`TransferLog::note_fulfillment`], one synced write), so after a crash [`Trustline::start`] resumes
 //!   sending it instead of letting a transfer the payer may already have paid expire here;
 //! * a Prepare the peer refuses with an Error is cancelled locally (legacy left it prepared forever); one with
-//!   no reply keeps its timer and expires normally.
+//!   no reply keeps its timer and expires normally;
+//! * a Prepare over the peer's [`PrepareLimits`] (expiring too far ahead, too much `ilp`/`custom` data, too
+//!   many prepared) is refused with `NotAcceptedError` before anything is stored; so is a `send_transfer`
+//!   beyond the prepared count.
 //!
 //! Already-expired Prepares are accepted and then rejected at once with R00, as legacy does.
 
@@ -62,6 +65,7 @@ use super::error::{PeerError, WireError};
 use super::events::{PeerEvent, PeerMessage, RejectionMessage, EVENT_CHANNEL_CAPACITY};
 use super::expiry::ExpiryQueue;
 use super::host::{Clock, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
+use super::limits::{PrepareLimits, PreparedSet, Reservation};
 use super::link::PeerLink;
 use crate::config::legacy::PeerConfig;
 
@@ -179,6 +183,10 @@ pub struct TrustlineInner {
     expiries: Arc<ExpiryQueue>,
     /// Who may finish each incoming transfer right now: our Fulfill, or its expiry / our Reject.
     settling: Mutex<Settling>,
+    /// How much the peer can make us hold.
+    limits: PrepareLimits,
+    /// The prepared transfers, counted against `limits.max_prepared_transfers`.
+    prepared: Mutex<PreparedSet>,
     connected: AtomicBool,
     connect_lock: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
@@ -401,6 +409,8 @@ impl Trustline {
                 hook: RwLock::new(None),
                 expiries: Arc::new(ExpiryQueue::default()),
                 settling: Mutex::new(Settling::default()),
+                limits: config.limits,
+                prepared: Mutex::new(PreparedSet::default()),
                 connected: AtomicBool::new(false),
                 connect_lock: tokio::sync::Mutex::new(()),
                 clock: options.clock,
@@ -413,6 +423,16 @@ impl Trustline {
     /// The peer's name (config key; ILP Kit: the ledger prefix).
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// How much the peer can make us hold ([`PeerConfig::limits`]).
+    pub fn limits(&self) -> PrepareLimits {
+        self.inner.limits
+    }
+
+    /// Now by the trustline's clock, in Unix milliseconds.
+    pub(crate) fn clock_ms(&self) -> i64 {
+        system_ms(self.now())
     }
 
     /// Whether the trustline runs in legacy stateful mode.
@@ -633,6 +653,12 @@ impl Trustline {
             resumed += 1;
         }
         let n = prepared.len();
+        {
+            let mut counted = lock(&self.inner.prepared);
+            for r in &prepared {
+                counted.insert(r.direction, r.transfer.id);
+            }
+        }
         for r in prepared {
             self.arm_expiry(r.transfer.id, r.transfer.expires_at_ms);
         }
@@ -721,16 +747,23 @@ impl Trustline {
         }
         let expires_at = Timestamp::from_unix_millis(transfer.expires_at_ms)
             .ok_or_else(|| PeerError::refused("InvalidFieldsError", "expiresAt is out of range"))?;
+        let reservation = self
+            .reserve_prepared(Direction::Outgoing, transfer.id)
+            .map_err(PeerError::Refused)?;
         match self.inner.log.prepare(&transfer, Direction::Outgoing).await {
             Ok(PrepareOutcome::Prepared) => {}
             // Same contents and direction (anything else is DuplicateId from the log).
             Ok(PrepareOutcome::AlreadyExists(rec)) => {
                 if rec.state != TransferState::Prepared {
                     // Legacy: re-preparing a finished ID silently succeeds.
+                    self.unreserve(reservation, &transfer.id);
                     return Ok(());
                 }
             }
-            Err(e) => return Err(log_err_to_peer(e)),
+            Err(e) => {
+                self.unreserve(reservation, &transfer.id);
+                return Err(log_err_to_peer(e));
+            }
         }
         let packet = Packet::Prepare(Prepare {
             transfer_id: transfer.id.0,
@@ -747,8 +780,11 @@ impl Trustline {
             }
             Ok(Reply::Error(e)) => {
                 // The peer refused it, so it is not prepared there: release our reservation.
-                if let Err(err) = self.inner.log.cancel(&transfer.id, "refused by peer").await {
-                    tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after refusal failed");
+                match self.inner.log.cancel(&transfer.id, "refused by peer").await {
+                    Ok(_) => self.finished(&transfer.id),
+                    Err(err) => {
+                        tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after refusal failed")
+                    }
                 }
                 Err(PeerError::Remote(e))
             }
@@ -760,8 +796,11 @@ impl Trustline {
             }
             Err(e) => {
                 // Never sent.
-                if let Err(err) = self.inner.log.cancel(&transfer.id, "not sent").await {
-                    tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel of unsent transfer failed");
+                match self.inner.log.cancel(&transfer.id, "not sent").await {
+                    Ok(_) => self.finished(&transfer.id),
+                    Err(err) => {
+                        tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel of unsent transfer failed")
+                    }
                 }
                 Err(PeerError::Rpc(e))
             }
@@ -943,7 +982,7 @@ impl Trustline {
             // this change, `start` re-sends the Fulfill and applies the peer's answer then.
             match self.inner.log.fulfill_deferred(&id, &fulfillment).await {
                 Ok(_) => {
-                    self.disarm_expiry(&id);
+                    self.finished(&id);
                     self.emit(PeerEvent::IncomingFulfill {
                         transfer: rec.transfer.clone(),
                         fulfillment,
@@ -1078,7 +1117,7 @@ impl Trustline {
             .cancel(&id, "rejected")
             .await
             .map_err(log_err_to_peer)?;
-        self.disarm_expiry(&id);
+        self.finished(&id);
         if was_prepared {
             self.emit(PeerEvent::IncomingReject {
                 transfer: rec.transfer.clone(),
@@ -1159,8 +1198,45 @@ impl Trustline {
         }
     }
 
-    fn disarm_expiry(&self, id: &TransferId) {
+    /// Transfer `id` is finished (fulfilled or cancelled): no expiry, and it no longer counts as prepared.
+    fn finished(&self, id: &TransferId) {
         self.inner.expiries.disarm(id);
+        lock(&self.inner.prepared).release(id);
+    }
+
+    /// Reserves a place for a new prepared transfer `id` in `direction`; a legacy `NotAcceptedError` when the
+    /// peer's [`PrepareLimits::max_prepared_transfers`] are prepared already.
+    fn reserve_prepared(
+        &self,
+        direction: Direction,
+        id: TransferId,
+    ) -> Result<Reservation, WireError> {
+        let cap = self.inner.limits.max_prepared_transfers;
+        let mut prepared = lock(&self.inner.prepared);
+        match prepared.reserve(direction, id, cap) {
+            Reservation::Full => {
+                tracing::info!(peer = %self.inner.name, transfer = %id, ?direction, cap, "prepare refused: too many prepared transfers");
+                Err(WireError::new(
+                    "NotAcceptedError",
+                    format!(
+                        "{} {} transfers are prepared already, the most allowed with this peer",
+                        prepared.len(direction),
+                        match direction {
+                            Direction::Incoming => "incoming",
+                            Direction::Outgoing => "outgoing",
+                        }
+                    ),
+                ))
+            }
+            r => Ok(r),
+        }
+    }
+
+    /// Undoes a [`Reservation::New`] of a transfer that did not end up prepared.
+    fn unreserve(&self, reservation: Reservation, id: &TransferId) {
+        if reservation == Reservation::New {
+            lock(&self.inner.prepared).release(id);
+        }
     }
 
     /// Whether the peer's Fulfill of our outgoing transfer `id` passed its checks in time and is being applied
@@ -1214,7 +1290,11 @@ impl Trustline {
         };
         let rec = match self.inner.log.get(&id).await {
             Ok(Some(r)) if r.state == TransferState::Prepared => r,
-            Ok(_) => return true,
+            Ok(_) => {
+                // Finished by other means (e.g. by a module through the main log).
+                self.finished(&id);
+                return true;
+            }
             Err(e) => {
                 tracing::warn!(peer = %self.inner.name, transfer = %id, error = %e, "expiry: lookup failed");
                 return true;
@@ -1224,6 +1304,7 @@ impl Trustline {
             tracing::debug!(peer = %self.inner.name, transfer = %id, error = %e, "error expiring");
             return true;
         }
+        self.finished(&id);
         tracing::debug!(peer = %self.inner.name, transfer = %id, "transfer expired");
         let reason = self.expiry_error();
         let packet = Packet::Reject(Reject {
@@ -1318,6 +1399,38 @@ impl Trustline {
         v.to_string()
     }
 
+    /// The peer's [`PrepareLimits`] on one Prepare: its `ilp` and `custom` data, and how far ahead it expires
+    /// (by our clock). A legacy `NotAcceptedError` over a limit; exactly at it is fine.
+    fn check_prepare_limits(&self, p: &Prepare) -> Result<(), WireError> {
+        let limits = self.inner.limits;
+        let entry_bytes = |name: &str| p.protocol_data.get(name).map_or(0, |e| e.data.len());
+        let data_bytes = entry_bytes(names::ILP).saturating_add(entry_bytes(names::CUSTOM));
+        if data_bytes > limits.max_prepare_data_bytes {
+            tracing::info!(peer = %self.inner.name, transfer = %TransferId(p.transfer_id), data_bytes, max = limits.max_prepare_data_bytes, "prepare refused: too much data");
+            return Err(WireError::new(
+                "NotAcceptedError",
+                format!(
+                    "ilp and custom data of {data_bytes} bytes exceed the {} bytes allowed per transfer",
+                    limits.max_prepare_data_bytes
+                ),
+            ));
+        }
+        let expires_at_ms = p.expires_at.unix_millis();
+        let ahead_ms = expires_at_ms.saturating_sub(system_ms(self.now()));
+        if ahead_ms > limits.max_hold_ms() {
+            tracing::info!(peer = %self.inner.name, transfer = %TransferId(p.transfer_id), ahead_ms, max_hold_ms = limits.max_hold_ms(), "prepare refused: expires too far ahead");
+            return Err(WireError::new(
+                "NotAcceptedError",
+                format!(
+                    "expiresAt {} is {ahead_ms} ms ahead, more than the {} ms a transfer may be held",
+                    iso_time(expires_at_ms),
+                    limits.max_hold_ms()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn handle_prepare(&self, p: Prepare) -> Result<ProtocolData, WireError> {
         if self.prefix().is_none() {
             return Err(WireError::new("Error", "not connected"));
@@ -1328,6 +1441,8 @@ impl Trustline {
                 "amount (0) must be positive",
             ));
         }
+        // Before the data is parsed or anything is stored.
+        self.check_prepare_limits(&p)?;
         let custom = match p.protocol_data.get(names::CUSTOM) {
             Some(e) => Some(entry_json(e)?),
             None => None,
@@ -1349,15 +1464,19 @@ impl Trustline {
             direction: Direction::Incoming,
             state: TransferState::Prepared,
         };
+        let reservation = self.reserve_prepared(Direction::Incoming, transfer.id)?;
         // Deferred durability: if a power cut loses this record, the payer's copy simply expires, and before
         // anything consequential happens to it here (noting a fulfillment, forwarding it, cancelling it) a
         // synced write of this node's database makes it durable too.
-        match self
+        let prepared = self
             .inner
             .log
             .prepare_deferred(&transfer, Direction::Incoming)
-            .await
-        {
+            .await;
+        if !matches!(prepared, Ok(PrepareOutcome::Prepared)) {
+            self.unreserve(reservation, &transfer.id);
+        }
+        match prepared {
             Ok(PrepareOutcome::Prepared) => {}
             Ok(PrepareOutcome::AlreadyExists(_)) => {
                 // The peer repeated a Prepare we already have (same contents and direction; anything else is
@@ -1389,13 +1508,16 @@ impl Trustline {
         if let Some(m) = &self.inner.module {
             if let Err(e) = m.handle_incoming_prepare(&self.inner.ctx, &record).await {
                 tracing::debug!(peer = %self.inner.name, transfer = %transfer.id, error = %e, "module rejected incoming prepare");
-                if let Err(err) = self
+                match self
                     .inner
                     .log
                     .cancel(&transfer.id, "refused by module")
                     .await
                 {
-                    tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after module refusal failed");
+                    Ok(_) => self.finished(&transfer.id),
+                    Err(err) => {
+                        tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after module refusal failed")
+                    }
                 }
                 return Err(WireError::from_module(&e));
             }
@@ -1462,7 +1584,7 @@ impl Trustline {
                 }
                 Err(e) => return Err(log_err_to_wire(e)),
             }
-            self.disarm_expiry(&id);
+            self.finished(&id);
             self.emit(PeerEvent::OutgoingFulfill {
                 transfer: rec.transfer.clone(),
                 fulfillment: f.fulfillment,
@@ -1540,7 +1662,7 @@ impl Trustline {
             .cancel(&id, "rejected by peer")
             .await
             .map_err(log_err_to_wire)?;
-        self.disarm_expiry(&id);
+        self.finished(&id);
         let additional_info = serde_json::from_slice(&ilp_error.data)
             .unwrap_or_else(|_| Value::String("not JSON".to_owned()));
         let reason = RejectionMessage {
