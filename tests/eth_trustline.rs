@@ -25,7 +25,7 @@ use eth_common::{
     sent_by, wait_until, EthBoxError, PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
 };
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{NodeOptions, PeerEvent, PeerNode, Trustline};
+use ilp_bridge::peer::{LocalPayments, NodeOptions, PeerEvent, PeerNode, RoutingConfig, Trustline};
 use ilp_bridge::store::Db;
 use num_bigint::BigUint;
 use serde_json::{json, Value};
@@ -75,6 +75,11 @@ impl Node {
             db,
             NodeOptions {
                 bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                // The test receives the payments for the node itself.
+                routing: RoutingConfig {
+                    local_payments: LocalPayments::Embedder,
+                    ..RoutingConfig::default()
+                },
                 ..NodeOptions::default()
             },
         )

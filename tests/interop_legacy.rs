@@ -15,8 +15,8 @@ use bytes::Bytes;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{
-    forward_id, IncomingRequestHandler, NodeOptions, PeerError, PeerEvent, PeerMessage, PeerNode,
-    Trustline,
+    forward_id, IncomingRequestHandler, LocalPayments, NodeOptions, PeerError, PeerEvent,
+    PeerMessage, PeerNode, RoutingConfig, Trustline,
 };
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};
@@ -29,6 +29,8 @@ type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const VERSIONS: &[&str] = &["1.3.5", "1.1.3"];
+/// A hold window (ms) beyond every expiry the differential frames use (legacy has none).
+const LEGACY_HOLD_MS: u64 = 50 * 365 * 24 * 3600 * 1000;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn root() -> PathBuf {
@@ -433,10 +435,23 @@ impl IncomingRequestHandler for Echo {
     }
 }
 
-fn node_options() -> NodeOptions {
+/// Loopback listeners, and nothing else changed: as `ilp-bridge run` runs, payments for the node are refused.
+fn run_options() -> NodeOptions {
     NodeOptions {
         bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         ..NodeOptions::default()
+    }
+}
+
+/// [`run_options`], with the test as the embedder that receives payments for the node (it fulfills or rejects
+/// them itself).
+fn node_options() -> NodeOptions {
+    NodeOptions {
+        routing: RoutingConfig {
+            local_payments: LocalPayments::Embedder,
+            ..RoutingConfig::default()
+        },
+        ..run_options()
     }
 }
 
@@ -449,13 +464,18 @@ async fn start_bridge_with(
     db_dir: &std::path::Path,
     options: NodeOptions,
 ) -> R<PeerNode> {
+    // `{"name", "options", "max_hold_ms"?}`, as a `[[peer]]` of the node TOML.
     let configs = configs
         .into_iter()
         .map(|c| {
             let name = c["name"].as_str().unwrap_or("peer").to_owned();
-            PeerConfig::from_legacy_json(&name, &c["options"])
+            let mut config = PeerConfig::from_legacy_json(&name, &c["options"])?;
+            if let Some(ms) = c["max_hold_ms"].as_u64() {
+                config.limits.max_hold = Duration::from_millis(ms);
+            }
+            Ok(config)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<R<Vec<_>>>()?;
     // After a shutdown the previous instance's last handles (closing sockets, finishing tasks) may need a
     // moment to let go of the database lock.
     let mut tries = 0;
@@ -668,6 +688,56 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
         tl.log().sums().incoming_fulfilled
     );
 
+    js.ok("disconnect", json!({})).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// A payment addressed to the bridge node itself (under its account on the ledger it came from), sent by the
+/// real legacy plugin, with nothing on the node that receives payments (as under `ilp-bridge run`): refused at
+/// once with F02, so the payer's money is not locked until the transfer expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_for_the_bridge_itself_are_refused_at_once() -> TestResult {
+    for_each_version(payments_for_the_bridge_for).await
+}
+
+async fn payments_for_the_bridge_for(version: &str) -> TestResult {
+    /// Far longer than a refusal takes, and longer than [`WAIT`]: a payment left to expire fails the test.
+    const EXPIRY_MS: i64 = 30_000;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let (node, tl) = start_single(
+        listener_config("kit", port, "s3cret", "1000", "test.kit.", json!({})),
+        dir.path(),
+        run_options(),
+    )
+    .await?;
+    let mut js = JsPeer::client(
+        version,
+        format!("btp+ws://:s3cret@127.0.0.1:{port}"),
+        &[
+            ("STATEFUL", "1".into()),
+            ("MAX_BALANCE", "1000".into()),
+            ("PREFIX", "test.kit.".into()),
+        ],
+    )
+    .await?;
+    js.ok("connect", json!({})).await?;
+    for n in 1..=5u8 {
+        let ilp = js.payment("test.kit.server.bob", 10).await?;
+        let sent = tokio::time::Instant::now();
+        let id = js.send_transfer(&[n; 32], 10, EXPIRY_MS, &ilp).await?;
+        let rejected = js.event_for("outgoing_reject", &id).await?;
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "refused only after {:?}",
+            sent.elapsed()
+        );
+        assert!(rejected.to_string().contains("F02"), "{rejected}");
+        assert_cancelled(&tl, &id.parse()?).await?;
+    }
+    assert_eq!(js.ok("getBalance", json!({})).await?, json!("0"));
+    assert_eq!(tl.local_balance(), 0);
     js.ok("disconnect", json!({})).await?;
     node.shutdown().await;
     Ok(())
@@ -1380,19 +1450,11 @@ async fn side_by_side(version: &str, max_balance: &str, echo: bool) -> R<SideByS
     js.ok("connect", json!({})).await?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    // The same options as legacy_peer.js builds (info keys in the same order).
-    let node = start_bridge(
-        vec![listener_config(
-            "x",
-            port,
-            "pw",
-            max_balance,
-            "test.x.",
-            json!({}),
-        )],
-        dir.path(),
-    )
-    .await?;
+    // The same options as legacy_peer.js builds (info keys in the same order), and a hold window as
+    // unbounded as legacy's: the frames prepare transfers expiring up to the year 2030.
+    let mut config = listener_config("x", port, "pw", max_balance, "test.x.", json!({}));
+    config["max_hold_ms"] = json!(LEGACY_HOLD_MS);
+    let node = start_bridge(vec![config], dir.path()).await?;
     if echo {
         node.trustline("x")
             .ok_or("no trustline")?

@@ -73,14 +73,20 @@ struct Pair {
     server_stores: MemoryStores,
 }
 
+/// The payee's hold window: the transfers here expire an hour ahead, so that re-sends (backing off to 30 s)
+/// play out before any expiry.
+const HOLD: Duration = Duration::from_secs(2 * 3600);
+
 fn server_config() -> Result<PeerConfig, Box<dyn std::error::Error>> {
-    Ok(PeerConfig::from_legacy_json(
+    let mut config = PeerConfig::from_legacy_json(
         "server",
         &json!({
             "listener": {"port": 0}, "incomingSecret": "secret", "maxBalance": "1000",
             "prefix": "test.retry.", "info": {"currencyCode": "USD", "currencyScale": 9}
         }),
-    )?)
+    )?;
+    config.limits.max_hold = HOLD;
+    Ok(config)
 }
 
 fn options() -> TrustlineOptions {

@@ -9,7 +9,8 @@ use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{
-    forward_id, MemoryLink, PeerEvent, Rate, Router, RoutingConfig, Trustline, TrustlineOptions,
+    forward_id, LocalPayments, MemoryLink, PeerEvent, Rate, Router, RoutingConfig, Trustline,
+    TrustlineOptions,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -75,18 +76,27 @@ async fn net(
     code_b: &str,
     rates: &[(&str, &str, &str)],
 ) -> Result<Net, Box<dyn std::error::Error>> {
-    let x1 = server("x1", "test.a.", "USD", 9)?;
-    let x2 = server("x2", "test.b.", code_b, scale_b)?;
-    let a = client("a")?;
-    let c = client("c")?;
-    MemoryLink::pair(&x1, &a);
-    MemoryLink::pair(&x2, &c);
     let mut config = RoutingConfig::default();
     for (from, to, r) in rates {
         config
             .rates
             .insert(((*from).to_owned(), (*to).to_owned()), Rate::parse(r)?);
     }
+    net_with(scale_b, code_b, config).await
+}
+
+/// [`net`] with the routing settings `config`.
+async fn net_with(
+    scale_b: u8,
+    code_b: &str,
+    config: RoutingConfig,
+) -> Result<Net, Box<dyn std::error::Error>> {
+    let x1 = server("x1", "test.a.", "USD", 9)?;
+    let x2 = server("x2", "test.b.", code_b, scale_b)?;
+    let a = client("a")?;
+    let c = client("c")?;
+    MemoryLink::pair(&x1, &a);
+    MemoryLink::pair(&x2, &c);
     let router = Router::new(config);
     router.add_peer(&x1);
     router.add_peer(&x2);
@@ -569,5 +579,118 @@ async fn recovery_fulfills_a_paid_source_before_any_peer_has_connected() -> Test
     }
     assert_eq!(a.local_balance(), -10);
     assert_eq!(x1.log().noted_fulfillments().await?, vec![]);
+    Ok(())
+}
+
+/// The next `outgoing_reject` of `rx` within `wait`, or an error naming what happened instead.
+async fn reject_within(
+    rx: &mut broadcast::Receiver<PeerEvent>,
+    wait: Duration,
+) -> Result<IlpV1Error, Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| format!("no outgoing_reject within {wait:?}"))??;
+        if let PeerEvent::OutgoingReject { reason, .. } = e {
+            return Ok(reason.ilp_error);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_payment_for_the_node_is_refused_at_once_when_nothing_receives_it() -> TestResult {
+    let n = net(9, "USD", &[]).await?;
+    let mut a_events = n.a.subscribe();
+    // Under the node's own address on the ledger it came from (x1 is `test.a.server` there), and on that
+    // ledger but for no one the node can reach: both used to stay prepared until they expired.
+    for (i, destination) in [(20u8, "test.a.server.bob"), (21, "test.a.client.zed")] {
+        let t = transfer(i, 10, destination, 10, &[i; 32], 30_000);
+        n.a.send_transfer(t.clone()).await?;
+        let e = reject_within(&mut a_events, Duration::from_secs(5)).await?;
+        assert_eq!((e.code_str(), e.name.as_str()), ("F02", "Unreachable"));
+        assert_eq!(e.triggered_by, "test.a.server");
+        let rec = n.x1.log().get(&t.id).await?.ok_or("missing")?;
+        assert!(
+            matches!(rec.state, TransferState::Cancelled { .. }),
+            "{rec:?}"
+        );
+    }
+    assert_eq!(n.a.local_balance(), 0);
+    assert_eq!(n.x1.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(n.x2.log().sums().outgoing_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_embedder_that_receives_payments_gets_them_prepared() -> TestResult {
+    let n = net_with(
+        9,
+        "USD",
+        RoutingConfig {
+            local_payments: LocalPayments::Embedder,
+            ..RoutingConfig::default()
+        },
+    )
+    .await?;
+    let mut x1_events = n.x1.subscribe();
+    let mut a_events = n.a.subscribe();
+    let f = [22u8; 32];
+    let t = transfer(22, 10, "test.a.server.bob", 10, &f, 30_000);
+    n.a.send_transfer(t.clone()).await?;
+    let PeerEvent::IncomingPrepare(got) = next_event(&mut x1_events, "incoming_prepare").await?
+    else {
+        return Err("unexpected event".into());
+    };
+    // Not refused: the embedder decides.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rec = n.x1.log().get(&t.id).await?.ok_or("missing")?;
+    assert_eq!(rec.state, TransferState::Prepared);
+    n.x1.fulfill_condition(got.id, f, None).await?;
+    next_event(&mut a_events, "outgoing_fulfill").await?;
+    assert_eq!(n.x1.local_balance(), 10);
+    assert_eq!(n.x2.log().sums().outgoing_fulfilled_and_prepared, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_payment_for_the_node_left_prepared_before_a_restart_is_refused_after_it() -> TestResult {
+    // Prepared while an embedder received payments (or by an older version that left them all prepared);
+    // restarted without a receiver, the router refuses it once its peer is back instead of letting it expire.
+    let x1_options = json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000",
+        "prefix": "test.a.", "info": {"currencyCode": "USD", "currencyScale": 9}, "store": true});
+    let cfg = PeerConfig::from_legacy_json("x1", &x1_options)?;
+    let x1_stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
+    let x1 = trustline_on("x1", &x1_options, x1_stores.clone())?;
+    let a = client("a")?;
+    let (a_link, _) = MemoryLink::pair(&a, &x1);
+    let router = Router::new(RoutingConfig {
+        local_payments: LocalPayments::Embedder,
+        ..RoutingConfig::default()
+    });
+    router.add_peer(&x1);
+    x1.connect().await?;
+    a.connect().await?;
+    let t = transfer(23, 10, "test.a.server.bob", 10, &[23u8; 32], 30_000);
+    a.send_transfer(t.clone()).await?;
+    drop((router, x1));
+
+    let x1 = trustline_on("x1", &x1_options, x1_stores)?;
+    x1.start().await?;
+    let router = Router::new(RoutingConfig::default());
+    router.add_peer(&x1);
+    assert_eq!(router.recover().await?, 1);
+    let mut a_events = a.subscribe();
+    a_link.retarget(&x1);
+    x1.set_link(MemoryLink::new(&a));
+    x1.connect().await?;
+    let e = reject_within(&mut a_events, Duration::from_secs(5)).await?;
+    assert_eq!(e.code_str(), "F02");
+    let rec = x1.log().get(&t.id).await?.ok_or("missing")?;
+    assert!(
+        matches!(rec.state, TransferState::Cancelled { .. }),
+        "{rec:?}"
+    );
+    assert_eq!(a.local_balance(), 0);
     Ok(())
 }

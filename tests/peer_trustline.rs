@@ -29,6 +29,17 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const PREFIX: &str = "test.legacy.";
 
+/// A hold window beyond every expiry used here: legacy puts no bound on how far ahead a transfer may expire,
+/// and these tests port its suite (and check timers far ahead). The window itself is tested in
+/// tests/peer_prepare_limits.rs.
+const LEGACY_HOLD: Duration = Duration::from_secs(50 * 365 * 24 * 3600);
+
+/// `config` with the hold window [`LEGACY_HOLD`].
+fn legacy_hold(mut config: PeerConfig) -> PeerConfig {
+    config.limits.max_hold = LEGACY_HOLD;
+    config
+}
+
 struct Pair {
     server: Trustline,
     client: Trustline,
@@ -57,7 +68,7 @@ fn server_config(
     if let Some(m) = module {
         o["module"] = json!(m);
     }
-    Ok(PeerConfig::from_legacy_json("server", &o)?)
+    Ok(legacy_hold(PeerConfig::from_legacy_json("server", &o)?))
 }
 
 fn client_config(
@@ -71,7 +82,7 @@ fn client_config(
     if let Some(m) = module {
         o["module"] = json!(m);
     }
-    Ok(PeerConfig::from_legacy_json("client", &o)?)
+    Ok(legacy_hold(PeerConfig::from_legacy_json("client", &o)?))
 }
 
 fn module(name: Option<&str>) -> Result<Option<Arc<dyn ChannelModule>>, ModuleError> {
@@ -884,11 +895,11 @@ async fn info_keeps_the_configured_key_order_and_big_limits_use_exponents() -> T
 
 #[tokio::test]
 async fn limit_and_duplicate_id_errors_are_byte_identical_to_legacy() -> TestResult {
-    let cfg = PeerConfig::from_legacy_json(
+    let cfg = legacy_hold(PeerConfig::from_legacy_json(
         "server",
         &json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "1000", "prefix": "test.x.",
                 "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []}, "store": true}),
-    )?;
+    )?);
     let stores = MemoryStores::new(cfg.max_balance, cfg.min_balance);
     let server = Trustline::new(&cfg, Arc::new(stores), None, options())?;
     let prepare =

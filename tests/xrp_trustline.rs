@@ -23,7 +23,7 @@ use channel_modules::xrp::{
 use channel_modules::ModuleError;
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::node::NodeConfig;
-use ilp_bridge::peer::{NodeOptions, PeerError, PeerNode, Trustline};
+use ilp_bridge::peer::{LocalPayments, NodeOptions, PeerError, PeerNode, RoutingConfig, Trustline};
 use num_bigint::BigUint;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -64,6 +64,11 @@ impl Bridge {
         let db = open_db(self.dir.path()).await?;
         let options = NodeOptions {
             bind_host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            // The test receives the payments for the node itself.
+            routing: RoutingConfig {
+                local_payments: LocalPayments::Embedder,
+                ..RoutingConfig::default()
+            },
             ..NodeOptions::default()
         };
         self.node = Some(PeerNode::start(configs, db, options).await?);

@@ -25,6 +25,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use channel_modules::store::Limit;
+
+use crate::peer::limits::PrepareLimits;
 use serde_json::{Map, Value};
 
 /// Default listener port of the legacy plugin.
@@ -242,6 +244,10 @@ pub struct PeerConfig {
     pub module: Option<String>,
     /// The options object as given (module options are read from it, or from `moduleOptions` if present).
     pub raw: Value,
+    /// How much the peer can make the node hold. ilp-bridge's own settings, not legacy options: the node TOML
+    /// sets them per `[[peer]]` beside `options`; peers from legacy options alone (an ILP Kit `env.list`) get
+    /// the defaults.
+    pub limits: PrepareLimits,
 }
 
 impl PeerConfig {
@@ -383,6 +389,7 @@ impl PeerConfig {
             stateful,
             module,
             raw: options.clone(),
+            limits: PrepareLimits::default(),
         })
     }
 

@@ -17,6 +17,10 @@
 //! # the legacy plugin options, as a TOML table ...
 //! options = { listener = { port = 4195 }, incomingSecret = "secret", maxBalance = "1000000",
 //!             prefix = "g.alice.", info = { currencyCode = "USD", currencyScale = 9 } }
+//! # ilp-bridge's own limits for this peer (see `peer::limits`; defaults when absent)
+//! max_hold_ms = 60000                 # refuse Prepares expiring further ahead; forward to it no further
+//! max_prepare_data_bytes = 32768      # ilp + custom bytes per Prepare
+//! max_prepared_transfers = 1000       # prepared at once, each direction
 //!
 //! [[peer]]
 //! name = "bob"
@@ -36,6 +40,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use crate::peer::limits::PrepareLimits;
 use crate::peer::routing::{Rate, RoutingConfig};
 use crate::se::config::SeConfig;
 
@@ -96,6 +101,35 @@ struct RawPeer {
     name: String,
     options: Option<toml::Value>,
     options_json: Option<String>,
+    /// [`PrepareLimits::max_hold`], in ms.
+    max_hold_ms: Option<u64>,
+    /// [`PrepareLimits::max_prepare_data_bytes`].
+    max_prepare_data_bytes: Option<u64>,
+    /// [`PrepareLimits::max_prepared_transfers`].
+    max_prepared_transfers: Option<u64>,
+}
+
+impl RawPeer {
+    /// The peer's limits: the defaults, with the ones given here instead. `field` names this peer.
+    fn limits(&self, field: &str) -> Result<PrepareLimits, ConfigError> {
+        let mut limits = PrepareLimits::default();
+        if let Some(ms) = self.max_hold_ms {
+            limits.max_hold = Duration::from_millis(ms);
+        }
+        let size = |name: &str, v: u64| {
+            usize::try_from(v).map_err(|_| {
+                ConfigError::field(format!("{field}.{name}"), "too large for this machine")
+            })
+        };
+        if let Some(n) = self.max_prepare_data_bytes {
+            limits.max_prepare_data_bytes = size("max_prepare_data_bytes", n)?;
+        }
+        if let Some(n) = self.max_prepared_transfers {
+            limits.max_prepared_transfers = size("max_prepared_transfers", n)?;
+        }
+        limits.validate(field)?;
+        Ok(limits)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +189,10 @@ expiry_margin_ms = 1000
 [[peer]]
 name = "legacy-client"
 options = { listener = { port = 4195 }, incomingSecret = "secret", maxBalance = "1000000", prefix = "test.bridge.", info = { currencyCode = "USD", currencyScale = 9 } }
+# What this peer can make the node hold (ilp-bridge settings, not plugin options; these are the defaults).
+max_hold_ms = 60000             # refuse a Prepare expiring further ahead; forward to this peer no further ahead
+max_prepare_data_bytes = 32768  # ilp + custom bytes per Prepare
+max_prepared_transfers = 1000   # transfers prepared at once, in each direction
 
 # A BTP/1.0 client peer, options verbatim as the legacy plugin JSON:
 # [[peer]]
@@ -222,8 +260,9 @@ impl NodeConfig {
                     ConfigError::field(field("options_json"), format!("not valid JSON: {e}"))
                 })?,
             };
-            let peer = PeerConfig::from_legacy_json(&p.name, &options)
+            let mut peer = PeerConfig::from_legacy_json(&p.name, &options)
                 .map_err(|e| e.within(&format!("peer {:?}", p.name)))?;
+            peer.limits = p.limits(&format!("peer[{i}]"))?;
             peers.push(peer);
         }
         validate_peer_set(&peers)?;
@@ -234,6 +273,7 @@ impl NodeConfig {
         if let Some(ms) = raw.routing.min_forward_window_ms {
             routing.min_forward_window = Duration::from_millis(ms);
         }
+        routing.validate()?;
         let mut rates = HashMap::new();
         for (i, r) in raw.routing.rates.iter().enumerate() {
             for name in [&r.from, &r.to] {
@@ -274,6 +314,53 @@ mod tests {
         let se = c.settlement_engine.as_ref().map(|s| s.listen.to_string());
         assert_eq!(se.as_deref(), Some("127.0.0.1:3000"));
         assert_eq!(c.routing.expiry_margin, Duration::from_millis(1000));
+        assert_eq!(c.peers[0].limits, PrepareLimits::default());
+        Ok(())
+    }
+
+    #[test]
+    fn peer_limits_are_set_beside_the_options() -> Result<(), ConfigError> {
+        let c = NodeConfig::parse(
+            r#"
+            [[peer]]
+            name = "a"
+            options_json = '{"server":"btp+ws://:s@127.0.0.1:9000"}'
+            max_hold_ms = 10000
+            max_prepare_data_bytes = 4096
+            max_prepared_transfers = 7
+
+            [[peer]]
+            name = "b"
+            options_json = '{"server":"btp+ws://:t@127.0.0.1:9001"}'
+            "#,
+        )?;
+        assert_eq!(
+            c.peers[0].limits,
+            PrepareLimits {
+                max_hold: Duration::from_secs(10),
+                max_prepare_data_bytes: 4096,
+                max_prepared_transfers: 7,
+            }
+        );
+        assert_eq!(c.peers[1].limits, PrepareLimits::default());
+        for key in [
+            "max_hold_ms",
+            "max_prepare_data_bytes",
+            "max_prepared_transfers",
+        ] {
+            let zero = NodeConfig::parse(&format!(
+                "[[peer]]\nname = \"a\"\noptions_json = '{{\"server\":\"btp+ws://:s@h:1\"}}'\n{key} = 0\n"
+            ));
+            assert!(
+                matches!(&zero, Err(e) if e.to_string().contains(&format!("peer[0].{key}"))),
+                "{key}: {zero:?}"
+            );
+        }
+        // Not a legacy plugin option: inside `options` it is an unknown option, ignored (and logged).
+        let inside = NodeConfig::parse(
+            "[[peer]]\nname = \"a\"\noptions = { server = \"btp+ws://:s@h:1\", max_hold_ms = 5 }\n",
+        )?;
+        assert_eq!(inside.peers[0].limits, PrepareLimits::default());
         Ok(())
     }
 
@@ -307,5 +394,19 @@ mod tests {
             "[[peer]]\nname = \"x\"\noptions = { listener = { port = 1 }, incomingSecret = \"s\", prefix = \"a.\", info = {}, maxBalance = \"ten\" }\n",
         );
         assert!(matches!(bad_limit, Err(e) if e.to_string().contains("maxBalance")));
+        let no_margin = NodeConfig::parse("[routing]\nexpiry_margin_ms = 0\n");
+        assert!(
+            matches!(&no_margin, Err(e) if e.to_string().contains("routing.expiry_margin_ms")),
+            "{no_margin:?}"
+        );
+        let no_window = NodeConfig::parse("[routing]\nmin_forward_window_ms = 0\n");
+        assert!(
+            matches!(&no_window, Err(e) if e.to_string().contains("routing.min_forward_window_ms")),
+            "{no_window:?}"
+        );
+        assert!(
+            NodeConfig::parse("[routing]\nexpiry_margin_ms = 1\nmin_forward_window_ms = 1\n")
+                .is_ok()
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! * [`link`]: [`PeerLink`], how the core sends requests (the websocket session, or in memory for tests);
 //! * [`host`]: the channel-module context host and [`PeerStores`] (where records live);
 //! * [`events`]: the event stream; `expiry`: each trustline's expiry deadlines, served by one task;
+//! * [`limits`]: how much one peer can make the node hold (hold window, data per Prepare, prepared count);
 //! * [`routing`]: forwarding between trustlines; [`run`]: starting configured peers on the transport;
 //! * [`error`]: the one mapping from errors to legacy BTP Error codes.
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod events;
 mod expiry;
 pub mod host;
+pub mod limits;
 pub mod link;
 pub mod routing;
 pub mod run;
@@ -21,8 +23,9 @@ pub mod trustline;
 pub use error::{PeerError, WireError};
 pub use events::{PeerEvent, PeerMessage, RejectionMessage};
 pub use host::{Clock, PeerStores, SystemClock, TokioClock};
+pub use limits::PrepareLimits;
 pub use link::{MemoryLink, PeerLink};
-pub use routing::{forward_id, Rate, Router, RoutingConfig};
+pub use routing::{forward_id, LocalPayments, Rate, Router, RoutingConfig};
 pub use run::{run_peers, NodeOptions, PeerNode};
 pub use trustline::{
     IncomingRequestHandler, TransferHook, TransferOutcome, Trustline, TrustlineHandler,

@@ -3,7 +3,9 @@
 //! An incoming transfer whose `ilp` is an ILP v1 Payment is forwarded to the peer whose prefix is the longest
 //! prefix of the Payment's destination account (never back to the peer it came from). The forwarded transfer
 //! has the same condition and the same (unchanged) ILP packet, expires [`RoutingConfig::expiry_margin`] before
-//! the incoming one, and carries the incoming amount converted to the next ledger:
+//! the incoming one but no further ahead than the next peer's hold window
+//! ([`PrepareLimits::max_hold`](super::limits::PrepareLimits::max_hold)), and carries the incoming amount
+//! converted to the next ledger:
 //! * same currency and scale: the same amount;
 //! * same currency, other scale: multiplied or divided by a power of ten; a division is exact or rounded
 //!   **down** (the bridge keeps the dust), never up;
@@ -11,9 +13,12 @@
 //! * a converted amount of 0, or below the Payment's amount when the next ledger is the destination ledger,
 //!   is refused.
 //!
-//! When the forwarded transfer is fulfilled, the incoming one is fulfilled with the same preimage (retried
-//! until it succeeds or expires); when it is rejected, the incoming one is rejected with the same ILP Error
-//! plus our address in `forwardedBy`; when it expires, the incoming one is rejected with the R00.
+//! When the forwarded transfer is fulfilled, the incoming one is fulfilled with the same preimage: sent even
+//! if it is past its expiry by our clock (the payer decides whether it is late; we have paid the next hop),
+//! and re-sent while its outcome is unknown. Its own expiry timer does not cancel it meanwhile
+//! ([`TransferHook::hold_incoming_expiry`]). When the forwarded transfer is rejected, the incoming one is
+//! rejected with the same ILP Error plus our address in `forwardedBy`; when it expires, the incoming one is
+//! rejected with the R00.
 //!
 //! The forwarded transfer's ID is derived from the incoming peer and ID ([`forward_id`]), so after a restart
 //! [`Router::recover`] finds every pair again from the logs alone: no routing table is stored.
@@ -21,9 +26,14 @@
 //! ILQP quote requests (ILP v1 types 2, 4, 6 in a Message's `ilp`) are routed the same way and answered for
 //! the next ledger ([`Router::quote`]): converted amounts, hold duration plus the expiry margin.
 //!
+//! A transfer local to the ledger it came from (paying the node itself, e.g. `g.kit.server.bob` from the peer
+//! whose prefix is `g.kit.`) is not routed: with [`LocalPayments::Refuse`] (the default, and `ilp-bridge run`)
+//! it is refused at once with `F02 Unreachable`; with [`LocalPayments::Embedder`] it is left to the embedder.
+//!
 //! Refusals (ILP v1 Errors sent back in a Reject): `F02 Unreachable` (no route), `R02 Insufficient Timeout`,
 //! `R01 Insufficient Source Amount`, `F00 Bad Request` (no rate between currencies), `T01 Ledger Unreachable`
-//! (next peer not connected), `T04 Insufficient Liquidity` (next peer refused the Prepare).
+//! (next peer not connected), `T04 Insufficient Liquidity` (next peer refused the Prepare, or our own limit
+//! with it is reached: its balance limit or its prepared transfers).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,6 +53,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::PeerError;
 use super::trustline::{TransferHook, TransferOutcome, Trustline};
+use crate::config::legacy::ConfigError;
 
 /// Default time the forwarded transfer expires before the incoming one.
 pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
@@ -91,6 +102,20 @@ impl Rate {
     }
 }
 
+/// What the router does with an incoming transfer that is not routed onwards because it is local: its
+/// destination lies under the node's own account on the ledger it came from (it pays the node itself), or on
+/// that ledger with no other peer to take it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LocalPayments {
+    /// Nothing on this node receives payments (`ilp-bridge run`): refuse them at once with `F02 Unreachable`,
+    /// so the payer's money is not held until the transfer expires.
+    #[default]
+    Refuse,
+    /// A library embedder receives them (it watches `incoming_prepare` and fulfills or rejects each one):
+    /// leave them prepared.
+    Embedder,
+}
+
 /// Routing settings.
 #[derive(Debug, Clone)]
 pub struct RoutingConfig {
@@ -100,6 +125,29 @@ pub struct RoutingConfig {
     pub min_forward_window: Duration,
     /// Rates by (from peer name, to peer name).
     pub rates: HashMap<(String, String), Rate>,
+    /// Who receives payments for the node itself.
+    pub local_payments: LocalPayments,
+}
+
+impl RoutingConfig {
+    /// Refuses settings that would lose money: a zero `expiry_margin` leaves no time to pass a Fulfill back
+    /// (the source would expire together with the transfer we forwarded, and our Fulfill to the payer could
+    /// lose the race with its expiry), and a zero `min_forward_window` forwards transfers already due.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.expiry_margin.is_zero() {
+            return Err(ConfigError::field(
+                "routing.expiry_margin_ms",
+                "must be at least 1: a forwarded transfer must expire before the one it was forwarded from",
+            ));
+        }
+        if self.min_forward_window.is_zero() {
+            return Err(ConfigError::field(
+                "routing.min_forward_window_ms",
+                "must be at least 1: a forwarded transfer needs time to be fulfilled",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RoutingConfig {
@@ -108,6 +156,7 @@ impl Default for RoutingConfig {
             expiry_margin: DEFAULT_EXPIRY_MARGIN,
             min_forward_window: DEFAULT_MIN_FORWARD_WINDOW,
             rates: HashMap::new(),
+            local_payments: LocalPayments::default(),
         }
     }
 }
@@ -422,11 +471,18 @@ impl Router {
             tracing::debug!(peer = from.name(), transfer = %transfer.id, "incoming transfer has no ILP v1 payment; not routed");
             return;
         };
-        if let Some(own) = from.account() {
-            if payment.account.starts_with(&own) {
-                tracing::debug!(peer = from.name(), transfer = %transfer.id, "payment is for us; not routed");
-                return;
-            }
+        if from
+            .account()
+            .is_some_and(|own| payment.account.starts_with(&own))
+        {
+            self.local_payment(
+                &from,
+                transfer.id,
+                &payment.account,
+                "payment for this node",
+            )
+            .await;
+            return;
         }
         let me = from.account().unwrap_or_default();
         let Some(next) = self.route(&payment.account, from.name()) else {
@@ -434,7 +490,13 @@ impl Router {
                 .prefix()
                 .is_some_and(|p| payment.account.starts_with(&p))
             {
-                // Local to the ledger it came from and not for us: leave it to embedders.
+                self.local_payment(
+                    &from,
+                    transfer.id,
+                    &payment.account,
+                    "payment to another account of the ledger it came from",
+                )
+                .await;
                 return;
             }
             self.refuse(
@@ -461,8 +523,14 @@ impl Router {
         }
         let margin = i64::try_from(self.config.expiry_margin.as_millis()).unwrap_or(i64::MAX);
         let window = i64::try_from(self.config.min_forward_window.as_millis()).unwrap_or(i64::MAX);
-        let expires_at_ms = transfer.expires_at_ms.saturating_sub(margin);
-        if expires_at_ms < now_ms().saturating_add(window) {
+        let now = from.clock_ms();
+        // Never more than the next peer's hold window ahead: the incoming transfer was refused beyond its own
+        // peer's window, but it may have been prepared under a larger one (or before there was one).
+        let expires_at_ms = transfer
+            .expires_at_ms
+            .saturating_sub(margin)
+            .min(now.saturating_add(next.limits().max_hold_ms()));
+        if expires_at_ms < now.saturating_add(window) {
             self.refuse(
                 &from,
                 transfer.id,
@@ -540,9 +608,42 @@ impl Router {
                         me,
                         &format!("next peer refused: {} {}", r.code_str(), r.data),
                     ),
+                    // Our own limit with the next peer (its balance, or its prepared transfers) is reached.
+                    PeerError::Refused(w) if w.name == "NotAcceptedError" => ilp_error(
+                        b"T04",
+                        "Insufficient Liquidity",
+                        me,
+                        &format!("refused towards the next peer: {}", w.message),
+                    ),
                     other => ilp_error(b"T01", "Ledger Unreachable", me, &other.to_string()),
                 };
                 self.refuse(&from, transfer.id, err).await;
+            }
+        }
+    }
+
+    /// A transfer that is local to the ledger it came from (see [`LocalPayments`]): left to the embedder, or
+    /// refused at once with `F02 Unreachable` when nothing on the node receives payments.
+    async fn local_payment(
+        &self,
+        from: &Trustline,
+        id: TransferId,
+        destination: &str,
+        kind: &'static str,
+    ) {
+        match self.config.local_payments {
+            LocalPayments::Embedder => {
+                tracing::debug!(peer = from.name(), transfer = %id, %destination, kind, "local payment left to the embedder");
+            }
+            LocalPayments::Refuse => {
+                tracing::info!(peer = from.name(), transfer = %id, %destination, kind, "payment refused: nothing on this node receives payments");
+                let err = ilp_error(
+                    b"F02",
+                    "Unreachable",
+                    from.account().unwrap_or_default(),
+                    &format!("{kind}: nothing on this node receives payments"),
+                );
+                self.refuse(from, id, err).await;
             }
         }
     }
@@ -556,18 +657,14 @@ impl Router {
 
     /// Fulfills the source transfer: at once when its peer is connected, else (and whenever the outcome is
     /// unknown) the source trustline delivers it itself, from a durable note, across reconnects and restarts.
+    /// We have paid the next hop, so the Fulfill goes out even when the source is past its expiry by our clock:
+    /// the payer decides whether it is late.
     async fn fulfill_back(&self, source: Source, fulfillment: [u8; 32], ilp: Option<Bytes>) {
         let result = match source
             .peer
-            .fulfill_condition(source.id, fulfillment, ilp.clone())
+            .fulfill_when_possible(source.id, fulfillment, ilp)
             .await
         {
-            Err(PeerError::NotConnected(_)) => {
-                source
-                    .peer
-                    .fulfill_when_possible(source.id, fulfillment, ilp)
-                    .await
-            }
             // The trustline re-sends a Fulfill whose outcome is unknown.
             Err(PeerError::Rpc(_)) => Ok(()),
             other => other,
@@ -675,15 +772,21 @@ impl Router {
                         n += 1;
                         let (p, t) = (Arc::downgrade(&peer.inner), rec.transfer.clone());
                         tokio::spawn(async move {
+                            // Forwarded once its next peer is reachable; a local one (decided by `forward`)
+                            // once its own peer is, since a client learns its address only at connect.
                             let routable = || {
                                 let p = Trustline {
                                     inner: p.upgrade()?,
                                 };
                                 let me = me.upgrade()?;
+                                let local = p
+                                    .prefix()
+                                    .is_some_and(|prefix| payment.account.starts_with(&prefix));
                                 let ready = p.is_connected()
-                                    && me
-                                        .route(&payment.account, p.name())
-                                        .is_some_and(|next| next.is_connected());
+                                    && (local
+                                        || me
+                                            .route(&payment.account, p.name())
+                                            .is_some_and(|next| next.is_connected()));
                                 ready.then_some((me, p))
                             };
                             if let Some((me, p)) = Self::wait_for(expires_at_ms, routable).await {
@@ -707,6 +810,45 @@ impl TransferHook for Router {
 
     async fn quote_request(&self, peer: Trustline, request: IlpV1Packet) -> Option<Bytes> {
         self.quote(&peer, &request).map(|p| p.to_bytes())
+    }
+
+    /// Holds the expiry of a source whose forwarded transfer the next hop fulfilled, or is fulfilling right
+    /// now (its Fulfill passed the expiry check and is being applied), and delivers the fulfillment. The
+    /// forwarded transfer is found by its ID in the other peers' logs, as in [`Router::recover`], so this
+    /// also covers a restart, where the expiry of a source can fire before recovery.
+    ///
+    /// Why this cannot miss a Fulfill that is being accepted: the next peer marks its transfer before it
+    /// reads its clock to check the expiry, and the source's timer read the clock, at or after the source's
+    /// expiry, before this looks for the mark. If the mark is not seen, the next peer's reading comes later,
+    /// past the forwarded expiry (the margin is at least 1 ms), so it refuses that Fulfill.
+    async fn hold_incoming_expiry(&self, peer: Trustline, transfer: Transfer) -> bool {
+        let out_id = forward_id(peer.name(), &transfer.id);
+        for next in self.peers().into_iter().filter(|p| p.name() != peer.name()) {
+            if next.is_accepting_fulfill(&out_id) {
+                return true;
+            }
+            match next.log().get(&out_id).await {
+                Ok(Some(out)) => {
+                    let TransferState::Fulfilled { fulfillment } = out.state else {
+                        return false;
+                    };
+                    tracing::info!(peer = peer.name(), transfer = %transfer.id, next = next.name(), "source due to expire but its forwarded transfer was fulfilled; fulfilling it");
+                    let source = Source {
+                        peer,
+                        id: transfer.id,
+                    };
+                    self.fulfill_back(source, fulfillment, None).await;
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Unknown: hold, and look again at the next attempt.
+                    tracing::warn!(peer = peer.name(), transfer = %transfer.id, next = next.name(), error = %e, "cannot read the forwarded transfer; source expiry held");
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     async fn outgoing_settled(

@@ -130,6 +130,10 @@ impl PeerNode {
         // Refuse conflicting peers (bad or duplicate names, a shared port with a duplicate secret or differing
         // TLS) before anything starts.
         validate_peer_set(&configs)?;
+        options.routing.validate()?;
+        for c in &configs {
+            c.limits.validate(&format!("peer {:?}", c.name))?;
+        }
         let endpoint = BtpEndpoint::new(EndpointConfig::default());
         let router = Router::new(options.routing.clone());
         let (stop, stop_rx) = watch::channel(false);
@@ -174,8 +178,13 @@ impl PeerNode {
                     .or_insert_with(|| (Vec::new(), l.tls.as_ref()));
                 entry.0.push((secret, key));
             }
-            tl.start().await?;
             trustlines.insert(c.name.clone(), tl);
+        }
+        // Every peer is known to the router before any expiry timer is re-armed: the expiry of a source whose
+        // forwarded transfer was fulfilled before a restart asks the router, which looks in the other peers'
+        // logs (`TransferHook::hold_incoming_expiry`).
+        for tl in trustlines.values() {
+            tl.start().await?;
         }
 
         let mut tasks = Vec::new();

@@ -29,7 +29,10 @@
 //!   ([`TransferLog::note_fulfillment`], one synced write), so after a crash [`Trustline::start`] resumes
 //!   sending it instead of letting a transfer the payer may already have paid expire here;
 //! * a Prepare the peer refuses with an Error is cancelled locally (legacy left it prepared forever); one with
-//!   no reply keeps its timer and expires normally.
+//!   no reply keeps its timer and expires normally;
+//! * a Prepare over the peer's [`PrepareLimits`] (expiring too far ahead, too much `ilp`/`custom` data, too
+//!   many prepared) is refused with `NotAcceptedError` before anything is stored; so is a `send_transfer`
+//!   beyond the prepared count.
 //!
 //! Already-expired Prepares are accepted and then rejected at once with R00, as legacy does.
 
@@ -62,6 +65,7 @@ use super::error::{PeerError, WireError};
 use super::events::{PeerEvent, PeerMessage, RejectionMessage, EVENT_CHANNEL_CAPACITY};
 use super::expiry::ExpiryQueue;
 use super::host::{Clock, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
+use super::limits::{PrepareLimits, PreparedSet, Reservation};
 use super::link::PeerLink;
 use crate::config::legacy::PeerConfig;
 
@@ -129,6 +133,14 @@ pub trait TransferHook: Send + Sync {
     async fn quote_request(&self, _peer: Trustline, _request: IlpV1Packet) -> Option<Bytes> {
         None
     }
+    /// The expiry timer of `peer`'s incoming `transfer` fired and it is still prepared. `true` holds the
+    /// expiry (checked again [`EXPIRY_RETRY_DELAY`] later): the hook has, or is about to have, the transfer's
+    /// fulfillment (a router whose next hop fulfilled the transfer it forwarded) and delivers it itself (with
+    /// [`Trustline::fulfill_when_possible`]), because the payer, not our clock, decides whether that Fulfill
+    /// is late. Runs on the expiry's own task.
+    async fn hold_incoming_expiry(&self, _peer: Trustline, _transfer: Transfer) -> bool {
+        false
+    }
 }
 
 /// Tunables of a trustline.
@@ -171,6 +183,10 @@ pub struct TrustlineInner {
     expiries: Arc<ExpiryQueue>,
     /// Who may finish each incoming transfer right now: our Fulfill, or its expiry / our Reject.
     settling: Mutex<Settling>,
+    /// How much the peer can make us hold.
+    limits: PrepareLimits,
+    /// The prepared transfers, counted against `limits.max_prepared_transfers`.
+    prepared: Mutex<PreparedSet>,
     connected: AtomicBool,
     connect_lock: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
@@ -393,6 +409,8 @@ impl Trustline {
                 hook: RwLock::new(None),
                 expiries: Arc::new(ExpiryQueue::default()),
                 settling: Mutex::new(Settling::default()),
+                limits: config.limits,
+                prepared: Mutex::new(PreparedSet::default()),
                 connected: AtomicBool::new(false),
                 connect_lock: tokio::sync::Mutex::new(()),
                 clock: options.clock,
@@ -405,6 +423,16 @@ impl Trustline {
     /// The peer's name (config key; ILP Kit: the ledger prefix).
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// How much the peer can make us hold ([`PeerConfig::limits`]).
+    pub fn limits(&self) -> PrepareLimits {
+        self.inner.limits
+    }
+
+    /// Now by the trustline's clock, in Unix milliseconds.
+    pub(crate) fn clock_ms(&self) -> i64 {
+        system_ms(self.now())
     }
 
     /// Whether the trustline runs in legacy stateful mode.
@@ -625,6 +653,12 @@ impl Trustline {
             resumed += 1;
         }
         let n = prepared.len();
+        {
+            let mut counted = lock(&self.inner.prepared);
+            for r in &prepared {
+                counted.insert(r.direction, r.transfer.id);
+            }
+        }
         for r in prepared {
             self.arm_expiry(r.transfer.id, r.transfer.expires_at_ms);
         }
@@ -713,16 +747,23 @@ impl Trustline {
         }
         let expires_at = Timestamp::from_unix_millis(transfer.expires_at_ms)
             .ok_or_else(|| PeerError::refused("InvalidFieldsError", "expiresAt is out of range"))?;
+        let reservation = self
+            .reserve_prepared(Direction::Outgoing, transfer.id)
+            .map_err(PeerError::Refused)?;
         match self.inner.log.prepare(&transfer, Direction::Outgoing).await {
             Ok(PrepareOutcome::Prepared) => {}
             // Same contents and direction (anything else is DuplicateId from the log).
             Ok(PrepareOutcome::AlreadyExists(rec)) => {
                 if rec.state != TransferState::Prepared {
                     // Legacy: re-preparing a finished ID silently succeeds.
+                    self.unreserve(reservation, &transfer.id);
                     return Ok(());
                 }
             }
-            Err(e) => return Err(log_err_to_peer(e)),
+            Err(e) => {
+                self.unreserve(reservation, &transfer.id);
+                return Err(log_err_to_peer(e));
+            }
         }
         let packet = Packet::Prepare(Prepare {
             transfer_id: transfer.id.0,
@@ -739,8 +780,11 @@ impl Trustline {
             }
             Ok(Reply::Error(e)) => {
                 // The peer refused it, so it is not prepared there: release our reservation.
-                if let Err(err) = self.inner.log.cancel(&transfer.id, "refused by peer").await {
-                    tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after refusal failed");
+                match self.inner.log.cancel(&transfer.id, "refused by peer").await {
+                    Ok(_) => self.finished(&transfer.id),
+                    Err(err) => {
+                        tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after refusal failed")
+                    }
                 }
                 Err(PeerError::Remote(e))
             }
@@ -752,8 +796,11 @@ impl Trustline {
             }
             Err(e) => {
                 // Never sent.
-                if let Err(err) = self.inner.log.cancel(&transfer.id, "not sent").await {
-                    tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel of unsent transfer failed");
+                match self.inner.log.cancel(&transfer.id, "not sent").await {
+                    Ok(_) => self.finished(&transfer.id),
+                    Err(err) => {
+                        tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel of unsent transfer failed")
+                    }
                 }
                 Err(PeerError::Rpc(e))
             }
@@ -822,49 +869,65 @@ impl Trustline {
     }
 
     /// Hands a Fulfill to the trustline to deliver whenever it can: checks the transfer and the preimage,
-    /// notes the preimage durably, and re-sends it (also across reconnects and restarts) until the peer
-    /// answers, as for a Fulfill whose outcome is unknown. Unlike [`Trustline::fulfill_condition`] it needs no
-    /// connection and does not refuse a transfer past its expiry (the payer decides). Used by a router that has
-    /// already paid the next hop. `Ok` if the transfer is already fulfilled.
+    /// notes the preimage durably, sends it at once when connected, and otherwise (or when its outcome is
+    /// unknown) re-sends it, also across reconnects and restarts, until the peer answers. Unlike
+    /// [`Trustline::fulfill_condition`] it needs no connection and does not refuse a transfer past its expiry
+    /// by our clock: the payer decides whether it is late (if the payer refuses it and the transfer is past its
+    /// expiry here, it is cancelled here too). Used by a router that has already paid the next hop. `Ok` if the
+    /// transfer is already fulfilled, or our Fulfill of it is already on its way.
     pub async fn fulfill_when_possible(
         &self,
         id: TransferId,
         fulfillment: [u8; 32],
         ilp: Option<Bytes>,
     ) -> Result<(), PeerError> {
-        let Some(_claim) = FulfillClaim::take(&self.inner, id) else {
-            return Err(PeerError::refused(
-                "AlreadyRolledBackError",
-                format!("{id} is being cancelled"),
-            ));
-        };
-        let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
-        match rec.state {
-            TransferState::Fulfilled { .. } => return Ok(()),
-            TransferState::Cancelled { .. } => {
-                return Err(PeerError::refused(
-                    "AlreadyRolledBackError",
-                    format!("{id} has already been cancelled"),
-                ))
+        let (rec, refused) = {
+            let claim = FulfillClaim::take_unless_delivering(&self.inner, id).map_err(|()| {
+                PeerError::refused("AlreadyRolledBackError", format!("{id} is being cancelled"))
+            })?;
+            if claim.is_none() {
+                return Ok(());
             }
-            TransferState::Prepared => {}
+            let rec = self.stored(&id).await.map_err(log_err_to_peer)?;
+            match rec.state {
+                TransferState::Fulfilled { .. } => return Ok(()),
+                TransferState::Cancelled { .. } => {
+                    return Err(PeerError::refused(
+                        "AlreadyRolledBackError",
+                        format!("{id} has already been cancelled"),
+                    ))
+                }
+                TransferState::Prepared => {}
+            }
+            if rec.direction != Direction::Incoming
+                || !fulfillment_matches(&fulfillment, &rec.transfer.execution_condition)
+            {
+                return Err(PeerError::refused(
+                    "NotAcceptedError",
+                    "not an incoming transfer with this condition",
+                ));
+            }
+            self.inner
+                .log
+                .note_fulfillment(&id, &fulfillment, ilp.as_deref().unwrap_or_default())
+                .await
+                .map_err(log_err_to_peer)?;
+            if !self.is_connected() {
+                // Nothing was sent for it by this call: a TypeError to the first send is not an earlier one's
+                // echo.
+                self.resend_fulfill_later(rec, fulfillment, ilp, false);
+                return Ok(());
+            }
+            match self.fulfill_inner(&rec, fulfillment, ilp, false).await {
+                Err(PeerError::Remote(e)) => (rec, e),
+                other => return other,
+            }
+        };
+        // The payer refused it. Past its expiry here too, the transfer ends cancelled on both sides.
+        if rec.transfer.expires_at_ms <= system_ms(self.now()) {
+            self.expire_unheld(id).await;
         }
-        if rec.direction != Direction::Incoming
-            || !fulfillment_matches(&fulfillment, &rec.transfer.execution_condition)
-        {
-            return Err(PeerError::refused(
-                "NotAcceptedError",
-                "not an incoming transfer with this condition",
-            ));
-        }
-        self.inner
-            .log
-            .note_fulfillment(&id, &fulfillment, ilp.as_deref().unwrap_or_default())
-            .await
-            .map_err(log_err_to_peer)?;
-        // Nothing was sent for it by this call: a TypeError to the first send is not an earlier one's echo.
-        self.resend_fulfill_later(rec, fulfillment, ilp, false);
-        Ok(())
+        Err(PeerError::Remote(refused))
     }
 
     async fn fulfill_inner(
@@ -919,7 +982,7 @@ impl Trustline {
             // this change, `start` re-sends the Fulfill and applies the peer's answer then.
             match self.inner.log.fulfill_deferred(&id, &fulfillment).await {
                 Ok(_) => {
-                    self.disarm_expiry(&id);
+                    self.finished(&id);
                     self.emit(PeerEvent::IncomingFulfill {
                         transfer: rec.transfer.clone(),
                         fulfillment,
@@ -1001,7 +1064,7 @@ impl Trustline {
                             Err(e) => {
                                 tracing::warn!(peer = %tl.inner.name, transfer = %id, error = %e, "re-sent fulfill refused; the transfer expires here too");
                                 if rec.transfer.expires_at_ms <= system_ms(tl.now()) {
-                                    tl.expire(id).await;
+                                    tl.expire_unheld(id).await;
                                 }
                             }
                         }
@@ -1054,7 +1117,7 @@ impl Trustline {
             .cancel(&id, "rejected")
             .await
             .map_err(log_err_to_peer)?;
-        self.disarm_expiry(&id);
+        self.finished(&id);
         if was_prepared {
             self.emit(PeerEvent::IncomingReject {
                 transfer: rec.transfer.clone(),
@@ -1135,8 +1198,51 @@ impl Trustline {
         }
     }
 
-    fn disarm_expiry(&self, id: &TransferId) {
+    /// Transfer `id` is finished (fulfilled or cancelled): no expiry, and it no longer counts as prepared.
+    fn finished(&self, id: &TransferId) {
         self.inner.expiries.disarm(id);
+        lock(&self.inner.prepared).release(id);
+    }
+
+    /// Reserves a place for a new prepared transfer `id` in `direction`; a legacy `NotAcceptedError` when the
+    /// peer's [`PrepareLimits::max_prepared_transfers`] are prepared already.
+    fn reserve_prepared(
+        &self,
+        direction: Direction,
+        id: TransferId,
+    ) -> Result<Reservation, WireError> {
+        let cap = self.inner.limits.max_prepared_transfers;
+        let mut prepared = lock(&self.inner.prepared);
+        match prepared.reserve(direction, id, cap) {
+            Reservation::Full => {
+                tracing::info!(peer = %self.inner.name, transfer = %id, ?direction, cap, "prepare refused: too many prepared transfers");
+                Err(WireError::new(
+                    "NotAcceptedError",
+                    format!(
+                        "{} {} transfers are prepared already, the most allowed with this peer",
+                        prepared.len(direction),
+                        match direction {
+                            Direction::Incoming => "incoming",
+                            Direction::Outgoing => "outgoing",
+                        }
+                    ),
+                ))
+            }
+            r => Ok(r),
+        }
+    }
+
+    /// Undoes a [`Reservation::New`] of a transfer that did not end up prepared.
+    fn unreserve(&self, reservation: Reservation, id: &TransferId) {
+        if reservation == Reservation::New {
+            lock(&self.inner.prepared).release(id);
+        }
+    }
+
+    /// Whether the peer's Fulfill of our outgoing transfer `id` passed its checks in time and is being applied
+    /// (a router holds the transfer it was forwarded from meanwhile).
+    pub(crate) fn is_accepting_fulfill(&self, id: &TransferId) -> bool {
+        lock(&self.inner.settling).accepting.contains_key(id)
     }
 
     /// Number of prepared transfers with an armed expiry (tests check that finished ones leave).
@@ -1157,14 +1263,38 @@ impl Trustline {
     }
 
     /// Expires a transfer if it is still prepared: cancel, send R00 Reject, emit `*_cancel`. Returns false
-    /// (and does nothing) while our Fulfill of it is in flight or unacknowledged.
+    /// (and does nothing) while our Fulfill of it is in flight or unacknowledged, while the peer's Fulfill of
+    /// it is being applied, or while the hook holds a fulfillment for it ([`TransferHook::hold_incoming_expiry`]).
     pub(crate) async fn expire(&self, id: TransferId) -> bool {
+        if let Some(hook) = read(&self.inner.hook) {
+            if let Ok(Some(rec)) = self.inner.log.get(&id).await {
+                if rec.direction == Direction::Incoming && rec.state == TransferState::Prepared {
+                    if lock(&self.inner.settling).delivering(&id) {
+                        return false;
+                    }
+                    if hook.hold_incoming_expiry(self.clone(), rec.transfer).await {
+                        tracing::debug!(peer = %self.inner.name, transfer = %id, "expiry held: the router holds a fulfillment for it");
+                        return false;
+                    }
+                }
+            }
+        }
+        self.expire_unheld(id).await
+    }
+
+    /// [`Trustline::expire`] without asking the hook: after the payer refused our Fulfill (it decided the
+    /// Fulfill was late), nothing holds the transfer any more.
+    async fn expire_unheld(&self, id: TransferId) -> bool {
         let Some(_claim) = CancelClaim::take(&self.inner, id) else {
             return false;
         };
         let rec = match self.inner.log.get(&id).await {
             Ok(Some(r)) if r.state == TransferState::Prepared => r,
-            Ok(_) => return true,
+            Ok(_) => {
+                // Finished by other means (e.g. by a module through the main log).
+                self.finished(&id);
+                return true;
+            }
             Err(e) => {
                 tracing::warn!(peer = %self.inner.name, transfer = %id, error = %e, "expiry: lookup failed");
                 return true;
@@ -1174,6 +1304,7 @@ impl Trustline {
             tracing::debug!(peer = %self.inner.name, transfer = %id, error = %e, "error expiring");
             return true;
         }
+        self.finished(&id);
         tracing::debug!(peer = %self.inner.name, transfer = %id, "transfer expired");
         let reason = self.expiry_error();
         let packet = Packet::Reject(Reject {
@@ -1268,6 +1399,38 @@ impl Trustline {
         v.to_string()
     }
 
+    /// The peer's [`PrepareLimits`] on one Prepare: its `ilp` and `custom` data, and how far ahead it expires
+    /// (by our clock). A legacy `NotAcceptedError` over a limit; exactly at it is fine.
+    fn check_prepare_limits(&self, p: &Prepare) -> Result<(), WireError> {
+        let limits = self.inner.limits;
+        let entry_bytes = |name: &str| p.protocol_data.get(name).map_or(0, |e| e.data.len());
+        let data_bytes = entry_bytes(names::ILP).saturating_add(entry_bytes(names::CUSTOM));
+        if data_bytes > limits.max_prepare_data_bytes {
+            tracing::info!(peer = %self.inner.name, transfer = %TransferId(p.transfer_id), data_bytes, max = limits.max_prepare_data_bytes, "prepare refused: too much data");
+            return Err(WireError::new(
+                "NotAcceptedError",
+                format!(
+                    "ilp and custom data of {data_bytes} bytes exceed the {} bytes allowed per transfer",
+                    limits.max_prepare_data_bytes
+                ),
+            ));
+        }
+        let expires_at_ms = p.expires_at.unix_millis();
+        let ahead_ms = expires_at_ms.saturating_sub(system_ms(self.now()));
+        if ahead_ms > limits.max_hold_ms() {
+            tracing::info!(peer = %self.inner.name, transfer = %TransferId(p.transfer_id), ahead_ms, max_hold_ms = limits.max_hold_ms(), "prepare refused: expires too far ahead");
+            return Err(WireError::new(
+                "NotAcceptedError",
+                format!(
+                    "expiresAt {} is {ahead_ms} ms ahead, more than the {} ms a transfer may be held",
+                    iso_time(expires_at_ms),
+                    limits.max_hold_ms()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn handle_prepare(&self, p: Prepare) -> Result<ProtocolData, WireError> {
         if self.prefix().is_none() {
             return Err(WireError::new("Error", "not connected"));
@@ -1278,6 +1441,8 @@ impl Trustline {
                 "amount (0) must be positive",
             ));
         }
+        // Before the data is parsed or anything is stored.
+        self.check_prepare_limits(&p)?;
         let custom = match p.protocol_data.get(names::CUSTOM) {
             Some(e) => Some(entry_json(e)?),
             None => None,
@@ -1299,15 +1464,19 @@ impl Trustline {
             direction: Direction::Incoming,
             state: TransferState::Prepared,
         };
+        let reservation = self.reserve_prepared(Direction::Incoming, transfer.id)?;
         // Deferred durability: if a power cut loses this record, the payer's copy simply expires, and before
         // anything consequential happens to it here (noting a fulfillment, forwarding it, cancelling it) a
         // synced write of this node's database makes it durable too.
-        match self
+        let prepared = self
             .inner
             .log
             .prepare_deferred(&transfer, Direction::Incoming)
-            .await
-        {
+            .await;
+        if !matches!(prepared, Ok(PrepareOutcome::Prepared)) {
+            self.unreserve(reservation, &transfer.id);
+        }
+        match prepared {
             Ok(PrepareOutcome::Prepared) => {}
             Ok(PrepareOutcome::AlreadyExists(_)) => {
                 // The peer repeated a Prepare we already have (same contents and direction; anything else is
@@ -1339,13 +1508,16 @@ impl Trustline {
         if let Some(m) = &self.inner.module {
             if let Err(e) = m.handle_incoming_prepare(&self.inner.ctx, &record).await {
                 tracing::debug!(peer = %self.inner.name, transfer = %transfer.id, error = %e, "module rejected incoming prepare");
-                if let Err(err) = self
+                match self
                     .inner
                     .log
                     .cancel(&transfer.id, "refused by module")
                     .await
                 {
-                    tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after module refusal failed");
+                    Ok(_) => self.finished(&transfer.id),
+                    Err(err) => {
+                        tracing::warn!(peer = %self.inner.name, transfer = %transfer.id, error = %err, "cancel after module refusal failed")
+                    }
                 }
                 return Err(WireError::from_module(&e));
             }
@@ -1378,6 +1550,16 @@ impl Trustline {
             ));
         }
         let already = matches!(rec.state, TransferState::Fulfilled { .. });
+        // Marked before the clock is read, and held until the Fulfill is applied: whoever does not see the
+        // mark (our expiry of this transfer, or a router deciding whether the transfer it was forwarded from
+        // may expire) looked before this clock reading, so if the transfer had expired by then we refuse.
+        let _accepting = if already {
+            None
+        } else {
+            Some(AcceptClaim::take(&self.inner, id).ok_or_else(|| {
+                WireError::new("AlreadyRolledBackError", format!("{id} is being cancelled"))
+            })?)
+        };
         if !already && rec.transfer.expires_at_ms < system_ms(self.now()) {
             return Err(WireError::new(
                 "AlreadyRolledBackError",
@@ -1402,7 +1584,7 @@ impl Trustline {
                 }
                 Err(e) => return Err(log_err_to_wire(e)),
             }
-            self.disarm_expiry(&id);
+            self.finished(&id);
             self.emit(PeerEvent::OutgoingFulfill {
                 transfer: rec.transfer.clone(),
                 fulfillment: f.fulfillment,
@@ -1480,7 +1662,7 @@ impl Trustline {
             .cancel(&id, "rejected by peer")
             .await
             .map_err(log_err_to_wire)?;
-        self.disarm_expiry(&id);
+        self.finished(&id);
         let additional_info = serde_json::from_slice(&ilp_error.data)
             .unwrap_or_else(|_| Value::String("not JSON".to_owned()));
         let reason = RejectionMessage {
@@ -1642,6 +1824,47 @@ struct Settling {
     unacked: HashSet<TransferId>,
     /// Transfers being cancelled by their expiry or our Reject (a Fulfill may not start).
     cancelling: HashSet<TransferId>,
+    /// Our outgoing transfers whose Fulfill from the peer passed its checks in time and is being applied
+    /// ([`AcceptClaim`]): not cancelled meanwhile.
+    accepting: HashMap<TransferId, u32>,
+}
+
+impl Settling {
+    /// Whether our Fulfill of `id` is in flight or being re-sent.
+    fn delivering(&self, id: &TransferId) -> bool {
+        self.fulfilling.contains_key(id) || self.unacked.contains(id)
+    }
+}
+
+/// Held by the handling of the peer's Fulfill of our outgoing transfer, from before its expiry check until it
+/// is applied (or refused).
+struct AcceptClaim<'a> {
+    inner: &'a TrustlineInner,
+    id: TransferId,
+}
+
+impl<'a> AcceptClaim<'a> {
+    /// `None` if the transfer is being cancelled.
+    fn take(inner: &'a TrustlineInner, id: TransferId) -> Option<Self> {
+        let mut settling = lock(&inner.settling);
+        if settling.cancelling.contains(&id) {
+            return None;
+        }
+        *settling.accepting.entry(id).or_insert(0) += 1;
+        Some(AcceptClaim { inner, id })
+    }
+}
+
+impl Drop for AcceptClaim<'_> {
+    fn drop(&mut self) {
+        let mut settling = lock(&self.inner.settling);
+        if let Some(n) = settling.accepting.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                settling.accepting.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// Held by a `fulfill_condition` call from before its checks until the outcome is known.
@@ -1659,6 +1882,23 @@ impl<'a> FulfillClaim<'a> {
         }
         *settling.fulfilling.entry(id).or_insert(0) += 1;
         Some(FulfillClaim { inner, id })
+    }
+
+    /// As [`FulfillClaim::take`], but `Ok(None)` when our Fulfill of the transfer is already in flight or
+    /// being re-sent (whoever sends it delivers it), and `Err(())` if the transfer is being cancelled.
+    fn take_unless_delivering(
+        inner: &'a TrustlineInner,
+        id: TransferId,
+    ) -> Result<Option<Self>, ()> {
+        let mut settling = lock(&inner.settling);
+        if settling.cancelling.contains(&id) {
+            return Err(());
+        }
+        if settling.delivering(&id) {
+            return Ok(None);
+        }
+        *settling.fulfilling.entry(id).or_insert(0) += 1;
+        Ok(Some(FulfillClaim { inner, id }))
     }
 }
 
@@ -1681,10 +1921,11 @@ struct CancelClaim<'a> {
 }
 
 impl<'a> CancelClaim<'a> {
-    /// `None` while our Fulfill of the transfer is in flight or unacknowledged.
+    /// `None` while our Fulfill of the transfer is in flight or unacknowledged, or the peer's Fulfill of it is
+    /// being applied.
     fn take(inner: &'a TrustlineInner, id: TransferId) -> Option<Self> {
         let mut settling = lock(&inner.settling);
-        if settling.fulfilling.contains_key(&id) || settling.unacked.contains(&id) {
+        if settling.delivering(&id) || settling.accepting.contains_key(&id) {
             return None;
         }
         settling.cancelling.insert(id);
