@@ -166,6 +166,9 @@ options = { listener = { port = 4195 }, incomingSecret = "secret", maxBalance = 
 listen = "127.0.0.1:3000"
 connector = "http://127.0.0.1:7771"
 module = "trustline"
+# The trustline module credits a peer's IOUs only up to trustLimit (module units, here scale 9: 1000 units);
+# without it no IOU is credited.
+# module_options = { scale = 9, trustLimit = "1000000000000" }
 "#;
 
 impl NodeConfig {

@@ -7,7 +7,7 @@
 //! admin_listen = "127.0.0.1:3001"      # operator API; off unless admin_token is set
 //! admin_token = "change-me"
 //! module = "trustline"                 # a stock channel module
-//! module_options = { scale = 6 }
+//! module_options = { scale = 6, trustLimit = "1000000" }  # trustline: credit IOUs up to this (default 0)
 //! data_dir = "data"                    # used by the caller to open the database
 //! connector_scale = 9                  # optional: credit at this scale before the first settle request
 //! ```

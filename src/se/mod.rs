@@ -112,6 +112,7 @@ pub async fn start(
         (Some(l), Some(token)) => Some((local_addr(&l)?, l, token)),
         _ => None,
     };
+    log_trust(&config);
     let engine = Engine::open(config, store, logs).await?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
@@ -152,6 +153,28 @@ pub async fn start(
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Says at start what credit the `trustline` module extends, since without `trustLimit` it extends none: the
+/// zero-config engine of `ilp-bridge run` then refuses every IOU, and the operator should know why and what to set.
+fn log_trust(config: &SeConfig) {
+    if config.module != channel_modules::trustline::TRUSTLINE_MODULE_NAME {
+        return;
+    }
+    // A bad option is reported by `Engine::open`, which builds the module.
+    let Ok(limit) = channel_modules::trustline::engine_trust_limit(&config.module_options) else {
+        return;
+    };
+    if limit == num_bigint::BigUint::default() {
+        tracing::warn!(
+            module = %config.module,
+            "the trustline module extends no credit: every IOU from a peer is refused until \
+             [settlement-engine] module_options.trustLimit is set to the most the peer's IOUs may reach \
+             (in the module's units)"
+        );
+    } else {
+        tracing::info!(module = %config.module, trust_limit = %limit, "trustline module trust limit");
+    }
 }
 
 fn local_addr(l: &TcpListener) -> Result<SocketAddr, SeError> {
