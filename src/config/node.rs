@@ -90,7 +90,8 @@ struct RawRouting {
     rates: Vec<RawRate>,
 }
 
-#[derive(Debug, Deserialize)]
+// No Debug: the options hold the peer's secrets verbatim (PeerConfig's Debug shows them by name only).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPeer {
     name: String,
@@ -98,7 +99,7 @@ struct RawPeer {
     options_json: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawNode {
     data_dir: Option<PathBuf>,

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::redact::{OptionNames, SecretSet, UrlWithoutPassword};
+
 /// Default engine API address (settlement-core and the Ethereum engine use port 3000).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 /// Default connector settlement API (interledger-rs `settlement_api_bind_address`).
@@ -57,20 +59,33 @@ pub struct SeConfig {
 
 impl std::fmt::Debug for SeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a field added to SeConfig does not compile until it is placed here, shown or hidden.
+        let SeConfig {
+            listen,
+            connector,
+            admin_listen,
+            admin_token,
+            module,
+            module_options,
+            data_dir,
+            connector_scale,
+            account_connector_scales,
+            retry_initial_ms,
+            retry_max_ms,
+        } = self;
         f.debug_struct("SeConfig")
-            .field("listen", &self.listen)
-            .field("connector", &self.connector)
-            .field("admin_listen", &self.admin_listen)
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("module", &self.module)
-            .field("data_dir", &self.data_dir)
-            .field("connector_scale", &self.connector_scale)
-            .field("retry_initial_ms", &self.retry_initial_ms)
-            .field("retry_max_ms", &self.retry_max_ms)
-            .finish_non_exhaustive()
+            .field("listen", listen)
+            .field("connector", &UrlWithoutPassword(connector))
+            .field("admin_listen", admin_listen)
+            .field("admin_token", &SecretSet(admin_token.as_deref()))
+            .field("module", module)
+            .field("module_options", &OptionNames(module_options))
+            .field("data_dir", data_dir)
+            .field("connector_scale", connector_scale)
+            .field("account_connector_scales", account_connector_scales)
+            .field("retry_initial_ms", retry_initial_ms)
+            .field("retry_max_ms", retry_max_ms)
+            .finish()
     }
 }
 
