@@ -11,6 +11,7 @@ const SECRETS: &[&str] = &[
     "snoPBrXtMeMyMHUVTgbuqAfg1SUTb",
     "xrp-secret-in-options-json-5d1e",
     "admin-token-0c3d",
+    "api-token-6a7b",
     "conn-pass-8e4f",
 ];
 
@@ -25,6 +26,7 @@ options_json = '{"server":"btp+ws://:url-token-71ab@127.0.0.1:9000","maxBalance"
 
 [settlement-engine]
 admin_token = "admin-token-0c3d"
+api_token = "api-token-6a7b"
 connector = "http://ilp:conn-pass-8e4f@127.0.0.1:7771"
 module = "xrp-paychan"
 module_options = { secret = "snoPBrXtMeMyMHUVTgbuqAfg1SUTb", rippled = "ws://127.0.0.1:6006" }

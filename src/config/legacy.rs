@@ -315,6 +315,12 @@ impl PeerConfig {
         };
         let incoming_secret = match obj.get("incomingSecret") {
             None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(ConfigError::field(
+                    "incomingSecret",
+                    "must not be empty: a client sending no token at all would log in",
+                ))
+            }
             Some(Value::String(s)) => Some(Secret::new(s.clone())),
             Some(_) => return Err(ConfigError::field("incomingSecret", "must be a string")),
         };

@@ -164,7 +164,8 @@ options = { listener = { port = 4195 }, incomingSecret = "secret", maxBalance = 
 
 # The RFC 38 settlement engine for a modern connector.
 [settlement-engine]
-listen = "127.0.0.1:3000"
+listen = "127.0.0.1:3000"   # off loopback, set api_token (or allow_unauthenticated = true)
+# api_token = "..."         # requests must then carry "Authorization: Bearer <api_token>"
 connector = "http://127.0.0.1:7771"
 module = "trustline"
 # The trustline module credits a peer's IOUs only up to trustLimit (module units, here scale 9: 1000 units);
@@ -253,6 +254,9 @@ impl NodeConfig {
             rates.insert((r.from.clone(), r.to.clone()), rate);
         }
         routing.rates = rates;
+        if let Some(se) = &raw.settlement_engine {
+            se.validate().map_err(|e| e.within("settlement-engine"))?;
+        }
         Ok(NodeConfig {
             data_dir: raw
                 .data_dir
