@@ -32,7 +32,8 @@ async fn main() -> Result<(), BoxError> {
     let cfg = |connector: String| SeConfig {
         connector,
         module: "trustline".to_owned(),
-        module_options: serde_json::json!({"scale": 6}),
+        // B credits every IOU the run sends (engine mode's default trustLimit is 0: no credit).
+        module_options: serde_json::json!({"scale": 6, "trustLimit": "1000000000000000000000000000000"}),
         ..SeConfig::default()
     };
     let store_a: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));

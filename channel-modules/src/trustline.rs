@@ -8,13 +8,23 @@
 //! amount are the same settlement.
 //!
 //! In engine mode (RFC 38) this is the simplest module an engine can run: every settle turns into one IOU
-//! message, and the peer engine credits its increase.
+//! message, and the peer engine credits its increase. There the credit reaches the connector as prepaid money,
+//! and no transfer log bounds the peer, so the module itself is the only guard: it accepts IOUs only up to its
+//! `trustLimit` option, **0 when unset** ([`TrustlineModule::for_engine`]). An IOU whose cumulative amount is
+//! past the limit is refused whole ([`ModuleError::NotAccepted`]) and changes nothing, rather than credited up
+//! to the limit: an IOU is one statement of a cumulative total, the peer's engine counts it as delivered once
+//! accepted, so a partly credited IOU would leave the two sides' totals disagreeing without a trace. Refused,
+//! the peer's settlement stays pending and is retried, visible on both sides, and goes through in full once
+//! the operator raises `trustLimit`. In trustline mode (inside a BTP/1.0 trustline,
+//! [`TrustlineModule::from_options`]) the credit is only recorded and the trustline's `maxBalance` bounds the
+//! peer, so there is no limit unless `trustLimit` is given.
 //!
 //! Options (legacy plugin options JSON or the module section of the TOML config):
 //!
 //! | option | meaning | default |
 //! |--|--|--|
 //! | `scale` (or `currencyScale`) | scale of the unit IOUs count in | 9 |
+//! | `trustLimit` | most the cumulative IOUs accepted from the peer may reach, in the module's units (a decimal string or an integer); an IOU past it is refused | engine mode: `"0"` (no credit); trustline mode: none (the trustline's `maxBalance` bounds the peer) |
 
 use async_trait::async_trait;
 use num_bigint::BigUint;
@@ -32,24 +42,72 @@ pub const INCOMING_CLAIM_KEY: &str = "incoming_claim";
 /// Default asset scale when no `scale`/`currencyScale` option is given.
 pub const DEFAULT_SCALE: u8 = 9;
 
+/// Option naming the most the cumulative IOUs accepted from the peer may reach, in the module's units.
+pub const OPT_TRUST_LIMIT: &str = "trustLimit";
+
 /// The `trustline` module: unsecured credit up to the trustline limit, settled by unsigned cumulative IOUs.
 #[derive(Debug, Clone)]
 pub struct TrustlineModule {
     /// Scale of the unit IOUs count in.
     scale: u8,
+    /// Most the cumulative IOUs accepted from the peer may reach; `None`: no limit of the module's own (trustline
+    /// mode, where the transfer log's `maxBalance` bounds the peer).
+    trust_limit: Option<BigUint>,
 }
 
 impl TrustlineModule {
-    /// Builds the module from its options (`scale` or `currencyScale`, default 9).
+    /// Builds the module for trustline mode (inside a BTP/1.0 trustline) from its options: `scale` or
+    /// `currencyScale` (default 9) and `trustLimit` (default none: the trustline's `maxBalance` bounds the peer).
     pub fn from_options(options: &serde_json::Value) -> Result<Self, ModuleError> {
         Ok(TrustlineModule {
             scale: scale_option(options)?,
+            trust_limit: trust_limit_option(options)?,
         })
     }
 
-    /// Builds the module with an explicit scale.
+    /// Builds the module for engine mode (RFC 38), where an accepted IOU credits the connector with prepaid money
+    /// and nothing else bounds the peer: `trustLimit` defaults to 0, so without it no IOU is credited.
+    pub fn for_engine(options: &serde_json::Value) -> Result<Self, ModuleError> {
+        Ok(TrustlineModule {
+            scale: scale_option(options)?,
+            trust_limit: Some(engine_trust_limit(options)?),
+        })
+    }
+
+    /// Builds the module with an explicit scale and no trust limit of its own (trustline mode).
     pub fn new(scale: u8) -> Self {
-        TrustlineModule { scale }
+        TrustlineModule {
+            scale,
+            trust_limit: None,
+        }
+    }
+
+    /// The most the cumulative IOUs accepted from the peer may reach, if the module limits it.
+    pub fn trust_limit(&self) -> Option<&BigUint> {
+        self.trust_limit.as_ref()
+    }
+}
+
+/// The trust limit engine mode runs with for these options: `trustLimit`, or 0 when it is not set.
+pub fn engine_trust_limit(options: &serde_json::Value) -> Result<BigUint, ModuleError> {
+    Ok(trust_limit_option(options)?.unwrap_or_default())
+}
+
+/// Reads the `trustLimit` option: a decimal string or a non-negative JSON integer, in the module's units.
+fn trust_limit_option(options: &serde_json::Value) -> Result<Option<BigUint>, ModuleError> {
+    let invalid = |got: &dyn std::fmt::Display| {
+        ModuleError::InvalidFields(format!(
+            "{OPT_TRUST_LIMIT} must be a non-negative decimal integer, got {got}"
+        ))
+    };
+    match options.get(OPT_TRUST_LIMIT) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => parse_amount(s).map(Some).map_err(|_| invalid(s)),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .map(|v| Some(BigUint::from(v)))
+            .ok_or_else(|| invalid(n)),
+        Some(other) => Err(invalid(other)),
     }
 }
 
@@ -183,6 +241,20 @@ impl ChannelModule for TrustlineModule {
         };
         let obj = claim_object(claim)?;
         let amount = claim_amount(&obj)?;
+        if let Some(limit) = &self.trust_limit {
+            if &amount > limit {
+                // Refused whole, before the tracker moves: see the module doc for why not credited in part.
+                tracing::warn!(account = ctx.account_id(), total = %amount, trust_limit = %limit, "trustline IOU past the trust limit refused");
+                return Err(ModuleError::NotAccepted(if limit == &BigUint::default() {
+                    format!(
+                        "IOU for {amount} refused: this engine extends no credit; set the trustline module's \
+                         {OPT_TRUST_LIMIT} option to the most the peer's IOUs may reach"
+                    )
+                } else {
+                    format!("IOU for {amount} is past the {OPT_TRUST_LIMIT} {limit}")
+                }));
+            }
+        }
         let credit = keep_best_claim(ctx, INCOMING_CLAIM_KEY, amount, obj).await?;
         if let Some(c) = &credit {
             tracing::debug!(account = ctx.account_id(), increase = %c.amount, total = %c.settlement_id, "trustline IOU accepted");
@@ -312,6 +384,76 @@ mod tests {
         }
         let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
         assert_eq!(best.value, BigUint::default());
+        Ok(())
+    }
+
+    #[test]
+    fn trust_limit_from_options() -> Result<(), ModuleError> {
+        let engine = |o| TrustlineModule::for_engine(&o).map(|m| m.trust_limit().cloned());
+        let trustline = |o| TrustlineModule::from_options(&o).map(|m| m.trust_limit().cloned());
+        assert_eq!(engine(serde_json::json!({}))?, Some(BigUint::default()));
+        assert_eq!(trustline(serde_json::json!({}))?, None);
+        for (given, want) in [
+            (serde_json::json!("1000"), 1000u32),
+            (serde_json::json!(7), 7),
+        ] {
+            let o = serde_json::json!({ "trustLimit": given });
+            assert_eq!(engine(o.clone())?, Some(BigUint::from(want)));
+            assert_eq!(trustline(o)?, Some(BigUint::from(want)));
+        }
+        for bad in [
+            serde_json::json!("-1"),
+            serde_json::json!("1e3"),
+            serde_json::json!("Infinity"),
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!([1]),
+        ] {
+            let o = serde_json::json!({ "trustLimit": bad });
+            assert!(engine(o.clone()).is_err(), "{o}");
+            assert!(trustline(o.clone()).is_err(), "{o}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn engine_mode_credits_up_to_the_trust_limit_only() -> Result<(), ModuleError> {
+        let host = TestHost::new();
+        let ctx = host.context(serde_json::json!({}), "peer");
+        // No trustLimit: nothing is credited, not even one unit.
+        let m = TrustlineModule::for_engine(&serde_json::json!({}))?;
+        for amount in ["1", &"9".repeat(MAX_AMOUNT_DIGITS)] {
+            let refused = m.handle_incoming_claim(&ctx, Some(&iou(amount))).await;
+            assert!(
+                matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains(OPT_TRUST_LIMIT)),
+                "{refused:?}"
+            );
+        }
+        let m = TrustlineModule::for_engine(&serde_json::json!({"trustLimit": "100"}))?;
+        let c = m.handle_incoming_claim(&ctx, Some(&iou("60"))).await?;
+        assert_eq!(c.map(|c| c.amount), Some(BigUint::from(60u32)));
+        assert!(matches!(
+            m.handle_incoming_claim(&ctx, Some(&iou("101"))).await,
+            Err(ModuleError::NotAccepted(_))
+        ));
+        // The refused IOU left the best claim where it was.
+        let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
+        assert_eq!(best.value, BigUint::from(60u32));
+        let c = m.handle_incoming_claim(&ctx, Some(&iou("100"))).await?;
+        assert_eq!(c.map(|c| c.amount), Some(BigUint::from(40u32)));
+        Ok(())
+    }
+
+    /// Trustline mode is unchanged: without `trustLimit` the log's `maxBalance` is the guard, and the module
+    /// records any IOU.
+    #[tokio::test]
+    async fn trustline_mode_has_no_limit_of_its_own() -> Result<(), ModuleError> {
+        let host = TestHost::new();
+        let ctx = host.context(serde_json::json!({}), "peer");
+        let m = TrustlineModule::from_options(&serde_json::json!({"scale": 6}))?;
+        let huge = "9".repeat(MAX_AMOUNT_DIGITS);
+        let c = m.handle_incoming_claim(&ctx, Some(&iou(&huge))).await?;
+        assert_eq!(c.map(|c| c.settlement_id), Some(huge));
         Ok(())
     }
 

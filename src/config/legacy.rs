@@ -29,6 +29,8 @@ use channel_modules::store::Limit;
 use crate::peer::limits::PrepareLimits;
 use serde_json::{Map, Value};
 
+use super::redact::OptionNames;
+
 /// Default listener port of the legacy plugin.
 pub const DEFAULT_LISTENER_PORT: u16 = 4195;
 
@@ -218,8 +220,9 @@ impl LedgerInfo {
     }
 }
 
-/// A typed legacy peer configuration: everything ilp-bridge needs to run one BTP/1.0 trustline.
-#[derive(Clone, Debug, PartialEq)]
+/// A typed legacy peer configuration: everything ilp-bridge needs to run one BTP/1.0 trustline. Its `Debug`
+/// shows the options object by option names only (see [`super::redact`]).
+#[derive(Clone, PartialEq)]
 pub struct PeerConfig {
     /// Name of the peer: keys its durable records and its logs. ILP Kit: the ledger key.
     pub name: String,
@@ -248,6 +251,38 @@ pub struct PeerConfig {
     /// sets them per `[[peer]]` beside `options`; peers from legacy options alone (an ILP Kit `env.list`) get
     /// the defaults.
     pub limits: PrepareLimits,
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a field added to PeerConfig does not compile until it is placed here, shown or hidden.
+        let PeerConfig {
+            name,
+            listener,
+            server,
+            incoming_secret,
+            max_balance,
+            min_balance,
+            prefix,
+            info,
+            stateful,
+            module,
+            raw,
+        } = self;
+        f.debug_struct("PeerConfig")
+            .field("name", name)
+            .field("listener", listener)
+            .field("server", server)
+            .field("incoming_secret", incoming_secret)
+            .field("max_balance", max_balance)
+            .field("min_balance", min_balance)
+            .field("prefix", prefix)
+            .field("info", info)
+            .field("stateful", stateful)
+            .field("module", module)
+            .field("raw", &OptionNames(raw))
+            .finish()
+    }
 }
 
 impl PeerConfig {
@@ -286,6 +321,12 @@ impl PeerConfig {
         };
         let incoming_secret = match obj.get("incomingSecret") {
             None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(ConfigError::field(
+                    "incomingSecret",
+                    "must not be empty: a client sending no token at all would log in",
+                ))
+            }
             Some(Value::String(s)) => Some(Secret::new(s.clone())),
             Some(_) => return Err(ConfigError::field("incomingSecret", "must be a string")),
         };

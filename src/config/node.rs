@@ -95,7 +95,8 @@ struct RawRouting {
     rates: Vec<RawRate>,
 }
 
-#[derive(Debug, Deserialize)]
+// No Debug: the options hold the peer's secrets verbatim (PeerConfig's Debug shows them by name only).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPeer {
     name: String,
@@ -132,7 +133,7 @@ impl RawPeer {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawNode {
     data_dir: Option<PathBuf>,
@@ -201,9 +202,13 @@ max_prepared_transfers = 1000   # transfers prepared at once, in each direction
 
 # The RFC 38 settlement engine for a modern connector.
 [settlement-engine]
-listen = "127.0.0.1:3000"
+listen = "127.0.0.1:3000"   # off loopback, set api_token (or allow_unauthenticated = true)
+# api_token = "..."         # requests must then carry "Authorization: Bearer <api_token>"
 connector = "http://127.0.0.1:7771"
 module = "trustline"
+# The trustline module credits a peer's IOUs only up to trustLimit (module units, here scale 9: 1000 units);
+# without it no IOU is credited.
+# module_options = { scale = 9, trustLimit = "1000000000000" }
 "#;
 
 impl NodeConfig {
@@ -289,6 +294,9 @@ impl NodeConfig {
             rates.insert((r.from.clone(), r.to.clone()), rate);
         }
         routing.rates = rates;
+        if let Some(se) = &raw.settlement_engine {
+            se.validate().map_err(|e| e.within("settlement-engine"))?;
+        }
         Ok(NodeConfig {
             data_dir: raw
                 .data_dir

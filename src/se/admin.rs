@@ -12,16 +12,16 @@
 //! | `PUT /identities/{identity}` | 204: `{"account": "<id>"}` gets the identity, as if configured for it (settles a contest) |
 //! | `GET /openapi.yaml` | the OpenAPI 3 document of both APIs (no token needed) |
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use sha2::{Digest, Sha256};
 
 use super::api::Problem;
 use super::engine::{AccountView, AlertView, Engine, EngineError, HistoryView, IdentityView};
+use super::http::{require_bearer, BearerToken};
 
 /// The OpenAPI document of the engine and admin APIs.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -29,15 +29,11 @@ pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
 #[derive(Clone)]
 struct AdminState {
     engine: Engine,
-    token_digest: [u8; 32],
 }
 
 /// The admin router; every route but `/openapi.yaml` needs `Authorization: Bearer <token>`.
 pub fn router(engine: Engine, token: &str) -> Router {
-    let state = AdminState {
-        engine,
-        token_digest: Sha256::digest(token.as_bytes()).into(),
-    };
+    let state = AdminState { engine };
     let protected = Router::new()
         .route("/accounts", get(list))
         .route("/accounts/{id}", get(one))
@@ -46,39 +42,15 @@ pub fn router(engine: Engine, token: &str) -> Router {
         .route("/alerts", get(alerts))
         .route("/identities", get(identities))
         .route("/identities/{identity}", put(assign_identity))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::from_fn_with_state(
+            BearerToken::new(token),
+            require_bearer,
+        ))
         .with_state(state);
     Router::new()
         .route("/openapi.yaml", get(openapi))
         .merge(protected)
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route") })
-}
-
-async fn auth(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
-    // Comparing digests of equal length in full: no early exit that leaks the token's prefix.
-    let ok = presented.is_some_and(|d| {
-        d.iter()
-            .zip(state.token_digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    });
-    if ok {
-        next.run(req).await
-    } else {
-        let mut resp =
-            Problem::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        resp
-    }
 }
 
 async fn openapi() -> Response {

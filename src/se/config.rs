@@ -4,10 +4,11 @@
 //! [settlement-engine]
 //! listen = "127.0.0.1:3000"            # RFC 38 engine API (the connector calls it)
 //! connector = "http://127.0.0.1:7771"  # the connector's settlement API (credits, messages)
+//! api_token = "change-me-too"         # optional bearer token of the engine API (required off loopback)
 //! admin_listen = "127.0.0.1:3001"      # operator API; off unless admin_token is set
 //! admin_token = "change-me"
 //! module = "trustline"                 # a stock channel module
-//! module_options = { scale = 6 }
+//! module_options = { scale = 6, trustLimit = "1000000" }  # trustline: credit IOUs up to this (default 0)
 //! data_dir = "data"                    # used by the caller to open the database
 //! connector_scale = 9                  # optional: credit at this scale before the first settle request
 //! ```
@@ -18,6 +19,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::legacy::ConfigError;
+use crate::config::redact::{OptionNames, SecretSet, UrlWithoutPassword};
 
 /// Default engine API address (settlement-core and the Ethereum engine use port 3000).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -30,8 +34,14 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3001";
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SeConfig {
-    /// Address of the RFC 38 engine API.
+    /// Address of the RFC 38 engine API. Off loopback it needs `api_token` (or `allow_unauthenticated`).
     pub listen: SocketAddr,
+    /// Bearer token the engine API requires on every request, when set (never logged). interledger-rs and the
+    /// Java connector send none, so it is optional; see [`SeConfig::check_listen`].
+    pub api_token: Option<String>,
+    /// Serve the engine API on a non-loopback `listen` without `api_token` anyway (logged at warn): for a
+    /// network that only trusted hosts can reach.
+    pub allow_unauthenticated: bool,
     /// Base URL of the connector's settlement API.
     pub connector: String,
     /// Address of the admin (operator) API. It only runs when `admin_token` is set.
@@ -57,20 +67,37 @@ pub struct SeConfig {
 
 impl std::fmt::Debug for SeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a field added to SeConfig does not compile until it is placed here, shown or hidden.
+        let SeConfig {
+            listen,
+            api_token,
+            allow_unauthenticated,
+            connector,
+            admin_listen,
+            admin_token,
+            module,
+            module_options,
+            data_dir,
+            connector_scale,
+            account_connector_scales,
+            retry_initial_ms,
+            retry_max_ms,
+        } = self;
         f.debug_struct("SeConfig")
-            .field("listen", &self.listen)
-            .field("connector", &self.connector)
-            .field("admin_listen", &self.admin_listen)
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("module", &self.module)
-            .field("data_dir", &self.data_dir)
-            .field("connector_scale", &self.connector_scale)
-            .field("retry_initial_ms", &self.retry_initial_ms)
-            .field("retry_max_ms", &self.retry_max_ms)
-            .finish_non_exhaustive()
+            .field("listen", listen)
+            .field("api_token", &SecretSet(api_token.as_deref()))
+            .field("allow_unauthenticated", allow_unauthenticated)
+            .field("connector", &UrlWithoutPassword(connector))
+            .field("admin_listen", admin_listen)
+            .field("admin_token", &SecretSet(admin_token.as_deref()))
+            .field("module", module)
+            .field("module_options", &OptionNames(module_options))
+            .field("data_dir", data_dir)
+            .field("connector_scale", connector_scale)
+            .field("account_connector_scales", account_connector_scales)
+            .field("retry_initial_ms", retry_initial_ms)
+            .field("retry_max_ms", retry_max_ms)
+            .finish()
     }
 }
 
@@ -83,6 +110,8 @@ impl Default for SeConfig {
     fn default() -> Self {
         SeConfig {
             listen: parse_addr(DEFAULT_LISTEN),
+            api_token: None,
+            allow_unauthenticated: false,
             connector: DEFAULT_CONNECTOR.to_owned(),
             admin_listen: parse_addr(DEFAULT_ADMIN_LISTEN),
             admin_token: None,
@@ -103,6 +132,47 @@ fn parse_addr(s: &str) -> SocketAddr {
 }
 
 impl SeConfig {
+    /// Checks what the engine needs before it starts: no empty token ([`SeConfig::check_secrets`]) and no
+    /// unauthenticated engine API off loopback ([`SeConfig::check_listen`] on `listen`). Errors name the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_secrets()?;
+        self.check_listen(self.listen)
+    }
+
+    /// Refuses an empty (or blank) `admin_token` or `api_token`: a token a client can present by sending nothing.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for (field, token) in [
+            ("admin_token", &self.admin_token),
+            ("api_token", &self.api_token),
+        ] {
+            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError::field(
+                    field,
+                    "must not be empty: leave it out to turn it off",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses to serve the engine API on `addr` when other hosts could reach it without a token: the API
+    /// settles and credits money, so on a non-loopback address it needs `api_token`, unless
+    /// `allow_unauthenticated = true` says the network is trusted.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        if addr.ip().is_loopback() || self.api_token.is_some() || self.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(ConfigError::field(
+            "listen",
+            format!(
+                "{addr} is not a loopback address and api_token is not set, so anyone who can reach it could settle \
+                 and credit; set api_token (and have the connector or a proxy in front of it send \
+                 \"Authorization: Bearer <api_token>\"), listen on 127.0.0.1, or set allow_unauthenticated = true \
+                 if only trusted hosts can reach it"
+            ),
+        ))
+    }
+
     /// First retry delay.
     pub fn retry_initial(&self) -> Duration {
         Duration::from_millis(self.retry_initial_ms.max(1))

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use channel_modules::store::{MaxValue, StoreError};
 use channel_modules::sync::lock;
+use channel_modules::trustline::{TrustlineModule, TRUSTLINE_MODULE_NAME};
 use channel_modules::{build_module, ChannelContext, ChannelModule, ContextHost, ModuleError};
 use num_bigint::BigUint;
 use num_traits::Zero;
@@ -75,11 +76,25 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Builds a channel module from its configured name and options; [`Engine::open`] uses
-/// [`channel_modules::build_module`] (the stock modules), [`Engine::open_with_modules`] takes another.
+/// Builds a channel module from its configured name and options; [`Engine::open`] uses [`engine_module`] (the
+/// stock modules), [`Engine::open_with_modules`] takes another.
 pub type ModuleFactory = Arc<
     dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn ChannelModule>, ModuleError> + Send + Sync,
 >;
+
+/// The stock modules as an engine runs them: [`channel_modules::build_module`], except `trustline`, which is
+/// built with [`TrustlineModule::for_engine`]. Here an accepted IOU credits the connector with money the peer
+/// has not paid, and no transfer log bounds the peer, so the module accepts IOUs only up to its `trustLimit`
+/// option, 0 (no credit) when unset.
+pub fn engine_module(
+    name: &str,
+    options: &serde_json::Value,
+) -> Result<Arc<dyn ChannelModule>, ModuleError> {
+    if name == TRUSTLINE_MODULE_NAME {
+        return Ok(Arc::new(TrustlineModule::for_engine(options)?));
+    }
+    build_module(name, options)
+}
 
 /// Errors of engine operations; [`super::api`] maps each to an HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -379,11 +394,11 @@ impl Engine {
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,
     ) -> Result<Engine, EngineError> {
-        Engine::open_with_modules(config, store, logs, Arc::new(build_module)).await
+        Engine::open_with_modules(config, store, logs, Arc::new(engine_module)).await
     }
 
     /// [`Engine::open`] with the accounts' modules built by `modules` (from `config.module` and
-    /// `config.module_options`) instead of the stock [`build_module`]: for modules outside this workspace.
+    /// `config.module_options`) instead of the stock [`engine_module`]: for modules outside this workspace.
     pub async fn open_with_modules(
         config: SeConfig,
         store: Arc<dyn SeStore>,

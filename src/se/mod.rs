@@ -7,7 +7,8 @@
 //!
 //! Layout:
 //! * [`engine`]: the core (accounts, idempotency, the settle and credit workers, the operator view);
-//! * [`api`]: the RFC 38 HTTP API the connector calls; [`admin`]: the operator API;
+//! * [`api`]: the RFC 38 HTTP API the connector calls; [`admin`]: the operator API; [`http`]: what both servers
+//!   share (the accept loop with its timeouts and concurrency limits, the bearer-token check);
 //! * [`amount`]: Quantities of any precision, scale conversion with leftovers;
 //! * [`store`]: the durable state ([`store::SeStore`]) and its key layout;
 //! * [`host`]: the engine-mode `ContextHost` a module runs on;
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod host;
+pub mod http;
 pub mod store;
 pub mod wire;
 
@@ -56,6 +58,9 @@ pub enum SeError {
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The configuration is refused (an empty token, an unauthenticated engine API off loopback).
+    #[error("settlement engine configuration: {0}")]
+    Config(#[from] crate::config::legacy::ConfigError),
 }
 
 /// A running engine with its listeners (see [`start`]).
@@ -99,7 +104,9 @@ impl Drop for SeHandle {
 }
 
 /// Opens the engine on `store`/`logs` and serves the engine API on `listener` and, if given with a token, the
-/// admin API on `admin`. Returns once serving; stop with [`SeHandle::stop`].
+/// admin API on `admin`, both with [`http::serve`]'s limits. Refuses a configuration with an empty token, and an
+/// engine API reachable from other hosts without `api_token` (unless `allow_unauthenticated`), judged on the
+/// address `listener` is bound to. Returns once serving; stop with [`SeHandle::stop`].
 pub async fn start(
     config: SeConfig,
     store: Arc<dyn SeStore>,
@@ -108,43 +115,57 @@ pub async fn start(
     admin: Option<TcpListener>,
 ) -> Result<SeHandle, SeError> {
     let addr = local_addr(&listener)?;
+    config.check_secrets()?;
+    config.check_listen(addr)?;
+    if !addr.ip().is_loopback() && config.api_token.is_none() {
+        tracing::warn!(%addr, "engine API served to other hosts without authentication (allow_unauthenticated = true)");
+    }
     let admin = match (admin, config.admin_token.clone()) {
         (Some(l), Some(token)) => Some((local_addr(&l)?, l, token)),
         _ => None,
     };
+    let api_token = config.api_token.clone();
+    log_trust(&config);
     let engine = Engine::open(config, store, logs).await?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let api = api::router(engine.clone());
+    let mut api = api::router(engine.clone());
+    if let Some(token) = &api_token {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            http::BearerToken::new(token),
+            http::require_bearer,
+        ));
+    }
     let admin_addr = admin.as_ref().map(|(a, _, _)| *a);
-    let admin_task = admin.map(|(a, l, token)| {
+    let admin_task = admin.map(|(_, l, token)| {
         let router = admin::router(engine.clone(), &token);
-        tokio::spawn(async move {
-            let served = axum::serve(l, router)
-                .with_graceful_shutdown(async move {
-                    let _ = admin_stop_rx.await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, addr = %a, "admin API stopped");
-            }
-        })
+        tokio::spawn(http::serve(
+            l,
+            router,
+            http::HttpLimits::ADMIN,
+            "admin",
+            async move {
+                let _ = admin_stop_rx.await;
+            },
+        ))
     });
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, api)
-            .with_graceful_shutdown(async move {
+        http::serve(
+            listener,
+            api,
+            http::HttpLimits::ENGINE,
+            "engine",
+            async move {
                 let _ = stop_rx.await;
-            })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, %addr, "engine API stopped");
-        }
+            },
+        )
+        .await;
         let _ = admin_stop_tx.send(());
         if let Some(t) = admin_task {
             let _ = t.await;
         }
     });
-    tracing::info!(%addr, admin = ?admin_addr, "settlement engine listening");
+    tracing::info!(%addr, admin = ?admin_addr, authenticated = api_token.is_some(), "settlement engine listening");
     Ok(SeHandle {
         engine,
         addr,
@@ -152,6 +173,28 @@ pub async fn start(
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Says at start what credit the `trustline` module extends, since without `trustLimit` it extends none: the
+/// zero-config engine of `ilp-bridge run` then refuses every IOU, and the operator should know why and what to set.
+fn log_trust(config: &SeConfig) {
+    if config.module != channel_modules::trustline::TRUSTLINE_MODULE_NAME {
+        return;
+    }
+    // A bad option is reported by `Engine::open`, which builds the module.
+    let Ok(limit) = channel_modules::trustline::engine_trust_limit(&config.module_options) else {
+        return;
+    };
+    if limit == num_bigint::BigUint::default() {
+        tracing::warn!(
+            module = %config.module,
+            "the trustline module extends no credit: every IOU from a peer is refused until \
+             [settlement-engine] module_options.trustLimit is set to the most the peer's IOUs may reach \
+             (in the module's units)"
+        );
+    } else {
+        tracing::info!(module = %config.module, trust_limit = %limit, "trustline module trust limit");
+    }
 }
 
 fn local_addr(l: &TcpListener) -> Result<SocketAddr, SeError> {
@@ -177,6 +220,7 @@ pub async fn run(
     db: Arc<Db>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SeError> {
+    config.validate()?;
     let listener = bind(config.listen).await?;
     let admin = if config.admin_token.is_some() {
         Some(bind(config.admin_listen).await?)

@@ -22,8 +22,19 @@ type Parts = (Arc<dyn SeStore>, Arc<dyn ModuleLogs>);
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A config for tests: fast retries, admin on.
-pub fn config(connector: &str, module: &str, options: serde_json::Value) -> SeConfig {
+/// The `trustLimit` [`config`] gives `trustline` engines whose options set none: more than any test sends.
+/// Engine mode's own default is 0 (no IOU credited; tests/se_trust.rs tests it).
+pub const TEST_TRUST_LIMIT: &str = "1000000000000000000000000000000";
+
+/// A config for tests: fast retries, admin on; a `trustline` engine trusts its peer up to [`TEST_TRUST_LIMIT`]
+/// unless `options` sets `trustLimit`.
+pub fn config(connector: &str, module: &str, mut options: serde_json::Value) -> SeConfig {
+    if module == "trustline" {
+        if let Some(o) = options.as_object_mut() {
+            o.entry("trustLimit")
+                .or_insert_with(|| serde_json::Value::String(TEST_TRUST_LIMIT.to_owned()));
+        }
+    }
     SeConfig {
         connector: connector.to_owned(),
         module: module.to_owned(),
