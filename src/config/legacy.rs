@@ -268,6 +268,7 @@ impl fmt::Debug for PeerConfig {
             stateful,
             module,
             raw,
+            limits,
         } = self;
         f.debug_struct("PeerConfig")
             .field("name", name)
@@ -281,6 +282,7 @@ impl fmt::Debug for PeerConfig {
             .field("stateful", stateful)
             .field("module", module)
             .field("raw", &OptionNames(raw))
+            .field("limits", limits)
             .finish()
     }
 }
