@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use btp::transport::{
-    Authenticator, BtpEndpoint, BtpUrl, ClientOptions, EndpointConfig, PeerKey, RequestHandler,
-    ServerConfig, SessionFactory, TlsClientConfig, TlsServerConfig,
+    Authenticator, BtpEndpoint, BtpUrl, ClientOptions, ConnectionLimits, EndpointConfig, PeerKey,
+    RequestHandler, ServerConfig, SessionFactory, TlsClientConfig, TlsServerConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -40,6 +40,9 @@ pub struct NodeOptions {
     pub bind_host: Option<std::net::IpAddr>,
     /// Extra CA for `btp+wss` clients.
     pub client_tls: Option<TlsClientConfig>,
+    /// Limits on the BTP sockets the listeners accept (`ilp-bridge run` sizes them from its file descriptor
+    /// budget, see [`crate::fd_budget`]).
+    pub connections: ConnectionLimits,
 }
 
 /// Running peers: their trustlines, the router and the bound listener addresses.
@@ -130,7 +133,10 @@ impl PeerNode {
         // Refuse conflicting peers (bad or duplicate names, a shared port with a duplicate secret or differing
         // TLS) before anything starts.
         validate_peer_set(&configs)?;
-        let endpoint = BtpEndpoint::new(EndpointConfig::default());
+        let endpoint = BtpEndpoint::new(EndpointConfig {
+            limits: options.connections,
+            ..EndpointConfig::default()
+        });
         let router = Router::new(options.routing.clone());
         let (stop, stop_rx) = watch::channel(false);
         let mut trustlines = BTreeMap::new();
