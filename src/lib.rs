@@ -5,6 +5,7 @@
 //! to each other. See `ARCHITECTURE.md` for the map.
 
 pub mod config;
+pub mod fd_budget;
 pub mod peer;
 pub mod se;
 pub mod store;

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use ilp_bridge::config::ilp_kit;
 use ilp_bridge::config::node::{LogConfig, LogFormat, NodeConfig, EXAMPLE_CONFIG};
+use ilp_bridge::fd_budget::{raise_nofile_limit, FdBudget};
 use ilp_bridge::peer::run::{run_peers, NodeOptions};
 use ilp_bridge::store::{legacy_import, Db, RocksStores};
 
@@ -154,9 +155,10 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
             "nothing to run: the configuration has no [[peer]] and no [settlement-engine]"
         );
     }
+    let budget = fd_budget(&node)?;
     std::fs::create_dir_all(&node.data_dir)
         .with_context(|| format!("creating data folder {}", node.data_dir.display()))?;
-    let db = Db::open(&node.data_dir)
+    let db = Db::open_with(&node.data_dir, budget.store)
         .with_context(|| format!("opening the database in {}", node.data_dir.display()))?;
     tracing::info!(
         data_dir = %node.data_dir.display(),
@@ -173,6 +175,7 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
         let db = Arc::clone(&db);
         let options = NodeOptions {
             routing: node.routing.clone(),
+            connections: budget.connections,
             ..NodeOptions::default()
         };
         let configs = node.peers;
@@ -225,6 +228,32 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
     peers?;
     engine?;
     Ok(())
+}
+
+/// Raises the open file limit as far as the node can use it and divides it (see `ilp_bridge::fd_budget`);
+/// refuses to start when it is too small to keep the store safe.
+fn fd_budget(node: &NodeConfig) -> anyhow::Result<FdBudget> {
+    let dialing = node.peers.iter().filter(|p| p.server.is_some()).count();
+    let (limit, error) = raise_nofile_limit(FdBudget::wanted_soft_limit(dialing));
+    if let Some(error) = error {
+        tracing::warn!(%error, soft_limit = limit.soft, hard_limit = ?limit.hard, "cannot raise the open file limit; keeping it");
+    }
+    let budget = FdBudget::plan(limit.soft, dialing).context("file descriptor budget")?;
+    let c = budget.connections;
+    tracing::info!(
+        soft_limit_before = limit.soft_before,
+        soft_limit = limit.soft,
+        hard_limit = ?limit.hard,
+        store_max_open_files = budget.store.max_open_files,
+        store_fds = budget.store_fds,
+        reserved_fds = budget.reserved_fds,
+        max_authenticated_sockets = c.max_authenticated,
+        max_unauthenticated_sockets = c.max_unauthenticated,
+        max_unauthenticated_per_address = c.max_unauthenticated_per_address,
+        max_sockets_per_peer = c.max_sockets_per_peer,
+        "file descriptor budget"
+    );
+    Ok(budget)
 }
 
 async fn import(peer: &str, rows: &Path, data_dir: &Path) -> anyhow::Result<()> {

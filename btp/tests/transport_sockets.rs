@@ -132,9 +132,11 @@ async fn election_leaves_one_socket_and_no_double_delivery() -> TestResult {
     for round in 0..3u64 {
         let ep_a = BtpEndpoint::new(EndpointConfig {
             nonce: 1000 + round,
+            ..EndpointConfig::default()
         });
         let ep_b = BtpEndpoint::new(EndpointConfig {
             nonce: 2000 - round,
+            ..EndpointConfig::default()
         });
         let handler_a = Recorder::new();
         let handler_b = Recorder::new();

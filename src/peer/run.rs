@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use btp::transport::{
-    Authenticator, BtpEndpoint, BtpUrl, ClientOptions, EndpointConfig, PeerKey, RequestHandler,
-    ServerConfig, SessionFactory, TlsClientConfig, TlsServerConfig,
+    Authenticator, BtpEndpoint, BtpUrl, ClientOptions, ConnectionLimits, EndpointConfig, PeerKey,
+    RequestHandler, ServerConfig, SessionFactory, TlsClientConfig, TlsServerConfig,
 };
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,6 +41,9 @@ pub struct NodeOptions {
     pub bind_host: Option<std::net::IpAddr>,
     /// Extra CA for `btp+wss` clients.
     pub client_tls: Option<TlsClientConfig>,
+    /// Limits on the BTP sockets the listeners accept (`ilp-bridge run` sizes them from its file descriptor
+    /// budget, see [`crate::fd_budget`]).
+    pub connections: ConnectionLimits,
 }
 
 /// Running peers: their trustlines, the router and the bound listener addresses.
@@ -84,11 +88,18 @@ impl Authenticator for PortAuth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a configured secret with a token without telling anything about the secret through the time it
+/// takes: both are hashed to fixed-size SHA-256 digests, which are compared without an early exit. Comparing
+/// the raw bytes after a length check would tell the secret's length to anyone who tries tokens of growing
+/// length (only equal lengths take the time of a comparison).
+fn constant_time_eq(secret: &[u8], token: &[u8]) -> bool {
+    let secret: [u8; 32] = Sha256::digest(secret).into();
+    let token: [u8; 32] = Sha256::digest(token).into();
+    secret.iter().zip(&token).fold(0u8, |acc, (x, y)| {
+        #[cfg(test)]
+        tests::note_byte_compared();
+        acc | (x ^ y)
+    }) == 0
 }
 
 /// Refuses unknown peers (every configured peer is registered up front).
@@ -134,7 +145,10 @@ impl PeerNode {
         for c in &configs {
             c.limits.validate(&format!("peer {:?}", c.name))?;
         }
-        let endpoint = BtpEndpoint::new(EndpointConfig::default());
+        let endpoint = BtpEndpoint::new(EndpointConfig {
+            limits: options.connections,
+            ..EndpointConfig::default()
+        });
         let router = Router::new(options.routing.clone());
         let (stop, stop_rx) = watch::channel(false);
         let mut trustlines = BTreeMap::new();
@@ -322,4 +336,60 @@ pub async fn run_peers(
     shutdown.await;
     node.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    thread_local! {
+        /// Byte pairs the secret comparison looked at on this thread.
+        static BYTES_COMPARED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) fn note_byte_compared() {
+        BYTES_COMPARED.with(|n| n.set(n.get() + 1));
+    }
+
+    /// `check()` and the number of byte pairs the comparison looked at meanwhile.
+    fn compared<T>(check: impl FnOnce() -> T) -> (T, usize) {
+        BYTES_COMPARED.with(|n| n.set(0));
+        let out = check();
+        (out, BYTES_COMPARED.with(Cell::get))
+    }
+
+    #[test]
+    fn checking_a_token_does_the_same_work_whatever_its_length() {
+        const SECRET: &str = "s3cret-of-some-length";
+        let auth = PortAuth {
+            secrets: vec![(SECRET.to_owned(), PeerKey::new("alice"))],
+        };
+        let long = "x".repeat(1000);
+        let tokens = [
+            "",
+            "s",
+            "s3cret",
+            "s3cret-of-some-lengtX",
+            SECRET,
+            "s3cret-of-some-length!",
+            long.as_str(),
+        ];
+        let mut work = Vec::new();
+        for token in tokens {
+            let (peer, n) = compared(|| auth.authenticate("", token));
+            assert_eq!(peer.is_some(), token == SECRET, "{token:?}");
+            work.push(n);
+        }
+        // The same work for every token, however long: the secret's length is not told by the comparison's
+        // time (comparing only equal lengths told it to anyone who tried tokens of growing length).
+        let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        assert!(
+            work.iter().all(|n| *n == work[0]) && work[0] > 0,
+            "bytes compared for tokens of lengths {lengths:?}: {work:?}"
+        );
+        // A username is refused before any comparison, as legacy does.
+        assert_eq!(auth.authenticate("bob", SECRET), None);
+    }
 }

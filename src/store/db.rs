@@ -73,6 +73,35 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const WRITE_BATCH_HEADER_BYTES: usize = 12;
 /// Longest time a deferred batch stays written but unsynced when no synced batch follows it.
 pub const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+/// Default [`DbOptions::max_open_files`]. RocksDB's own default keeps every table file open, so a growing
+/// database takes file descriptors without bound; a running out (`EMFILE`) during a WAL or SST switch fails
+/// the write and poisons the database. 1024 table files cover hundreds of GiB at the default file sizes.
+pub const DEFAULT_MAX_OPEN_FILES: u32 = 1024;
+/// Smallest [`DbOptions::max_open_files`]: RocksDB raises anything lower to 20, and 10 of those are for its
+/// own bookkeeping rather than table files.
+pub const MIN_MAX_OPEN_FILES: u32 = 32;
+/// File descriptors RocksDB may use beyond [`DbOptions::max_open_files`]: the WAL being written and the one
+/// being retired, the MANIFEST, the info LOG, the LOCK file, directory handles for syncs, and the new table
+/// files of a flush and of compactions being written, for both column families. A node reserves
+/// `max_open_files` plus this for the store.
+pub const FDS_BEYOND_MAX_OPEN_FILES: u32 = 32;
+
+/// How [`Db::open_with`] opens the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbOptions {
+    /// Most table files RocksDB keeps open at once (its table cache; others are reopened when read). It uses
+    /// up to [`FDS_BEYOND_MAX_OPEN_FILES`] more descriptors for other files. Values below
+    /// [`MIN_MAX_OPEN_FILES`] are raised to it.
+    pub max_open_files: u32,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+        }
+    }
+}
 
 fn io(err: rocksdb::Error) -> StoreError {
     StoreError::Io(err.into_string())
@@ -162,8 +191,14 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database in folder `path` and starts its writer thread.
+    /// Opens (creating if needed) the database in folder `path` with the default [`DbOptions`] and starts its
+    /// writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Arc<Db>, StoreError> {
+        Db::open_with(path, DbOptions::default())
+    }
+
+    /// Opens (creating if needed) the database in folder `path` and starts its writer thread.
+    pub fn open_with(path: impl AsRef<Path>, options: DbOptions) -> Result<Arc<Db>, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
@@ -176,6 +211,8 @@ impl Db {
         opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         opts.set_write_buffer_size(DEFAULT_WRITE_BUFFER_BYTES);
         opts.set_block_based_table_factory(&table);
+        let max_open_files = options.max_open_files.max(MIN_MAX_OPEN_FILES);
+        opts.set_max_open_files(i32::try_from(max_open_files).unwrap_or(i32::MAX));
 
         // A vector memtable needs RocksDB's concurrent memtable writes off; the one writer thread writes
         // anyway. Measured (BENCHMARKS.md): +20 % durable pairs/s with 64 writers, +25 % trustline transfers/s
@@ -705,6 +742,46 @@ fn write_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `max_open_files` RocksDB recorded in the newest OPTIONS file of the database in `dir`.
+    fn recorded_max_open_files(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
+        let mut options: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("OPTIONS-"))
+            })
+            .collect();
+        options.sort();
+        let newest = options.last().ok_or("no OPTIONS file")?;
+        let text = std::fs::read_to_string(newest)?;
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("max_open_files="))
+            .ok_or("no max_open_files in OPTIONS")?;
+        Ok(line.to_owned())
+    }
+
+    #[test]
+    fn max_open_files_bounds_rocksdbs_table_cache() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        drop(Db::open_with(dir.path(), DbOptions { max_open_files: 64 })?);
+        assert_eq!(recorded_max_open_files(dir.path())?, "max_open_files=64");
+        drop(Db::open_with(dir.path(), DbOptions { max_open_files: 3 })?);
+        assert_eq!(
+            recorded_max_open_files(dir.path())?,
+            format!("max_open_files={MIN_MAX_OPEN_FILES}")
+        );
+        drop(Db::open(dir.path())?);
+        assert_eq!(
+            recorded_max_open_files(dir.path())?,
+            format!("max_open_files={DEFAULT_MAX_OPEN_FILES}"),
+            "bounded by default, not RocksDB's -1 (every file open)"
+        );
+        Ok(())
+    }
 
     #[test]
     fn upper_bound_of_prefixes() {

@@ -24,6 +24,12 @@ pub(crate) const MISSING_USERNAME_DATA: &str =
     r#"{"message":"missing \"auth_username\" secondary protocol"}"#;
 /// `data` of the Error for bad credentials.
 pub(crate) const NOT_ACCEPTED_DATA: &str = r#"{"message":"invalid auth token and/or username"}"#;
+/// `data` of the Error for a socket that authenticated while the authenticated pool was full (ours; legacy
+/// has no limit).
+pub(crate) const TOO_MANY_CONNECTIONS_DATA: &str = r#"{"message":"too many connections"}"#;
+/// `data` of the Error for a socket beyond its peer's socket limit (ours; legacy has no limit).
+pub(crate) const TOO_MANY_PEER_SOCKETS_DATA: &str =
+    r#"{"message":"too many connections for this account"}"#;
 
 /// The auth Message's protocol data: `auth`, `auth_username`, `auth_token` (legacy order), then our nonce.
 pub(crate) fn auth_protocol_data(username: &str, token: &str, nonce: Option<u64>) -> ProtocolData {
@@ -73,6 +79,11 @@ fn error(code: &[u8; 3], name: &str, data: &str) -> BtpError {
     }
 }
 
+/// `F00 NotAcceptedError` with `data`.
+pub(crate) fn not_accepted(data: &str) -> BtpError {
+    error(b"F00", "NotAcceptedError", data)
+}
+
 fn invalid_fields(data: &str) -> AuthOutcome {
     AuthOutcome::Refused(error(b"F01", "InvalidFieldsError", data))
 }
@@ -116,7 +127,7 @@ pub(crate) fn check_auth(
                 .map(u64::from_be_bytes);
             AuthOutcome::Accepted { peer, nonce }
         }
-        None => AuthOutcome::Refused(error(b"F00", "NotAcceptedError", NOT_ACCEPTED_DATA)),
+        None => AuthOutcome::Refused(not_accepted(NOT_ACCEPTED_DATA)),
     }
 }
 

@@ -119,10 +119,15 @@ async fn dial_loop(session: Arc<SessionInner>, url: BtpUrl, opts: ClientOptions,
         match dial(&url, &opts, nonce).await {
             Ok(ws) => {
                 backoff = opts.backoff_min;
-                let (control, reader) =
-                    spawn_link(&session, LinkOrigin::Dialed, ws, None, opts.keepalive);
-                let _ = reader.await;
-                drop(control);
+                match spawn_link(&session, LinkOrigin::Dialed, ws, None, opts.keepalive) {
+                    Ok((control, reader)) => {
+                        let _ = reader.await;
+                        drop(control);
+                    }
+                    // The per-peer limit applies to accepted sockets only, so this does not happen; a
+                    // refused socket is simply dropped.
+                    Err(_ws) => debug!("dialed socket refused by the session"),
+                }
                 if session.is_closed() {
                     return;
                 }
@@ -161,9 +166,9 @@ async fn dial(url: &BtpUrl, opts: &ClientOptions, nonce: u64) -> Result<WsStream
             .await
             .map_err(|_| DialError::Timeout)?
             .map_err(DialError::Tls)?;
-        BtpStream::ClientTls(Box::new(tls_stream))
+        BtpStream::client_tls(tls_stream)
     } else {
-        BtpStream::Plain(tcp)
+        BtpStream::plain(tcp)
     };
     let (mut ws, _) = timeout_at(
         deadline,

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::TcpListener;
 
+use super::admission::{Admission, ConnectionLimits};
 use super::client::{spawn_dialer, ClientOptions};
 use super::server::{self, ServerConfig};
 use super::session::BtpSession;
@@ -35,12 +36,15 @@ pub struct EndpointConfig {
     /// Election nonce (see "Election" in the [module docs](super)); random by default. Two nodes that peer
     /// with each other must have different nonces.
     pub nonce: u64,
+    /// Limits on accepted sockets, shared by all the endpoint's listeners, and on sockets per peer.
+    pub limits: ConnectionLimits,
 }
 
 impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
             nonce: rand::random(),
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -48,6 +52,8 @@ impl Default for EndpointConfig {
 struct EndpointInner {
     config: EndpointConfig,
     sessions: Mutex<HashMap<PeerKey, BtpSession>>,
+    /// Node-wide socket admission (pools, per-address limits, auth penalties).
+    admission: Arc<Admission>,
 }
 
 /// One node's BTP transport: the sessions by peer, the listener(s) and the dialers. Cheap to clone.
@@ -72,6 +78,7 @@ impl BtpEndpoint {
     pub fn new(config: EndpointConfig) -> Self {
         BtpEndpoint {
             inner: Arc::new(EndpointInner {
+                admission: Arc::new(Admission::new(config.limits)),
                 config,
                 sessions: Mutex::new(HashMap::new()),
             }),
@@ -81,6 +88,25 @@ impl BtpEndpoint {
     /// This node's election nonce.
     pub fn nonce(&self) -> u64 {
         self.inner.config.nonce
+    }
+
+    /// The socket limits in force (a 0 in [`EndpointConfig::limits`] is raised to 1).
+    pub fn limits(&self) -> ConnectionLimits {
+        self.inner.admission.limits()
+    }
+
+    /// Accepted sockets that have not authenticated yet, over all listeners.
+    pub fn unauthenticated_sockets(&self) -> usize {
+        self.inner.admission.unauthenticated_count()
+    }
+
+    /// Accepted sockets that have authenticated, over all listeners.
+    pub fn authenticated_sockets(&self) -> usize {
+        self.inner.admission.authenticated_count()
+    }
+
+    pub(crate) fn admission(&self) -> &Arc<Admission> {
+        &self.inner.admission
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<PeerKey, BtpSession>> {
@@ -95,9 +121,10 @@ impl BtpEndpoint {
     /// with [`RpcError::NotConnected`](super::RpcError::NotConnected) until they do.
     pub fn register(&self, peer: PeerKey, handler: Arc<dyn RequestHandler>) -> BtpSession {
         let nonce = self.nonce();
+        let max_sockets = self.limits().max_sockets_per_peer;
         self.sessions()
             .entry(peer.clone())
-            .or_insert_with(|| BtpSession::new(peer, handler, nonce))
+            .or_insert_with(|| BtpSession::new(peer, handler, nonce, max_sockets))
             .clone()
     }
 

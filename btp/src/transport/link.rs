@@ -24,9 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::session::{LinkHandle, SessionInner};
+use super::session::{Attached, LinkHandle, SessionInner};
 use super::stream::WsStream;
-use super::{CLOSE_LINGER, OUTBOUND_QUEUE_FRAMES};
+use super::{CLOSE_LINGER, KEEPALIVE_GRACE, OUTBOUND_QUEUE_FRAMES};
 
 /// Most queued frames written before one flush (bounds the write buffer and keeps latency low).
 const MAX_FRAMES_PER_FLUSH: usize = 64;
@@ -53,16 +53,29 @@ pub(crate) struct LinkControl {
     started: Instant,
     /// Milliseconds after `started` at which something was last received.
     last_rx_ms: AtomicU64,
+    /// Silence after which the link is presumed dead: the keepalive interval plus [`KEEPALIVE_GRACE`] (a live
+    /// peer answers every ping); `None` without keepalive.
+    presumed_dead_after: Option<Duration>,
 }
 
 impl LinkControl {
-    fn new() -> Self {
+    fn new(keepalive: Option<Duration>) -> Self {
         LinkControl {
             closing: watch::Sender::new(false),
             by_election: AtomicBool::new(false),
             started: Instant::now(),
             last_rx_ms: AtomicU64::new(0),
+            presumed_dead_after: keepalive.map(|k| k + KEEPALIVE_GRACE),
         }
+    }
+
+    /// False once the link is closing, or has been silent for longer than its keepalive interval plus
+    /// [`KEEPALIVE_GRACE`] (its peer is gone without a FIN; keepalive will close it).
+    pub(crate) fn is_live(&self) -> bool {
+        !self.is_closing()
+            && self
+                .presumed_dead_after
+                .is_none_or(|limit| self.idle() <= limit)
     }
 
     /// Asks the link to close (idempotent).
@@ -102,21 +115,22 @@ fn next_link_id() -> u64 {
 
 /// Starts the tasks for an authenticated websocket and attaches it to the session. `first` is written before
 /// anything else (the listener's auth Response). Returns the link's control and the reader task, which ends
-/// after the link has detached.
+/// after the link has detached, or gives the websocket back untouched when the session refused it
+/// ([`Attached::Full`]: an accepted socket beyond the per-peer limit).
 pub(crate) fn spawn_link(
     session: &Arc<SessionInner>,
     origin: LinkOrigin,
     ws: WsStream,
     first: Option<Bytes>,
     keepalive: Option<Duration>,
-) -> (Arc<LinkControl>, JoinHandle<()>) {
+) -> Result<(Arc<LinkControl>, JoinHandle<()>), Box<WsStream>> {
     let id = next_link_id();
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
     if let Some(first) = first {
         // The queue is new and empty, so this cannot fail for lack of room.
         let _ = tx.try_send(first);
     }
-    let control = Arc::new(LinkControl::new());
+    let control = Arc::new(LinkControl::new(keepalive));
     let span = info_span!("btp_link", peer = %session.peer, link = id, origin = ?origin);
     let handle = LinkHandle {
         id,
@@ -124,12 +138,13 @@ pub(crate) fn spawn_link(
         tx,
         control: control.clone(),
     };
-    let elected = span.in_scope(|| session.attach(handle));
-    if elected {
-        span.in_scope(|| info!("socket authenticated"));
+    match span.in_scope(|| session.attach(handle)) {
+        Attached::Full => return Err(Box::new(ws)),
+        Attached::Elected => span.in_scope(|| info!("socket authenticated")),
+        Attached::Closing => {}
     }
     let task = run(ws, rx, session.clone(), control.clone(), id, keepalive).instrument(span);
-    (control, tokio::spawn(task))
+    Ok((control, tokio::spawn(task)))
 }
 
 async fn run(
@@ -249,4 +264,32 @@ async fn write_loop(
     };
     let _ = sink.send(Message::Close(Some(close))).await;
     control.close(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_silent_past_its_keepalive_is_presumed_dead() {
+        let interval = Duration::from_secs(30);
+        let link = LinkControl::new(Some(interval));
+        assert!(link.is_live());
+        tokio::time::advance(interval + KEEPALIVE_GRACE - Duration::from_secs(1)).await;
+        assert!(link.is_live(), "a pong may still be on its way");
+        link.touch();
+        tokio::time::advance(interval).await;
+        assert!(link.is_live(), "heard from recently");
+        tokio::time::advance(KEEPALIVE_GRACE + Duration::from_secs(1)).await;
+        assert!(!link.is_live(), "missed a pong: presumed dead");
+
+        let without_keepalive = LinkControl::new(None);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(
+            without_keepalive.is_live(),
+            "silence means nothing without pings"
+        );
+        without_keepalive.close(false);
+        assert!(!without_keepalive.is_live(), "closing");
+    }
 }

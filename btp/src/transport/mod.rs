@@ -46,7 +46,10 @@
 //!
 //! Undecodable frames on an unauthenticated socket get no reply (like legacy); a socket that has not
 //! authenticated within [`ServerConfig::auth_timeout`] (default [`DEFAULT_AUTH_TIMEOUT`], legacy 2000 ms) is
-//! closed. That covers the TLS and websocket handshakes too, and affects nothing but that socket.
+//! closed. That covers the TLS and websocket handshakes too, and affects nothing but that socket. Unlike
+//! legacy, an unauthenticated socket may send only a few KiB, an auth attempt from an address that failed
+//! before is delayed, and two more refusals exist for sockets beyond the limits (see "Limits on accepted
+//! sockets" below).
 //!
 //! **interledger-rs clients** send `auth` and `auth_token` only. With [`ServerConfig::require_username`] set to
 //! `false` a missing `auth_username` is treated as the empty username and passed to the [`Authenticator`]
@@ -109,6 +112,32 @@
 //! [`WS_READ_BUFFER_BYTES`] and the write buffer is written out beyond [`WS_WRITE_BUFFER_BYTES`] or at each
 //! flush, so an idle socket costs a few KiB. Keepalive pings are
 //! sent every [`KEEPALIVE_INTERVAL`] and a socket that has not received anything for two intervals is closed.
+//!
+//! # Limits on accepted sockets
+//!
+//! A socket that has not authenticated costs a file descriptor and a task while holding nothing of value, so
+//! the listener bounds such sockets separately from authenticated ones ([`ConnectionLimits`], set in
+//! [`EndpointConfig::limits`] and shared by every listener of the endpoint; `ilp-bridge` sizes them from its
+//! open file limit). In the order a socket meets them:
+//!
+//! | when | limit (default) | beyond it |
+//! |--|--|--|
+//! | `accept()` fails (out of file descriptors) | pause [`ACCEPT_BACKOFF_MIN`] doubling to [`ACCEPT_BACKOFF_MAX`] | the connection waits in the backlog; no busy loop |
+//! | accepted | [`ConnectionLimits::max_unauthenticated_per_address`] ([`DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS`]) unauthenticated sockets per IPv4 address or IPv6 /64 | closed at once, nothing sent |
+//! | accepted | [`ConnectionLimits::max_unauthenticated`] ([`DEFAULT_MAX_UNAUTHENTICATED_SOCKETS`]) unauthenticated sockets in all | the oldest unauthenticated socket of the address holding the most is closed to make room (a lone socket from a quiet address goes last) |
+//! | before auth | [`MAX_PREAUTH_BYTES`] bytes in all (upgrade request and frames), frames of at most [`MAX_PREAUTH_FRAME_BYTES`] | the socket is dropped, nothing sent |
+//! | before auth | auth within [`ServerConfig::auth_timeout`] ([`DEFAULT_AUTH_TIMEOUT`]) | closed with 1000 |
+//! | auth attempt | after failures from its address, looked at only after [`AUTH_PENALTY_BASE`], doubling per failure to [`AUTH_PENALTY_MAX`] (forgotten after [`AUTH_FAILURE_MEMORY`] or a success; at most [`MAX_PENALTY_ENTRIES`] addresses remembered) | — |
+//! | authenticated | [`ConnectionLimits::max_authenticated`] ([`DEFAULT_MAX_AUTHENTICATED_SOCKETS`]) authenticated accepted sockets | `F00 NotAcceptedError {"message":"too many connections"}`, closed with 1000 |
+//! | authenticated | [`ConnectionLimits::max_sockets_per_peer`] ([`DEFAULT_MAX_SOCKETS_PER_PEER`]) live sockets per peer | `F00 NotAcceptedError {"message":"too many connections for this account"}`, closed with 1000 |
+//!
+//! A socket holds its unauthenticated slot from `accept()` until its auth is decided and moves to the
+//! authenticated pool only then, so sockets that never authenticate cannot take the places of peers. For the
+//! per-peer limit, sockets that are closing and sockets silent for a keepalive interval plus
+//! [`KEEPALIVE_GRACE`] (a missed pong: the peer is gone without a FIN) do not count, so a legacy peer that
+//! redials after a drop gets in while its old socket is still being closed. Sockets we dial are not counted
+//! in either pool.
+//!
 //! Every socket runs in a tracing span `btp_link` with the peer key and link ID; tokens are never logged.
 
 use std::fmt;
@@ -120,6 +149,7 @@ use thiserror::Error;
 
 use crate::packet::{BtpError, Packet, ProtocolData};
 
+mod admission;
 mod auth;
 mod client;
 mod endpoint;
@@ -131,6 +161,7 @@ mod stream;
 mod tls;
 mod url;
 
+pub use admission::ConnectionLimits;
 pub use client::ClientOptions;
 pub use endpoint::{connect, serve, BtpEndpoint, EndpointConfig, SessionFactory};
 pub use server::ServerConfig;
@@ -175,8 +206,64 @@ pub const WS_READ_BUFFER_BYTES: usize = 4096;
 /// about twice this plus one frame, so a socket that was once busy keeps a few KiB more while idle.
 pub const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
-/// Most sockets a listener serves at once (authenticated or not); further connections wait in the backlog.
-pub const MAX_CONNECTIONS: usize = 16_384;
+/// Default [`ConnectionLimits::max_authenticated`]: most authenticated accepted sockets per endpoint. A node
+/// sizes it from its file descriptor limit instead (`ilp-bridge` does, see its README); this default is the
+/// ceiling it uses (at a few KiB per idle socket, 16,384 sockets take some 100 MiB).
+pub const DEFAULT_MAX_AUTHENTICATED_SOCKETS: usize = 16_384;
+
+/// Default [`ConnectionLimits::max_unauthenticated`]: most accepted sockets still in TLS, the websocket
+/// handshake or auth. Legitimate sockets spend milliseconds there, so a small pool serves many peers; it
+/// bounds what a flood of sockets that never authenticate can hold (file descriptors, a few KiB each).
+pub const DEFAULT_MAX_UNAUTHENTICATED_SOCKETS: usize = 1024;
+
+/// Default [`ConnectionLimits::max_unauthenticated_per_address`]: legacy peers open one or two sockets and
+/// authenticate at once, so even several peers behind one NAT address rarely have more than a few sockets in
+/// auth at the same moment; a refused one is redialed.
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 8;
+
+/// Default [`ConnectionLimits::max_sockets_per_peer`]: a legacy peer holds one or two sockets, a bridge peer
+/// one after the election; four leaves room for a redial while an old socket is still being noticed dead.
+pub const DEFAULT_MAX_SOCKETS_PER_PEER: usize = 4;
+
+/// Most bytes an accepted socket may send before it has authenticated: the websocket upgrade request (a few
+/// hundred bytes from the legacy `ws` client and from ours) and the auth Message (about 60 bytes plus the
+/// token). More ends the socket.
+pub const MAX_PREAUTH_BYTES: usize = 16 * 1024;
+
+/// Largest websocket frame an unauthenticated socket may send (declared length, checked as soon as the frame
+/// header arrives); after auth the limit is [`MAX_FRAME_BYTES`](crate::MAX_FRAME_BYTES). A legacy auth
+/// Message is about 60 bytes plus its token.
+pub const MAX_PREAUTH_FRAME_BYTES: usize = 4 * 1024;
+
+/// Delay before the auth attempt that follows one failure from the same address is looked at; it doubles with
+/// every further failure, up to [`AUTH_PENALTY_MAX`]. A success clears the failures.
+pub const AUTH_PENALTY_BASE: Duration = Duration::from_millis(250);
+
+/// Longest auth penalty delay. Beyond the dialer's auth timeout on purpose: a guesser gets at most
+/// [`DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS`] attempts per 5 s from one address, while a peer that fixed its
+/// secret still gets in (its delayed attempt is checked even if it gave up waiting, and a success clears the
+/// failures, so its next attempt is not delayed).
+pub const AUTH_PENALTY_MAX: Duration = Duration::from_secs(5);
+
+/// Failed auth attempts of an address are forgotten this long after the last one.
+pub const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(600);
+
+/// Most addresses whose auth failures are remembered (the one whose last failure is oldest is forgotten
+/// first); about 50 bytes each.
+pub const MAX_PENALTY_ENTRIES: usize = 4096;
+
+/// First pause after `accept()` fails (out of file descriptors, out of memory): the failing connection stays
+/// in the backlog, so retrying at once would spin. Doubles per consecutive failure up to
+/// [`ACCEPT_BACKOFF_MAX`].
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// Longest pause between failing `accept()` calls.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A socket that has received nothing (not even a pong) for its keepalive interval plus this is presumed
+/// dead: it no longer counts toward [`ConnectionLimits::max_sockets_per_peer`] (keepalive closes it within one
+/// more interval).
+pub const KEEPALIVE_GRACE: Duration = Duration::from_secs(5);
 
 /// First redial delay after a failed dial or a dropped socket.
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);

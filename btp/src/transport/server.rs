@@ -1,33 +1,41 @@
 //! The listener: accepts sockets, runs TLS, the websocket handshake and BTP auth, then hands each socket to
 //! its peer's session.
 //!
-//! Every accepted connection runs in its own task, bounded by [`MAX_CONNECTIONS`]. Anything that goes wrong
-//! with one connection (handshake errors, bad auth, silence) ends that task only.
+//! Every accepted socket runs in its own task, and the endpoint's admission (module `admission`) decides
+//! what it may hold: right after `accept()` it takes a slot in the unauthenticated pool (or is closed at once
+//! when its address already has its share, or evicts an older unauthenticated socket when the pool is full);
+//! until it authenticates it may send only a few KiB ([`MAX_PREAUTH_BYTES`](super::MAX_PREAUTH_BYTES)); its
+//! auth attempt waits out the penalty of its address's earlier failures; once authenticated it moves to the
+//! authenticated pool and counts toward its peer's socket limit. Anything that goes wrong with one
+//! connection (handshake errors, bad auth, silence) ends that task only.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::auth::{check_auth, AuthOutcome, NOT_ACCEPTED_DATA};
+use super::admission::{AddressKey, Admit, PreauthSlot};
+use super::auth::{
+    check_auth, not_accepted, AuthOutcome, NOT_ACCEPTED_DATA, TOO_MANY_CONNECTIONS_DATA,
+    TOO_MANY_PEER_SOCKETS_DATA,
+};
 use super::endpoint::BtpEndpoint;
 use super::link::{signalled, spawn_link, LinkOrigin};
+use super::session::BtpSession;
 use super::stream::{ws_config, BtpStream, WsStream};
 use super::{
-    Authenticator, SessionFactory, TlsServerConfig, CLOSE_LINGER, DEFAULT_AUTH_TIMEOUT,
-    KEEPALIVE_INTERVAL, MAX_CONNECTIONS,
+    Authenticator, SessionFactory, TlsServerConfig, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN,
+    CLOSE_LINGER, DEFAULT_AUTH_TIMEOUT, KEEPALIVE_INTERVAL,
 };
 use crate::packet::{BtpError, BtpVersion, Frame, Packet, ProtocolData};
-use crate::time::Timestamp;
 
 /// Listener settings (the legacy `listener: {port, cert, key, ca}` plus our own knobs).
 #[derive(Debug, Clone)]
@@ -73,6 +81,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let admission = endpoint.admission().clone();
     let shared = Arc::new(Listener {
         endpoint,
         config,
@@ -80,51 +89,80 @@ pub(crate) async fn serve(
         factory,
         shutdown: stop_rx,
     });
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Every connection task holds a sender; `recv` returns `None` once all of them have ended.
+    let (running, mut all_ended) = mpsc::channel::<()>(1);
     let local = listener.local_addr().ok();
+    let limits = admission.limits();
     info!(
         ?local,
         tls = shared.config.tls.is_some(),
+        max_authenticated = limits.max_authenticated,
+        max_unauthenticated = limits.max_unauthenticated,
+        max_unauthenticated_per_address = limits.max_unauthenticated_per_address,
+        max_sockets_per_peer = limits.max_sockets_per_peer,
         "btp listener started"
     );
     tokio::pin!(shutdown);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failures: u32 = 0;
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((tcp, addr)) => {
-                let shared = shared.clone();
-                let span = info_span!("btp_conn", %addr);
-                tokio::spawn(
-                    async move {
-                        handle_connection(&shared, tcp, addr).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+        let (tcp, addr) = match accepted {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                failures = 0;
+                accepted
             }
             Err(err) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                warn!(%err, "accept failed");
-                sleep(Duration::from_millis(100)).await;
+                // Out of file descriptors and the like: the connection stays in the backlog, so retrying at
+                // once would spin. Logged on the first failure and then about once a second.
+                failures = failures.saturating_add(1);
+                if failures == 1 || backoff == ACCEPT_BACKOFF_MAX {
+                    warn!(%err, consecutive = failures, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
             }
-        }
+        };
+        let address = AddressKey::of(addr.ip());
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            admit = admission.admit(address) => match admit {
+                Admit::Admitted(slot) => slot,
+                Admit::AddressFull => {
+                    debug!(%addr, "too many unauthenticated sockets from this address; closed");
+                    continue;
+                }
+                Admit::Busy => {
+                    warn!(%addr, "no unauthenticated slot came free; closed");
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let running = running.clone();
+        let span = info_span!("btp_conn", %addr);
+        tokio::spawn(
+            async move {
+                handle_connection(&shared, tcp, slot).await;
+                drop(running);
+            }
+            .instrument(span),
+        );
     }
     drop(listener);
     info!("btp listener stopping");
     stop_tx.send_replace(true);
+    drop(running);
     // Wait (bounded) for the connection tasks to close their sockets.
-    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    let _ = timeout(CLOSE_LINGER * 2, connections.acquire_many(all)).await;
+    let _ = timeout(CLOSE_LINGER * 2, all_ended.recv()).await;
 }
 
 fn auth_error_frame(request_id: u32, err: BtpError) -> Message {
@@ -145,45 +183,129 @@ async fn close_gracefully(ws: &mut WsStream) {
     .await;
 }
 
+/// Answers the auth Message `request_id` with `F00 NotAcceptedError` carrying `data`, then closes.
+async fn refuse(ws: &mut WsStream, request_id: u32, data: &str) {
+    let _ = ws
+        .send(auth_error_frame(request_id, not_accepted(data)))
+        .await;
+    close_gracefully(ws).await;
+}
+
 async fn accept_ws(shared: &Listener, tcp: TcpStream) -> Result<WsStream, String> {
     let _ = tcp.set_nodelay(true);
     let stream = match &shared.config.tls {
-        Some(tls) => BtpStream::ServerTls(Box::new(
+        Some(tls) => BtpStream::server_tls(
             tls.acceptor()
                 .accept(tcp)
                 .await
                 .map_err(|e| e.to_string())?,
-        )),
-        None => BtpStream::Plain(tcp),
+        ),
+        None => BtpStream::plain(tcp),
     };
     // Any path is accepted, like the legacy listener.
-    tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()))
+    tokio_tungstenite::accept_async_with_config(stream.with_preauth_limit(), Some(ws_config()))
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn handle_connection(shared: &Listener, tcp: TcpStream, addr: SocketAddr) {
+/// A socket that authenticated: its websocket, the auth Message's request ID, its peer's session and the
+/// peer's election nonce.
+struct Authenticated {
+    ws: WsStream,
+    request_id: u32,
+    session: BtpSession,
+    nonce: Option<u64>,
+}
+
+async fn handle_connection(shared: &Listener, tcp: TcpStream, mut slot: PreauthSlot) {
+    let address = slot.address();
+    let mut shutdown = shared.shutdown.clone();
+    let authenticated = tokio::select! {
+        authenticated = authenticate(shared, tcp, address) => authenticated,
+        () = slot.evicted() => {
+            debug!("unauthenticated socket evicted to make room for a newer one");
+            return;
+        }
+        () = signalled(&mut shutdown) => return,
+    };
+    let Some(Authenticated {
+        mut ws,
+        request_id,
+        session,
+        nonce,
+    }) = authenticated
+    else {
+        return;
+    };
+    let peer = session.peer().clone();
+    // The socket leaves the unauthenticated pool only once it has a place in the authenticated one (or has
+    // been refused and closed), so it is counted in one of them all along.
+    let Some(_authenticated_slot) = shared.endpoint.admission().authenticated_slot() else {
+        warn!(%peer, limit = shared.endpoint.limits().max_authenticated, "authenticated sockets at their limit; refusing");
+        refuse(&mut ws, request_id, TOO_MANY_CONNECTIONS_DATA).await;
+        return;
+    };
+    drop(slot);
+    ws.get_mut().lift_preauth_limit();
+    let response = Frame::new(request_id, Packet::Response(ProtocolData::new())).to_bytes();
+    let origin = LinkOrigin::Accepted { nonce };
+    let (control, mut reader) = match spawn_link(
+        &session.inner,
+        origin,
+        ws,
+        Some(response),
+        shared.config.keepalive,
+    ) {
+        Ok(link) => link,
+        Err(ws) => {
+            let mut ws = *ws;
+            warn!(%peer, limit = shared.endpoint.limits().max_sockets_per_peer, "peer has its most sockets already; refusing the new one");
+            refuse(&mut ws, request_id, TOO_MANY_PEER_SOCKETS_DATA).await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = &mut reader => {}
+        _ = signalled(&mut shutdown) => {
+            control.close(false);
+            let _ = reader.await;
+        }
+    }
+}
+
+/// TLS, the websocket handshake and the auth exchange, within the auth timeout: the authenticated socket, or
+/// `None` once the socket has been refused (and closed) or has failed.
+async fn authenticate(
+    shared: &Listener,
+    tcp: TcpStream,
+    address: AddressKey,
+) -> Option<Authenticated> {
     let deadline = Instant::now() + shared.config.auth_timeout;
     let mut ws = match timeout_at(deadline, accept_ws(shared, tcp)).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(err)) => {
             debug!(%err, "handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             debug!("handshake timed out");
-            return;
+            return None;
         }
     };
-    debug!(%addr, "websocket open, waiting for auth");
+    debug!("websocket open, waiting for auth");
+    let admission = shared.endpoint.admission();
     loop {
         let msg = match timeout_at(deadline, ws.next()).await {
             Err(_) => {
-                info!("no auth within the timeout, closing");
+                debug!("no auth within the timeout, closing");
                 close_gracefully(&mut ws).await;
-                return;
+                return None;
             }
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Err(err))) => {
+                debug!(%err, "socket failed before auth");
+                return None;
+            }
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return None,
             Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
             Ok(Some(Ok(_))) => continue,
         };
@@ -195,47 +317,41 @@ async fn handle_connection(shared: &Listener, tcp: TcpStream, addr: SocketAddr) 
                 continue;
             }
         };
-        let (peer, nonce) = match check_auth(&frame, &*shared.auth, shared.config.require_username)
-        {
-            AuthOutcome::Accepted { peer, nonce } => (peer, nonce),
+        let penalty = admission.penalty(address);
+        if !penalty.is_zero() {
+            // Slows down guessing: the attempt is looked at only after the delay, whatever it holds.
+            debug!(
+                delay_ms = penalty.as_millis() as u64,
+                "earlier auth failures from this address: attempt delayed"
+            );
+            sleep(penalty).await;
+        }
+        let refusal = match check_auth(&frame, &*shared.auth, shared.config.require_username) {
+            AuthOutcome::Accepted { peer, nonce } => {
+                match shared.endpoint.session_for_inbound(&peer, &*shared.factory) {
+                    Some(session) => {
+                        admission.auth_succeeded(address);
+                        return Some(Authenticated {
+                            ws,
+                            request_id: frame.request_id,
+                            session,
+                            nonce,
+                        });
+                    }
+                    None => {
+                        info!(%peer, "no session for authenticated peer, refusing");
+                        not_accepted(NOT_ACCEPTED_DATA)
+                    }
+                }
+            }
             AuthOutcome::Refused(err) => {
                 info!(code = err.code_str(), data = %err.data, "auth refused");
-                let _ = ws.send(auth_error_frame(frame.request_id, err)).await;
-                close_gracefully(&mut ws).await;
-                return;
+                err
             }
         };
-        let Some(session) = shared.endpoint.session_for_inbound(&peer, &*shared.factory) else {
-            info!(%peer, "no session for authenticated peer, refusing");
-            let err = BtpError {
-                code: *b"F00",
-                name: "NotAcceptedError".to_owned(),
-                triggered_at: Timestamp::now(),
-                data: NOT_ACCEPTED_DATA.to_owned(),
-                protocol_data: ProtocolData::new(),
-            };
-            let _ = ws.send(auth_error_frame(frame.request_id, err)).await;
-            close_gracefully(&mut ws).await;
-            return;
-        };
-        let response =
-            Frame::new(frame.request_id, Packet::Response(ProtocolData::new())).to_bytes();
-        let origin = LinkOrigin::Accepted { nonce };
-        let (control, mut reader) = spawn_link(
-            &session.inner,
-            origin,
-            ws,
-            Some(response),
-            shared.config.keepalive,
-        );
-        let mut shutdown = shared.shutdown.clone();
-        tokio::select! {
-            _ = &mut reader => {}
-            _ = signalled(&mut shutdown) => {
-                control.close(false);
-                let _ = reader.await;
-            }
-        }
-        return;
+        admission.auth_failed(address);
+        let _ = ws.send(auth_error_frame(frame.request_id, refusal)).await;
+        close_gracefully(&mut ws).await;
+        return None;
     }
 }

@@ -137,6 +137,21 @@ pub(crate) struct SessionInner {
     dedupe: Mutex<Dedupe>,
     /// Bounds the concurrently running handler calls.
     handler_permits: Arc<Semaphore>,
+    /// Most live sockets; a newly accepted one beyond it is refused
+    /// ([`ConnectionLimits::max_sockets_per_peer`](super::ConnectionLimits::max_sockets_per_peer)).
+    max_sockets: usize,
+}
+
+/// What [`SessionInner::attach`] did with a new link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attached {
+    /// The link is in use.
+    Elected,
+    /// The link lost the election (or the session is closed): it was told to close, after the frames already
+    /// queued on it (the listener's auth Response).
+    Closing,
+    /// An accepted link beyond the per-peer socket limit: nothing changed, the caller refuses the socket.
+    Full,
 }
 
 /// One authenticated logical session with one peer. Cheap to clone (an `Arc`).
@@ -183,7 +198,12 @@ impl Drop for DedupeGuard {
 }
 
 impl BtpSession {
-    pub(crate) fn new(peer: PeerKey, handler: Arc<dyn RequestHandler>, node_nonce: u64) -> Self {
+    pub(crate) fn new(
+        peer: PeerKey,
+        handler: Arc<dyn RequestHandler>,
+        node_nonce: u64,
+        max_sockets: usize,
+    ) -> Self {
         let (state, _) = watch::channel(ConnectionState::Disconnected);
         BtpSession {
             inner: Arc::new(SessionInner {
@@ -196,6 +216,7 @@ impl BtpSession {
                 pending: Mutex::new(HashMap::new()),
                 dedupe: Mutex::new(Dedupe::default()),
                 handler_permits: Arc::new(Semaphore::new(MAX_CONCURRENT_HANDLERS)),
+                max_sockets: max_sockets.max(1),
             }),
         }
     }
@@ -345,14 +366,16 @@ impl SessionInner {
         lock(&self.pending).contains_key(&request_id)
     }
 
-    /// Adds an authenticated link and runs the election. Returns false if the new link lost (or the session is
-    /// closed): the caller's link is then closed once its queued frames (the auth Response) are written.
-    pub(crate) fn attach(&self, link: LinkHandle) -> bool {
+    /// Adds an authenticated link and runs the election (see [`Attached`]). An accepted link that would be
+    /// one live socket more than `max_sockets` is not added; links that are closing or presumed dead (see
+    /// [`LinkControl::is_live`]) and links the new one replaces do not count, so a peer that redials after a
+    /// drop is not refused.
+    pub(crate) fn attach(&self, link: LinkHandle) -> Attached {
         let mut links = lock(&self.links);
         if self.is_closed() {
             drop(links);
             link.control.close(false);
-            return false;
+            return Attached::Closing;
         }
         let mut losers: Vec<LinkHandle> = Vec::new();
         let mut new_loses = false;
@@ -390,6 +413,14 @@ impl SessionInner {
         if new_loses {
             // A losing new link replaces nothing: the existing links won against it.
             losers.clear();
+        } else if matches!(link.origin, LinkOrigin::Accepted { .. }) {
+            let live = links
+                .iter()
+                .filter(|l| l.control.is_live() && !losers.iter().any(|x| x.id == l.id))
+                .count();
+            if live >= self.max_sockets {
+                return Attached::Full;
+            }
         }
         links.retain(|l| !losers.iter().any(|x| x.id == l.id));
         let (new_id, new_origin, new_control) = (link.id, link.origin, link.control.clone());
@@ -407,7 +438,11 @@ impl SessionInner {
             new_control.close(true);
         }
         self.update_state(count);
-        !new_loses
+        if new_loses {
+            Attached::Closing
+        } else {
+            Attached::Elected
+        }
     }
 
     /// Removes a link whose task ended and fails the requests written to it (unless it was closed by the

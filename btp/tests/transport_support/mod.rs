@@ -198,6 +198,23 @@ pub async fn authed_legacy_client(addr: SocketAddr, request_id: u32) -> RawWs {
     ws
 }
 
+/// A raw websocket client to `addr` whose socket is bound to `source` (another loopback address, say), so
+/// that per-address limits see it as a different host.
+pub async fn raw_client_from(source: std::net::IpAddr, addr: SocketAddr) -> RawWs {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind source");
+    let tcp = socket.connect(addr).await.expect("tcp connect");
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/any/path"),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .expect("websocket connect");
+    ws
+}
+
 pub async fn raw_client(addr: SocketAddr) -> RawWs {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/any/path"))
         .await
