@@ -25,9 +25,9 @@ use crate::store::db::{
     DbOptions, DEFAULT_MAX_OPEN_FILES, FDS_BEYOND_MAX_OPEN_FILES, MIN_MAX_OPEN_FILES,
 };
 
-/// Descriptors kept for everything that is neither the store nor an accepted BTP socket: stdin/out/err, the
-/// async runtime's epoll and wake-up handles, the listening sockets, the settlement engine's HTTP server and
-/// its connector and ledger clients, DNS lookups.
+/// Descriptors kept for everything that is neither the store, an accepted BTP socket nor an HTTP server's
+/// connection ([`FdDemand::http_connections`]): stdin/out/err, the async runtime's epoll and wake-up handles,
+/// the listening sockets, the settlement engine's connector and ledger clients, DNS lookups.
 pub const RESERVED_FDS_BASE: u64 = 96;
 
 /// Descriptors kept per peer we dial: its socket, plus one for a redial while the old socket is closing.
@@ -44,6 +44,26 @@ pub const UNAUTHENTICATED_SHARE_PERCENT: u64 = 25;
 
 /// Fewest accepted BTP sockets a node starts with: below this the limit is refused as too small.
 pub const MIN_ACCEPTED_SOCKETS: u64 = 16;
+
+/// What a node's configuration needs besides the store and the BTP sockets it accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdDemand {
+    /// Peers the node dials (see [`RESERVED_FDS_PER_DIALING_PEER`]).
+    pub dialing_peers: usize,
+    /// Connections the node's HTTP servers (the settlement engine's APIs) may hold open at once: each server
+    /// caps its own connections, and those caps must fit the budget too.
+    pub http_connections: usize,
+}
+
+impl FdDemand {
+    /// A node that dials `n` peers and runs no HTTP server.
+    pub fn dialing(n: usize) -> FdDemand {
+        FdDemand {
+            dialing_peers: n,
+            http_connections: 0,
+        }
+    }
+}
 
 /// Why no budget could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,9 +98,10 @@ pub struct FdBudget {
 }
 
 impl FdBudget {
-    /// The budget for `soft_limit` descriptors and `dialing_peers` peers we dial.
-    pub fn plan(soft_limit: u64, dialing_peers: usize) -> Result<FdBudget, FdBudgetError> {
-        let reserved_fds = reserved_fds(dialing_peers);
+    /// The budget for `soft_limit` descriptors and what the node's configuration asks for besides accepted BTP
+    /// sockets (`demand`).
+    pub fn plan(soft_limit: u64, demand: FdDemand) -> Result<FdBudget, FdBudgetError> {
+        let reserved_fds = reserved_fds(demand);
         let fixed = reserved_fds + u64::from(FDS_BEYOND_MAX_OPEN_FILES);
         let needed = fixed + u64::from(MIN_MAX_OPEN_FILES) + MIN_ACCEPTED_SOCKETS;
         if soft_limit < needed {
@@ -119,13 +140,13 @@ impl FdBudget {
 
     /// The soft limit at which every part gets its ceiling; the node raises its limit to this (within the
     /// hard limit) and no further.
-    pub fn wanted_soft_limit(dialing_peers: usize) -> u64 {
+    pub fn wanted_soft_limit(demand: FdDemand) -> u64 {
         let accepted_max =
             DEFAULT_MAX_AUTHENTICATED_SOCKETS as u64 + DEFAULT_MAX_UNAUTHENTICATED_SOCKETS as u64;
         let store_max = u64::from(DEFAULT_MAX_OPEN_FILES) + u64::from(FDS_BEYOND_MAX_OPEN_FILES);
         // The store's share is a percentage of the whole limit: ask for enough that it reaches its ceiling.
         let for_store_share = u64::from(DEFAULT_MAX_OPEN_FILES) * 100 / STORE_SHARE_PERCENT;
-        (reserved_fds(dialing_peers) + store_max + accepted_max).max(for_store_share)
+        (reserved_fds(demand) + store_max + accepted_max).max(for_store_share)
     }
 
     /// Descriptors the budget gives out in all (never more than [`FdBudget::soft_limit`]).
@@ -137,10 +158,11 @@ impl FdBudget {
     }
 }
 
-fn reserved_fds(dialing_peers: usize) -> u64 {
+fn reserved_fds(demand: FdDemand) -> u64 {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     RESERVED_FDS_BASE
-        + RESERVED_FDS_PER_DIALING_PEER
-            .saturating_mul(u64::try_from(dialing_peers).unwrap_or(u64::MAX))
+        .saturating_add(RESERVED_FDS_PER_DIALING_PEER.saturating_mul(count(demand.dialing_peers)))
+        .saturating_add(count(demand.http_connections))
 }
 
 /// The open file limit before and after [`raise_nofile_limit`].
@@ -207,7 +229,7 @@ mod tests {
     fn every_budget_fits_its_limit_and_keeps_the_store_reserve() -> Result<(), FdBudgetError> {
         for soft in [170, 200, 256, 512, 1024, 4096, 65_536, 1 << 20, u64::MAX] {
             for dialing in [0, 2, 10] {
-                let Ok(b) = FdBudget::plan(soft, dialing) else {
+                let Ok(b) = FdBudget::plan(soft, FdDemand::dialing(dialing)) else {
                     continue;
                 };
                 assert!(b.total_fds() <= soft, "{soft}/{dialing}: {b:?}");
@@ -232,7 +254,7 @@ mod tests {
     #[test]
     fn a_256_descriptor_node_keeps_a_store_reserve_and_few_unauthenticated_sockets(
     ) -> Result<(), FdBudgetError> {
-        let b = FdBudget::plan(256, 0)?;
+        let b = FdBudget::plan(256, FdDemand::dialing(0))?;
         assert_eq!(b.store.max_open_files, 64);
         assert_eq!(b.store_fds, 96);
         assert_eq!(b.reserved_fds, RESERVED_FDS_BASE);
@@ -248,8 +270,8 @@ mod tests {
     #[test]
     fn the_wanted_limit_gives_every_part_its_ceiling() -> Result<(), FdBudgetError> {
         for dialing in [0, 3, 500] {
-            let wanted = FdBudget::wanted_soft_limit(dialing);
-            let b = FdBudget::plan(wanted, dialing)?;
+            let wanted = FdBudget::wanted_soft_limit(FdDemand::dialing(dialing));
+            let b = FdBudget::plan(wanted, FdDemand::dialing(dialing))?;
             assert_eq!(b.store.max_open_files, DEFAULT_MAX_OPEN_FILES);
             assert_eq!(
                 b.connections.max_authenticated,
@@ -261,7 +283,7 @@ mod tests {
             );
             // A larger limit changes nothing: the ceilings hold.
             assert_eq!(
-                FdBudget::plan(wanted * 10, dialing)?.connections,
+                FdBudget::plan(wanted * 10, FdDemand::dialing(dialing))?.connections,
                 b.connections
             );
         }
@@ -275,15 +297,15 @@ mod tests {
             + u64::from(FDS_BEYOND_MAX_OPEN_FILES)
             + MIN_ACCEPTED_SOCKETS;
         assert_eq!(
-            FdBudget::plan(100, 0),
+            FdBudget::plan(100, FdDemand::dialing(0)),
             Err(FdBudgetError::TooSmall {
                 soft_limit: 100,
                 needed
             })
         );
-        assert!(FdBudget::plan(needed - 1, 0).is_err());
-        assert!(FdBudget::plan(needed, 0).is_ok());
-        let message = FdBudget::plan(100, 0)
+        assert!(FdBudget::plan(needed - 1, FdDemand::dialing(0)).is_err());
+        assert!(FdBudget::plan(needed, FdDemand::dialing(0)).is_ok());
+        let message = FdBudget::plan(100, FdDemand::dialing(0))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -291,9 +313,31 @@ mod tests {
     }
 
     #[test]
+    fn the_http_servers_connections_are_kept_out_of_the_accepted_sockets(
+    ) -> Result<(), FdBudgetError> {
+        let http = FdDemand {
+            dialing_peers: 0,
+            http_connections: 544,
+        };
+        let b = FdBudget::plan(2048, http)?;
+        assert_eq!(b.reserved_fds, RESERVED_FDS_BASE + 544);
+        assert!(b.total_fds() <= 2048, "{b:?}");
+        // Too small for the engine's connections besides the minimum: refused, not overcommitted.
+        assert!(FdBudget::plan(256, http).is_err());
+        // The wanted limit still gives every part its ceiling.
+        let wanted = FdBudget::wanted_soft_limit(http);
+        let at_wanted = FdBudget::plan(wanted, http)?;
+        assert_eq!(
+            at_wanted.connections.max_authenticated,
+            DEFAULT_MAX_AUTHENTICATED_SOCKETS
+        );
+        Ok(())
+    }
+
+    #[test]
     fn more_dialing_peers_take_from_the_accepted_sockets() -> Result<(), FdBudgetError> {
-        let none = FdBudget::plan(1024, 0)?;
-        let some = FdBudget::plan(1024, 50)?;
+        let none = FdBudget::plan(1024, FdDemand::dialing(0))?;
+        let some = FdBudget::plan(1024, FdDemand::dialing(50))?;
         assert_eq!(some.reserved_fds, none.reserved_fds + 100);
         assert!(
             some.connections.max_authenticated + some.connections.max_unauthenticated

@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use ilp_bridge::config::ilp_kit;
 use ilp_bridge::config::node::{LogConfig, LogFormat, NodeConfig, EXAMPLE_CONFIG};
-use ilp_bridge::fd_budget::{raise_nofile_limit, FdBudget};
+use ilp_bridge::fd_budget::{raise_nofile_limit, FdBudget, FdDemand};
 use ilp_bridge::peer::run::{run_peers, NodeOptions};
 use ilp_bridge::store::{legacy_import, Db, RocksStores};
 
@@ -233,12 +233,18 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
 /// Raises the open file limit as far as the node can use it and divides it (see `ilp_bridge::fd_budget`);
 /// refuses to start when it is too small to keep the store safe.
 fn fd_budget(node: &NodeConfig) -> anyhow::Result<FdBudget> {
-    let dialing = node.peers.iter().filter(|p| p.server.is_some()).count();
-    let (limit, error) = raise_nofile_limit(FdBudget::wanted_soft_limit(dialing));
+    let demand = FdDemand {
+        dialing_peers: node.peers.iter().filter(|p| p.server.is_some()).count(),
+        http_connections: node
+            .settlement_engine
+            .as_ref()
+            .map_or(0, ilp_bridge::se::http::connections_needed),
+    };
+    let (limit, error) = raise_nofile_limit(FdBudget::wanted_soft_limit(demand));
     if let Some(error) = error {
         tracing::warn!(%error, soft_limit = limit.soft, hard_limit = ?limit.hard, "cannot raise the open file limit; keeping it");
     }
-    let budget = FdBudget::plan(limit.soft, dialing).context("file descriptor budget")?;
+    let budget = FdBudget::plan(limit.soft, demand).context("file descriptor budget")?;
     let c = budget.connections;
     tracing::info!(
         soft_limit_before = limit.soft_before,

@@ -28,7 +28,9 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, Transfer, TransferId};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{NodeOptions, PeerEvent, PeerNode, PeerStores, Trustline};
+use ilp_bridge::peer::{
+    LocalPayments, NodeOptions, PeerEvent, PeerNode, PeerStores, RoutingConfig, Trustline,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -230,8 +232,13 @@ async fn legit_peer(name: &str, secret: &str, port: u16) -> R<(PeerNode, Trustli
     let stores = |c: &PeerConfig| -> Arc<dyn PeerStores> {
         Arc::new(MemoryStores::new(c.max_balance, Limit::Unbounded))
     };
+    // The test fulfils the payments it receives itself: an embedder that receives payments.
     let node_options = NodeOptions {
         bind_host: Some(Ipv4Addr::LOCALHOST.into()),
+        routing: RoutingConfig {
+            local_payments: LocalPayments::Embedder,
+            ..RoutingConfig::default()
+        },
         ..NodeOptions::default()
     };
     let node = PeerNode::start_with_stores(vec![config], stores, node_options).await?;

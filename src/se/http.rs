@@ -108,6 +108,17 @@ impl HttpLimits {
     };
 }
 
+/// Connections the engine's servers may hold open at once with `config`: the engine API's, plus the admin
+/// API's when it runs (it runs only with an `admin_token`). The node's file descriptor budget keeps these.
+pub fn connections_needed(config: &super::SeConfig) -> usize {
+    let admin = if config.admin_token.is_some() {
+        HttpLimits::ADMIN.max_connections
+    } else {
+        0
+    };
+    HttpLimits::ENGINE.max_connections + admin
+}
+
 /// Serves `router` on `listener` with `limits` until `shutdown` resolves, then stops accepting, lets every
 /// connection finish the request it is in (idle ones close at once) and returns. `server` names it in logs.
 pub async fn serve(
