@@ -114,6 +114,15 @@ pub enum DecodeError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A field that must hold one specific value does not (a `peer.*` Prepare with another destination or
+    /// condition).
+    #[error("{field}: expected {expected}")]
+    Mismatch {
+        /// The field being read.
+        field: &'static str,
+        /// The value that was required.
+        expected: &'static str,
+    },
 }
 
 impl DecodeError {
@@ -131,7 +140,8 @@ impl DecodeError {
             | DecodeError::TrailingBytes { field, .. }
             | DecodeError::InvalidUtf8 { field }
             | DecodeError::InvalidAscii { field }
-            | DecodeError::InvalidAddress { field, .. } => field,
+            | DecodeError::InvalidAddress { field, .. }
+            | DecodeError::Mismatch { field, .. } => field,
         }
     }
 }

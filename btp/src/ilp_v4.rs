@@ -64,6 +64,16 @@ impl Address {
         Ok(Address(raw))
     }
 
+    /// Wraps a literal the caller knows to be valid (the `peer.*` names), without a fallible check at run time.
+    /// Debug builds still check it.
+    pub(crate) fn from_static_trusted(address: &'static str) -> Address {
+        debug_assert!(
+            Address::from_bytes(Bytes::from_static(address.as_bytes()), "ilp.address").is_ok(),
+            "not a valid ILP address: {address:?}"
+        );
+        Address(Bytes::from_static(address.as_bytes()))
+    }
+
     /// Parses an address from a string.
     pub fn new(address: &str) -> Result<Address, DecodeError> {
         Address::from_bytes(Bytes::copy_from_slice(address.as_bytes()), "ilp.address")

@@ -16,6 +16,9 @@
 //!   address (connection refused meanwhile), to test "connector down for a while".
 //!
 //! Every credit is recorded for assertions ([`MockConnector::credits`], [`MockConnector::credited_total`]).
+//!
+//! The settle client ([`super::settle_client`]) and the RFC 38 routes ([`super::settlement_api`]) are shared with
+//! the mock interledger-rs node ([`super::ilp_node`]), which also keeps balances and speaks ILP.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -23,24 +26,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use channel_modules::sync::lock;
 use num_bigint::BigUint;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::settle_client::settle_with_fresh_keys;
+pub use super::settle_client::{SettleOutcome, SettlePolicy, SETTLE_RETRIES, SETTLE_TIMEOUT};
+use super::settlement_api::{self, AccountingSystem};
 use crate::se::amount::{parse_quantity, Scaled};
-
-/// Timeout of one settle request (interledger-rs `SettlementClient`).
-pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Retries after the first settle attempt (interledger-rs).
-pub const SETTLE_RETRIES: u32 = 10;
 
 /// Errors of the mock.
 #[derive(Debug, thiserror::Error)]
@@ -74,43 +73,6 @@ pub struct MockCredit {
     pub key: String,
     /// Amount and scale.
     pub amount: Scaled,
-}
-
-/// Retry waits of [`MockConnector::settle`] (interledger-rs defaults; tests may shorten them).
-#[derive(Debug, Clone, Copy)]
-pub struct SettlePolicy {
-    /// Timeout of one attempt.
-    pub timeout: Duration,
-    /// Retries after the first attempt.
-    pub retries: u32,
-    /// Wait after a 5xx or a timeout.
-    pub wait_after_error: Duration,
-    /// Wait after a connection error.
-    pub wait_after_connect_error: Duration,
-}
-
-impl Default for SettlePolicy {
-    fn default() -> Self {
-        SettlePolicy {
-            timeout: SETTLE_TIMEOUT,
-            retries: SETTLE_RETRIES,
-            wait_after_error: Duration::from_secs(5),
-            wait_after_connect_error: Duration::from_secs(1),
-        }
-    }
-}
-
-/// What one [`MockConnector::settle`] call saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettleOutcome {
-    /// Status and body of the final answer.
-    pub status: u16,
-    /// The final body.
-    pub body: String,
-    /// Attempts made (each with its own key).
-    pub attempts: u32,
-    /// The key of the final attempt.
-    pub key: String,
 }
 
 struct PeerLink {
@@ -183,10 +145,7 @@ impl MockConnector {
 
     fn serve(&self, listener: TcpListener) {
         let (tx, rx) = oneshot::channel::<()>();
-        let router = Router::new()
-            .route("/accounts/{id}/settlements", post(credit))
-            .route("/accounts/{id}/messages", post(relay))
-            .with_state(Arc::clone(&self.inner));
+        let router = settlement_api::router(Arc::clone(&self.inner));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -335,49 +294,9 @@ impl MockConnector {
     ) -> Result<SettleOutcome, MockError> {
         let policy = *lock(&self.inner.policy);
         let url = format!("{engine_url}/accounts/{account}/settlements");
-        let mut last_error = String::new();
-        for attempt in 0..=policy.retries {
-            let key = uuid::Uuid::new_v4().hyphenated().to_string();
-            let sent = self
-                .inner
-                .http
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .header("Accept", "application/json")
-                .header("Idempotency-Key", &key)
-                .timeout(policy.timeout)
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(resp) if resp.status().is_success() || resp.status().is_client_error() => {
-                    let status = resp.status().as_u16();
-                    let body = resp.text().await.unwrap_or_default();
-                    return Ok(SettleOutcome {
-                        status,
-                        body,
-                        attempts: attempt + 1,
-                        key,
-                    });
-                }
-                Ok(resp) => {
-                    last_error = format!("status {}", resp.status());
-                    tokio::time::sleep(policy.wait_after_error).await;
-                }
-                Err(e) if e.is_timeout() => {
-                    last_error = "timeout".to_owned();
-                    tokio::time::sleep(policy.wait_after_error).await;
-                }
-                Err(e) => {
-                    last_error = e.to_string();
-                    tokio::time::sleep(policy.wait_after_connect_error).await;
-                }
-            }
-        }
-        Err(MockError::Http(format!(
-            "settle gave up after {} attempts: {last_error}",
-            policy.retries + 1
-        )))
+        settle_with_fresh_keys(&self.inner.http, &url, &body, policy, true, &|_| {})
+            .await
+            .map_err(|e| MockError::Http(e.to_string()))
     }
 
     /// Every credit accepted, in order.
@@ -414,100 +333,88 @@ impl Drop for MockConnector {
     }
 }
 
-async fn credit(
-    State(inner): State<Arc<Inner>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(status) = *lock(&inner.credit_override) {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, "overridden").into_response();
-    }
-    if uuid::Uuid::parse_str(&id).is_err() {
-        return (StatusCode::BAD_REQUEST, "account id is not a UUID").into_response();
-    }
-    if !lock(&inner.accounts).contains_key(&id) {
-        return (StatusCode::NOT_FOUND, "account not found").into_response();
-    }
-    let Some(key) = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return (StatusCode::BAD_REQUEST, "no idempotency key").into_response();
-    };
-    let amount = match parse_quantity(&body) {
-        Ok(a) => a,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    {
-        let mut used = lock(&inner.used_keys);
-        if !used.insert(format!("{id}/{key}")) {
+#[async_trait]
+impl AccountingSystem for Inner {
+    async fn credit(&self, id: String, key: Option<String>, body: Bytes) -> Response {
+        if let Some(status) = *lock(&self.credit_override) {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (status, "overridden").into_response();
+        }
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return (StatusCode::BAD_REQUEST, "account id is not a UUID").into_response();
+        }
+        if !lock(&self.accounts).contains_key(&id) {
+            return (StatusCode::NOT_FOUND, "account not found").into_response();
+        }
+        let Some(key) = key else {
+            return (StatusCode::BAD_REQUEST, "no idempotency key").into_response();
+        };
+        let amount = match parse_quantity(&body) {
+            Ok(a) => a,
+            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        };
+        if !lock(&self.used_keys).insert(format!("{id}/{key}")) {
             // interledger-rs: a retried credit with the same key fails the input-hash decode.
-            return (
-                StatusCode::CONFLICT,
-                [("content-type", "application/problem+json")],
-                r#"{"type":"about:blank","title":"Store idempotency error","status":409}"#,
-            )
-                .into_response();
+            return settlement_api::conflict();
         }
+        lock(&self.credits).push(MockCredit {
+            account: id,
+            key,
+            amount,
+        });
+        settlement_api::received()
     }
-    lock(&inner.credits).push(MockCredit {
-        account: id,
-        key,
-        amount,
-    });
-    (StatusCode::CREATED, "RECEIVED").into_response()
-}
 
-async fn relay(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let peer = {
-        let accounts = lock(&inner.accounts);
-        match accounts.get(&id) {
-            None => return (StatusCode::NOT_FOUND, "account not found").into_response(),
-            Some(AccountEntry { peer: None, .. }) => {
-                return (StatusCode::BAD_GATEWAY, "no peer").into_response()
+    async fn message(&self, id: String, _key: Option<String>, body: Bytes) -> Response {
+        let peer = {
+            let accounts = lock(&self.accounts);
+            match accounts.get(&id) {
+                None => return (StatusCode::NOT_FOUND, "account not found").into_response(),
+                Some(AccountEntry { peer: None, .. }) => {
+                    return (StatusCode::BAD_GATEWAY, "no peer").into_response()
+                }
+                Some(AccountEntry { peer: Some(p), .. }) => {
+                    (p.connector.upgrade(), p.account.clone())
+                }
             }
-            Some(AccountEntry { peer: Some(p), .. }) => (p.connector.upgrade(), p.account.clone()),
+        };
+        let (Some(peer_inner), peer_account) = peer else {
+            return (StatusCode::BAD_GATEWAY, "peer connector gone").into_response();
+        };
+        if !peer_inner.up.load(Ordering::SeqCst) {
+            return (StatusCode::BAD_GATEWAY, "peer connector unreachable").into_response();
         }
-    };
-    let (Some(peer_inner), peer_account) = peer else {
-        return (StatusCode::BAD_GATEWAY, "peer connector gone").into_response();
-    };
-    if !peer_inner.up.load(Ordering::SeqCst) {
-        return (StatusCode::BAD_GATEWAY, "peer connector unreachable").into_response();
-    }
-    let engine_url = match lock(&peer_inner.accounts).get(&peer_account) {
-        Some(a) => a.engine_url.clone(),
-        None => return (StatusCode::BAD_GATEWAY, "peer account unknown").into_response(),
-    };
-    let sent = inner
-        .http
-        .post(format!("{engine_url}/accounts/{peer_account}/messages"))
-        .header("Content-Type", "application/octet-stream")
-        .header(
-            "Idempotency-Key",
-            uuid::Uuid::new_v4().hyphenated().to_string(),
-        )
-        .timeout(Duration::from_secs(30))
-        .body(body)
-        .send()
-        .await;
-    match sent {
-        Ok(resp) if resp.status().is_success() => match resp.bytes().await {
-            Ok(b) => (StatusCode::CREATED, b).into_response(),
-            Err(_) => (StatusCode::BAD_GATEWAY, "peer reply lost").into_response(),
-        },
-        Ok(resp) => (
-            StatusCode::BAD_GATEWAY,
-            format!("peer engine answered {}", resp.status()),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            format!("peer engine unreachable: {e}"),
-        )
-            .into_response(),
+        let engine_url = match lock(&peer_inner.accounts).get(&peer_account) {
+            Some(a) => a.engine_url.clone(),
+            None => return (StatusCode::BAD_GATEWAY, "peer account unknown").into_response(),
+        };
+        let sent = self
+            .http
+            .post(format!("{engine_url}/accounts/{peer_account}/messages"))
+            .header("Content-Type", "application/octet-stream")
+            .header(
+                "Idempotency-Key",
+                uuid::Uuid::new_v4().hyphenated().to_string(),
+            )
+            .timeout(Duration::from_secs(30))
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => match resp.bytes().await {
+                Ok(b) => (StatusCode::CREATED, b).into_response(),
+                Err(_) => (StatusCode::BAD_GATEWAY, "peer reply lost").into_response(),
+            },
+            Ok(resp) => (
+                StatusCode::BAD_GATEWAY,
+                format!("peer engine answered {}", resp.status()),
+            )
+                .into_response(),
+            Err(e) => (
+                StatusCode::BAD_GATEWAY,
+                format!("peer engine unreachable: {e}"),
+            )
+                .into_response(),
+        }
     }
 }
