@@ -321,7 +321,7 @@ fn now_ms() -> i64 {
 }
 
 fn iso(ms: i64) -> String {
-    ilp_bridge::peer::trustline::iso_time(ms)
+    ilp_bridge::peer::trustline::legacy_format::iso_time(ms)
 }
 
 fn payment(account: &str, amount: u64) -> Vec<u8> {

@@ -8,7 +8,7 @@
 use btp::packet::{BtpError, ProtocolData};
 use btp::transport::RpcError;
 use btp::Timestamp;
-use channel_modules::store::StoreError;
+use channel_modules::store::{StoreError, TransferLogError};
 use channel_modules::ModuleError;
 
 /// A legacy-shaped error: JavaScript error name and message.
@@ -94,5 +94,49 @@ impl PeerError {
     /// A local refusal with a legacy name and message.
     pub fn refused(name: &str, message: impl Into<String>) -> Self {
         PeerError::Refused(WireError::new(name, message))
+    }
+}
+
+/// Maps a transfer-log error to the legacy wire error.
+pub(crate) fn log_err_to_wire(e: TransferLogError) -> WireError {
+    match e {
+        TransferLogError::DuplicateId(id) => WireError::new(
+            "DuplicateIdError",
+            format!("transfer {id} matches the id of an existing transfer but not the contents."),
+        ),
+        TransferLogError::NotFound(id) => WireError::new(
+            "TransferNotFoundError",
+            format!("No transfer found with ID {id}"),
+        ),
+        TransferLogError::AlreadyFulfilled(id) => WireError::new(
+            "AlreadyFulfilledError",
+            format!("{id} has already been fulfilled"),
+        ),
+        TransferLogError::AlreadyRolledBack(id) => WireError::new(
+            "AlreadyRolledBackError",
+            format!("{id} has already been rolled back"),
+        ),
+        TransferLogError::IncomingLimitExceeded { after, .. } => WireError::new(
+            "NotAcceptedError",
+            format!(
+                "balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {after}"
+            ),
+        ),
+        TransferLogError::OutgoingLimitExceeded { after, .. } => WireError::new(
+            "NotAcceptedError",
+            format!(
+                "balanceOutgoingFulfilledAndPrepared exceeds greatest allowed value after: {after}"
+            ),
+        ),
+        other => WireError::new("Error", other.to_string()),
+    }
+}
+
+/// Maps a transfer-log error to the library API's error: a store failure as itself, anything else as the
+/// legacy refusal ([`log_err_to_wire`]).
+pub(crate) fn log_err_to_peer(e: TransferLogError) -> PeerError {
+    match e {
+        TransferLogError::Store(s) => PeerError::Store(s),
+        other => PeerError::Refused(log_err_to_wire(other)),
     }
 }

@@ -5,14 +5,13 @@
 //!   send_request, get_balance, get_limit, get_peer_balance, get_info, get_account, get_peer_account, events);
 //! * [`link`]: [`PeerLink`], how the core sends requests (the websocket session, or in memory for tests);
 //! * [`host`]: the channel-module context host and [`PeerStores`] (where records live);
-//! * [`events`]: the event stream; `expiry`: each trustline's expiry deadlines, served by one task;
+//! * [`events`]: the event stream;
 //! * [`limits`]: how much one peer can make the node hold (hold window, data per Prepare, prepared count);
 //! * [`routing`]: forwarding between trustlines; [`run`]: starting configured peers on the transport;
 //! * [`error`]: the one mapping from errors to legacy BTP Error codes.
 
 pub mod error;
 pub mod events;
-mod expiry;
 pub mod host;
 pub mod limits;
 pub mod link;
