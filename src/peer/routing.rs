@@ -51,7 +51,7 @@ use num_bigint::BigUint;
 use num_traits::{ToPrimitive, Zero};
 use sha2::{Digest, Sha256};
 
-use super::error::PeerError;
+use super::error::{log_err_plain, PeerError};
 use super::trustline::{TransferHook, TransferOutcome, Trustline};
 use crate::config::legacy::ConfigError;
 
@@ -699,9 +699,7 @@ impl Router {
         let mut n = 0;
         let peers = self.peers();
         for peer in &peers {
-            let prepared = peer.log().prepared().await.map_err(|e| {
-                PeerError::Refused(super::error::WireError::new("Error", e.to_string()))
-            })?;
+            let prepared = peer.log().prepared().await.map_err(log_err_plain)?;
             for rec in prepared
                 .into_iter()
                 .filter(|r| r.direction == Direction::Incoming)

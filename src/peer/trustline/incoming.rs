@@ -9,7 +9,7 @@
 //! is stored. An already-expired Prepare is accepted and then rejected at once with R00, as legacy does.
 
 use async_trait::async_trait;
-use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
+use btp::ilp_v1::IlpV1Packet;
 use btp::packet::{
     ContentType, Fulfill, Packet, Prepare, ProtocolData, ProtocolDataEntry, ProtocolName, Reject,
 };
@@ -30,7 +30,9 @@ use super::side_protocols::{
     claim_entry, entry_claim, entry_json, ilp_and_custom, names, INFO_REQUEST_FULL,
 };
 use super::{read, system_ms, Trustline};
-use crate::peer::error::{log_err_to_wire, WireError};
+use crate::peer::error::{
+    fulfill_err_to_wire, handler_err_to_ilp, log_err_to_wire, prepare_err_to_wire, WireError,
+};
 use crate::peer::events::{PeerEvent, PeerMessage, RejectionMessage};
 
 /// Adapts a [`Trustline`] to the transport's [`RequestHandler`].
@@ -153,27 +155,25 @@ impl Trustline {
                 // DuplicateId from the log): nothing to do (legacy: silent success).
                 return Ok(ProtocolData::new());
             }
-            Err(TransferLogError::DuplicateId(_)) => {
-                let existing = self.inner.log.get(&transfer.id).await.ok().flatten();
-                return Err(WireError::new(
-                    "DuplicateIdError",
-                    format!(
-                        "transfer {} matches the id of {} but not the contents.",
-                        self.legacy_json(&record),
-                        existing.map(|e| self.legacy_json(&e)).unwrap_or_default()
-                    ),
+            Err(e) => {
+                let existing = match e {
+                    TransferLogError::DuplicateId(_) => self
+                        .inner
+                        .log
+                        .get(&transfer.id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|r| self.legacy_json(&r))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                return Err(prepare_err_to_wire(
+                    e,
+                    &self.legacy_json(&record),
+                    &existing,
                 ));
             }
-            Err(TransferLogError::IncomingLimitExceeded { .. }) => {
-                return Err(WireError::new(
-                    "NotAcceptedError",
-                    format!(
-                        "balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {}",
-                        self.legacy_json(&record)
-                    ),
-                ));
-            }
-            Err(e) => return Err(log_err_to_wire(e)),
         }
         if let Some(m) = &self.inner.module {
             if let Err(e) = m.handle_incoming_prepare(&self.inner.ctx, &record).await {
@@ -243,16 +243,11 @@ impl Trustline {
         }
         let ilp = f.protocol_data.data(names::ILP).cloned();
         if !already {
-            match self.inner.log.fulfill(&id, &f.fulfillment).await {
-                Ok(_) => {}
-                Err(TransferLogError::AlreadyRolledBack(_)) => {
-                    return Err(WireError::new(
-                        "AlreadyRolledBackError",
-                        format!("{id} has already been cancelled"),
-                    ))
-                }
-                Err(e) => return Err(log_err_to_wire(e)),
-            }
+            self.inner
+                .log
+                .fulfill(&id, &f.fulfillment)
+                .await
+                .map_err(fulfill_err_to_wire)?;
             self.finished(&id);
             self.emit(PeerEvent::OutgoingFulfill {
                 transfer: rec.transfer.clone(),
@@ -297,7 +292,7 @@ impl Trustline {
                     "Cannot read properties of undefined (reading 'length')",
                 ))
             }
-            Some(Err(e)) => return Err(WireError::new("TypeError", e.to_string())),
+            Some(Err(e)) => return Err(WireError::from_ilp_decode(&e)),
             None => {
                 return Err(WireError::new(
                     "TypeError",
@@ -421,19 +416,11 @@ impl Trustline {
         let response = match handler.handle_request(message).await {
             Ok(r) => r,
             Err(e) => PeerMessage {
-                ilp: Some(
-                    IlpV1Packet::Error(IlpV1Error {
-                        code: *b"F00",
-                        name: "Bad Request".to_owned(),
-                        triggered_by: self.account().unwrap_or_default(),
-                        forwarded_by: Vec::new(),
-                        triggered_at: self.now_ts(),
-                        data: Bytes::from(
-                            serde_json::json!({ "message": e.to_string() }).to_string(),
-                        ),
-                    })
-                    .to_bytes(),
-                ),
+                ilp: Some(handler_err_to_ilp(
+                    &e,
+                    self.account().unwrap_or_default(),
+                    self.now_ts(),
+                )),
                 custom: None,
             },
         };

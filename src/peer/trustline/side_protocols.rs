@@ -39,7 +39,7 @@ fn entry_value(e: &ProtocolDataEntry) -> Result<EntryValue, WireError> {
     match e.content_type {
         ContentType::APPLICATION_JSON => serde_json::from_slice(&e.data)
             .map(EntryValue::Json)
-            .map_err(|err| WireError::new("SyntaxError", format!("{err}"))),
+            .map_err(|err| WireError::from_json(&err)),
         ContentType::TEXT_PLAIN_UTF8 => Ok(EntryValue::Text(
             String::from_utf8_lossy(&e.data).into_owned(),
         )),
