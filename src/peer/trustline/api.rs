@@ -4,7 +4,9 @@
 //! resumes what a restart interrupted.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
 use btp::packet::{Packet, Prepare, ProtocolData, ProtocolDataEntry, ProtocolName, Reject};
 use btp::transport::{Reply, RpcError};
@@ -18,9 +20,17 @@ use serde_json::Value;
 use super::guards::CancelGuard;
 use super::legacy_format::{bignumber_string, string_negate};
 use super::side_protocols::{entry_json, ilp_and_custom, names, INFO_REQUEST_FULL};
-use super::{read, write, Trustline};
+use super::{read, write, Trustline, TrustlineInner};
 use crate::peer::error::{log_err_to_peer, PeerError};
 use crate::peer::events::{PeerEvent, PeerMessage};
+use crate::peer::host::ModuleRpc;
+
+#[async_trait]
+impl ModuleRpc for TrustlineInner {
+    async fn module_rpc(self: Arc<Self>, method: &str, args: Value) -> Result<Value, ModuleError> {
+        Trustline { inner: self }.module_rpc(method, args).await
+    }
+}
 
 impl Trustline {
     /// After a restart: resumes sending the Fulfills we had started (noted fulfillments of transfers still

@@ -8,6 +8,8 @@
 //! ahead, too much `ilp`/`custom` data, too many prepared) is refused with `NotAcceptedError` before anything
 //! is stored. An already-expired Prepare is accepted and then rejected at once with R00, as legacy does.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use btp::ilp_v1::IlpV1Packet;
 use btp::packet::{
@@ -29,11 +31,12 @@ use super::legacy_format::{balance_to_int64, iso_time, limit_string};
 use super::side_protocols::{
     claim_entry, entry_claim, entry_json, ilp_and_custom, names, INFO_REQUEST_FULL,
 };
-use super::{read, system_ms, Trustline};
+use super::{read, system_ms, Trustline, TrustlineInner};
 use crate::peer::error::{
     fulfill_err_to_wire, handler_err_to_ilp, log_err_to_wire, prepare_err_to_wire, WireError,
 };
 use crate::peer::events::{PeerEvent, PeerMessage, RejectionMessage};
+use crate::peer::link::PacketHandler;
 
 /// Adapts a [`Trustline`] to the transport's [`RequestHandler`].
 #[derive(Clone, Debug)]
@@ -48,6 +51,13 @@ impl RequestHandler for TrustlineHandler {
         packet: Packet,
     ) -> Option<Reply> {
         self.0.handle_packet(packet).await
+    }
+}
+
+#[async_trait]
+impl PacketHandler for TrustlineInner {
+    async fn handle_packet(self: Arc<Self>, packet: Packet) -> Option<Reply> {
+        Trustline { inner: self }.handle_packet(packet).await
     }
 }
 

@@ -21,7 +21,7 @@
 //! (JavaScript-compatible text).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use btp::packet::{Packet, ProtocolData};
@@ -37,9 +37,9 @@ use tokio::sync::broadcast;
 
 use super::error::{PeerError, WireError};
 use super::events::{PeerEvent, EVENT_CHANNEL_CAPACITY};
-use super::host::{Clock, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
+use super::host::{Clock, ModuleRpc, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
 use super::limits::{PrepareLimits, PreparedSet, Reservation};
-use super::link::PeerLink;
+use super::link::{LinkEnd, PacketHandler, PeerLink};
 use crate::config::legacy::PeerConfig;
 
 mod api;
@@ -129,6 +129,17 @@ impl std::fmt::Debug for Trustline {
     }
 }
 
+impl LinkEnd for Trustline {
+    fn packet_handler(&self) -> Weak<dyn PacketHandler> {
+        let inner: Weak<TrustlineInner> = Arc::downgrade(&self.inner);
+        inner
+    }
+
+    fn set_link(&self, link: Arc<dyn PeerLink>) {
+        Trustline::set_link(self, link);
+    }
+}
+
 /// Reads a lock that a panicking writer may have poisoned (the value is a plain replaceable setting).
 fn read<T: Clone>(l: &RwLock<T>) -> T {
     match l.read() {
@@ -172,9 +183,10 @@ impl Trustline {
             (Some(i), None) => i.prefix().map(|p| i.to_json(p)),
             _ => None,
         };
-        let inner = Arc::new_cyclic(|weak| {
+        let inner = Arc::new_cyclic(|weak: &Weak<TrustlineInner>| {
+            let rpc: Weak<dyn ModuleRpc> = weak.clone();
             let host = TrustlineHost {
-                trustline: weak.clone(),
+                rpc,
                 stores: Arc::clone(&stores),
                 main_log: Arc::clone(&log),
                 clock: Arc::clone(&options.clock),
