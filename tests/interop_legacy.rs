@@ -14,9 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
+use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
 use ilp_bridge::peer::{
-    forward_id, IncomingRequestHandler, LocalPayments, NodeOptions, PeerError, PeerEvent,
-    PeerMessage, PeerNode, RoutingConfig, Trustline,
+    forward_id, IncomingRequestHandler, NodeOptions, PeerError, PeerEvent, PeerMessage, PeerNode,
+    Trustline,
 };
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};

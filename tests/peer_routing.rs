@@ -8,10 +8,8 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{
-    forward_id, LocalPayments, MemoryLink, PeerEvent, Rate, Router, RoutingConfig, Trustline,
-    TrustlineOptions,
-};
+use ilp_bridge::config::routing::{LocalPayments, Rate, RoutingConfig};
+use ilp_bridge::peer::{forward_id, MemoryLink, PeerEvent, Router, Trustline, TrustlineOptions};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;

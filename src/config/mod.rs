@@ -1,5 +1,9 @@
-//! Configuration: the node TOML ([`node`]), legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list` ([`ilp_kit`]).
+//! Configuration: the node TOML ([`node`]), legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list`
+//! ([`ilp_kit`]); the node TOML's `[routing]` ([`routing`]) and per-peer limits ([`prepare_limits`]). Nothing
+//! here imports the runtime that applies it.
 
 pub mod ilp_kit;
 pub mod legacy;
 pub mod node;
+pub mod prepare_limits;
+pub mod routing;

@@ -53,113 +53,13 @@ use sha2::{Digest, Sha256};
 
 use super::error::{log_err_plain, PeerError};
 use super::trustline::{TransferHook, TransferOutcome, Trustline};
-use crate::config::legacy::ConfigError;
-
-/// Default time the forwarded transfer expires before the incoming one.
-pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
-
-/// Least time a forwarded transfer must have before it expires, or the payment is refused.
-pub const DEFAULT_MIN_FORWARD_WINDOW: Duration = Duration::from_millis(500);
+use crate::config::routing::{LocalPayments, RoutingConfig};
 
 /// How long a liquidity curve the bridge quotes stays valid (ilp-connector's default quote expiry).
 pub const QUOTE_EXPIRY: Duration = Duration::from_secs(45);
 
 /// How often recovery checks whether a peer it waits for has connected.
 const RECOVERY_POLL: Duration = Duration::from_millis(200);
-
-/// An exchange rate from one peer's ledger to another's: `1` unit of the source currency (at scale 0) is
-/// worth `numerator/denominator` units of the destination currency (at scale 0).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rate {
-    /// Numerator.
-    pub numerator: BigUint,
-    /// Denominator (non-zero).
-    pub denominator: BigUint,
-}
-
-impl Rate {
-    /// Parses a positive decimal rate like `"1.25"`.
-    pub fn parse(s: &str) -> Result<Rate, String> {
-        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-        if int.is_empty() && frac.is_empty()
-            || !int.bytes().all(|b| b.is_ascii_digit())
-            || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(format!("rate {s:?} is not a positive decimal number"));
-        }
-        let digits = format!("{int}{frac}");
-        let numerator: BigUint = digits
-            .parse()
-            .map_err(|_| format!("rate {s:?} is not a positive decimal number"))?;
-        if numerator.is_zero() {
-            return Err(format!("rate {s:?} must be positive"));
-        }
-        let denominator = BigUint::from(10u32).pow(u32::try_from(frac.len()).unwrap_or(u32::MAX));
-        Ok(Rate {
-            numerator,
-            denominator,
-        })
-    }
-}
-
-/// What the router does with an incoming transfer that is not routed onwards because it is local: its
-/// destination lies under the node's own account on the ledger it came from (it pays the node itself), or on
-/// that ledger with no other peer to take it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LocalPayments {
-    /// Nothing on this node receives payments (`ilp-bridge run`): refuse them at once with `F02 Unreachable`,
-    /// so the payer's money is not held until the transfer expires.
-    #[default]
-    Refuse,
-    /// A library embedder receives them (it watches `incoming_prepare` and fulfills or rejects each one):
-    /// leave them prepared.
-    Embedder,
-}
-
-/// Routing settings.
-#[derive(Debug, Clone)]
-pub struct RoutingConfig {
-    /// How much earlier the forwarded transfer expires.
-    pub expiry_margin: Duration,
-    /// Least time the forwarded transfer must have left.
-    pub min_forward_window: Duration,
-    /// Rates by (from peer name, to peer name).
-    pub rates: HashMap<(String, String), Rate>,
-    /// Who receives payments for the node itself.
-    pub local_payments: LocalPayments,
-}
-
-impl RoutingConfig {
-    /// Refuses settings that would lose money: a zero `expiry_margin` leaves no time to pass a Fulfill back
-    /// (the source would expire together with the transfer we forwarded, and our Fulfill to the payer could
-    /// lose the race with its expiry), and a zero `min_forward_window` forwards transfers already due.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.expiry_margin.is_zero() {
-            return Err(ConfigError::field(
-                "routing.expiry_margin_ms",
-                "must be at least 1: a forwarded transfer must expire before the one it was forwarded from",
-            ));
-        }
-        if self.min_forward_window.is_zero() {
-            return Err(ConfigError::field(
-                "routing.min_forward_window_ms",
-                "must be at least 1: a forwarded transfer needs time to be fulfilled",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for RoutingConfig {
-    fn default() -> Self {
-        RoutingConfig {
-            expiry_margin: DEFAULT_EXPIRY_MARGIN,
-            min_forward_window: DEFAULT_MIN_FORWARD_WINDOW,
-            rates: HashMap::new(),
-            local_payments: LocalPayments::default(),
-        }
-    }
-}
 
 /// The forwarded transfer's ID for incoming transfer `id` from peer `from`: the first 16 bytes of
 /// SHA-256(`"ilp-bridge forward v1"`, peer name, id), with the UUID version-4 bits set.

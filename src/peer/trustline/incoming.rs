@@ -4,7 +4,7 @@
 //!
 //! Unlike legacy (docs/legacy-btp.md §16): a repeated Prepare of a known transfer (identical contents)
 //! succeeds without re-running the module or re-emitting `incoming_prepare`; a limit failure leaves nothing
-//! behind; a Prepare over the peer's [`PrepareLimits`](crate::peer::limits::PrepareLimits) (expiring too far
+//! behind; a Prepare over the peer's [`PrepareLimits`](crate::config::prepare_limits::PrepareLimits) (expiring too far
 //! ahead, too much `ilp`/`custom` data, too many prepared) is refused with `NotAcceptedError` before anything
 //! is stored. An already-expired Prepare is accepted and then rejected at once with R00, as legacy does.
 
@@ -27,7 +27,7 @@ use serde_json::Value;
 use super::fulfill::fulfillment_matches;
 use super::guards::AcceptGuard;
 use super::hooks::TransferOutcome;
-use super::legacy_format::{balance_to_int64, iso_time, limit_string};
+use super::legacy_format::{balance_to_int64, limit_string};
 use super::side_protocols::{
     claim_entry, entry_claim, entry_json, ilp_and_custom, names, INFO_REQUEST_FULL,
 };
@@ -78,39 +78,6 @@ impl Trustline {
                 Reply::Error(e.to_btp(self.now_ts()))
             }
         })
-    }
-
-    /// The peer's [`PrepareLimits`](crate::peer::limits::PrepareLimits) on one Prepare: its `ilp` and `custom`
-    /// data, and how far ahead it expires (by our clock). A legacy `NotAcceptedError` over a limit; exactly at
-    /// it is fine.
-    fn check_prepare_limits(&self, p: &Prepare) -> Result<(), WireError> {
-        let limits = self.inner.limits;
-        let entry_bytes = |name: &str| p.protocol_data.get(name).map_or(0, |e| e.data.len());
-        let data_bytes = entry_bytes(names::ILP).saturating_add(entry_bytes(names::CUSTOM));
-        if data_bytes > limits.max_prepare_data_bytes {
-            tracing::info!(peer = %self.inner.name, transfer = %TransferId(p.transfer_id), data_bytes, max = limits.max_prepare_data_bytes, "prepare refused: too much data");
-            return Err(WireError::new(
-                "NotAcceptedError",
-                format!(
-                    "ilp and custom data of {data_bytes} bytes exceed the {} bytes allowed per transfer",
-                    limits.max_prepare_data_bytes
-                ),
-            ));
-        }
-        let expires_at_ms = p.expires_at.unix_millis();
-        let ahead_ms = expires_at_ms.saturating_sub(system_ms(self.now()));
-        if ahead_ms > limits.max_hold_ms() {
-            tracing::info!(peer = %self.inner.name, transfer = %TransferId(p.transfer_id), ahead_ms, max_hold_ms = limits.max_hold_ms(), "prepare refused: expires too far ahead");
-            return Err(WireError::new(
-                "NotAcceptedError",
-                format!(
-                    "expiresAt {} is {ahead_ms} ms ahead, more than the {} ms a transfer may be held",
-                    iso_time(expires_at_ms),
-                    limits.max_hold_ms()
-                ),
-            ));
-        }
-        Ok(())
     }
 
     async fn handle_prepare(&self, p: Prepare) -> Result<ProtocolData, WireError> {

@@ -17,8 +17,8 @@
 //! Where ilp-bridge deliberately differs from legacy (a legacy bug it does not reproduce, docs/legacy-btp.md
 //! §16), the file of that behaviour says so. Files: `api` (the library API mirroring the legacy plugin),
 //! `incoming` (the peer's requests), `fulfill` (our Fulfill), `guards` (who may finish a transfer), `expiry`,
-//! `hooks` (router and request handler), `side_protocols` (protocolData entries), [`legacy_format`]
-//! (JavaScript-compatible text).
+//! `limits` (the peer's [`PrepareLimits`]), `hooks` (router and request handler), `side_protocols`
+//! (protocolData entries), [`legacy_format`] (JavaScript-compatible text).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -27,20 +27,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use btp::packet::{Packet, ProtocolData};
 use btp::transport::{Reply, RpcError, DEFAULT_REQUEST_TIMEOUT};
 use btp::Timestamp;
-use channel_modules::store::{
-    Direction, TransferId, TransferLog, TransferLogError, TransferRecord,
-};
+use channel_modules::store::{TransferId, TransferLog, TransferLogError, TransferRecord};
 use channel_modules::sync::lock;
 use channel_modules::{ChannelContext, ChannelModule};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::error::{PeerError, WireError};
+use super::error::PeerError;
 use super::events::{PeerEvent, EVENT_CHANNEL_CAPACITY};
 use super::host::{Clock, ModuleRpc, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
-use super::limits::{PrepareLimits, PreparedSet, Reservation};
 use super::link::{LinkEnd, PacketHandler, PeerLink};
 use crate::config::legacy::PeerConfig;
+use crate::config::prepare_limits::PrepareLimits;
 
 mod api;
 mod expiry;
@@ -49,6 +47,7 @@ mod guards;
 mod hooks;
 mod incoming;
 pub mod legacy_format;
+mod limits;
 mod side_protocols;
 
 use expiry::ExpiryQueue;
@@ -57,6 +56,7 @@ pub use fulfill::{fulfillment_matches, FULFILL_RETRY_MAX, FULFILL_RETRY_MIN};
 use guards::Settling;
 pub use hooks::{IncomingRequestHandler, TransferHook, TransferOutcome};
 pub use incoming::TrustlineHandler;
+use limits::PreparedSet;
 
 /// Tunables of a trustline.
 #[derive(Clone)]
@@ -367,40 +367,5 @@ impl Trustline {
     fn finished(&self, id: &TransferId) {
         self.inner.expiries.disarm(id);
         lock(&self.inner.prepared).release(id);
-    }
-
-    /// Reserves a place for a new prepared transfer `id` in `direction`; a legacy `NotAcceptedError` when the
-    /// peer's [`PrepareLimits::max_prepared_transfers`] are prepared already.
-    fn reserve_prepared(
-        &self,
-        direction: Direction,
-        id: TransferId,
-    ) -> Result<Reservation, WireError> {
-        let cap = self.inner.limits.max_prepared_transfers;
-        let mut prepared = lock(&self.inner.prepared);
-        match prepared.reserve(direction, id, cap) {
-            Reservation::Full => {
-                tracing::info!(peer = %self.inner.name, transfer = %id, ?direction, cap, "prepare refused: too many prepared transfers");
-                Err(WireError::new(
-                    "NotAcceptedError",
-                    format!(
-                        "{} {} transfers are prepared already, the most allowed with this peer",
-                        prepared.len(direction),
-                        match direction {
-                            Direction::Incoming => "incoming",
-                            Direction::Outgoing => "outgoing",
-                        }
-                    ),
-                ))
-            }
-            r => Ok(r),
-        }
-    }
-
-    /// Undoes a [`Reservation::New`] of a transfer that did not end up prepared.
-    fn unreserve(&self, reservation: Reservation, id: &TransferId) {
-        if reservation == Reservation::New {
-            lock(&self.inner.prepared).release(id);
-        }
     }
 }
