@@ -3,7 +3,7 @@
 //!
 //! A trustline's module sees its peer only through the [`ChannelContext`](channel_modules::ChannelContext):
 //! the main log `""` is the trustline's own log, other keys are namespaced per peer, and `rpc` goes to the
-//! trustline's [`ModuleRpc`] (a BTP Message whose one entry is named after the method, legacy `CustomRpc.call`).
+//! trustline's `ModuleRpc` (a BTP Message whose one entry is named after the method, legacy `CustomRpc.call`).
 //! Ledger identities ([`ContextHost::claim_identity`]) go to the node's [`NodeIdentities`], shared by all its
 //! trustlines and kept in the node's database (`se/pin/<identity>`, one registry with the node's settlement
 //! engine, if it runs one).

@@ -81,7 +81,7 @@ impl Default for TrustlineOptions {
 }
 
 /// Shared state of a trustline (behind [`Trustline`]'s `Arc`).
-pub(crate) struct TrustlineInner {
+struct TrustlineInner {
     name: String,
     stateful: bool,
     configured_prefix: Option<String>,
@@ -117,7 +117,19 @@ impl Drop for TrustlineInner {
 /// One BTP/1.0 trustline. Cheap to clone (a handle).
 #[derive(Clone)]
 pub struct Trustline {
-    pub(crate) inner: Arc<TrustlineInner>,
+    inner: Arc<TrustlineInner>,
+}
+
+/// A handle to a [`Trustline`] that does not keep it alive (a task waiting for a peer holds one, so a node
+/// shutting down meanwhile is not kept running).
+#[derive(Clone)]
+pub(crate) struct WeakTrustline(Weak<TrustlineInner>);
+
+impl WeakTrustline {
+    /// The trustline, if it still exists.
+    pub(crate) fn upgrade(&self) -> Option<Trustline> {
+        self.0.upgrade().map(|inner| Trustline { inner })
+    }
 }
 
 impl std::fmt::Debug for Trustline {
@@ -216,6 +228,11 @@ impl Trustline {
             }
         });
         Ok(Trustline { inner })
+    }
+
+    /// A handle that does not keep the trustline alive.
+    pub(crate) fn downgrade(&self) -> WeakTrustline {
+        WeakTrustline(Arc::downgrade(&self.inner))
     }
 
     /// The peer's name (config key; ILP Kit: the ledger prefix).
