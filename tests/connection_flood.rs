@@ -28,9 +28,8 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, Transfer, TransferId};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{
-    LocalPayments, NodeOptions, PeerEvent, PeerNode, PeerStores, RoutingConfig, Trustline,
-};
+use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
+use ilp_bridge::peer::{NodeOptions, PeerEvent, PeerNode, PeerStores, Trustline};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;

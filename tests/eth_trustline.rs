@@ -25,7 +25,8 @@ use eth_common::{
     sent_by, wait_until, EthBoxError, PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
 };
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{LocalPayments, NodeOptions, PeerEvent, PeerNode, RoutingConfig, Trustline};
+use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
+use ilp_bridge::peer::{NodeOptions, PeerEvent, PeerNode, Trustline};
 use ilp_bridge::store::Db;
 use num_bigint::BigUint;
 use serde_json::{json, Value};

@@ -14,9 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
+use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
 use ilp_bridge::peer::{
-    forward_id, IncomingRequestHandler, LocalPayments, NodeOptions, PeerError, PeerEvent,
-    PeerMessage, PeerNode, RoutingConfig, Trustline,
+    forward_id, IncomingRequestHandler, NodeOptions, PeerError, PeerEvent, PeerMessage, PeerNode,
+    Trustline,
 };
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};
@@ -321,7 +322,7 @@ fn now_ms() -> i64 {
 }
 
 fn iso(ms: i64) -> String {
-    ilp_bridge::peer::trustline::iso_time(ms)
+    ilp_bridge::peer::trustline::legacy_format::iso_time(ms)
 }
 
 fn payment(account: &str, amount: u64) -> Vec<u8> {

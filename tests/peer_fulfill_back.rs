@@ -20,9 +20,10 @@ use channel_modules::store::{
     Transfer, TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
 };
 use ilp_bridge::config::legacy::PeerConfig;
+use ilp_bridge::config::routing::RoutingConfig;
 use ilp_bridge::peer::{
-    forward_id, Clock, MemoryLink, PeerEvent, PeerStores, Router, RoutingConfig, TokioClock,
-    Trustline, TrustlineOptions,
+    forward_id, Clock, MemoryLink, PeerEvent, PeerStores, Router, TokioClock, Trustline,
+    TrustlineOptions,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};

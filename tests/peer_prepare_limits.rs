@@ -14,12 +14,13 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::limits::{
+use ilp_bridge::config::prepare_limits::{
     DEFAULT_MAX_HOLD, DEFAULT_MAX_PREPARED_TRANSFERS, DEFAULT_MAX_PREPARE_DATA_BYTES,
 };
+use ilp_bridge::config::routing::RoutingConfig;
 use ilp_bridge::peer::{
-    forward_id, Clock, MemoryLink, PeerError, PeerEvent, Router, RoutingConfig, TokioClock,
-    Trustline, TrustlineOptions,
+    forward_id, Clock, MemoryLink, PeerError, PeerEvent, Router, TokioClock, Trustline,
+    TrustlineOptions,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};

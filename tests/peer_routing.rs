@@ -8,10 +8,8 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{
-    forward_id, LocalPayments, MemoryLink, PeerEvent, Rate, Router, RoutingConfig, Trustline,
-    TrustlineOptions,
-};
+use ilp_bridge::config::routing::{LocalPayments, Rate, RoutingConfig};
+use ilp_bridge::peer::{forward_id, MemoryLink, PeerEvent, Router, Trustline, TrustlineOptions};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
@@ -482,7 +480,10 @@ async fn a_peer_claiming_a_scale_above_255_is_refused() -> TestResult {
         .convert(&x1, &x2, 10)
         .err()
         .ok_or("conversion accepted")?;
-    assert!(err.contains("currencyScale 300, above 255"), "{err}");
+    assert!(
+        err.to_string().contains("currencyScale 300, above 255"),
+        "{err}"
+    );
     // A payment towards it is rejected back with F00 and never prepared on the lying ledger.
     let e = rejection(&a, transfer(9, 10, "test.b.bob", 1, &[3u8; 32], 10_000)).await?;
     assert_eq!((e.code_str(), e.name.as_str()), ("F00", "Bad Request"));

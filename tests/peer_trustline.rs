@@ -842,7 +842,7 @@ async fn calls_need_a_connection() -> TestResult {
 
 #[test]
 fn numbers_print_like_legacy_bignumber_js() {
-    use ilp_bridge::peer::trustline::{bignumber_string, limit_string};
+    use ilp_bridge::peer::trustline::legacy_format::{bignumber_string, limit_string};
     // Captured from bignumber.js 2.4.0 (the one the legacy plugin loads) under node 20.
     let ten: i128 = 10;
     for (v, s) in [

@@ -23,7 +23,8 @@ use channel_modules::xrp::{
 use channel_modules::ModuleError;
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::node::NodeConfig;
-use ilp_bridge::peer::{LocalPayments, NodeOptions, PeerError, PeerNode, RoutingConfig, Trustline};
+use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
+use ilp_bridge::peer::{NodeOptions, PeerError, PeerNode, Trustline};
 use num_bigint::BigUint;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

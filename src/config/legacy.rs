@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use channel_modules::store::Limit;
 
-use crate::peer::limits::PrepareLimits;
+use super::prepare_limits::PrepareLimits;
 use serde_json::{Map, Value};
 
 use super::redact::OptionNames;

@@ -1,7 +1,10 @@
-//! Configuration: the node TOML ([`node`]), legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list` ([`ilp_kit`]);
-//! [`redact`] keeps secrets out of their `Debug` output.
+//! Configuration: the node TOML ([`node`]), legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list`
+//! ([`ilp_kit`]); the node TOML's `[routing]` ([`routing`]) and per-peer limits ([`prepare_limits`]);
+//! [`redact`] keeps secrets out of their `Debug` output. Nothing here imports the runtime that applies it.
 
 pub mod ilp_kit;
 pub mod legacy;
 pub mod node;
+pub mod prepare_limits;
 pub mod redact;
+pub mod routing;

@@ -17,7 +17,7 @@
 //! # the legacy plugin options, as a TOML table ...
 //! options = { listener = { port = 4195 }, incomingSecret = "secret", maxBalance = "1000000",
 //!             prefix = "g.alice.", info = { currencyCode = "USD", currencyScale = 9 } }
-//! # ilp-bridge's own limits for this peer (see `peer::limits`; defaults when absent)
+//! # ilp-bridge's own limits for this peer (see `config::prepare_limits`; defaults when absent)
 //! max_hold_ms = 60000                 # refuse Prepares expiring further ahead; forward to it no further
 //! max_prepare_data_bytes = 32768      # ilp + custom bytes per Prepare
 //! max_prepared_transfers = 1000       # prepared at once, each direction
@@ -33,15 +33,14 @@
 //! module = "trustline"
 //! ```
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::legacy::{validate_peer_set, ConfigError, PeerConfig};
-use crate::peer::limits::PrepareLimits;
-use crate::peer::routing::{Rate, RoutingConfig};
+use super::prepare_limits::PrepareLimits;
+use super::routing::{RawRouting, RoutingConfig};
 use crate::se::config::SeConfig;
 
 /// Default data folder, relative to the working directory.
@@ -77,22 +76,6 @@ pub enum LogFormat {
     Text,
     /// JSON objects, one per line.
     Json,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRate {
-    from: String,
-    to: String,
-    rate: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawRouting {
-    expiry_margin_ms: Option<u64>,
-    min_forward_window_ms: Option<u64>,
-    rates: Vec<RawRate>,
 }
 
 // No Debug: the options hold the peer's secrets verbatim (PeerConfig's Debug shows them by name only).
@@ -271,29 +254,7 @@ impl NodeConfig {
             peers.push(peer);
         }
         validate_peer_set(&peers)?;
-        let mut routing = RoutingConfig::default();
-        if let Some(ms) = raw.routing.expiry_margin_ms {
-            routing.expiry_margin = Duration::from_millis(ms);
-        }
-        if let Some(ms) = raw.routing.min_forward_window_ms {
-            routing.min_forward_window = Duration::from_millis(ms);
-        }
-        routing.validate()?;
-        let mut rates = HashMap::new();
-        for (i, r) in raw.routing.rates.iter().enumerate() {
-            for name in [&r.from, &r.to] {
-                if !peers.iter().any(|p| &p.name == name) {
-                    return Err(ConfigError::field(
-                        format!("routing.rates[{i}]"),
-                        format!("no peer named {name:?}"),
-                    ));
-                }
-            }
-            let rate = Rate::parse(&r.rate)
-                .map_err(|e| ConfigError::field(format!("routing.rates[{i}].rate"), e))?;
-            rates.insert((r.from.clone(), r.to.clone()), rate);
-        }
-        routing.rates = rates;
+        let routing = raw.routing.into_config(&peers)?;
         if let Some(se) = &raw.settlement_engine {
             se.validate().map_err(|e| e.within("settlement-engine"))?;
         }

@@ -1,14 +1,18 @@
-//! Errors of the peer layer and the ONE mapping from them to legacy BTP/1.0 Errors.
+//! Errors of the peer layer, and the one place where an error becomes what a legacy peer sees: a BTP/1.0 Error
+//! (docs/legacy-btp.md §7), or the ILP v1 Error legacy answers a failed request handler with (§6).
 //!
 //! A [`WireError`] is a legacy JavaScript error: a `name` (`NotAcceptedError`, `TransferNotFoundError`, plain
 //! `Error`, `TypeError`, …) and a `message`. On the wire it becomes `code` (from the framework's name table,
 //! [`btp::legacy_error_code`]), `name`, `triggeredAt` = now and `data` = `{"message": …}`, exactly as the
-//! legacy `jsErrorToBtpError`. [`PeerError`] is what the Rust library API returns.
+//! legacy `jsErrorToBtpError`. [`PeerError`] is what the Rust library API returns. The messages are the
+//! framework's, byte for byte: peers and their operators match on them.
 
+use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
 use btp::packet::{BtpError, ProtocolData};
 use btp::transport::RpcError;
-use btp::Timestamp;
-use channel_modules::store::StoreError;
+use btp::{DecodeError, Timestamp};
+use bytes::Bytes;
+use channel_modules::store::{StoreError, TransferLogError};
 use channel_modules::ModuleError;
 
 /// A legacy-shaped error: JavaScript error name and message.
@@ -48,6 +52,16 @@ impl WireError {
     /// The error a module's `Err` becomes on the wire (its legacy name, its message).
     pub fn from_module(e: &ModuleError) -> Self {
         WireError::new(e.legacy_name(), e.to_string())
+    }
+
+    /// A JSON entry that does not parse: legacy's `JSON.parse` throws a `SyntaxError`.
+    pub(crate) fn from_json(e: &serde_json::Error) -> Self {
+        WireError::new("SyntaxError", format!("{e}"))
+    }
+
+    /// A Reject whose `ilp` entry is not an ILP v1 packet: legacy's parser throws a `TypeError`.
+    pub(crate) fn from_ilp_decode(e: &DecodeError) -> Self {
+        WireError::new("TypeError", e.to_string())
     }
 }
 
@@ -95,4 +109,104 @@ impl PeerError {
     pub fn refused(name: &str, message: impl Into<String>) -> Self {
         PeerError::Refused(WireError::new(name, message))
     }
+}
+
+/// Maps a transfer-log error to the legacy wire error (the framework's TransferLog messages, docs/legacy-btp.md
+/// §10).
+pub(crate) fn log_err_to_wire(e: TransferLogError) -> WireError {
+    match e {
+        TransferLogError::DuplicateId(id) => WireError::new(
+            "DuplicateIdError",
+            format!("transfer {id} matches the id of an existing transfer but not the contents."),
+        ),
+        TransferLogError::NotFound(id) => WireError::new(
+            "TransferNotFoundError",
+            format!("No transfer found with ID {id}"),
+        ),
+        TransferLogError::AlreadyFulfilled(id) => WireError::new(
+            "AlreadyFulfilledError",
+            format!("{id} has already been fulfilled"),
+        ),
+        TransferLogError::AlreadyRolledBack(id) => WireError::new(
+            "AlreadyRolledBackError",
+            format!("{id} has already been rolled back"),
+        ),
+        TransferLogError::IncomingLimitExceeded { after, .. } => WireError::new(
+            "NotAcceptedError",
+            format!(
+                "balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {after}"
+            ),
+        ),
+        TransferLogError::OutgoingLimitExceeded { after, .. } => WireError::new(
+            "NotAcceptedError",
+            format!(
+                "balanceOutgoingFulfilledAndPrepared exceeds greatest allowed value after: {after}"
+            ),
+        ),
+        other => WireError::new("Error", other.to_string()),
+    }
+}
+
+/// Maps a transfer-log error to the library API's error: a store failure as itself, anything else as the
+/// legacy refusal ([`log_err_to_wire`]).
+pub(crate) fn log_err_to_peer(e: TransferLogError) -> PeerError {
+    match e {
+        TransferLogError::Store(s) => PeerError::Store(s),
+        other => PeerError::Refused(log_err_to_wire(other)),
+    }
+}
+
+/// [`log_err_to_wire`] for a received Prepare the log refused: there legacy names the transfer by its
+/// `transferWithInfo` JSON (`transfer`), and for a duplicate ID the stored transfer too (`existing`, empty if it
+/// could not be read).
+pub(crate) fn prepare_err_to_wire(
+    e: TransferLogError,
+    transfer: &str,
+    existing: &str,
+) -> WireError {
+    match e {
+        TransferLogError::DuplicateId(_) => WireError::new(
+            "DuplicateIdError",
+            format!("transfer {transfer} matches the id of {existing} but not the contents."),
+        ),
+        TransferLogError::IncomingLimitExceeded { .. } => WireError::new(
+            "NotAcceptedError",
+            format!(
+                "balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {transfer}"
+            ),
+        ),
+        other => log_err_to_wire(other),
+    }
+}
+
+/// [`log_err_to_wire`] for applying the peer's Fulfill of our transfer: a transfer cancelled meanwhile is
+/// refused as the checks before it refuse one already cancelled.
+pub(crate) fn fulfill_err_to_wire(e: TransferLogError) -> WireError {
+    match e {
+        TransferLogError::AlreadyRolledBack(id) => WireError::new(
+            "AlreadyRolledBackError",
+            format!("{id} has already been cancelled"),
+        ),
+        other => log_err_to_wire(other),
+    }
+}
+
+/// A transfer-log error outside any legacy call (the router's recovery at start): a plain `Error` with the
+/// log's own message.
+pub(crate) fn log_err_plain(e: TransferLogError) -> PeerError {
+    PeerError::Refused(WireError::new("Error", e.to_string()))
+}
+
+/// The ILP v1 Error legacy answers a request with when its request handler fails (docs/legacy-btp.md §6): F00
+/// "Bad Request" triggered by us (`triggered_by`, our address), data `{"message": …}`, sent in a Response.
+pub(crate) fn handler_err_to_ilp(e: &PeerError, triggered_by: String, at: Timestamp) -> Bytes {
+    IlpV1Packet::Error(IlpV1Error {
+        code: *b"F00",
+        name: "Bad Request".to_owned(),
+        triggered_by,
+        forwarded_by: Vec::new(),
+        triggered_at: at,
+        data: Bytes::from(serde_json::json!({ "message": e.to_string() }).to_string()),
+    })
+    .to_bytes()
 }

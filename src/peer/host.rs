@@ -1,10 +1,12 @@
-//! The [`ContextHost`] of trustline mode, and [`PeerStores`]: where a trustline's durable records live.
+//! The [`ContextHost`] of peer mode (a channel module inside a BTP/1.0 trustline), and [`PeerStores`]: where a
+//! trustline's durable records live.
 //!
 //! A trustline's module sees its peer only through the [`ChannelContext`](channel_modules::ChannelContext):
-//! the main log `""` is the trustline's own log, other keys are namespaced per peer, and `rpc` becomes a BTP
-//! Message whose one entry is named after the method (legacy `CustomRpc.call`). Ledger identities
-//! ([`ContextHost::claim_identity`]) go to the node's [`NodeIdentities`], shared by all its trustlines and kept
-//! in the node's database (`se/pin/<identity>`, one registry with the node's settlement engine, if it runs one).
+//! the main log `""` is the trustline's own log, other keys are namespaced per peer, and `rpc` goes to the
+//! trustline's `ModuleRpc` (a BTP Message whose one entry is named after the method, legacy `CustomRpc.call`).
+//! Ledger identities ([`ContextHost::claim_identity`]) go to the node's [`NodeIdentities`], shared by all its
+//! trustlines and kept in the node's database (`se/pin/<identity>`, one registry with the node's settlement
+//! engine, if it runs one).
 
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
@@ -15,7 +17,6 @@ use channel_modules::memory::MemoryStores;
 use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
 use channel_modules::{ContextHost, ModuleError};
 
-use super::trustline::{Trustline, TrustlineInner};
 use crate::se::host::{
     claim_identity_in, identity_record_in, identity_records_in, IDENTITY_CLAIMS,
 };
@@ -94,9 +95,21 @@ impl Clock for TokioClock {
     }
 }
 
+/// Sends a module's RPC to the peer's module: what [`ContextHost::rpc`] of peer mode needs from the trustline.
+#[async_trait]
+pub(crate) trait ModuleRpc: Send + Sync {
+    /// Calls `method` with `args` on the peer's module and returns its reply.
+    async fn module_rpc(
+        self: Arc<Self>,
+        method: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ModuleError>;
+}
+
 /// The context host of one trustline.
 pub(crate) struct TrustlineHost {
-    pub(crate) trustline: Weak<TrustlineInner>,
+    /// The trustline's RPC (weak: the trustline owns its host).
+    pub(crate) rpc: Weak<dyn ModuleRpc>,
     pub(crate) stores: Arc<dyn PeerStores>,
     pub(crate) main_log: Arc<dyn TransferLog>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -123,11 +136,11 @@ impl ContextHost for TrustlineHost {
         method: &str,
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ModuleError> {
-        let inner = self
-            .trustline
+        let rpc = self
+            .rpc
             .upgrade()
             .ok_or_else(|| ModuleError::Rpc("trustline stopped".to_owned()))?;
-        Trustline { inner }.module_rpc(method, args).await
+        rpc.module_rpc(method, args).await
     }
 
     fn now(&self) -> SystemTime {
@@ -144,7 +157,7 @@ impl ContextHost for TrustlineHost {
     }
 }
 
-/// Prefix of trustline mode's ledger identity records in the node's database: the settlement engine's
+/// Prefix of peer mode's ledger identity records in the node's database: the settlement engine's
 /// ([`crate::se::host::IDENTITY_PIN_PREFIX`], `se/pin/<identity>`), so that a node running both keeps one
 /// registry. Trustline accounts are recorded as `peer:<name>` ([`registry_account`]).
 pub const NODE_IDENTITY_PREFIX: &str = crate::se::host::IDENTITY_PIN_PREFIX;
@@ -155,7 +168,7 @@ pub fn registry_account(peer: &str) -> String {
     format!("peer:{peer}")
 }
 
-/// The node-wide registry of ledger identities in trustline mode ([`ContextHost::claim_identity`]): every
+/// The node-wide registry of ledger identities in peer mode ([`ContextHost::claim_identity`]): every
 /// trustline of one [`PeerNode`](super::PeerNode) shares it (through [`TrustlineOptions`](super::trustline::TrustlineOptions)),
 /// so two peers can never both be credited for the same on-chain payments or channel claims. It is the settlement
 /// engine's registry ([`crate::se::host::claim_identity_in`] and its rules, records [`NODE_IDENTITY_PREFIX`])

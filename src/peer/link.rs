@@ -1,6 +1,7 @@
 //! [`PeerLink`]: "send a request to the peer and get its [`Reply`]". The trustline core only talks to its peer
 //! through this trait, so it does not care about sockets: the websocket transport's [`BtpSession`] implements
-//! it, and [`MemoryLink`] wires two trustlines in memory for tests.
+//! it, and [`MemoryLink`] wires two trustlines in memory for tests, delivering each request to the other
+//! side's [`PacketHandler`]. A link knows nothing of the trustline: it carries packets.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -8,8 +9,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use btp::packet::Packet;
 use btp::transport::{BtpSession, Reply, RpcError};
-
-use super::trustline::{Trustline, TrustlineInner};
 
 /// A way to send requests to the peer.
 #[async_trait]
@@ -26,24 +25,41 @@ impl PeerLink for BtpSession {
     }
 }
 
-/// An in-memory link to another [`Trustline`] in the same process: a request is handed straight to the other
-/// side's packet handler. Can be cut ([`MemoryLink::set_up`]) to simulate a dropped connection.
+/// Answers the requests a link delivers (what [`MemoryLink`] hands each request to; the trustline implements
+/// it).
+#[async_trait]
+pub trait PacketHandler: Send + Sync {
+    /// Answers one request from the peer. `None` for packets that get no reply (Response, Error, Transfer).
+    async fn handle_packet(self: Arc<Self>, packet: Packet) -> Option<Reply>;
+}
+
+/// One end of a [`MemoryLink`] (a [`Trustline`](super::Trustline)): where requests to it are delivered, and
+/// how its own link to the other end is set.
+pub trait LinkEnd {
+    /// The handler of requests sent to this end. Weak: a link does not keep the other end alive.
+    fn packet_handler(&self) -> Weak<dyn PacketHandler>;
+    /// Sets (or replaces) this end's link to its peer.
+    fn set_link(&self, link: Arc<dyn PeerLink>);
+}
+
+/// An in-memory link to another trustline in the same process: a request is handed straight to the other
+/// side's [`PacketHandler`]. Can be cut ([`MemoryLink::set_up`]) to simulate a dropped connection.
 pub struct MemoryLink {
-    target: RwLock<Option<Weak<TrustlineInner>>>,
+    target: RwLock<Option<Weak<dyn PacketHandler>>>,
     up: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryLink {
     /// A link delivering to `target`.
-    pub fn new(target: &Trustline) -> Arc<Self> {
+    pub fn new(target: &dyn LinkEnd) -> Arc<Self> {
         Arc::new(MemoryLink {
-            target: RwLock::new(Some(Arc::downgrade(&target.inner))),
+            target: RwLock::new(Some(target.packet_handler())),
             up: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
     /// Connects two trustlines to each other.
-    pub fn pair(a: &Trustline, b: &Trustline) -> (Arc<MemoryLink>, Arc<MemoryLink>) {
+    pub fn pair(a: &dyn LinkEnd, b: &dyn LinkEnd) -> (Arc<MemoryLink>, Arc<MemoryLink>) {
         let ab = MemoryLink::new(b);
         let ba = MemoryLink::new(a);
         a.set_link(ab.clone());
@@ -57,9 +73,9 @@ impl MemoryLink {
     }
 
     /// Points the link at another trustline (e.g. a restarted one).
-    pub fn retarget(&self, target: &Trustline) {
+    pub fn retarget(&self, target: &dyn LinkEnd) {
         if let Ok(mut t) = self.target.write() {
-            *t = Some(Arc::downgrade(&target.inner));
+            *t = Some(target.packet_handler());
         }
     }
 }
@@ -76,8 +92,7 @@ impl PeerLink for MemoryLink {
             .ok()
             .and_then(|t| t.as_ref().and_then(Weak::upgrade))
             .ok_or(RpcError::NotConnected)?;
-        let peer = Trustline { inner: target };
-        match tokio::time::timeout(timeout, peer.handle_packet(packet)).await {
+        match tokio::time::timeout(timeout, target.handle_packet(packet)).await {
             Ok(Some(reply)) => Ok(reply),
             Ok(None) | Err(_) => Err(RpcError::Timeout),
         }

@@ -1,20 +1,21 @@
-//! BTP/1.0 trustline peers: ilp-bridge speaking to (or as) the legacy `ilp-plugin-payment-channel-framework`.
+//! BTP/1.0 peers: ilp-bridge speaking to (or as) the legacy `ilp-plugin-payment-channel-framework`.
 //!
-//! * [`trustline`]: the core ([`Trustline`]): legacy semantics, module hooks, expiry, the Rust library API
-//!   mirroring the legacy plugin (connect, send_transfer, fulfill_condition, reject_incoming_transfer,
-//!   send_request, get_balance, get_limit, get_peer_balance, get_info, get_account, get_peer_account, events);
-//! * [`link`]: [`PeerLink`], how the core sends requests (the websocket session, or in memory for tests);
-//! * [`host`]: the channel-module context host and [`PeerStores`] (where records live);
-//! * [`events`]: the event stream; `expiry`: each trustline's expiry deadlines, served by one task;
-//! * [`limits`]: how much one peer can make the node hold (hold window, data per Prepare, prepared count);
+//! * [`trustline`]: one peer relationship ([`Trustline`]): legacy semantics, module hooks, expiry, and the
+//!   Rust library API mirroring the legacy plugin;
+//! * [`link`]: [`PeerLink`], how a trustline sends requests (the websocket session, or in memory for tests);
+//! * [`host`]: the channel-module context host of peer mode and [`PeerStores`] (where records live);
+//! * [`events`]: the event stream;
 //! * [`routing`]: forwarding between trustlines; [`run`]: starting configured peers on the transport;
-//! * [`error`]: the one mapping from errors to legacy BTP Error codes.
+//! * [`error`]: the one mapping from errors to what a legacy peer sees.
+//!
+//! Dependencies run one way: `error`, `events`, `link` and `host` know no trustline; `trustline`
+//! builds on them (it implements `link`'s [`PacketHandler`] and `host`'s module RPC, so neither calls back into
+//! it by name); `routing` drives trustlines through their API and [`TransferHook`]; `run` wires all of them to
+//! the transport. Configuration comes from [`crate::config`], never the other way.
 
 pub mod error;
 pub mod events;
-mod expiry;
 pub mod host;
-pub mod limits;
 pub mod link;
 pub mod routing;
 pub mod run;
@@ -23,9 +24,8 @@ pub mod trustline;
 pub use error::{PeerError, WireError};
 pub use events::{PeerEvent, PeerMessage, RejectionMessage};
 pub use host::{Clock, PeerStores, SystemClock, TokioClock};
-pub use limits::PrepareLimits;
-pub use link::{MemoryLink, PeerLink};
-pub use routing::{forward_id, LocalPayments, Rate, Router, RoutingConfig};
+pub use link::{LinkEnd, MemoryLink, PacketHandler, PeerLink};
+pub use routing::{forward_id, Router};
 pub use run::{run_peers, NodeOptions, PeerNode};
 pub use trustline::{
     IncomingRequestHandler, TransferHook, TransferOutcome, Trustline, TrustlineHandler,

@@ -19,9 +19,10 @@ use tokio::sync::watch;
 
 use super::error::PeerError;
 use super::host::{NodeIdentities, PeerStores};
-use super::routing::{Router, RoutingConfig};
+use super::routing::Router;
 use super::trustline::{Trustline, TrustlineHandler, TrustlineOptions};
 use crate::config::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use crate::config::routing::RoutingConfig;
 use crate::store::{Db, RocksStores};
 
 /// First delay between attempts to connect a trustline (fetch info, module connect).

@@ -1,5 +1,4 @@
-//! [`PrepareLimits`]: how much one peer can make the node hold, and `PreparedSet`, the count behind the last
-//! of them.
+//! [`PrepareLimits`]: how much one peer can make the node hold, configured per `[[peer]]` in the node TOML.
 //!
 //! A Prepare within `maxBalance` still costs the node: the transfer stays in memory and on disk until it is
 //! finished or expires, is reloaded at every start, and (routed) locks liquidity on the next ledger. Legacy put no
@@ -13,14 +12,12 @@
 //! Our own transfers to the peer (sent by the router or an embedder) are capped at the same count: the router
 //! makes one per incoming transfer from any peer, so one next peer could otherwise collect the sum of every
 //! other peer's cap, and a legacy peer keeps each prepared transfer in memory. The defaults are set far above
-//! what a 2017 ILP Kit deployment did in normal use; each is configured per `[[peer]]` in the node TOML.
+//! what a 2017 ILP Kit deployment did in normal use. The trustline applies the limits
+//! (`crate::peer::trustline`).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use channel_modules::store::{Direction, TransferId};
-
-use crate::config::legacy::ConfigError;
+use super::legacy::ConfigError;
 
 /// Default [`PrepareLimits::max_hold`]: 60 s. ilp-connector (the connector of ILP Kit) held funds at most
 /// `CONNECTOR_MAX_HOLD_TIME`, 10 s by default, and ILP v1 senders asked for 5 s at the destination
@@ -86,97 +83,9 @@ impl PrepareLimits {
     }
 }
 
-/// The IDs of one trustline's prepared transfers, per direction: what
-/// [`PrepareLimits::max_prepared_transfers`] counts. A transfer is added before it is prepared in the log (so
-/// racing Prepares cannot pass the cap together) and removed when it is finished, or when preparing it failed.
-#[derive(Debug, Default)]
-pub(crate) struct PreparedSet {
-    incoming: HashSet<TransferId>,
-    outgoing: HashSet<TransferId>,
-}
-
-/// What [`PreparedSet::reserve`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reservation {
-    /// The ID was added: release it if the transfer is not prepared after all.
-    New,
-    /// The ID was there already (a repeated Prepare): the log decides, nothing to release.
-    Known,
-    /// The cap is reached: refuse.
-    Full,
-}
-
-impl PreparedSet {
-    fn side(&mut self, direction: Direction) -> &mut HashSet<TransferId> {
-        match direction {
-            Direction::Incoming => &mut self.incoming,
-            Direction::Outgoing => &mut self.outgoing,
-        }
-    }
-
-    /// Makes room for transfer `id` in `direction` unless `cap` transfers are there already.
-    pub(crate) fn reserve(
-        &mut self,
-        direction: Direction,
-        id: TransferId,
-        cap: usize,
-    ) -> Reservation {
-        let side = self.side(direction);
-        if side.contains(&id) {
-            Reservation::Known
-        } else if side.len() >= cap {
-            Reservation::Full
-        } else {
-            side.insert(id);
-            Reservation::New
-        }
-    }
-
-    /// Adds a transfer found prepared in the log (at start; the cap is not checked: transfers prepared before
-    /// a lower cap was configured still count, and new ones wait until they are finished).
-    pub(crate) fn insert(&mut self, direction: Direction, id: TransferId) {
-        self.side(direction).insert(id);
-    }
-
-    /// Forgets transfer `id` (finished, or not prepared after all).
-    pub(crate) fn release(&mut self, id: &TransferId) {
-        self.incoming.remove(id);
-        self.outgoing.remove(id);
-    }
-
-    /// Number of prepared transfers in `direction`.
-    pub(crate) fn len(&self, direction: Direction) -> usize {
-        match direction {
-            Direction::Incoming => self.incoming.len(),
-            Direction::Outgoing => self.outgoing.len(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_reservation_is_refused_at_the_cap_and_a_repeat_is_not_counted_twice() {
-        let mut set = PreparedSet::default();
-        let id = |n: u8| TransferId([n; 16]);
-        assert_eq!(set.reserve(Direction::Incoming, id(1), 2), Reservation::New);
-        assert_eq!(
-            set.reserve(Direction::Incoming, id(1), 2),
-            Reservation::Known
-        );
-        assert_eq!(set.reserve(Direction::Incoming, id(2), 2), Reservation::New);
-        assert_eq!(
-            set.reserve(Direction::Incoming, id(3), 2),
-            Reservation::Full
-        );
-        // The other direction has its own cap.
-        assert_eq!(set.reserve(Direction::Outgoing, id(3), 2), Reservation::New);
-        set.release(&id(1));
-        assert_eq!(set.len(Direction::Incoming), 1);
-        assert_eq!(set.reserve(Direction::Incoming, id(3), 2), Reservation::New);
-    }
 
     #[test]
     fn zero_limits_are_refused_by_name() {
