@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ilp_bridge::se::amount::Scaled;
-use ilp_bridge::se::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
-use ilp_bridge::se::store::{MemorySeStore, RocksSeStore, SeStore};
-use ilp_bridge::se::{start, SeConfig, SeHandle};
+use ilp_bridge::settlement::amount::Scaled;
+use ilp_bridge::settlement::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
+use ilp_bridge::settlement::store::{MemorySeStore, RocksSeStore, SeStore};
+use ilp_bridge::settlement::{start, SeConfig, SeHandle};
 use ilp_bridge::store::Db;
 use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
 use tokio::net::TcpListener;

@@ -449,7 +449,7 @@ impl ContextHost for StagingHost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::se::store::MemorySeStore;
+    use crate::settlement::store::MemorySeStore;
 
     const PROVEN: IdentityOrigin = IdentityOrigin::Proven;
     const CONFIGURED: IdentityOrigin = IdentityOrigin::Configured;
@@ -464,7 +464,7 @@ mod tests {
     async fn engine_accounts_and_trustlines_of_one_database_share_the_registry(
     ) -> Result<(), Box<dyn std::error::Error>> {
         use crate::peer::host::NodeIdentities;
-        use crate::se::store::RocksSeStore;
+        use crate::settlement::store::RocksSeStore;
 
         let dir = tempfile::tempdir()?;
         let db = Db::open(dir.path())?;
@@ -496,7 +496,7 @@ mod tests {
     async fn identities_of_peers_no_longer_configured_are_released(
     ) -> Result<(), Box<dyn std::error::Error>> {
         use crate::peer::host::NodeIdentities;
-        use crate::se::store::RocksSeStore;
+        use crate::settlement::store::RocksSeStore;
 
         let dir = tempfile::tempdir()?;
         let db = Db::open(dir.path())?;

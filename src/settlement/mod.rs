@@ -15,7 +15,7 @@
 //! * [`client`]: calls to the connector (credits, messages); [`wire`]: engine-to-engine messages;
 //! * [`config`]: [`SeConfig`]. Entry points: [`run`] (binds from the config) and [`start`] (caller binds).
 //!
-//! The OpenAPI document of both APIs is `src/se/openapi.yaml` ([`admin::OPENAPI_YAML`]).
+//! The OpenAPI document of both APIs is `src/settlement/openapi.yaml` ([`admin::OPENAPI_YAML`]).
 
 pub mod admin;
 pub mod amount;
