@@ -24,9 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use harness_common::{closed_loop, fail, print_json, Args, LoadPoint};
+use ilp_bridge::config::settlement::SeConfig;
 use ilp_bridge::settlement::host::{ModuleLogs, RocksModuleLogs};
 use ilp_bridge::settlement::store::{RocksSeStore, SeStore};
-use ilp_bridge::settlement::{self, SeConfig, SeHandle};
+use ilp_bridge::settlement::{self, SeHandle};
 use ilp_bridge::store::Db;
 use ilp_bridge::testing::mock_connector::MockConnector;
 

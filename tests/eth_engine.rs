@@ -24,8 +24,8 @@ use eth_common::{
     address, anvil, chain_start, fees, foreign_and_misdirected, mine_pending, module_options,
     pending_from, sent_by, wait_until, EthBoxError, GWEI, PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
 };
-use ilp_bridge::settlement::amount::Scaled;
 use ilp_bridge::settlement::host::{ModuleLogs, RocksModuleLogs};
+use ilp_bridge::settlement::quantity::Scaled;
 use ilp_bridge::store::Db;
 use num_bigint::BigUint;
 use se_common::{post_message_once_set_up, start_pair, stop_all, url, value_eq, Backing, Side};

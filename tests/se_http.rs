@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::node::NodeConfig;
+use ilp_bridge::config::settlement::SeConfig;
 use ilp_bridge::settlement::http::{
     serve, HttpLimits, ADMIN_MAX_CONCURRENT_REQUESTS, BODY_READ_TIMEOUT,
     ENGINE_MAX_CONCURRENT_REQUESTS, HEADER_READ_TIMEOUT,
 };
-use ilp_bridge::settlement::{start, SeConfig, SeHandle};
+use ilp_bridge::settlement::{start, SeHandle};
 use ilp_bridge::testing::mock_connector::MockConnector;
 use se_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use channel_modules::store::{StoreError, TransferRecord};
 use channel_modules::{ChannelContext, ChannelModule, Claim, IncomingCredit, ModuleError};
+use ilp_bridge::config::settlement::SeConfig;
 use ilp_bridge::settlement::api;
 use ilp_bridge::settlement::engine::{Engine, EngineError, ModuleFactory};
 use ilp_bridge::settlement::host::MemoryModuleLogs;
 use ilp_bridge::settlement::store::{Family, MemorySeStore, SeBatch, SeStore, SeTicket};
-use ilp_bridge::settlement::SeConfig;
 use num_bigint::BigUint;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

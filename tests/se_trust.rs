@@ -6,8 +6,8 @@ mod se_common;
 
 use std::time::Duration;
 
-use ilp_bridge::settlement::amount::Scaled;
-use ilp_bridge::settlement::SeConfig;
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::quantity::Scaled;
 use ilp_bridge::testing::mock_connector::MockConnector;
 use se_common::*;
 

@@ -27,7 +27,7 @@
 //! # ... or verbatim as JSON text
 //! options_json = '{"server":"btp+ws://:secret@127.0.0.1:4196","maxBalance":"1000000"}'
 //!
-//! [settlement-engine]                 # optional: run the RFC 38 engine (see `settlement::config::SeConfig`)
+//! [settlement-engine]                 # optional: run the RFC 38 engine (see `settlement::SeConfig`)
 //! listen = "127.0.0.1:3000"
 //! connector = "http://127.0.0.1:7771"
 //! module = "trustline"
@@ -40,9 +40,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use super::settlement::SeConfig;
 use crate::peer::limits::PrepareLimits;
 use crate::peer::routing::{Rate, RoutingConfig};
-use crate::settlement::config::SeConfig;
 
 /// Default data folder, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "ilp-bridge-data";

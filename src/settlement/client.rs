@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::StatusCode;
 
-use super::amount::Quantity;
+use super::quantity::Quantity;
 
 /// Timeout of one credit call.
 pub const CREDIT_TIMEOUT: Duration = Duration::from_secs(30);

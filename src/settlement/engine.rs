@@ -37,15 +37,15 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::amount::{convert_with_leftover, parse_quantity, Quantity, QuantityError, Scaled};
 use super::client::{ClientError, ConnectorClient, CreditOutcome};
-use super::config::SeConfig;
 use super::host::{AccountHost, ModuleLogs, StagingHost};
+use super::quantity::{convert_with_leftover, parse_quantity, Quantity, QuantityError, Scaled};
 use super::store::{
     decode, keys, AccountRecord, CreditRecord, CreditStatus, Family, HistoryRecord,
     IdempotencyRecord, IncomingRecord, OutgoingRecord, QueuedRequest, SeBatch, SeStore, SentRecord,
 };
 use super::wire::{self, Message};
+use crate::config::settlement::SeConfig;
 
 /// Longest account ID, in bytes.
 pub const ACCOUNT_ID_MAX_BYTES: usize = 128;

@@ -40,6 +40,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::api::{Problem, MESSAGE_BODY_MAX_BYTES};
+use crate::config::settlement::SeConfig;
 
 /// Longest a client may take to send a request head (request line and headers), and longest a kept-alive
 /// connection may sit idle before its next request: 10 s. A connector writes a head at once; a client slower
@@ -110,7 +111,7 @@ impl HttpLimits {
 
 /// Connections the engine's servers may hold open at once with `config`: the engine API's, plus the admin
 /// API's when it runs (it runs only with an `admin_token`). The node's file descriptor budget keeps these.
-pub fn connections_needed(config: &super::SeConfig) -> usize {
+pub fn connections_needed(config: &SeConfig) -> usize {
     let admin = if config.admin_token.is_some() {
         HttpLimits::ADMIN.max_connections
     } else {

@@ -9,22 +9,21 @@
 //! * [`engine`]: the core (accounts, idempotency, the settle and credit workers, the operator view);
 //! * [`api`]: the RFC 38 HTTP API the connector calls; [`admin`]: the operator API; [`http`]: what both servers
 //!   share (the accept loop with its timeouts and concurrency limits, the bearer-token check);
-//! * [`amount`]: Quantities of any precision, scale conversion with leftovers;
+//! * [`quantity`]: Quantities of any precision, scale conversion with leftovers;
 //! * [`store`]: the durable state ([`store::SeStore`]) and its key layout;
 //! * [`host`]: the engine-mode `ContextHost` a module runs on;
 //! * [`client`]: calls to the connector (credits, messages); [`wire`]: engine-to-engine messages;
-//! * [`config`]: [`SeConfig`]. Entry points: [`run`] (binds from the config) and [`start`] (caller binds).
+//! * configuration: [`SeConfig`] (in `crate::config::settlement`). Entry points: [`run`] (binds from the config) and [`start`] (caller binds).
 //!
 //! The OpenAPI document of both APIs is `src/settlement/openapi.yaml` ([`admin::OPENAPI_YAML`]).
 
 pub mod admin;
-pub mod amount;
 pub mod api;
 pub mod client;
-pub mod config;
 pub mod engine;
 pub mod host;
 pub mod http;
+pub mod quantity;
 pub mod store;
 pub mod wire;
 
@@ -36,9 +35,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::SeConfig;
 pub use engine::{Engine, EngineError};
 
+use crate::config::settlement::SeConfig;
 use crate::store::Db;
 use host::{ModuleLogs, RocksModuleLogs};
 use store::{RocksSeStore, SeStore};

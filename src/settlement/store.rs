@@ -33,7 +33,7 @@ use channel_modules::sync::lock;
 use num_bigint::BigUint;
 use serde::{Deserialize, Serialize};
 
-use super::amount::{decimal_string, Scaled};
+use super::quantity::{decimal_string, Scaled};
 use crate::store::Db;
 
 /// Prefix of every settlement-engine key.

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::settlement::amount::{parse_quantity, Scaled};
+use crate::settlement::quantity::{parse_quantity, Scaled};
 
 /// Timeout of one settle request (interledger-rs `SettlementClient`).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -399,7 +399,7 @@ impl MockConnector {
         if total.scale <= scale {
             return total.upscale(scale);
         }
-        let d = crate::settlement::amount::pow10(total.scale - scale);
+        let d = crate::settlement::quantity::pow10(total.scale - scale);
         let (q, r) = num_integer::Integer::div_rem(&total.amount, &d);
         num_traits::Zero::is_zero(&r).then_some(q)
     }

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::legacy::ConfigError;
-use crate::config::redact::{OptionNames, SecretSet, UrlWithoutPassword};
+use super::legacy::ConfigError;
+use super::redact::{OptionNames, SecretSet, UrlWithoutPassword};
 
 /// Default engine API address (settlement-core and the Ethereum engine use port 3000).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
