@@ -435,7 +435,7 @@ impl ContextHost for CrashedHost {
         origin: channel_modules::context::IdentityOrigin,
     ) -> Result<(), ModuleError> {
         // B's engine-wide registry survives the crash: claims go to its store, as the engine's host does.
-        ilp_bridge::settlement::host::claim_identity_in(
+        ilp_bridge::settlement::identity::claim_identity_in(
             &self.se_store,
             identity,
             &self.account,

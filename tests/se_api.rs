@@ -502,7 +502,7 @@ async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
 #[tokio::test]
 async fn the_operator_settles_a_contested_identity() -> TestResult {
     use channel_modules::context::IdentityOrigin;
-    use ilp_bridge::settlement::host::claim_identity_in;
+    use ilp_bridge::settlement::identity::claim_identity_in;
 
     let mock = MockConnector::start().await?;
     let backing = Backing::memory();

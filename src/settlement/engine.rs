@@ -1295,7 +1295,7 @@ impl Engine {
 
     /// `GET /identities` (admin): every ledger identity the engine's accounts hold or contest.
     pub fn identities(&self) -> Result<Vec<IdentityView>, EngineError> {
-        let records = super::host::identity_records_in(self.inner.store.as_ref())
+        let records = super::identity::identity_records_in(self.inner.store.as_ref())
             .map_err(identity_store_error)?;
         Ok(records
             .into_iter()
@@ -1318,7 +1318,7 @@ impl Engine {
         self.account(id)?;
         // Only an identity some account claimed: a mistyped one (an Ethereum address in mixed case, say) would
         // otherwise be recorded, answered 204, and settle nothing.
-        if super::host::identity_record_in(self.inner.store.as_ref(), identity)
+        if super::identity::identity_record_in(self.inner.store.as_ref(), identity)
             .map_err(identity_store_error)?
             .is_none()
         {
@@ -1326,7 +1326,7 @@ impl Engine {
                 "no account holds or contests {identity:?}; use an identity exactly as GET /identities lists it"
             )));
         }
-        super::host::assign_identity_in(self.inner.store.as_ref(), identity, id)
+        super::identity::assign_identity_in(self.inner.store.as_ref(), identity, id)
             .await
             .map_err(identity_store_error)
     }

@@ -23,6 +23,7 @@ pub mod client;
 pub mod engine;
 pub mod host;
 pub mod http;
+pub mod identity;
 pub mod quantity;
 pub mod store;
 pub mod wire;
