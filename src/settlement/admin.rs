@@ -20,8 +20,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use super::api::Problem;
-use super::engine::{AccountView, AlertView, Engine, EngineError, HistoryView, IdentityView};
+use super::engine::Engine;
+use super::error::EngineError;
 use super::http::{require_bearer, BearerToken};
+use super::views::{AccountView, AlertView, HistoryView, IdentityView};
 
 /// The OpenAPI document of the engine and admin APIs.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");

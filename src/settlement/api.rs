@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 
-use super::engine::{Engine, EngineError};
+use super::engine::Engine;
+use super::error::EngineError;
 
 /// Largest body of `POST /accounts` and settle requests, in bytes.
 pub const JSON_BODY_MAX_BYTES: usize = 4 * 1024;

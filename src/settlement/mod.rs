@@ -17,16 +17,25 @@
 //!
 //! The OpenAPI document of both APIs is `src/settlement/openapi.yaml` ([`admin::OPENAPI_YAML`]).
 
+mod account;
 pub mod admin;
 pub mod api;
 pub mod client;
 pub mod engine;
+pub mod error;
 pub mod host;
 pub mod http;
+mod idempotency;
 pub mod identity;
+mod incoming;
+mod lifecycle;
+mod purge;
 pub mod quantity;
+mod settle;
 pub mod store;
+pub mod views;
 pub mod wire;
+mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +45,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use engine::{Engine, EngineError};
+pub use engine::Engine;
+pub use error::EngineError;
 
 use crate::config::settlement::SeConfig;
 use crate::store::Db;
