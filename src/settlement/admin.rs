@@ -21,7 +21,6 @@ use axum::{Json, Router};
 
 use super::api::Problem;
 use super::engine::Engine;
-use super::error::EngineError;
 use super::http::{require_bearer, BearerToken};
 use super::views::{AccountView, AlertView, HistoryView, IdentityView};
 
@@ -113,7 +112,10 @@ async fn assign_identity(
     body: axum::body::Bytes,
 ) -> Result<StatusCode, Problem> {
     let assignment: Assignment = serde_json::from_slice(&body).map_err(|e| {
-        EngineError::BadRequest(format!("body must be {{\"account\": \"<id>\"}}: {e}"))
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {{\"account\": \"<id>\"}}: {e}"),
+        )
     })?;
     s.engine
         .assign_identity(&identity, &assignment.account)

@@ -65,12 +65,19 @@ impl IntoResponse for Problem {
 impl From<EngineError> for Problem {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::BadRequest(_) | EngineError::Refused(_) => {
-                Problem::new(StatusCode::BAD_REQUEST, e.to_string())
-            }
+            EngineError::BadRequest(_)
+            | EngineError::Quantity(_)
+            | EngineError::Message(_)
+            | EngineError::UnknownMessage(_)
+            | EngineError::Refused(_) => Problem::new(StatusCode::BAD_REQUEST, e.to_string()),
             EngineError::AccountNotFound(_) => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
             EngineError::KeyConflict(_) => Problem::new(StatusCode::CONFLICT, e.to_string()),
-            EngineError::Unavailable(_) => {
+            EngineError::Unavailable(_)
+            | EngineError::Module(_)
+            | EngineError::DisconnectFailed { .. }
+            | EngineError::KeptAccountUnreadable { .. }
+            | EngineError::Task { .. }
+            | EngineError::Encode(_) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             EngineError::Store(error) => {

@@ -108,10 +108,13 @@ impl Engine {
         logs: Arc<dyn ModuleLogs>,
         modules: ModuleFactory,
     ) -> Result<Engine, EngineError> {
-        modules(&config.module, &config.module_options)
-            .map_err(|e| EngineError::Config(format!("module {:?}: {e}", config.module)))?;
-        let client = ConnectorClient::new(&config.connector)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        modules(&config.module, &config.module_options).map_err(|source| {
+            EngineError::ModuleConfig {
+                module: config.module.clone(),
+                source,
+            }
+        })?;
+        let client = ConnectorClient::new(&config.connector)?;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             config,

@@ -26,7 +26,7 @@ impl Engine {
         if body.is_empty() {
             return Ok(Vec::new());
         }
-        let msg = wire::parse(&body).map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        let msg = wire::parse(&body)?;
         match msg {
             Message::Claim(claim) => self.handle_claim(&acct, claim).await,
             Message::Rpc { method, args } => {
@@ -39,9 +39,7 @@ impl Engine {
             Message::Other { kind, body } => {
                 match acct.module.handle_rpc(&acct.ctx, &kind, body).await {
                     Ok(v) => Ok(v.to_string().into_bytes()),
-                    Err(ModuleError::UnknownMethod(_)) => Err(EngineError::BadRequest(format!(
-                        "unknown message type {kind:?}"
-                    ))),
+                    Err(ModuleError::UnknownMethod(_)) => Err(EngineError::UnknownMessage(kind)),
                     Err(e) => Err(EngineError::Refused(e)),
                 }
             }
@@ -77,7 +75,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(account = %acct.id, error = %e, "incoming claim failed");
-                return Err(EngineError::Unavailable(e.to_string()));
+                return Err(EngineError::Module(e));
             }
         };
         let Some(credit) = credit else {

@@ -110,11 +110,7 @@ impl Engine {
         }
         *lock(&acct.accepted) = accepted;
         *lock(&acct.out) = out;
-        *acct
-            .incoming
-            .try_lock()
-            .map_err(|_| EngineError::Config("account state locked during load".to_owned()))? =
-            incoming.clone();
+        *acct.incoming.try_lock()? = incoming.clone();
         *lock(&acct.incoming_view) = incoming;
         *lock(&acct.queue) = queued;
         {
@@ -154,8 +150,12 @@ impl Engine {
         trackers: Vec<(String, MaxValue)>,
     ) -> Result<Arc<Account>, EngineError> {
         let cfg = &self.inner.config;
-        let module = (self.inner.modules)(&cfg.module, &cfg.module_options)
-            .map_err(|e| EngineError::Config(format!("module {:?}: {e}", cfg.module)))?;
+        let module = (self.inner.modules)(&cfg.module, &cfg.module_options).map_err(|source| {
+            EngineError::ModuleConfig {
+                module: cfg.module.clone(),
+                source,
+            }
+        })?;
         let host = Arc::new(AccountHost::new(
             id,
             Arc::clone(&self.inner.store),
@@ -252,10 +252,10 @@ impl Engine {
                 if let Some(kept) = broken.get_mut(id) {
                     kept.reloading = false;
                 }
-                Err(EngineError::Unavailable(format!(
-                    "account {id} was kept by a failed delete but cannot be read back from the store \
-                     (retried in the background): {error}"
-                )))
+                Err(EngineError::KeptAccountUnreadable {
+                    account: id.to_owned(),
+                    source: Box::new(error),
+                })
             }
         }
     }
@@ -317,7 +317,10 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move { engine.create_account_inner(id).await })
             .await
-            .map_err(|e| EngineError::Unavailable(format!("create task failed: {e}")))?
+            .map_err(|source| EngineError::Task {
+                task: "create",
+                source,
+            })?
     }
 
     async fn create_account_inner(&self, id: Option<String>) -> Result<String, EngineError> {
@@ -365,7 +368,10 @@ impl Engine {
         let id = id.to_owned();
         tokio::spawn(async move { engine.delete_account_inner(&id).await })
             .await
-            .map_err(|e| EngineError::Unavailable(format!("delete task failed: {e}")))?
+            .map_err(|source| EngineError::Task {
+                task: "delete",
+                source,
+            })?
     }
 
     async fn delete_account_inner(&self, id: &str) -> Result<(), EngineError> {
@@ -413,16 +419,16 @@ impl Engine {
                         },
                     );
                     self.spawn_reload(id);
-                    return Err(EngineError::Unavailable(format!(
-                        "module disconnect failed, account kept: {error}; reading the account back from the \
-                         store failed too ({reload_error}): it answers 503 until a retry (on every call and \
-                         in the background) succeeds"
-                    )));
+                    return Err(EngineError::DisconnectFailed {
+                        source: error,
+                        reload: Some(Box::new(reload_error)),
+                    });
                 }
             }
-            return Err(EngineError::Unavailable(format!(
-                "module disconnect failed, account kept: {error}"
-            )));
+            return Err(EngineError::DisconnectFailed {
+                source: error,
+                reload: None,
+            });
         }
         let view = self.view(&acct);
         if view.queued.amount != "0" || view.in_flight.amount != "0" || !view.uncredited.is_empty()

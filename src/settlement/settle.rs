@@ -33,7 +33,10 @@ impl Engine {
         let id = id.to_owned();
         tokio::spawn(async move { engine.accept_settlement_inner(&id, key, &body).await })
             .await
-            .map_err(|e| EngineError::Unavailable(format!("settle task failed: {e}")))?
+            .map_err(|source| EngineError::Task {
+                task: "settle",
+                source,
+            })?
     }
 
     async fn accept_settlement_inner(
@@ -55,8 +58,7 @@ impl Engine {
             )));
         }
         let quantity = amount.to_quantity();
-        let response_body = serde_json::to_string(&quantity)
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let response_body = serde_json::to_string(&quantity).map_err(EngineError::Encode)?;
         let Some(key) = key else {
             self.enqueue(&acct, None, amount, None).await?;
             return Ok((201, response_body));

@@ -272,7 +272,7 @@ const IDENTITY_MAX_BYTES: usize = 256;
 fn identity_store_error(e: ModuleError) -> EngineError {
     match e {
         ModuleError::Store(e) => EngineError::Store(e),
-        other => EngineError::Unavailable(other.to_string()),
+        other => EngineError::Module(other),
     }
 }
 

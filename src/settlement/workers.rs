@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use channel_modules::store::StoreError;
 use channel_modules::sync::lock;
+use channel_modules::ModuleError;
 use num_bigint::BigUint;
 use rand::Rng;
 use tokio::sync::{watch, Notify};
@@ -84,8 +85,29 @@ pub(super) async fn settle_worker(engine: Engine, acct: Arc<Account>) {
     }
 }
 
+/// Why a pass of the settle path failed. The message is what the operator view shows as the account's last
+/// error (and what the outgoing record keeps).
+#[derive(Debug, thiserror::Error)]
+enum SettleError {
+    /// The module's `connect` failed.
+    #[error("module setup failed: {0}")]
+    Setup(#[source] ModuleError),
+    /// Writing the settle path's state failed.
+    #[error("store: {0}")]
+    Store(#[source] StoreError),
+    /// A record of the settle path could not be encoded.
+    #[error(transparent)]
+    Record(StoreError),
+    /// The module could not make a claim for the total.
+    #[error("module could not make a claim: {0}")]
+    Claim(#[source] ModuleError),
+    /// The claim could not be sent to the peer's engine.
+    #[error("sending the claim failed: {0}")]
+    Send(#[source] ClientError),
+}
+
 /// One pass of the settle path: setup, take the queue, send a claim for the cumulative total.
-async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), String> {
+async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleError> {
     let store = &engine.inner.store;
     let connected = lock(&acct.status).connected;
     if !connected {
@@ -97,9 +119,9 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), String>
                 tracing::info!(account = %acct.id, module = acct.module.name(), "module connected");
             }
             Err(e) => {
-                let msg = format!("module setup failed: {e}");
-                lock(&acct.status).connect_error = Some(msg.clone());
-                return Err(msg);
+                let error = SettleError::Setup(e);
+                lock(&acct.status).connect_error = Some(error.to_string());
+                return Err(error);
             }
         }
     }
@@ -143,7 +165,7 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), String>
             let newer = std::mem::take(&mut *q);
             *q = taken;
             q.extend(newer);
-            return Err(format!("store: {e}"));
+            return Err(SettleError::Store(e));
         }
         *lock(&acct.out) = out;
         for h in hist {
@@ -177,18 +199,18 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), String>
             };
             batch
                 .put_json(Family::Main, keys::sent(&acct.id, seq), &sent)
-                .map_err(|e| e.to_string())?;
+                .map_err(SettleError::Record)?;
             Ok(sent)
         }
         Err(e) => {
             out.attempts = out.attempts.saturating_add(1);
-            out.last_error = Some(e.clone());
+            out.last_error = Some(e.to_string());
             Err(e)
         }
     };
     batch
         .put_json(Family::Main, keys::outgoing(&acct.id), &out)
-        .map_err(|e| e.to_string())?;
+        .map_err(SettleError::Record)?;
     let written = match store.submit(batch) {
         Ok(t) => t.await,
         Err(e) => Err(e),
@@ -200,7 +222,7 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), String>
         Ok(sent) => {
             tracing::info!(account = %acct.id, total = %sent.total, claim_id = %sent.claim_id, "settlement sent");
             push_bounded(&acct.sent, sent);
-            written.map_err(|e| format!("store: {e}"))
+            written.map_err(SettleError::Store)
         }
         Err(e) => Err(e),
     }
@@ -211,12 +233,12 @@ async fn send_claim(
     engine: &Engine,
     acct: &Arc<Account>,
     total: &BigUint,
-) -> Result<String, String> {
+) -> Result<String, SettleError> {
     let claim = acct
         .module
         .create_outgoing_claim(&acct.ctx, total)
         .await
-        .map_err(|e| format!("module could not make a claim: {e}"))?;
+        .map_err(SettleError::Claim)?;
     let fallback = total.to_string();
     let Some(claim) = claim else {
         // Payment modules settle on the ledger and have nothing to send.
@@ -228,7 +250,7 @@ async fn send_claim(
         .client
         .send_message(&acct.id, wire::claim_message(&claim))
         .await
-        .map_err(|e| format!("sending the claim failed: {e}"))?;
+        .map_err(SettleError::Send)?;
     Ok(id)
 }
 
@@ -293,7 +315,6 @@ async fn credit_due(engine: &Engine, acct: &Arc<Account>) {
             }
             Ok(CreditOutcome::UnknownAccount) | Err(_) => {
                 let msg = match outcome {
-                    Err(ClientError::Transport(e)) => format!("connector unreachable: {e}"),
                     Err(e) => e.to_string(),
                     _ => "connector does not know the account yet (404)".to_owned(),
                 };
