@@ -190,12 +190,13 @@ async fn open(store: &FlakyStore, knobs: &Knobs) -> Result<Engine, BoxError> {
             knobs: knobs.clone(),
         }) as Arc<dyn ChannelModule>)
     });
-    Ok(Engine::open_with_modules(
+    Ok(Engine::builder(
         config(),
         Arc::new(store.clone()),
         Arc::new(MemoryModuleLogs::new()),
-        modules,
     )
+    .modules(modules)
+    .open()
     .await?)
 }
 

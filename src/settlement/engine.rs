@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
+use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::sync::lock;
 use channel_modules::trustline::{TrustlineModule, TRUSTLINE_MODULE_NAME};
 use channel_modules::{build_module, ChannelModule, ModuleError};
@@ -24,16 +25,8 @@ use super::purge::purge_task;
 use super::store::SeStore;
 use crate::config::settlement::SeConfig;
 
-/// The wall-clock time in milliseconds since the Unix epoch, as the engine's records hold it.
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Builds a channel module from its configured name and options; [`Engine::open`] uses [`engine_module`] (the
-/// stock modules), [`Engine::open_with_modules`] takes another.
+/// stock modules), [`EngineBuilder::modules`] takes another.
 pub type ModuleFactory = Arc<
     dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn ChannelModule>, ModuleError> + Send + Sync,
 >;
@@ -59,6 +52,8 @@ pub(super) struct Inner {
     pub(super) logs: Arc<dyn ModuleLogs>,
     pub(super) client: ConnectorClient,
     pub(super) modules: ModuleFactory,
+    /// Where every time the engine records or compares comes from.
+    pub(super) clock: Arc<dyn Clock>,
     /// The running accounts, by ID.
     pub(super) accounts: RwLock<HashMap<String, Arc<Account>>>,
     /// Accounts kept by a failed delete whose state could not be read back from the store (see
@@ -90,51 +85,41 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Loads the engine's state from `store` and starts every account's workers. Must run inside a tokio
-    /// runtime. The module named in `config` is checked by building it once.
+    /// Loads the engine's state from `store` and starts every account's workers, with the stock modules and
+    /// the system clock. Must run inside a tokio runtime. The module named in `config` is checked by building
+    /// it once.
     pub async fn open(
         config: SeConfig,
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,
     ) -> Result<Engine, EngineError> {
-        Engine::open_with_modules(config, store, logs, Arc::new(engine_module)).await
+        Engine::builder(config, store, logs).open().await
     }
 
-    /// [`Engine::open`] with the accounts' modules built by `modules` (from `config.module` and
-    /// `config.module_options`) instead of the stock [`engine_module`]: for modules outside this workspace.
-    pub async fn open_with_modules(
+    /// An engine to open with other modules or another clock than [`Engine::open`]'s.
+    pub fn builder(
         config: SeConfig,
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,
-        modules: ModuleFactory,
-    ) -> Result<Engine, EngineError> {
-        modules(&config.module, &config.module_options).map_err(|source| {
-            EngineError::ModuleConfig {
-                module: config.module.clone(),
-                source,
-            }
-        })?;
-        let client = ConnectorClient::new(&config.connector)?;
-        let (shutdown, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
+    ) -> EngineBuilder {
+        EngineBuilder {
             config,
             store,
             logs,
-            client,
-            modules,
-            accounts: RwLock::new(HashMap::new()),
-            broken: Mutex::new(HashMap::new()),
-            create_lock: tokio::sync::Mutex::new(()),
-            idem: IdemCache::new(),
-            seq: AtomicU64::new(1),
-            shutdown,
-            tasks: Mutex::new(Vec::new()),
-        });
-        let engine = Engine { inner };
-        engine.load()?;
-        let purge = tokio::spawn(purge_task(engine.clone()));
-        lock(&engine.inner.tasks).push(purge);
-        Ok(engine)
+            modules: Arc::new(engine_module),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The engine clock's time in milliseconds since the Unix epoch, as the engine's records hold it (0 before
+    /// the epoch).
+    pub(super) fn now_ms(&self) -> u64 {
+        self.inner
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     /// A sequence number above every one used before.
@@ -168,5 +153,130 @@ impl Engine {
             h.abort();
             let _ = h.await;
         }
+    }
+}
+
+/// Opens an [`Engine`] (see [`Engine::builder`]): the stock modules and the system clock unless told otherwise.
+pub struct EngineBuilder {
+    config: SeConfig,
+    store: Arc<dyn SeStore>,
+    logs: Arc<dyn ModuleLogs>,
+    modules: ModuleFactory,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Builds the accounts' modules with `modules` (from `config.module` and `config.module_options`) instead
+    /// of the stock [`engine_module`]: for modules outside this workspace.
+    pub fn modules(mut self, modules: ModuleFactory) -> Self {
+        self.modules = modules;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock, for the engine's records and its modules.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Loads the engine's state from the store and starts every account's workers. Must run inside a tokio
+    /// runtime. The configured module is checked by building it once.
+    pub async fn open(self) -> Result<Engine, EngineError> {
+        let EngineBuilder {
+            config,
+            store,
+            logs,
+            modules,
+            clock,
+        } = self;
+        modules(&config.module, &config.module_options).map_err(|source| {
+            EngineError::ModuleConfig {
+                module: config.module.clone(),
+                source,
+            }
+        })?;
+        let client = ConnectorClient::new(&config.connector)?;
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            logs,
+            client,
+            modules,
+            clock,
+            accounts: RwLock::new(HashMap::new()),
+            broken: Mutex::new(HashMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+            idem: IdemCache::new(),
+            seq: AtomicU64::new(1),
+            shutdown,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let engine = Engine { inner };
+        engine.load()?;
+        let purge = tokio::spawn(purge_task(engine.clone()));
+        lock(&engine.inner.tasks).push(purge);
+        Ok(engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::settlement::host::MemoryModuleLogs;
+    use crate::settlement::store::MemorySeStore;
+
+    /// A clock stopped at one instant.
+    struct StoppedClock(SystemTime);
+
+    impl Clock for StoppedClock {
+        fn now(&self) -> SystemTime {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn the_engine_stamps_its_records_with_the_clock_it_is_given(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // 2017-10-01T00:00:00Z: far from the system clock, so a record stamped by it would show.
+        const AT_MS: u64 = 1_506_816_000_000;
+        let engine = Engine::builder(
+            SeConfig::default(),
+            Arc::new(MemorySeStore::new()),
+            Arc::new(MemoryModuleLogs::new()),
+        )
+        .clock(Arc::new(StoppedClock(
+            UNIX_EPOCH + Duration::from_millis(AT_MS),
+        )))
+        .open()
+        .await?;
+        let id = engine.create_account(Some("acct".to_owned())).await?;
+        let body = Bytes::from_static(br#"{"amount":"1","scale":0}"#);
+        let (status, _) = engine
+            .accept_settlement(&id, Some("key".to_owned()), body)
+            .await?;
+        assert_eq!(status, 201);
+        assert_eq!(engine.account_view(&id)?.created_ms, AT_MS);
+        let accepted: Vec<u64> = engine
+            .account_history(&id)?
+            .settlements
+            .iter()
+            .map(|s| s.accepted_ms)
+            .collect();
+        assert_eq!(accepted, vec![AT_MS]);
+        engine.shutdown().await;
+        Ok(())
     }
 }

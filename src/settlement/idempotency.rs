@@ -10,7 +10,7 @@ use channel_modules::sync::lock;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::engine::{now_ms, Engine};
+use super::engine::Engine;
 use super::error::EngineError;
 use super::store::{decode, keys, IdempotencyRecord};
 
@@ -177,7 +177,7 @@ impl Engine {
             return Ok(None);
         };
         let rec: IdempotencyRecord = decode(&store_key, &bytes)?;
-        Ok((rec.last_ms + IDEMPOTENCY_TTL.as_millis() as u64 >= now_ms()).then_some(rec))
+        Ok((rec.last_ms + IDEMPOTENCY_TTL.as_millis() as u64 >= self.now_ms()).then_some(rec))
     }
 
     /// Number of idempotency keys held in memory (answered recently or being written).

@@ -11,7 +11,7 @@ use num_traits::Zero;
 use tokio::time::Instant;
 
 use super::account::{Account, PendingCredit};
-use super::engine::{now_ms, Engine};
+use super::engine::Engine;
 use super::error::EngineError;
 use super::host::StagingHost;
 use super::idempotency::credit_idempotency_key;
@@ -109,7 +109,7 @@ impl Engine {
                 status: CreditStatus::Pending,
                 attempts: 0,
                 last_error: None,
-                received_ms: now_ms(),
+                received_ms: self.now_ms(),
                 done_ms: None,
             };
             batch.put_json(Family::Pending, keys::credit(&acct.id, &key), &rec)?;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::account::{
     push_bounded, validate_account_id, AcceptedTotal, Account, PendingCredit, HISTORY_IN_MEMORY,
 };
-use super::engine::{now_ms, Engine};
+use super::engine::Engine;
 use super::error::EngineError;
 use super::host::AccountHost;
 use super::quantity::Scaled;
@@ -48,7 +48,7 @@ impl Engine {
             self.start_account(acct);
         }
         // Time-based floor as well, so sequence numbers keep growing even if old records were purged.
-        let floor = now_ms().saturating_mul(1000);
+        let floor = self.now_ms().saturating_mul(1000);
         self.inner
             .seq
             .store(max_seq.max(floor) + 1, Ordering::SeqCst);
@@ -161,6 +161,7 @@ impl Engine {
             Arc::clone(&self.inner.store),
             Arc::clone(&self.inner.logs),
             self.inner.client.clone(),
+            Arc::clone(&self.inner.clock),
             trackers,
         ));
         let ctx = ChannelContext::new(
@@ -335,7 +336,7 @@ impl Engine {
         }
         let rec = AccountRecord {
             id: id.clone(),
-            created_ms: now_ms(),
+            created_ms: self.now_ms(),
         };
         // An ID deleted earlier keeps its cumulative totals and module records (see `delete_account`), so
         // it resumes where it stopped instead of restarting from zero against a peer that did not.

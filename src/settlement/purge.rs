@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use channel_modules::sync::lock;
 
-use super::engine::{now_ms, Engine};
+use super::engine::Engine;
 use super::error::EngineError;
 use super::idempotency::{IdemEntry, IDEMPOTENCY_TTL};
 use super::store::{
@@ -24,7 +24,7 @@ const PURGE_PAGE: usize = 4096;
 impl Engine {
     /// Purges idempotency keys past [`IDEMPOTENCY_TTL`] and history past [`HISTORY_RETENTION`].
     pub async fn purge_expired(&self) -> Result<(), EngineError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let ttl = IDEMPOTENCY_TTL.as_millis() as u64;
         self.inner
             .idem

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::account::Account;
-use super::engine::{now_ms, Engine};
+use super::engine::Engine;
 use super::error::EngineError;
 use super::idempotency::{validate_idempotency_key, IdemEntry, IDEMPOTENCY_REFRESH};
 use super::quantity::{convert_with_leftover, parse_quantity, Scaled};
@@ -89,7 +89,7 @@ impl Engine {
                         if rec.input_hash != hash {
                             return Err(EngineError::KeyConflict(key));
                         }
-                        let now = now_ms();
+                        let now = self.now_ms();
                         let refresh = now.saturating_sub(rec.last_ms)
                             > IDEMPOTENCY_REFRESH.as_millis() as u64;
                         rec.last_ms = now;
@@ -132,7 +132,7 @@ impl Engine {
             // Another request with the same key is being written: wait for it, then look again.
             let _ = wait.wait_for(|done| *done).await;
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let rec = IdempotencyRecord {
             input_hash: hash,
             status: 201,
@@ -169,7 +169,7 @@ impl Engine {
             seq: self.next_seq(),
             key: key.clone(),
             amount,
-            accepted_ms: now_ms(),
+            accepted_ms: self.now_ms(),
         };
         let _gate = acct.gate.read().await;
         if acct.deleted.load(Ordering::SeqCst) {

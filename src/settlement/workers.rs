@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::account::{push_bounded, Account};
 use super::client::{ClientError, CreditOutcome};
-use super::engine::{now_ms, Engine};
+use super::engine::Engine;
 use super::error::EngineError;
 use super::quantity::convert_with_leftover;
 use super::store::{keys, CreditRecord, CreditStatus, Family, HistoryRecord, SeBatch, SentRecord};
@@ -78,7 +78,8 @@ pub(super) async fn settle_worker(engine: Engine, acct: Arc<Account>) {
                 );
                 failures = failures.saturating_add(1);
                 tracing::warn!(account = %acct.id, %error, retry_in_ms = d.as_millis() as u64, "settlement attempt failed");
-                lock(&acct.status).next_settle_retry_ms = Some(now_ms() + d.as_millis() as u64);
+                lock(&acct.status).next_settle_retry_ms =
+                    Some(engine.now_ms() + d.as_millis() as u64);
                 retry_in = Some(d);
             }
         }
@@ -195,7 +196,7 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleE
             let sent = SentRecord {
                 total: target.clone(),
                 claim_id,
-                sent_ms: now_ms(),
+                sent_ms: engine.now_ms(),
             };
             batch
                 .put_json(Family::Main, keys::sent(&acct.id, seq), &sent)
@@ -289,7 +290,7 @@ async fn credit_due(engine: &Engine, acct: &Arc<Account>) {
         let done = match outcome {
             Ok(CreditOutcome::Credited) => {
                 rec.status = CreditStatus::Credited;
-                rec.done_ms = Some(now_ms());
+                rec.done_ms = Some(engine.now_ms());
                 rec.last_error = None;
                 batch.delete(Family::Pending, pending_key);
                 let seq = engine.next_seq();
@@ -303,7 +304,7 @@ async fn credit_due(engine: &Engine, acct: &Arc<Account>) {
             }
             Ok(CreditOutcome::AlreadyUsed) => {
                 rec.status = CreditStatus::Conflict;
-                rec.done_ms = Some(now_ms());
+                rec.done_ms = Some(engine.now_ms());
                 rec.last_error =
                     Some("connector answered 409: idempotency key already used".to_owned());
                 tracing::error!(account = %acct.id, key = %rec.idempotency_key, amount = %rec.amount,

@@ -6,7 +6,7 @@
 //! * Transfer logs come from a [`ModuleLogs`] provider (RocksDB namespace `se/<acct>` in production, memory in
 //!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
 //! * RPCs are settlement messages `{"type":"rpc","method","args"}` sent through the connector to the peer engine.
-//! * The clock is the system clock.
+//! * The clock is the engine's.
 //! * Ledger identities go to the node's registry ([`super::identity`]).
 
 mod logs;
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use channel_modules::clock::Clock;
 use channel_modules::context::IdentityOrigin;
 use channel_modules::store::{MaxValue, MaxValueTracker, StoreError, TransferLog};
 use channel_modules::sync::lock;
@@ -38,6 +39,8 @@ pub struct AccountHost {
     store: Arc<dyn SeStore>,
     logs: Arc<dyn ModuleLogs>,
     client: ConnectorClient,
+    /// The engine's clock ([`ContextHost::now`]).
+    clock: Arc<dyn Clock>,
     trackers: Mutex<HashMap<String, Arc<SeTracker>>>,
 }
 
@@ -48,6 +51,7 @@ impl AccountHost {
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,
         client: ConnectorClient,
+        clock: Arc<dyn Clock>,
         loaded: Vec<(String, MaxValue)>,
     ) -> Self {
         let trackers = loaded
@@ -62,6 +66,7 @@ impl AccountHost {
             store,
             logs,
             client,
+            clock,
             trackers: Mutex::new(trackers),
         }
     }
@@ -104,7 +109,7 @@ impl ContextHost for AccountHost {
     }
 
     fn now(&self) -> SystemTime {
-        SystemTime::now()
+        self.clock.now()
     }
 
     async fn claim_identity(
