@@ -20,8 +20,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use super::api::Problem;
+use super::auth::{require_bearer, BearerToken};
 use super::engine::Engine;
-use super::http::{require_bearer, BearerToken};
 use super::views::{AccountView, AlertView, HistoryView, IdentityView};
 
 /// The OpenAPI document of the engine and admin APIs.

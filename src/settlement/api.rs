@@ -1,4 +1,4 @@
-//! The RFC 38 engine API (the connector calls it), on axum. Parse, call [`Engine`], map the error: the only
+//! The RFC 38 engine API (the connector calls it; docs/modern.md §1.4), on axum. Parse, call [`Engine`], map the error: the only
 //! place engine errors become HTTP statuses. Errors are RFC 7807 `application/problem+json`.
 //!
 //! | route | success |

@@ -1,8 +1,9 @@
-//! The accounting-system client: the two calls the engine makes to its connector (RFC 38 "Accounting API").
+//! The accounting-system client: the two calls the engine makes to its connector (RFC 38 "Accounting API",
+//! docs/modern.md §1.5).
 //!
 //! * credit: `POST {connector}/accounts/{id}/settlements` with an `Idempotency-Key` and a Quantity. Any 2xx is
-//!   success (interledger-rs answers the text `RECEIVED`, not a Quantity; spec §6 item 1); 409 means the key was
-//!   already used; 404 means the account is not known (yet). Retrying is the caller's job.
+//!   success (interledger-rs answers the text `RECEIVED`, not a Quantity: docs/modern.md §8, known issue 1); 409
+//!   means the key was already used; 404 means the account is not known (yet). Retrying is the caller's job.
 //! * message: `POST {connector}/accounts/{id}/messages`, octet-stream both ways; the connector relays it to the
 //!   peer's engine and returns its reply (interledger-rs: 201 with the bytes, 502 if the peer rejected).
 

@@ -1,7 +1,7 @@
 //! [`Engine`]: the settlement engine's core, a cheap handle on its accounts. The HTTP layers ([`super::api`],
-//! [`super::admin`]) only parse, call a method here and map the error. The engine's parts live beside it:
-//! accounts ([`super::account`]) and their lifecycle, settle requests, incoming messages, the workers, the
-//! operator views and the purge.
+//! [`super::admin`]) only parse, call a method here and map the error. The engine's parts live in the files
+//! beside this one (see [`crate::settlement`]); what ties them together is here: the state they share
+//! (`Inner`), opening ([`EngineBuilder`]), the clock and shutting down.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,6 @@
 //! Idempotency keys: a settle request's `Idempotency-Key` (checked, remembered with its answer, recent ones
 //! cached in memory in [`IdemCache`], the others read back from the store), and the key each incoming
-//! settlement is credited under ([`credit_idempotency_key`]).
+//! settlement is credited under ([`credit_idempotency_key`]). RFC 38's rules: docs/modern.md §1.9.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

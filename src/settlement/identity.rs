@@ -17,16 +17,16 @@ use channel_modules::ModuleError;
 
 use super::store::{Family, SeBatch, SeStore};
 
-/// Prefix of the ledger identity records: `se/pin/<identity>` → the [`IdentityRecord`] as JSON. A record that is a
-/// bare JSON string (the holding account) is a proven hold: databases of store format 1 (`meta/format`, see
-/// `crate::store::codec`) hold both forms. A node that runs a settlement
-/// engine and trustline peers on one database keeps one registry for both: trustline mode writes its records
-/// here too, its accounts named `peer:<name>` (engine account IDs never hold a `:`), so an identity held on one
-/// side is contested or refused on the other like between two accounts of one side.
+/// Prefix of the ledger identity records: `se/pin/<identity>` → the [`IdentityRecord`] as JSON. A record that is
+/// a bare JSON string (the holding account) is a proven hold: databases of store format 1 (`meta/format`, see
+/// `crate::store::codec`) hold both forms. A node that runs a settlement engine and trustline peers on one
+/// database keeps one registry for both: peer mode writes its records here too, its accounts named
+/// `peer:<name>` (engine account IDs never hold a `:`), so an identity held on one side is contested or refused
+/// on the other like between two accounts of one side.
 pub const IDENTITY_PIN_PREFIX: &str = "se/pin/";
 
 /// Orders identity claims (read, then write if needed) across every account of every engine in the process,
-/// and every trustline (trustline mode's registry, `crate::peer::host::NodeIdentities`, takes it too).
+/// and every trustline (peer mode's registry, `crate::peer::host::NodeIdentities`, takes it too).
 pub(crate) static IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The stored record of `identity` in `store`, if any.

@@ -217,9 +217,9 @@ impl Engine {
     }
 
     /// Tries again to read back an account a failed delete kept but could not read back (see
-    /// [`Engine::delete_account`]); starts it on success. [`EngineError::AccountNotFound`] for any other ID.
-    /// One reload per account at a time: a caller that finds one running gets [`EngineError::Unavailable`]
-    /// at once. The store is read without holding the engine-wide `broken` lock, so lookups of other IDs do not
+    /// [`Engine::delete_account`]); starts it on success, fails with [`EngineError::KeptAccountUnreadable`]
+    /// while the store does. [`EngineError::AccountNotFound`] for any other ID. One reload per account at a
+    /// time: a caller that finds one running gets [`EngineError::Unavailable`] at once. The store is read without holding the engine-wide `broken` lock, so lookups of other IDs do not
     /// wait for it.
     fn reload_kept_account(&self, id: &str) -> Result<Arc<Account>, EngineError> {
         let rec = {
@@ -357,10 +357,11 @@ impl Engine {
     ///
     /// If the module's `disconnect` fails (e.g. a payee cannot redeem its best claim because the ledger is
     /// unreachable), nothing is deleted: the module's records may be money not yet collected. The account is
-    /// rebuilt from the store and keeps running, and the call fails with [`EngineError::Unavailable`];
+    /// rebuilt from the store and keeps running, and the call fails with [`EngineError::DisconnectFailed`];
     /// deleting again later retries. If even reading the account back fails (the store failing), the account
-    /// stays listed and every call for it reads it back first (failing with [`EngineError::Unavailable`] while
-    /// the store does), and a background task retries with backoff; the error says so.
+    /// stays listed and every call for it reads it back first (failing with
+    /// [`EngineError::KeptAccountUnreadable`] while the store does), and a background task retries with backoff;
+    /// the error says so (its `reload`).
     ///
     /// The work runs in its own task: a client that hangs up while the module disconnects (which may wait on
     /// a ledger) cannot leave the account half deleted, unreachable but still stored.

@@ -13,7 +13,7 @@ use super::store::{
 };
 
 /// How long settle and credit history records are kept.
-pub const HISTORY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(super) const HISTORY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How often expired idempotency keys and old history are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -22,7 +22,8 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 const PURGE_PAGE: usize = 4096;
 
 impl Engine {
-    /// Purges idempotency keys past [`IDEMPOTENCY_TTL`] and history past [`HISTORY_RETENTION`].
+    /// Purges idempotency keys past their time to live (25 h after their latest request; RFC 38 asks for at
+    /// least 24 h) and settle and credit history older than 7 days.
     pub async fn purge_expired(&self) -> Result<(), EngineError> {
         let now = self.now_ms();
         let ttl = IDEMPOTENCY_TTL.as_millis() as u64;

@@ -4,7 +4,8 @@
 //! keeps every amount as a [`BigUint`], never a float or a `u64`. Converting to a coarser scale floors and
 //! keeps the remainder as a *leftover* (a [`Scaled`] worth less than one unit of the target scale), which is
 //! added to the next amount; converting to a finer scale is exact. So for any sequence of amounts, the units
-//! produced plus the final leftover are worth exactly the sum of the inputs: no unit is lost or invented.
+//! produced plus the final leftover are worth exactly the sum of the inputs: no unit is lost or invented
+//! (docs/modern.md §1.2 Quantity, §1.8 leftovers).
 
 use std::fmt;
 

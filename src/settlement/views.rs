@@ -89,8 +89,8 @@ impl Engine {
     }
 
     /// `PUT /identities/{identity}` (admin): gives `identity` (one some account holds or contests) to account
-    /// `id` as if configured for it, whatever held or contested it (see `README.md`, ledger identities). Only `id` is credited on its behalf from its
-    /// next claim on; any other account is refused.
+    /// `id` as if configured for it, whatever held or contested it (see `README.md`, ledger identities). Only
+    /// `id` is credited on its behalf from its next claim on; any other account is refused.
     pub async fn assign_identity(&self, identity: &str, id: &str) -> Result<(), EngineError> {
         if identity.is_empty() || identity.len() > IDENTITY_MAX_BYTES || identity.contains('/') {
             return Err(EngineError::BadRequest(format!(
@@ -98,8 +98,8 @@ impl Engine {
             )));
         }
         self.account(id)?;
-        // Only an identity some account claimed: a mistyped one (an Ethereum address in mixed case, say) would
-        // otherwise be recorded, answered 204, and settle nothing.
+        // Only an identity some account holds or contests: a mistyped one (an Ethereum address in mixed case,
+        // say) would otherwise be recorded, answered 204, and settle nothing.
         if super::identity::identity_record_in(self.inner.store.as_ref(), identity)
             .map_err(identity_store_error)?
             .is_none()

@@ -1,5 +1,5 @@
-//! The messages two ilp-bridge engines exchange through their connectors (RFC 38 message proxying): JSON in the
-//! octet-stream bodies.
+//! The messages two ilp-bridge engines exchange through their connectors (RFC 38 message proxying,
+//! docs/modern.md §1.10): JSON in the octet-stream bodies.
 //!
 //! | message | reply |
 //! |--|--|

@@ -1,7 +1,7 @@
 //! The engine-mode [`ContextHost`]: what a channel module reaches when it runs behind an RFC 38 account.
 //!
-//! * Max-value trackers are engine records ([`SeTracker`], one namespace per account), kept in memory and
-//!   written through the engine's [`SeStore`]; [`StagingHost`] holds their writes back while an incoming claim
+//! * Max-value trackers are engine records (`SeTracker`, one namespace per account), kept in memory and
+//!   written through the engine's [`SeStore`]; `StagingHost` holds their writes back while an incoming claim
 //!   is handled.
 //! * Transfer logs come from a [`ModuleLogs`] provider (RocksDB namespace `se/<acct>` in production, memory in
 //!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
@@ -34,7 +34,7 @@ use super::store::{keys, SeStore};
 use super::wire;
 
 /// The [`ContextHost`] of one engine account.
-pub struct AccountHost {
+pub(crate) struct AccountHost {
     account: String,
     store: Arc<dyn SeStore>,
     logs: Arc<dyn ModuleLogs>,
@@ -46,7 +46,7 @@ pub struct AccountHost {
 
 impl AccountHost {
     /// A host for `account`, with the trackers loaded at start-up (`key → value`).
-    pub fn new(
+    pub(crate) fn new(
         account: &str,
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,

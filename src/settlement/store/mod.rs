@@ -123,7 +123,10 @@ pub trait SeStore: Send + Sync + 'static {
 }
 
 /// Decodes a JSON record read at start-up.
-pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),
