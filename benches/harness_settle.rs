@@ -24,9 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use harness_common::{closed_loop, fail, print_json, Args, LoadPoint};
-use ilp_bridge::se::host::{ModuleLogs, RocksModuleLogs};
-use ilp_bridge::se::store::{RocksSeStore, SeStore};
-use ilp_bridge::se::{self, SeConfig, SeHandle};
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::host::{ModuleLogs, RocksModuleLogs};
+use ilp_bridge::settlement::store::{RocksSeStore, SeStore};
+use ilp_bridge::settlement::{self, SeHandle};
 use ilp_bridge::store::Db;
 use ilp_bridge::testing::mock_connector::MockConnector;
 
@@ -199,7 +200,7 @@ async fn start_engine(dir: &std::path::Path, connector: &MockConnector) -> SeHan
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| fail(&format!("bind: {e}")));
-    se::start(config, store, logs, listener, None)
+    settlement::start(config, store, logs, listener, None)
         .await
         .unwrap_or_else(|e| fail(&format!("start engine: {e}")))
 }

@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ilp_bridge::se::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
-use ilp_bridge::se::store::{MemorySeStore, RocksSeStore, SeStore};
-use ilp_bridge::se::{start, SeConfig};
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
+use ilp_bridge::settlement::start;
+use ilp_bridge::settlement::store::{MemorySeStore, RocksSeStore, SeStore};
 use ilp_bridge::store::Db;
 use ilp_bridge::testing::mock_connector::MockConnector;
 use tokio::net::TcpListener;

@@ -8,6 +8,6 @@ pub mod bridge;
 pub mod config;
 pub mod fd_budget;
 pub mod peer;
-pub mod se;
+pub mod settlement;
 pub mod store;
 pub mod testing;

@@ -196,7 +196,7 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
         async move {
             match config {
                 None => Ok(()),
-                Some(config) => ilp_bridge::se::run(config, db, stop)
+                Some(config) => ilp_bridge::settlement::run(config, db, stop)
                     .await
                     .context("settlement engine"),
             }
@@ -238,7 +238,7 @@ fn fd_budget(node: &NodeConfig) -> anyhow::Result<FdBudget> {
         http_connections: node
             .settlement_engine
             .as_ref()
-            .map_or(0, ilp_bridge::se::http::connections_needed),
+            .map_or(0, ilp_bridge::settlement::http::connections_needed),
     };
     let (limit, error) = raise_nofile_limit(FdBudget::wanted_soft_limit(demand));
     if let Some(error) = error {

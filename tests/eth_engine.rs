@@ -24,8 +24,8 @@ use eth_common::{
     address, anvil, chain_start, fees, foreign_and_misdirected, mine_pending, module_options,
     pending_from, sent_by, wait_until, EthBoxError, GWEI, PAYEE_KEY, PAYER_KEY, STRANGER_KEY,
 };
-use ilp_bridge::se::amount::Scaled;
-use ilp_bridge::se::host::{ModuleLogs, RocksModuleLogs};
+use ilp_bridge::settlement::host::{ModuleLogs, RocksModuleLogs};
+use ilp_bridge::settlement::quantity::Scaled;
 use ilp_bridge::store::Db;
 use num_bigint::BigUint;
 use se_common::{post_message_once_set_up, start_pair, stop_all, url, value_eq, Backing, Side};
@@ -405,7 +405,7 @@ async fn eth_channel_engine_restarted_while_opening_deploys_exactly_once() -> Te
 /// are dropped.
 struct CrashedHost {
     logs: RocksModuleLogs,
-    se_store: ilp_bridge::se::store::RocksSeStore,
+    se_store: ilp_bridge::settlement::store::RocksSeStore,
     account: String,
     trackers: MemoryStores,
 }
@@ -435,8 +435,13 @@ impl ContextHost for CrashedHost {
         origin: channel_modules::context::IdentityOrigin,
     ) -> Result<(), ModuleError> {
         // B's engine-wide registry survives the crash: claims go to its store, as the engine's host does.
-        ilp_bridge::se::host::claim_identity_in(&self.se_store, identity, &self.account, origin)
-            .await
+        ilp_bridge::settlement::identity::claim_identity_in(
+            &self.se_store,
+            identity,
+            &self.account,
+            origin,
+        )
+        .await
     }
 }
 
@@ -475,7 +480,7 @@ async fn eth_payment_engine_crashed_between_verifying_and_crediting_still_credit
         let module = EthPaymentModule::from_options(&opts)?;
         let ctx = ChannelContext::new(
             Arc::new(CrashedHost {
-                se_store: ilp_bridge::se::store::RocksSeStore::new(db.clone()),
+                se_store: ilp_bridge::settlement::store::RocksSeStore::new(db.clone()),
                 logs: RocksModuleLogs::new(db),
                 account: b.account.clone(),
                 trackers: MemoryStores::unbounded(),
@@ -540,7 +545,7 @@ async fn eth_payment_second_account_on_the_first_ones_peer_is_refused_and_credit
     let (status, body) = post_message_once_set_up(
         &url(b.se()?),
         &second,
-        ilp_bridge::se::wire::claim_message(&claim),
+        ilp_bridge::settlement::wire::claim_message(&claim),
     )
     .await?;
     assert_eq!(status, 400, "{body}");
@@ -579,7 +584,7 @@ async fn payment_engine_without_accounts(anvil: &Anvil, key: usize) -> Result<Si
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eth_payment_squatter_naming_the_payers_address_first_cannot_take_it() -> TestResult {
     use channel_modules::eth::peer::{address_request, verify_address_proof, RPC_ETH_ADDRESS};
-    use ilp_bridge::se::wire;
+    use ilp_bridge::settlement::wire;
 
     let Some(anvil) = anvil() else { return Ok(()) };
     let rpc = anvil.client()?;

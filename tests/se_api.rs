@@ -421,7 +421,7 @@ async fn messages_and_admin_auth() -> TestResult {
 /// is taken as new.
 #[tokio::test]
 async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
-    use ilp_bridge::se::store::{keys, Family, IdempotencyRecord, SeBatch, SeStore};
+    use ilp_bridge::settlement::store::{keys, Family, IdempotencyRecord, SeBatch, SeStore};
     let mock = MockConnector::start().await?;
     for backing in [Backing::memory(), Backing::rocks()?] {
         let se = start_engine(
@@ -502,7 +502,7 @@ async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
 #[tokio::test]
 async fn the_operator_settles_a_contested_identity() -> TestResult {
     use channel_modules::context::IdentityOrigin;
-    use ilp_bridge::se::host::claim_identity_in;
+    use ilp_bridge::settlement::identity::claim_identity_in;
 
     let mock = MockConnector::start().await?;
     let backing = Backing::memory();

@@ -6,7 +6,7 @@ mod se_common;
 
 use std::time::Duration;
 
-use ilp_bridge::se::amount::Scaled;
+use ilp_bridge::settlement::quantity::Scaled;
 use num_bigint::BigUint;
 use rand::{Rng, SeedableRng};
 use se_common::*;

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::node::NodeConfig;
-use ilp_bridge::se::http::{
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::http::{
     serve, HttpLimits, ADMIN_MAX_CONCURRENT_REQUESTS, BODY_READ_TIMEOUT,
     ENGINE_MAX_CONCURRENT_REQUESTS, HEADER_READ_TIMEOUT,
 };
-use ilp_bridge::se::{start, SeConfig, SeHandle};
+use ilp_bridge::settlement::{start, SeHandle};
 use ilp_bridge::testing::mock_connector::MockConnector;
 use se_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -121,8 +122,8 @@ async fn a_non_loopback_listen_needs_a_token_or_the_override() -> TestResult {
     let wide = TcpListener::bind("0.0.0.0:0").await?;
     let started = start(
         SeConfig::default(),
-        std::sync::Arc::new(ilp_bridge::se::store::MemorySeStore::new()),
-        std::sync::Arc::new(ilp_bridge::se::host::MemoryModuleLogs::new()),
+        std::sync::Arc::new(ilp_bridge::settlement::store::MemorySeStore::new()),
+        std::sync::Arc::new(ilp_bridge::settlement::host::MemoryModuleLogs::new()),
         wide,
         None,
     )

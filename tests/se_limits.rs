@@ -10,18 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::http::StatusCode;
 use bytes::Bytes;
 use channel_modules::store::{StoreError, TransferRecord};
 use channel_modules::{ChannelContext, ChannelModule, Claim, IncomingCredit, ModuleError};
-use ilp_bridge::se::api;
-use ilp_bridge::se::engine::{Engine, EngineError, ModuleFactory};
-use ilp_bridge::se::host::MemoryModuleLogs;
-use ilp_bridge::se::store::{Family, MemorySeStore, SeBatch, SeStore, SeTicket};
-use ilp_bridge::se::SeConfig;
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::api;
+use ilp_bridge::settlement::engine::{Engine, ModuleFactory};
+use ilp_bridge::settlement::error::EngineError;
+use ilp_bridge::settlement::host::MemoryModuleLogs;
+use ilp_bridge::settlement::store::{Family, MemorySeStore, SeBatch, SeStore, SeTicket};
 use num_bigint::BigUint;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;
+
+/// The HTTP status the engine API answers `error` with.
+fn status_of(error: EngineError) -> StatusCode {
+    api::Problem::from(error).status
+}
 
 /// Longest wait for the engine's workers (a guard against hanging, not a speed assertion).
 const WAIT: Duration = Duration::from_secs(30);
@@ -183,12 +190,13 @@ async fn open(store: &FlakyStore, knobs: &Knobs) -> Result<Engine, BoxError> {
             knobs: knobs.clone(),
         }) as Arc<dyn ChannelModule>)
     });
-    Ok(Engine::open_with_modules(
+    Ok(Engine::builder(
         config(),
         Arc::new(store.clone()),
         Arc::new(MemoryModuleLogs::new()),
-        modules,
     )
+    .modules(modules)
+    .open()
     .await?)
 }
 
@@ -415,23 +423,33 @@ async fn an_account_kept_by_a_failed_delete_is_read_back_once_the_store_recovers
     // be read back.
     knobs.fail_disconnect.store(true, Ordering::SeqCst);
     store.fail_reads.store(true, Ordering::SeqCst);
-    let Err(EngineError::Unavailable(message)) = engine.delete_account(&acct).await else {
-        panic!("the delete must fail with 503");
+    let refused = engine.delete_account(&acct).await;
+    let Err(
+        error @ EngineError::DisconnectFailed {
+            reload: Some(_), ..
+        },
+    ) = refused
+    else {
+        panic!("the delete must fail with 503: {refused:?}");
     };
+    let message = error.to_string();
     assert!(
         message.contains("disconnect failed") && message.contains("read"),
         "{message}"
     );
+    assert_eq!(status_of(error), StatusCode::SERVICE_UNAVAILABLE);
     // Still there, and retryable: 503 (not 404) while the store fails.
     assert!(engine.account_ids().contains(&acct));
-    assert!(matches!(
-        engine.account_view(&acct),
-        Err(EngineError::Unavailable(_))
-    ));
-    assert!(matches!(
-        settle(&engine, &acct, "k2", 3, 0).await,
-        Err(EngineError::Unavailable(_))
-    ));
+    let view = engine.account_view(&acct).map(|_| ());
+    assert_eq!(
+        view.map_err(status_of).err(),
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    let settled = settle(&engine, &acct, "k2", 3, 0).await.map(|_| ());
+    assert_eq!(
+        settled.map_err(status_of).err(),
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
 
     // The store recovers: the account is read back and works again, with its state.
     store.fail_reads.store(false, Ordering::SeqCst);

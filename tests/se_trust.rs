@@ -6,8 +6,8 @@ mod se_common;
 
 use std::time::Duration;
 
-use ilp_bridge::se::amount::Scaled;
-use ilp_bridge::se::SeConfig;
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::quantity::Scaled;
 use ilp_bridge::testing::mock_connector::MockConnector;
 use se_common::*;
 
@@ -22,7 +22,7 @@ const ACCT: &str = "0a1b2c3d-4e5f-4a6b-8c7d-8e9fa0b1c2d3";
 /// An engine with the module options `options` behind a mock connector, with the account [`ACCT`] set up.
 async fn engine_with(
     options: serde_json::Value,
-) -> Result<(MockConnector, ilp_bridge::se::SeHandle), BoxError> {
+) -> Result<(MockConnector, ilp_bridge::settlement::SeHandle), BoxError> {
     let mock = MockConnector::start().await?;
     let cfg = SeConfig {
         module_options: options,
@@ -49,7 +49,10 @@ async fn engine_with(
 }
 
 /// Sends the IOU `{"amount": amount}` to [`ACCT`] as the peer's engine does; returns the status and the body.
-async fn send_iou(se: &ilp_bridge::se::SeHandle, amount: &str) -> Result<(u16, String), BoxError> {
+async fn send_iou(
+    se: &ilp_bridge::settlement::SeHandle,
+    amount: &str,
+) -> Result<(u16, String), BoxError> {
     let body = serde_json::json!({"type": "claim", "claim": {"amount": amount}}).to_string();
     post_message_once_set_up(&url(se), ACCT, body.into_bytes()).await
 }

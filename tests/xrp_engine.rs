@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use channel_modules::xrp::crypto::ChannelId;
 use channel_modules::Claim;
-use ilp_bridge::se::amount::{Quantity, Scaled};
-use ilp_bridge::se::engine::AccountView;
-use ilp_bridge::se::host::RocksModuleLogs;
-use ilp_bridge::se::store::RocksSeStore;
-use ilp_bridge::se::{start, wire, SeConfig, SeHandle};
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::host::RocksModuleLogs;
+use ilp_bridge::settlement::quantity::{Quantity, Scaled};
+use ilp_bridge::settlement::store::RocksSeStore;
+use ilp_bridge::settlement::views::AccountView;
+use ilp_bridge::settlement::{start, wire, SeHandle};
 use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
 use num_bigint::BigUint;
 use serde_json::{json, Value};

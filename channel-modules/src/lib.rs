@@ -17,6 +17,7 @@
 
 pub mod amount;
 pub mod claim_test;
+pub mod clock;
 pub mod context;
 pub mod eth;
 pub mod memory;

@@ -1,6 +1,7 @@
 //! Configuration: the node TOML ([`node`]), legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list`
-//! ([`ilp_kit`]); the node TOML's `[routing]` ([`routing`]) and per-peer limits ([`prepare_limits`]);
-//! [`redact`] keeps secrets out of their `Debug` output. Nothing here imports the runtime that applies it.
+//! ([`ilp_kit`]); the node TOML's `[routing]` ([`routing`]), per-peer limits ([`prepare_limits`]) and the
+//! settlement engine's section ([`settlement`]); [`redact`] keeps secrets out of their `Debug` output. Nothing
+//! here imports the runtime that applies it.
 
 pub mod ilp_kit;
 pub mod legacy;
@@ -8,3 +9,4 @@ pub mod node;
 pub mod prepare_limits;
 pub mod redact;
 pub mod routing;
+pub mod settlement;

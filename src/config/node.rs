@@ -27,7 +27,7 @@
 //! # ... or verbatim as JSON text
 //! options_json = '{"server":"btp+ws://:secret@127.0.0.1:4196","maxBalance":"1000000"}'
 //!
-//! [settlement-engine]                 # optional: run the RFC 38 engine (see `se::config::SeConfig`)
+//! [settlement-engine]                 # optional: run the RFC 38 engine (see `settlement::SeConfig`)
 //! listen = "127.0.0.1:3000"
 //! connector = "http://127.0.0.1:7771"
 //! module = "trustline"
@@ -41,7 +41,7 @@ use serde::Deserialize;
 use super::legacy::{validate_peer_set, ConfigError, PeerConfig};
 use super::prepare_limits::PrepareLimits;
 use super::routing::{RawRouting, RoutingConfig};
-use crate::se::config::SeConfig;
+use super::settlement::SeConfig;
 
 /// Default data folder, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "ilp-bridge-data";

@@ -17,10 +17,10 @@ use channel_modules::memory::MemoryStores;
 use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
 use channel_modules::{ContextHost, ModuleError};
 
-use crate::se::host::{
+use crate::settlement::identity::{
     claim_identity_in, identity_record_in, identity_records_in, IDENTITY_CLAIMS,
 };
-use crate::se::store::{Family, MemorySeStore, RocksSeStore, SeBatch, SeStore};
+use crate::settlement::store::{Family, MemorySeStore, RocksSeStore, SeBatch, SeStore};
 use crate::store::Db;
 
 /// The stores of one peer, by key (`""` is the main log). The same key must always yield the same instance.
@@ -158,9 +158,9 @@ impl ContextHost for TrustlineHost {
 }
 
 /// Prefix of peer mode's ledger identity records in the node's database: the settlement engine's
-/// ([`crate::se::host::IDENTITY_PIN_PREFIX`], `se/pin/<identity>`), so that a node running both keeps one
+/// ([`crate::settlement::identity::IDENTITY_PIN_PREFIX`], `se/pin/<identity>`), so that a node running both keeps one
 /// registry. Trustline accounts are recorded as `peer:<name>` ([`registry_account`]).
-pub const NODE_IDENTITY_PREFIX: &str = crate::se::host::IDENTITY_PIN_PREFIX;
+pub const NODE_IDENTITY_PREFIX: &str = crate::settlement::identity::IDENTITY_PIN_PREFIX;
 
 /// How a trustline's peer name is recorded in the registry: `peer:<name>`, never equal to an engine account ID
 /// (those never hold a `:`).
@@ -171,7 +171,7 @@ pub fn registry_account(peer: &str) -> String {
 /// The node-wide registry of ledger identities in peer mode ([`ContextHost::claim_identity`]): every
 /// trustline of one [`PeerNode`](super::PeerNode) shares it (through [`TrustlineOptions`](super::trustline::TrustlineOptions)),
 /// so two peers can never both be credited for the same on-chain payments or channel claims. It is the settlement
-/// engine's registry ([`crate::se::host::claim_identity_in`] and its rules, records [`NODE_IDENTITY_PREFIX`])
+/// engine's registry ([`crate::settlement::identity::claim_identity_in`] and its rules, records [`NODE_IDENTITY_PREFIX`])
 /// over the node's database, with trustline accounts named [`registry_account`].
 pub struct NodeIdentities {
     store: Arc<dyn SeStore>,

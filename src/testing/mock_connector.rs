@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use super::settle_client::settle_with_fresh_keys;
 pub use super::settle_client::{SettleOutcome, SettlePolicy, SETTLE_RETRIES, SETTLE_TIMEOUT};
 use super::settlement_api::{self, AccountingSystem};
-use crate::se::amount::{parse_quantity, Scaled};
+use crate::settlement::quantity::{parse_quantity, Scaled};
 
 /// Errors of the mock.
 #[derive(Debug, thiserror::Error)]
@@ -318,7 +318,7 @@ impl MockConnector {
         if total.scale <= scale {
             return total.upscale(scale);
         }
-        let d = crate::se::amount::pow10(total.scale - scale);
+        let d = crate::settlement::quantity::pow10(total.scale - scale);
         let (q, r) = num_integer::Integer::div_rem(&total.amount, &d);
         num_traits::Zero::is_zero(&r).then_some(q)
     }

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ilp_bridge::se::amount::Scaled;
-use ilp_bridge::se::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
-use ilp_bridge::se::store::{MemorySeStore, RocksSeStore, SeStore};
-use ilp_bridge::se::{start, SeConfig, SeHandle};
+use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::settlement::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
+use ilp_bridge::settlement::quantity::Scaled;
+use ilp_bridge::settlement::store::{MemorySeStore, RocksSeStore, SeStore};
+use ilp_bridge::settlement::{start, SeHandle};
 use ilp_bridge::store::Db;
 use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
 use tokio::net::TcpListener;

@@ -4,7 +4,7 @@
 use btp::ilp_v4::IlpV4Packet;
 use uuid::Uuid;
 
-use crate::se::amount::Scaled;
+use crate::settlement::quantity::Scaled;
 
 /// Which way a packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -52,7 +52,7 @@ use super::balances;
 use super::pipeline::{self, reject};
 use super::records::{CreditRecord, MessageRecord, SettleRecord, SetupRecord};
 use super::{IlpResult, Node, NodeError};
-use crate::se::amount::{parse_quantity, pow10, Scaled};
+use crate::settlement::quantity::{parse_quantity, pow10, Scaled};
 use crate::testing::settle_client::{engine_url, settle_with_fresh_keys, SettlePolicy};
 use crate::testing::settlement_api::{self, AccountingSystem};
 

@@ -20,8 +20,9 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use super::api::Problem;
-use super::engine::{AccountView, AlertView, Engine, EngineError, HistoryView, IdentityView};
-use super::http::{require_bearer, BearerToken};
+use super::auth::{require_bearer, BearerToken};
+use super::engine::Engine;
+use super::views::{AccountView, AlertView, HistoryView, IdentityView};
 
 /// The OpenAPI document of the engine and admin APIs.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -111,7 +112,10 @@ async fn assign_identity(
     body: axum::body::Bytes,
 ) -> Result<StatusCode, Problem> {
     let assignment: Assignment = serde_json::from_slice(&body).map_err(|e| {
-        EngineError::BadRequest(format!("body must be {{\"account\": \"<id>\"}}: {e}"))
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {{\"account\": \"<id>\"}}: {e}"),
+        )
     })?;
     s.engine
         .assign_identity(&identity, &assignment.account)

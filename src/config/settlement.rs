@@ -9,7 +9,6 @@
 //! admin_token = "change-me"
 //! module = "trustline"                 # a stock channel module
 //! module_options = { scale = 6, trustLimit = "1000000" }  # trustline: credit IOUs up to this (default 0)
-//! data_dir = "data"                    # used by the caller to open the database
 //! connector_scale = 9                  # optional: credit at this scale before the first settle request
 //! ```
 
@@ -20,8 +19,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::legacy::ConfigError;
-use crate::config::redact::{OptionNames, SecretSet, UrlWithoutPassword};
+use super::legacy::ConfigError;
+use super::redact::{OptionNames, SecretSet, UrlWithoutPassword};
 
 /// Default engine API address (settlement-core and the Ethereum engine use port 3000).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -52,7 +51,8 @@ pub struct SeConfig {
     pub module: String,
     /// The module's options (legacy plugin options JSON).
     pub module_options: serde_json::Value,
-    /// Data directory; the caller opens the database there.
+    /// Accepted and not used by `ilp-bridge run`, which opens the database in the node's `data_dir`; a caller
+    /// of `settlement::start` opens the store it passes wherever it likes.
     pub data_dir: PathBuf,
     /// Scale at which incoming settlements are credited to the connector until a settle request tells the
     /// account's scale. Unset: credit at the module's scale (exact; the connector converts).

@@ -1,4 +1,4 @@
-//! The RFC 38 engine API (the connector calls it), on axum. Parse, call [`Engine`], map the error: the only
+//! The RFC 38 engine API (the connector calls it; docs/modern.md §1.4), on axum. Parse, call [`Engine`], map the error: the only
 //! place engine errors become HTTP statuses. Errors are RFC 7807 `application/problem+json`.
 //!
 //! | route | success |
@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 
-use super::engine::{Engine, EngineError};
+use super::engine::Engine;
+use super::error::EngineError;
 
 /// Largest body of `POST /accounts` and settle requests, in bytes.
 pub const JSON_BODY_MAX_BYTES: usize = 4 * 1024;
@@ -64,12 +65,19 @@ impl IntoResponse for Problem {
 impl From<EngineError> for Problem {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::BadRequest(_) | EngineError::Refused(_) => {
-                Problem::new(StatusCode::BAD_REQUEST, e.to_string())
-            }
+            EngineError::BadRequest(_)
+            | EngineError::Quantity(_)
+            | EngineError::Message(_)
+            | EngineError::UnknownMessage(_)
+            | EngineError::Refused(_) => Problem::new(StatusCode::BAD_REQUEST, e.to_string()),
             EngineError::AccountNotFound(_) => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
             EngineError::KeyConflict(_) => Problem::new(StatusCode::CONFLICT, e.to_string()),
-            EngineError::Unavailable(_) => {
+            EngineError::Unavailable(_)
+            | EngineError::Module(_)
+            | EngineError::DisconnectFailed { .. }
+            | EngineError::KeptAccountUnreadable { .. }
+            | EngineError::Task { .. }
+            | EngineError::Encode(_) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             EngineError::Store(error) => {

@@ -1,8 +1,9 @@
-//! The accounting-system client: the two calls the engine makes to its connector (RFC 38 "Accounting API").
+//! The accounting-system client: the two calls the engine makes to its connector (RFC 38 "Accounting API",
+//! docs/modern.md §1.5).
 //!
 //! * credit: `POST {connector}/accounts/{id}/settlements` with an `Idempotency-Key` and a Quantity. Any 2xx is
-//!   success (interledger-rs answers the text `RECEIVED`, not a Quantity; spec §6 item 1); 409 means the key was
-//!   already used; 404 means the account is not known (yet). Retrying is the caller's job.
+//!   success (interledger-rs answers the text `RECEIVED`, not a Quantity: docs/modern.md §8, known issue 1); 409
+//!   means the key was already used; 404 means the account is not known (yet). Retrying is the caller's job.
 //! * message: `POST {connector}/accounts/{id}/messages`, octet-stream both ways; the connector relays it to the
 //!   peer's engine and returns its reply (interledger-rs: 201 with the bytes, 502 if the peer rejected).
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::StatusCode;
 
-use super::amount::Quantity;
+use super::quantity::Quantity;
 
 /// Timeout of one credit call.
 pub const CREDIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,12 +22,18 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(35);
 const ERROR_BODY_MAX_BYTES: usize = 256;
 
 /// Errors of a connector call.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// No HTTP response (connection refused, timeout, reset).
+    /// The HTTP client cannot be built.
     #[error("connector unreachable: {0}")]
-    Transport(String),
+    Build(#[source] reqwest::Error),
+    /// A credit's Quantity cannot be encoded.
+    #[error("connector unreachable: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// No HTTP response (connection refused, timeout, reset); the message has the whole chain of causes.
+    #[error("connector unreachable: {}", error_chain(.0))]
+    Transport(#[source] reqwest::Error),
     /// An HTTP status that is not success.
     #[error("connector answered {status}: {body}")]
     Status {
@@ -61,7 +68,7 @@ impl ConnectorClient {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(ClientError::Build)?;
         Ok(ConnectorClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -81,8 +88,7 @@ impl ConnectorClient {
         quantity: &Quantity,
     ) -> Result<CreditOutcome, ClientError> {
         let url = format!("{}/accounts/{account}/settlements", self.base);
-        let body =
-            serde_json::to_vec(quantity).map_err(|e| ClientError::Transport(e.to_string()))?;
+        let body = serde_json::to_vec(quantity).map_err(ClientError::Encode)?;
         let resp = self
             .http
             .post(url)
@@ -93,7 +99,7 @@ impl ConnectorClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Transport(error_chain(&e)))?;
+            .map_err(ClientError::Transport)?;
         let status = resp.status();
         if status.is_success() {
             return Ok(CreditOutcome::Credited);
@@ -121,11 +127,9 @@ impl ConnectorClient {
             .body(message)
             .send()
             .await
-            .map_err(|e| ClientError::Transport(error_chain(&e)))?;
+            .map_err(ClientError::Transport)?;
         if resp.status().is_success() {
-            resp.bytes()
-                .await
-                .map_err(|e| ClientError::Transport(error_chain(&e)))
+            resp.bytes().await.map_err(ClientError::Transport)
         } else {
             Err(status_error(resp).await)
         }
@@ -142,6 +146,7 @@ async fn status_error(resp: reqwest::Response) -> ClientError {
     }
 }
 
+/// `e` and its causes, joined by `: ` (reqwest's own message rarely says why a request failed).
 fn error_chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);

@@ -4,19 +4,16 @@
 //! keeps every amount as a [`BigUint`], never a float or a `u64`. Converting to a coarser scale floors and
 //! keeps the remainder as a *leftover* (a [`Scaled`] worth less than one unit of the target scale), which is
 //! added to the next amount; converting to a finer scale is exact. So for any sequence of amounts, the units
-//! produced plus the final leftover are worth exactly the sum of the inputs: no unit is lost or invented.
+//! produced plus the final leftover are worth exactly the sum of the inputs: no unit is lost or invented
+//! (docs/modern.md §1.2 Quantity, §1.8 leftovers).
 
 use std::fmt;
 
-use channel_modules::amount::AmountError;
+use channel_modules::amount::{AmountError, MAX_AMOUNT_DIGITS};
 use num_bigint::BigUint;
 use num_integer::Integer;
 use num_traits::Zero;
 use serde::{Deserialize, Serialize};
-
-/// Most decimal digits accepted in an amount string: the modules' bound, for the reason given there (an RFC 38
-/// Quantity has no bound of its own).
-pub use channel_modules::amount::MAX_AMOUNT_DIGITS;
 
 /// An amount at a scale: worth `amount × 10^-scale` units.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -147,18 +144,24 @@ pub struct Quantity {
 }
 
 /// Why a Quantity was refused.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QuantityError {
-    /// The body is not a JSON object.
+    /// The body is not JSON.
     #[error("body is not a JSON object: {0}")]
-    NotJson(String),
+    NotJson(#[source] serde_json::Error),
+    /// The body is JSON, but not an object.
+    #[error("body is not a JSON object: not an object")]
+    NotObject,
     /// `amount` is missing or not a string (interledger-rs also refuses JSON numbers).
     #[error("\"amount\" must be a string of decimal digits")]
     AmountNotString,
-    /// `amount` is not a non-negative decimal integer.
+    /// `amount` is not a non-negative decimal integer (holds the start of it).
     #[error("\"amount\" must be a non-negative integer in decimal digits, got {0:?}")]
     AmountNotInteger(String),
+    /// `amount` is refused by the amount parser for another reason.
+    #[error("\"amount\" must be a non-negative integer in decimal digits, got {:?}", .0.to_string())]
+    Amount(#[source] AmountError),
     /// `amount` has more than [`MAX_AMOUNT_DIGITS`] digits.
     #[error("\"amount\" has more than {MAX_AMOUNT_DIGITS} digits")]
     AmountTooLong,
@@ -170,13 +173,10 @@ pub enum QuantityError {
 /// Parses a Quantity body strictly: a JSON object with `amount` a string of decimal digits and `scale` an
 /// integer 0..=255. Unknown fields are ignored.
 pub fn parse_quantity(body: &[u8]) -> Result<Scaled, QuantityError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| QuantityError::NotJson(e.to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| QuantityError::NotJson("not an object".to_owned()))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(QuantityError::NotJson)?;
+    let obj = value.as_object().ok_or(QuantityError::NotObject)?;
     let amount = match obj.get("amount") {
-        Some(serde_json::Value::String(s)) => parse_decimal(s)?,
+        Some(serde_json::Value::String(s)) => parse_amount(s)?,
         _ => return Err(QuantityError::AmountNotString),
     };
     let scale = obj
@@ -187,12 +187,13 @@ pub fn parse_quantity(body: &[u8]) -> Result<Scaled, QuantityError> {
     Ok(Scaled { amount, scale })
 }
 
-/// Parses a non-negative decimal integer string (digits only), with the modules' parser and bound.
-pub fn parse_decimal(s: &str) -> Result<BigUint, QuantityError> {
+/// Parses `amount` with the modules' decimal parser and its digit bound ([`MAX_AMOUNT_DIGITS`]: an RFC 38
+/// Quantity has no bound of its own).
+fn parse_amount(s: &str) -> Result<BigUint, QuantityError> {
     channel_modules::amount::parse_decimal(s).map_err(|e| match e {
         AmountError::TooLong(_) => QuantityError::AmountTooLong,
         AmountError::NotDecimal(quoted) => QuantityError::AmountNotInteger(quoted),
-        other => QuantityError::AmountNotInteger(other.to_string()),
+        other => QuantityError::Amount(other),
     })
 }
 
@@ -257,13 +258,13 @@ mod tests {
     #[test]
     fn quantity_parsing_is_strict() {
         assert_eq!(
-            parse_quantity(br#"{"amount":"254","scale":2}"#),
-            Ok(s(254, 2))
+            parse_quantity(br#"{"amount":"254","scale":2}"#).ok(),
+            Some(s(254, 2))
         );
-        assert_eq!(
+        assert!(matches!(
             parse_quantity(br#"{"amount":254,"scale":2}"#),
             Err(QuantityError::AmountNotString)
-        );
+        ));
         assert!(matches!(
             parse_quantity(br#"{"amount":"-1","scale":2}"#),
             Err(QuantityError::AmountNotInteger(_))
@@ -276,34 +277,39 @@ mod tests {
             parse_quantity(br#"{"amount":"","scale":2}"#),
             Err(QuantityError::AmountNotInteger(_))
         ));
-        assert_eq!(
+        assert!(matches!(
             parse_quantity(br#"{"amount":"1","scale":256}"#),
             Err(QuantityError::BadScale)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             parse_quantity(br#"{"amount":"1","scale":-1}"#),
             Err(QuantityError::BadScale)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             parse_quantity(br#"{"amount":"1"}"#),
             Err(QuantityError::BadScale)
-        );
+        ));
         assert!(matches!(
             parse_quantity(b"{"),
             Err(QuantityError::NotJson(_))
         ));
-        assert!(matches!(
-            parse_quantity(b"[]"),
-            Err(QuantityError::NotJson(_))
-        ));
+        let not_object = parse_quantity(b"[]");
+        assert!(
+            matches!(&not_object, Err(QuantityError::NotObject)),
+            "{not_object:?}"
+        );
+        assert_eq!(
+            not_object.map_err(|e| e.to_string()).err().as_deref(),
+            Some("body is not a JSON object: not an object")
+        );
         let long = format!(
             r#"{{"amount":"{}","scale":0}}"#,
             "9".repeat(MAX_AMOUNT_DIGITS + 1)
         );
-        assert_eq!(
+        assert!(matches!(
             parse_quantity(long.as_bytes()),
             Err(QuantityError::AmountTooLong)
-        );
+        ));
     }
 
     /// The engine (RFC 38 Quantities) and the modules (amounts in peers' claims) read amounts with one bound:
@@ -333,10 +339,10 @@ mod tests {
         );
 
         let over = format!("1{longest}");
-        assert_eq!(
+        assert!(matches!(
             parse_quantity(quantity(&over).as_bytes()),
             Err(QuantityError::AmountTooLong)
-        );
+        ));
         let modules = module.handle_incoming_claim(&ctx, Some(&iou(&over))).await;
         assert!(
             matches!(modules, Err(ModuleError::InvalidFields(_))),

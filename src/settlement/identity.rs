@@ -1,47 +1,32 @@
-//! The engine-mode [`ContextHost`]: what a channel module reaches when it runs behind an RFC 38 account.
+//! The node's ledger-identity registry in the engine's store: which account holds each ledger identity (an
+//! Ethereum address, an XRP channel), or which accounts contest it.
 //!
-//! * Max-value trackers are engine records (`se/m/<acct>/<key>`, one namespace per account), kept in memory and
-//!   written through the engine's [`SeStore`].
-//! * Transfer logs come from a [`ModuleLogs`] provider (RocksDB namespace `se/<acct>` in production, memory in
-//!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
-//! * RPCs are settlement messages `{"type":"rpc","method","args"}` sent through the connector to the peer engine.
-//! * The clock is the system clock.
-//! * Ledger identities ([`ContextHost::claim_identity`]) are engine-wide records `se/pin/<identity>` holding an
-//!   [`IdentityRecord`] (the holder and how it claimed, or the accounts contesting it), with the rules of
-//!   [`decide_identity_claim`]; written through the [`SeStore`] like trackers, never removed. A process-wide
-//!   lock orders claims so two accounts never both win one identity.
+//! Each identity is one record `se/pin/<identity>` holding an [`IdentityRecord`] (the holder and how it got it,
+//! or the accounts contesting it), decided by [`decide_identity_claim`]; written through the [`SeStore`],
+//! never removed. Engine accounts reach it through their host ([`ContextHost::claim_identity`]); trustline
+//! peers of the same database through `crate::peer::host::NodeIdentities`. A process-wide lock orders the
+//! decisions, so two accounts never both hold one identity.
 //!
-//! [`StagingHost`] wraps an account's host while the engine runs `handle_incoming_claim`: tracker writes are
-//! held back and committed in the *same* batch as the resulting credit record, so a crash can never leave a
-//! claim recorded as "best" without the credit it is worth (which a replay of the claim could not recover).
+//! [`ContextHost::claim_identity`]: channel_modules::ContextHost::claim_identity
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
-
-use async_trait::async_trait;
 use channel_modules::context::{
     decide_identity_claim, IdentityDecision, IdentityOrigin, IdentityRecord,
 };
-use channel_modules::memory::MemoryStores;
-use channel_modules::store::{Limit, MaxValue, MaxValueTracker, StoreError, TransferLog};
-use channel_modules::sync::lock;
-use channel_modules::{ContextHost, ModuleError};
+use channel_modules::store::StoreError;
+use channel_modules::ModuleError;
 
-use super::client::ConnectorClient;
-use super::store::{keys, Family, SeBatch, SeStore};
-use super::wire;
-use crate::store::{Db, RocksStores};
+use super::store::{Family, SeBatch, SeStore};
 
-/// Prefix of the ledger identity records: `se/pin/<identity>` → the [`IdentityRecord`] as JSON (a bare JSON
-/// string, the holding account, in records of earlier versions: a proven hold). A node that runs a settlement
-/// engine and trustline peers on one database keeps one registry for both: trustline mode writes its records
-/// here too, its accounts named `peer:<name>` (engine account IDs never hold a `:`), so an identity held on one
-/// side is contested or refused on the other like between two accounts of one side.
+/// Prefix of the ledger identity records: `se/pin/<identity>` → the [`IdentityRecord`] as JSON. A record that is
+/// a bare JSON string (the holding account) is a proven hold: databases of store format 1 (`meta/format`, see
+/// `crate::store::codec`) hold both forms. A node that runs a settlement engine and trustline peers on one
+/// database keeps one registry for both: peer mode writes its records here too, its accounts named
+/// `peer:<name>` (engine account IDs never hold a `:`), so an identity held on one side is contested or refused
+/// on the other like between two accounts of one side.
 pub const IDENTITY_PIN_PREFIX: &str = "se/pin/";
 
 /// Orders identity claims (read, then write if needed) across every account of every engine in the process,
-/// and every trustline (trustline mode's registry, `crate::peer::host::NodeIdentities`, takes it too).
+/// and every trustline (peer mode's registry, `crate::peer::host::NodeIdentities`, takes it too).
 pub(crate) static IDENTITY_CLAIMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The stored record of `identity` in `store`, if any.
@@ -66,7 +51,8 @@ fn decode_identity_record(key: &str, bytes: &[u8]) -> Result<IdentityRecord, Mod
     })
 }
 
-/// Claims `identity` for `account` in `store` with `origin` (see [`ContextHost::claim_identity`] and
+/// Has `account` hold `identity` in `store` with `origin` (see
+/// [`ContextHost::claim_identity`](channel_modules::ContextHost::claim_identity) and
 /// [`decide_identity_claim`]): one read when nothing changes, a durable write when the record does.
 pub async fn claim_identity_in(
     store: &dyn SeStore,
@@ -157,299 +143,13 @@ fn log_identity_decision(
     }
 }
 
-/// Hands out the transfer logs of engine accounts.
-pub trait ModuleLogs: Send + Sync + 'static {
-    /// The transfer log `key` (`""` = main log) of `account`. Engine-mode logs have no limits.
-    fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError>;
-}
-
-/// Transfer logs in memory (tests).
-#[derive(Default)]
-pub struct MemoryModuleLogs {
-    stores: Mutex<HashMap<String, MemoryStores>>,
-}
-
-impl MemoryModuleLogs {
-    /// No logs yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl ModuleLogs for MemoryModuleLogs {
-    fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
-        let stores = lock(&self.stores)
-            .entry(account.to_owned())
-            .or_insert_with(MemoryStores::unbounded)
-            .clone();
-        stores.transfer_log(key)
-    }
-}
-
-/// Transfer logs in the node's database, namespace `se/<account>`.
-pub struct RocksModuleLogs {
-    db: Arc<Db>,
-}
-
-impl RocksModuleLogs {
-    /// Logs on `db`.
-    pub fn new(db: Arc<Db>) -> Self {
-        RocksModuleLogs { db }
-    }
-}
-
-impl ModuleLogs for RocksModuleLogs {
-    fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
-        RocksStores::new(
-            Arc::clone(&self.db),
-            &format!("se/{account}"),
-            Limit::Unbounded,
-            Limit::Unbounded,
-        )
-        .transfer_log(key)
-    }
-}
-
-/// A max-value tracker stored as an engine record.
-pub struct SeTracker {
-    key: String,
-    store: Arc<dyn SeStore>,
-    value: tokio::sync::Mutex<MaxValue>,
-}
-
-impl SeTracker {
-    fn new(key: String, store: Arc<dyn SeStore>, value: MaxValue) -> Self {
-        SeTracker {
-            key,
-            store,
-            value: tokio::sync::Mutex::new(value),
-        }
-    }
-}
-
-#[async_trait]
-impl MaxValueTracker for SeTracker {
-    async fn set_if_max(&self, entry: MaxValue) -> Result<MaxValue, StoreError> {
-        let mut current = self.value.lock().await;
-        if entry.value > current.value {
-            let mut batch = SeBatch::new();
-            batch.put_json(Family::Main, self.key.clone(), &entry)?;
-            self.store.submit(batch)?.await?;
-            Ok(std::mem::replace(&mut *current, entry))
-        } else {
-            Ok(entry)
-        }
-    }
-
-    async fn get_max(&self) -> Result<MaxValue, StoreError> {
-        Ok(self.value.lock().await.clone())
-    }
-}
-
-/// The [`ContextHost`] of one engine account.
-pub struct AccountHost {
-    account: String,
-    store: Arc<dyn SeStore>,
-    logs: Arc<dyn ModuleLogs>,
-    client: ConnectorClient,
-    trackers: Mutex<HashMap<String, Arc<SeTracker>>>,
-}
-
-impl AccountHost {
-    /// A host for `account`, with the trackers loaded at start-up (`key → value`).
-    pub fn new(
-        account: &str,
-        store: Arc<dyn SeStore>,
-        logs: Arc<dyn ModuleLogs>,
-        client: ConnectorClient,
-        loaded: Vec<(String, MaxValue)>,
-    ) -> Self {
-        let trackers = loaded
-            .into_iter()
-            .map(|(key, value)| {
-                let t = SeTracker::new(keys::tracker(account, &key), Arc::clone(&store), value);
-                (key, Arc::new(t))
-            })
-            .collect();
-        AccountHost {
-            account: account.to_owned(),
-            store,
-            logs,
-            client,
-            trackers: Mutex::new(trackers),
-        }
-    }
-
-    fn tracker(&self, key: &str) -> Arc<SeTracker> {
-        let mut trackers = lock(&self.trackers);
-        let t = trackers.entry(key.to_owned()).or_insert_with(|| {
-            Arc::new(SeTracker::new(
-                keys::tracker(&self.account, key),
-                Arc::clone(&self.store),
-                MaxValue::default(),
-            ))
-        });
-        Arc::clone(t)
-    }
-}
-
-#[async_trait]
-impl ContextHost for AccountHost {
-    fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
-        self.logs.transfer_log(&self.account, key)
-    }
-
-    fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
-        Ok(self.tracker(key))
-    }
-
-    async fn rpc(
-        &self,
-        method: &str,
-        args: serde_json::Value,
-    ) -> Result<serde_json::Value, ModuleError> {
-        let message = wire::rpc_request(method, args);
-        let reply = self
-            .client
-            .send_message(&self.account, message)
-            .await
-            .map_err(|e| ModuleError::Rpc(e.to_string()))?;
-        wire::parse_rpc_reply(&reply)
-    }
-
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-
-    async fn claim_identity(
-        &self,
-        identity: &str,
-        _account_id: &str,
-        origin: IdentityOrigin,
-    ) -> Result<(), ModuleError> {
-        // This host serves exactly one account: that account claims.
-        claim_identity_in(self.store.as_ref(), identity, &self.account, origin).await
-    }
-}
-
-/// Tracker writes staged during `handle_incoming_claim` (see the module doc).
-pub struct StagingHost {
-    base: Arc<AccountHost>,
-    staged: Mutex<BTreeMap<String, Arc<StagedTracker>>>,
-}
-
-struct StagedTracker {
-    base: Arc<SeTracker>,
-    staged: Mutex<Option<MaxValue>>,
-}
-
-#[async_trait]
-impl MaxValueTracker for StagedTracker {
-    async fn set_if_max(&self, entry: MaxValue) -> Result<MaxValue, StoreError> {
-        let current = self.get_max().await?;
-        if entry.value > current.value {
-            *lock(&self.staged) = Some(entry);
-            Ok(current)
-        } else {
-            Ok(entry)
-        }
-    }
-
-    async fn get_max(&self) -> Result<MaxValue, StoreError> {
-        let staged = lock(&self.staged).clone();
-        match staged {
-            Some(v) => Ok(v),
-            None => self.base.get_max().await,
-        }
-    }
-}
-
-impl StagingHost {
-    /// Stages tracker writes on top of `base`.
-    pub fn new(base: Arc<AccountHost>) -> Self {
-        StagingHost {
-            base,
-            staged: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// Writes the staged tracker values together with `batch`, atomically, and publishes them. Fails (and
-    /// writes nothing) if a tracker moved since it was read (another writer raced the staged hook).
-    pub async fn commit(&self, mut batch: SeBatch, store: &dyn SeStore) -> Result<(), StoreError> {
-        let staged: Vec<(String, Arc<SeTracker>, MaxValue)> = lock(&self.staged)
-            .iter()
-            .filter_map(|(k, t)| {
-                lock(&t.staged)
-                    .clone()
-                    .map(|v| (k.clone(), Arc::clone(&t.base), v))
-            })
-            .collect();
-        let trackers: Vec<Arc<SeTracker>> = staged.iter().map(|(_, t, _)| Arc::clone(t)).collect();
-        // Lock every touched tracker (in key order: the BTreeMap's) for the duration of the write.
-        let mut guards = Vec::with_capacity(staged.len());
-        for (tracker, (key, _, value)) in trackers.iter().zip(&staged) {
-            let guard = tracker.value.lock().await;
-            if value.value <= guard.value {
-                return Err(StoreError::Io(format!(
-                    "max-value tracker {key} changed during an incoming claim"
-                )));
-            }
-            batch.put_json(Family::Main, tracker.key.clone(), value)?;
-            guards.push(guard);
-        }
-        if !batch.is_empty() {
-            store.submit(batch)?.await?;
-        }
-        for (guard, (_, _, value)) in guards.iter_mut().zip(staged) {
-            **guard = value;
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ContextHost for StagingHost {
-    fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
-        self.base.transfer_log(key)
-    }
-
-    fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
-        let mut staged = lock(&self.staged);
-        let t = staged.entry(key.to_owned()).or_insert_with(|| {
-            Arc::new(StagedTracker {
-                base: self.base.tracker(key),
-                staged: Mutex::new(None),
-            })
-        });
-        Ok(Arc::clone(t) as Arc<dyn MaxValueTracker>)
-    }
-
-    async fn rpc(
-        &self,
-        method: &str,
-        args: serde_json::Value,
-    ) -> Result<serde_json::Value, ModuleError> {
-        self.base.rpc(method, args).await
-    }
-
-    fn now(&self) -> SystemTime {
-        self.base.now()
-    }
-
-    async fn claim_identity(
-        &self,
-        identity: &str,
-        account_id: &str,
-        origin: IdentityOrigin,
-    ) -> Result<(), ModuleError> {
-        self.base.claim_identity(identity, account_id, origin).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::se::store::MemorySeStore;
+    use crate::settlement::store::MemorySeStore;
+    use crate::store::Db;
 
     const PROVEN: IdentityOrigin = IdentityOrigin::Proven;
     const CONFIGURED: IdentityOrigin = IdentityOrigin::Configured;
@@ -464,7 +164,7 @@ mod tests {
     async fn engine_accounts_and_trustlines_of_one_database_share_the_registry(
     ) -> Result<(), Box<dyn std::error::Error>> {
         use crate::peer::host::NodeIdentities;
-        use crate::se::store::RocksSeStore;
+        use crate::settlement::store::RocksSeStore;
 
         let dir = tempfile::tempdir()?;
         let db = Db::open(dir.path())?;
@@ -496,7 +196,7 @@ mod tests {
     async fn identities_of_peers_no_longer_configured_are_released(
     ) -> Result<(), Box<dyn std::error::Error>> {
         use crate::peer::host::NodeIdentities;
-        use crate::se::store::RocksSeStore;
+        use crate::settlement::store::RocksSeStore;
 
         let dir = tempfile::tempdir()?;
         let db = Db::open(dir.path())?;
@@ -579,7 +279,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_record_of_an_earlier_version_is_a_proven_hold() -> Result<(), ModuleError> {
+    async fn a_bare_string_record_is_a_proven_hold() -> Result<(), ModuleError> {
         let store = MemorySeStore::new();
         let mut batch = SeBatch::new();
         batch.put_json(

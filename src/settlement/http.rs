@@ -1,23 +1,8 @@
-//! What the engine API and the admin API share as servers: the accept loop ([`serve`]) with the limits every
-//! client is held to ([`HttpLimits`]), and the bearer-token check ([`BearerToken`]).
-//!
-//! The loop is ours rather than `axum::serve`, which sets no timeout: a client could open connections and never
-//! finish a request head (slowloris), or never finish a body, and hold them forever. Here:
-//!
-//! * the request head must arrive within [`HEADER_READ_TIMEOUT`] (hyper's `header_read_timeout`, which needs the
-//!   connection served with a timer, hence hyper's HTTP/1 builder on hyper-util's tokio glue); the same bound
-//!   closes a kept-alive connection idle that long;
-//! * the body must arrive whole within [`BODY_READ_TIMEOUT`] of the head: a middleware reads it under one
-//!   deadline before any handler runs (a tower timeout around the handler would also cut off slow work the
-//!   engine does, such as a module's ledger call; a per-frame timeout would let a client trickle a byte at a
-//!   time). Bodies are small (at most [`HttpLimits::body_max_bytes`]), so reading them first costs nothing;
-//! * at most [`HttpLimits::max_requests`] requests are handled at once; one more is answered 503 with
-//!   `Retry-After` at once and changes nothing (load shedding, not a queue: a queued request would wait with no
-//!   bound while the connector's own timeout runs out, and both connectors and the peer's engine retry);
-//! * at most [`HttpLimits::max_connections`] connections are open; past that the loop stops accepting until one
-//!   closes (new clients wait in the kernel's backlog), which bounds the file descriptors a client can take.
-//!
-//! HTTP/1.1 only, as before (axum's `http2` feature was never enabled; connectors speak HTTP/1.1 to engines).
+//! What the engine API and the admin API share as servers: the accept loop ([`serve`]) and the limits every
+//! client is held to ([`HttpLimits`]): a request head and a body must arrive in time, a bounded number of
+//! requests are handled at once (one more is answered 503 at once, not queued), and a bounded number of
+//! connections are open (past that the loop stops accepting). Why the loop is ours and not `axum::serve`:
+//! ARCHITECTURE.md, design decisions. HTTP/1.1 only: connectors speak HTTP/1.1 to engines.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,12 +19,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::api::{Problem, MESSAGE_BODY_MAX_BYTES};
+use crate::config::settlement::SeConfig;
 
 /// Longest a client may take to send a request head (request line and headers), and longest a kept-alive
 /// connection may sit idle before its next request: 10 s. A connector writes a head at once; a client slower
@@ -110,7 +95,7 @@ impl HttpLimits {
 
 /// Connections the engine's servers may hold open at once with `config`: the engine API's, plus the admin
 /// API's when it runs (it runs only with an `admin_token`). The node's file descriptor budget keeps these.
-pub fn connections_needed(config: &super::SeConfig) -> usize {
+pub fn connections_needed(config: &SeConfig) -> usize {
     let admin = if config.admin_token.is_some() {
         HttpLimits::ADMIN.max_connections
     } else {
@@ -276,54 +261,5 @@ fn closing(problem: Problem) -> Response {
     let mut resp = problem.into_response();
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
-}
-
-/// A bearer token to check requests against, kept as its SHA-256 digest.
-#[derive(Clone)]
-pub struct BearerToken {
-    digest: [u8; 32],
-}
-
-impl BearerToken {
-    /// The token `token` (surrounding whitespace ignored, as in the presented one).
-    pub fn new(token: &str) -> Self {
-        BearerToken {
-            digest: Sha256::digest(token.trim().as_bytes()).into(),
-        }
-    }
-
-    /// Whether `Authorization` holds `Bearer <this token>`.
-    fn admits(&self, req: &Request) -> bool {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
-        // Comparing digests of equal length in full: no early exit that leaks the token's prefix.
-        presented.is_some_and(|d| {
-            d.iter()
-                .zip(self.digest.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-        })
-    }
-}
-
-/// Middleware: passes requests with the right bearer token, answers the others 401 (problem JSON,
-/// `WWW-Authenticate: Bearer`) without calling the handler.
-pub async fn require_bearer(
-    State(token): State<BearerToken>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if token.admits(&req) {
-        return next.run(req).await;
-    }
-    let mut resp =
-        Problem::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-    resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
 }

@@ -1,5 +1,5 @@
-//! The messages two ilp-bridge engines exchange through their connectors (RFC 38 message proxying): JSON in the
-//! octet-stream bodies.
+//! The messages two ilp-bridge engines exchange through their connectors (RFC 38 message proxying,
+//! docs/modern.md §1.10): JSON in the octet-stream bodies.
 //!
 //! | message | reply |
 //! |--|--|
@@ -34,13 +34,25 @@ pub enum Message {
     },
 }
 
-/// Why a message was refused.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+/// Why a message from the peer's engine was refused.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum WireError {
-    /// Not a JSON object with a string `type`.
+pub enum MessageError {
+    /// Not JSON.
     #[error("message is not a JSON object with a \"type\": {0}")]
-    Malformed(String),
+    NotJson(#[source] serde_json::Error),
+    /// No string `type` field.
+    #[error("message is not a JSON object with a \"type\": no \"type\"")]
+    NoType,
+    /// A claim message without `claim`, `claimText` or `claimBase64`.
+    #[error("message is not a JSON object with a \"type\": claim message without a claim")]
+    NoClaim,
+    /// A `claimBase64` that is not base64.
+    #[error("message is not a JSON object with a \"type\": claimBase64: {0}")]
+    ClaimBase64(#[source] base64::DecodeError),
+    /// An RPC without a string `method`.
+    #[error("message is not a JSON object with a \"type\": rpc without a \"method\"")]
+    NoMethod,
 }
 
 /// The message carrying a claim.
@@ -101,13 +113,12 @@ pub fn ack(credited: &str, scale: u8) -> Vec<u8> {
 }
 
 /// Parses an incoming message.
-pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+pub fn parse(bytes: &[u8]) -> Result<Message, MessageError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(MessageError::NotJson)?;
     let kind = v
         .get("type")
         .and_then(|t| t.as_str())
-        .ok_or_else(|| WireError::Malformed("no \"type\"".to_owned()))?
+        .ok_or(MessageError::NoType)?
         .to_owned();
     match kind.as_str() {
         "claim" => {
@@ -119,18 +130,16 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
                 base64::engine::general_purpose::STANDARD
                     .decode(b)
                     .map(|b| Message::Claim(Claim::Binary(b)))
-                    .map_err(|e| WireError::Malformed(format!("claimBase64: {e}")))
+                    .map_err(MessageError::ClaimBase64)
             } else {
-                Err(WireError::Malformed(
-                    "claim message without a claim".to_owned(),
-                ))
+                Err(MessageError::NoClaim)
             }
         }
         "rpc" => {
             let method = v
                 .get("method")
                 .and_then(|m| m.as_str())
-                .ok_or_else(|| WireError::Malformed("rpc without a \"method\"".to_owned()))?
+                .ok_or(MessageError::NoMethod)?
                 .to_owned();
             let args = v.get("args").cloned().unwrap_or(serde_json::Value::Null);
             Ok(Message::Rpc { method, args })
@@ -157,7 +166,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claims_round_trip_in_every_content_type() -> Result<(), WireError> {
+    fn claims_round_trip_in_every_content_type() -> Result<(), MessageError> {
         for c in [
             Claim::Json(serde_json::json!({"amount": "5"})),
             Claim::Text("x".to_owned()),
@@ -201,5 +210,24 @@ mod tests {
             parse(br#"{"type":"paymentDetails"}"#),
             Ok(Message::Other { .. })
         ));
+        // The messages a refused message is answered with (400 problem details).
+        let prefix = "message is not a JSON object with a \"type\": ";
+        for (bad, reason) in [
+            (&b"[]"[..], "no \"type\""),
+            (b"{\"type\":1}", "no \"type\""),
+            (b"{\"type\":\"claim\"}", "claim message without a claim"),
+            (b"{\"type\":\"rpc\"}", "rpc without a \"method\""),
+        ] {
+            let message = parse(bad).err().map(|e| e.to_string());
+            assert_eq!(message, Some(format!("{prefix}{reason}")));
+        }
+        let base64 = parse(br#"{"type":"claim","claimBase64":"!"}"#).err();
+        assert!(
+            matches!(&base64, Some(MessageError::ClaimBase64(_))),
+            "{base64:?}"
+        );
+        assert!(base64
+            .map(|e| e.to_string())
+            .is_some_and(|m| m.starts_with(&format!("{prefix}claimBase64: "))));
     }
 }

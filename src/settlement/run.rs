@@ -1,32 +1,5 @@
-//! # Settlement engine (RFC 38)
-//!
-//! ilp-bridge as an RFC 38 settlement engine: a connector (interledger-rs, the Java connector) asks it to settle
-//! over HTTP; it settles through a channel module (`channel_modules`: trustline IOUs, signed claims, ledger
-//! payments) by sending the module's claims to the peer's engine through the connectors, and credits what the
-//! peer's engine sends back.
-//!
-//! Layout:
-//! * [`engine`]: the core (accounts, idempotency, the settle and credit workers, the operator view);
-//! * [`api`]: the RFC 38 HTTP API the connector calls; [`admin`]: the operator API; [`http`]: what both servers
-//!   share (the accept loop with its timeouts and concurrency limits, the bearer-token check);
-//! * [`amount`]: Quantities of any precision, scale conversion with leftovers;
-//! * [`store`]: the durable state ([`store::SeStore`]) and its key layout;
-//! * [`host`]: the engine-mode `ContextHost` a module runs on;
-//! * [`client`]: calls to the connector (credits, messages); [`wire`]: engine-to-engine messages;
-//! * [`config`]: [`SeConfig`]. Entry points: [`run`] (binds from the config) and [`start`] (caller binds).
-//!
-//! The OpenAPI document of both APIs is `src/se/openapi.yaml` ([`admin::OPENAPI_YAML`]).
-
-pub mod admin;
-pub mod amount;
-pub mod api;
-pub mod client;
-pub mod config;
-pub mod engine;
-pub mod host;
-pub mod http;
-pub mod store;
-pub mod wire;
+//! Running the engine with its servers: [`start`] serves on listeners the caller bound, [`run`] binds them
+//! from the configuration and runs until shut down; [`SeHandle`] stops them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,12 +9,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::SeConfig;
-pub use engine::{Engine, EngineError};
-
+use super::engine::Engine;
+use super::error::EngineError;
+use super::host::{ModuleLogs, RocksModuleLogs};
+use super::store::{RocksSeStore, SeStore};
+use super::{admin, api, auth, http};
+use crate::config::settlement::SeConfig;
 use crate::store::Db;
-use host::{ModuleLogs, RocksModuleLogs};
-use store::{RocksSeStore, SeStore};
 
 /// Errors of starting or running the engine's servers.
 #[derive(Debug, thiserror::Error)]
@@ -132,8 +106,8 @@ pub async fn start(
     let mut api = api::router(engine.clone());
     if let Some(token) = &api_token {
         api = api.layer(axum::middleware::from_fn_with_state(
-            http::BearerToken::new(token),
-            http::require_bearer,
+            auth::BearerToken::new(token),
+            auth::require_bearer,
         ));
     }
     let admin_addr = admin.as_ref().map(|(a, _, _)| *a);

@@ -1,0 +1,297 @@
+//! What the operator (admin) API shows: an account's state ([`AccountView`]) and history ([`HistoryView`]),
+//! the ledger identities ([`IdentityView`]) and the alerts ([`AlertView`]); and the operator's assignment of an
+//! identity.
+
+use std::sync::Arc;
+
+use channel_modules::sync::lock;
+use channel_modules::ModuleError;
+use num_bigint::BigUint;
+use num_traits::Zero;
+use serde::Serialize;
+
+use super::account::Account;
+use super::engine::Engine;
+use super::error::EngineError;
+use super::quantity::{Quantity, Scaled};
+use super::store::{CreditRecord, CreditStatus, SentRecord};
+
+impl Engine {
+    /// Admin: the operator view of one account.
+    pub fn account_view(&self, id: &str) -> Result<AccountView, EngineError> {
+        let acct = self.account(id)?;
+        Ok(self.view(&acct))
+    }
+
+    /// Admin: the history of one account (most recent last).
+    pub fn account_history(&self, id: &str) -> Result<HistoryView, EngineError> {
+        let acct = self.account(id)?;
+        let out = lock(&acct.out).clone();
+        let sent: Vec<SentRecord> = lock(&acct.sent).iter().cloned().collect();
+        let mut settlements: Vec<SettlementView> = lock(&acct.history)
+            .iter()
+            .map(|h| {
+                let state = if h.target_total_after <= out.settled_total {
+                    "settled"
+                } else {
+                    "in_flight"
+                };
+                let claim_id = if state == "settled" {
+                    sent.iter()
+                        .find(|s| s.total >= h.target_total_after)
+                        .map(|s| s.claim_id.clone())
+                } else {
+                    None
+                };
+                SettlementView {
+                    seq: h.request.seq,
+                    idempotency_key: h.request.key.clone(),
+                    amount: h.request.amount.to_quantity(),
+                    accepted_ms: h.request.accepted_ms,
+                    module_units: h.module_units.to_string(),
+                    cumulative_target: Some(h.target_total_after.to_string()),
+                    state,
+                    claim_id,
+                }
+            })
+            .collect();
+        settlements.extend(lock(&acct.queue).iter().map(|q| SettlementView {
+            seq: q.seq,
+            idempotency_key: q.key.clone(),
+            amount: q.amount.to_quantity(),
+            accepted_ms: q.accepted_ms,
+            module_units: "0".to_owned(),
+            cumulative_target: None,
+            state: "queued",
+            claim_id: None,
+        }));
+        let mut credits: Vec<CreditRecord> = lock(&acct.credited).iter().cloned().collect();
+        credits.extend(lock(&acct.credits).values().map(|p| p.record.clone()));
+        Ok(HistoryView {
+            account: acct.id.clone(),
+            settlements,
+            claims_sent: sent,
+            credits,
+        })
+    }
+
+    /// `GET /identities` (admin): every ledger identity the engine's accounts hold or contest.
+    pub fn identities(&self) -> Result<Vec<IdentityView>, EngineError> {
+        let records = super::identity::identity_records_in(self.inner.store.as_ref())
+            .map_err(identity_store_error)?;
+        Ok(records
+            .into_iter()
+            .map(|(identity, record)| IdentityView {
+                identity,
+                record: record.to_json(),
+            })
+            .collect())
+    }
+
+    /// `PUT /identities/{identity}` (admin): gives `identity` (one some account holds or contests) to account
+    /// `id` as if configured for it, whatever held or contested it (see `README.md`, ledger identities). Only
+    /// `id` is credited on its behalf from its next claim on; any other account is refused.
+    pub async fn assign_identity(&self, identity: &str, id: &str) -> Result<(), EngineError> {
+        if identity.is_empty() || identity.len() > IDENTITY_MAX_BYTES || identity.contains('/') {
+            return Err(EngineError::BadRequest(format!(
+                "identity must be 1..={IDENTITY_MAX_BYTES} bytes without '/'"
+            )));
+        }
+        self.account(id)?;
+        // Only an identity some account holds or contests: a mistyped one (an Ethereum address in mixed case,
+        // say) would otherwise be recorded, answered 204, and settle nothing.
+        if super::identity::identity_record_in(self.inner.store.as_ref(), identity)
+            .map_err(identity_store_error)?
+            .is_none()
+        {
+            return Err(EngineError::BadRequest(format!(
+                "no account holds or contests {identity:?}; use an identity exactly as GET /identities lists it"
+            )));
+        }
+        super::identity::assign_identity_in(self.inner.store.as_ref(), identity, id)
+            .await
+            .map_err(identity_store_error)
+    }
+
+    /// Admin: every 409 alert (incoming settlements the connector refused as already credited).
+    pub fn alerts(&self) -> Vec<AlertView> {
+        let accounts: Vec<Arc<Account>> = self
+            .inner
+            .accounts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for a in accounts {
+            for p in lock(&a.credits).values() {
+                if p.record.status == CreditStatus::Conflict {
+                    out.push(AlertView {
+                        account: a.id.clone(),
+                        kind: "credit_conflict",
+                        credit: p.record.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The operator view of `acct`.
+    pub(super) fn view(&self, acct: &Account) -> AccountView {
+        let out = lock(&acct.out).clone();
+        let status = lock(&acct.status);
+        let module_scale = acct.module.asset_scale();
+        let mut queued = out.leftover.clone();
+        let mut queued_requests = 0;
+        for q in lock(&acct.queue).iter() {
+            queued = queued.add(&q.amount);
+            queued_requests += 1;
+        }
+        let in_flight = if out.target_total > out.settled_total {
+            &out.target_total - &out.settled_total
+        } else {
+            BigUint::zero()
+        };
+        let incoming = lock(&acct.incoming_view).clone();
+        let uncredited: Vec<CreditRecord> = lock(&acct.credits)
+            .values()
+            .map(|p| p.record.clone())
+            .collect();
+        AccountView {
+            id: acct.id.clone(),
+            created_ms: acct.created_ms,
+            module: acct.module.name().to_owned(),
+            module_scale,
+            connector_scale: acct.connector_scale_config.or(out.connector_scale),
+            connected: status.connected,
+            settled: Scaled::new(out.settled_total.clone(), module_scale).to_quantity(),
+            requested: Scaled::new(out.target_total.clone(), module_scale).to_quantity(),
+            queued: queued.to_quantity(),
+            queued_requests,
+            in_flight: Scaled::new(in_flight, module_scale).to_quantity(),
+            leftover: out.leftover.to_quantity(),
+            received: Scaled::new(incoming.received_total, module_scale).to_quantity(),
+            incoming_leftover: incoming.leftover.to_quantity(),
+            uncredited,
+            last_error: out
+                .last_error
+                .clone()
+                .or_else(|| status.connect_error.clone()),
+            attempts: out.attempts,
+            next_retry_ms: status.next_settle_retry_ms,
+            last_claim_id: out.last_claim_id.clone(),
+        }
+    }
+}
+
+/// Operator view of one account. Module amounts are at the module's scale; `queued` and `leftover` at the
+/// connector's.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    /// Account ID.
+    pub id: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Module name.
+    pub module: String,
+    /// Module's scale.
+    pub module_scale: u8,
+    /// Connector's scale (configured, else learned from settle requests).
+    pub connector_scale: Option<u8>,
+    /// Module setup done.
+    pub connected: bool,
+    /// Cumulative amount settled (acknowledged by the peer engine).
+    pub settled: Quantity,
+    /// Cumulative amount taken from settle requests (settled + in flight).
+    pub requested: Quantity,
+    /// Accepted but not yet converted (queue plus leftover), at the finest scale involved.
+    pub queued: Quantity,
+    /// Number of accepted requests not yet taken.
+    pub queued_requests: u64,
+    /// Taken but not yet acknowledged by the peer.
+    pub in_flight: Quantity,
+    /// Outgoing leftover below one module unit.
+    pub leftover: Quantity,
+    /// Cumulative incoming increase reported by the module.
+    pub received: Quantity,
+    /// Incoming leftover below one connector unit.
+    pub incoming_leftover: Quantity,
+    /// Incoming settlements not yet credited (pending or refused with 409).
+    pub uncredited: Vec<CreditRecord>,
+    /// The last failure of the settle path or setup.
+    pub last_error: Option<String>,
+    /// Failed settle attempts since the last success.
+    pub attempts: u32,
+    /// Next settle retry, ms since the epoch.
+    pub next_retry_ms: Option<u64>,
+    /// Claim or transaction ID of the last settlement sent.
+    pub last_claim_id: Option<String>,
+}
+
+/// One settle request in the history.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettlementView {
+    /// Acceptance order.
+    pub seq: u64,
+    /// Its Idempotency-Key.
+    pub idempotency_key: Option<String>,
+    /// The amount requested.
+    pub amount: Quantity,
+    /// Acceptance time, ms since the epoch.
+    pub accepted_ms: u64,
+    /// Whole module units it contributed.
+    pub module_units: String,
+    /// Cumulative module total it is part of.
+    pub cumulative_target: Option<String>,
+    /// `queued`, `in_flight` or `settled`.
+    pub state: &'static str,
+    /// The claim or transaction that settled it.
+    pub claim_id: Option<String>,
+}
+
+/// History of one account.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryView {
+    /// Account ID.
+    pub account: String,
+    /// Settle requests, oldest first.
+    pub settlements: Vec<SettlementView>,
+    /// Claims acknowledged by the peer, oldest first.
+    pub claims_sent: Vec<SentRecord>,
+    /// Incoming settlements: credited, then pending or refused.
+    pub credits: Vec<CreditRecord>,
+}
+
+/// Longest ledger identity the admin API accepts, in bytes (`eth:<chainId>:0x…` and `xrp:<64 hex>` are far
+/// shorter).
+const IDENTITY_MAX_BYTES: usize = 256;
+
+/// A module error of the identity registry as an engine error (its store failing, or an unreadable record).
+fn identity_store_error(e: ModuleError) -> EngineError {
+    match e {
+        ModuleError::Store(e) => EngineError::Store(e),
+        other => EngineError::Module(other),
+    }
+}
+
+/// One ledger identity record (admin view).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityView {
+    /// The identity, e.g. `eth:1:0x…` or `xrp:<channel id>`.
+    pub identity: String,
+    /// `{"account", "origin": "proven"|"configured"}` or `{"contested": [accounts]}`.
+    pub record: serde_json::Value,
+}
+
+/// A reconciliation alert.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    /// Account ID.
+    pub account: String,
+    /// `credit_conflict`: the connector answered 409 to a credit.
+    pub kind: &'static str,
+    /// The credit concerned.
+    pub credit: CreditRecord,
+}
