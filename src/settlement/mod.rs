@@ -25,7 +25,7 @@
 mod account;
 pub mod admin;
 pub mod api;
-mod auth;
+pub(crate) mod auth;
 pub mod client;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,99 @@
+//! ILQP quote requests from P (docs/legacy-btp.md §8): ILPv4 has no quoting, so the bridge answers for its own
+//! hop, as an ILP v1 connector answers for the ledger it is connected to: what arrives at M for a source amount
+//! (rounded down), what P must send for an amount to arrive at M (rounded up), and the source hold duration (the
+//! destination's plus the expiry margin). Beyond M, connectors take their own fees; a sender quoting by
+//! destination for a far destination gets what reaches M. Never silence: a request that cannot be answered gets
+//! an ILP v1 Error.
+
+use std::time::Duration;
+
+use btp::ilp_v1::{
+    ByDestinationResponse, BySourceResponse, IlpV1Packet, LiquidityPoint, LiquidityResponse,
+};
+use btp::Timestamp;
+
+use super::pair::BridgedPair;
+use super::scale::ScaleError;
+
+/// How long a liquidity curve the bridge quotes stays valid (ilp-connector's default quote expiry).
+pub const QUOTE_EXPIRY: Duration = Duration::from_secs(45);
+
+impl BridgedPair {
+    /// The answer to an ILQP request from P.
+    pub fn quote(&self, request: &IlpV1Packet) -> IlpV1Packet {
+        let translation = self.translation();
+        let now = Timestamp::from_system_time(self.now()).unwrap_or_else(Timestamp::now);
+        let error = |code: &[u8; 3], message: &str| {
+            IlpV1Packet::Error(translation.legacy_error(code, message, now))
+        };
+        let margin = u32::try_from(translation.expiry_margin.as_millis()).unwrap_or(u32::MAX);
+        let hold = |destination_hold: u32| destination_hold.checked_add(margin);
+        let scales = translation.scales;
+        match request {
+            IlpV1Packet::BySourceRequest(r) => {
+                let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
+                    return error(b"F00", "hold duration too long");
+                };
+                match scales.to_modern(r.source_amount) {
+                    Ok(destination_amount) => IlpV1Packet::BySourceResponse(BySourceResponse {
+                        destination_amount,
+                        source_hold_duration,
+                    }),
+                    Err(e @ ScaleError::BelowOneUnit) => error(b"R01", &e.to_string()),
+                    Err(e) => error(b"F03", &e.to_string()),
+                }
+            }
+            IlpV1Packet::ByDestinationRequest(r) => {
+                let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
+                    return error(b"F00", "hold duration too long");
+                };
+                match least_source_for(scales, r.destination_amount) {
+                    Some(source_amount) => {
+                        IlpV1Packet::ByDestinationResponse(ByDestinationResponse {
+                            source_amount,
+                            source_hold_duration,
+                        })
+                    }
+                    None => error(b"F03", "the amount does not fit in 64 bits on this ledger"),
+                }
+            }
+            IlpV1Packet::LiquidityRequest(r) => {
+                let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
+                    return error(b"F00", "hold duration too long");
+                };
+                // The largest source amount that converts, and what it converts to.
+                let max_x = largest_convertible(scales);
+                let max_y = scales.to_modern(max_x).unwrap_or(0);
+                IlpV1Packet::LiquidityResponse(LiquidityResponse {
+                    liquidity_curve: vec![
+                        LiquidityPoint { x: 0, y: 0 },
+                        LiquidityPoint { x: max_x, y: max_y },
+                    ],
+                    applies_to_prefix: r.destination_account.clone(),
+                    source_hold_duration,
+                    expires_at: now.checked_add(QUOTE_EXPIRY).unwrap_or(Timestamp::MAX),
+                })
+            }
+            _ => error(b"F01", "not an ILQP request"),
+        }
+    }
+}
+
+/// The least legacy amount that arrives as at least `modern` on M's side (`None` if it does not fit).
+fn least_source_for(scales: super::scale::Scales, modern: u64) -> Option<u64> {
+    if scales.legacy >= scales.modern {
+        // Finer legacy units: multiply exactly.
+        return scales.to_legacy(modern).ok();
+    }
+    // Coarser legacy units: divide, rounding up.
+    let factor = 10u64.checked_pow(u32::from(scales.modern - scales.legacy))?;
+    Some(modern / factor + u64::from(modern % factor != 0))
+}
+
+/// The largest legacy amount whose modern counterpart fits in 64 bits.
+fn largest_convertible(scales: super::scale::Scales) -> u64 {
+    match scales.to_modern(u64::MAX) {
+        Ok(_) | Err(ScaleError::BelowOneUnit) => u64::MAX,
+        Err(ScaleError::TooLarge { max }) => max,
+    }
+}
