@@ -33,11 +33,13 @@
 //! module = "trustline"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::bridge::{ModernConfig, RawModern};
 use super::legacy::{validate_peer_set, ConfigError, PeerConfig};
 use super::prepare_limits::PrepareLimits;
 use super::routing::{RawRouting, RoutingConfig};
@@ -91,6 +93,8 @@ struct RawPeer {
     max_prepare_data_bytes: Option<u64>,
     /// [`PrepareLimits::max_prepared_transfers`].
     max_prepared_transfers: Option<u64>,
+    /// The modern side of a bridged peer.
+    modern: Option<RawModern>,
 }
 
 impl RawPeer {
@@ -139,6 +143,8 @@ pub struct NodeConfig {
     pub routing: RoutingConfig,
     /// BTP/1.0 peers.
     pub peers: Vec<PeerConfig>,
+    /// The modern side of each bridged peer, by peer name (`[peer.modern]`).
+    pub modern: BTreeMap<String, ModernConfig>,
     /// The settlement engine, if configured.
     pub settlement_engine: Option<SeConfig>,
 }
@@ -152,6 +158,7 @@ impl Default for NodeConfig {
             log: LogConfig::default(),
             routing: RoutingConfig::default(),
             peers: Vec::new(),
+            modern: BTreeMap::new(),
             settlement_engine: Some(SeConfig::default()),
         }
     }
@@ -229,7 +236,8 @@ impl NodeConfig {
             ConfigError::field("config", format!("{}{place}", e.message()))
         })?;
         let mut peers = Vec::with_capacity(raw.peers.len());
-        for (i, p) in raw.peers.iter().enumerate() {
+        let mut modern = BTreeMap::new();
+        for (i, p) in raw.peers.into_iter().enumerate() {
             let field = |f: &str| format!("peer[{i}].{f}");
             let options: serde_json::Value = match (&p.options, &p.options_json) {
                 (Some(_), Some(_)) => {
@@ -251,6 +259,12 @@ impl NodeConfig {
             let mut peer = PeerConfig::from_legacy_json(&p.name, &options)
                 .map_err(|e| e.within(&format!("peer {:?}", p.name)))?;
             peer.limits = p.limits(&format!("peer[{i}]"))?;
+            if let Some(m) = p.modern {
+                modern.insert(
+                    peer.name.clone(),
+                    m.into_config(&peer, &format!("peer[{i}]"))?,
+                );
+            }
             peers.push(peer);
         }
         validate_peer_set(&peers)?;
@@ -265,6 +279,7 @@ impl NodeConfig {
             log: raw.log,
             routing,
             peers,
+            modern,
             settlement_engine: raw.settlement_engine,
         })
     }
