@@ -9,4 +9,5 @@ pub mod fd_budget;
 pub mod peer;
 pub mod se;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -227,6 +227,7 @@ impl MemorySeStore {
     }
 
     /// The next `n` submits fail with [`StoreError::Io`] and change nothing.
+    #[cfg(any(test, feature = "testing"))]
     pub fn fail_next_writes(&self, n: u64) {
         lock(&self.inner).fail_next = n;
     }

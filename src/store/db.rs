@@ -145,7 +145,8 @@ struct Shared {
     /// Wakes [`Db::wait_durable`] callers after every group (success or failure).
     durable_watch: watch::Sender<u64>,
     poisoned: AtomicBool,
-    /// Test hook: the next this-many group writes fail as if the disk did.
+    /// Failure injection: the next this-many group writes fail as if the disk did.
+    #[cfg(any(test, feature = "testing"))]
     injected_failures: AtomicU64,
     /// Number of group writes done (for tests and benchmarks).
     groups: AtomicU64,
@@ -249,6 +250,7 @@ impl Db {
             durable: AtomicU64::new(0),
             durable_watch,
             poisoned: AtomicBool::new(false),
+            #[cfg(any(test, feature = "testing"))]
             injected_failures: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             flush_on_close: AtomicBool::new(true),
@@ -449,8 +451,9 @@ impl Db {
         Ok(out)
     }
 
-    /// Test hook: the next `n` group writes fail as if the disk returned an error, which poisons the database.
-    /// Only tests should call it; it exists in every build so that integration tests can prove poisoning.
+    /// Failure injection: the next `n` group writes fail as if the disk returned an error, which poisons the
+    /// database. Only with the `testing` feature (and in this crate's unit tests), so tests can prove poisoning.
+    #[cfg(any(test, feature = "testing"))]
     pub fn inject_write_failures(&self, n: u64) {
         self.shared.injected_failures.store(n, Ordering::Release);
     }
@@ -711,12 +714,19 @@ fn writer_loop(shared: &Shared) {
     }
 }
 
-/// Takes one injected failure, if a test asked for one.
+/// Takes one injected failure, if a test asked for one ([`Db::inject_write_failures`]).
+#[cfg(any(test, feature = "testing"))]
 fn injected_failure(shared: &Shared) -> bool {
     shared
         .injected_failures
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
         .is_ok()
+}
+
+/// Without the `testing` feature nothing can inject a failure.
+#[cfg(not(any(test, feature = "testing")))]
+fn injected_failure(_shared: &Shared) -> bool {
+    false
 }
 
 /// Syncs the WAL (every batch written so far becomes durable).
