@@ -10,4 +10,5 @@ pub mod fd_budget;
 pub mod peer;
 pub mod settlement;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -656,8 +656,9 @@ async fn an_embedder_that_receives_payments_gets_them_prepared() -> TestResult {
 
 #[tokio::test]
 async fn a_payment_for_the_node_left_prepared_before_a_restart_is_refused_after_it() -> TestResult {
-    // Prepared while an embedder received payments (or by an older version that left them all prepared);
-    // restarted without a receiver, the router refuses it once its peer is back instead of letting it expire.
+    // Prepared while an embedder received payments (a schema version-1 database may also hold such transfers,
+    // left prepared by builds that did not refuse them); restarted without a receiver, the router refuses it
+    // once its peer is back instead of letting it expire.
     let x1_options = json!({"listener": {"port": 0}, "incomingSecret": "s", "maxBalance": "100000",
         "prefix": "test.a.", "info": {"currencyCode": "USD", "currencyScale": 9}, "store": true});
     let cfg = PeerConfig::from_legacy_json("x1", &x1_options)?;

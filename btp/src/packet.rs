@@ -674,7 +674,7 @@ impl Frame {
     }
 }
 
-/// The error code the legacy framework sends for a JavaScript error name (legacy-plugin spec §1): the
+/// The error code the legacy framework sends for a JavaScript error name (docs/legacy-btp.md §7): the
 /// framework's own table, which differs from RFC 23's. Unknown names (`Error`, `TypeError`, …) map to `F00`.
 pub fn legacy_error_code(name: &str) -> [u8; 3] {
     match name {

@@ -115,15 +115,15 @@ impl Drop for Node {
 mod serde_like {
     use std::collections::HashMap;
 
-    pub struct Value(HashMap<String, String>);
+    pub(crate) struct Value(HashMap<String, String>);
 
     impl Value {
-        pub fn get(&self, key: &str) -> Option<&str> {
+        pub(crate) fn get(&self, key: &str) -> Option<&str> {
             self.0.get(key).map(String::as_str)
         }
     }
 
-    pub fn parse(line: &str) -> Value {
+    pub(crate) fn parse(line: &str) -> Value {
         let inner = line.trim().trim_start_matches('{').trim_end_matches('}');
         let mut map = HashMap::new();
         for pair in inner.split(',') {

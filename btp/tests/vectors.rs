@@ -1,5 +1,5 @@
-//! Every captured vector in the specs (legacy-plugin.md §1, settlement-engines.md §5): each decodes to the
-//! documented fields and encodes back to the same bytes. Where the spec elides bytes (`<32-byte cond>`,
+//! Every captured vector in the docs (docs/legacy-btp.md §2, docs/modern.md §2–§4): each decodes to the
+//! documented fields and encodes back to the same bytes. Where the docs elide bytes (`<32-byte cond>`,
 //! `<time>`, `rid`), the full bytes are built here from the documented structure.
 
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet, Payment};

@@ -29,6 +29,8 @@ use crate::module::{ChannelModule, ModuleError};
 use crate::store::{Limit, MaxValueTracker, StoreError, TransferLog};
 use crate::sync::lock;
 
+pub mod store_conformance;
+
 /// Start of every [`TestClock`]: 2017-10-01T00:00:00Z (the legacy era; any fixed instant would do).
 pub const TEST_CLOCK_START_UNIX_MS: u64 = 1_506_816_000_000;
 

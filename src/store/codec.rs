@@ -4,7 +4,7 @@
 //!
 //! | key | value |
 //! |--|--|
-//! | `meta/format` | [`FORMAT_VERSION`] (1 byte) |
+//! | `meta/format` | the schema version, [`SCHEMA_VERSION`](super::schema::SCHEMA_VERSION) (1 byte, see [`schema`](super::schema)) |
 //! | `tl/` ns key `s` | [`Sums`]: four u128 little-endian (64 bytes) |
 //! | `tl/` ns key `x` / `n` | maximum / minimum override: [`Limit`] (17 or 1 bytes) |
 //! | `tl/` ns key `t` id | a finished (fulfilled or cancelled) [`TransferRecord`] |
@@ -21,13 +21,11 @@ use channel_modules::store::{
 };
 use num_bigint::BigUint;
 
-/// Version of this encoding, stored under [`FORMAT_KEY`].
-pub const FORMAT_VERSION: u8 = 1;
-/// Where [`FORMAT_VERSION`] is stored.
-pub const FORMAT_KEY: &[u8] = b"meta/format";
 /// Longest namespace or key accepted, in bytes.
 pub const NAME_MAX_BYTES: usize = 1024;
 
+/// Version byte at the start of every encoded [`TransferRecord`]; changing the record's form raises it and the
+/// schema version ([`schema`](super::schema)).
 const RECORD_VERSION: u8 = 1;
 
 /// Suffix tags after a log's prefix.

@@ -24,7 +24,9 @@
 //!   the only safe recovery is a restart, which rereads what really reached the disk.
 //!
 //! Key space (one default column family plus [`PENDING_CF`]): the store module uses keys starting with `meta/`,
-//! `tl/` and `mvt/` (see `store::keys`). Other users pick their own prefix (e.g. `se/`) and document it there.
+//! `tl/` and `mvt/` (see [`codec`](super::codec)). Other users pick their own prefix (e.g. `se/`) and document it
+//! there. One schema version covers every record ([`schema`]); opening refuses a database of a version this
+//! build does not read.
 //!
 //! [`PENDING_CF`] is a small column family for records that are usually short-lived (prepared transfers). Kept
 //! apart, their deletion tombstones are compacted away quickly and never slow down a start-up scan of what is
@@ -44,12 +46,14 @@ use rocksdb::{
 };
 use tokio::sync::{oneshot, watch};
 
+use super::schema::{self, SchemaCheck, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+
 /// Column family for short-lived records (prepared transfers). Its memtable is a vector, not a skip list:
 /// appends are cheap on the single writer thread, and the family is only read by scans — at start-up (when
 /// RocksDB has flushed the recovered memtable, so they read sorted files) and by rare operations while running
 /// (opening a log, loading or deleting an engine account), each of which sorts a copy of the memtable (at most
-/// [`PENDING_WRITE_BUFFER_BYTES`], a few milliseconds). There is deliberately no point read of this family: on a
-/// vector memtable each one would sort it.
+/// `PENDING_WRITE_BUFFER_BYTES`, 4 MiB: a few milliseconds). There is deliberately no point read of this
+/// family: on a vector memtable each one would sort it.
 pub const PENDING_CF: &str = "pending";
 
 /// A `(key, value)` pair as returned by the prefix scans.
@@ -141,7 +145,8 @@ struct Shared {
     /// Wakes [`Db::wait_durable`] callers after every group (success or failure).
     durable_watch: watch::Sender<u64>,
     poisoned: AtomicBool,
-    /// Test hook: the next this-many group writes fail as if the disk did.
+    /// Failure injection: the next this-many group writes fail as if the disk did.
+    #[cfg(any(test, feature = "testing"))]
     injected_failures: AtomicU64,
     /// Number of group writes done (for tests and benchmarks).
     groups: AtomicU64,
@@ -197,7 +202,10 @@ impl Db {
         Db::open_with(path, DbOptions::default())
     }
 
-    /// Opens (creating if needed) the database in folder `path` and starts its writer thread.
+    /// Opens (creating if needed) the database in folder `path` and starts its writer thread. A database of a
+    /// schema version this build does not read is refused and left untouched: [`StoreError::Corrupt`] on
+    /// `meta/format`, whose reason is the [`SchemaError`](super::schema::SchemaError) naming the version found
+    /// and the versions this build reads.
     pub fn open_with(path: impl AsRef<Path>, options: DbOptions) -> Result<Arc<Db>, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut table = BlockBasedOptions::default();
@@ -233,7 +241,7 @@ impl Db {
             ColumnFamilyDescriptor::new(PENDING_CF, pending),
         ];
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(io)?;
-        check_format(&db)?;
+        check_schema(&db)?;
         let (durable_watch, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             db,
@@ -242,6 +250,7 @@ impl Db {
             durable: AtomicU64::new(0),
             durable_watch,
             poisoned: AtomicBool::new(false),
+            #[cfg(any(test, feature = "testing"))]
             injected_failures: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             flush_on_close: AtomicBool::new(true),
@@ -442,8 +451,9 @@ impl Db {
         Ok(out)
     }
 
-    /// Test hook: the next `n` group writes fail as if the disk returned an error, which poisons the database.
-    /// Only tests should call it; it exists in every build so that integration tests can prove poisoning.
+    /// Failure injection: the next `n` group writes fail as if the disk returned an error, which poisons the
+    /// database. Only with the `testing` feature (and in this crate's unit tests), so tests can prove poisoning.
+    #[cfg(any(test, feature = "testing"))]
     pub fn inject_write_failures(&self, n: u64) {
         self.shared.injected_failures.store(n, Ordering::Release);
     }
@@ -510,24 +520,27 @@ impl Drop for Db {
     }
 }
 
-/// Checks the store's encoding version; a new database gets the current one (written before the writer thread
-/// exists, so this synced write cannot race with group commits).
-fn check_format(db: &DB) -> Result<(), StoreError> {
-    use super::codec::{FORMAT_KEY, FORMAT_VERSION};
-    match db.get(FORMAT_KEY).map_err(io)? {
-        Some(version) if version.as_slice() == [FORMAT_VERSION] => Ok(()),
-        Some(version) => Err(StoreError::Corrupt {
-            key: String::from_utf8_lossy(FORMAT_KEY).into_owned(),
-            reason: format!("unsupported store format {version:?} (expected [{FORMAT_VERSION}])"),
-        }),
-        None => {
-            let mut sync = WriteOptions::default();
-            sync.set_sync(true);
-            let mut batch = WriteBatch::default();
-            batch.put(FORMAT_KEY, [FORMAT_VERSION]);
-            db.write_opt(batch, &sync).map_err(io)
+/// Checks the database's schema version ([`schema::check`]): a new database gets the current version, a
+/// readable older one is raised to it, anything else is refused and left untouched. Runs before the writer
+/// thread exists, so its synced write cannot race with group commits.
+fn check_schema(db: &DB) -> Result<(), StoreError> {
+    let found = db.get(SCHEMA_VERSION_KEY).map_err(io)?;
+    let outcome = schema::check(found.as_deref()).map_err(|err| StoreError::Corrupt {
+        key: String::from_utf8_lossy(SCHEMA_VERSION_KEY).into_owned(),
+        reason: err.to_string(),
+    })?;
+    match outcome {
+        SchemaCheck::Current => return Ok(()),
+        SchemaCheck::New => {}
+        SchemaCheck::Raise { from } => {
+            tracing::info!(from, to = SCHEMA_VERSION, "database schema version raised");
         }
     }
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    let mut batch = WriteBatch::default();
+    batch.put(SCHEMA_VERSION_KEY, [SCHEMA_VERSION]);
+    db.write_opt(batch, &sync).map_err(io)
 }
 
 /// The smallest key greater than every key starting with `prefix`, if any.
@@ -701,12 +714,19 @@ fn writer_loop(shared: &Shared) {
     }
 }
 
-/// Takes one injected failure, if a test asked for one.
+/// Takes one injected failure, if a test asked for one ([`Db::inject_write_failures`]).
+#[cfg(any(test, feature = "testing"))]
 fn injected_failure(shared: &Shared) -> bool {
     shared
         .injected_failures
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
         .is_ok()
+}
+
+/// Without the `testing` feature nothing can inject a failure.
+#[cfg(not(any(test, feature = "testing")))]
+fn injected_failure(_shared: &Shared) -> bool {
+    false
 }
 
 /// Syncs the WAL (every batch written so far becomes durable).

@@ -1,6 +1,6 @@
 //! Imports a legacy plugin store into a [`RocksStores`] namespace.
 //!
-//! The legacy plugin (`legacy-plugin.md` §4) keeps string rows: `<key>:tl:transfer:<id>` (JSON
+//! The legacy plugin (docs/legacy-btp.md §12) keeps string rows: `<key>:tl:transfer:<id>` (JSON
 //! `{"transfer":{…},"isIncoming":bool,"state":"prepared|fulfilled|cancelled"[,"fulfillment"]}`),
 //! `<key>:tl:balance:if|of` and `<key>:tl:maximum|minimum` (decimal strings, BigNumber notation), and
 //! `<key>:mvt:maximum` (`{"value":"dec","data":any}`). ILP Kit keeps the same rows in the Postgres table
@@ -8,7 +8,7 @@
 //! [`rows_from_json_object`] reads a `{key: value}` dump and [`rows_from_csv`] a `COPY … TO STDOUT WITH
 //! (FORMAT csv)` export of that table.
 //!
-//! Rules (`legacy-plugin.md` §8, "Migration rules"):
+//! Rules (docs/ilp-kit.md §6, "Migration rules"):
 //! * the balance is reproduced exactly: IF and OF are taken from the balance rows, so balance = IF − OF;
 //!   IFP = IF and OFP = OF, because
 //! * records still `prepared` are stale: they are imported as cancelled (reason [`STALE_REASON`]) and their

@@ -6,6 +6,7 @@
 //! Layout:
 //! * [`db`]: the database, its write path (atomic, durable, ordered, group commit, poisoning) and reads;
 //! * [`codec`]: key layout and binary record encodings;
+//! * [`schema`]: the database's one schema version, checked at open, and the record forms each version wrote;
 //! * [`transfer_log`] / [`max_value`]: the two primitives, one instance per key;
 //! * [`legacy_import`]: imports a legacy plugin store (string rows) into a namespace.
 //!
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod db;
 pub mod legacy_import;
 pub mod max_value;
+pub mod schema;
 pub mod transfer_log;
 
 use std::sync::Arc;

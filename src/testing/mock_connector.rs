@@ -1,5 +1,5 @@
 //! A mock accounting system (connector side of RFC 38) that behaves like interledger-rs `ilp-node`, for tests and
-//! benchmarks of the settlement engine (`settlement-engines.md` §3, §4).
+//! benchmarks of the settlement engine (docs/modern.md §5.4, §5.5, §10.3).
 //!
 //! Behaviour reproduced:
 //! * account IDs are UUIDs; [`MockConnector::add_account`] creates the account on the engine with
@@ -17,7 +17,7 @@
 //!
 //! Every credit is recorded for assertions ([`MockConnector::credits`], [`MockConnector::credited_total`]).
 //!
-//! The settle client ([`super::settle_client`]) and the RFC 38 routes ([`super::settlement_api`]) are shared with
+//! The settle client ([`super::settle_client`]) and the RFC 38 routes (`settlement_api`) are shared with
 //! the mock interledger-rs node ([`super::ilp_node`]), which also keeps balances and speaks ILP.
 
 use std::collections::{HashMap, HashSet};

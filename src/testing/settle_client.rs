@@ -5,7 +5,7 @@
 //! | behaviour | interledger-rs 1.0 |
 //! |--|--|
 //! | settle | `POST <se>/accounts/<id>/settlements`, body `{"amount":"<u64>","scale":<asset scale>}` |
-//! | key | a UUIDv4 `Idempotency-Key`, **new on every attempt** ([live], §5.4) |
+//! | key | a UUIDv4 `Idempotency-Key`, **new on every attempt** (\[live\], docs/modern.md §5.4) |
 //! | timeout | 5 s per attempt ([`SETTLE_TIMEOUT`]) |
 //! | retries | up to 10 after the first attempt ([`SETTLE_RETRIES`]); 5xx and timeouts wait 5 s, connection errors 1 s; 4xx is final |
 //! | after the last failure | the caller refunds (the node adds the amount back to the balance) |

@@ -60,7 +60,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// interledger-rs's answer to an accepted credit: `201` with the text `RECEIVED` ([live], docs/modern.md §5.5).
+/// interledger-rs's answer to an accepted credit: `201` with the text `RECEIVED` (\[live\], docs/modern.md §5.5).
 pub(crate) fn received() -> Response {
     (StatusCode::CREATED, "RECEIVED").into_response()
 }
@@ -77,7 +77,7 @@ pub(crate) fn conflict() -> Response {
 }
 
 /// interledger-rs's answer to a delivered message: `201` with the peer engine's reply and **no Content-Type**
-/// ([live], docs/modern.md §5.5).
+/// (\[live\], docs/modern.md §5.5).
 pub(crate) fn relayed(reply: Bytes) -> Response {
     let mut response = (StatusCode::CREATED, reply).into_response();
     response.headers_mut().remove("content-type");

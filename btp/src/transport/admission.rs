@@ -1,7 +1,7 @@
-//! Admission of accepted sockets, node-wide (one [`Admission`] per [`BtpEndpoint`](super::BtpEndpoint), shared
-//! by all its listeners): how many sockets may be unauthenticated, in all and per address, which one leaves
-//! when that pool is full, how many may be authenticated, and how long an address that failed auth waits
-//! before its next attempt is looked at.
+//! Admission of accepted sockets, node-wide (one [`Admission`] per [`BtpEndpoint`](crate::transport::BtpEndpoint),
+//! shared by all its listeners): how many sockets may be unauthenticated, in all and per address, which one leaves when
+//! that pool is full, how many may be authenticated, and how long an address that failed auth waits before its next
+//! attempt is looked at.
 //!
 //! Unauthenticated and authenticated sockets are two separate pools, so a flood of sockets that never
 //! authenticate cannot take the slots of peers, and a socket holds an unauthenticated slot only from
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 
-use super::{
+use super::limits::{
     AUTH_FAILURE_MEMORY, AUTH_PENALTY_BASE, AUTH_PENALTY_MAX, DEFAULT_MAX_AUTHENTICATED_SOCKETS,
     DEFAULT_MAX_SOCKETS_PER_PEER, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
     DEFAULT_MAX_UNAUTHENTICATED_SOCKETS, MAX_PENALTY_ENTRIES,

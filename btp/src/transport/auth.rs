@@ -1,4 +1,5 @@
-//! The BTP auth handshake (legacy-plugin spec §2; `src/model/rpc.js` `_handleAuth` in the legacy framework).
+//! The BTP auth handshake: the [`Authenticator`] the host plugs in, the auth Message a dialer sends and the
+//! listener's checks of it (docs/legacy-btp.md §3; the legacy framework's `_handleAuth`).
 //!
 //! The checks run in the legacy order and the Errors are byte-for-byte the legacy ones (apart from
 //! `triggeredAt`, which is the current time, as in legacy).
@@ -8,7 +9,29 @@ use crate::packet::{
 };
 use crate::time::Timestamp;
 
-use super::{Authenticator, PeerKey, NONCE_PROTOCOL};
+use super::peer_key::PeerKey;
+
+/// Name of the protocol-data entry that carries a bridge dialer's election nonce (8 bytes, big-endian).
+pub const NONCE_PROTOCOL: &str = "ilp_bridge_nonce";
+
+/// Decides who may connect to a listener.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The peer that `(username, token)` authenticates as, or `None` to refuse (the client gets
+    /// `F00 NotAcceptedError`). The legacy default accepts only an empty username plus the shared secret.
+    /// Called with `username == ""` when the client sent no `auth_username` and
+    /// [`ServerConfig::require_username`](crate::transport::ServerConfig::require_username) is off. Never log
+    /// `token`.
+    fn authenticate(&self, username: &str, token: &str) -> Option<PeerKey>;
+}
+
+impl<F> Authenticator for F
+where
+    F: Fn(&str, &str) -> Option<PeerKey> + Send + Sync + 'static,
+{
+    fn authenticate(&self, username: &str, token: &str) -> Option<PeerKey> {
+        self(username, token)
+    }
+}
 
 /// `data` of the Error for a non-Message first frame.
 pub(crate) const INVALID_METHOD_DATA: &str =

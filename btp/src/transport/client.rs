@@ -16,13 +16,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::auth::auth_protocol_data;
-use super::link::{spawn_link, LinkOrigin};
-use super::session::SessionInner;
-use super::stream::{ws_config, BtpStream, WsStream};
-use super::{
-    BtpUrl, ConnectionState, TlsClientConfig, DEFAULT_AUTH_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    KEEPALIVE_INTERVAL, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
+use super::limits::{
+    DEFAULT_AUTH_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, RECONNECT_BACKOFF_MAX,
+    RECONNECT_BACKOFF_MIN,
 };
+use super::session::{ConnectionState, SessionInner};
+use super::socket::{spawn_socket, SocketOrigin};
+use super::stream::{ws_config, BtpStream, WsStream};
+use super::tls::TlsClientConfig;
+use super::url::BtpUrl;
 use crate::packet::{BtpError, BtpVersion, Frame, Packet};
 
 /// Dialer settings.
@@ -119,7 +121,7 @@ async fn dial_loop(session: Arc<SessionInner>, url: BtpUrl, opts: ClientOptions,
         match dial(&url, &opts, nonce).await {
             Ok(ws) => {
                 backoff = opts.backoff_min;
-                match spawn_link(&session, LinkOrigin::Dialed, ws, None, opts.keepalive) {
+                match spawn_socket(&session, SocketOrigin::Dialed, ws, None, opts.keepalive) {
                     Ok((control, reader)) => {
                         let _ = reader.await;
                         drop(control);

@@ -1,40 +1,24 @@
-//! [`BtpEndpoint`]: a node's registry of sessions, shared by its listener and its dialers.
+//! [`BtpEndpoint`]: a node's BTP transport, the one handle the host holds: its sessions, listeners and dialers.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use super::admission::{Admission, ConnectionLimits};
+use super::auth::Authenticator;
 use super::client::{spawn_dialer, ClientOptions};
+use super::peer_key::PeerKey;
+use super::registry::{SessionFactory, SessionRegistry};
 use super::server::{self, ServerConfig};
-use super::session::BtpSession;
-use super::{Authenticator, BtpUrl, PeerKey, RequestHandler};
-
-/// Chooses the handler for a peer that authenticated on a listener and has no session yet.
-pub trait SessionFactory: Send + Sync + 'static {
-    /// The handler for `peer`'s new session, or `None` to refuse the socket (it gets the legacy
-    /// `F00 NotAcceptedError "invalid auth token and/or username"`). Called at most once per peer and endpoint
-    /// (the session is then kept); not called for peers created with [`BtpEndpoint::register`] or
-    /// [`BtpEndpoint::connect`].
-    fn handler_for(&self, peer: &PeerKey) -> Option<Arc<dyn RequestHandler>>;
-}
-
-impl<F> SessionFactory for F
-where
-    F: Fn(&PeerKey) -> Option<Arc<dyn RequestHandler>> + Send + Sync + 'static,
-{
-    fn handler_for(&self, peer: &PeerKey) -> Option<Arc<dyn RequestHandler>> {
-        self(peer)
-    }
-}
+use super::session::{BtpSession, RequestHandler};
+use super::url::BtpUrl;
 
 /// Node-wide transport settings.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
-    /// Election nonce (see "Election" in the [module docs](super)); random by default. Two nodes that peer
-    /// with each other must have different nonces.
+    /// Election nonce (see "Election" in the [transport docs](crate::transport)); random by default. Two
+    /// nodes that peer with each other must have different nonces.
     pub nonce: u64,
     /// Limits on accepted sockets, shared by all the endpoint's listeners, and on sockets per peer.
     pub limits: ConnectionLimits,
@@ -50,8 +34,8 @@ impl Default for EndpointConfig {
 }
 
 struct EndpointInner {
-    config: EndpointConfig,
-    sessions: Mutex<HashMap<PeerKey, BtpSession>>,
+    /// The sessions by peer.
+    registry: Arc<SessionRegistry>,
     /// Node-wide socket admission (pools, per-address limits, auth penalties).
     admission: Arc<Admission>,
 }
@@ -68,7 +52,7 @@ pub struct BtpEndpoint {
 impl std::fmt::Debug for BtpEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BtpEndpoint")
-            .field("nonce", &self.inner.config.nonce)
+            .field("nonce", &self.nonce())
             .finish()
     }
 }
@@ -76,18 +60,22 @@ impl std::fmt::Debug for BtpEndpoint {
 impl BtpEndpoint {
     /// An endpoint with no sessions.
     pub fn new(config: EndpointConfig) -> Self {
+        let admission = Arc::new(Admission::new(config.limits));
+        let registry = Arc::new(SessionRegistry::new(
+            config.nonce,
+            admission.limits().max_sockets_per_peer,
+        ));
         BtpEndpoint {
             inner: Arc::new(EndpointInner {
-                admission: Arc::new(Admission::new(config.limits)),
-                config,
-                sessions: Mutex::new(HashMap::new()),
+                registry,
+                admission,
             }),
         }
     }
 
     /// This node's election nonce.
     pub fn nonce(&self) -> u64 {
-        self.inner.config.nonce
+        self.inner.registry.nonce()
     }
 
     /// The socket limits in force (a 0 in [`EndpointConfig::limits`] is raised to 1).
@@ -105,27 +93,11 @@ impl BtpEndpoint {
         self.inner.admission.authenticated_count()
     }
 
-    pub(crate) fn admission(&self) -> &Arc<Admission> {
-        &self.inner.admission
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<PeerKey, BtpSession>> {
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The session for `peer`, creating it (disconnected, no dialer) with `handler` if there is none. An
     /// existing session keeps its handler. Use this for peers that dial us, so requests to them fail fast
-    /// with [`RpcError::NotConnected`](super::RpcError::NotConnected) until they do.
+    /// with [`RpcError::NotConnected`](crate::transport::RpcError::NotConnected) until they do.
     pub fn register(&self, peer: PeerKey, handler: Arc<dyn RequestHandler>) -> BtpSession {
-        let nonce = self.nonce();
-        let max_sockets = self.limits().max_sockets_per_peer;
-        self.sessions()
-            .entry(peer.clone())
-            .or_insert_with(|| BtpSession::new(peer, handler, nonce, max_sockets))
-            .clone()
+        self.inner.registry.register(peer, handler)
     }
 
     /// The session for `peer` (as [`register`](Self::register)) with a dialer for `url` started in the
@@ -145,27 +117,12 @@ impl BtpEndpoint {
 
     /// The session for `peer`, if one exists.
     pub fn session(&self, peer: &PeerKey) -> Option<BtpSession> {
-        self.sessions().get(peer).cloned()
+        self.inner.registry.get(peer)
     }
 
     /// All sessions.
     pub fn all_sessions(&self) -> Vec<BtpSession> {
-        self.sessions().values().cloned().collect()
-    }
-
-    /// The session an authenticated inbound socket joins: the existing one, or a new one if `factory` gives a
-    /// handler. `None` refuses the socket; a closed session refuses too.
-    pub(crate) fn session_for_inbound(
-        &self,
-        peer: &PeerKey,
-        factory: &dyn SessionFactory,
-    ) -> Option<BtpSession> {
-        if let Some(session) = self.session(peer) {
-            return (!session.inner.is_closed()).then_some(session);
-        }
-        // Ask the factory without holding the lock (it is host code).
-        let handler = factory.handler_for(peer)?;
-        Some(self.register(peer.clone(), handler))
+        self.inner.registry.all()
     }
 
     /// Accepts BTP sockets on `listener` until `shutdown` completes, then stops accepting, closes the sockets
@@ -180,7 +137,16 @@ impl BtpEndpoint {
         handler_for: Arc<dyn SessionFactory>,
         shutdown: impl Future<Output = ()>,
     ) {
-        server::serve(self.clone(), listener, config, auth, handler_for, shutdown).await;
+        server::serve(
+            self.inner.registry.clone(),
+            self.inner.admission.clone(),
+            listener,
+            config,
+            auth,
+            handler_for,
+            shutdown,
+        )
+        .await;
     }
 }
 

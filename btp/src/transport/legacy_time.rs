@@ -3,8 +3,9 @@
 //! btp-packet 1.x turns `YYYYMMDDHHMMSS.fffZ` into `YYYY-MM-DDTHH:MM:SS.fffZ` with a regex and hands the result
 //! (or, when the regex does not match, the raw text) to JavaScript's `new Date`; the plugin then calls
 //! `toISOString()` on it, which throws `RangeError: Invalid time value` for an invalid date. So a Prepare whose
-//! expiry is not a valid time gets `Error F00 "RangeError" {"message":"Invalid time value"}` (legacy-plugin
-//! spec §1), checked before any other field of the transfer. Measured on the real 1.3.5 plugin (node 20):
+//! expiry is not a valid time gets `Error F00 "RangeError" {"message":"Invalid time value"}`
+//! (docs/legacy-btp.md §1.5, §16.9), checked before any other field of the transfer. Measured on the real
+//! 1.3.5 plugin (node 20):
 //!
 //! | expiresAt | legacy |
 //! |--|--|

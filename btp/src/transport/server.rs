@@ -4,7 +4,7 @@
 //! Every accepted socket runs in its own task, and the endpoint's admission (module `admission`) decides
 //! what it may hold: right after `accept()` it takes a slot in the unauthenticated pool (or is closed at once
 //! when its address already has its share, or evicts an older unauthenticated socket when the pool is full);
-//! until it authenticates it may send only a few KiB ([`MAX_PREAUTH_BYTES`](super::MAX_PREAUTH_BYTES)); its
+//! until it authenticates it may send only a few KiB ([`MAX_PREAUTH_BYTES`](super::limits::MAX_PREAUTH_BYTES)); its
 //! auth attempt waits out the penalty of its address's earlier failures; once authenticated it moves to the
 //! authenticated pool and counts toward its peer's socket limit. Anything that goes wrong with one
 //! connection (handshake errors, bad auth, silence) ends that task only.
@@ -22,19 +22,19 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::admission::{AddressKey, Admit, PreauthSlot};
+use super::admission::{AddressKey, Admission, Admit, PreauthSlot};
 use super::auth::{
-    check_auth, not_accepted, AuthOutcome, NOT_ACCEPTED_DATA, TOO_MANY_CONNECTIONS_DATA,
-    TOO_MANY_PEER_SOCKETS_DATA,
+    check_auth, not_accepted, AuthOutcome, Authenticator, NOT_ACCEPTED_DATA,
+    TOO_MANY_CONNECTIONS_DATA, TOO_MANY_PEER_SOCKETS_DATA,
 };
-use super::endpoint::BtpEndpoint;
-use super::link::{signalled, spawn_link, LinkOrigin};
+use super::limits::{
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CLOSE_LINGER, DEFAULT_AUTH_TIMEOUT, KEEPALIVE_INTERVAL,
+};
+use super::registry::{SessionFactory, SessionRegistry};
 use super::session::BtpSession;
+use super::socket::{signalled, spawn_socket, SocketOrigin};
 use super::stream::{ws_config, BtpStream, WsStream};
-use super::{
-    Authenticator, SessionFactory, TlsServerConfig, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN,
-    CLOSE_LINGER, DEFAULT_AUTH_TIMEOUT, KEEPALIVE_INTERVAL,
-};
+use super::tls::TlsServerConfig;
 use crate::packet::{BtpError, BtpVersion, Frame, Packet, ProtocolData};
 
 /// Listener settings (the legacy `listener: {port, cert, key, ca}` plus our own knobs).
@@ -65,15 +65,20 @@ impl Default for ServerConfig {
 
 /// Everything a connection task needs.
 struct Listener {
-    endpoint: BtpEndpoint,
+    /// The endpoint's sessions, which authenticated sockets join.
+    registry: Arc<SessionRegistry>,
+    /// The endpoint's socket admission.
+    admission: Arc<Admission>,
     config: ServerConfig,
     auth: Arc<dyn Authenticator>,
     factory: Arc<dyn SessionFactory>,
     shutdown: watch::Receiver<bool>,
 }
 
+/// Runs one listener of an endpoint (see [`BtpEndpoint::serve`](crate::transport::BtpEndpoint::serve)).
 pub(crate) async fn serve(
-    endpoint: BtpEndpoint,
+    registry: Arc<SessionRegistry>,
+    admission: Arc<Admission>,
     listener: TcpListener,
     config: ServerConfig,
     auth: Arc<dyn Authenticator>,
@@ -81,9 +86,9 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admission = endpoint.admission().clone();
     let shared = Arc::new(Listener {
-        endpoint,
+        registry,
+        admission: admission.clone(),
         config,
         auth,
         factory,
@@ -191,21 +196,33 @@ async fn refuse(ws: &mut WsStream, request_id: u32, data: &str) {
     close_gracefully(ws).await;
 }
 
-async fn accept_ws(shared: &Listener, tcp: TcpStream) -> Result<WsStream, String> {
+/// Why TLS or the websocket handshake of an accepted socket failed (logged, and the socket dropped).
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// The TLS handshake failed.
+    #[error(transparent)]
+    Tls(std::io::Error),
+    /// The websocket upgrade failed (or the pre-auth limit ended it).
+    #[error(transparent)]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+async fn accept_ws(shared: &Listener, tcp: TcpStream) -> Result<WsStream, HandshakeError> {
     let _ = tcp.set_nodelay(true);
     let stream = match &shared.config.tls {
         Some(tls) => BtpStream::server_tls(
             tls.acceptor()
                 .accept(tcp)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(HandshakeError::Tls)?,
         ),
         None => BtpStream::plain(tcp),
     };
     // Any path is accepted, like the legacy listener.
-    tokio_tungstenite::accept_async_with_config(stream.with_preauth_limit(), Some(ws_config()))
-        .await
-        .map_err(|e| e.to_string())
+    Ok(
+        tokio_tungstenite::accept_async_with_config(stream.with_preauth_limit(), Some(ws_config()))
+            .await?,
+    )
 }
 
 /// A socket that authenticated: its websocket, the auth Message's request ID, its peer's session and the
@@ -240,26 +257,26 @@ async fn handle_connection(shared: &Listener, tcp: TcpStream, mut slot: PreauthS
     let peer = session.peer().clone();
     // The socket leaves the unauthenticated pool only once it has a place in the authenticated one (or has
     // been refused and closed), so it is counted in one of them all along.
-    let Some(_authenticated_slot) = shared.endpoint.admission().authenticated_slot() else {
-        warn!(%peer, limit = shared.endpoint.limits().max_authenticated, "authenticated sockets at their limit; refusing");
+    let Some(_authenticated_slot) = shared.admission.authenticated_slot() else {
+        warn!(%peer, limit = shared.admission.limits().max_authenticated, "authenticated sockets at their limit; refusing");
         refuse(&mut ws, request_id, TOO_MANY_CONNECTIONS_DATA).await;
         return;
     };
     drop(slot);
     ws.get_mut().lift_preauth_limit();
     let response = Frame::new(request_id, Packet::Response(ProtocolData::new())).to_bytes();
-    let origin = LinkOrigin::Accepted { nonce };
-    let (control, mut reader) = match spawn_link(
+    let origin = SocketOrigin::Accepted { nonce };
+    let (control, mut reader) = match spawn_socket(
         &session.inner,
         origin,
         ws,
         Some(response),
         shared.config.keepalive,
     ) {
-        Ok(link) => link,
+        Ok(socket) => socket,
         Err(ws) => {
             let mut ws = *ws;
-            warn!(%peer, limit = shared.endpoint.limits().max_sockets_per_peer, "peer has its most sockets already; refusing the new one");
+            warn!(%peer, limit = shared.admission.limits().max_sockets_per_peer, "peer has its most sockets already; refusing the new one");
             refuse(&mut ws, request_id, TOO_MANY_PEER_SOCKETS_DATA).await;
             return;
         }
@@ -293,7 +310,7 @@ async fn authenticate(
         }
     };
     debug!("websocket open, waiting for auth");
-    let admission = shared.endpoint.admission();
+    let admission = &shared.admission;
     loop {
         let msg = match timeout_at(deadline, ws.next()).await {
             Err(_) => {
@@ -328,7 +345,7 @@ async fn authenticate(
         }
         let refusal = match check_auth(&frame, &*shared.auth, shared.config.require_username) {
             AuthOutcome::Accepted { peer, nonce } => {
-                match shared.endpoint.session_for_inbound(&peer, &*shared.factory) {
+                match shared.registry.session_for_inbound(&peer, &*shared.factory) {
                     Some(session) => {
                         admission.auth_succeeded(address);
                         return Some(Authenticated {

@@ -1,6 +1,6 @@
 //! The byte stream under a websocket (plain TCP, or TLS as client or server) and the websocket settings.
 //!
-//! One stream type for all three cases keeps the link code monomorphic (one copy of the socket tasks). An
+//! One stream type for all three cases keeps the socket code monomorphic (one copy of the socket tasks). An
 //! accepted stream also watches what an unauthenticated client sends ([`PreauthGuard`]) until the listener
 //! lifts the limit after a successful auth.
 
@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{
+use super::limits::{
     MAX_PREAUTH_BYTES, MAX_PREAUTH_FRAME_BYTES, WS_READ_BUFFER_BYTES, WS_WRITE_BUFFER_BYTES,
 };
 use crate::oer::MAX_FRAME_BYTES;

@@ -22,33 +22,33 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-pub type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The shared secret the test authenticators accept (with an empty username).
-pub const SECRET: &str = "s@cret";
+pub(crate) const SECRET: &str = "s@cret";
 
 /// Records every request and answers with a Response that echoes the request's protocol data.
 #[derive(Default)]
-pub struct Recorder {
-    pub seen: Mutex<Vec<(u32, Packet)>>,
-    pub calls: AtomicUsize,
+pub(crate) struct Recorder {
+    pub(crate) seen: Mutex<Vec<(u32, Packet)>>,
+    pub(crate) calls: AtomicUsize,
     /// Sleep this long before answering.
-    pub delay: Mutex<Option<Duration>>,
+    pub(crate) delay: Mutex<Option<Duration>>,
     /// Return `None` (no reply).
-    pub silent: std::sync::atomic::AtomicBool,
+    pub(crate) silent: std::sync::atomic::AtomicBool,
 }
 
 impl Recorder {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Recorder::default())
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
-    pub fn ids(&self) -> Vec<u32> {
+    pub(crate) fn ids(&self) -> Vec<u32> {
         self.seen
             .lock()
             .expect("lock")
@@ -83,33 +83,33 @@ impl RequestHandler for Recorder {
 }
 
 /// Legacy default authCheck: empty username and the secret; everyone is peer "alice".
-pub fn legacy_auth() -> Arc<dyn Authenticator> {
+pub(crate) fn legacy_auth() -> Arc<dyn Authenticator> {
     Arc::new(|username: &str, token: &str| {
         (username.is_empty() && token == SECRET).then(|| PeerKey::new("alice"))
     })
 }
 
 /// A factory that hands every new peer the same handler.
-pub fn factory(handler: Arc<dyn RequestHandler>) -> Arc<dyn SessionFactory> {
+pub(crate) fn factory(handler: Arc<dyn RequestHandler>) -> Arc<dyn SessionFactory> {
     Arc::new(move |_: &PeerKey| Some(handler.clone()))
 }
 
 /// A running listener; dropping it shuts it down.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub endpoint: BtpEndpoint,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) endpoint: BtpEndpoint,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
     /// The listener-side session of peer `name`; panics when there is none.
-    pub fn session(&self, name: &str) -> BtpSession {
+    pub(crate) fn session(&self, name: &str) -> BtpSession {
         self.endpoint.session(&PeerKey::new(name)).expect("session")
     }
 
     /// Stops accepting, closes the accepted sockets and waits for the listener to finish.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -127,7 +127,7 @@ impl Drop for TestServer {
     }
 }
 
-pub async fn start_server_on(
+pub(crate) async fn start_server_on(
     listener: TcpListener,
     endpoint: BtpEndpoint,
     config: ServerConfig,
@@ -151,7 +151,7 @@ pub async fn start_server_on(
     }
 }
 
-pub async fn start_server(
+pub(crate) async fn start_server(
     endpoint: BtpEndpoint,
     config: ServerConfig,
     auth: Arc<dyn Authenticator>,
@@ -163,7 +163,7 @@ pub async fn start_server(
 
 /// A listener on `listener` with a fresh endpoint, `config`, the legacy authenticator ([`legacy_auth`]) and a
 /// [`Recorder`] for every peer.
-pub async fn legacy_server_on(
+pub(crate) async fn legacy_server_on(
     listener: TcpListener,
     config: ServerConfig,
 ) -> (TestServer, Arc<Recorder>) {
@@ -180,18 +180,18 @@ pub async fn legacy_server_on(
 }
 
 /// [`legacy_server_on`] a new listener on 127.0.0.1:0.
-pub async fn legacy_server_with(config: ServerConfig) -> (TestServer, Arc<Recorder>) {
+pub(crate) async fn legacy_server_with(config: ServerConfig) -> (TestServer, Arc<Recorder>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     legacy_server_on(listener, config).await
 }
 
 /// [`legacy_server_with`] the default server config.
-pub async fn legacy_server() -> (TestServer, Arc<Recorder>) {
+pub(crate) async fn legacy_server() -> (TestServer, Arc<Recorder>) {
     legacy_server_with(ServerConfig::default()).await
 }
 
 /// A raw client to `addr` that has sent the legacy auth Message (request `request_id`) and received a reply.
-pub async fn authed_legacy_client(addr: SocketAddr, request_id: u32) -> RawWs {
+pub(crate) async fn authed_legacy_client(addr: SocketAddr, request_id: u32) -> RawWs {
     let mut ws = raw_client(addr).await;
     send(&mut ws, legacy_auth_frame(request_id, "", SECRET)).await;
     assert!(next_binary(&mut ws).await.is_some(), "auth reply");
@@ -200,7 +200,7 @@ pub async fn authed_legacy_client(addr: SocketAddr, request_id: u32) -> RawWs {
 
 /// A raw websocket client to `addr` whose socket is bound to `source` (another loopback address, say), so
 /// that per-address limits see it as a different host.
-pub async fn raw_client_from(source: std::net::IpAddr, addr: SocketAddr) -> RawWs {
+pub(crate) async fn raw_client_from(source: std::net::IpAddr, addr: SocketAddr) -> RawWs {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::new(source, 0))
@@ -215,7 +215,7 @@ pub async fn raw_client_from(source: std::net::IpAddr, addr: SocketAddr) -> RawW
     ws
 }
 
-pub async fn raw_client(addr: SocketAddr) -> RawWs {
+pub(crate) async fn raw_client(addr: SocketAddr) -> RawWs {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/any/path"))
         .await
         .expect("websocket connect");
@@ -227,7 +227,7 @@ fn entry(name: &'static str, ct: ContentType, data: &[u8]) -> ProtocolDataEntry 
 }
 
 /// The auth Message a legacy client sends.
-pub fn legacy_auth_frame(request_id: u32, username: &str, token: &str) -> Bytes {
+pub(crate) fn legacy_auth_frame(request_id: u32, username: &str, token: &str) -> Bytes {
     let pd = ProtocolData::new()
         .with(entry("auth", ContentType::OCTET_STREAM, b""))
         .with(entry(
@@ -244,17 +244,17 @@ pub fn legacy_auth_frame(request_id: u32, username: &str, token: &str) -> Bytes 
 }
 
 /// A Message with one `test` entry holding `data`.
-pub fn message(data: &[u8]) -> Packet {
+pub(crate) fn message(data: &[u8]) -> Packet {
     Packet::Message(ProtocolData::new().with(entry("test", ContentType::OCTET_STREAM, data)))
 }
 
 /// Sends a binary frame.
-pub async fn send(ws: &mut RawWs, bytes: Bytes) {
+pub(crate) async fn send(ws: &mut RawWs, bytes: Bytes) {
     ws.send(Message::Binary(bytes)).await.expect("send");
 }
 
 /// The next binary frame (skipping pings), or `None` when the socket closes; panics after 10 s.
-pub async fn next_binary(ws: &mut RawWs) -> Option<Bytes> {
+pub(crate) async fn next_binary(ws: &mut RawWs) -> Option<Bytes> {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -268,7 +268,7 @@ pub async fn next_binary(ws: &mut RawWs) -> Option<Bytes> {
 }
 
 /// Waits for the close frame and returns its code (`None` if the socket ended without one).
-pub async fn close_code(ws: &mut RawWs) -> Option<u16> {
+pub(crate) async fn close_code(ws: &mut RawWs) -> Option<u16> {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -283,7 +283,7 @@ pub async fn close_code(ws: &mut RawWs) -> Option<u16> {
 
 /// Sends a `marker` request (ID `marker_id`) and reads replies until the marker's: the request IDs of the
 /// replies that came before it, in order (`what` names the socket in a panic).
-pub async fn replies_before_marker(ws: &mut RawWs, marker_id: u32, what: &str) -> Vec<u32> {
+pub(crate) async fn replies_before_marker(ws: &mut RawWs, marker_id: u32, what: &str) -> Vec<u32> {
     send(ws, Frame::new(marker_id, message(b"marker")).to_bytes()).await;
     let mut replies = Vec::new();
     loop {
@@ -295,12 +295,12 @@ pub async fn replies_before_marker(ws: &mut RawWs, marker_id: u32, what: &str) -
     }
 }
 
-pub fn decode(bytes: &Bytes) -> Frame {
+pub(crate) fn decode(bytes: &Bytes) -> Frame {
     Frame::decode(bytes, BtpVersion::Btp1).expect("decodable frame")
 }
 
 /// Polls `cond` every 10 ms for up to 10 s.
-pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     for _ in 0..1000 {
         if cond() {
             return true;

@@ -5,13 +5,13 @@
 //! changes per epoch), a *local table* (the best route per prefix, written to the router's `routes:current`
 //! after every change) and one *incoming table* per account that sent updates (its ID and epoch).
 //!
-//! **Incoming `peer.route.control`** ([`handle_control`]): from an account the node does not send routes to
+//! **Incoming `peer.route.control`** (`handle_control`): from an account the node does not send routes to
 //! (not Child or Peer) → F00 `We are not configured to send routes to you, sorry`; unparseable (wrong
 //! condition, bad data, expired) → F00 `Invalid route control request`; otherwise the CCP response, and in
 //! Sync mode the account is taken off the backoff list and sent an update from its epoch (or 0 when its table ID
 //! is not ours) to ours.
 //!
-//! **Incoming `peer.route.update`** ([`handle_update`]): from an account the node does not accept routes from
+//! **Incoming `peer.route.update`** (`handle_update`): from an account the node does not accept routes from
 //! (not Parent or Peer) → F00 `Your route broadcasts are not accepted here`; unparseable → F00
 //! `Invalid route update request`; routes are dropped when their prefix does not start with the node address's
 //! first segment, is that segment plus one character or less, starts with the node's address, or has the
@@ -29,7 +29,7 @@
 //! itself, or it is a local route (under the node's address with an empty path), or it is being withdrawn. Note
 //! that static and local routes are built with the *account's address* as prefix, as interledger-rs does.
 //!
-//! **Broadcasts** ([`broadcast_routes`], every [`super::NodeConfig::route_broadcast_interval`] after a control
+//! **Broadcasts** (`broadcast_routes`, every [`super::NodeConfig::route_broadcast_interval`] after a control
 //! request to every Parent/Peer at start): recompute every local and static prefix, then send one update for the
 //! epochs since the last broadcast to every Child/Peer account, sorted by ID, one after the other. The first
 //! update of a range starting at epoch 0 begins with a route for the node's own address (empty path, zero

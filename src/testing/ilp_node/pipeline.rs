@@ -1,7 +1,7 @@
 //! The services a Prepare passes through in interledger-rs 1.0's `ilp-node` (`crates/ilp-node/src/node.rs`,
 //! docs/modern.md §5.11), in order.
 //!
-//! **Incoming** ([`handle_incoming`], a Prepare from an account):
+//! **Incoming** (`handle_incoming`, a Prepare from an account):
 //!
 //! | step | interledger-rs service | effect |
 //! |--|--|--|
@@ -12,7 +12,7 @@
 //! | 5 | `CcpRouteManager` | `peer.route.control` / `peer.route.update` → [`super::ccp`] |
 //! | 6 | `Router` | next hop by [`super::routing`]; none → Reject F02 (empty message, `triggeredBy` = node) |
 //!
-//! **Outgoing** ([`send_outgoing`], a Prepare for an account; also how the node sends its own `peer.*`
+//! **Outgoing** (`send_outgoing`, a Prepare for an account; also how the node sends its own `peer.*`
 //! requests, with `from` = `to`):
 //!
 //! | step | interledger-rs service | effect |

@@ -1,19 +1,19 @@
 //! The mock node and its settlement engines (docs/modern.md §5.4, §5.5):
 //!
-//! * **SE account setup** ([`set_up_engine_account`]): `POST <se>/accounts` with `{"id":"<uuid>"}` (JSON, no
+//! * **SE account setup** (`set_up_engine_account`): `POST <se>/accounts` with `{"id":"<uuid>"}` (JSON, no
 //!   key), the path appended as path segments. interledger-rs's `create_engine_account` does not turn an HTTP
 //!   error into a retry: only transport errors are retried (timeouts wait 5 s, others 1 s, up to 10 retries, 5 s
 //!   timeout each). A 2xx is followed by the prefund check: `process_fulfill` with amount 0, settling what it
 //!   returns (a negative `settle_to` prefunds); a non-2xx is logged and the account stays.
-//! * **Settling** ([`spawn_settlement`]): after a Fulfill that crosses the threshold, interledger-rs's
+//! * **Settling** (`spawn_settlement`): after a Fulfill that crosses the threshold, interledger-rs's
 //!   `send_settlement` ([`super::super::settle_client`]: a fresh key per attempt, no `Accept` header); a 4xx or the
 //!   last failure refunds the amount to the balance.
-//! * **`peer.settle` from a peer** ([`deliver_to_engine`]): `POST <se>/accounts/<uuid>/messages`, octet-stream, a
+//! * **`peer.settle` from a peer** (`deliver_to_engine`): `POST <se>/accounts/<uuid>/messages`, octet-stream, a
 //!   fresh UUID `Idempotency-Key` per attempt; transport errors retried as above, HTTP statuses not. 2xx →
 //!   Fulfill (32 zero bytes, the SE's body); 4xx → Reject F00, any other status → Reject T00, both
 //!   `Settlement engine rejected request with error code: <status>`; transport failure → Reject T00
 //!   `Error sending message to settlement engine`; `triggeredBy` is `peer.settle` in all of them.
-//! * **The settlement API** ([`serve_api`], on its own port): credits and outgoing messages, below.
+//! * **The settlement API** (`serve_api`, on its own port): credits and outgoing messages, below.
 //!
 //! **Credit** (`POST /accounts/{id}/settlements`), in interledger-rs's order: a reused `Idempotency-Key` →
 //! 409 (any reuse, docs/modern.md §5.7 (a)); a non-UUID ID → 400; unknown account or no SE → 404; then the
