@@ -9,6 +9,8 @@
 //!
 //! Layout:
 //! * [`store`]: transfer log / max-value tracker interfaces and their types;
+//! * [`ledger`]: the limit and state rules both transfer-log stores apply;
+//! * [`memory`]: the in-memory stores;
 //! * [`module`]: the trait, claims, errors, and when each hook is called;
 //! * [`context`]: what a module can reach;
 //! * [`sync`]: the shared poison-tolerant `lock` helper;
@@ -19,6 +21,7 @@ pub mod amount;
 pub mod claim_test;
 pub mod context;
 pub mod eth;
+pub mod ledger;
 pub mod memory;
 pub mod module;
 pub mod store;

@@ -362,19 +362,6 @@ pub struct NotedFulfillment {
     pub ilp: Vec<u8>,
 }
 
-/// The error [`TransferLog::note_fulfillment`] gives for a record that is not prepared (`None` if it is).
-pub fn not_prepared_error(record: &TransferRecord) -> Option<TransferLogError> {
-    match record.state {
-        TransferState::Prepared => None,
-        TransferState::Fulfilled { .. } => {
-            Some(TransferLogError::AlreadyFulfilled(record.transfer.id))
-        }
-        TransferState::Cancelled { .. } => {
-            Some(TransferLogError::AlreadyRolledBack(record.transfer.id))
-        }
-    }
-}
-
 /// A best value with its data (`{value, data}` in legacy).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaxValue {
