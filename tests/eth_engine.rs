@@ -428,11 +428,11 @@ impl ContextHost for CrashedHost {
         std::time::SystemTime::now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         _account_id: &str,
-        origin: channel_modules::context::IdentityOrigin,
+        origin: channel_modules::identity::IdentityOrigin,
     ) -> Result<(), ModuleError> {
         // B's engine-wide registry survives the crash: claims go to its store, as the engine's host does.
         ilp_bridge::se::host::claim_identity_in(&self.se_store, identity, &self.account, origin)

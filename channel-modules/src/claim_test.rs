@@ -26,8 +26,10 @@ use hmac::{Hmac, Mac};
 use num_bigint::BigUint;
 use sha2::Sha256;
 
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+use crate::error::ModuleError;
+use crate::module::ChannelModule;
 use crate::store::TransferRecord;
 use crate::trustline::{claim_amount, claim_object, keep_best_claim, parse_amount, scale_option};
 

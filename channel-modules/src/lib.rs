@@ -18,9 +18,12 @@
 //! * [`build_module`]: the registry of stock modules by name.
 
 pub mod amount;
+pub mod claim;
 pub mod claim_test;
 pub mod context;
+pub mod error;
 pub mod eth;
+pub mod identity;
 pub mod ledger;
 pub mod memory;
 pub mod module;
@@ -33,8 +36,10 @@ pub mod xrp;
 
 use std::sync::Arc;
 
+pub use claim::{Claim, IncomingCredit};
 pub use context::{ChannelContext, ContextHost};
-pub use module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+pub use error::ModuleError;
+pub use module::ChannelModule;
 
 /// Names of the stock modules, as used in configuration (`module = "..."`).
 pub const STOCK_MODULES: &[&str] = &[

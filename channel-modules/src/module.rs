@@ -14,73 +14,11 @@
 
 use async_trait::async_trait;
 use num_bigint::BigUint;
-use serde::{Deserialize, Serialize};
 
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::store::{StoreError, TransferRecord};
-
-/// A settlement claim as carried in the legacy `claim` sub-protocol (content types 2, 1 and 0).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Claim {
-    /// Content type 2: a JSON value (object in practice).
-    Json(serde_json::Value),
-    /// Content type 1: UTF-8 text.
-    Text(String),
-    /// Content type 0: raw bytes.
-    Binary(Vec<u8>),
-}
-
-/// What an accepted incoming claim or payment is worth.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncomingCredit {
-    /// The *increase* newly secured by this claim (claim-based) or the payment's amount (payment-based), in the
-    /// module's units ([`ChannelModule::asset_scale`]). Never the claim's cumulative value.
-    pub amount: BigUint,
-    /// A stable identifier of this settlement (the claim's cumulative value, or the ledger tx id), used as the
-    /// idempotency key when crediting the connector. Equal IDs must mean the same settlement.
-    pub settlement_id: String,
-}
-
-/// Errors a module returns. The name is kept for the legacy wire: the peer layer maps it to the legacy code
-/// (`NotAcceptedError` F00, `InvalidFieldsError` F01, `InsufficientBalanceError` F07, other names F00).
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ModuleError {
-    /// The module refuses (e.g. an incoming prepare over `maxUnsecured`, a forged claim).
-    #[error("{0}")]
-    NotAccepted(String),
-    /// Bad options or bad fields from the peer.
-    #[error("{0}")]
-    InvalidFields(String),
-    /// Not enough funds (deposit too low, ledger balance too low).
-    #[error("{0}")]
-    InsufficientBalance(String),
-    /// A custom RPC name the module does not know (legacy: "Unrecognized side protocol: x").
-    #[error("Unrecognized side protocol: {0}")]
-    UnknownMethod(String),
-    /// The ledger (chain node, rippled) failed or is unreachable; retryable.
-    #[error("ledger error: {0}")]
-    Ledger(String),
-    /// The peer did not answer an RPC or answered with an error.
-    #[error("rpc error: {0}")]
-    Rpc(String),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ModuleError {
-    /// The legacy JavaScript error name for this error, used on the wire.
-    pub fn legacy_name(&self) -> &'static str {
-        match self {
-            ModuleError::NotAccepted(_) => "NotAcceptedError",
-            ModuleError::InvalidFields(_) => "InvalidFieldsError",
-            ModuleError::InsufficientBalance(_) => "InsufficientBalanceError",
-            ModuleError::UnknownMethod(_) => "Error",
-            ModuleError::Ledger(_) | ModuleError::Rpc(_) | ModuleError::Store(_) => "Error",
-        }
-    }
-}
+use crate::error::ModuleError;
+use crate::store::TransferRecord;
 
 /// A payment-channel module (the legacy `paymentChannelBackend`), one instance per peer or per SE account.
 ///

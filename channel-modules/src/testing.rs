@@ -21,11 +21,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::context::{
-    decide_identity_claim, ChannelContext, ContextHost, IdentityOrigin, IdentityRecord,
-};
+use crate::context::{ChannelContext, ContextHost};
+use crate::error::ModuleError;
+use crate::identity::{decide_identity_hold, IdentityOrigin, IdentityRecord};
 use crate::memory::MemoryStores;
-use crate::module::{ChannelModule, ModuleError};
+use crate::module::ChannelModule;
 use crate::store::{Limit, MaxValueTracker, StoreError, TransferLog};
 use crate::sync::lock;
 
@@ -87,7 +87,7 @@ pub struct TestHost {
     /// Ledger identities claimed through this host: identity → record (one node's registry).
     identities: Arc<Mutex<std::collections::HashMap<String, IdentityRecord>>>,
     /// Every claim made through this host: `(identity, account, origin)`.
-    identity_claims: Mutex<Vec<(String, String, IdentityOrigin)>>,
+    identity_holds: Mutex<Vec<(String, String, IdentityOrigin)>>,
 }
 
 impl TestHost {
@@ -110,12 +110,12 @@ impl TestHost {
             received: Mutex::new(Vec::new()),
             rpc_failure: Mutex::new(None),
             identities: Arc::new(Mutex::new(std::collections::HashMap::new())),
-            identity_claims: Mutex::new(Vec::new()),
+            identity_holds: Mutex::new(Vec::new()),
         })
     }
 
     /// Another account of the same node: a host with its own `stores` and no peer yet, sharing this host's
-    /// clock and its ledger identity registry ([`ContextHost::claim_identity`]).
+    /// clock and its ledger identity registry ([`ContextHost::hold_identity`]).
     pub fn same_node(self: &Arc<Self>, stores: MemoryStores) -> Arc<Self> {
         Arc::new(TestHost {
             stores,
@@ -124,7 +124,7 @@ impl TestHost {
             received: Mutex::new(Vec::new()),
             rpc_failure: Mutex::new(None),
             identities: Arc::clone(&self.identities),
-            identity_claims: Mutex::new(Vec::new()),
+            identity_holds: Mutex::new(Vec::new()),
         })
     }
 
@@ -134,8 +134,8 @@ impl TestHost {
     }
 
     /// Every identity claim made through this host, in order: `(identity, account, origin)`.
-    pub fn identity_claims(&self) -> Vec<(String, String, IdentityOrigin)> {
-        lock(&self.identity_claims).clone()
+    pub fn identity_holds(&self) -> Vec<(String, String, IdentityOrigin)> {
+        lock(&self.identity_holds).clone()
     }
 
     /// The host's stores (inspect logs and trackers directly).
@@ -267,16 +267,15 @@ impl ContextHost for TestHost {
         self.clock.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         account_id: &str,
         origin: IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        lock(&self.identity_claims).push((identity.to_owned(), account_id.to_owned(), origin));
+        lock(&self.identity_holds).push((identity.to_owned(), account_id.to_owned(), origin));
         let mut identities = lock(&self.identities);
-        let decision =
-            decide_identity_claim(identity, identities.get(identity), account_id, origin);
+        let decision = decide_identity_hold(identity, identities.get(identity), account_id, origin);
         if let Some(record) = decision.write {
             identities.insert(identity.to_owned(), record);
         }
@@ -307,7 +306,7 @@ mod tests {
     use num_bigint::BigUint;
 
     use super::*;
-    use crate::module::{Claim, IncomingCredit};
+    use crate::claim::{Claim, IncomingCredit};
     use crate::store::TransferRecord;
 
     /// Echoes RPCs, and on "count" bumps a tracker in its own host's store (to prove the callee runs with its

@@ -29,8 +29,10 @@
 use async_trait::async_trait;
 use num_bigint::BigUint;
 
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+use crate::error::ModuleError;
+use crate::module::ChannelModule;
 use crate::store::{MaxValue, TransferRecord};
 
 /// Name of the module in configuration.

@@ -1460,8 +1460,8 @@ where
 #[tokio::test]
 async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_nothing(
 ) -> TestResult {
-    use channel_modules::context::IdentityOrigin;
     use channel_modules::eth::peer::peer_identity;
+    use channel_modules::identity::IdentityOrigin;
 
     let Some(s) = setup().await? else {
         return Ok(());
@@ -1482,14 +1482,14 @@ async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_
     .await?;
     let claim = s.sign_lost(120).await?;
     assert_eq!(channel_of(&claim)?, channel_of(&claim_b)?);
-    let identity_checks = s.pair.b.host.identity_claims().len();
+    let identity_checks = s.pair.b.host.identity_holds().len();
     let handling = {
         let (payee, ctx) = (s.payee.clone(), s.pair.b.ctx.clone());
         tokio::spawn(async move { payee.handle_incoming_claim(&ctx, Some(&claim)).await })
     };
     // The claim passed the first identity check and waits behind the close.
     wait_until("the first identity check", || async {
-        Ok(s.pair.b.host.identity_claims().len() > identity_checks)
+        Ok(s.pair.b.host.identity_holds().len() > identity_checks)
     })
     .await?;
     let chain_id = rpc.chain_id().await?;
@@ -1497,7 +1497,7 @@ async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_
     let intruder = s.pair.b.host.same_node(MemoryStores::unbounded());
     intruder
         .context(s.payee_opts.clone(), "intruder")
-        .claim_identity(
+        .hold_identity(
             &peer_identity(chain_id, &payer_addr),
             IdentityOrigin::Configured,
         )

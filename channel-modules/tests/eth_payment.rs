@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use channel_modules::context::{IdentityOrigin, IdentityRecord};
 use channel_modules::eth::payment::{
     EthPaymentModule, AMOUNT_RECEIVED_KEY, MAX_TX_HASHES_PER_CLAIM,
     MAX_TX_HASHES_PER_PAYMENTS_REPLY, PAYMENTS_LOG_KEY, RPC_PAYMENTS_SINCE,
@@ -13,6 +12,7 @@ use channel_modules::eth::rpc::RpcClient;
 use channel_modules::eth::testing::{test_token_init_code, Anvil};
 use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{abi, Address, PrivateKey, TxHash};
+use channel_modules::identity::{IdentityOrigin, IdentityRecord};
 use channel_modules::store::{Direction, Transfer, TransferId};
 use channel_modules::testing::{TestHost, TestPair};
 use channel_modules::{ChannelModule, Claim, ModuleError};
@@ -554,13 +554,13 @@ impl channel_modules::ContextHost for FaultyHost {
         self.inner.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         key: &str,
         account_id: &str,
-        origin: channel_modules::context::IdentityOrigin,
+        origin: channel_modules::identity::IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        self.inner.claim_identity(key, account_id, origin).await
+        self.inner.hold_identity(key, account_id, origin).await
     }
 }
 

@@ -316,9 +316,9 @@ async fn a_squatter_answering_with_the_victims_address_cannot_take_it() -> TestR
     let taken = node
         .same_node(MemoryStores::unbounded())
         .context(json!({}), "squat-late")
-        .claim_identity(
+        .hold_identity(
             &peer_identity(chain, &payer_addr),
-            channel_modules::context::IdentityOrigin::Proven,
+            channel_modules::identity::IdentityOrigin::Proven,
         )
         .await;
     assert!(
@@ -897,9 +897,9 @@ async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves
         pair.b
             .host
             .identity_record(&peer_identity(chain, &payer_addr)),
-        Some(channel_modules::context::IdentityRecord::Held {
+        Some(channel_modules::identity::IdentityRecord::Held {
             account: "b".to_owned(),
-            origin: channel_modules::context::IdentityOrigin::Configured,
+            origin: channel_modules::identity::IdentityOrigin::Configured,
         })
     );
     Ok(())

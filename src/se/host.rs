@@ -6,9 +6,9 @@
 //!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
 //! * RPCs are settlement messages `{"type":"rpc","method","args"}` sent through the connector to the peer engine.
 //! * The clock is the system clock.
-//! * Ledger identities ([`ContextHost::claim_identity`]) are engine-wide records `se/pin/<identity>` holding an
+//! * Ledger identities ([`ContextHost::hold_identity`]) are engine-wide records `se/pin/<identity>` holding an
 //!   [`IdentityRecord`] (the holder and how it claimed, or the accounts contesting it), with the rules of
-//!   [`decide_identity_claim`]; written through the [`SeStore`] like trackers, never removed. A process-wide
+//!   [`decide_identity_hold`]; written through the [`SeStore`] like trackers, never removed. A process-wide
 //!   lock orders claims so two accounts never both win one identity.
 //!
 //! [`StagingHost`] wraps an account's host while the engine runs `handle_incoming_claim`: tracker writes are
@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use channel_modules::context::{
-    decide_identity_claim, IdentityDecision, IdentityOrigin, IdentityRecord,
+use channel_modules::identity::{
+    decide_identity_hold, IdentityDecision, IdentityOrigin, IdentityRecord,
 };
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, MaxValue, MaxValueTracker, StoreError, TransferLog};
@@ -66,8 +66,8 @@ fn decode_identity_record(key: &str, bytes: &[u8]) -> Result<IdentityRecord, Mod
     })
 }
 
-/// Claims `identity` for `account` in `store` with `origin` (see [`ContextHost::claim_identity`] and
-/// [`decide_identity_claim`]): one read when nothing changes, a durable write when the record does.
+/// Claims `identity` for `account` in `store` with `origin` (see [`ContextHost::hold_identity`] and
+/// [`decide_identity_hold`]): one read when nothing changes, a durable write when the record does.
 pub async fn claim_identity_in(
     store: &dyn SeStore,
     identity: &str,
@@ -76,7 +76,7 @@ pub async fn claim_identity_in(
 ) -> Result<(), ModuleError> {
     let _ordered = IDENTITY_CLAIMS.lock().await;
     let existing = identity_record_in(store, identity)?;
-    let decision = decide_identity_claim(identity, existing.as_ref(), account, origin);
+    let decision = decide_identity_hold(identity, existing.as_ref(), account, origin);
     if let Some(record) = &decision.write {
         let mut batch = SeBatch::new();
         batch.put_json(
@@ -321,7 +321,7 @@ impl ContextHost for AccountHost {
         SystemTime::now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         _account_id: &str,
@@ -436,13 +436,13 @@ impl ContextHost for StagingHost {
         self.base.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         account_id: &str,
         origin: IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        self.base.claim_identity(identity, account_id, origin).await
+        self.base.hold_identity(identity, account_id, origin).await
     }
 }
 

@@ -88,8 +88,10 @@ use super::rlp::{self, Item};
 use super::types::{decode_hex, encode_hex, keccak256, Address, TxHash};
 use super::wallet::{TxStatus, Wallet};
 use super::EthError;
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+use crate::error::ModuleError;
+use crate::module::ChannelModule;
 use crate::store::{
     Direction, Limit, MaxValue, Transfer, TransferId, TransferLog, TransferLogError, TransferRecord,
 };

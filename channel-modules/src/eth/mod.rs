@@ -27,7 +27,7 @@ pub mod wallet;
 pub use key::PrivateKey;
 pub use types::{Address, TxHash};
 
-use crate::module::ModuleError;
+use crate::error::ModuleError;
 
 /// Errors of the Ethereum toolkit.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::key::PrivateKey;
 use super::types::Address;
 use super::wallet::{TxSettings, Wallet};
-use crate::module::ModuleError;
+use crate::error::ModuleError;
 
 /// JSON-RPC endpoint URL (required).
 pub const OPT_RPC_URI: &str = "rpcUri";

@@ -69,8 +69,10 @@ use super::options::{str_option, u64_option, CommonOptions};
 use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress, PullLimiter};
 use super::types::{keccak256, Address, TxHash};
 use super::wallet::{TxStatus, Wallet};
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+use crate::error::ModuleError;
+use crate::module::ChannelModule;
 use crate::store::{
     Direction, Limit, MaxValue, PrepareOutcome, Transfer, TransferId, TransferLog,
     TransferLogError, TransferRecord, TransferState,

@@ -6,15 +6,15 @@
 //! of earlier versions (value 1, data a bare address) was never proven: it is kept only once the peer proves
 //! that same address (or it is the configured one), else refused.
 //!
-//! Before an address is used it is also claimed in the node's identity registry
-//! ([`ChannelContext::claim_identity`], identity `eth:<chainId>:<address>`), and re-checked there on every
+//! Before an address is used it is also held in the node's identity registry
+//! ([`ChannelContext::hold_identity`], identity `eth:<chainId>:<address>`), and re-checked there on every
 //! [`PeerAddress::get`], i.e. right before each credit: two accounts of one node can never both be credited
 //! for the same on-chain payments or channel. A proof can be **relayed**: a squatter peering with both the
 //! owner and us can forward our challenge to the owner (who signs it, not having learned the squatter's
 //! address) and never answer the owner's own challenge. This protocol cannot stop that, so the registry does:
 //! a second account proving an address another account already proved makes it *contested*, and both are
-//! refused until the operator configures `peerAddress` on the rightful account (a configured claim takes the
-//! identity over; see [`crate::context::decide_identity_claim`]).
+//! refused until the operator configures `peerAddress` on the rightful account (a configured hold takes the
+//! identity over; see [`crate::identity::decide_identity_hold`]).
 //!
 //! The proof (the fix interledger-rs made for the same spoofing bug, its issue #149): the caller sends a fresh
 //! random 32-byte challenge and its own address; the callee answers with its address and a recoverable
@@ -36,8 +36,11 @@ use tracing::{debug, info, warn};
 
 use super::key::{recover_address, PrivateKey, RecoverableSignature};
 use super::types::{decode_fixed_hex, decode_hex, encode_hex, keccak256, Address};
-use crate::context::{ChannelContext, IdentityOrigin};
-use crate::module::{ChannelModule, Claim, ModuleError};
+use crate::claim::Claim;
+use crate::context::ChannelContext;
+use crate::error::ModuleError;
+use crate::identity::IdentityOrigin;
+use crate::module::ChannelModule;
 use crate::store::MaxValue;
 use crate::sync::lock;
 
@@ -195,7 +198,7 @@ fn pin_data(address: &Address, via: PinVia) -> Value {
 pub struct PeerAddress {
     own: Address,
     configured: Option<Address>,
-    /// Set only once the address is pinned (with a recorded origin) and its identity claimed for this account.
+    /// Set only once the address is pinned (with a recorded origin) and its identity held by this account.
     known: RwLock<Option<Address>>,
 }
 
@@ -237,15 +240,15 @@ impl PeerAddress {
         }
     }
 
-    /// Claims (or re-checks) `address`'s identity on chain `chain_id` in the node's registry.
-    async fn claim(
+    /// Holds (or re-checks the hold of) `address`'s identity on chain `chain_id` in the node's registry.
+    async fn hold(
         &self,
         ctx: &ChannelContext,
         chain_id: u64,
         address: &Address,
     ) -> Result<(), ModuleError> {
         let result = ctx
-            .claim_identity(&peer_identity(chain_id, address), self.origin(address))
+            .hold_identity(&peer_identity(chain_id, address), self.origin(address))
             .await;
         if let Err(err) = &result {
             warn!(account = ctx.account_id(), peer = %address, %err, "peer address refused by the node's identity registry");
@@ -254,7 +257,7 @@ impl PeerAddress {
     }
 
     /// Pins `candidate` `via` (first one wins, durably, per account; a re-proven [`PinVia::Unproven`] pin of
-    /// the same address is rewritten with its origin), after claiming its identity node-wide on chain
+    /// the same address is rewritten with its origin), after holding its identity node-wide on chain
     /// `chain_id`; errors if a different address is pinned or the registry refuses. Callers pass only a
     /// configured address or one whose ownership was proven.
     async fn pin(
@@ -280,7 +283,7 @@ impl PeerAddress {
                 )));
             }
         }
-        self.claim(ctx, chain_id, &candidate).await?;
+        self.hold(ctx, chain_id, &candidate).await?;
         tracker
             .set_if_max(MaxValue {
                 value: BigUint::from(PIN_VALUE),
@@ -334,7 +337,7 @@ impl PeerAddress {
     /// the configured one); otherwise refused.
     pub async fn get(&self, ctx: &ChannelContext, chain_id: u64) -> Result<Address, ModuleError> {
         if let Some(peer) = self.verified() {
-            self.claim(ctx, chain_id, &peer).await?;
+            self.hold(ctx, chain_id, &peer).await?;
             return Ok(peer);
         }
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
@@ -353,8 +356,8 @@ impl PeerAddress {
                     "peer address {pinned} is pinned, not the configured one"
                 )));
             }
-            // Pinned by an earlier run: claim it now.
-            self.claim(ctx, chain_id, &pinned).await?;
+            // Pinned by an earlier run: hold it now.
+            self.hold(ctx, chain_id, &pinned).await?;
             self.remember(pinned);
             return Ok(pinned);
         }
@@ -409,7 +412,7 @@ impl PeerAddress {
     /// earlier versions, a caller naming our own address, and a caller naming another address than the one
     /// configured or pinned for this account (someone relaying another peer's challenge). A relay by a caller
     /// whose address this account has not learned yet cannot be told apart here: the node's identity registry
-    /// catches it instead (the identity becomes contested, see [`crate::context::decide_identity_claim`]).
+    /// catches it instead (the identity becomes contested, see [`crate::identity::decide_identity_hold`]).
     pub async fn handle_rpc(
         &self,
         ctx: &ChannelContext,

@@ -46,8 +46,11 @@ use num_traits::ToPrimitive;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::context::{ChannelContext, IdentityOrigin};
-use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+use crate::claim::{Claim, IncomingCredit};
+use crate::context::ChannelContext;
+use crate::error::ModuleError;
+use crate::identity::IdentityOrigin;
+use crate::module::ChannelModule;
 use crate::store::{MaxValue, TransferRecord};
 use crate::sync::lock;
 
@@ -256,7 +259,7 @@ fn same_channel_as_before(best: &MaxValue, channel: &ChannelId) -> Result<(), St
     }
 }
 
-/// The node-wide identity of the peer's channel `id` ([`ChannelContext::claim_identity`]): `xrp:<channel id>`.
+/// The node-wide identity of the peer's channel `id` ([`ChannelContext::hold_identity`]): `xrp:<channel id>`.
 pub fn channel_identity(id: &ChannelId) -> String {
     format!("xrp:{id}")
 }
@@ -468,22 +471,22 @@ impl Inner {
         };
         if let Some(id) = id {
             if self.opts.peer_channel.is_some() {
-                // Configured: trusted (the operator said so), claimed now. A learned channel is only a name the
-                // peer gave; it is claimed once a claim signed by its key verifies (`claim_peer_identity`).
-                self.claim_peer_identity(ctx, &id).await?;
+                // Configured: trusted (the operator said so), held now. A learned channel is only a name the
+                // peer gave; it is held once a claim signed by its key verifies (`hold_peer_identity`).
+                self.hold_peer_identity(ctx, &id).await?;
             }
             lock(&self.state).peer_channel = Some(id);
         }
         Ok(id)
     }
 
-    /// Claims the node-wide identity of the peer's channel `id` for this account, or re-checks that it still
+    /// Makes this account hold the node-wide identity of the peer's channel `id`, or re-checks that it still
     /// holds it (one registry read): called right before every credit, so an account whose channel identity
     /// became contested (another account of this node proved the same channel with a verified claim) or was
     /// taken over by an account with `peerChannel` configured is refused from then on. A configured
-    /// `peerChannel` claims as [`IdentityOrigin::Configured`], a learned channel as [`IdentityOrigin::Proven`]
+    /// `peerChannel` is held as [`IdentityOrigin::Configured`], a learned channel as [`IdentityOrigin::Proven`]
     /// (and only after a claim signed by its key verified).
-    async fn claim_peer_identity(
+    async fn hold_peer_identity(
         &self,
         ctx: &ChannelContext,
         id: &ChannelId,
@@ -493,7 +496,7 @@ impl Inner {
         } else {
             IdentityOrigin::Proven
         };
-        ctx.claim_identity(&channel_identity(id), origin).await
+        ctx.hold_identity(&channel_identity(id), origin).await
     }
 
     /// The peer's channel facts, read again when older than [`CHANNEL_FACTS_MAX_AGE`] or when `needed_drops`
@@ -1025,7 +1028,7 @@ impl ChannelModule for XrpPaychan {
         // The claim is signed by the channel's key: only now may this account take the channel's identity, and
         // it re-checks it before every credit (refused if another account of the node holds it, or if it is
         // contested), before anything is kept or credited.
-        if let Err(err) = inner.claim_peer_identity(ctx, &claim.channel).await {
+        if let Err(err) = inner.hold_peer_identity(ctx, &claim.channel).await {
             tracing::warn!(account = ctx.account_id(), channel = %claim.channel, %err, "claim on a channel another account holds");
             return Err(err);
         }
