@@ -19,11 +19,13 @@
 
 pub mod amount;
 pub mod claim;
+#[cfg(any(test, feature = "testing"))]
 pub mod claim_test;
 pub mod context;
 pub mod error;
 pub mod eth;
 pub mod identity;
+pub mod iou;
 pub mod ledger;
 pub mod memory;
 pub mod module;
@@ -31,7 +33,6 @@ pub mod store;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod trustline;
 pub mod xrp;
 
 use std::sync::Arc;
@@ -41,28 +42,30 @@ pub use context::{ChannelContext, ContextHost};
 pub use error::ModuleError;
 pub use module::ChannelModule;
 
-/// Names of the stock modules, as used in configuration (`module = "..."`).
+/// Names of the stock modules compiled in, as used in configuration (`module = "..."`). The `iou` module is
+/// also selected by its alias [`iou::IOU_MODULE_ALIAS`] (`trustline`); `claim-test` exists only with the
+/// `testing` feature, so a production build cannot be configured to run it.
 pub const STOCK_MODULES: &[&str] = &[
-    "trustline",
-    "claim-test",
-    "xrp-paychan",
-    "eth-payment",
-    "eth-channel",
+    iou::IOU_MODULE_NAME,
+    xrp::XRP_PAYCHAN_MODULE_NAME,
+    eth::payment::ETH_PAYMENT_MODULE_NAME,
+    eth::channel::ETH_CHANNEL_MODULE_NAME,
+    #[cfg(any(test, feature = "testing"))]
+    claim_test::CLAIM_TEST_MODULE_NAME,
 ];
 
 /// Builds a stock module by name from its options (the legacy plugin options JSON, or the module section of
-/// the TOML config).
+/// the TOML config). `iou` (or its alias `trustline`) is built for peer mode here; an engine builds it with
+/// [`iou::IouModule::for_engine`].
 pub fn build_module(
     name: &str,
     options: &serde_json::Value,
 ) -> Result<Arc<dyn ChannelModule>, ModuleError> {
-    let _ = options;
-    // Each stock module adds one arm here.
-    #[allow(clippy::match_single_binding)]
     match name {
-        trustline::TRUSTLINE_MODULE_NAME => {
-            Ok(Arc::new(trustline::TrustlineModule::from_options(options)?))
-        }
+        iou::IOU_MODULE_NAME | iou::IOU_MODULE_ALIAS => Ok(Arc::new(
+            iou::IouModule::from_options(options)?.configured_as(name),
+        )),
+        #[cfg(any(test, feature = "testing"))]
         claim_test::CLAIM_TEST_MODULE_NAME => Ok(Arc::new(
             claim_test::ClaimTestModule::from_options(options)?,
         )),

@@ -375,7 +375,7 @@ fn parse_address(value: &Value) -> Option<Address> {
 fn parse_amount(value: &Value) -> Option<BigUint> {
     value
         .as_str()
-        .and_then(|s| crate::trustline::parse_amount(s).ok())
+        .and_then(|s| crate::iou::parse_amount(s).ok())
 }
 
 /// Where `channel` is in a list of claim entries (`{"channel": …}` objects).

@@ -72,12 +72,12 @@ use super::wallet::{TxStatus, Wallet};
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
+use crate::iou::parse_amount;
 use crate::module::ChannelModule;
 use crate::store::{
     Direction, Limit, MaxValue, PrepareOutcome, Transfer, TransferId, TransferLog,
     TransferLogError, TransferRecord, TransferState,
 };
-use crate::trustline::parse_amount;
 
 /// Stock name.
 pub const ETH_PAYMENT_MODULE_NAME: &str = "eth-payment";
