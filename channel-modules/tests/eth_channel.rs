@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use channel_modules::eth::abi::{self, Token};
-use channel_modules::eth::channel::{
+use channel_modules::eth::channel::contract::{
     claim_digest, payment_channel_init_code, payment_channel_v1_init_code, read_channel,
-    v1_claim_digest, ChannelVersion, EthChannelModule, CHANNEL_TXS_LOG_KEY, INCOMING_CLAIM_KEY,
-    INCOMING_SUBMITTED_KEY, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
+    v1_claim_digest, ChannelVersion,
+};
+use channel_modules::eth::channel::{
+    EthChannelModule, CHANNEL_TXS_LOG_KEY, INCOMING_CLAIM_KEY, INCOMING_SUBMITTED_KEY,
+    OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
 };
 use channel_modules::eth::peer::{
     pull_latest_claim, PullLimiter, PEER_ADDRESS_KEY, RPC_LATEST_CLAIM,
