@@ -1,8 +1,11 @@
-//! Test doubles for modules: a [`TestHost`] (a [`ContextHost`] backed by [`MemoryStores`] with a controllable
-//! clock) and [`TestHost::pair`], which wires two modules so that `ctx.rpc(method, args)` on one side calls
-//! [`ChannelModule::handle_rpc`] of the other, with no networking.
+//! Test doubles for modules and the `ChannelModule` conformance suite, for this crate's tests and, with the
+//! `testing` feature, for other crates (a third-party module runs [`conformance::run`]):
 //!
-//! Available in this crate's unit tests and, for other crates, with the `testing` feature.
+//! * [`TestHost`]: a [`ContextHost`] backed by [`MemoryStores`] with a controllable clock (peer mode), and
+//!   [`TestHost::pair`], which wires two modules so that `ctx.rpc(method, args)` on one side calls
+//!   [`ChannelModule::handle_rpc`] of the other, with no networking;
+//! * [`StagedHost`] ([`TestHost::stage`]): engine mode's staged tracker writes around `handle_incoming_claim`;
+//! * [`conformance`]: every hook's contract, checked in both host modes.
 //!
 //! ```ignore
 //! # use std::sync::Arc;
@@ -28,6 +31,11 @@ use crate::memory::MemoryStores;
 use crate::module::ChannelModule;
 use crate::store::{Limit, MaxValueTracker, StoreError, TransferLog};
 use crate::sync::lock;
+
+pub mod conformance;
+mod staging;
+
+pub use self::staging::StagedHost;
 
 /// Start of every [`TestClock`]: 2017-10-01T00:00:00Z (the legacy era; any fixed instant would do).
 pub const TEST_CLOCK_START_UNIX_MS: u64 = 1_506_816_000_000;
@@ -67,7 +75,7 @@ impl TestClock {
 }
 
 /// The peer side a host forwards RPCs to. Weak, so that two paired hosts do not keep each other alive.
-struct PeerLink {
+struct PairedPeer {
     host: Weak<TestHost>,
     module: Arc<dyn ChannelModule>,
     options: serde_json::Value,
@@ -81,7 +89,7 @@ pub type RpcCall = (String, serde_json::Value);
 pub struct TestHost {
     stores: MemoryStores,
     clock: TestClock,
-    peer: Mutex<Option<PeerLink>>,
+    peer: Mutex<Option<PairedPeer>>,
     received: Mutex<Vec<RpcCall>>,
     rpc_failure: Mutex<Option<String>>,
     /// Ledger identities claimed through this host: identity → record (one node's registry).
@@ -169,7 +177,7 @@ impl TestHost {
         options: serde_json::Value,
         account_id: &str,
     ) {
-        *lock(&self.peer) = Some(PeerLink {
+        *lock(&self.peer) = Some(PairedPeer {
             host: Arc::downgrade(peer),
             module,
             options,
@@ -195,7 +203,23 @@ impl TestHost {
         module_b: Arc<dyn ChannelModule>,
         options_b: serde_json::Value,
     ) -> TestPair {
-        let clock = TestClock::default();
+        Self::pair_on(
+            TestClock::default(),
+            module_a,
+            options_a,
+            module_b,
+            options_b,
+        )
+    }
+
+    /// [`TestHost::pair`] on `clock` (share it with a fake ledger to keep both in one timeline).
+    pub fn pair_on(
+        clock: TestClock,
+        module_a: Arc<dyn ChannelModule>,
+        options_a: serde_json::Value,
+        module_b: Arc<dyn ChannelModule>,
+        options_b: serde_json::Value,
+    ) -> TestPair {
         let host_a = Self::with_stores(MemoryStores::unbounded(), clock.clone());
         let host_b = Self::with_stores(MemoryStores::unbounded(), clock);
         host_a.connect_to(&host_b, Arc::clone(&module_b), options_b.clone(), "b");
