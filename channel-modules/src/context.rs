@@ -12,14 +12,15 @@ use crate::error::ModuleError;
 use crate::identity::IdentityOrigin;
 use crate::store::{validate_key, MaxValueTracker, StoreError, TransferLog};
 
-/// What the host (a BTP trustline or a settlement-engine account) provides to its module.
+/// What the host (a BTP/1.0 trustline in peer mode, a settlement-engine account in engine mode) provides to its
+/// module.
 #[async_trait]
 pub trait ContextHost: Send + Sync {
     /// The transfer log stored under `key` (already validated). `""` is the trustline's main log.
     fn transfer_log(&self, key: &str) -> Result<Arc<dyn TransferLog>, StoreError>;
     /// The max-value tracker stored under `key` (already validated).
     fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError>;
-    /// Sends a module RPC to the peer's module and waits for its reply (BTP Message in trustline mode; a
+    /// Sends a module RPC to the peer's module and waits for its reply (BTP Message in peer mode; a
     /// settlement message through the connectors in engine mode).
     async fn rpc(
         &self,

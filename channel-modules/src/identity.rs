@@ -187,14 +187,14 @@ pub fn decide_identity_hold(
 }
 
 /// Refusal of [`crate::ContextHost::hold_identity`] when `holder` already holds `identity`.
-pub fn identity_taken(identity: &str, holder: &str) -> ModuleError {
+pub(crate) fn identity_taken(identity: &str, holder: &str) -> ModuleError {
     ModuleError::NotAccepted(format!(
         "ledger identity {identity} belongs to another account ({holder})"
     ))
 }
 
 /// Refusal of [`crate::ContextHost::hold_identity`] when `identity` is contested between `accounts`.
-pub fn identity_contested(identity: &str, accounts: &[String]) -> ModuleError {
+pub(crate) fn identity_contested(identity: &str, accounts: &[String]) -> ModuleError {
     ModuleError::NotAccepted(format!(
         "ledger identity {identity} is contested: accounts {} each proved it (one may be relaying the other's \
          proof), so none of them is credited; configure peerAddress (eth) or peerChannel (xrp) on the \

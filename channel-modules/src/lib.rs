@@ -5,17 +5,20 @@
 //! the two money-holding primitives ([`store::TransferLog`], [`store::MaxValueTracker`]), and the stock modules.
 //!
 //! This crate does no networking of its own toward the peer and knows nothing of BTP or HTTP: the host (the
-//! `ilp-bridge` crate) runs a module either inside a BTP/1.0 trustline or as an RFC 38 settlement engine.
+//! `ilp-bridge` crate) runs a module either inside a BTP/1.0 trustline (peer mode) or behind an RFC 38
+//! settlement-engine account (engine mode).
 //!
 //! Layout:
-//! * [`store`]: transfer log / max-value tracker interfaces and their types;
-//! * [`ledger`]: the limit and state rules both transfer-log stores apply;
-//! * [`memory`]: the in-memory stores;
-//! * [`module`]: the trait, claims, errors, and when each hook is called;
-//! * [`context`]: what a module can reach;
-//! * [`sync`]: the shared poison-tolerant `lock` helper;
+//! * [`module`]: the trait and when each hook is called; [`claim`]: claims and credits; [`error`]: module
+//!   errors;
+//! * [`context`]: what a module can reach; [`identity`]: the rules of the node's ledger identity registry;
+//! * [`store`]: transfer log / max-value tracker interfaces and their types; [`ledger`]: the limit and state
+//!   rules both transfer-log stores apply; [`memory`]: the in-memory stores;
 //! * [`amount`]: the one bound on and parser of decimal amounts read from outside (claims, RFC 38 requests);
-//! * [`build_module`]: the registry of stock modules by name.
+//! * [`sync`]: the shared poison-tolerant `lock` helper;
+//! * the stock modules: [`iou`], [`xrp`], [`eth`] (`eth-payment`, `eth-channel`) and, with the `testing`
+//!   feature, `claim_test`; [`build_module`] builds one by name;
+//! * `testing` (feature `testing`): test hosts and the `ChannelModule` conformance suite.
 
 pub mod amount;
 pub mod claim;

@@ -1,14 +1,16 @@
-//! The [`ChannelModule`] trait: the legacy payment-channel module's hooks as a Rust trait.
+//! The [`ChannelModule`] trait: the legacy payment-channel module's hooks as a Rust trait. A module works
+//! through its [`ChannelContext`]; it returns [`Claim`]s, [`IncomingCredit`]s and [`ModuleError`]s.
+//! `testing::conformance` (feature `testing`) checks every contract below, in both host modes.
 //!
-//! When the host calls each hook (trustline mode, `legacy-plugin.md` §4 "Settlement hooks"; engine mode, the
-//! settlement-engine section of the README):
+//! When the host calls each hook (peer mode, inside a BTP/1.0 trustline: docs/legacy-btp.md §13; engine mode,
+//! behind an RFC 38 account: the settlement-engine section of the README):
 //!
-//! | hook | trustline (BTP/1.0) | settlement engine (RFC 38) | an `Err` means |
+//! | hook | peer mode (BTP/1.0) | engine mode (RFC 38) | an `Err` means |
 //! |--|--|--|--|
 //! | `connect` | once, when the peer is started | once per account, at setup | start fails |
 //! | `disconnect` | once, at shutdown | at account deletion / shutdown | logged |
 //! | `handle_incoming_prepare` | every received Prepare, after its amount is applied to IFP | not called | the transfer is cancelled and the peer gets an Error with the error's code |
-//! | `create_outgoing_claim` | every received Fulfill of our outgoing transfer, with total OF | each settle, with the cumulative amount to have settled | trustline: logged, no claim sent; engine: retried later |
+//! | `create_outgoing_claim` | every received Fulfill of our outgoing transfer, with total OF | each settle, with the cumulative amount to have settled | peer mode: logged, no claim sent; engine mode: retried later |
 //! | `handle_incoming_claim` | after our Fulfill is answered, with the `claim` it carried (maybe none) | each settlement message from the peer engine | logged; nothing credited |
 //! | `handle_rpc` | a BTP Message whose sub-protocol name is not a built-in one | a JSON message `{"method","args"}` from the peer engine | an Error reply to the peer |
 
@@ -26,7 +28,7 @@ use crate::store::TransferRecord;
 /// [`crate::store::TransferLog`] and [`crate::store::MaxValueTracker`] handles, never in memory only.
 #[async_trait]
 pub trait ChannelModule: Send + Sync {
-    /// Stock name (`trustline`, `eth-payment`, …), for logs and status.
+    /// Stock name (`iou`, `eth-payment`, …), for logs and status.
     fn name(&self) -> &str;
 
     /// Scale of the unit the module settles in (drops: 6, wei: 18). Amounts passed to
@@ -62,8 +64,10 @@ pub trait ChannelModule: Send + Sync {
     ) -> Result<(), ModuleError>;
 
     /// Produces the claim (or pays) for a cumulative total: `total` is everything we have ever owed the peer.
-    /// Implementations must be idempotent for a total already covered (return the best existing claim or
-    /// `None`), and must record their intent durably before any ledger side effect.
+    /// Implementations must record their intent durably before any ledger side effect, and be idempotent for
+    /// a total already covered: the same total asked again gets the same answer, with no new side effect; a
+    /// lower total gets `None`, the best existing claim, or a claim that credits nothing at a payee holding the
+    /// best one, and never moves the module back (the higher total asked again still gets the best claim).
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,

@@ -1649,7 +1649,7 @@ async fn a_channel_of_the_earlier_contract_takes_no_claims_but_is_still_closed_a
         );
     }
 
-    // The records an earlier release left: the payer pays on `held` (and retired `expiring`), the payee
+    // Records holding channels of the first contract version: the payer pays on `held` (and retired `expiring`), the payee
     // holds the payer's 500 on `held`.
     let v1_sig = json!(encode_hex(&v1_sig.to_bytes65()));
     s.pair

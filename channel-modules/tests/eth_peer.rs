@@ -239,7 +239,7 @@ fn address_proofs_verify_only_for_their_signer_and_exact_request() -> TestResult
         ),
     });
     assert!(verify_address_proof(chain, &caller, &challenge, &forged).is_err());
-    // The unproven form of earlier versions is refused, saying why.
+    // The unproven form (a bare address) is refused, saying why.
     let bare = verify_address_proof(chain, &caller, &challenge, &json!(callee_addr.to_string()));
     assert!(
         matches!(&bare, Err(ModuleError::NotAccepted(m)) if m.contains("older ilp-bridge")),
@@ -723,7 +723,7 @@ fn proven_pin(address: &Address, via: &str) -> (BigUint, Value) {
     )
 }
 
-/// An unproven pin of an earlier version gives way to a configured `peerAddress`, even one naming another address:
+/// An unproven pin (the bare form) gives way to a configured `peerAddress`, even one naming another address:
 /// the operator's word is the way out when the pinned address was a squatter's.
 #[tokio::test]
 async fn a_configured_address_replaces_an_unproven_pin_of_an_earlier_version() -> TestResult {
@@ -777,10 +777,10 @@ async fn a_configured_address_replaces_an_unproven_pin_of_an_earlier_version() -
     Ok(())
 }
 
-/// Pins written before proofs existed (a bare address, value 1: the callee pinned whatever a caller named) are
+/// Pins in the bare form (a bare address, value 1: the callee pinned whatever a caller named) are
 /// unproven. Such a pin is kept only once the peer proves that same address with a challenge (it is then
-/// rewritten with its origin); a peer proving another address, or none (an older peer), is refused with an
-/// error saying so, the pin left as it was and no identity claimed. A pin equal to the configured peerAddress
+/// rewritten with its origin); a peer proving another address, or none (a peer that only names its address),
+/// is refused with an error saying so, the pin left as it was and no identity held. A pin equal to the configured peerAddress
 /// is kept as configured without asking.
 #[tokio::test]
 async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves_it() -> TestResult
@@ -853,7 +853,7 @@ async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves
         );
     }
 
-    // A peer of an earlier version proves nothing (a bare address reply): refused.
+    // A peer that proves nothing (a bare address reply): refused.
     let bare_reply = payer_addr.to_string();
     let old_peer = Arc::new(ScriptedPeer {
         address_reply: Box::new(move |_| json!(bare_reply)),

@@ -1,10 +1,10 @@
 //! [`PeerAddress`]: the peer's Ethereum address, shared by both Ethereum modules. It comes from the
 //! `peerAddress` option (trusted: the operator said so) or from the module RPC [`RPC_ETH_ADDRESS`], whose
 //! reply must **prove** ownership of the address, and the first one learned is pinned durably in the max-value
-//! tracker `peer_address` (value 2, data `{"address": "0x..", "via": "proof"|"configured"}`, see [`PinVia`]): a
+//! tracker `peer_address` (value 2, data `{"address": "0x..", "via": "proof"|"configured"}`, see `PinVia`): a
 //! peer cannot later switch to another address and so claim someone else's on-chain payments as its own. A pin
-//! of earlier versions (value 1, data a bare address) was never proven: it is kept only once the peer proves
-//! that same address (or it is the configured one), else refused.
+//! in the bare form (value 1, data a bare address string, `PinVia::Unproven`) was never proven: it is kept
+//! only once the peer proves that same address (or it is the configured one), else refused.
 //!
 //! Before an address is used it is also held in the node's identity registry
 //! ([`ChannelContext::hold_identity`], identity `eth:<chainId>:<address>`), and re-checked there on every
@@ -24,7 +24,7 @@
 //! names is unproven; each side learns the other's address only through its own challenge. A peer that still
 //! speaks the unproven form (a bare address either way) is refused with an error saying so.
 //!
-//! Also the two ends of [`RPC_LATEST_CLAIM`], shared by both modules: [`latest_claim_reply`] (payer) and
+//! Also the two ends of [`RPC_LATEST_CLAIM`], shared by both modules: `latest_claim_reply` (payer) and
 //! [`pull_latest_claim`] (payee), the latter behind a [`PullLimiter`].
 
 use std::sync::{Mutex, RwLock};
@@ -48,8 +48,8 @@ use crate::sync::lock;
 pub const PEER_ADDRESS_KEY: &str = "peer_address";
 /// Module RPC proving the callee's address. Args: `[{"challenge": "0x<32 bytes hex>", "address": "0x<caller's
 /// address>"}]`; reply: `{"address": "0x<callee's address>", "signature": "0x<65 bytes hex: r ‖ s ‖ v,
-/// v = 27 + recovery bit>"}`, the callee's signature over [`address_proof_digest`]. The unproven form of
-/// earlier versions (args `["0x<caller's address>"]`, reply a bare address string) is refused at both ends.
+/// v = 27 + recovery bit>"}`, the callee's signature over [`address_proof_digest`]. The unproven form (args
+/// `["0x<caller's address>"]`, reply a bare address string) is refused at both ends.
 pub const RPC_ETH_ADDRESS: &str = "eth_address";
 /// Domain string opening every [`RPC_ETH_ADDRESS`] proof, so the signature can never stand for anything else.
 pub const ADDRESS_PROOF_DOMAIN: &[u8] = b"ilp-bridge eth_address v1";
@@ -156,22 +156,22 @@ pub fn verify_address_proof(
 /// How a pinned address came to be pinned (the `via` of the `peer_address` tracker's data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum PinVia {
+pub(crate) enum PinVia {
     /// The peer proved it ([`RPC_ETH_ADDRESS`]): data `{"address": "0x..", "via": "proof"}`, value 2.
     Proof,
     /// The `peerAddress` option: data `{"address": "0x..", "via": "configured"}`, value 2.
     Configured,
-    /// Pinned by a version without proofs, which pinned whatever address a caller named: data a bare address
-    /// string, value 1. Proven again before use (see [`PeerAddress::get`]).
+    /// The bare form, written by a module that pinned whatever address a caller named, with no proof: data a
+    /// bare address string, value 1. Proven again before use (see [`PeerAddress::get`]).
     Unproven,
 }
 
-/// Tracker value of a pin with a recorded origin (a bare-string pin of earlier versions has value 1, so a
+/// Tracker value of a pin with a recorded origin (a pin in the bare form has value 1, so a
 /// re-proven pin replaces it).
 const PIN_VALUE: u8 = 2;
 
 /// Reads the `peer_address` tracker's data: the pinned address and how it was pinned.
-pub fn parse_pin(data: &Value) -> Option<(Address, PinVia)> {
+pub(crate) fn parse_pin(data: &Value) -> Option<(Address, PinVia)> {
     if let Some(bare) = data.as_str() {
         return bare.parse().ok().map(|a| (a, PinVia::Unproven));
     }
@@ -184,7 +184,7 @@ pub fn parse_pin(data: &Value) -> Option<(Address, PinVia)> {
     Some((address, via))
 }
 
-/// The `peer_address` tracker's data for `address` pinned `via` (never [`PinVia::Unproven`]).
+/// The `peer_address` tracker's data for `address` pinned `via` (never `PinVia::Unproven`).
 fn pin_data(address: &Address, via: PinVia) -> Value {
     let via = match via {
         PinVia::Configured => "configured",
@@ -256,7 +256,7 @@ impl PeerAddress {
         result
     }
 
-    /// Pins `candidate` `via` (first one wins, durably, per account; a re-proven [`PinVia::Unproven`] pin of
+    /// Pins `candidate` `via` (first one wins, durably, per account; a re-proven `PinVia::Unproven` pin of
     /// the same address is rewritten with its origin), after holding its identity node-wide on chain
     /// `chain_id`; errors if a different address is pinned or the registry refuses. Callers pass only a
     /// configured address or one whose ownership was proven.
@@ -275,7 +275,7 @@ impl PeerAddress {
         let tracker = ctx.max_value_tracker(PEER_ADDRESS_KEY)?;
         let stored = tracker.get_max().await?;
         if let Some((pinned, pinned_via)) = parse_pin(&stored.data) {
-            // Only a configured address may replace a pin, and only an unproven one of an earlier version.
+            // Only a configured address may replace a pin, and only an unproven one (the bare form).
             let replaceable = pinned_via == PinVia::Unproven && via == PinVia::Configured;
             if pinned != candidate && !replaceable {
                 return Err(ModuleError::NotAccepted(format!(
@@ -310,7 +310,7 @@ impl PeerAddress {
         };
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
         match parse_pin(&stored.data) {
-            // An unproven pin of an earlier version gives way to the operator's word (see `get`).
+            // An unproven pin (the bare form) gives way to the operator's word (see `get`).
             Some((pinned, via)) if pinned != configured && via != PinVia::Unproven => {
                 Err(ModuleError::NotAccepted(format!(
                     "peerAddress {configured} differs from pinned {pinned}"
@@ -332,8 +332,8 @@ impl PeerAddress {
     /// The address on chain `chain_id`, with its identity (re-)checked in the node's registry on **every**
     /// call (callers credit right after: an account whose identity became contested, or was taken over by a
     /// configured account, is refused from then on): known in memory, pinned in the store, configured, or
-    /// asked from the peer now with a fresh challenge (and pinned once its proof checks out). A pin of an
-    /// earlier version ([`PinVia::Unproven`]) is kept only once the peer proves that same address (or it is
+    /// asked from the peer now with a fresh challenge (and pinned once its proof checks out). A pin in the
+    /// bare form (`PinVia::Unproven`) is kept only once the peer proves that same address (or it is
     /// the configured one); otherwise refused.
     pub async fn get(&self, ctx: &ChannelContext, chain_id: u64) -> Result<Address, ModuleError> {
         if let Some(peer) = self.verified() {
@@ -372,7 +372,7 @@ impl PeerAddress {
         Ok(peer)
     }
 
-    /// Keeps an unproven pin of an earlier version (`pinned`) only once the peer proves that address now (or
+    /// Keeps an unproven pin in the bare form (`pinned`) only once the peer proves that address now (or
     /// it is configured), rewriting it with its origin.
     async fn reprove(
         &self,
@@ -408,8 +408,8 @@ impl PeerAddress {
     }
 
     /// Handles the peer's [`RPC_ETH_ADDRESS`]: answers its challenge with our address and our signature (`key`
-    /// is our key). Pins nothing: the address the caller names is unproven. Refuses the unproven form of
-    /// earlier versions, a caller naming our own address, and a caller naming another address than the one
+    /// is our key). Pins nothing: the address the caller names is unproven. Refuses the unproven request form
+    /// (a bare address), a caller naming our own address, and a caller naming another address than the one
     /// configured or pinned for this account (someone relaying another peer's challenge). A relay by a caller
     /// whose address this account has not learned yet cannot be told apart here: the node's identity registry
     /// catches it instead (the identity becomes contested, see [`crate::identity::decide_identity_hold`]).
@@ -448,7 +448,7 @@ impl PeerAddress {
         }
         let expected = match self.known() {
             Some(address) => Some(address),
-            // An unproven pin of an earlier version is not this account's peer yet: it may be whatever a caller
+            // An unproven pin (the bare form) is not this account's peer yet: it may be whatever a caller
             // named, and the real peer must be able to get our proof (and so pay us) meanwhile.
             None => parse_pin(
                 &ctx.max_value_tracker(PEER_ADDRESS_KEY)?
@@ -569,7 +569,7 @@ fn log_error(e: crate::store::TransferLogError) -> ModuleError {
 /// Payer side of [`RPC_LATEST_CLAIM`]: the claim for everything the main log says we owe (outgoing
 /// fulfilled), exactly what the next Fulfill would carry (`create_outgoing_claim` pays or signs only what is
 /// not yet covered, so asking again is harmless). `null` when there is nothing to claim.
-pub async fn latest_claim_reply(
+pub(crate) async fn latest_claim_reply(
     module: &dyn ChannelModule,
     ctx: &ChannelContext,
 ) -> Result<Value, ModuleError> {

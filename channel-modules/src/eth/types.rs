@@ -61,7 +61,7 @@ pub fn format_hex_uint(value: &BigUint) -> String {
 }
 
 /// A 256-bit big-endian word (ABI `uint256`); errors when `value` needs more than 256 bits.
-pub fn u256_word(value: &BigUint) -> Result<[u8; 32], EthError> {
+pub(crate) fn u256_word(value: &BigUint) -> Result<[u8; 32], EthError> {
     let bytes = value.to_bytes_be();
     if value.is_zero() {
         return Ok([0u8; 32]);

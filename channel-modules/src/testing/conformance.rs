@@ -277,7 +277,7 @@ pub async fn run(subject: &dyn Subject) -> Result<Report, SetupError> {
                 let _ = arena.disconnect().await;
             }
             report.checked.push((check, mode));
-            if let Err(detail) = outcome {
+            if let Err(Finding(detail)) = outcome {
                 report.violations.push(Violation {
                     check,
                     mode,
@@ -289,8 +289,31 @@ pub async fn run(subject: &dyn Subject) -> Result<Report, SetupError> {
     Ok(report)
 }
 
-/// A check's verdict: `Err` says what went wrong.
-type Verdict = Result<(), String>;
+/// What a check found wrong, in words (a [`Violation`]'s detail).
+#[derive(Debug)]
+struct Finding(String);
+
+impl From<String> for Finding {
+    fn from(detail: String) -> Self {
+        Finding(detail)
+    }
+}
+
+impl From<&str> for Finding {
+    fn from(detail: &str) -> Self {
+        Finding(detail.to_owned())
+    }
+}
+
+/// A check's verdict.
+type Verdict = Result<(), Finding>;
+
+/// A [`Finding`] from `format!` arguments.
+macro_rules! finding {
+    ($($arg:tt)*) => {
+        Finding(format!($($arg)*))
+    };
+}
 
 /// One pair of modules on wired hosts, driven as `mode`'s host drives them.
 struct Arena {
@@ -346,22 +369,22 @@ impl Arena {
         self.payer()
             .connect(&self.pair.a.ctx)
             .await
-            .map_err(|e| format!("payer's connect failed: {e}"))?;
+            .map_err(|e| finding!("payer's connect failed: {e}"))?;
         self.payee()
             .connect(&self.pair.b.ctx)
             .await
-            .map_err(|e| format!("payee's connect failed: {e}"))
+            .map_err(|e| finding!("payee's connect failed: {e}"))
     }
 
     async fn disconnect(&self) -> Verdict {
         self.payer()
             .disconnect(&self.pair.a.ctx)
             .await
-            .map_err(|e| format!("payer's disconnect failed: {e}"))?;
+            .map_err(|e| finding!("payer's disconnect failed: {e}"))?;
         self.payee()
             .disconnect(&self.pair.b.ctx)
             .await
-            .map_err(|e| format!("payee's disconnect failed: {e}"))
+            .map_err(|e| finding!("payee's disconnect failed: {e}"))
     }
 
     fn transfer(&self, amount: u64) -> Transfer {
@@ -389,7 +412,7 @@ impl Arena {
         } else {
             (&self.pair.a, Direction::Outgoing)
         };
-        let log = side.ctx.main_log().map_err(|e| format!("main log: {e}"))?;
+        let log = side.ctx.main_log().map_err(|e| finding!("main log: {e}"))?;
         let transfer = self.transfer(amount);
         let logged = |e: TransferLogError| format!("main log: {e}");
         log.prepare(&transfer, direction).await.map_err(logged)?;
@@ -404,7 +427,7 @@ impl Arena {
                 .handle_incoming_prepare(&side.ctx, &record)
                 .await
             {
-                return Err(format!(
+                return Err(finding!(
                     "handle_incoming_prepare refused a prepare of {amount}: {err}"
                 ));
             }
@@ -417,7 +440,7 @@ impl Arena {
 
     /// The payer's claim for `total`: in peer mode its main log first gets an outgoing fulfilled transfer for
     /// what `total` adds to its outgoing fulfilled sum, as a trustline asks with that sum.
-    async fn claim(&self, total: &BigUint) -> Result<Option<Claim>, String> {
+    async fn claim(&self, total: &BigUint) -> Result<Option<Claim>, Finding> {
         let owed = BigUint::from(
             self.pair
                 .a
@@ -432,7 +455,7 @@ impl Arena {
         self.payer()
             .create_outgoing_claim(&self.pair.a.ctx, total)
             .await
-            .map_err(|e| format!("create_outgoing_claim({total}) failed: {e}"))
+            .map_err(|e| finding!("create_outgoing_claim({total}) failed: {e}"))
     }
 
     /// Hands `claim` to the payee as its host does: directly in peer mode; in engine mode on a fresh stage,
@@ -472,7 +495,7 @@ impl Arena {
         previous: &BigUint,
         total: &BigUint,
         judge: bool,
-    ) -> Result<Claim, String> {
+    ) -> Result<Claim, Finding> {
         let increase = total - previous;
         let amount = u64::try_from(&increase).map_err(|_| "increment past u64::MAX")?;
         self.transfer_in_log(true, amount, judge).await?;
@@ -481,21 +504,22 @@ impl Arena {
         })?;
         match self.credit(Some(&claim)).await {
             Ok(Some(credit)) if credit.amount == increase => Ok(claim),
-            Ok(Some(credit)) => Err(format!(
+            Ok(Some(credit)) => Err(finding!(
                 "the claim for {total} credited {}, not its increase {increase}",
                 credit.amount
             )),
-            Ok(None) => Err(format!("the claim for {total} credited nothing")),
-            Err(err) => Err(format!("the claim for {total} was refused: {err}")),
+            Ok(None) => Err(finding!("the claim for {total} credited nothing")),
+            Err(err) => Err(finding!("the claim for {total} was refused: {err}")),
         }
     }
 
     /// Hands `claim` to the payee and fails if it credits anything.
     async fn credits_nothing(&self, claim: Option<&Claim>, what: &str) -> Verdict {
         match self.credit(claim).await {
-            Ok(Some(credit)) => Err(format!(
+            Ok(Some(credit)) => Err(finding!(
                 "{what} credited {} (settlement {})",
-                credit.amount, credit.settlement_id
+                credit.amount,
+                credit.settlement_id
             )),
             Ok(None) | Err(_) => Ok(()),
         }
@@ -516,7 +540,7 @@ impl Arena {
         let _ = self.settle(&BigUint::default(), &totals[0], false).await;
         let settled = read(self);
         if before != connected || connected != settled {
-            return Err(format!(
+            return Err(finding!(
                 "(payer scale, payee scale, payer max, payee max) went {before:?} → {connected:?} (connect) → \
                  {settled:?} (a settlement)"
             ));
@@ -534,7 +558,7 @@ impl Arena {
             {
                 Err(ModuleError::UnknownMethod(method)) if method == UNKNOWN_METHOD => {}
                 other => {
-                    return Err(format!(
+                    return Err(finding!(
                         "the {name} answered the unknown method {UNKNOWN_METHOD} with {other:?}"
                     ))
                 }
@@ -558,7 +582,7 @@ impl Arena {
             let first = self.claim(total).await?;
             let again = self.claim(total).await?;
             if first != again {
-                return Err(format!(
+                return Err(finding!(
                     "asked twice for {total}: {first:?}, then {again:?}"
                 ));
             }
@@ -578,7 +602,7 @@ impl Arena {
         .await?;
         let again = self.claim(&totals[1]).await?;
         if again.as_ref() != Some(&best) {
-            return Err(format!(
+            return Err(finding!(
                 "after a request for the lower total {}, {} got {again:?} instead of the best claim {best:?}",
                 totals[0], totals[1]
             ));
@@ -597,21 +621,21 @@ impl Arena {
             let claim = self.claim(total).await?;
             match self.credit(claim.as_ref()).await {
                 Ok(Some(credit)) if credit.amount != increase => {
-                    return Err(format!(
+                    return Err(finding!(
                         "the claim for {total} credited {}, not its increase {increase}",
                         credit.amount
                     ))
                 }
                 Ok(Some(credit)) => {
                     if !ids.insert(credit.settlement_id.clone()) {
-                        return Err(format!(
+                        return Err(finding!(
                             "the claim for {total} reused the settlement ID {}",
                             credit.settlement_id
                         ));
                     }
                 }
-                Ok(None) => return Err(format!("the claim for {total} credited nothing")),
-                Err(err) => return Err(format!("the claim for {total} was refused: {err}")),
+                Ok(None) => return Err(finding!("the claim for {total} credited nothing")),
+                Err(err) => return Err(finding!("the claim for {total} was refused: {err}")),
             }
             previous = total.clone();
         }
@@ -636,7 +660,7 @@ impl Arena {
         self.settle(&totals[2], &totals[3], false)
             .await
             .map(|_| ())
-            .map_err(|e| format!("after the replays: {e}"))
+            .map_err(|Finding(e)| finding!("after the replays: {e}"))
     }
 
     async fn prepare_within_allowance(&self, totals: &[BigUint]) -> Verdict {
@@ -659,7 +683,7 @@ impl Arena {
         let first = self
             .credit_on(&dropped, Some(&claim))
             .await
-            .map_err(|e| format!("the claim was refused: {e}"))?;
+            .map_err(|e| finding!("the claim was refused: {e}"))?;
         drop(dropped);
         let stage = self.pair.b.host.stage();
         let again = self.credit_on(&stage, Some(&claim)).await.map_err(|e| {
@@ -668,14 +692,14 @@ impl Arena {
         // The same amount again; the settlement ID may differ, since the first never left the stage.
         let amount = |credit: &Option<IncomingCredit>| credit.as_ref().map(|c| c.amount.clone());
         if first.is_none() || amount(&again) != amount(&first) {
-            return Err(format!(
+            return Err(finding!(
                 "credited {first:?}, then, after that stage was dropped, {again:?}"
             ));
         }
         stage
             .commit()
             .await
-            .map_err(|e| format!("commit failed: {e}"))?;
+            .map_err(|e| finding!("commit failed: {e}"))?;
         self.credits_nothing(Some(&claim), "the claim after its credit was committed")
             .await
     }
@@ -692,7 +716,7 @@ impl Arena {
             .await
         {
             Err(_) => Ok(()),
-            Ok(claim) => Err(format!(
+            Ok(claim) => Err(finding!(
                 "create_outgoing_claim({past}), past max_cumulative_settlement, gave {claim:?}"
             )),
         }

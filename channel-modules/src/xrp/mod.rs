@@ -1,9 +1,9 @@
 //! `xrp-paychan`: the claim-based XRP Ledger payment-channel module (the legacy `ilp-plugin-xrp-paychan` flow).
 //!
 //! Each side may pay through its own outgoing channel. Money moves off-ledger as **claims**: signatures over
-//! "`CLM\0` ‖ channel ‖ cumulative drops" ([`crypto`]). The payer signs ([`payer`]); the payee checks and keeps
-//! the best claim ([`payee`]) and redeems it on the ledger with a `PaymentChannelClaim` transaction, at the
-//! latest when it disconnects or shortly before the channel expires ([`watcher`]). `options` reads the
+//! "`CLM\0` ‖ channel ‖ cumulative drops" ([`crypto`]). The payer signs (`payer`); the payee checks and keeps
+//! the best claim (`payee`) and redeems it on the ledger with a `PaymentChannelClaim` transaction, at the
+//! latest when it disconnects or shortly before the channel expires (`watcher`). `options` reads the
 //! options, `wire` the claim's JSON; [`rpc`] speaks to rippled.
 //!
 //! Amounts are drops (asset scale 6). The module holds no durable state in memory: the three trackers are the

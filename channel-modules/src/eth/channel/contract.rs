@@ -1,8 +1,8 @@
 //! The `PaymentChannel` contract as this module sees it (`channel-modules/contracts/PaymentChannel.sol`, one
 //! contract per channel, and the frozen first version in `contracts/v1`): the compiled artifacts, recognising a
 //! deployed channel's code and version, the claim digest a payer signs, the init code that deploys a channel,
-//! and reading a channel's state. The payer ([`super::payer`]) deploys and funds channels; the payee
-//! ([`super::payee`], [`super::close`]) checks and closes them.
+//! and reading a channel's state. The payer (`super::payer`) deploys and funds channels; the payee
+//! (`super::payee`, `super::close`) checks and closes them.
 
 use std::sync::OnceLock;
 
@@ -18,10 +18,11 @@ use super::super::EthError;
 use crate::error::ModuleError;
 
 /// The compiled contract (`contracts/build.sh` regenerates it from `PaymentChannel.sol`).
-pub const PAYMENT_CHANNEL_ARTIFACT: &str = include_str!("../../../contracts/PaymentChannel.json");
+pub(crate) const PAYMENT_CHANNEL_ARTIFACT: &str =
+    include_str!("../../../contracts/PaymentChannel.json");
 /// The first contract version, frozen (`contracts/v1`): its channels are recognised in order to close and
 /// reclaim them, never to take claims (see [`ChannelVersion::V1`]).
-pub const PAYMENT_CHANNEL_V1_ARTIFACT: &str =
+pub(crate) const PAYMENT_CHANNEL_V1_ARTIFACT: &str =
     include_str!("../../../contracts/v1/PaymentChannel.json");
 
 /// Which `PaymentChannel` contract a channel runs.
@@ -113,7 +114,7 @@ fn runs(artifact: &Artifact, code: &[u8]) -> bool {
 }
 
 /// Which `PaymentChannel` `code` is the runtime code of (immutables masked), if any.
-pub fn payment_channel_version(code: &[u8]) -> Result<Option<ChannelVersion>, EthError> {
+pub(crate) fn payment_channel_version(code: &[u8]) -> Result<Option<ChannelVersion>, EthError> {
     if runs(artifact()?, code) {
         Ok(Some(ChannelVersion::Current))
     } else if runs(v1_artifact()?, code) {
@@ -124,12 +125,13 @@ pub fn payment_channel_version(code: &[u8]) -> Result<Option<ChannelVersion>, Et
 }
 
 /// Whether `code` is this version's contract's runtime code with some values in the immutable slots.
-pub fn is_payment_channel_code(code: &[u8]) -> Result<bool, EthError> {
+#[cfg(test)]
+fn is_payment_channel_code(code: &[u8]) -> Result<bool, EthError> {
     Ok(payment_channel_version(code)? == Some(ChannelVersion::Current))
 }
 
 /// The address a contract deployed by `sender` with `nonce` gets: `keccak256(rlp([sender, nonce]))[12..]`.
-pub fn create_address(sender: &Address, nonce: u64) -> Address {
+pub(crate) fn create_address(sender: &Address, nonce: u64) -> Address {
     let encoded = rlp::encode(&Item::List(vec![
         Item::Bytes(sender.0.to_vec()),
         Item::u64(nonce),
