@@ -26,10 +26,12 @@ use hmac::{Hmac, Mac};
 use num_bigint::BigUint;
 use sha2::Sha256;
 
+use crate::amount::parse_amount;
+use crate::claim::{claim_amount, claim_object, keep_best_claim};
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
-use crate::iou::{claim_amount, claim_object, keep_best_claim, parse_amount, scale_option};
+use crate::iou::scale_option;
 use crate::module::ChannelModule;
 use crate::store::TransferRecord;
 

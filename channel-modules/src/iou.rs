@@ -22,11 +22,12 @@
 use async_trait::async_trait;
 use num_bigint::BigUint;
 
-use crate::claim::{Claim, IncomingCredit};
+use crate::amount::parse_amount;
+use crate::claim::{claim_amount, claim_object, keep_best_claim, Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
 use crate::module::ChannelModule;
-use crate::store::{MaxValue, TransferRecord};
+use crate::store::TransferRecord;
 
 /// Name of the module in configuration.
 pub const IOU_MODULE_NAME: &str = "iou";
@@ -148,67 +149,6 @@ pub(crate) fn scale_option(options: &serde_json::Value) -> Result<u8, ModuleErro
         Some(other) => Err(ModuleError::InvalidFields(format!(
             "scale must be a number, got {other}"
         ))),
-    }
-}
-
-/// Parses an amount from a peer: [`crate::amount::parse_decimal`] (digits only, at most
-/// [`crate::amount::MAX_AMOUNT_DIGITS`]), refused as [`ModuleError::InvalidFields`].
-pub(crate) fn parse_amount(s: &str) -> Result<BigUint, ModuleError> {
-    crate::amount::parse_decimal(s).map_err(|e| ModuleError::InvalidFields(e.to_string()))
-}
-
-/// Extracts the JSON object of a claim: JSON claims as is, text claims parsed as JSON (legacy peers sometimes
-/// send the object as a string).
-pub(crate) fn claim_object(claim: &Claim) -> Result<serde_json::Value, ModuleError> {
-    match claim {
-        Claim::Json(v) => Ok(v.clone()),
-        Claim::Text(t) => serde_json::from_str(t)
-            .map_err(|e| ModuleError::InvalidFields(format!("claim is not JSON: {e}"))),
-        Claim::Binary(b) => serde_json::from_slice(b)
-            .map_err(|e| ModuleError::InvalidFields(format!("claim is not JSON: {e}"))),
-    }
-}
-
-/// Reads the claim's `amount` field (a decimal string; a JSON integer is accepted too, as legacy peers may send
-/// small amounts as numbers).
-pub(crate) fn claim_amount(obj: &serde_json::Value) -> Result<BigUint, ModuleError> {
-    match obj.get("amount") {
-        Some(serde_json::Value::String(s)) => parse_amount(s),
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .map(BigUint::from)
-            .ok_or_else(|| ModuleError::InvalidFields(format!("invalid claim amount {n}"))),
-        _ => Err(ModuleError::InvalidFields(
-            "claim has no \"amount\" string".to_owned(),
-        )),
-    }
-}
-
-/// Stores `value` (with `data`) in the tracker `key` if it beats the best so far and returns the increase as a
-/// credit, or `None` if it does not beat it.
-pub(crate) async fn keep_best_claim(
-    ctx: &ChannelContext,
-    key: &str,
-    value: BigUint,
-    data: serde_json::Value,
-) -> Result<Option<IncomingCredit>, ModuleError> {
-    let tracker = ctx.max_value_tracker(key)?;
-    let previous = tracker
-        .set_if_max(MaxValue {
-            value: value.clone(),
-            data,
-        })
-        .await?;
-    // `set_if_max` returns the previous entry when it stored ours, or ours unchanged when it did not; in the
-    // second case the returned value is equal to ours, so "strictly smaller" means "stored".
-    if previous.value < value {
-        let amount = &value - &previous.value;
-        Ok(Some(IncomingCredit {
-            amount,
-            settlement_id: value.to_string(),
-        }))
-    } else {
-        Ok(None)
     }
 }
 

@@ -38,7 +38,7 @@ fn address_field(value: &Value) -> Option<Address> {
 fn amount_field(value: &Value) -> Option<BigUint> {
     value
         .as_str()
-        .and_then(|s| crate::iou::parse_amount(s).ok())
+        .and_then(|s| crate::amount::parse_amount(s).ok())
 }
 
 /// A string field, if it is one.

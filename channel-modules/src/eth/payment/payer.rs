@@ -19,10 +19,10 @@ use super::{
     condition_of, log_err, transfer_id, EthPaymentModule, AMOUNT_SETTLED_KEY, KEPT_PAYMENTS_KEY,
     MAX_TX_HASHES_PER_PAYMENTS_REPLY, PAYMENTS_LOG_KEY, RPC_PAYMENTS_SINCE,
 };
+use crate::amount::parse_amount;
 use crate::claim::Claim;
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
-use crate::iou::parse_amount;
 use crate::store::{Direction, MaxValue, Transfer, TransferLog, TransferRecord, TransferState};
 
 impl EthPaymentModule {

@@ -16,9 +16,9 @@ use super::{
     MAX_KEPT_PAYMENTS, MAX_TX_HASHES_PER_CLAIM, MAX_TX_HASHES_PER_PAYMENTS_REPLY,
     RPC_PAYMENTS_SINCE,
 };
+use crate::amount::parse_amount;
 use crate::claim::Claim;
 use crate::error::ModuleError;
-use crate::iou::parse_amount;
 
 /// One [`RPC_PAYMENTS_SINCE`] reply, checked.
 #[derive(Debug)]
