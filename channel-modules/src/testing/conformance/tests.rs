@@ -8,7 +8,9 @@ use num_bigint::BigUint;
 use serde_json::json;
 
 use super::*;
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
+use crate::error::ModuleError;
 use crate::store::{MaxValue, TransferRecord};
 use crate::sync::lock;
 
