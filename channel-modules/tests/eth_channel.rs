@@ -12,9 +12,8 @@ use channel_modules::eth::channel::{
     EthChannelModule, CHANNEL_TXS_LOG_KEY, INCOMING_CLAIM_KEY, INCOMING_SUBMITTED_KEY,
     OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
 };
-use channel_modules::eth::peer::{
-    pull_latest_claim, PullLimiter, PEER_ADDRESS_KEY, RPC_LATEST_CLAIM,
-};
+use channel_modules::eth::latest_claim::{pull_latest_claim, PullLimiter, RPC_LATEST_CLAIM};
+use channel_modules::eth::peer::PEER_ADDRESS_KEY;
 use channel_modules::eth::testing::{Anvil, ANVIL_DEFAULT_CHAIN_ID};
 use channel_modules::eth::types::encode_hex;
 use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use channel_modules::eth::channel::EthChannelModule;
+use channel_modules::eth::latest_claim::{LATEST_CLAIM_PULL_MIN_INTERVAL_MS, RPC_LATEST_CLAIM};
 use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
 use channel_modules::eth::peer::{
     address_proof, address_proof_digest, address_request, peer_identity, verify_address_proof,
-    LATEST_CLAIM_PULL_MIN_INTERVAL_MS, PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM,
+    PEER_ADDRESS_KEY, RPC_ETH_ADDRESS,
 };
 use channel_modules::eth::testing::Anvil;
 use channel_modules::eth::types::{decode_fixed_hex, encode_hex};

@@ -11,17 +11,17 @@ use super::wallet::{TxSettings, Wallet};
 use crate::error::ModuleError;
 
 /// JSON-RPC endpoint URL (required).
-pub const OPT_RPC_URI: &str = "rpcUri";
+pub(crate) const OPT_RPC_URI: &str = "rpcUri";
 /// Confirmations before a transaction counts (default 1).
-pub const OPT_CONFIRMATIONS: &str = "confirmations";
+pub(crate) const OPT_CONFIRMATIONS: &str = "confirmations";
 /// Receipt poll interval, milliseconds (default 200).
-pub const OPT_POLL_INTERVAL_MS: &str = "pollIntervalMs";
+pub(crate) const OPT_POLL_INTERVAL_MS: &str = "pollIntervalMs";
 /// How long one call waits for a receipt, milliseconds (default 120000).
-pub const OPT_RECEIPT_TIMEOUT_MS: &str = "receiptTimeoutMs";
+pub(crate) const OPT_RECEIPT_TIMEOUT_MS: &str = "receiptTimeoutMs";
 /// Most the peer may owe us unsecured, in module units (default "0").
-pub const OPT_MAX_UNSECURED: &str = "maxUnsecured";
+pub(crate) const OPT_MAX_UNSECURED: &str = "maxUnsecured";
 /// The peer's address, if known in advance (else learned through the `eth_address` RPC).
-pub const OPT_PEER_ADDRESS: &str = "peerAddress";
+pub(crate) const OPT_PEER_ADDRESS: &str = "peerAddress";
 
 /// Options every Ethereum module reads.
 #[derive(Clone, Debug)]

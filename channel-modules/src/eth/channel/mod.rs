@@ -8,7 +8,8 @@
 //!   channels with the best claims, at expiry, after the payer moved on, and on disconnect.
 //!
 //! The peer's address is configured or proven, and held in the node's identity registry
-//! ([`super::peer::PeerAddress`]); a payee missing a claim pulls it ([`super::peer::pull_latest_claim`]).
+//! ([`super::peer::PeerAddress`]); a payee missing a claim pulls it
+//! ([`super::latest_claim::pull_latest_claim`]).
 //! Channels of the first contract version ([`contract::ChannelVersion::V1`]) take no claims: the payer opens a new
 //! channel instead, the payee refuses claims on one, and what the records already hold on them is still closed
 //! and reclaimed.
@@ -31,8 +32,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::latest_claim::{latest_claim_reply, pull_latest_claim, PullLimiter};
 use super::options::{amount_option, u64_option, CommonOptions};
-use super::peer::{latest_claim_reply, pull_latest_claim, PeerAddress, PullLimiter};
+use super::peer::PeerAddress;
 use super::types::{Address, TxHash};
 use super::wallet::Wallet;
 use crate::claim::{Claim, IncomingCredit};
@@ -43,7 +45,8 @@ use crate::store::{Limit, TransferLogError, TransferRecord};
 use crate::sync::lock;
 
 use self::wire::OutgoingChannelRecord;
-pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM};
+pub use super::latest_claim::RPC_LATEST_CLAIM;
+pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS};
 
 /// Stock name.
 pub const ETH_CHANNEL_MODULE_NAME: &str = "eth-channel";

@@ -36,8 +36,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use super::latest_claim::{latest_claim_reply, PullLimiter};
 use super::options::{str_option, u64_option, CommonOptions};
-use super::peer::{latest_claim_reply, PeerAddress, PullLimiter};
+use super::peer::PeerAddress;
 use super::types::{Address, TxHash};
 use super::wallet::Wallet;
 use crate::claim::{Claim, IncomingCredit};
@@ -63,7 +64,8 @@ pub const AMOUNT_RECEIVED_KEY: &str = "amount_received";
 /// Tracker marking `amount_received` as authoritative for this store (value 1; data: what it was seeded with):
 /// written by the first `connect` that finds it unset (see `EthPaymentModule::seed_amount_received`).
 pub const AMOUNT_RECEIVED_INIT_KEY: &str = "amount_received_init";
-pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM};
+pub use super::latest_claim::RPC_LATEST_CLAIM;
+pub use super::peer::{PEER_ADDRESS_KEY, RPC_ETH_ADDRESS};
 /// Module RPC listing the payer's kept confirmed payments after a confirmed total (its forms: `wire`).
 pub const RPC_PAYMENTS_SINCE: &str = "eth_payments_since";
 /// ERC-20 token contract to pay in instead of ETH.

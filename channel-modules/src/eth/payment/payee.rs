@@ -4,7 +4,7 @@
 //! What a claim credits is the log's incoming fulfilled total beyond the tracker [`AMOUNT_RECEIVED_KEY`], so a
 //! payment recorded just before a crash that lost its credit (an engine commits trackers with the credit, after
 //! the log write) is credited by the next claim, once. Before refusing a transfer over `maxUnsecured`, the
-//! payee asks the payer for its latest claim ([`super::super::peer::pull_latest_claim`]) and, while the payer
+//! payee asks the payer for its latest claim ([`super::super::latest_claim::pull_latest_claim`]) and, while the payer
 //! still owes, pages through the payer's kept payments ([`RPC_PAYMENTS_SINCE`]) from the start: payments are
 //! credited out of order (a later claim credits the last payments while older ones are missing), so its own
 //! credited total is no position in the payer's list. Hashes already recorded cost a store lookup, no chain
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use super::super::abi;
-use super::super::peer::pull_latest_claim;
+use super::super::latest_claim::pull_latest_claim;
 use super::super::types::{keccak256, Address, TxHash};
 use super::wire::{is_unknown_method, parse_payments_page};
 use super::{
