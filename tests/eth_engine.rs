@@ -12,7 +12,7 @@ mod se_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use channel_modules::eth::channel::claim_digest;
+use channel_modules::eth::channel::contract::claim_digest;
 use channel_modules::eth::payment::EthPaymentModule;
 use channel_modules::eth::testing::{Anvil, ANVIL_DEFAULT_CHAIN_ID};
 use channel_modules::eth::types::encode_hex;
@@ -428,11 +428,11 @@ impl ContextHost for CrashedHost {
         std::time::SystemTime::now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         _account_id: &str,
-        origin: channel_modules::context::IdentityOrigin,
+        origin: channel_modules::identity::IdentityOrigin,
     ) -> Result<(), ModuleError> {
         // B's engine-wide registry survives the crash: claims go to its store, as the engine's host does.
         ilp_bridge::settlement::identity::claim_identity_in(
@@ -687,8 +687,10 @@ async fn eth_channel_engine_credits_a_retired_channels_claim_once_under_its_own_
     let now = chain.rpc.latest_timestamp().await?;
     let mut deployed = Vec::new();
     for _ in 0..2 {
-        let init =
-            channel_modules::eth::channel::payment_channel_init_code(&chain.payee, now + 86_400)?;
+        let init = channel_modules::eth::channel::contract::payment_channel_init_code(
+            &chain.payee,
+            now + 86_400,
+        )?;
         deployed.push(payer_wallet.deploy(init, wei(CHANNEL_DEPOSIT_GWEI)).await?);
     }
     let (x, y) = (deployed[0], deployed[1]);

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
-use channel_modules::eth::channel::{
-    claim_digest, INCOMING_CLAIM_KEY, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
-};
+use channel_modules::eth::channel::contract::claim_digest;
+use channel_modules::eth::channel::{INCOMING_CLAIM_KEY, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY};
 use channel_modules::eth::payment::PAYMENTS_LOG_KEY;
 use channel_modules::eth::testing::{Anvil, ANVIL_DEFAULT_CHAIN_ID};
 use channel_modules::eth::types::encode_hex;

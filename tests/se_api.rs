@@ -501,7 +501,7 @@ async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
 /// /identities/{identity}` gives it to one account, which is then the only one whose claims are granted.
 #[tokio::test]
 async fn the_operator_settles_a_contested_identity() -> TestResult {
-    use channel_modules::context::IdentityOrigin;
+    use channel_modules::identity::IdentityOrigin;
     use ilp_bridge::settlement::identity::claim_identity_in;
 
     let mock = MockConnector::start().await?;

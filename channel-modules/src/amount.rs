@@ -4,6 +4,8 @@
 
 use num_bigint::BigUint;
 
+use crate::error::ModuleError;
+
 /// Decimal digits of 2^64 − 1, the most units a module settles at once (20).
 const U64_MAX_DIGITS: usize = u64::MAX.ilog10() as usize + 1;
 
@@ -45,6 +47,12 @@ pub fn parse_decimal(s: &str) -> Result<BigUint, AmountError> {
         return Err(not_decimal());
     }
     s.parse::<BigUint>().map_err(|_| not_decimal())
+}
+
+/// Parses an amount from a peer: [`parse_decimal`] (digits only, at most
+/// [`MAX_AMOUNT_DIGITS`]), refused as [`ModuleError::InvalidFields`].
+pub(crate) fn parse_amount(s: &str) -> Result<BigUint, ModuleError> {
+    parse_decimal(s).map_err(|e| ModuleError::InvalidFields(e.to_string()))
 }
 
 #[cfg(test)]

@@ -26,12 +26,16 @@ use hmac::{Hmac, Mac};
 use num_bigint::BigUint;
 use sha2::Sha256;
 
+use crate::amount::parse_amount;
+use crate::claim::{claim_amount, claim_object, keep_best_claim};
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+use crate::error::ModuleError;
+use crate::iou::scale_option;
+use crate::module::ChannelModule;
 use crate::store::TransferRecord;
-use crate::trustline::{claim_amount, claim_object, keep_best_claim, parse_amount, scale_option};
 
-pub use crate::trustline::INCOMING_CLAIM_KEY;
+pub use crate::iou::INCOMING_CLAIM_KEY;
 
 /// Name of the module in configuration.
 pub const CLAIM_TEST_MODULE_NAME: &str = "claim-test";
@@ -358,8 +362,10 @@ mod tests {
         let m: Arc<dyn ChannelModule> =
             crate::build_module("claim-test", &serde_json::json!({"secret": "k"}))?;
         assert_eq!(m.name(), "claim-test");
+        let t = crate::build_module("iou", &serde_json::json!({"scale": 3}))?;
+        assert_eq!((t.name(), t.asset_scale()), ("iou", 3));
         let t = crate::build_module("trustline", &serde_json::json!({"scale": 3}))?;
-        assert_eq!(t.asset_scale(), 3);
+        assert_eq!((t.name(), t.asset_scale()), ("trustline", 3));
         assert!(crate::build_module("nope", &serde_json::json!({})).is_err());
         Ok(())
     }

@@ -5,57 +5,71 @@
 //! the two money-holding primitives ([`store::TransferLog`], [`store::MaxValueTracker`]), and the stock modules.
 //!
 //! This crate does no networking of its own toward the peer and knows nothing of BTP or HTTP: the host (the
-//! `ilp-bridge` crate) runs a module either inside a BTP/1.0 trustline or as an RFC 38 settlement engine.
+//! `ilp-bridge` crate) runs a module either inside a BTP/1.0 trustline (peer mode) or behind an RFC 38
+//! settlement-engine account (engine mode).
 //!
 //! Layout:
-//! * [`store`]: transfer log / max-value tracker interfaces and their types;
-//! * [`module`]: the trait, claims, errors, and when each hook is called;
-//! * [`context`]: what a module can reach;
-//! * [`sync`]: the shared poison-tolerant `lock` helper;
+//! * [`module`]: the trait and when each hook is called; [`claim`]: claims and credits; [`error`]: module
+//!   errors;
+//! * [`context`]: what a module can reach; [`identity`]: the rules of the node's ledger identity registry;
+//! * [`store`]: transfer log / max-value tracker interfaces and their types; [`ledger`]: the limit and state
+//!   rules both transfer-log stores apply; [`memory`]: the in-memory stores;
 //! * [`amount`]: the one bound on and parser of decimal amounts read from outside (claims, RFC 38 requests);
-//! * [`build_module`]: the registry of stock modules by name.
+//! * [`sync`]: the shared poison-tolerant `lock` helper;
+//! * the stock modules: [`iou`], [`xrp`], [`eth`] (`eth-payment`, `eth-channel`) and, with the `testing`
+//!   feature, `claim_test`; [`build_module`] builds one by name;
+//! * `testing` (feature `testing`): test hosts and the `ChannelModule` conformance suite.
 
 pub mod amount;
+pub mod claim;
+#[cfg(any(test, feature = "testing"))]
 pub mod claim_test;
 pub mod clock;
 pub mod context;
+pub mod error;
 pub mod eth;
+pub mod identity;
+pub mod iou;
+pub mod ledger;
 pub mod memory;
 pub mod module;
 pub mod store;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod trustline;
 pub mod xrp;
 
 use std::sync::Arc;
 
+pub use claim::{Claim, IncomingCredit};
 pub use context::{ChannelContext, ContextHost};
-pub use module::{ChannelModule, Claim, IncomingCredit, ModuleError};
+pub use error::ModuleError;
+pub use module::ChannelModule;
 
-/// Names of the stock modules, as used in configuration (`module = "..."`).
+/// Names of the stock modules compiled in, as used in configuration (`module = "..."`). The `iou` module is
+/// also selected by its alias [`iou::IOU_MODULE_ALIAS`] (`trustline`); `claim-test` exists only with the
+/// `testing` feature, so a production build cannot be configured to run it.
 pub const STOCK_MODULES: &[&str] = &[
-    "trustline",
-    "claim-test",
-    "xrp-paychan",
-    "eth-payment",
-    "eth-channel",
+    iou::IOU_MODULE_NAME,
+    xrp::XRP_PAYCHAN_MODULE_NAME,
+    eth::payment::ETH_PAYMENT_MODULE_NAME,
+    eth::channel::ETH_CHANNEL_MODULE_NAME,
+    #[cfg(any(test, feature = "testing"))]
+    claim_test::CLAIM_TEST_MODULE_NAME,
 ];
 
 /// Builds a stock module by name from its options (the legacy plugin options JSON, or the module section of
-/// the TOML config).
+/// the TOML config). `iou` (or its alias `trustline`) is built for peer mode here; an engine builds it with
+/// [`iou::IouModule::for_engine`].
 pub fn build_module(
     name: &str,
     options: &serde_json::Value,
 ) -> Result<Arc<dyn ChannelModule>, ModuleError> {
-    let _ = options;
-    // Each stock module adds one arm here.
-    #[allow(clippy::match_single_binding)]
     match name {
-        trustline::TRUSTLINE_MODULE_NAME => {
-            Ok(Arc::new(trustline::TrustlineModule::from_options(options)?))
-        }
+        iou::IOU_MODULE_NAME | iou::IOU_MODULE_ALIAS => Ok(Arc::new(
+            iou::IouModule::from_options(options)?.configured_as(name),
+        )),
+        #[cfg(any(test, feature = "testing"))]
         claim_test::CLAIM_TEST_MODULE_NAME => Ok(Arc::new(
             claim_test::ClaimTestModule::from_options(options)?,
         )),

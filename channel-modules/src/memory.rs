@@ -1,191 +1,24 @@
-//! In-memory [`TransferLog`] and [`MaxValueTracker`], plus the sum arithmetic every implementation shares.
+//! In-memory [`TransferLog`] and [`MaxValueTracker`].
 //!
-//! The in-memory stores have exactly the semantics of the durable RocksDB stores (`ilp_bridge::store`): both run
-//! one conformance suite. They keep everything in a `HashMap` behind a mutex, so a change is "durable" the moment
-//! the lock is released, and nothing survives the process. Use them in module tests (see `crate::testing`) and
-//! in the stateless mode.
-//!
-//! The pure functions [`reserve`], [`settle`] and [`check_idempotent_prepare`] hold the limit formulas and the
-//! state machine of `legacy-plugin.md` §4 with the legacy bugs fixed; the RocksDB store calls the same functions
-//! so the two implementations cannot drift apart.
+//! They have exactly the semantics of the durable RocksDB stores (`ilp_bridge::store`): both apply the rules of
+//! [`crate::ledger`] and both run one conformance suite. They keep everything in a `HashMap` behind a mutex, so
+//! a change is "durable" the moment the lock is released, and nothing survives the process. Used in module
+//! tests (see `crate::testing`) and in the stateless mode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::ledger::{
+    check_idempotent_prepare, not_prepared_error, reserve, settle, SettleTo, Settlement,
+};
 use crate::store::{
-    not_prepared_error, validate_key, Direction, Limit, MaxValue, MaxValueTracker,
-    NotedFulfillment, PrepareOutcome, StoreError, Sums, Transfer, TransferId, TransferLog,
-    TransferLogError, TransferRecord, TransferState,
+    validate_key, Direction, Limit, MaxValue, MaxValueTracker, NotedFulfillment, PrepareOutcome,
+    StoreError, Sums, Transfer, TransferId, TransferLog, TransferLogError, TransferRecord,
+    TransferState,
 };
 use crate::sync::lock;
-
-/// Largest value any sum may reach (`i128::MAX`), so that `IF − OF` and the limit formulas never overflow.
-pub const SUM_MAX: u128 = i128::MAX as u128;
-
-fn add_sum(sum: u128, amount: u64) -> Result<u128, StoreError> {
-    sum.checked_add(u128::from(amount))
-        .filter(|s| *s <= SUM_MAX)
-        .ok_or(StoreError::Overflow)
-}
-
-fn sub_sum(sum: u128, amount: u64) -> Result<u128, StoreError> {
-    // A prepared amount is always included in its fulfilled-and-prepared sum, so this only fails on corrupt
-    // state; report it rather than wrap around.
-    sum.checked_sub(u128::from(amount))
-        .ok_or_else(|| StoreError::Corrupt {
-            key: "sums".to_owned(),
-            reason: format!("fulfilled-and-prepared sum {sum} is below a prepared amount {amount}"),
-        })
-}
-
-/// Checks the limit for a new prepared transfer and returns the sums with its amount reserved.
-///
-/// Incoming: fails if `(IFP + amount) − OF > maximum`. Outgoing: fails if `(OFP + amount) − IF > −minimum`.
-/// Equality is allowed; [`Limit::Unbounded`] never fails. Outgoing prepared amounts never relieve the incoming
-/// limit (only OF is subtracted). A sum above [`SUM_MAX`] is [`StoreError::Overflow`].
-pub fn reserve(
-    sums: &Sums,
-    direction: Direction,
-    amount: u64,
-    maximum: Limit,
-    minimum: Limit,
-) -> Result<Sums, TransferLogError> {
-    let mut next = *sums;
-    match direction {
-        Direction::Incoming => {
-            let ifp = add_sum(sums.incoming_fulfilled_and_prepared, amount)?;
-            // Both operands are ≤ i128::MAX, so the casts and the subtraction cannot overflow.
-            let after = ifp as i128 - sums.outgoing_fulfilled as i128;
-            if let Limit::Finite(maximum) = maximum {
-                if after > maximum {
-                    return Err(TransferLogError::IncomingLimitExceeded { after, maximum });
-                }
-            }
-            next.incoming_fulfilled_and_prepared = ifp;
-        }
-        Direction::Outgoing => {
-            let ofp = add_sum(sums.outgoing_fulfilled_and_prepared, amount)?;
-            let after = ofp as i128 - sums.incoming_fulfilled as i128;
-            if let Limit::Finite(minimum) = minimum {
-                // −i128::MIN does not fit: it is larger than any `after`, so that limit never fails.
-                if let Some(negated) = minimum.checked_neg() {
-                    if after > negated {
-                        return Err(TransferLogError::OutgoingLimitExceeded { after, minimum });
-                    }
-                }
-            }
-            next.outgoing_fulfilled_and_prepared = ofp;
-        }
-    }
-    Ok(next)
-}
-
-/// What [`settle`] decided for a fulfill or cancel request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Settlement {
-    /// A prepared transfer changes state: store `record` and `sums`.
-    Changed {
-        /// The record in its new state.
-        record: TransferRecord,
-        /// The sums after the change.
-        sums: Sums,
-    },
-    /// The request repeats what already happened (same fulfillment, or a second cancel): nothing changes.
-    Unchanged(TransferRecord),
-}
-
-/// The target of [`settle`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SettleTo<'a> {
-    /// Fulfill with this fulfillment.
-    Fulfill(&'a [u8; 32]),
-    /// Cancel for this reason.
-    Cancel(&'a str),
-}
-
-/// The state machine of fulfill and cancel: prepared → fulfilled | cancelled, exactly once.
-///
-/// * prepared + fulfill: adds the amount to IF or OF; prepared + cancel: subtracts it from IFP or OFP.
-/// * fulfilled + fulfill with the same fulfillment, cancelled + cancel: [`Settlement::Unchanged`].
-/// * fulfilled + other fulfillment, fulfilled + cancel: `AlreadyFulfilled`; cancelled + fulfill:
-///   `AlreadyRolledBack`.
-pub fn settle(
-    sums: &Sums,
-    record: &TransferRecord,
-    to: SettleTo<'_>,
-) -> Result<Settlement, TransferLogError> {
-    let id = record.transfer.id;
-    match (&record.state, to) {
-        (TransferState::Prepared, SettleTo::Fulfill(fulfillment)) => {
-            let mut next = *sums;
-            let amount = record.transfer.amount;
-            match record.direction {
-                Direction::Incoming => {
-                    next.incoming_fulfilled = add_sum(sums.incoming_fulfilled, amount)?
-                }
-                Direction::Outgoing => {
-                    next.outgoing_fulfilled = add_sum(sums.outgoing_fulfilled, amount)?
-                }
-            }
-            let mut record = record.clone();
-            record.state = TransferState::Fulfilled {
-                fulfillment: *fulfillment,
-            };
-            Ok(Settlement::Changed { record, sums: next })
-        }
-        (TransferState::Prepared, SettleTo::Cancel(reason)) => {
-            let mut next = *sums;
-            let amount = record.transfer.amount;
-            match record.direction {
-                Direction::Incoming => {
-                    next.incoming_fulfilled_and_prepared =
-                        sub_sum(sums.incoming_fulfilled_and_prepared, amount)?
-                }
-                Direction::Outgoing => {
-                    next.outgoing_fulfilled_and_prepared =
-                        sub_sum(sums.outgoing_fulfilled_and_prepared, amount)?
-                }
-            }
-            let mut record = record.clone();
-            record.state = TransferState::Cancelled {
-                reason: reason.to_owned(),
-            };
-            Ok(Settlement::Changed { record, sums: next })
-        }
-        (TransferState::Fulfilled { fulfillment }, SettleTo::Fulfill(requested)) => {
-            if fulfillment == requested {
-                Ok(Settlement::Unchanged(record.clone()))
-            } else {
-                Err(TransferLogError::AlreadyFulfilled(id))
-            }
-        }
-        (TransferState::Fulfilled { .. }, SettleTo::Cancel(_)) => {
-            Err(TransferLogError::AlreadyFulfilled(id))
-        }
-        (TransferState::Cancelled { .. }, SettleTo::Fulfill(_)) => {
-            Err(TransferLogError::AlreadyRolledBack(id))
-        }
-        (TransferState::Cancelled { .. }, SettleTo::Cancel(_)) => {
-            Ok(Settlement::Unchanged(record.clone()))
-        }
-    }
-}
-
-/// A prepare whose ID is already stored: identical transfer and direction is `AlreadyExists(stored)` in any
-/// state (no limit check, no sum change); anything else is `DuplicateId`.
-pub fn check_idempotent_prepare(
-    stored: &TransferRecord,
-    transfer: &Transfer,
-    direction: Direction,
-) -> Result<PrepareOutcome, TransferLogError> {
-    if stored.transfer == *transfer && stored.direction == direction {
-        Ok(PrepareOutcome::AlreadyExists(stored.clone()))
-    } else {
-        Err(TransferLogError::DuplicateId(transfer.id))
-    }
-}
 
 #[derive(Debug, Default)]
 struct LogState {
@@ -502,19 +335,5 @@ mod tests {
             Err(StoreError::InvalidKey(_))
         ));
         assert!(stores.max_value_tracker("a b").is_err());
-    }
-
-    #[test]
-    fn outgoing_limit_with_min_i128_never_fails() {
-        let sums = Sums::default();
-        let next = reserve(
-            &sums,
-            Direction::Outgoing,
-            u64::MAX,
-            Limit::Finite(0),
-            Limit::Finite(i128::MIN),
-        )
-        .expect("−i128::MIN exceeds every value");
-        assert_eq!(next.outgoing_fulfilled_and_prepared, u128::from(u64::MAX));
     }
 }

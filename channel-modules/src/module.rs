@@ -1,86 +1,26 @@
-//! The [`ChannelModule`] trait: the legacy payment-channel module's hooks as a Rust trait.
+//! The [`ChannelModule`] trait: the legacy payment-channel module's hooks as a Rust trait. A module works
+//! through its [`ChannelContext`]; it returns [`Claim`]s, [`IncomingCredit`]s and [`ModuleError`]s.
+//! `testing::conformance` (feature `testing`) checks every contract below, in both host modes.
 //!
-//! When the host calls each hook (trustline mode, `legacy-plugin.md` §4 "Settlement hooks"; engine mode, the
-//! settlement-engine section of the README):
+//! When the host calls each hook (peer mode, inside a BTP/1.0 trustline: docs/legacy-btp.md §13; engine mode,
+//! behind an RFC 38 account: the settlement-engine section of the README):
 //!
-//! | hook | trustline (BTP/1.0) | settlement engine (RFC 38) | an `Err` means |
+//! | hook | peer mode (BTP/1.0) | engine mode (RFC 38) | an `Err` means |
 //! |--|--|--|--|
 //! | `connect` | once, when the peer is started | once per account, at setup | start fails |
 //! | `disconnect` | once, at shutdown | at account deletion / shutdown | logged |
 //! | `handle_incoming_prepare` | every received Prepare, after its amount is applied to IFP | not called | the transfer is cancelled and the peer gets an Error with the error's code |
-//! | `create_outgoing_claim` | every received Fulfill of our outgoing transfer, with total OF | each settle, with the cumulative amount to have settled | trustline: logged, no claim sent; engine: retried later |
+//! | `create_outgoing_claim` | every received Fulfill of our outgoing transfer, with total OF | each settle, with the cumulative amount to have settled | peer mode: logged, no claim sent; engine mode: retried later |
 //! | `handle_incoming_claim` | after our Fulfill is answered, with the `claim` it carried (maybe none) | each settlement message from the peer engine | logged; nothing credited |
 //! | `handle_rpc` | a BTP Message whose sub-protocol name is not a built-in one | a JSON message `{"method","args"}` from the peer engine | an Error reply to the peer |
 
 use async_trait::async_trait;
 use num_bigint::BigUint;
-use serde::{Deserialize, Serialize};
 
+use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::store::{StoreError, TransferRecord};
-
-/// A settlement claim as carried in the legacy `claim` sub-protocol (content types 2, 1 and 0).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Claim {
-    /// Content type 2: a JSON value (object in practice).
-    Json(serde_json::Value),
-    /// Content type 1: UTF-8 text.
-    Text(String),
-    /// Content type 0: raw bytes.
-    Binary(Vec<u8>),
-}
-
-/// What an accepted incoming claim or payment is worth.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncomingCredit {
-    /// The *increase* newly secured by this claim (claim-based) or the payment's amount (payment-based), in the
-    /// module's units ([`ChannelModule::asset_scale`]). Never the claim's cumulative value.
-    pub amount: BigUint,
-    /// A stable identifier of this settlement (the claim's cumulative value, or the ledger tx id), used as the
-    /// idempotency key when crediting the connector. Equal IDs must mean the same settlement.
-    pub settlement_id: String,
-}
-
-/// Errors a module returns. The name is kept for the legacy wire: the peer layer maps it to the legacy code
-/// (`NotAcceptedError` F00, `InvalidFieldsError` F01, `InsufficientBalanceError` F07, other names F00).
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ModuleError {
-    /// The module refuses (e.g. an incoming prepare over `maxUnsecured`, a forged claim).
-    #[error("{0}")]
-    NotAccepted(String),
-    /// Bad options or bad fields from the peer.
-    #[error("{0}")]
-    InvalidFields(String),
-    /// Not enough funds (deposit too low, ledger balance too low).
-    #[error("{0}")]
-    InsufficientBalance(String),
-    /// A custom RPC name the module does not know (legacy: "Unrecognized side protocol: x").
-    #[error("Unrecognized side protocol: {0}")]
-    UnknownMethod(String),
-    /// The ledger (chain node, rippled) failed or is unreachable; retryable.
-    #[error("ledger error: {0}")]
-    Ledger(String),
-    /// The peer did not answer an RPC or answered with an error.
-    #[error("rpc error: {0}")]
-    Rpc(String),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ModuleError {
-    /// The legacy JavaScript error name for this error, used on the wire.
-    pub fn legacy_name(&self) -> &'static str {
-        match self {
-            ModuleError::NotAccepted(_) => "NotAcceptedError",
-            ModuleError::InvalidFields(_) => "InvalidFieldsError",
-            ModuleError::InsufficientBalance(_) => "InsufficientBalanceError",
-            ModuleError::UnknownMethod(_) => "Error",
-            ModuleError::Ledger(_) | ModuleError::Rpc(_) | ModuleError::Store(_) => "Error",
-        }
-    }
-}
+use crate::error::ModuleError;
+use crate::store::TransferRecord;
 
 /// A payment-channel module (the legacy `paymentChannelBackend`), one instance per peer or per SE account.
 ///
@@ -88,7 +28,7 @@ impl ModuleError {
 /// [`crate::store::TransferLog`] and [`crate::store::MaxValueTracker`] handles, never in memory only.
 #[async_trait]
 pub trait ChannelModule: Send + Sync {
-    /// Stock name (`trustline`, `eth-payment`, …), for logs and status.
+    /// Stock name (`iou`, `eth-payment`, …), for logs and status.
     fn name(&self) -> &str;
 
     /// Scale of the unit the module settles in (drops: 6, wei: 18). Amounts passed to
@@ -124,8 +64,10 @@ pub trait ChannelModule: Send + Sync {
     ) -> Result<(), ModuleError>;
 
     /// Produces the claim (or pays) for a cumulative total: `total` is everything we have ever owed the peer.
-    /// Implementations must be idempotent for a total already covered (return the best existing claim or
-    /// `None`), and must record their intent durably before any ledger side effect.
+    /// Implementations must record their intent durably before any ledger side effect, and be idempotent for
+    /// a total already covered: the same total asked again gets the same answer, with no new side effect; a
+    /// lower total gets `None`, the best existing claim, or a claim that credits nothing at a payee holding the
+    /// best one, and never moves the module back (the higher total asked again still gets the best claim).
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,

@@ -5,9 +5,9 @@
 //!   outgoing fulfilled-and-prepared (OFP). Balance = IF − OF.
 //! * [`MaxValueTracker`]: the best (largest) value seen so far with its data, e.g. the best claim.
 //!
-//! The semantics follow `legacy-plugin.md` §4 with the legacy bugs fixed (see each method). Implementations live
-//! in the root crate (`ilp_bridge::store`: RocksDB and in-memory); modules only ever see these traits through
-//! [`crate::ChannelContext`].
+//! The semantics follow docs/legacy-btp.md §10–§11 with the legacy bugs of §16 fixed (see each method); the
+//! rules both transfer logs apply are in [`crate::ledger`]. Implementations: [`crate::memory`] here, RocksDB in
+//! the root crate (`ilp_bridge::store`); modules only ever see these traits through [`crate::ChannelContext`].
 //!
 //! Contract common to every `async fn` that changes state: when it returns `Ok`, the change is durable (for the
 //! RocksDB store: written in one atomic batch and the WAL synced). When it returns `Err`, nothing changed.
@@ -239,7 +239,7 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     }
 }
 
-/// A durable log of conditional transfers with legacy limits (`legacy-plugin.md` §4), bugs fixed.
+/// A durable log of conditional transfers with legacy limits (docs/legacy-btp.md §10), bugs fixed.
 ///
 /// Limit checks (equality allowed): an incoming prepare fails if `(IFP + amount) − OF > maximum`; an outgoing
 /// one if `(OFP + amount) − IF > −minimum`. Outgoing prepared transfers never relieve the incoming limit.
@@ -362,19 +362,6 @@ pub struct NotedFulfillment {
     pub ilp: Vec<u8>,
 }
 
-/// The error [`TransferLog::note_fulfillment`] gives for a record that is not prepared (`None` if it is).
-pub fn not_prepared_error(record: &TransferRecord) -> Option<TransferLogError> {
-    match record.state {
-        TransferState::Prepared => None,
-        TransferState::Fulfilled { .. } => {
-            Some(TransferLogError::AlreadyFulfilled(record.transfer.id))
-        }
-        TransferState::Cancelled { .. } => {
-            Some(TransferLogError::AlreadyRolledBack(record.transfer.id))
-        }
-    }
-}
-
 /// A best value with its data (`{value, data}` in legacy).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaxValue {
@@ -393,7 +380,7 @@ impl Default for MaxValue {
     }
 }
 
-/// Durable "keep the largest" register (`legacy-plugin.md` §4 MaxValueTracker). The stored value never
+/// Durable "keep the largest" register (docs/legacy-btp.md §11). The stored value never
 /// decreases.
 #[async_trait]
 pub trait MaxValueTracker: Send + Sync {

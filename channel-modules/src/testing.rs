@@ -1,8 +1,11 @@
-//! Test doubles for modules: a [`TestHost`] (a [`ContextHost`] backed by [`MemoryStores`] with a controllable
-//! clock) and [`TestHost::pair`], which wires two modules so that `ctx.rpc(method, args)` on one side calls
-//! [`ChannelModule::handle_rpc`] of the other, with no networking.
+//! Test doubles for modules and the `ChannelModule` conformance suite, for this crate's tests and, with the
+//! `testing` feature, for other crates (a third-party module runs [`conformance::run`]):
 //!
-//! Available in this crate's unit tests and, for other crates, with the `testing` feature.
+//! * [`TestHost`]: a [`ContextHost`] backed by [`MemoryStores`] with a controllable clock (peer mode), and
+//!   [`TestHost::pair`], which wires two modules so that `ctx.rpc(method, args)` on one side calls
+//!   [`ChannelModule::handle_rpc`] of the other, with no networking;
+//! * [`StagedHost`] ([`TestHost::stage`]): engine mode's staged tracker writes around `handle_incoming_claim`;
+//! * [`conformance`]: every hook's contract, checked in both host modes.
 //!
 //! ```ignore
 //! # use std::sync::Arc;
@@ -21,15 +24,19 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::context::{
-    decide_identity_claim, ChannelContext, ContextHost, IdentityOrigin, IdentityRecord,
-};
+use crate::context::{ChannelContext, ContextHost};
+use crate::error::ModuleError;
+use crate::identity::{decide_identity_hold, IdentityOrigin, IdentityRecord};
 use crate::memory::MemoryStores;
-use crate::module::{ChannelModule, ModuleError};
+use crate::module::ChannelModule;
 use crate::store::{Limit, MaxValueTracker, StoreError, TransferLog};
 use crate::sync::lock;
 
+pub mod conformance;
+mod staging;
 pub mod store_conformance;
+
+pub use self::staging::StagedHost;
 
 /// Start of every [`TestClock`]: 2017-10-01T00:00:00Z (the legacy era; any fixed instant would do).
 pub const TEST_CLOCK_START_UNIX_MS: u64 = 1_506_816_000_000;
@@ -69,7 +76,7 @@ impl TestClock {
 }
 
 /// The peer side a host forwards RPCs to. Weak, so that two paired hosts do not keep each other alive.
-struct PeerLink {
+struct PairedPeer {
     host: Weak<TestHost>,
     module: Arc<dyn ChannelModule>,
     options: serde_json::Value,
@@ -83,13 +90,13 @@ pub type RpcCall = (String, serde_json::Value);
 pub struct TestHost {
     stores: MemoryStores,
     clock: TestClock,
-    peer: Mutex<Option<PeerLink>>,
+    peer: Mutex<Option<PairedPeer>>,
     received: Mutex<Vec<RpcCall>>,
     rpc_failure: Mutex<Option<String>>,
     /// Ledger identities claimed through this host: identity → record (one node's registry).
     identities: Arc<Mutex<std::collections::HashMap<String, IdentityRecord>>>,
     /// Every claim made through this host: `(identity, account, origin)`.
-    identity_claims: Mutex<Vec<(String, String, IdentityOrigin)>>,
+    identity_holds: Mutex<Vec<(String, String, IdentityOrigin)>>,
 }
 
 impl TestHost {
@@ -112,12 +119,12 @@ impl TestHost {
             received: Mutex::new(Vec::new()),
             rpc_failure: Mutex::new(None),
             identities: Arc::new(Mutex::new(std::collections::HashMap::new())),
-            identity_claims: Mutex::new(Vec::new()),
+            identity_holds: Mutex::new(Vec::new()),
         })
     }
 
     /// Another account of the same node: a host with its own `stores` and no peer yet, sharing this host's
-    /// clock and its ledger identity registry ([`ContextHost::claim_identity`]).
+    /// clock and its ledger identity registry ([`ContextHost::hold_identity`]).
     pub fn same_node(self: &Arc<Self>, stores: MemoryStores) -> Arc<Self> {
         Arc::new(TestHost {
             stores,
@@ -126,7 +133,7 @@ impl TestHost {
             received: Mutex::new(Vec::new()),
             rpc_failure: Mutex::new(None),
             identities: Arc::clone(&self.identities),
-            identity_claims: Mutex::new(Vec::new()),
+            identity_holds: Mutex::new(Vec::new()),
         })
     }
 
@@ -136,8 +143,8 @@ impl TestHost {
     }
 
     /// Every identity claim made through this host, in order: `(identity, account, origin)`.
-    pub fn identity_claims(&self) -> Vec<(String, String, IdentityOrigin)> {
-        lock(&self.identity_claims).clone()
+    pub fn identity_holds(&self) -> Vec<(String, String, IdentityOrigin)> {
+        lock(&self.identity_holds).clone()
     }
 
     /// The host's stores (inspect logs and trackers directly).
@@ -171,7 +178,7 @@ impl TestHost {
         options: serde_json::Value,
         account_id: &str,
     ) {
-        *lock(&self.peer) = Some(PeerLink {
+        *lock(&self.peer) = Some(PairedPeer {
             host: Arc::downgrade(peer),
             module,
             options,
@@ -197,7 +204,23 @@ impl TestHost {
         module_b: Arc<dyn ChannelModule>,
         options_b: serde_json::Value,
     ) -> TestPair {
-        let clock = TestClock::default();
+        Self::pair_on(
+            TestClock::default(),
+            module_a,
+            options_a,
+            module_b,
+            options_b,
+        )
+    }
+
+    /// [`TestHost::pair`] on `clock` (share it with a fake ledger to keep both in one timeline).
+    pub fn pair_on(
+        clock: TestClock,
+        module_a: Arc<dyn ChannelModule>,
+        options_a: serde_json::Value,
+        module_b: Arc<dyn ChannelModule>,
+        options_b: serde_json::Value,
+    ) -> TestPair {
         let host_a = Self::with_stores(MemoryStores::unbounded(), clock.clone());
         let host_b = Self::with_stores(MemoryStores::unbounded(), clock);
         host_a.connect_to(&host_b, Arc::clone(&module_b), options_b.clone(), "b");
@@ -269,16 +292,15 @@ impl ContextHost for TestHost {
         self.clock.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         account_id: &str,
         origin: IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        lock(&self.identity_claims).push((identity.to_owned(), account_id.to_owned(), origin));
+        lock(&self.identity_holds).push((identity.to_owned(), account_id.to_owned(), origin));
         let mut identities = lock(&self.identities);
-        let decision =
-            decide_identity_claim(identity, identities.get(identity), account_id, origin);
+        let decision = decide_identity_hold(identity, identities.get(identity), account_id, origin);
         if let Some(record) = decision.write {
             identities.insert(identity.to_owned(), record);
         }
@@ -309,7 +331,7 @@ mod tests {
     use num_bigint::BigUint;
 
     use super::*;
-    use crate::module::{Claim, IncomingCredit};
+    use crate::claim::{Claim, IncomingCredit};
     use crate::store::TransferRecord;
 
     /// Echoes RPCs, and on "count" bumps a tracker in its own host's store (to prove the callee runs with its

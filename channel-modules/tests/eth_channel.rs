@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use channel_modules::eth::abi::{self, Token};
-use channel_modules::eth::channel::{
+use channel_modules::eth::channel::contract::{
     claim_digest, payment_channel_init_code, payment_channel_v1_init_code, read_channel,
-    v1_claim_digest, ChannelVersion, EthChannelModule, CHANNEL_TXS_LOG_KEY, INCOMING_CLAIM_KEY,
-    INCOMING_SUBMITTED_KEY, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
+    v1_claim_digest, ChannelVersion,
 };
-use channel_modules::eth::peer::{
-    pull_latest_claim, PullLimiter, PEER_ADDRESS_KEY, RPC_LATEST_CLAIM,
+use channel_modules::eth::channel::{
+    EthChannelModule, CHANNEL_TXS_LOG_KEY, INCOMING_CLAIM_KEY, INCOMING_SUBMITTED_KEY,
+    OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
 };
+use channel_modules::eth::latest_claim::{pull_latest_claim, PullLimiter, RPC_LATEST_CLAIM};
+use channel_modules::eth::peer::PEER_ADDRESS_KEY;
 use channel_modules::eth::testing::{Anvil, ANVIL_DEFAULT_CHAIN_ID};
 use channel_modules::eth::types::encode_hex;
 use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
@@ -1460,8 +1462,8 @@ where
 #[tokio::test]
 async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_nothing(
 ) -> TestResult {
-    use channel_modules::context::IdentityOrigin;
     use channel_modules::eth::peer::peer_identity;
+    use channel_modules::identity::IdentityOrigin;
 
     let Some(s) = setup().await? else {
         return Ok(());
@@ -1482,14 +1484,14 @@ async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_
     .await?;
     let claim = s.sign_lost(120).await?;
     assert_eq!(channel_of(&claim)?, channel_of(&claim_b)?);
-    let identity_checks = s.pair.b.host.identity_claims().len();
+    let identity_checks = s.pair.b.host.identity_holds().len();
     let handling = {
         let (payee, ctx) = (s.payee.clone(), s.pair.b.ctx.clone());
         tokio::spawn(async move { payee.handle_incoming_claim(&ctx, Some(&claim)).await })
     };
     // The claim passed the first identity check and waits behind the close.
     wait_until("the first identity check", || async {
-        Ok(s.pair.b.host.identity_claims().len() > identity_checks)
+        Ok(s.pair.b.host.identity_holds().len() > identity_checks)
     })
     .await?;
     let chain_id = rpc.chain_id().await?;
@@ -1497,7 +1499,7 @@ async fn a_claim_whose_peers_identity_is_taken_over_while_it_is_checked_credits_
     let intruder = s.pair.b.host.same_node(MemoryStores::unbounded());
     intruder
         .context(s.payee_opts.clone(), "intruder")
-        .claim_identity(
+        .hold_identity(
             &peer_identity(chain_id, &payer_addr),
             IdentityOrigin::Configured,
         )
@@ -1646,7 +1648,7 @@ async fn a_channel_of_the_earlier_contract_takes_no_claims_but_is_still_closed_a
         );
     }
 
-    // The records an earlier release left: the payer pays on `held` (and retired `expiring`), the payee
+    // Records holding channels of the first contract version: the payer pays on `held` (and retired `expiring`), the payee
     // holds the payer's 500 on `held`.
     let v1_sig = json!(encode_hex(&v1_sig.to_bytes65()));
     s.pair

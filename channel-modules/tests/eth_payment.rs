@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use channel_modules::context::{IdentityOrigin, IdentityRecord};
 use channel_modules::eth::payment::{
     EthPaymentModule, AMOUNT_RECEIVED_KEY, MAX_TX_HASHES_PER_CLAIM,
     MAX_TX_HASHES_PER_PAYMENTS_REPLY, PAYMENTS_LOG_KEY, RPC_PAYMENTS_SINCE,
@@ -13,6 +12,7 @@ use channel_modules::eth::rpc::RpcClient;
 use channel_modules::eth::testing::{test_token_init_code, Anvil};
 use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{abi, Address, PrivateKey, TxHash};
+use channel_modules::identity::{IdentityOrigin, IdentityRecord};
 use channel_modules::store::{Direction, Transfer, TransferId};
 use channel_modules::testing::{TestHost, TestPair};
 use channel_modules::{ChannelModule, Claim, ModuleError};
@@ -554,13 +554,13 @@ impl channel_modules::ContextHost for FaultyHost {
         self.inner.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         key: &str,
         account_id: &str,
-        origin: channel_modules::context::IdentityOrigin,
+        origin: channel_modules::identity::IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        self.inner.claim_identity(key, account_id, origin).await
+        self.inner.hold_identity(key, account_id, origin).await
     }
 }
 
@@ -902,7 +902,7 @@ enum Listing {
     Honest,
     /// The real payer's reply with these extra hashes put in front of every non-empty page.
     WithForeign([TxHash; 3]),
-    /// As a payer of an earlier version: the method is unknown.
+    /// As a payer without `eth_payments_since`: the method is unknown.
     Unknown,
 }
 
@@ -1226,7 +1226,7 @@ async fn a_listing_with_foreign_hashes_credits_only_the_genuine_payments() -> Te
     Ok(())
 }
 
-/// A payer of an earlier version does not know `eth_payments_since`: the payee credits what the latest claim
+/// A payer without `eth_payments_since` does not know the method: the payee credits what the latest claim
 /// brings and refuses the transfer as before, without failing otherwise.
 #[tokio::test]
 async fn a_payer_without_the_listing_still_gets_its_latest_claim_credited() -> TestResult {
@@ -1322,7 +1322,7 @@ async fn a_payer_store_without_the_payments_list_is_seeded_from_its_recent_hashe
             .ok_or("no claim")?;
         hashes.push(*claim_hashes(&claim).last().ok_or("empty claim")?);
     }
-    // The same payments in a store as the earlier version wrote it.
+    // The same payments in a store with no `amount_received` tracker.
     let old = channel_modules::memory::MemoryStores::unbounded();
     let log = s.pair.a.host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
     let old_log = old.transfer_log(PAYMENTS_LOG_KEY)?;

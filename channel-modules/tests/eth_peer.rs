@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use channel_modules::eth::channel::EthChannelModule;
+use channel_modules::eth::latest_claim::{LATEST_CLAIM_PULL_MIN_INTERVAL_MS, RPC_LATEST_CLAIM};
 use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
 use channel_modules::eth::peer::{
     address_proof, address_proof_digest, address_request, peer_identity, verify_address_proof,
-    LATEST_CLAIM_PULL_MIN_INTERVAL_MS, PEER_ADDRESS_KEY, RPC_ETH_ADDRESS, RPC_LATEST_CLAIM,
+    PEER_ADDRESS_KEY, RPC_ETH_ADDRESS,
 };
 use channel_modules::eth::testing::Anvil;
 use channel_modules::eth::types::{decode_fixed_hex, encode_hex};
@@ -239,7 +240,7 @@ fn address_proofs_verify_only_for_their_signer_and_exact_request() -> TestResult
         ),
     });
     assert!(verify_address_proof(chain, &caller, &challenge, &forged).is_err());
-    // The unproven form of earlier versions is refused, saying why.
+    // The unproven form (a bare address) is refused, saying why.
     let bare = verify_address_proof(chain, &caller, &challenge, &json!(callee_addr.to_string()));
     assert!(
         matches!(&bare, Err(ModuleError::NotAccepted(m)) if m.contains("older ilp-bridge")),
@@ -316,9 +317,9 @@ async fn a_squatter_answering_with_the_victims_address_cannot_take_it() -> TestR
     let taken = node
         .same_node(MemoryStores::unbounded())
         .context(json!({}), "squat-late")
-        .claim_identity(
+        .hold_identity(
             &peer_identity(chain, &payer_addr),
-            channel_modules::context::IdentityOrigin::Proven,
+            channel_modules::identity::IdentityOrigin::Proven,
         )
         .await;
     assert!(
@@ -723,7 +724,7 @@ fn proven_pin(address: &Address, via: &str) -> (BigUint, Value) {
     )
 }
 
-/// An unproven pin of an earlier version gives way to a configured `peerAddress`, even one naming another address:
+/// An unproven pin (the bare form) gives way to a configured `peerAddress`, even one naming another address:
 /// the operator's word is the way out when the pinned address was a squatter's.
 #[tokio::test]
 async fn a_configured_address_replaces_an_unproven_pin_of_an_earlier_version() -> TestResult {
@@ -777,10 +778,10 @@ async fn a_configured_address_replaces_an_unproven_pin_of_an_earlier_version() -
     Ok(())
 }
 
-/// Pins written before proofs existed (a bare address, value 1: the callee pinned whatever a caller named) are
+/// Pins in the bare form (a bare address, value 1: the callee pinned whatever a caller named) are
 /// unproven. Such a pin is kept only once the peer proves that same address with a challenge (it is then
-/// rewritten with its origin); a peer proving another address, or none (an older peer), is refused with an
-/// error saying so, the pin left as it was and no identity claimed. A pin equal to the configured peerAddress
+/// rewritten with its origin); a peer proving another address, or none (a peer that only names its address),
+/// is refused with an error saying so, the pin left as it was and no identity held. A pin equal to the configured peerAddress
 /// is kept as configured without asking.
 #[tokio::test]
 async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves_it() -> TestResult
@@ -853,7 +854,7 @@ async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves
         );
     }
 
-    // A peer of an earlier version proves nothing (a bare address reply): refused.
+    // A peer that proves nothing (a bare address reply): refused.
     let bare_reply = payer_addr.to_string();
     let old_peer = Arc::new(ScriptedPeer {
         address_reply: Box::new(move |_| json!(bare_reply)),
@@ -897,9 +898,9 @@ async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves
         pair.b
             .host
             .identity_record(&peer_identity(chain, &payer_addr)),
-        Some(channel_modules::context::IdentityRecord::Held {
+        Some(channel_modules::identity::IdentityRecord::Held {
             account: "b".to_owned(),
-            origin: channel_modules::context::IdentityOrigin::Configured,
+            origin: channel_modules::identity::IdentityOrigin::Configured,
         })
     );
     Ok(())

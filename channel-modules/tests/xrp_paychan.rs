@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use channel_modules::context::IdentityRecord;
+use channel_modules::identity::IdentityRecord;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferRecord};
 use channel_modules::testing::{TestClock, TestHost};
@@ -1019,7 +1019,7 @@ async fn a_claim_already_paid_out_on_the_ledger_contests_nothing() -> TestResult
     assert!(
         matches!(
             n.bob.host.identity_record(&identity),
-            Some(channel_modules::context::IdentityRecord::Held { ref account, .. }) if account == n.bob.ctx.account_id()
+            Some(channel_modules::identity::IdentityRecord::Held { ref account, .. }) if account == n.bob.ctx.account_id()
         ),
         "{:?}",
         n.bob.host.identity_record(&identity)

@@ -1,4 +1,4 @@
-//! The XRP family seed never travels in clear text (issue 13, defect 6): `xrp-paychan` redeems claims with
+//! The XRP family seed never travels in clear text: `xrp-paychan` redeems claims with
 //! rippled's sign-and-submit mode, which sends the seed to rippled. So a `rippled` URL that is plain http to a
 //! host other than loopback is refused at start (with the option's name) when the secret is a seed, the
 //! client refuses it again right before sending, redirects are never followed, and `https://` really is TLS.

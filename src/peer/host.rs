@@ -4,7 +4,7 @@
 //! A trustline's module sees its peer only through the [`ChannelContext`](channel_modules::ChannelContext):
 //! the main log `""` is the trustline's own log, other keys are namespaced per peer, and `rpc` goes to the
 //! trustline's `ModuleRpc` (a BTP Message whose one entry is named after the method, legacy `CustomRpc.call`).
-//! Ledger identities ([`ContextHost::claim_identity`]) go to the node's [`NodeIdentities`], shared by all its
+//! Ledger identities ([`ContextHost::hold_identity`]) go to the node's [`NodeIdentities`], shared by all its
 //! trustlines and kept in the node's database (`se/pin/<identity>`, one registry with the node's settlement
 //! engine, if it runs one).
 
@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use channel_modules::context::{IdentityOrigin, IdentityRecord};
+use channel_modules::identity::{IdentityOrigin, IdentityRecord};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
 use channel_modules::{ContextHost, ModuleError};
@@ -147,7 +147,7 @@ impl ContextHost for TrustlineHost {
         self.clock.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         account_id: &str,
@@ -168,7 +168,7 @@ pub fn registry_account(peer: &str) -> String {
     format!("peer:{peer}")
 }
 
-/// The node-wide registry of ledger identities in peer mode ([`ContextHost::claim_identity`]): every
+/// The node-wide registry of ledger identities in peer mode ([`ContextHost::hold_identity`]): every
 /// trustline of one [`PeerNode`](super::PeerNode) shares it (through [`TrustlineOptions`](super::trustline::TrustlineOptions)),
 /// so two peers can never both be credited for the same on-chain payments or channel claims. It is the settlement
 /// engine's registry ([`crate::settlement::identity::claim_identity_in`] and its rules, records [`NODE_IDENTITY_PREFIX`])

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::UNIX_EPOCH;
 
 use channel_modules::clock::{Clock, SystemClock};
+use channel_modules::iou::{selects_iou_module, IouModule};
 use channel_modules::sync::lock;
-use channel_modules::trustline::{TrustlineModule, TRUSTLINE_MODULE_NAME};
 use channel_modules::{build_module, ChannelModule, ModuleError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,16 +31,18 @@ pub type ModuleFactory = Arc<
     dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn ChannelModule>, ModuleError> + Send + Sync,
 >;
 
-/// The stock modules as an engine runs them: [`channel_modules::build_module`], except `trustline`, which is
-/// built with [`TrustlineModule::for_engine`]. Here an accepted IOU credits the connector with money the peer
-/// has not paid, and no transfer log bounds the peer, so the module accepts IOUs only up to its `trustLimit`
-/// option, 0 (no credit) when unset.
+/// The stock modules as an engine runs them: [`channel_modules::build_module`], except `iou` (or its alias
+/// `trustline`), which is built with [`IouModule::for_engine`]. Here an accepted IOU credits the connector with
+/// money the peer has not paid, and no transfer log bounds the peer, so the module accepts IOUs only up to its
+/// `trustLimit` option, 0 (no credit) when unset.
 pub fn engine_module(
     name: &str,
     options: &serde_json::Value,
 ) -> Result<Arc<dyn ChannelModule>, ModuleError> {
-    if name == TRUSTLINE_MODULE_NAME {
-        return Ok(Arc::new(TrustlineModule::for_engine(options)?));
+    if selects_iou_module(name) {
+        return Ok(Arc::new(
+            IouModule::for_engine(options)?.configured_as(name),
+        ));
     }
     build_module(name, options)
 }

@@ -2,15 +2,15 @@
 //! Ethereum address, an XRP channel), or which accounts contest it.
 //!
 //! Each identity is one record `se/pin/<identity>` holding an [`IdentityRecord`] (the holder and how it got it,
-//! or the accounts contesting it), decided by [`decide_identity_claim`]; written through the [`SeStore`],
-//! never removed. Engine accounts reach it through their host ([`ContextHost::claim_identity`]); trustline
+//! or the accounts contesting it), decided by [`decide_identity_hold`]; written through the [`SeStore`],
+//! never removed. Engine accounts reach it through their host ([`ContextHost::hold_identity`]); trustline
 //! peers of the same database through `crate::peer::host::NodeIdentities`. A process-wide lock orders the
 //! decisions, so two accounts never both hold one identity.
 //!
-//! [`ContextHost::claim_identity`]: channel_modules::ContextHost::claim_identity
+//! [`ContextHost::hold_identity`]: channel_modules::ContextHost::hold_identity
 
-use channel_modules::context::{
-    decide_identity_claim, IdentityDecision, IdentityOrigin, IdentityRecord,
+use channel_modules::identity::{
+    decide_identity_hold, IdentityDecision, IdentityOrigin, IdentityRecord,
 };
 use channel_modules::store::StoreError;
 use channel_modules::ModuleError;
@@ -52,8 +52,8 @@ fn decode_identity_record(key: &str, bytes: &[u8]) -> Result<IdentityRecord, Mod
 }
 
 /// Has `account` hold `identity` in `store` with `origin` (see
-/// [`ContextHost::claim_identity`](channel_modules::ContextHost::claim_identity) and
-/// [`decide_identity_claim`]): one read when nothing changes, a durable write when the record does.
+/// [`ContextHost::hold_identity`](channel_modules::ContextHost::hold_identity) and
+/// [`decide_identity_hold`]): one read when nothing changes, a durable write when the record does.
 pub async fn claim_identity_in(
     store: &dyn SeStore,
     identity: &str,
@@ -62,7 +62,7 @@ pub async fn claim_identity_in(
 ) -> Result<(), ModuleError> {
     let _ordered = IDENTITY_CLAIMS.lock().await;
     let existing = identity_record_in(store, identity)?;
-    let decision = decide_identity_claim(identity, existing.as_ref(), account, origin);
+    let decision = decide_identity_hold(identity, existing.as_ref(), account, origin);
     if let Some(record) = &decision.write {
         let mut batch = SeBatch::new();
         batch.put_json(

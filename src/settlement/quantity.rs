@@ -317,13 +317,13 @@ mod tests {
     #[tokio::test]
     async fn the_engine_and_the_modules_accept_the_same_longest_amount(
     ) -> Result<(), Box<dyn std::error::Error>> {
+        use channel_modules::iou::IouModule;
         use channel_modules::testing::TestHost;
-        use channel_modules::trustline::TrustlineModule;
         use channel_modules::{ChannelModule, Claim, ModuleError};
 
         let host = TestHost::new();
         let ctx = host.context(serde_json::json!({}), "peer");
-        let module = TrustlineModule::new(0);
+        let module = IouModule::new(0);
         let iou = |amount: &str| Claim::Json(serde_json::json!({ "amount": amount }));
         let quantity = |amount: &str| format!(r#"{{"amount":"{amount}","scale":0}}"#);
 

@@ -152,11 +152,11 @@ pub async fn start(
 /// Says at start what credit the `trustline` module extends, since without `trustLimit` it extends none: the
 /// zero-config engine of `ilp-bridge run` then refuses every IOU, and the operator should know why and what to set.
 fn log_trust(config: &SeConfig) {
-    if config.module != channel_modules::trustline::TRUSTLINE_MODULE_NAME {
+    if !channel_modules::iou::selects_iou_module(&config.module) {
         return;
     }
     // A bad option is reported by `Engine::open`, which builds the module.
-    let Ok(limit) = channel_modules::trustline::engine_trust_limit(&config.module_options) else {
+    let Ok(limit) = channel_modules::iou::engine_trust_limit(&config.module_options) else {
         return;
     };
     if limit == num_bigint::BigUint::default() {

@@ -244,7 +244,7 @@ pub fn decode_sums(key: &[u8], bytes: &[u8]) -> Result<Sums, StoreError> {
     let mut v = [0u128; 4];
     for slot in &mut v {
         *slot = u128::from_le_bytes(r.array()?);
-        if *slot > channel_modules::memory::SUM_MAX {
+        if *slot > channel_modules::ledger::SUM_MAX {
             return Err(corrupt(key, "sum above i128::MAX"));
         }
     }

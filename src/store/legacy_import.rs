@@ -330,7 +330,7 @@ async fn import_log(
                 let n = parse_legacy_integer(v).map_err(|e| bad(&row(name), e))?;
                 u128::try_from(n)
                     .ok()
-                    .filter(|n| *n <= channel_modules::memory::SUM_MAX)
+                    .filter(|n| *n <= channel_modules::ledger::SUM_MAX)
                     .ok_or_else(|| bad(&row(name), "negative or too large"))
             }
         }

@@ -35,10 +35,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use channel_modules::memory::{check_idempotent_prepare, reserve, settle, SettleTo, Settlement};
+use channel_modules::ledger::{
+    check_idempotent_prepare, not_prepared_error, reserve, settle, SettleTo, Settlement,
+};
 use channel_modules::store::{
-    not_prepared_error, Direction, Limit, NotedFulfillment, PrepareOutcome, StoreError, Sums,
-    Transfer, TransferId, TransferLog, TransferLogError, TransferRecord, TransferState,
+    Direction, Limit, NotedFulfillment, PrepareOutcome, StoreError, Sums, Transfer, TransferId,
+    TransferLog, TransferLogError, TransferRecord, TransferState,
 };
 use channel_modules::sync::lock;
 use rocksdb::WriteBatch;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use channel_modules::eth::rpc::RpcClient;
 use channel_modules::eth::testing::Anvil;
-use channel_modules::eth::types::{parse_quantity, parse_quantity_u64};
+use channel_modules::eth::types::{parse_hex_u64, parse_hex_uint};
 use channel_modules::eth::wallet::{TxSettings, TxStatus, Wallet};
 use channel_modules::eth::{Address, PrivateKey, TxHash};
 use num_bigint::BigUint;
@@ -185,7 +185,7 @@ pub async fn sent_by(
                 Some(s) => Some(s.parse::<Address>()?),
                 None => None,
             };
-            let value = parse_quantity(tx["value"].as_str().ok_or("tx without value")?)?;
+            let value = parse_hex_uint(tx["value"].as_str().ok_or("tx without value")?)?;
             let receipt = rpc
                 .receipt(&hash)
                 .await?
@@ -230,7 +230,7 @@ pub async fn pending_from(rpc: &RpcClient, from: &Address) -> Result<Vec<TxHash>
 /// The current block number.
 pub async fn head(rpc: &RpcClient) -> Result<u64, EthBoxError> {
     let v = rpc.call("eth_blockNumber", json!([])).await?;
-    Ok(parse_quantity_u64(v.as_str().ok_or("bad block number")?)?)
+    Ok(parse_hex_u64(v.as_str().ok_or("bad block number")?)?)
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after [`WAIT_LIMIT`].

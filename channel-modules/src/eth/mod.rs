@@ -5,6 +5,9 @@
 //! * [`channel`]: `eth-channel`, claim-based: the payer deposits into a one-way payment channel contract
 //!   (`channel-modules/contracts/PaymentChannel.sol`) and hands the payee signed cumulative claims off-ledger.
 //!
+//! Both stand on [`peer`] (the peer's address, configured or proven, and held in the node's identity
+//! registry), [`latest_claim`] (a payee pulling the claim it missed) and `options` (the options they share).
+//!
 //! The toolkit keeps to what the two modules need, with no Ethereum framework: [`key`] (secp256k1 signing
 //! with recovery, EIP-191), [`rlp`], [`tx`] (EIP-1559 transactions, EIP-155 chain binding), [`abi`], [`rpc`]
 //! (JSON-RPC over HTTP) and [`wallet`] (nonces, fees, broadcast, receipts and confirmations).
@@ -13,7 +16,8 @@
 pub mod abi;
 pub mod channel;
 pub mod key;
-pub mod options;
+pub mod latest_claim;
+pub(crate) mod options;
 pub mod payment;
 pub mod peer;
 pub mod rlp;
@@ -27,7 +31,7 @@ pub mod wallet;
 pub use key::PrivateKey;
 pub use types::{Address, TxHash};
 
-use crate::module::ModuleError;
+use crate::error::ModuleError;
 
 /// Errors of the Ethereum toolkit.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

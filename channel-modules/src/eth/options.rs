@@ -8,37 +8,37 @@ use serde_json::Value;
 use super::key::PrivateKey;
 use super::types::Address;
 use super::wallet::{TxSettings, Wallet};
-use crate::module::ModuleError;
+use crate::error::ModuleError;
 
 /// JSON-RPC endpoint URL (required).
-pub const OPT_RPC_URI: &str = "rpcUri";
+pub(crate) const OPT_RPC_URI: &str = "rpcUri";
 /// Confirmations before a transaction counts (default 1).
-pub const OPT_CONFIRMATIONS: &str = "confirmations";
+pub(crate) const OPT_CONFIRMATIONS: &str = "confirmations";
 /// Receipt poll interval, milliseconds (default 200).
-pub const OPT_POLL_INTERVAL_MS: &str = "pollIntervalMs";
+pub(crate) const OPT_POLL_INTERVAL_MS: &str = "pollIntervalMs";
 /// How long one call waits for a receipt, milliseconds (default 120000).
-pub const OPT_RECEIPT_TIMEOUT_MS: &str = "receiptTimeoutMs";
+pub(crate) const OPT_RECEIPT_TIMEOUT_MS: &str = "receiptTimeoutMs";
 /// Most the peer may owe us unsecured, in module units (default "0").
-pub const OPT_MAX_UNSECURED: &str = "maxUnsecured";
+pub(crate) const OPT_MAX_UNSECURED: &str = "maxUnsecured";
 /// The peer's address, if known in advance (else learned through the `eth_address` RPC).
-pub const OPT_PEER_ADDRESS: &str = "peerAddress";
+pub(crate) const OPT_PEER_ADDRESS: &str = "peerAddress";
 
 /// Options every Ethereum module reads.
 #[derive(Clone, Debug)]
-pub struct CommonOptions {
+pub(crate) struct CommonOptions {
     /// Endpoint URL.
-    pub rpc_uri: String,
+    pub(crate) rpc_uri: String,
     /// Transaction following.
-    pub tx: TxSettings,
+    pub(crate) tx: TxSettings,
     /// Unsecured limit.
-    pub max_unsecured: BigUint,
+    pub(crate) max_unsecured: BigUint,
     /// Configured peer address.
-    pub peer_address: Option<Address>,
+    pub(crate) peer_address: Option<Address>,
 }
 
 impl CommonOptions {
     /// Parses the common options.
-    pub fn parse(options: &Value) -> Result<Self, ModuleError> {
+    pub(crate) fn parse(options: &Value) -> Result<Self, ModuleError> {
         let rpc_uri = str_option(options, OPT_RPC_URI)?
             .ok_or_else(|| ModuleError::InvalidFields(format!("{OPT_RPC_URI} is required")))?
             .to_owned();
@@ -74,14 +74,17 @@ impl CommonOptions {
     }
 
     /// The wallet these options and the configured key describe.
-    pub fn wallet(&self, options: &Value) -> Result<Wallet, ModuleError> {
+    pub(crate) fn wallet(&self, options: &Value) -> Result<Wallet, ModuleError> {
         let key = PrivateKey::from_options(options)?;
         Ok(Wallet::new(&self.rpc_uri, key, self.tx.clone())?)
     }
 }
 
 /// A string option.
-pub fn str_option<'a>(options: &'a Value, name: &str) -> Result<Option<&'a str>, ModuleError> {
+pub(crate) fn str_option<'a>(
+    options: &'a Value,
+    name: &str,
+) -> Result<Option<&'a str>, ModuleError> {
     match options.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -92,7 +95,7 @@ pub fn str_option<'a>(options: &'a Value, name: &str) -> Result<Option<&'a str>,
 }
 
 /// A non-negative integer option given as a JSON number or a decimal string.
-pub fn u64_option(options: &Value, name: &str) -> Result<Option<u64>, ModuleError> {
+pub(crate) fn u64_option(options: &Value, name: &str) -> Result<Option<u64>, ModuleError> {
     match amount_option(options, name)? {
         None => Ok(None),
         Some(value) => u64::try_from(&value)
@@ -102,7 +105,7 @@ pub fn u64_option(options: &Value, name: &str) -> Result<Option<u64>, ModuleErro
 }
 
 /// An amount option: a decimal string (legacy style) or a JSON integer.
-pub fn amount_option(options: &Value, name: &str) -> Result<Option<BigUint>, ModuleError> {
+pub(crate) fn amount_option(options: &Value, name: &str) -> Result<Option<BigUint>, ModuleError> {
     match options.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => s.parse::<BigUint>().map(Some).map_err(|_| {

@@ -1,20 +1,20 @@
 //! [`PeerAddress`]: the peer's Ethereum address, shared by both Ethereum modules. It comes from the
 //! `peerAddress` option (trusted: the operator said so) or from the module RPC [`RPC_ETH_ADDRESS`], whose
 //! reply must **prove** ownership of the address, and the first one learned is pinned durably in the max-value
-//! tracker `peer_address` (value 2, data `{"address": "0x..", "via": "proof"|"configured"}`, see [`PinVia`]): a
+//! tracker `peer_address` (value 2, data `{"address": "0x..", "via": "proof"|"configured"}`, see `PinVia`): a
 //! peer cannot later switch to another address and so claim someone else's on-chain payments as its own. A pin
-//! of earlier versions (value 1, data a bare address) was never proven: it is kept only once the peer proves
-//! that same address (or it is the configured one), else refused.
+//! in the bare form (value 1, data a bare address string, `PinVia::Unproven`) was never proven: it is kept
+//! only once the peer proves that same address (or it is the configured one), else refused.
 //!
-//! Before an address is used it is also claimed in the node's identity registry
-//! ([`ChannelContext::claim_identity`], identity `eth:<chainId>:<address>`), and re-checked there on every
+//! Before an address is used it is also held in the node's identity registry
+//! ([`ChannelContext::hold_identity`], identity `eth:<chainId>:<address>`), and re-checked there on every
 //! [`PeerAddress::get`], i.e. right before each credit: two accounts of one node can never both be credited
 //! for the same on-chain payments or channel. A proof can be **relayed**: a squatter peering with both the
 //! owner and us can forward our challenge to the owner (who signs it, not having learned the squatter's
 //! address) and never answer the owner's own challenge. This protocol cannot stop that, so the registry does:
 //! a second account proving an address another account already proved makes it *contested*, and both are
-//! refused until the operator configures `peerAddress` on the rightful account (a configured claim takes the
-//! identity over; see [`crate::context::decide_identity_claim`]).
+//! refused until the operator configures `peerAddress` on the rightful account (a configured hold takes the
+//! identity over; see [`crate::identity::decide_identity_hold`]).
 //!
 //! The proof (the fix interledger-rs made for the same spoofing bug, its issue #149): the caller sends a fresh
 //! random 32-byte challenge and its own address; the callee answers with its address and a recoverable
@@ -23,12 +23,8 @@
 //! from the signature is the address claimed. The callee pins nothing on a call: whatever address a caller
 //! names is unproven; each side learns the other's address only through its own challenge. A peer that still
 //! speaks the unproven form (a bare address either way) is refused with an error saying so.
-//!
-//! Also the two ends of [`RPC_LATEST_CLAIM`], shared by both modules: [`latest_claim_reply`] (payer) and
-//! [`pull_latest_claim`] (payee), the latter behind a [`PullLimiter`].
 
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::RwLock;
 
 use num_bigint::BigUint;
 use serde_json::{json, Value};
@@ -36,32 +32,22 @@ use tracing::{debug, info, warn};
 
 use super::key::{recover_address, PrivateKey, RecoverableSignature};
 use super::types::{decode_fixed_hex, decode_hex, encode_hex, keccak256, Address};
-use crate::context::{ChannelContext, IdentityOrigin};
-use crate::module::{ChannelModule, Claim, ModuleError};
+use crate::context::ChannelContext;
+use crate::error::ModuleError;
+use crate::identity::IdentityOrigin;
 use crate::store::MaxValue;
-use crate::sync::lock;
 
 /// Tracker pinning the peer's address.
 pub const PEER_ADDRESS_KEY: &str = "peer_address";
 /// Module RPC proving the callee's address. Args: `[{"challenge": "0x<32 bytes hex>", "address": "0x<caller's
 /// address>"}]`; reply: `{"address": "0x<callee's address>", "signature": "0x<65 bytes hex: r ‖ s ‖ v,
-/// v = 27 + recovery bit>"}`, the callee's signature over [`address_proof_digest`]. The unproven form of
-/// earlier versions (args `["0x<caller's address>"]`, reply a bare address string) is refused at both ends.
+/// v = 27 + recovery bit>"}`, the callee's signature over [`address_proof_digest`]. The unproven form (args
+/// `["0x<caller's address>"]`, reply a bare address string) is refused at both ends.
 pub const RPC_ETH_ADDRESS: &str = "eth_address";
 /// Domain string opening every [`RPC_ETH_ADDRESS`] proof, so the signature can never stand for anything else.
 pub const ADDRESS_PROOF_DOMAIN: &[u8] = b"ilp-bridge eth_address v1";
 /// Length of an [`RPC_ETH_ADDRESS`] challenge, in bytes.
 pub const ADDRESS_CHALLENGE_BYTES: usize = 32;
-/// Module RPC asking the payer for its claim covering everything it owes (args `[]`; reply: the claim JSON,
-/// or `null`). The payee calls it before refusing a transfer over `maxUnsecured`: the claim that should have
-/// come with a Fulfill response may have been lost (a response sent before the payment was confirmed, a
-/// payer restart), and without it the payee would refuse every further transfer.
-pub const RPC_LATEST_CLAIM: &str = "eth_latest_claim";
-/// Shortest time between two [`RPC_LATEST_CLAIM`] pulls of one account, in milliseconds (see
-/// [`PullLimiter`]): a peer sending a burst of prepares over the limit costs at most one round trip per this
-/// interval.
-pub const LATEST_CLAIM_PULL_MIN_INTERVAL_MS: u64 = 1_000;
-
 /// The node-wide identity of the peer at `address` on chain `chain_id`: `eth:<chainId>:<address>`.
 pub fn peer_identity(chain_id: u64, address: &Address) -> String {
     format!("eth:{chain_id}:{address}")
@@ -153,22 +139,22 @@ pub fn verify_address_proof(
 /// How a pinned address came to be pinned (the `via` of the `peer_address` tracker's data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum PinVia {
+pub(crate) enum PinVia {
     /// The peer proved it ([`RPC_ETH_ADDRESS`]): data `{"address": "0x..", "via": "proof"}`, value 2.
     Proof,
     /// The `peerAddress` option: data `{"address": "0x..", "via": "configured"}`, value 2.
     Configured,
-    /// Pinned by a version without proofs, which pinned whatever address a caller named: data a bare address
-    /// string, value 1. Proven again before use (see [`PeerAddress::get`]).
+    /// The bare form, written by a module that pinned whatever address a caller named, with no proof: data a
+    /// bare address string, value 1. Proven again before use (see [`PeerAddress::get`]).
     Unproven,
 }
 
-/// Tracker value of a pin with a recorded origin (a bare-string pin of earlier versions has value 1, so a
+/// Tracker value of a pin with a recorded origin (a pin in the bare form has value 1, so a
 /// re-proven pin replaces it).
 const PIN_VALUE: u8 = 2;
 
 /// Reads the `peer_address` tracker's data: the pinned address and how it was pinned.
-pub fn parse_pin(data: &Value) -> Option<(Address, PinVia)> {
+pub(crate) fn parse_pin(data: &Value) -> Option<(Address, PinVia)> {
     if let Some(bare) = data.as_str() {
         return bare.parse().ok().map(|a| (a, PinVia::Unproven));
     }
@@ -181,7 +167,7 @@ pub fn parse_pin(data: &Value) -> Option<(Address, PinVia)> {
     Some((address, via))
 }
 
-/// The `peer_address` tracker's data for `address` pinned `via` (never [`PinVia::Unproven`]).
+/// The `peer_address` tracker's data for `address` pinned `via` (never `PinVia::Unproven`).
 fn pin_data(address: &Address, via: PinVia) -> Value {
     let via = match via {
         PinVia::Configured => "configured",
@@ -195,7 +181,7 @@ fn pin_data(address: &Address, via: PinVia) -> Value {
 pub struct PeerAddress {
     own: Address,
     configured: Option<Address>,
-    /// Set only once the address is pinned (with a recorded origin) and its identity claimed for this account.
+    /// Set only once the address is pinned (with a recorded origin) and its identity held by this account.
     known: RwLock<Option<Address>>,
 }
 
@@ -237,15 +223,15 @@ impl PeerAddress {
         }
     }
 
-    /// Claims (or re-checks) `address`'s identity on chain `chain_id` in the node's registry.
-    async fn claim(
+    /// Holds (or re-checks the hold of) `address`'s identity on chain `chain_id` in the node's registry.
+    async fn hold(
         &self,
         ctx: &ChannelContext,
         chain_id: u64,
         address: &Address,
     ) -> Result<(), ModuleError> {
         let result = ctx
-            .claim_identity(&peer_identity(chain_id, address), self.origin(address))
+            .hold_identity(&peer_identity(chain_id, address), self.origin(address))
             .await;
         if let Err(err) = &result {
             warn!(account = ctx.account_id(), peer = %address, %err, "peer address refused by the node's identity registry");
@@ -253,8 +239,8 @@ impl PeerAddress {
         result
     }
 
-    /// Pins `candidate` `via` (first one wins, durably, per account; a re-proven [`PinVia::Unproven`] pin of
-    /// the same address is rewritten with its origin), after claiming its identity node-wide on chain
+    /// Pins `candidate` `via` (first one wins, durably, per account; a re-proven `PinVia::Unproven` pin of
+    /// the same address is rewritten with its origin), after holding its identity node-wide on chain
     /// `chain_id`; errors if a different address is pinned or the registry refuses. Callers pass only a
     /// configured address or one whose ownership was proven.
     async fn pin(
@@ -272,7 +258,7 @@ impl PeerAddress {
         let tracker = ctx.max_value_tracker(PEER_ADDRESS_KEY)?;
         let stored = tracker.get_max().await?;
         if let Some((pinned, pinned_via)) = parse_pin(&stored.data) {
-            // Only a configured address may replace a pin, and only an unproven one of an earlier version.
+            // Only a configured address may replace a pin, and only an unproven one (the bare form).
             let replaceable = pinned_via == PinVia::Unproven && via == PinVia::Configured;
             if pinned != candidate && !replaceable {
                 return Err(ModuleError::NotAccepted(format!(
@@ -280,7 +266,7 @@ impl PeerAddress {
                 )));
             }
         }
-        self.claim(ctx, chain_id, &candidate).await?;
+        self.hold(ctx, chain_id, &candidate).await?;
         tracker
             .set_if_max(MaxValue {
                 value: BigUint::from(PIN_VALUE),
@@ -307,7 +293,7 @@ impl PeerAddress {
         };
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
         match parse_pin(&stored.data) {
-            // An unproven pin of an earlier version gives way to the operator's word (see `get`).
+            // An unproven pin (the bare form) gives way to the operator's word (see `get`).
             Some((pinned, via)) if pinned != configured && via != PinVia::Unproven => {
                 Err(ModuleError::NotAccepted(format!(
                     "peerAddress {configured} differs from pinned {pinned}"
@@ -329,12 +315,12 @@ impl PeerAddress {
     /// The address on chain `chain_id`, with its identity (re-)checked in the node's registry on **every**
     /// call (callers credit right after: an account whose identity became contested, or was taken over by a
     /// configured account, is refused from then on): known in memory, pinned in the store, configured, or
-    /// asked from the peer now with a fresh challenge (and pinned once its proof checks out). A pin of an
-    /// earlier version ([`PinVia::Unproven`]) is kept only once the peer proves that same address (or it is
+    /// asked from the peer now with a fresh challenge (and pinned once its proof checks out). A pin in the
+    /// bare form (`PinVia::Unproven`) is kept only once the peer proves that same address (or it is
     /// the configured one); otherwise refused.
     pub async fn get(&self, ctx: &ChannelContext, chain_id: u64) -> Result<Address, ModuleError> {
         if let Some(peer) = self.verified() {
-            self.claim(ctx, chain_id, &peer).await?;
+            self.hold(ctx, chain_id, &peer).await?;
             return Ok(peer);
         }
         let stored = ctx.max_value_tracker(PEER_ADDRESS_KEY)?.get_max().await?;
@@ -353,8 +339,8 @@ impl PeerAddress {
                     "peer address {pinned} is pinned, not the configured one"
                 )));
             }
-            // Pinned by an earlier run: claim it now.
-            self.claim(ctx, chain_id, &pinned).await?;
+            // Pinned by an earlier run: hold it now.
+            self.hold(ctx, chain_id, &pinned).await?;
             self.remember(pinned);
             return Ok(pinned);
         }
@@ -369,7 +355,7 @@ impl PeerAddress {
         Ok(peer)
     }
 
-    /// Keeps an unproven pin of an earlier version (`pinned`) only once the peer proves that address now (or
+    /// Keeps an unproven pin in the bare form (`pinned`) only once the peer proves that address now (or
     /// it is configured), rewriting it with its origin.
     async fn reprove(
         &self,
@@ -405,11 +391,11 @@ impl PeerAddress {
     }
 
     /// Handles the peer's [`RPC_ETH_ADDRESS`]: answers its challenge with our address and our signature (`key`
-    /// is our key). Pins nothing: the address the caller names is unproven. Refuses the unproven form of
-    /// earlier versions, a caller naming our own address, and a caller naming another address than the one
+    /// is our key). Pins nothing: the address the caller names is unproven. Refuses the unproven request form
+    /// (a bare address), a caller naming our own address, and a caller naming another address than the one
     /// configured or pinned for this account (someone relaying another peer's challenge). A relay by a caller
     /// whose address this account has not learned yet cannot be told apart here: the node's identity registry
-    /// catches it instead (the identity becomes contested, see [`crate::context::decide_identity_claim`]).
+    /// catches it instead (the identity becomes contested, see [`crate::identity::decide_identity_hold`]).
     pub async fn handle_rpc(
         &self,
         ctx: &ChannelContext,
@@ -445,7 +431,7 @@ impl PeerAddress {
         }
         let expected = match self.known() {
             Some(address) => Some(address),
-            // An unproven pin of an earlier version is not this account's peer yet: it may be whatever a caller
+            // An unproven pin (the bare form) is not this account's peer yet: it may be whatever a caller
             // named, and the real peer must be able to get our proof (and so pay us) meanwhile.
             None => parse_pin(
                 &ctx.max_value_tracker(PEER_ADDRESS_KEY)?
@@ -464,191 +450,5 @@ impl PeerAddress {
         }
         debug!(account = ctx.account_id(), %caller, "proving our address");
         address_proof(key, chain_id, &caller, &challenge)
-    }
-}
-
-/// Limits [`pull_latest_claim`] per account (one limiter per module; one module per account): at most one pull
-/// in flight, and after a pull that credited nothing, no new one until [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`]
-/// after it started, on the context's clock ([`ChannelContext::now`]; a clock that went backwards allows a
-/// pull). A caller arriving while a pull is in flight waits for that pull to end, at most
-/// [`LATEST_CLAIM_PULL_MAX_WAIT`], and then re-checks its limit: the pull may well cover it. A pull that credited something
-/// does not hold the next one back: each such pull was paid for, and a payee whose claims keep getting lost
-/// still gets them at the pace of its transfers.
-#[derive(Debug, Default)]
-pub struct PullLimiter {
-    state: Mutex<PullState>,
-    /// Woken when a pull ends (its permit is dropped).
-    done: tokio::sync::Notify,
-}
-
-#[derive(Debug, Default)]
-struct PullState {
-    in_flight: bool,
-    /// When the last pull that credited nothing (or is still running) started.
-    last_unproductive: Option<SystemTime>,
-    /// Whether the last pull that ended credited something (what callers that waited for it return).
-    last_productive: bool,
-}
-
-/// Marks a pull in flight until dropped (also when the pulling future is dropped midway).
-pub(crate) struct PullPermit<'a> {
-    limiter: &'a PullLimiter,
-}
-
-impl PullPermit<'_> {
-    /// The pull credited something: the next one need not wait.
-    pub(crate) fn productive(self) {
-        let mut state = lock(&self.limiter.state);
-        state.last_unproductive = None;
-        state.last_productive = true;
-    }
-}
-
-impl Drop for PullPermit<'_> {
-    fn drop(&mut self) {
-        lock(&self.limiter.state).in_flight = false;
-        self.limiter.done.notify_waiters();
-    }
-}
-
-/// What [`PullLimiter::start`] lets a caller do.
-enum PullStart<'a> {
-    /// Pull now.
-    Pull(PullPermit<'a>),
-    /// Wait for the pull in flight to end.
-    Wait(tokio::sync::futures::Notified<'a>),
-    /// Nothing: an unproductive pull started too recently.
-    Skip,
-}
-
-impl PullLimiter {
-    /// A permit to pull now; or the pull in flight to wait for; or [`PullStart::Skip`] when an unproductive
-    /// pull started less than [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`] before `now`.
-    fn start(&self, now: SystemTime) -> PullStart<'_> {
-        let mut state = lock(&self.state);
-        if state.in_flight {
-            // Registered now, under the lock: the pull's end (which takes the lock first) cannot be missed.
-            return PullStart::Wait(self.done.notified());
-        }
-        let min_interval = Duration::from_millis(LATEST_CLAIM_PULL_MIN_INTERVAL_MS);
-        if let Some(last) = state.last_unproductive {
-            if now
-                .duration_since(last)
-                .is_ok_and(|elapsed| elapsed < min_interval)
-            {
-                return PullStart::Skip;
-            }
-        }
-        state.in_flight = true;
-        state.last_unproductive = Some(now);
-        state.last_productive = false;
-        PullStart::Pull(PullPermit { limiter: self })
-    }
-
-    /// A permit to pull now, or `None` while a pull is in flight or an unproductive one started less than
-    /// [`LATEST_CLAIM_PULL_MIN_INTERVAL_MS`] before `now` (for callers that do not wait for the pull in flight).
-    pub(crate) fn try_start(&self, now: SystemTime) -> Option<PullPermit<'_>> {
-        match self.start(now) {
-            PullStart::Pull(permit) => Some(permit),
-            PullStart::Wait(_) | PullStart::Skip => None,
-        }
-    }
-}
-
-/// A main-log error as a module error.
-fn log_error(e: crate::store::TransferLogError) -> ModuleError {
-    match e {
-        crate::store::TransferLogError::Store(e) => ModuleError::Store(e),
-        other => ModuleError::Ledger(format!("main log: {other}")),
-    }
-}
-
-/// Payer side of [`RPC_LATEST_CLAIM`]: the claim for everything the main log says we owe (outgoing
-/// fulfilled), exactly what the next Fulfill would carry (`create_outgoing_claim` pays or signs only what is
-/// not yet covered, so asking again is harmless). `null` when there is nothing to claim.
-pub async fn latest_claim_reply(
-    module: &dyn ChannelModule,
-    ctx: &ChannelContext,
-) -> Result<Value, ModuleError> {
-    // Durable sums: the claim leaves the node and must not cover a fulfill a crash could still undo.
-    let sums = ctx.main_log()?.durable_sums().await.map_err(log_error)?;
-    let owed = BigUint::from(sums.outgoing_fulfilled);
-    match module.create_outgoing_claim(ctx, &owed).await? {
-        Some(Claim::Json(claim)) => Ok(claim),
-        Some(_) => Err(ModuleError::Ledger(
-            "this module's claims are JSON".to_owned(),
-        )),
-        None => Ok(Value::Null),
-    }
-}
-
-/// Longest a prepare waits for a latest-claim pull already in flight ([`pull_latest_claim`]) before it is
-/// judged without it.
-pub const LATEST_CLAIM_PULL_MAX_WAIT: Duration = Duration::from_secs(5);
-
-/// Payee side of [`RPC_LATEST_CLAIM`]: asks the peer for its latest claim and hands it to
-/// `module.handle_incoming_claim`, which checks it like any other. Callers ask only when a claim can help (the
-/// peer owes more than it has paid or signed for); `limiter` makes a caller wait for a pull already in flight
-/// instead of starting another, and drops the pull when an unproductive one started too recently. Failures are
-/// logged; the caller re-checks its limit afterwards. A caller waits at most [`LATEST_CLAIM_PULL_MAX_WAIT`]
-/// for the pull in flight (which also checks what it got on the ledger, and may wait on a channel close). Returns
-/// whether the pull (its own, or the most recent one it waited for) credited something.
-pub async fn pull_latest_claim(
-    module: &dyn ChannelModule,
-    ctx: &ChannelContext,
-    limiter: &PullLimiter,
-) -> bool {
-    let permit = match limiter.start(ctx.now()) {
-        PullStart::Pull(permit) => permit,
-        PullStart::Wait(pull_done) => {
-            debug!(
-                account = ctx.account_id(),
-                "waiting for the latest-claim pull in flight"
-            );
-            // Bounded: the pull in flight also checks what it got on the ledger, and a prepare waiting here
-            // holds its place under the limit without an expiry timer yet.
-            if tokio::time::timeout(LATEST_CLAIM_PULL_MAX_WAIT, pull_done)
-                .await
-                .is_err()
-            {
-                debug!(
-                    account = ctx.account_id(),
-                    "stopped waiting for the latest-claim pull in flight"
-                );
-                return false;
-            }
-            return lock(&limiter.state).last_productive;
-        }
-        PullStart::Skip => {
-            debug!(
-                account = ctx.account_id(),
-                "latest-claim pull skipped (an unproductive one is too recent)"
-            );
-            return false;
-        }
-    };
-    let claim = match ctx.rpc(RPC_LATEST_CLAIM, json!([])).await {
-        Ok(Value::Null) => return false,
-        Ok(Value::Object(map)) if map.is_empty() => return false,
-        Ok(claim) => claim,
-        Err(err) => {
-            warn!(%err, "could not ask the peer for its latest claim");
-            return false;
-        }
-    };
-    match module
-        .handle_incoming_claim(ctx, Some(&Claim::Json(claim)))
-        .await
-    {
-        Ok(Some(credit)) => {
-            info!(amount = %credit.amount, settlement_id = %credit.settlement_id, "credited the peer's latest claim");
-            permit.productive();
-            true
-        }
-        Ok(None) => false,
-        Err(err) => {
-            warn!(%err, "the peer's latest claim was refused");
-            false
-        }
     }
 }

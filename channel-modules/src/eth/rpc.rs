@@ -10,7 +10,7 @@ use num_bigint::BigUint;
 use serde_json::{json, Value};
 
 use super::types::{
-    decode_hex, encode_hex, format_quantity, parse_quantity, parse_quantity_u64, Address, TxHash,
+    decode_hex, encode_hex, format_hex_uint, parse_hex_u64, parse_hex_uint, Address, TxHash,
 };
 use super::EthError;
 
@@ -145,7 +145,7 @@ impl RpcClient {
 
     async fn quantity(&self, method: &str, params: Value) -> Result<BigUint, EthError> {
         let result = self.call(method, params).await?;
-        parse_quantity(
+        parse_hex_uint(
             result
                 .as_str()
                 .ok_or_else(|| EthError::BadResponse(format!("{method}: not a string")))?,
@@ -188,7 +188,7 @@ impl RpcClient {
             .call("eth_getBlockByNumber", json!(["latest", false]))
             .await?;
         match block.get("baseFeePerGas").and_then(Value::as_str) {
-            Some(fee) => parse_quantity(fee),
+            Some(fee) => parse_hex_uint(fee),
             None => Ok(BigUint::default()),
         }
     }
@@ -198,7 +198,7 @@ impl RpcClient {
         let block = self
             .call("eth_getBlockByNumber", json!(["latest", false]))
             .await?;
-        parse_quantity_u64(field(&block, "timestamp")?)
+        parse_hex_u64(field(&block, "timestamp")?)
     }
 
     /// `eth_maxPriorityFeePerGas`.
@@ -216,7 +216,7 @@ impl RpcClient {
     ) -> Result<u64, EthError> {
         let mut call = json!({
             "from": from.to_string(),
-            "value": format_quantity(value),
+            "value": format_hex_uint(value),
             "data": encode_hex(data),
         });
         if let Some(to) = to {
@@ -277,9 +277,9 @@ impl RpcClient {
             hash: field(&tx, "hash")?.parse()?,
             from: field(&tx, "from")?.parse()?,
             to: opt_address(&tx, "to")?,
-            value: parse_quantity(field(&tx, "value")?)?,
+            value: parse_hex_uint(field(&tx, "value")?)?,
             input: decode_hex(field(&tx, "input")?)?,
-            nonce: parse_quantity_u64(field(&tx, "nonce")?)?,
+            nonce: parse_hex_u64(field(&tx, "nonce")?)?,
         }))
     }
 
@@ -318,10 +318,10 @@ impl RpcClient {
         }
         Ok(Some(Receipt {
             transaction_hash: field(&r, "transactionHash")?.parse()?,
-            block_number: parse_quantity_u64(field(&r, "blockNumber")?)?,
-            success: parse_quantity_u64(field(&r, "status")?)? == 1,
-            gas_used: parse_quantity(field(&r, "gasUsed")?)?,
-            effective_gas_price: parse_quantity(field(&r, "effectiveGasPrice")?)?,
+            block_number: parse_hex_u64(field(&r, "blockNumber")?)?,
+            success: parse_hex_u64(field(&r, "status")?)? == 1,
+            gas_used: parse_hex_uint(field(&r, "gasUsed")?)?,
+            effective_gas_price: parse_hex_uint(field(&r, "effectiveGasPrice")?)?,
             contract_address: opt_address(&r, "contractAddress")?,
             logs,
         }))

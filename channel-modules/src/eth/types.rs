@@ -36,8 +36,9 @@ pub fn encode_hex(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
 }
 
-/// A JSON-RPC quantity (`0x`-prefixed hex, no leading zeros) as an unbounded integer.
-pub fn parse_quantity(s: &str) -> Result<BigUint, EthError> {
+/// An Ethereum JSON-RPC quantity (`0x`-prefixed hex, no leading zeros) as an unbounded integer. (Not an RFC 38
+/// Quantity, which is JSON `{amount, scale}`: that one is parsed by the settlement engine.)
+pub fn parse_hex_uint(s: &str) -> Result<BigUint, EthError> {
     let digits = s
         .strip_prefix("0x")
         .ok_or_else(|| EthError::InvalidHex(format!("quantity {s:?} lacks 0x")))?;
@@ -48,19 +49,19 @@ pub fn parse_quantity(s: &str) -> Result<BigUint, EthError> {
         .ok_or_else(|| EthError::InvalidHex(format!("bad quantity {s:?}")))
 }
 
-/// A JSON-RPC quantity that must fit a `u64` (block numbers, nonces, chain IDs).
-pub fn parse_quantity_u64(s: &str) -> Result<u64, EthError> {
-    let value = parse_quantity(s)?;
+/// An Ethereum JSON-RPC quantity that must fit a `u64` (block numbers, nonces, chain IDs).
+pub fn parse_hex_u64(s: &str) -> Result<u64, EthError> {
+    let value = parse_hex_uint(s)?;
     u64::try_from(&value).map_err(|_| EthError::Range(format!("{s} does not fit 64 bits")))
 }
 
-/// An unbounded integer as a JSON-RPC quantity.
-pub fn format_quantity(value: &BigUint) -> String {
+/// An unbounded integer as an Ethereum JSON-RPC quantity.
+pub fn format_hex_uint(value: &BigUint) -> String {
     format!("0x{}", value.to_str_radix(16))
 }
 
 /// A 256-bit big-endian word (ABI `uint256`); errors when `value` needs more than 256 bits.
-pub fn u256_word(value: &BigUint) -> Result<[u8; 32], EthError> {
+pub(crate) fn u256_word(value: &BigUint) -> Result<[u8; 32], EthError> {
     let bytes = value.to_bytes_be();
     if value.is_zero() {
         return Ok([0u8; 32]);
@@ -153,12 +154,12 @@ mod tests {
 
     #[test]
     fn quantities_round_trip_and_reject_garbage() -> Result<(), EthError> {
-        assert_eq!(parse_quantity_u64("0x7a69")?, 31337);
-        assert_eq!(format_quantity(&BigUint::from(0u8)), "0x0");
-        assert_eq!(format_quantity(&BigUint::from(255u32)), "0xff");
-        assert!(parse_quantity("7a69").is_err());
-        assert!(parse_quantity("0x").is_err());
-        assert!(parse_quantity("0xzz").is_err());
+        assert_eq!(parse_hex_u64("0x7a69")?, 31337);
+        assert_eq!(format_hex_uint(&BigUint::from(0u8)), "0x0");
+        assert_eq!(format_hex_uint(&BigUint::from(255u32)), "0xff");
+        assert!(parse_hex_uint("7a69").is_err());
+        assert!(parse_hex_uint("0x").is_err());
+        assert!(parse_hex_uint("0xzz").is_err());
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 //!   server: only use a rippled you run yourself.
 //!
 //! The family seed never travels in clear text: [`RippledClient::submit_with_secret`] refuses a URL that is
-//! plain `http://` to a host other than loopback ([`seed_may_travel_to`]; the module refuses such a `rippled`
+//! plain `http://` to a host other than loopback (`seed_may_travel_to`; the module refuses such a `rippled`
 //! option at start already), the client never follows redirects (a 3xx answer would otherwise carry the
 //! request body, seed included, to wherever `Location` points), and plain-http requests bypass any
 //! environment proxy. `https://` URLs are checked against the Mozilla root set of `webpki-roots` (rustls).
@@ -184,7 +184,7 @@ impl SubmitOutcome {
 }
 
 /// Parses a rippled JSON-RPC URL: absolute, `http` or `https`, with a host.
-pub fn parse_rippled_url(url: &str) -> Result<Url, RippledError> {
+pub(crate) fn parse_rippled_url(url: &str) -> Result<Url, RippledError> {
     let parsed = Url::parse(url).map_err(|e| RippledError::InvalidUrl(format!("{url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(RippledError::InvalidUrl(format!(
@@ -196,7 +196,7 @@ pub fn parse_rippled_url(url: &str) -> Result<Url, RippledError> {
 
 /// Whether the family seed may be sent to `url` for sign-and-submit: over `https` to any host, or over plain
 /// `http` only to a loopback host (`127.0.0.0/8`, `::1`, `localhost`), where it never leaves the machine.
-pub fn seed_may_travel_to(url: &Url) -> bool {
+pub(crate) fn seed_may_travel_to(url: &Url) -> bool {
     match url.scheme() {
         "https" => true,
         "http" => is_loopback_host(url),
@@ -311,7 +311,7 @@ impl RippledClient {
     }
 
     /// Submits `tx_json` in sign-and-submit mode with the account's family seed. Refused
-    /// ([`RippledError::SeedInClearText`]) unless [`seed_may_travel_to`] the client's URL: the module checks
+    /// ([`RippledError::SeedInClearText`]) unless `seed_may_travel_to` the client's URL: the module checks
     /// its option at start, and this check stands right before the seed is sent in case a client was built
     /// some other way.
     pub async fn submit_with_secret(

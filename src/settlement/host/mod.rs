@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use channel_modules::clock::Clock;
-use channel_modules::context::IdentityOrigin;
+use channel_modules::identity::IdentityOrigin;
 use channel_modules::store::{MaxValue, MaxValueTracker, StoreError, TransferLog};
 use channel_modules::sync::lock;
 use channel_modules::{ContextHost, ModuleError};
@@ -112,7 +112,7 @@ impl ContextHost for AccountHost {
         self.clock.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         _account_id: &str,

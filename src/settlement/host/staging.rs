@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use channel_modules::context::IdentityOrigin;
+use channel_modules::identity::IdentityOrigin;
 use channel_modules::store::{MaxValue, MaxValueTracker, StoreError, TransferLog};
 use channel_modules::sync::lock;
 use channel_modules::{ContextHost, ModuleError};
@@ -124,12 +124,12 @@ impl ContextHost for StagingHost {
         self.base.now()
     }
 
-    async fn claim_identity(
+    async fn hold_identity(
         &self,
         identity: &str,
         account_id: &str,
         origin: IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        self.base.claim_identity(identity, account_id, origin).await
+        self.base.hold_identity(identity, account_id, origin).await
     }
 }

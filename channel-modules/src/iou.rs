@@ -1,40 +1,40 @@
-//! The `trustline` stock module: no ledger at all, only unsigned IOUs.
+//! The `iou` stock module (configuration also accepts its alias `trustline`): no ledger at all, only unsigned
+//! IOUs. The payer sends, as its claim, an IOU for the cumulative total it owes, `{"amount": "<total>"}`, signed
+//! by nobody; the payee keeps the best IOU in the max-value tracker [`INCOMING_CLAIM_KEY`] and credits the
+//! increase over the previous best, so a replayed or older IOU credits nothing. The IOU's cumulative amount is
+//! its settlement ID.
 //!
-//! The peer is trusted up to the trustline limit (the transfer log's `maximum`), so incoming prepares are always
-//! accepted here; the log's own limit check is the only guard. As a "claim" the payer sends an IOU for the
-//! cumulative total it owes, `{"amount": "<total>"}`, signed by nobody. The payee keeps the best IOU in the
-//! max-value tracker [`INCOMING_CLAIM_KEY`] and credits the increase over the previous best, so a replayed or
-//! older IOU credits nothing. The IOU's cumulative amount doubles as the settlement ID: two IOUs with the same
-//! amount are the same settlement.
-//!
-//! In engine mode (RFC 38) this is the simplest module an engine can run: every settle turns into one IOU
-//! message, and the peer engine credits its increase. There the credit reaches the connector as prepaid money,
-//! and no transfer log bounds the peer, so the module itself is the only guard: it accepts IOUs only up to its
-//! `trustLimit` option, **0 when unset** ([`TrustlineModule::for_engine`]). An IOU whose cumulative amount is
-//! past the limit is refused whole ([`ModuleError::NotAccepted`]) and changes nothing, rather than credited up
-//! to the limit: an IOU is one statement of a cumulative total, the peer's engine counts it as delivered once
-//! accepted, so a partly credited IOU would leave the two sides' totals disagreeing without a trace. Refused,
-//! the peer's settlement stays pending and is retried, visible on both sides, and goes through in full once
-//! the operator raises `trustLimit`. In trustline mode (inside a BTP/1.0 trustline,
-//! [`TrustlineModule::from_options`]) the credit is only recorded and the trustline's `maxBalance` bounds the
-//! peer, so there is no limit unless `trustLimit` is given.
+//! In peer mode (inside a BTP/1.0 trustline) the trustline's `maxBalance` bounds the peer, so the module accepts
+//! every prepare and, unless `trustLimit` is given, every IOU. In engine mode (RFC 38) an accepted IOU credits
+//! the connector with money the peer has not paid and nothing else bounds the peer, so the module accepts IOUs
+//! only up to `trustLimit`, **0 when unset** ([`IouModule::for_engine`]). An IOU past the limit is refused
+//! whole and changes nothing: an IOU states one cumulative total and the peer's engine counts it delivered once
+//! accepted, so crediting part of it would leave the two sides' totals disagreeing; refused, the settlement
+//! stays pending on both sides and goes through once the operator raises `trustLimit`.
 //!
 //! Options (legacy plugin options JSON or the module section of the TOML config):
 //!
 //! | option | meaning | default |
 //! |--|--|--|
 //! | `scale` (or `currencyScale`) | scale of the unit IOUs count in | 9 |
-//! | `trustLimit` | most the cumulative IOUs accepted from the peer may reach, in the module's units (a decimal string or an integer); an IOU past it is refused | engine mode: `"0"` (no credit); trustline mode: none (the trustline's `maxBalance` bounds the peer) |
+//! | `trustLimit` | most the cumulative IOUs accepted from the peer may reach, in the module's units (a decimal string or an integer); an IOU past it is refused | engine mode: `"0"` (no credit); peer mode: none (the trustline's `maxBalance` bounds the peer) |
 
 use async_trait::async_trait;
 use num_bigint::BigUint;
 
+use crate::amount::parse_amount;
+use crate::claim::{claim_amount, claim_object, keep_best_claim, Claim, IncomingCredit};
 use crate::context::ChannelContext;
-use crate::module::{ChannelModule, Claim, IncomingCredit, ModuleError};
-use crate::store::{MaxValue, TransferRecord};
+use crate::error::ModuleError;
+use crate::module::ChannelModule;
+use crate::store::TransferRecord;
 
 /// Name of the module in configuration.
-pub const TRUSTLINE_MODULE_NAME: &str = "trustline";
+pub const IOU_MODULE_NAME: &str = "iou";
+
+/// The other name configuration accepts for this module (its name before the BTP/1.0 peer relationship took
+/// the word "trustline"). A module built under it reports it as its [`ChannelModule::name`].
+pub const IOU_MODULE_ALIAS: &str = "trustline";
 
 /// Max-value tracker key holding the best incoming IOU (legacy key name).
 pub const INCOMING_CLAIM_KEY: &str = "incoming_claim";
@@ -45,21 +45,24 @@ pub const DEFAULT_SCALE: u8 = 9;
 /// Option naming the most the cumulative IOUs accepted from the peer may reach, in the module's units.
 pub const OPT_TRUST_LIMIT: &str = "trustLimit";
 
-/// The `trustline` module: unsecured credit up to the trustline limit, settled by unsigned cumulative IOUs.
+/// The `iou` module: unsecured credit, settled by unsigned cumulative IOUs.
 #[derive(Debug, Clone)]
-pub struct TrustlineModule {
+pub struct IouModule {
+    /// The name it was configured under: [`IOU_MODULE_NAME`] or [`IOU_MODULE_ALIAS`].
+    name: &'static str,
     /// Scale of the unit IOUs count in.
     scale: u8,
-    /// Most the cumulative IOUs accepted from the peer may reach; `None`: no limit of the module's own (trustline
+    /// Most the cumulative IOUs accepted from the peer may reach; `None`: no limit of the module's own (peer
     /// mode, where the transfer log's `maxBalance` bounds the peer).
     trust_limit: Option<BigUint>,
 }
 
-impl TrustlineModule {
-    /// Builds the module for trustline mode (inside a BTP/1.0 trustline) from its options: `scale` or
+impl IouModule {
+    /// Builds the module for peer mode (inside a BTP/1.0 trustline) from its options: `scale` or
     /// `currencyScale` (default 9) and `trustLimit` (default none: the trustline's `maxBalance` bounds the peer).
     pub fn from_options(options: &serde_json::Value) -> Result<Self, ModuleError> {
-        Ok(TrustlineModule {
+        Ok(IouModule {
+            name: IOU_MODULE_NAME,
             scale: scale_option(options)?,
             trust_limit: trust_limit_option(options)?,
         })
@@ -68,15 +71,17 @@ impl TrustlineModule {
     /// Builds the module for engine mode (RFC 38), where an accepted IOU credits the connector with prepaid money
     /// and nothing else bounds the peer: `trustLimit` defaults to 0, so without it no IOU is credited.
     pub fn for_engine(options: &serde_json::Value) -> Result<Self, ModuleError> {
-        Ok(TrustlineModule {
+        Ok(IouModule {
+            name: IOU_MODULE_NAME,
             scale: scale_option(options)?,
             trust_limit: Some(engine_trust_limit(options)?),
         })
     }
 
-    /// Builds the module with an explicit scale and no trust limit of its own (trustline mode).
+    /// Builds the module with an explicit scale and no trust limit of its own (peer mode).
     pub fn new(scale: u8) -> Self {
-        TrustlineModule {
+        IouModule {
+            name: IOU_MODULE_NAME,
             scale,
             trust_limit: None,
         }
@@ -86,6 +91,22 @@ impl TrustlineModule {
     pub fn trust_limit(&self) -> Option<&BigUint> {
         self.trust_limit.as_ref()
     }
+
+    /// The module as configured under `configured`: it reports [`IOU_MODULE_ALIAS`] as its name when configured
+    /// under the alias (so status output names what the configuration says), else [`IOU_MODULE_NAME`].
+    pub fn configured_as(mut self, configured: &str) -> Self {
+        self.name = if configured == IOU_MODULE_ALIAS {
+            IOU_MODULE_ALIAS
+        } else {
+            IOU_MODULE_NAME
+        };
+        self
+    }
+}
+
+/// Whether the configured module name `name` selects this module ([`IOU_MODULE_NAME`] or [`IOU_MODULE_ALIAS`]).
+pub fn selects_iou_module(name: &str) -> bool {
+    name == IOU_MODULE_NAME || name == IOU_MODULE_ALIAS
 }
 
 /// The trust limit engine mode runs with for these options: `trustLimit`, or 0 when it is not set.
@@ -131,71 +152,10 @@ pub(crate) fn scale_option(options: &serde_json::Value) -> Result<u8, ModuleErro
     }
 }
 
-/// Parses an amount from a peer: [`crate::amount::parse_decimal`] (digits only, at most
-/// [`crate::amount::MAX_AMOUNT_DIGITS`]), refused as [`ModuleError::InvalidFields`].
-pub(crate) fn parse_amount(s: &str) -> Result<BigUint, ModuleError> {
-    crate::amount::parse_decimal(s).map_err(|e| ModuleError::InvalidFields(e.to_string()))
-}
-
-/// Extracts the JSON object of a claim: JSON claims as is, text claims parsed as JSON (legacy peers sometimes
-/// send the object as a string).
-pub(crate) fn claim_object(claim: &Claim) -> Result<serde_json::Value, ModuleError> {
-    match claim {
-        Claim::Json(v) => Ok(v.clone()),
-        Claim::Text(t) => serde_json::from_str(t)
-            .map_err(|e| ModuleError::InvalidFields(format!("claim is not JSON: {e}"))),
-        Claim::Binary(b) => serde_json::from_slice(b)
-            .map_err(|e| ModuleError::InvalidFields(format!("claim is not JSON: {e}"))),
-    }
-}
-
-/// Reads the claim's `amount` field (a decimal string; a JSON integer is accepted too, as legacy peers may send
-/// small amounts as numbers).
-pub(crate) fn claim_amount(obj: &serde_json::Value) -> Result<BigUint, ModuleError> {
-    match obj.get("amount") {
-        Some(serde_json::Value::String(s)) => parse_amount(s),
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .map(BigUint::from)
-            .ok_or_else(|| ModuleError::InvalidFields(format!("invalid claim amount {n}"))),
-        _ => Err(ModuleError::InvalidFields(
-            "claim has no \"amount\" string".to_owned(),
-        )),
-    }
-}
-
-/// Stores `value` (with `data`) in the tracker `key` if it beats the best so far and returns the increase as a
-/// credit, or `None` if it does not beat it.
-pub(crate) async fn keep_best_claim(
-    ctx: &ChannelContext,
-    key: &str,
-    value: BigUint,
-    data: serde_json::Value,
-) -> Result<Option<IncomingCredit>, ModuleError> {
-    let tracker = ctx.max_value_tracker(key)?;
-    let previous = tracker
-        .set_if_max(MaxValue {
-            value: value.clone(),
-            data,
-        })
-        .await?;
-    // `set_if_max` returns the previous entry when it stored ours, or ours unchanged when it did not; in the
-    // second case the returned value is equal to ours, so "strictly smaller" means "stored".
-    if previous.value < value {
-        let amount = &value - &previous.value;
-        Ok(Some(IncomingCredit {
-            amount,
-            settlement_id: value.to_string(),
-        }))
-    } else {
-        Ok(None)
-    }
-}
-
 #[async_trait]
-impl ChannelModule for TrustlineModule {
+impl ChannelModule for IouModule {
     fn name(&self) -> &str {
-        TRUSTLINE_MODULE_NAME
+        self.name
     }
 
     fn asset_scale(&self) -> u8 {
@@ -210,7 +170,7 @@ impl ChannelModule for TrustlineModule {
         Ok(())
     }
 
-    /// Always accepts: the trustline limit on the transfer log is the only guard.
+    /// Always accepts: the trustline's limit on the transfer log is the only guard.
     async fn handle_incoming_prepare(
         &self,
         _ctx: &ChannelContext,
@@ -244,7 +204,7 @@ impl ChannelModule for TrustlineModule {
         if let Some(limit) = &self.trust_limit {
             if &amount > limit {
                 // Refused whole, before the tracker moves: see the module doc for why not credited in part.
-                tracing::warn!(account = ctx.account_id(), total = %amount, trust_limit = %limit, "trustline IOU past the trust limit refused");
+                tracing::warn!(account = ctx.account_id(), total = %amount, trust_limit = %limit, "IOU past the trust limit refused");
                 return Err(ModuleError::NotAccepted(if limit == &BigUint::default() {
                     format!(
                         "IOU for {amount} refused: this engine extends no credit; set the trustline module's \
@@ -257,7 +217,7 @@ impl ChannelModule for TrustlineModule {
         }
         let credit = keep_best_claim(ctx, INCOMING_CLAIM_KEY, amount, obj).await?;
         if let Some(c) = &credit {
-            tracing::debug!(account = ctx.account_id(), increase = %c.amount, total = %c.settlement_id, "trustline IOU accepted");
+            tracing::debug!(account = ctx.account_id(), increase = %c.amount, total = %c.settlement_id, "IOU accepted");
         }
         Ok(credit)
     }
@@ -288,21 +248,20 @@ mod tests {
     #[test]
     fn scale_from_options() -> Result<(), ModuleError> {
         assert_eq!(
-            TrustlineModule::from_options(&serde_json::json!({}))?.asset_scale(),
+            IouModule::from_options(&serde_json::json!({}))?.asset_scale(),
             9
         );
         assert_eq!(
-            TrustlineModule::from_options(&serde_json::json!({"scale": 6}))?.asset_scale(),
+            IouModule::from_options(&serde_json::json!({"scale": 6}))?.asset_scale(),
             6
         );
         assert_eq!(
-            TrustlineModule::from_options(&serde_json::json!({"currencyScale": "2"}))?
-                .asset_scale(),
+            IouModule::from_options(&serde_json::json!({"currencyScale": "2"}))?.asset_scale(),
             2
         );
-        assert!(TrustlineModule::from_options(&serde_json::json!({"scale": 256})).is_err());
-        assert!(TrustlineModule::from_options(&serde_json::json!({"scale": -1})).is_err());
-        assert!(TrustlineModule::from_options(&serde_json::json!({"scale": [1]})).is_err());
+        assert!(IouModule::from_options(&serde_json::json!({"scale": 256})).is_err());
+        assert!(IouModule::from_options(&serde_json::json!({"scale": -1})).is_err());
+        assert!(IouModule::from_options(&serde_json::json!({"scale": [1]})).is_err());
         Ok(())
     }
 
@@ -310,7 +269,7 @@ mod tests {
     async fn outgoing_claim_is_the_cumulative_total() -> Result<(), ModuleError> {
         let host = TestHost::new();
         let ctx = host.context(serde_json::json!({}), "peer");
-        let m = TrustlineModule::new(9);
+        let m = IouModule::new(9);
         let total: BigUint = "123456789012345678901234567890"
             .parse()
             .map_err(|_| ModuleError::InvalidFields("test literal".to_owned()))?;
@@ -325,7 +284,7 @@ mod tests {
     async fn incoming_claims_credit_the_increase_once() -> Result<(), ModuleError> {
         let host = TestHost::new();
         let ctx = host.context(serde_json::json!({}), "peer");
-        let m = TrustlineModule::new(9);
+        let m = IouModule::new(9);
 
         assert_eq!(m.handle_incoming_claim(&ctx, None).await?, None);
         let c = m.handle_incoming_claim(&ctx, Some(&iou("100"))).await?;
@@ -364,7 +323,7 @@ mod tests {
     async fn malformed_claims_are_refused_and_change_nothing() -> Result<(), ModuleError> {
         let host = TestHost::new();
         let ctx = host.context(serde_json::json!({}), "peer");
-        let m = TrustlineModule::new(9);
+        let m = IouModule::new(9);
         for bad in [
             Claim::Json(serde_json::json!({})),
             Claim::Json(serde_json::json!({"amount": "-5"})),
@@ -389,17 +348,17 @@ mod tests {
 
     #[test]
     fn trust_limit_from_options() -> Result<(), ModuleError> {
-        let engine = |o| TrustlineModule::for_engine(&o).map(|m| m.trust_limit().cloned());
-        let trustline = |o| TrustlineModule::from_options(&o).map(|m| m.trust_limit().cloned());
+        let engine = |o| IouModule::for_engine(&o).map(|m| m.trust_limit().cloned());
+        let peer = |o| IouModule::from_options(&o).map(|m| m.trust_limit().cloned());
         assert_eq!(engine(serde_json::json!({}))?, Some(BigUint::default()));
-        assert_eq!(trustline(serde_json::json!({}))?, None);
+        assert_eq!(peer(serde_json::json!({}))?, None);
         for (given, want) in [
             (serde_json::json!("1000"), 1000u32),
             (serde_json::json!(7), 7),
         ] {
             let o = serde_json::json!({ "trustLimit": given });
             assert_eq!(engine(o.clone())?, Some(BigUint::from(want)));
-            assert_eq!(trustline(o)?, Some(BigUint::from(want)));
+            assert_eq!(peer(o)?, Some(BigUint::from(want)));
         }
         for bad in [
             serde_json::json!("-1"),
@@ -411,7 +370,7 @@ mod tests {
         ] {
             let o = serde_json::json!({ "trustLimit": bad });
             assert!(engine(o.clone()).is_err(), "{o}");
-            assert!(trustline(o.clone()).is_err(), "{o}");
+            assert!(peer(o.clone()).is_err(), "{o}");
         }
         Ok(())
     }
@@ -421,7 +380,7 @@ mod tests {
         let host = TestHost::new();
         let ctx = host.context(serde_json::json!({}), "peer");
         // No trustLimit: nothing is credited, not even one unit.
-        let m = TrustlineModule::for_engine(&serde_json::json!({}))?;
+        let m = IouModule::for_engine(&serde_json::json!({}))?;
         for amount in ["1", &"9".repeat(MAX_AMOUNT_DIGITS)] {
             let refused = m.handle_incoming_claim(&ctx, Some(&iou(amount))).await;
             assert!(
@@ -429,7 +388,7 @@ mod tests {
                 "{refused:?}"
             );
         }
-        let m = TrustlineModule::for_engine(&serde_json::json!({"trustLimit": "100"}))?;
+        let m = IouModule::for_engine(&serde_json::json!({"trustLimit": "100"}))?;
         let c = m.handle_incoming_claim(&ctx, Some(&iou("60"))).await?;
         assert_eq!(c.map(|c| c.amount), Some(BigUint::from(60u32)));
         assert!(matches!(
@@ -444,13 +403,13 @@ mod tests {
         Ok(())
     }
 
-    /// Trustline mode is unchanged: without `trustLimit` the log's `maxBalance` is the guard, and the module
+    /// In peer mode, without `trustLimit`, the log's `maxBalance` is the guard, and the module
     /// records any IOU.
     #[tokio::test]
-    async fn trustline_mode_has_no_limit_of_its_own() -> Result<(), ModuleError> {
+    async fn peer_mode_has_no_limit_of_its_own() -> Result<(), ModuleError> {
         let host = TestHost::new();
         let ctx = host.context(serde_json::json!({}), "peer");
-        let m = TrustlineModule::from_options(&serde_json::json!({"scale": 6}))?;
+        let m = IouModule::from_options(&serde_json::json!({"scale": 6}))?;
         let huge = "9".repeat(MAX_AMOUNT_DIGITS);
         let c = m.handle_incoming_claim(&ctx, Some(&iou(&huge))).await?;
         assert_eq!(c.map(|c| c.settlement_id), Some(huge));
@@ -459,8 +418,8 @@ mod tests {
 
     #[tokio::test]
     async fn pair_settles_through_ious() -> Result<(), ModuleError> {
-        let a: Arc<dyn ChannelModule> = Arc::new(TrustlineModule::new(6));
-        let b: Arc<dyn ChannelModule> = Arc::new(TrustlineModule::new(6));
+        let a: Arc<dyn ChannelModule> = Arc::new(IouModule::new(6));
+        let b: Arc<dyn ChannelModule> = Arc::new(IouModule::new(6));
         let pair = TestHost::pair(a, serde_json::json!({}), b, serde_json::json!({}));
         let mut credited = BigUint::default();
         for total in [5u32, 9, 9, 20, 7, 21] {
