@@ -9,10 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use ilp_bridge::bridge::run::run_peers;
 use ilp_bridge::config::ilp_kit;
 use ilp_bridge::config::node::{LogConfig, LogFormat, NodeConfig, EXAMPLE_CONFIG};
 use ilp_bridge::fd_budget::{raise_nofile_limit, FdBudget, FdDemand};
-use ilp_bridge::peer::run::{run_peers, NodeOptions};
+use ilp_bridge::peer::run::NodeOptions;
 use ilp_bridge::store::{legacy_import, Db, RocksStores};
 
 /// Bridge between legacy BTP/1.0 Interledger peers and modern ILPv4 connectors / RFC 38 settlement engines.
@@ -179,12 +180,13 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
             ..NodeOptions::default()
         };
         let configs = node.peers;
+        let modern = node.modern;
         let stop = wait_stop(stop_rx.clone());
         async move {
             if configs.is_empty() {
                 return Ok(());
             }
-            run_peers(configs, db, options, stop)
+            run_peers(configs, modern, db, options, stop)
                 .await
                 .context("BTP peers")
         }
@@ -233,12 +235,31 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
 /// Raises the open file limit as far as the node can use it and divides it (see `ilp_bridge::fd_budget`);
 /// refuses to start when it is too small to keep the store safe.
 fn fd_budget(node: &NodeConfig) -> anyhow::Result<FdBudget> {
+    use ilp_bridge::config::bridge::ModernTransport;
+    // Bridged peers dial their modern connector (btp-client), or serve it ILP-over-HTTP.
+    let modern_dialing = node
+        .modern
+        .values()
+        .filter(|m| {
+            matches!(
+                m.transport,
+                ModernTransport::BtpClient { .. } | ModernTransport::Http { .. }
+            )
+        })
+        .count();
+    let modern_http = node
+        .modern
+        .values()
+        .filter(|m| matches!(m.transport, ModernTransport::Http { .. }))
+        .count()
+        * ilp_bridge::bridge::modern::http::ILP_HTTP_MAX_CONNECTIONS;
     let demand = FdDemand {
-        dialing_peers: node.peers.iter().filter(|p| p.server.is_some()).count(),
+        dialing_peers: node.peers.iter().filter(|p| p.server.is_some()).count() + modern_dialing,
         http_connections: node
             .settlement_engine
             .as_ref()
-            .map_or(0, ilp_bridge::settlement::http::connections_needed),
+            .map_or(0, ilp_bridge::settlement::http::connections_needed)
+            + modern_http,
     };
     let (limit, error) = raise_nofile_limit(FdBudget::wanted_soft_limit(demand));
     if let Some(error) = error {

@@ -13,6 +13,7 @@ pub mod pair;
 pub mod peer_protocols;
 pub mod quote;
 pub mod recover;
+pub mod run;
 pub mod scale;
 mod to_legacy;
 mod to_modern;

@@ -119,6 +119,8 @@ pub struct ModernConfig {
     pub asset_code: String,
     /// The modern account's asset scale.
     pub asset_scale: u8,
+    /// The legacy ledger's scale (its `currencyScale`).
+    pub legacy_scale: u8,
     /// Our ILPv4 address; `None`: learned from a parent by IL-DCP, else our address on the legacy ledger.
     pub ilp_address: Option<String>,
     /// The address a child connector is given (IL-DCP); `None`: `<our address>.<peer name>`.
@@ -144,6 +146,7 @@ pub(crate) struct RawModern {
     relation: Option<ModernRelation>,
     asset_code: Option<String>,
     asset_scale: Option<u8>,
+    legacy_scale: Option<u8>,
     ilp_address: Option<String>,
     child_address: Option<String>,
     expiry_margin_ms: Option<u64>,
@@ -273,6 +276,23 @@ impl RawModern {
                 ))
             }
         };
+        let legacy_scale = match (self.legacy_scale, info.and_then(|i| i.currency_scale)) {
+            (Some(s), _) | (None, Some(s)) => s,
+            (None, None) => {
+                return Err(ConfigError::field(
+                    f("legacy_scale"),
+                    "required: the legacy options give no info.currencyScale",
+                ))
+            }
+        };
+        let relation = self.relation.unwrap_or(ModernRelation::Child);
+        if self.ilp_address.is_none() && peer.prefix.is_none() && relation != ModernRelation::Parent
+        {
+            return Err(ConfigError::field(
+                f("ilp_address"),
+                "required: the legacy options give no prefix to derive it from, and only a parent tells it",
+            ));
+        }
         let positive = |name: &str, ms: Option<u64>, default: Duration| match ms {
             Some(0) => Err(ConfigError::field(f(name), "must be more than 0")),
             Some(ms) => Ok(Duration::from_millis(ms)),
@@ -280,9 +300,10 @@ impl RawModern {
         };
         Ok(ModernConfig {
             transport,
-            relation: self.relation.unwrap_or(ModernRelation::Child),
+            relation,
             asset_code,
             asset_scale,
+            legacy_scale,
             ilp_address: address(&f("ilp_address"), self.ilp_address.as_ref())?,
             child_address: address(&f("child_address"), self.child_address.as_ref())?,
             expiry_margin: positive(

@@ -3,7 +3,7 @@
 //! dial and redial), re-arms expiry timers, recovers forwarded transfers and connects every trustline.
 //! [`run_peers`] does that and waits for a shutdown signal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub struct NodeOptions {
     /// Limits on the BTP sockets the listeners accept (`ilp-bridge run` sizes them from its file descriptor
     /// budget, see [`crate::fd_budget`]).
     pub connections: ConnectionLimits,
+    /// Peers whose traffic goes to a modern connector (bridge mode): they are not routed; their hook is set
+    /// between [`PeerNode::build`] and [`PeerNode::launch`].
+    pub bridged: BTreeSet<String>,
 }
 
 /// Running peers: their trustlines, the router and the bound listener addresses.
@@ -55,6 +58,9 @@ pub struct PeerNode {
     endpoint: BtpEndpoint,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Listeners to bind at [`PeerNode::launch`], by port.
+    pending_listeners: BTreeMap<u16, PortPeers>,
+    options: NodeOptions,
 }
 
 impl std::fmt::Debug for PeerNode {
@@ -67,9 +73,9 @@ impl std::fmt::Debug for PeerNode {
 }
 
 /// The peers of one listener port: (incoming secret, peer key) pairs, and the TLS files if any.
-type PortPeers<'a> = (
+type PortPeers = (
     Vec<(String, PeerKey)>,
-    Option<&'a crate::config::legacy::TlsFiles>,
+    Option<crate::config::legacy::TlsFiles>,
 );
 
 /// The legacy authentication check of one listener: empty username and one of the secrets on that port.
@@ -139,6 +145,19 @@ impl PeerNode {
         stores: impl Fn(&PeerConfig) -> Arc<dyn PeerStores>,
         options: NodeOptions,
     ) -> Result<PeerNode, PeerError> {
+        let mut node = Self::build(configs, stores, options)?;
+        node.launch().await?;
+        Ok(node)
+    }
+
+    /// The first half of [`PeerNode::start_with_stores`]: builds the trustlines, their links and the router,
+    /// and starts nothing (no timer, listener or connection). A bridged peer gets its hook now, before
+    /// [`PeerNode::launch`] re-arms its expiry timers (which ask the hook).
+    pub fn build(
+        configs: Vec<PeerConfig>,
+        stores: impl Fn(&PeerConfig) -> Arc<dyn PeerStores>,
+        options: NodeOptions,
+    ) -> Result<PeerNode, PeerError> {
         // Refuse conflicting peers (bad or duplicate names, a shared port with a duplicate secret or differing
         // TLS) before anything starts.
         validate_peer_set(&configs)?;
@@ -151,9 +170,9 @@ impl PeerNode {
             ..EndpointConfig::default()
         });
         let router = Router::new(options.routing.clone());
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
         let mut trustlines = BTreeMap::new();
-        let mut by_port: BTreeMap<u16, PortPeers<'_>> = BTreeMap::new();
+        let mut by_port: BTreeMap<u16, PortPeers> = BTreeMap::new();
         for c in &configs {
             let module = match &c.module {
                 Some(m) => Some(
@@ -164,7 +183,9 @@ impl PeerNode {
                 None => None,
             };
             let tl = Trustline::new(c, stores(c), module, options.trustline.clone())?;
-            router.add_peer(&tl);
+            if !options.bridged.contains(&c.name) {
+                router.add_peer(&tl);
+            }
             let key = PeerKey::new(&c.name);
             let handler: Arc<dyn RequestHandler> = Arc::new(TrustlineHandler(tl.clone()));
             let session = match &c.server {
@@ -190,24 +211,38 @@ impl PeerNode {
                 // validate_peer_set made the TLS settings of every peer on this port equal.
                 let entry = by_port
                     .entry(l.port)
-                    .or_insert_with(|| (Vec::new(), l.tls.as_ref()));
+                    .or_insert_with(|| (Vec::new(), l.tls.clone()));
                 entry.0.push((secret, key));
             }
             trustlines.insert(c.name.clone(), tl);
         }
-        // Every peer is known to the router before any expiry timer is re-armed: the expiry of a source whose
-        // forwarded transfer was fulfilled before a restart asks the router, which looks in the other peers'
-        // logs (`TransferHook::hold_incoming_expiry`).
-        for tl in trustlines.values() {
+        Ok(PeerNode {
+            trustlines,
+            router,
+            listen_addrs: BTreeMap::new(),
+            endpoint,
+            stop,
+            tasks: Vec::new(),
+            pending_listeners: by_port,
+            options,
+        })
+    }
+
+    /// The second half of [`PeerNode::start_with_stores`]: re-arms the trustlines' timers, binds the
+    /// listeners (port 0 gets a free port, see [`PeerNode::listen_addr`]), recovers forwarded transfers and
+    /// connects every trustline in the background. Call once.
+    pub async fn launch(&mut self) -> Result<(), PeerError> {
+        // Every peer is known to the router (and every bridged peer has its hook) before any expiry timer is
+        // re-armed: the expiry of a source whose forwarded transfer was fulfilled before a restart asks its hook,
+        // which looks in the other side's log (`TransferHook::hold_incoming_expiry`).
+        for tl in self.trustlines.values() {
             tl.start().await?;
         }
-
-        let mut tasks = Vec::new();
-        let mut listen_addrs = BTreeMap::new();
-        let host = options
+        let host = self
+            .options
             .bind_host
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        for (port, (secrets, tls)) in by_port {
+        for (port, (secrets, tls)) in std::mem::take(&mut self.pending_listeners) {
             let listener = TcpListener::bind((host, port)).await.map_err(|e| {
                 ConfigError::field(
                     "listener.port",
@@ -217,9 +252,9 @@ impl PeerNode {
             let addr = listener.local_addr().map_err(|e| {
                 ConfigError::field("listener.port", format!("no local address: {e}"))
             })?;
-            listen_addrs.insert(port, addr);
+            self.listen_addrs.insert(port, addr);
             let server_config = ServerConfig {
-                tls: match tls {
+                tls: match &tls {
                     Some(t) => Some(
                         TlsServerConfig::from_pem_files(&t.cert, &t.key, Some(t.ca.as_path()))
                             .map_err(|e| ConfigError::field("listener.cert", e.to_string()))?,
@@ -228,10 +263,10 @@ impl PeerNode {
                 },
                 ..ServerConfig::default()
             };
-            let ep = endpoint.clone();
-            let mut rx = stop_rx.clone();
+            let ep = self.endpoint.clone();
+            let mut rx = self.stop.subscribe();
             tracing::info!(%addr, peers = secrets.len(), "BTP/1.0 listener started");
-            tasks.push(tokio::spawn(async move {
+            self.tasks.push(tokio::spawn(async move {
                 ep.serve(
                     listener,
                     server_config,
@@ -245,13 +280,13 @@ impl PeerNode {
             }));
         }
 
-        if let Err(e) = router.recover().await {
+        if let Err(e) = self.router.recover().await {
             tracing::warn!(error = %e, "router recovery failed");
         }
-        for tl in trustlines.values() {
+        for tl in self.trustlines.values() {
             let tl = tl.clone();
-            let mut rx = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
+            let mut rx = self.stop.subscribe();
+            self.tasks.push(tokio::spawn(async move {
                 let mut delay = CONNECT_RETRY_MIN;
                 loop {
                     match tl.connect().await {
@@ -268,14 +303,17 @@ impl PeerNode {
                 }
             }));
         }
-        Ok(PeerNode {
-            trustlines,
-            router,
-            listen_addrs,
-            endpoint,
-            stop,
-            tasks,
-        })
+        Ok(())
+    }
+
+    /// The node's BTP endpoint (its sessions; a bridged peer's modern BTP/2.0 session joins it).
+    pub fn endpoint(&self) -> &BtpEndpoint {
+        &self.endpoint
+    }
+
+    /// A receiver that turns `true` when the node shuts down (for tasks that live as long as the node).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// The trustline of peer `name`.
@@ -306,7 +344,7 @@ impl PeerNode {
             }
         }
         self.router.clear();
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
         for s in self.endpoint.all_sessions() {
             s.close();
         }
