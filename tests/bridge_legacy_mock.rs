@@ -37,7 +37,18 @@ struct Bridge {
 impl Bridge {
     async fn start(toml: &str, dir: &std::path::Path) -> R<Bridge> {
         let config = NodeConfig::parse(toml)?;
-        let db = Db::open(dir)?;
+        // After a stop, the tasks of the previous run let go of the database within moments.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let db = loop {
+            match Db::open(dir) {
+                Ok(db) => break db,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let options = NodeOptions {
             bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             bridged: config.modern.keys().cloned().collect(),
@@ -301,5 +312,192 @@ async fn both_ways_for(version: &str) -> TestResult {
 
     b.stop().await;
     m.shutdown();
+    Ok(())
+}
+
+#[tokio::test]
+async fn over_ilp_over_http_both_ways_with_a_bridge_restart_in_the_middle() -> TestResult {
+    for_each_version(|version| async move { http_restart_for(version).await }).await
+}
+
+async fn http_restart_for(version: &str) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p_port = free_port()?;
+    let http_port = free_port()?;
+    let mut p = JsPeer::server(
+        version,
+        p_port,
+        "sp",
+        "test.kit.",
+        "100000000000000",
+        &[("AUTO_FULFILL", "1".to_owned())],
+    )
+    .await?;
+    p.ok("connect", json!({})).await?;
+    let m = IlpNode::start(MockConfig {
+        ilp_address: Some("test.m".to_owned()),
+        route_broadcast_interval: None,
+        ..MockConfig::default()
+    })
+    .await?;
+    // M is the bridge's parent here: the bridge's account on M is a Child, reached over ILP-over-HTTP both ways.
+    m.add_account(AccountDetails {
+        routing_relation: Some(RoutingRelation::Child),
+        ilp_over_http_url: Some(format!("http://127.0.0.1:{http_port}/ilp")),
+        ilp_over_http_outgoing_token: Some("to-bridge".to_owned()),
+        ilp_over_http_incoming_token: Some("to-m".to_owned()),
+        ..AccountDetails::new("kit", "USD", 6)
+    })
+    .await?;
+    m.add_account(AccountDetails::new("bob", "USD", 6)).await?;
+    m.set_static_route("test.kit", "kit")?;
+    let toml = format!(
+        r#"
+        [[peer]]
+        name = "kit"
+        options = {{ server = "btp+ws://:sp@127.0.0.1:{p_port}", maxBalance = "100000000000000", prefix = "test.kit.", store = true, info = {{ currencyCode = "USD", currencyScale = 9 }} }}
+        [peer.modern]
+        link = "http"
+        url = "{url}"
+        token = "to-m"
+        listen = "127.0.0.1:{http_port}"
+        incoming_token = "to-bridge"
+        relation = "parent"
+        asset_scale = 6
+        "#,
+        url = m.ilp_over_http_url("kit"),
+    );
+
+    let b = Bridge::start(&toml, dir.path()).await?;
+    let kit = b.node.trustline("kit").ok_or("no kit")?.clone();
+    wait_until("the bridge is connected to P", || kit.is_connected()).await?;
+    // IL-DCP over HTTP: M is the parent.
+    let pair = b.bridge.pair("kit").ok_or("no pair")?.clone();
+    wait_until("the bridge learned its address from M", || {
+        pair.settings().modern_address.as_str() == "test.m.kit"
+    })
+    .await?;
+
+    // One payment each way before the restart.
+    let f = preimage(5, 1);
+    m.register_preimage("bob", f)?;
+    let ilp = p.payment("test.m.bob", 3_000_000).await?;
+    let id = p.send_transfer(&f, 3_000_000, 20_000, &ilp).await?;
+    p.event_for("outgoing_fulfill", &id).await?;
+    let f = preimage(5, 2);
+    p.ok("preimage", json!({"fulfillment": b64u(&f)})).await?;
+    let reply = m
+        .pay(
+            "bob",
+            Via::Routed,
+            prepare(400, "test.kit.alice", &f, 20_000)?,
+        )
+        .await?;
+    assert!(reply.is_ok(), "{reply:?}");
+
+    // A payment M → P that P holds (no preimage yet) while the bridge restarts: P fulfils it after the
+    // restart, when M's request has long been answered (its HTTP connection dropped with the bridge: T01, as
+    // interledger-rs's client answers a transport error). The bridge paid P and was not paid by M: its books
+    // count it as an undelivered Fulfill.
+    let held = preimage(5, 3);
+    let m2 = Arc::new(m);
+    let pay = {
+        let m = Arc::clone(&m2);
+        tokio::spawn(async move {
+            m.pay(
+                "bob",
+                Via::Routed,
+                prepare(77, "test.kit.alice", &held, 15_000).expect("prepare"),
+            )
+            .await
+        })
+    };
+    let held_id = loop {
+        let e = p.event("incoming_prepare").await?;
+        if e["args"][0]["amount"] == json!("77000") {
+            break e["args"][0]["id"].as_str().ok_or("id")?.to_owned();
+        }
+    };
+    drop((kit, pair));
+    b.stop().await;
+    let answer = pay.await??;
+    assert_eq!(
+        answer.err().map(|r| r.code_str().to_owned()).as_deref(),
+        Some("T01")
+    );
+
+    let b = Bridge::start(&toml, dir.path()).await?;
+    let kit = b.node.trustline("kit").ok_or("no kit")?.clone();
+    let pair = b.bridge.pair("kit").ok_or("no pair")?.clone();
+    wait_until("the bridge is connected to P again", || kit.is_connected()).await?;
+    // P fulfils the held transfer (its record is still prepared at the bridge); a legacy server also writes to
+    // the dead socket of the first run, so the call may report an error.
+    let fulfilled = p
+        .call(
+            "fulfillCondition",
+            json!({"transferId": held_id, "fulfillment": b64u(&held)}),
+        )
+        .await?;
+    let _ = fulfilled;
+    wait_until("the held transfer is fulfilled at the bridge", || {
+        kit.log().sums().outgoing_fulfilled == 400_000 + 77_000
+    })
+    .await?;
+    wait_until("the bridge counted the undelivered Fulfill", || {
+        pair.books().undelivered_fulfills == (1, 77)
+    })
+    .await?;
+
+    // Payments go on after the restart, both ways.
+    let f = preimage(5, 4);
+    m2.register_preimage("bob", f)?;
+    let ilp = p.payment("test.m.bob", 1_000_000).await?;
+    let _ = p
+        .call("sendTransfer", {
+            let (_, t) = js_transfer(&f, 1_000_000, 20_000, ilp.as_str().unwrap_or_default());
+            t
+        })
+        .await?;
+    wait_until("P's payment after the restart is fulfilled", || {
+        kit.log().sums().incoming_fulfilled == 3_000_000 + 1_000_000
+    })
+    .await?;
+    let f = preimage(5, 5);
+    p.ok("preimage", json!({"fulfillment": b64u(&f)})).await?;
+    let reply = m2
+        .pay(
+            "bob",
+            Via::Routed,
+            prepare(600, "test.kit.alice", &f, 20_000)?,
+        )
+        .await?;
+    assert!(reply.is_ok(), "{reply:?}");
+
+    // The three views: M's balance for kit lacks the held payment (M rejected it), the bridge's books say so.
+    let books = pair.books();
+    let m_balance = m2.balance("kit")?;
+    assert_eq!(books.modern.incoming_fulfilled, 400 + 77 + 600);
+    assert_eq!(books.modern.outgoing_fulfilled, 3_000 + 1_000);
+    assert_eq!(
+        i128::from(m_balance.balance),
+        (400 + 600) - (3_000 + 1_000),
+        "M counts what it was answered with"
+    );
+    assert_eq!(
+        i128::try_from(books.modern.incoming_fulfilled)?
+            - i128::try_from(books.modern.outgoing_fulfilled)?
+            - i128::from(books.undelivered_fulfills.1),
+        i128::from(m_balance.balance),
+        "the bridge's books less its undelivered Fulfills are M's balance"
+    );
+    let p_balance: i128 = p
+        .ok("getBalance", json!({}))
+        .await?
+        .as_str()
+        .ok_or("balance")?
+        .parse()?;
+    assert_eq!(kit.local_balance(), -p_balance);
+    b.stop().await;
+    m2.shutdown();
     Ok(())
 }

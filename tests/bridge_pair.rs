@@ -509,3 +509,70 @@ async fn without_an_answer_the_legacy_transfer_expires_and_the_outcome_is_counte
     assert_eq!(books.legacy.incoming_fulfilled, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_fulfill_from_the_modern_side_written_before_a_crash_is_delivered_by_recovery() -> R {
+    let s = setup(Relation::Child).await?;
+    let mut events = s.p.subscribe();
+    // M takes the Prepare and the answer is lost (a crash of the bridge right after M's Fulfill was written
+    // down, before it reached the trustline, looks the same from the logs).
+    s.m.script
+        .lock()
+        .map_err(|_| "poisoned")?
+        .push_back(Script::NoAnswer);
+    let (f, c) = preimage(7);
+    let id = p_pays(&s, "test.m.bob", 3_000_000, c).await?;
+    let modern = ilp_bridge::bridge::pair::modern_id("kit", &id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.pair.modern_log().get(&modern).await?.is_none() {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the modern record was never written".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.pair.modern_log().fulfill(&modern, &f).await?;
+    let found = s.pair.recover().await?;
+    assert_eq!(found.fulfills_resumed, 1);
+    let fulfilled = event(&mut events, |e| match e {
+        PeerEvent::OutgoingFulfill {
+            transfer,
+            fulfillment,
+            ..
+        } if transfer.id == id => Some(fulfillment),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(fulfilled, f);
+    assert_eq!(s.pair.books().legacy.incoming_fulfilled, 3_000_000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn recovery_closes_modern_records_whose_legacy_side_finished() -> R {
+    let s = setup(Relation::Child).await?;
+    // A record of a transfer M sent us, whose legacy counterpart does not exist (lost before it was written).
+    let legacy = TransferId([9; 16]);
+    let modern = ilp_bridge::bridge::pair::modern_id("kit", &legacy);
+    s.pair
+        .modern_log()
+        .prepare(
+            &Transfer {
+                id: modern,
+                amount: 5,
+                execution_condition: [1; 32],
+                expires_at_ms: now_ms() + 60_000,
+                ilp: b"test.kit.alice".to_vec(),
+                custom: Some(json!({ "legacy": legacy.to_uuid_string() })),
+            },
+            channel_modules::store::Direction::Incoming,
+        )
+        .await?;
+    let found = s.pair.recover().await?;
+    assert_eq!(found.closed, 1);
+    assert!(matches!(
+        s.pair.modern_log().get(&modern).await?.map(|r| r.state),
+        Some(channel_modules::store::TransferState::Cancelled { .. })
+    ));
+    assert_eq!(s.kit.log().sums().outgoing_fulfilled_and_prepared, 0);
+    Ok(())
+}
