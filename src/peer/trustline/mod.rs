@@ -35,7 +35,8 @@ use tokio::sync::broadcast;
 
 use super::error::PeerError;
 use super::events::{PeerEvent, EVENT_CHANNEL_CAPACITY};
-use super::host::{Clock, ModuleRpc, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
+use super::host::{Clock, ModuleRpc, PeerStores, SystemClock, TrustlineHost};
+use super::identities::NodeIdentities;
 use super::link::{LinkEnd, PacketHandler, PeerLink};
 use crate::config::legacy::PeerConfig;
 use crate::config::prepare_limits::PrepareLimits;
