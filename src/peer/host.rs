@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use channel_modules::clock::Clock;
 use channel_modules::identity::IdentityOrigin;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{MaxValueTracker, StoreError, TransferLog};
@@ -42,52 +43,6 @@ impl PeerStores for crate::store::RocksStores {
     }
     fn max_value_tracker(&self, key: &str) -> Result<Arc<dyn MaxValueTracker>, StoreError> {
         crate::store::RocksStores::max_value_tracker(self, key)
-    }
-}
-
-/// A clock; injected so tests can move time.
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> SystemTime;
-}
-
-/// The system wall clock (production).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// A clock that follows tokio's (pausable) time from a starting wall-clock time; with
-/// `#[tokio::test(start_paused = true)]` it moves only when tokio time advances.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    start_wall: SystemTime,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// Starts at the current wall-clock time.
-    pub fn new() -> Self {
-        TokioClock {
-            start_wall: SystemTime::now(),
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> SystemTime {
-        self.start_wall + self.start.elapsed()
     }
 }
 

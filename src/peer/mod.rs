@@ -26,7 +26,7 @@ pub mod trustline;
 
 pub use error::{PeerError, WireError};
 pub use events::{PeerEvent, PeerMessage, RejectionMessage};
-pub use host::{Clock, PeerStores, SystemClock, TokioClock};
+pub use host::PeerStores;
 pub use identities::NodeIdentities;
 pub use link::{LinkEnd, MemoryLink, PacketHandler, PeerLink};
 pub use routing::{forward_id, Router};

@@ -151,7 +151,10 @@ impl PeerNode {
             limits: options.connections,
             ..EndpointConfig::default()
         });
-        let router = Router::new(options.routing.clone());
+        let router = Router::new(
+            options.routing.clone(),
+            Arc::clone(&options.trustline.clock),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let mut trustlines = BTreeMap::new();
         let mut by_port: BTreeMap<u16, PortPeers<'_>> = BTreeMap::new();

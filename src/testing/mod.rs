@@ -12,10 +12,14 @@
 //! * [`ilp_node`]: a mock interledger-rs 1.0 node (accounts, balances, BTP/2.0 and ILP-over-HTTP, IL-DCP, CCP,
 //!   `peer.settle`, the settlement API), the modern peer of the bridge;
 //! * [`settle_client`] and `settlement_api`: interledger-rs's settlement client and the connector-side RFC 38
-//!   routes, shared by both.
+//!   routes, shared by both;
+//! * [`TokioClock`]: a clock that tokio's paused time moves.
 
+mod clock;
 pub mod ilp_node;
 pub mod mock_connector;
 pub use channel_modules::testing::store_conformance;
 pub mod settle_client;
 pub(crate) mod settlement_api;
+
+pub use clock::TokioClock;

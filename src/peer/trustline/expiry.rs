@@ -21,6 +21,7 @@ use std::time::Duration;
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
 use btp::packet::{Packet, ProtocolData, ProtocolDataEntry, ProtocolName, Reject};
 use bytes::Bytes;
+use channel_modules::clock::Clock;
 use channel_modules::store::{Direction, TransferId, TransferState};
 use channel_modules::sync::lock;
 use tokio::sync::Notify;
@@ -31,7 +32,6 @@ use super::hooks::TransferOutcome;
 use super::side_protocols::names;
 use super::{read, system_ms, Trustline, TrustlineInner};
 use crate::peer::events::PeerEvent;
-use crate::peer::host::Clock;
 
 /// Longest single timer sleep; longer expiries sleep in chunks and re-read the clock, so a far expiry never
 /// fires early (legacy's `setTimeout` overflowed after 2^31−1 ms and fired at once).

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use btp::packet::{Packet, ProtocolData};
 use btp::transport::{Reply, RpcError, DEFAULT_REQUEST_TIMEOUT};
 use btp::Timestamp;
+use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::store::{TransferId, TransferLog, TransferLogError, TransferRecord};
 use channel_modules::sync::lock;
 use channel_modules::{ChannelContext, ChannelModule};
@@ -35,7 +36,7 @@ use tokio::sync::broadcast;
 
 use super::error::PeerError;
 use super::events::{PeerEvent, EVENT_CHANNEL_CAPACITY};
-use super::host::{Clock, ModuleRpc, PeerStores, SystemClock, TrustlineHost};
+use super::host::{ModuleRpc, PeerStores, TrustlineHost};
 use super::identities::NodeIdentities;
 use super::link::{LinkEnd, PacketHandler, PeerLink};
 use crate::config::legacy::PeerConfig;
@@ -349,7 +350,7 @@ impl Trustline {
     }
 
     fn now_ts(&self) -> Timestamp {
-        Timestamp::from_system_time(self.now()).unwrap_or_else(Timestamp::now)
+        Timestamp::from_system_time_clamped(self.now())
     }
 
     fn emit(&self, event: PeerEvent) {
