@@ -101,7 +101,7 @@ pub enum PeerError {
     Handler(String),
     /// Bad configuration.
     #[error(transparent)]
-    Config(#[from] crate::config::legacy::ConfigError),
+    Config(#[from] crate::config::error::ConfigError),
 }
 
 impl PeerError {

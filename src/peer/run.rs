@@ -22,7 +22,8 @@ use super::host::PeerStores;
 use super::identities::NodeIdentities;
 use super::routing::Router;
 use super::trustline::{Trustline, TrustlineHandler, TrustlineOptions};
-use crate::config::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use crate::config::error::ConfigError;
+use crate::config::legacy::{validate_peer_set, PeerConfig};
 use crate::config::routing::RoutingConfig;
 use crate::store::{Db, RocksStores};
 

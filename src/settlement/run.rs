@@ -35,7 +35,7 @@ pub enum SeError {
     Engine(#[from] EngineError),
     /// The configuration is refused (an empty token, an unauthenticated engine API off loopback).
     #[error("settlement engine configuration: {0}")]
-    Config(#[from] crate::config::legacy::ConfigError),
+    Config(#[from] crate::config::error::ConfigError),
 }
 
 /// A running engine with its listeners (see [`start`]).
