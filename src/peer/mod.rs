@@ -24,7 +24,7 @@ pub mod routing;
 pub mod run;
 pub mod trustline;
 
-pub use error::{PeerError, WireError};
+pub use error::{PeerError, ReplyError, WireError};
 pub use events::{PeerEvent, PeerMessage, RejectionMessage};
 pub use host::PeerStores;
 pub use identities::NodeIdentities;

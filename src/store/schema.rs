@@ -150,11 +150,11 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_version_is_refused_naming_the_versions() -> Result<(), String> {
+    fn a_newer_version_is_refused_naming_the_versions() -> Result<(), Box<dyn std::error::Error>> {
         let found = SCHEMA_VERSION + 1;
         let err = match check(Some(&[found])) {
             Err(err) => err,
-            Ok(outcome) => return Err(format!("opened a newer database: {outcome:?}")),
+            Ok(outcome) => return Err(format!("opened a newer database: {outcome:?}").into()),
         };
         assert_eq!(
             err,
