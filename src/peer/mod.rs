@@ -28,7 +28,9 @@ pub use error::{PeerError, ReplyError, WireError};
 pub use events::{PeerEvent, PeerMessage, RejectionMessage};
 pub use host::PeerStores;
 pub use identities::NodeIdentities;
-pub use link::{LinkEnd, MemoryLink, PacketHandler, PeerLink};
+#[cfg(any(test, feature = "testing"))]
+pub use link::{LinkEnd, MemoryLink};
+pub use link::{PacketHandler, PeerLink};
 pub use routing::{forward_id, Router};
 pub use run::{run_peers, NodeOptions, PeerNode};
 pub use trustline::{

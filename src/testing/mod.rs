@@ -3,9 +3,13 @@
 //! itself), so a release build of the binary holds none of it. It only ever talks to loopback addresses it is
 //! given.
 //!
-//! The feature also turns on the failure injection of the stores (`Db::inject_write_failures`,
-//! `MemorySeStore::fail_next_writes`) and `channel_modules::testing`, whose `store_conformance` suite runs on
-//! any TransferLog / MaxValueTracker implementation (`tests/store_conformance.rs` runs it on both of ours).
+//! The feature also turns on the test doubles that live beside what they stand in for: the in-memory stores
+//! of the settlement engine (`MemorySeStore`, `MemoryModuleLogs`) and peer mode's `MemoryLink`; the failure
+//! injection of the stores (`Db::inject_write_failures`, `MemorySeStore::fail_next_writes`,
+//! `IdentityRegistry::fail_next_writes`); the test hooks `Engine::forget_cached_idempotency_keys`,
+//! `Trustline::armed_expiries` and `RocksTransferLog::overlay_len`; and `channel_modules::testing`, whose
+//! `store_conformance` suite runs on any TransferLog / MaxValueTracker implementation
+//! (`tests/store_conformance.rs` runs it on both of ours).
 //!
 //! * [`mock_connector`]: a mock RFC 38 accounting system that behaves like interledger-rs (credits are recorded,
 //!   messages are handed to a linked connector's engine);

@@ -38,7 +38,9 @@ use super::error::PeerError;
 use super::events::{PeerEvent, EVENT_CHANNEL_CAPACITY};
 use super::host::{ModuleRpc, PeerStores, TrustlineHost};
 use super::identities::NodeIdentities;
-use super::link::{LinkEnd, PacketHandler, PeerLink};
+use super::link::PeerLink;
+#[cfg(any(test, feature = "testing"))]
+use super::link::{LinkEnd, PacketHandler};
 use crate::config::legacy::PeerConfig;
 use crate::config::prepare_limits::PrepareLimits;
 
@@ -143,6 +145,7 @@ impl std::fmt::Debug for Trustline {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl LinkEnd for Trustline {
     fn packet_handler(&self) -> Weak<dyn PacketHandler> {
         let inner: Weak<TrustlineInner> = Arc::downgrade(&self.inner);

@@ -24,7 +24,9 @@ use channel_modules::store::{MaxValue, MaxValueTracker, StoreError, TransferLog}
 use channel_modules::sync::lock;
 use channel_modules::{ContextHost, ModuleError};
 
-pub use logs::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
+#[cfg(any(test, feature = "testing"))]
+pub use logs::MemoryModuleLogs;
+pub use logs::{ModuleLogs, RocksModuleLogs};
 pub(crate) use staging::StagingHost;
 use tracker::SeTracker;
 
