@@ -1,5 +1,5 @@
 //! ILP Kit's `env.list`: start every `CONNECTOR_LEDGERS` entry that uses `ilp-plugin-payment-channel-framework`,
-//! exactly as ILP Kit's connector (ilp-connector ^21.1.9) would (`legacy-plugin.md` §8).
+//! exactly as ILP Kit's connector (ilp-connector ^21.1.9) would (docs/ilp-kit.md §1–§4).
 //!
 //! * `env.list`: one `KEY=value` per line, split at the first `=`, key and value trimmed; quotes are *not*
 //!   removed (Docker env-file rules); blank lines and lines starting with `#` are skipped. A variable set in the

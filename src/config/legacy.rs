@@ -3,7 +3,8 @@
 //!
 //! An operator can paste the `options` object of an ILP Kit `CONNECTOR_LEDGERS` entry (or of a hand-written
 //! plugin instantiation) and get the same peer: a server (`listener`) or a client (`server` URL), its limits, its
-//! prefix and ledger info. Rules follow `legacy-plugin.md` §2 and §4:
+//! prefix and ledger info. Rules follow docs/legacy-btp.md §3 (authentication) and §9.1 (stateful and stateless
+//! modes):
 //!
 //! * `listener: {port (default 4195), cert, key, ca}`: TLS needs all three files (legacy silently never listens
 //!   without `ca`; we refuse the configuration instead).

@@ -48,7 +48,7 @@ mod memory {
 
     use super::{PacketHandler, PeerLink};
 
-    /// One end of a [`MemoryLink`] (a [`Trustline`](super::Trustline)): where requests to it are delivered, and
+    /// One end of a [`MemoryLink`] (a [`Trustline`](crate::peer::Trustline)): where requests to it are delivered, and
     /// how its own link to the other end is set.
     pub trait LinkEnd {
         /// The handler of requests sent to this end. Weak: a link does not keep the other end alive.

@@ -151,8 +151,10 @@ pub async fn start(
     })
 }
 
-/// Says at start what credit the `trustline` module extends, since without `trustLimit` it extends none: the
-/// zero-config engine of `ilp-bridge run` then refuses every IOU, and the operator should know why and what to set.
+/// Says at start what credit the `iou` module (configured as `iou` or its alias `trustline`) extends, since
+/// without `trustLimit` it extends none: the zero-config engine of `ilp-bridge run` then refuses every IOU, and
+/// the operator should know why and what to set. The log lines name it "the trustline module", as they always
+/// have.
 fn log_trust(config: &SeConfig) {
     if !channel_modules::iou::selects_iou_module(&config.module) {
         return;

@@ -27,7 +27,9 @@
 //! Not reproduced: STREAM (payments are Prepares the test builds), rate limits, the echo protocol, the admin and
 //! user HTTP API (accounts and routes are set through Rust calls), Redis persistence. The mock applies the
 //! balance scripts before it relays a Fulfill or Reject (interledger-rs runs them in a task spawned right after):
-//! the end state is the same, and tests need not wait for it.
+//! the end state is the same, and tests need not wait for it. It reads the system clock
+//! (`Timestamp::now()`) where interledger-rs does: it stands for another node, whose clock the bridge's does not
+//! control, so no [`Clock`](channel_modules::clock::Clock) is injected into it.
 //!
 //! Observability for assertions: [`IlpNode::balance`], [`IlpNode::packets`], [`IlpNode::settle_requests`],
 //! [`IlpNode::engine_setups`], [`IlpNode::engine_messages`], [`IlpNode::credits`], [`IlpNode::routes`].
