@@ -196,11 +196,12 @@ async fn start_engine(dir: &std::path::Path, connector: &MockConnector) -> SeHan
         ..SeConfig::default()
     };
     let store: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));
-    let logs: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(db));
+    let logs: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(Arc::clone(&db)));
+    let identities = ilp_bridge::identity::IdentityRegistry::on_db(db);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| fail(&format!("bind: {e}")));
-    settlement::start(config, store, logs, listener, None)
+    settlement::start(config, store, logs, identities, listener, None)
         .await
         .unwrap_or_else(|e| fail(&format!("start engine: {e}")))
 }

@@ -43,6 +43,7 @@ async fn main() -> Result<(), BoxError> {
         cfg(mock_a.url()),
         store_a,
         logs_a,
+        ilp_bridge::identity::IdentityRegistry::on_db(Arc::clone(&db)),
         TcpListener::bind("127.0.0.1:0").await?,
         None,
     )
@@ -51,6 +52,7 @@ async fn main() -> Result<(), BoxError> {
         cfg(mock_b.url()),
         Arc::new(MemorySeStore::new()),
         Arc::new(MemoryModuleLogs::new()),
+        ilp_bridge::identity::IdentityRegistry::memory(),
         TcpListener::bind("127.0.0.1:0").await?,
         None,
     )

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::Limit;
-use ilp_bridge::config::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use ilp_bridge::config::error::ConfigError;
+use ilp_bridge::config::legacy::{validate_peer_set, PeerConfig};
 use ilp_bridge::config::node::NodeConfig;
 use ilp_bridge::peer::{NodeOptions, PeerError, PeerNode, PeerStores};
 use serde_json::{json, Value};
@@ -44,7 +45,7 @@ fn peer_names_that_could_reach_another_namespace_are_refused() {
     for bad in ["se/acct", "a/b", "/", "tab\tname", "nul\0", ""] {
         let r = PeerConfig::from_legacy_json(bad, &server_options(4195, "s"));
         assert!(
-            matches!(&r, Err(ConfigError::Field { field, .. }) if field == "name"),
+            matches!(&r, Err(e) if e.field_path() == Some("name")),
             "{bad:?}: {r:?}"
         );
     }

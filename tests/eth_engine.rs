@@ -405,7 +405,7 @@ async fn eth_channel_engine_restarted_while_opening_deploys_exactly_once() -> Te
 /// are dropped.
 struct CrashedHost {
     logs: RocksModuleLogs,
-    se_store: ilp_bridge::settlement::store::RocksSeStore,
+    identities: Arc<ilp_bridge::identity::IdentityRegistry>,
     account: String,
     trackers: MemoryStores,
 }
@@ -434,14 +434,10 @@ impl ContextHost for CrashedHost {
         _account_id: &str,
         origin: channel_modules::identity::IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        // B's engine-wide registry survives the crash: claims go to its store, as the engine's host does.
-        ilp_bridge::settlement::identity::claim_identity_in(
-            &self.se_store,
-            identity,
-            &self.account,
-            origin,
-        )
-        .await
+        // B's node-wide registry survives the crash: holds go to its database, as the engine's host does.
+        self.identities
+            .hold_identity(identity, &self.account, origin)
+            .await
     }
 }
 
@@ -480,7 +476,7 @@ async fn eth_payment_engine_crashed_between_verifying_and_crediting_still_credit
         let module = EthPaymentModule::from_options(&opts)?;
         let ctx = ChannelContext::new(
             Arc::new(CrashedHost {
-                se_store: ilp_bridge::settlement::store::RocksSeStore::new(db.clone()),
+                identities: ilp_bridge::identity::IdentityRegistry::on_db(db.clone()),
                 logs: RocksModuleLogs::new(db),
                 account: b.account.clone(),
                 trackers: MemoryStores::unbounded(),

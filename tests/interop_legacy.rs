@@ -118,7 +118,7 @@ impl IncomingRequestHandler for Echo {
             .and_then(|c| c.get("fail"))
             .is_some()
         {
-            return Err(PeerError::Handler("handler failed".to_owned()));
+            return Err(PeerError::handler("handler failed"));
         }
         Ok(PeerMessage {
             ilp: None,

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{
     Direction, Limit, MaxValueTracker, NotedFulfillment, PrepareOutcome, StoreError, Sums,
@@ -22,9 +23,9 @@ use channel_modules::store::{
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::routing::RoutingConfig;
 use ilp_bridge::peer::{
-    forward_id, Clock, MemoryLink, PeerEvent, PeerStores, Router, TokioClock, Trustline,
-    TrustlineOptions,
+    forward_id, MemoryLink, PeerEvent, PeerStores, Router, Trustline, TrustlineOptions,
 };
+use ilp_bridge::testing::TokioClock;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
@@ -242,7 +243,7 @@ async fn net(
         "x2",
         &x2_options,
         SlowStores::new(x2_stores.clone(), slowness)?,
-        bridge_clock,
+        Arc::clone(&bridge_clock),
     )?;
     let a = trustline(
         "a",
@@ -258,7 +259,7 @@ async fn net(
     )?;
     let (a_link, _) = MemoryLink::pair(&a, &x1);
     MemoryLink::pair(&c, &x2);
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), bridge_clock);
     router.add_peer(&x1);
     router.add_peer(&x2);
     for t in [&x1, &x2, &a, &c] {
@@ -344,11 +345,11 @@ fn assert_paid(n: &Net) {
 #[tokio::test]
 async fn the_source_is_fulfilled_when_our_clock_says_it_expired_but_the_payer_accepts() -> TestResult
 {
-    let bridge = ShiftedClock::new(Arc::new(ilp_bridge::peer::SystemClock), 0);
+    let bridge = ShiftedClock::new(Arc::new(SystemClock), 0);
     let n = net(
         bridge.clone(),
-        Arc::new(ilp_bridge::peer::SystemClock),
-        Arc::new(ilp_bridge::peer::SystemClock),
+        Arc::new(SystemClock),
+        Arc::new(SystemClock),
         // Past the source's expiry by the bridge's clock, with no time passing for any timer.
         Slowness::ClockJump(bridge.clone(), Duration::from_secs(30)),
     )
@@ -438,7 +439,7 @@ async fn a_source_past_its_expiry_whose_forward_was_fulfilled_is_fulfilled_after
         Arc::new(x2_stores),
         Arc::clone(&tokio_clock),
     )?;
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), Arc::clone(&tokio_clock));
     router.add_peer(&x1);
     router.add_peer(&x2);
     x1.start().await?;

@@ -17,10 +17,9 @@ use bytes::Bytes;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{
-    MemoryLink, PeerError, PeerLink, PeerStores, TokioClock, Trustline, TrustlineOptions,
-};
+use ilp_bridge::peer::{MemoryLink, PeerError, PeerLink, PeerStores, Trustline, TrustlineOptions};
 use ilp_bridge::store::{Db, RocksStores};
+use ilp_bridge::testing::TokioClock;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

@@ -11,6 +11,7 @@ use btp::packet::{Packet, Prepare, ProtocolData, ProtocolDataEntry, ProtocolName
 use btp::transport::Reply;
 use btp::Timestamp;
 use bytes::Bytes;
+use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
@@ -19,9 +20,9 @@ use ilp_bridge::config::prepare_limits::{
 };
 use ilp_bridge::config::routing::RoutingConfig;
 use ilp_bridge::peer::{
-    forward_id, Clock, MemoryLink, PeerError, PeerEvent, Router, TokioClock, Trustline,
-    TrustlineOptions,
+    forward_id, MemoryLink, PeerError, PeerEvent, Router, Trustline, TrustlineOptions,
 };
+use ilp_bridge::testing::TokioClock;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -272,7 +273,7 @@ async fn outgoing_prepared_transfers_to_one_peer_are_capped() -> TestResult {
 /// restart the router forwards it expiring no later than the next peer's hold window from now.
 #[tokio::test]
 async fn the_router_never_forwards_beyond_the_next_peers_hold_window() -> TestResult {
-    let clock: Arc<dyn Clock> = Arc::new(ilp_bridge::peer::SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let x1_cfg = PeerConfig::from_legacy_json("x1", &server_options("test.a."))?;
     let x1_stores = MemoryStores::new(x1_cfg.max_balance, x1_cfg.min_balance);
     let far = Transfer {
@@ -305,7 +306,7 @@ async fn the_router_never_forwards_beyond_the_next_peers_hold_window() -> TestRe
     let c = trustline("c", &client_options(), Arc::clone(&clock))?;
     MemoryLink::pair(&a, &x1);
     MemoryLink::pair(&c, &x2);
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), Arc::clone(&clock));
     router.add_peer(&x1);
     router.add_peer(&x2);
     x1.start().await?;
@@ -336,7 +337,7 @@ async fn the_router_never_forwards_beyond_the_next_peers_hold_window() -> TestRe
 /// not forwarded, and the payer's transfer is cancelled.
 #[tokio::test]
 async fn a_payment_towards_a_peer_at_its_prepared_cap_is_refused_with_t04() -> TestResult {
-    let clock: Arc<dyn Clock> = Arc::new(ilp_bridge::peer::SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let x1 = trustline("x1", &server_options("test.a."), Arc::clone(&clock))?;
     let mut x2_cfg = PeerConfig::from_legacy_json("x2", &server_options("test.b."))?;
     x2_cfg.limits.max_prepared_transfers = 1;
@@ -346,7 +347,7 @@ async fn a_payment_towards_a_peer_at_its_prepared_cap_is_refused_with_t04() -> T
     let c = trustline("c", &client_options(), Arc::clone(&clock))?;
     MemoryLink::pair(&a, &x1);
     MemoryLink::pair(&c, &x2);
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), Arc::clone(&clock));
     router.add_peer(&x1);
     router.add_peer(&x2);
     for t in [&x1, &x2, &a, &c] {

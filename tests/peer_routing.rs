@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
@@ -89,13 +90,23 @@ async fn net_with(
     code_b: &str,
     config: RoutingConfig,
 ) -> Result<Net, Box<dyn std::error::Error>> {
+    net_on_clock(scale_b, code_b, config, Arc::new(SystemClock)).await
+}
+
+/// [`net_with`], the router reading the time from `clock`.
+async fn net_on_clock(
+    scale_b: u8,
+    code_b: &str,
+    config: RoutingConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Net, Box<dyn std::error::Error>> {
     let x1 = server("x1", "test.a.", "USD", 9)?;
     let x2 = server("x2", "test.b.", code_b, scale_b)?;
     let a = client("a")?;
     let c = client("c")?;
     MemoryLink::pair(&x1, &a);
     MemoryLink::pair(&x2, &c);
-    let router = Router::new(config);
+    let router = Router::new(config, clock);
     router.add_peer(&x1);
     router.add_peer(&x2);
     for t in [&x1, &x2, &a, &c] {
@@ -310,6 +321,60 @@ async fn quote(
     )?)
 }
 
+/// A clock stopped at one instant.
+struct StoppedClock(std::time::SystemTime);
+
+impl Clock for StoppedClock {
+    fn now(&self) -> std::time::SystemTime {
+        self.0
+    }
+}
+
+/// The router stamps what it answers with the clock it is given: a quote's expiry and an ILP v1 Error's
+/// `triggeredAt`.
+#[tokio::test]
+async fn the_router_reads_the_time_from_its_clock() -> TestResult {
+    use btp::ilp_v1::{BySourceRequest, LiquidityRequest};
+    // 2017-10-01T00:00:00Z: far from the system clock, so a time read from it would show.
+    const AT_MS: i64 = 1_506_816_000_000;
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(AT_MS as u64);
+    let n = net_on_clock(
+        6,
+        "USD",
+        RoutingConfig::default(),
+        Arc::new(StoppedClock(at)),
+    )
+    .await?;
+    let IlpV1Packet::LiquidityResponse(curve) = quote(
+        &n.a,
+        IlpV1Packet::LiquidityRequest(LiquidityRequest {
+            destination_account: "test.b.server.carl".to_owned(),
+            destination_hold_duration: 2000,
+        }),
+    )
+    .await?
+    else {
+        return Err("expected a liquidity response".into());
+    };
+    let quote_expiry_ms = i64::try_from(ilp_bridge::peer::routing::QUOTE_EXPIRY.as_millis())?;
+    assert_eq!(curve.expires_at.unix_millis(), AT_MS + quote_expiry_ms);
+    let IlpV1Packet::Error(e) = quote(
+        &n.a,
+        IlpV1Packet::BySourceRequest(BySourceRequest {
+            destination_account: "test.zzz.bob".to_owned(),
+            source_amount: 10,
+            destination_hold_duration: 3000,
+        }),
+    )
+    .await?
+    else {
+        return Err("expected an ILP error".into());
+    };
+    assert_eq!(e.code_str(), "F02");
+    assert_eq!(e.triggered_at.unix_millis(), AT_MS);
+    Ok(())
+}
+
 #[tokio::test]
 async fn quotes_are_routed_and_answered_for_the_next_ledger() -> TestResult {
     use btp::ilp_v1::{
@@ -464,7 +529,7 @@ async fn a_peer_claiming_a_scale_above_255_is_refused() -> TestResult {
         prepares: std::sync::atomic::AtomicUsize::new(0),
     });
     x2.set_link(liar.clone());
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), Arc::new(SystemClock));
     router.add_peer(&x1);
     router.add_peer(&x2);
     for t in [&x1, &x2, &a] {
@@ -533,7 +598,7 @@ async fn recovery_fulfills_a_paid_source_before_any_peer_has_connected() -> Test
     let c = trustline("c", &server_b)?;
     let (a_link, _) = MemoryLink::pair(&a, &x1);
     let (c_link, _) = MemoryLink::pair(&c, &x2);
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), Arc::new(SystemClock));
     router.add_peer(&x1);
     router.add_peer(&x2);
     for t in [&x1, &x2, &a, &c] {
@@ -561,7 +626,7 @@ async fn recovery_fulfills_a_paid_source_before_any_peer_has_connected() -> Test
     let x2 = trustline_on("x2", &x2_options, x2_stores)?;
     x1.start().await?;
     x2.start().await?;
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), Arc::new(SystemClock));
     router.add_peer(&x1);
     router.add_peer(&x2);
     assert_eq!(router.recover().await?, 1);
@@ -666,10 +731,13 @@ async fn a_payment_for_the_node_left_prepared_before_a_restart_is_refused_after_
     let x1 = trustline_on("x1", &x1_options, x1_stores.clone())?;
     let a = client("a")?;
     let (a_link, _) = MemoryLink::pair(&a, &x1);
-    let router = Router::new(RoutingConfig {
-        local_payments: LocalPayments::Embedder,
-        ..RoutingConfig::default()
-    });
+    let router = Router::new(
+        RoutingConfig {
+            local_payments: LocalPayments::Embedder,
+            ..RoutingConfig::default()
+        },
+        Arc::new(SystemClock),
+    );
     router.add_peer(&x1);
     x1.connect().await?;
     a.connect().await?;
@@ -679,7 +747,7 @@ async fn a_payment_for_the_node_left_prepared_before_a_restart_is_refused_after_
 
     let x1 = trustline_on("x1", &x1_options, x1_stores)?;
     x1.start().await?;
-    let router = Router::new(RoutingConfig::default());
+    let router = Router::new(RoutingConfig::default(), Arc::new(SystemClock));
     router.add_peer(&x1);
     assert_eq!(router.recover().await?, 1);
     let mut a_events = a.subscribe();

@@ -18,9 +18,10 @@ use channel_modules::store::{
 use channel_modules::{ChannelModule, ModuleError};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{
-    IncomingRequestHandler, MemoryLink, PeerError, PeerEvent, PeerMessage, TokioClock, Trustline,
+    IncomingRequestHandler, MemoryLink, PeerError, PeerEvent, PeerMessage, Trustline,
     TrustlineOptions,
 };
+use ilp_bridge::testing::TokioClock;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
@@ -671,7 +672,7 @@ impl IncomingRequestHandler for Echo {
             .and_then(|c| c.get("fail"))
             .is_some()
         {
-            return Err(PeerError::Handler("handler failed".to_owned()));
+            return Err(PeerError::handler("handler failed"));
         }
         Ok(PeerMessage {
             ilp: request.ilp,

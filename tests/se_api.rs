@@ -126,7 +126,7 @@ async fn bad_settle_requests_get_problem_json_and_change_nothing() -> TestResult
     let c = reqwest::Client::new();
     let base = url(&se);
     post_json(&c, &format!("{base}/accounts"), None, r#"{"id":"acct"}"#).await?;
-    let Backing::Memory(store, _) = &backing else {
+    let Backing::Memory(store, ..) = &backing else {
         return Err("memory backing expected".into());
     };
     let before = store.len();
@@ -454,7 +454,7 @@ async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
         se.stop().await;
 
         // Two keys whose last request was 26 h ago, as if they expired while the engine was down.
-        if let Backing::Memory(store, _) = &backing {
+        if let Backing::Memory(store, ..) = &backing {
             let old_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as u64
@@ -502,11 +502,10 @@ async fn idempotency_keys_leave_memory_but_not_the_store() -> TestResult {
 #[tokio::test]
 async fn the_operator_settles_a_contested_identity() -> TestResult {
     use channel_modules::identity::IdentityOrigin;
-    use ilp_bridge::settlement::identity::claim_identity_in;
 
     let mock = MockConnector::start().await?;
     let backing = Backing::memory();
-    let Backing::Memory(store, _) = &backing else {
+    let Backing::Memory(_, _, identities) = &backing else {
         unreachable!("a memory backing")
     };
     let se = start_engine(
@@ -527,17 +526,17 @@ async fn the_operator_settles_a_contested_identity() -> TestResult {
     }
     let identity = "eth:1:0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
     // Both accounts prove the same address (a relayed proof): contested, both refused.
-    claim_identity_in(store, identity, "rightful", IdentityOrigin::Proven).await?;
-    assert!(
-        claim_identity_in(store, identity, "squatter", IdentityOrigin::Proven)
-            .await
-            .is_err()
-    );
-    assert!(
-        claim_identity_in(store, identity, "rightful", IdentityOrigin::Proven)
-            .await
-            .is_err()
-    );
+    identities
+        .hold_identity(identity, "rightful", IdentityOrigin::Proven)
+        .await?;
+    assert!(identities
+        .hold_identity(identity, "squatter", IdentityOrigin::Proven)
+        .await
+        .is_err());
+    assert!(identities
+        .hold_identity(identity, "rightful", IdentityOrigin::Proven)
+        .await
+        .is_err());
     let listed = admin_get(&se, "/identities").await?;
     assert_eq!(listed[0]["identity"], identity);
     let contested: Vec<&str> = listed[0]["record"]["contested"]
@@ -572,12 +571,13 @@ async fn the_operator_settles_a_contested_identity() -> TestResult {
         assign("rightful", ADMIN_TOKEN).await?.status().as_u16(),
         204
     );
-    claim_identity_in(store, identity, "rightful", IdentityOrigin::Proven).await?;
-    assert!(
-        claim_identity_in(store, identity, "squatter", IdentityOrigin::Proven)
-            .await
-            .is_err()
-    );
+    identities
+        .hold_identity(identity, "rightful", IdentityOrigin::Proven)
+        .await?;
+    assert!(identities
+        .hold_identity(identity, "squatter", IdentityOrigin::Proven)
+        .await
+        .is_err());
     let listed = admin_get(&se, "/identities").await?;
     assert_eq!(listed[0]["record"]["account"], "rightful");
     assert_eq!(listed[0]["record"]["origin"], "configured");

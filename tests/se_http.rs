@@ -124,6 +124,7 @@ async fn a_non_loopback_listen_needs_a_token_or_the_override() -> TestResult {
         SeConfig::default(),
         std::sync::Arc::new(ilp_bridge::settlement::store::MemorySeStore::new()),
         std::sync::Arc::new(ilp_bridge::settlement::host::MemoryModuleLogs::new()),
+        ilp_bridge::identity::IdentityRegistry::memory(),
         wide,
         None,
     )

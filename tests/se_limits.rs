@@ -194,6 +194,7 @@ async fn open(store: &FlakyStore, knobs: &Knobs) -> Result<Engine, BoxError> {
         config(),
         Arc::new(store.clone()),
         Arc::new(MemoryModuleLogs::new()),
+        ilp_bridge::identity::IdentityRegistry::memory(),
     )
     .modules(modules)
     .open()

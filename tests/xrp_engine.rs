@@ -78,9 +78,10 @@ impl Side {
     async fn start_engine(&self) -> Result<SeHandle, BoxError> {
         let db = open_db(self.dir.path()).await?;
         let store = Arc::new(RocksSeStore::new(Arc::clone(&db)));
-        let logs = Arc::new(RocksModuleLogs::new(db));
+        let logs = Arc::new(RocksModuleLogs::new(Arc::clone(&db)));
+        let identities = ilp_bridge::identity::IdentityRegistry::on_db(db);
         let api = TcpListener::bind("127.0.0.1:0").await?;
-        Ok(start(self.config(), store, logs, api, None).await?)
+        Ok(start(self.config(), store, logs, identities, api, None).await?)
     }
 
     /// Stops the engine and starts it again on the same folder (a new port, told to the connector).

@@ -116,10 +116,16 @@ impl Timestamp {
 
     /// The current time from the system clock (clamped into the representable range).
     ///
-    /// Code with timing logic should take its clock as a parameter instead of calling this.
+    /// Code with timing logic should take its clock as a parameter instead of calling this, and convert what
+    /// the clock says with [`Timestamp::from_system_time_clamped`].
     pub fn now() -> Timestamp {
-        let now = SystemTime::now();
-        Timestamp::from_system_time(now).unwrap_or(if now < UNIX_EPOCH {
+        Timestamp::from_system_time_clamped(SystemTime::now())
+    }
+
+    /// [`Timestamp::from_system_time`], clamped into the representable range ([`Timestamp::MIN`] before year
+    /// 0000, [`Timestamp::MAX`] after 9999) for a time that must be stamped whatever it is.
+    pub fn from_system_time_clamped(time: SystemTime) -> Timestamp {
+        Timestamp::from_system_time(time).unwrap_or(if time < UNIX_EPOCH {
             Timestamp::MIN
         } else {
             Timestamp::MAX

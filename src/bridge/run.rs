@@ -405,12 +405,12 @@ pub async fn run_peers(
 ) -> Result<(), RunError> {
     // The whole configuration is known here: identities held by peers no longer in it are released.
     let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
-    crate::peer::host::NodeIdentities::rocks(Arc::clone(&db))
+    crate::peer::NodeIdentities::on_db(Arc::clone(&db))
         .release_unconfigured(&names)
         .await
         .map_err(crate::peer::PeerError::from)?;
     options.bridged = modern.keys().cloned().collect();
-    options.trustline.identities = crate::peer::host::NodeIdentities::rocks(Arc::clone(&db));
+    options.trustline.identities = crate::peer::NodeIdentities::on_db(Arc::clone(&db));
     let stores = |c: &PeerConfig| -> Arc<dyn crate::peer::PeerStores> {
         Arc::new(RocksStores::new(
             Arc::clone(&db),

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::legacy::{ConfigError, PeerConfig, Secret};
+use super::error::{ConfigError, ParseError};
+use super::legacy::{PeerConfig, Secret};
 
 /// Default [`ModernConfig::expiry_margin`].
 pub const DEFAULT_BRIDGE_EXPIRY_MARGIN: Duration = Duration::from_millis(1_000);
@@ -167,7 +168,7 @@ fn address(field: &str, value: Option<&String>) -> Result<Option<String>, Config
     match value {
         Some(a) => btp::ilp_v4::Address::new(a)
             .map(|_| Some(a.clone()))
-            .map_err(|e| ConfigError::field(field, format!("not an ILP address: {e}"))),
+            .map_err(|e| ConfigError::value(field, ParseError::IlpAddress(e))),
         None => Ok(None),
     }
 }
@@ -189,7 +190,7 @@ impl RawModern {
             "btp-client" => {
                 let url = need("url", self.url.clone())?;
                 btp::transport::BtpUrl::parse(&url)
-                    .map_err(|e| ConfigError::field(f("url"), e.to_string()))?;
+                    .map_err(|e| ConfigError::value(f("url"), ParseError::BtpUrl(e)))?;
                 ModernTransport::BtpClient {
                     url: Secret::new(url),
                 }
@@ -203,7 +204,7 @@ impl RawModern {
             "http" => {
                 let url = need("url", self.url.clone())?;
                 let parsed = url::Url::parse(&url)
-                    .map_err(|e| ConfigError::field(f("url"), e.to_string()))?;
+                    .map_err(|e| ConfigError::value(f("url"), ParseError::Url(e)))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(ConfigError::field(f("url"), "must be an http or https URL"));
                 }

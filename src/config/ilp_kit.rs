@@ -1,5 +1,5 @@
 //! ILP Kit's `env.list`: start every `CONNECTOR_LEDGERS` entry that uses `ilp-plugin-payment-channel-framework`,
-//! exactly as ILP Kit's connector (ilp-connector ^21.1.9) would (`legacy-plugin.md` §8).
+//! exactly as ILP Kit's connector (ilp-connector ^21.1.9) would (docs/ilp-kit.md §1–§4).
 //!
 //! * `env.list`: one `KEY=value` per line, split at the first `=`, key and value trimmed; quotes are *not*
 //!   removed (Docker env-file rules); blank lines and lines starting with `#` are skipped. A variable set in the
@@ -15,7 +15,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::legacy::{ConfigError, PeerConfig};
+use super::error::{ConfigError, ParseError};
+use super::legacy::PeerConfig;
 
 /// The npm name of the legacy plugin in `CONNECTOR_LEDGERS`.
 pub const LEGACY_PLUGIN_NAME: &str = "ilp-plugin-payment-channel-framework";
@@ -60,9 +61,9 @@ pub fn load_env_with(
     path: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<PeerConfig>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })?;
     let file_vars = parse_env_list(&text)?;
     let ledgers = env(CONNECTOR_LEDGERS)
@@ -79,7 +80,7 @@ pub fn load_env_with(
 /// Builds the peers of a `CONNECTOR_LEDGERS` JSON text.
 pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, ConfigError> {
     let v: Value = serde_json::from_str(json)
-        .map_err(|e| ConfigError::field(CONNECTOR_LEDGERS, format!("not strict JSON: {e}")))?;
+        .map_err(|e| ConfigError::value(CONNECTOR_LEDGERS, ParseError::StrictJson(e)))?;
     let Value::Object(entries) = v else {
         return Err(ConfigError::field(
             CONNECTOR_LEDGERS,
@@ -198,9 +199,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(
-            peers_from_connector_ledgers("{'a':1}"),
-            Err(ConfigError::Field { field, .. }) if field == CONNECTOR_LEDGERS
-        ));
+        let not_json = peers_from_connector_ledgers("{'a':1}");
+        assert!(
+            matches!(
+                &not_json,
+                Err(ConfigError::Value { field, source }) if field == CONNECTOR_LEDGERS
+                    && matches!(source.downcast_ref(), Some(ParseError::StrictJson(_)))
+            ),
+            "{not_json:?}"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! An operator can paste the `options` object of an ILP Kit `CONNECTOR_LEDGERS` entry (or of a hand-written
 //! plugin instantiation) and get the same peer: a server (`listener`) or a client (`server` URL), its limits, its
-//! prefix and ledger info. Rules follow `legacy-plugin.md` §2 and §4:
+//! prefix and ledger info. Rules follow docs/legacy-btp.md §3 (authentication) and §9.1 (stateful and stateless
+//! modes):
 //!
 //! * `listener: {port (default 4195), cert, key, ca}`: TLS needs all three files (legacy silently never listens
 //!   without `ca`; we refuse the configuration instead).
@@ -26,9 +27,10 @@ use std::path::PathBuf;
 
 use channel_modules::store::Limit;
 
-use super::prepare_limits::PrepareLimits;
 use serde_json::{Map, Value};
 
+use super::error::{ConfigError, ParseError};
+use super::prepare_limits::PrepareLimits;
 use super::redact::OptionNames;
 
 /// Default listener port of the legacy plugin.
@@ -73,48 +75,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
-    }
-}
-
-/// A configuration error: which field, and why.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A field has a bad value or is missing.
-    #[error("invalid {field}: {reason}")]
-    Field {
-        /// Dotted path of the field (e.g. `listener.port`, `CONNECTOR_LEDGERS.g.eur.options.maxBalance`).
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The OS error.
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError::Field {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// Prefixes the field path (used when the options sit inside a larger document).
-    pub fn within(self, outer: &str) -> Self {
-        match self {
-            ConfigError::Field { field, reason } => ConfigError::Field {
-                field: format!("{outer}.{field}"),
-                reason,
-            },
-            other => other,
-        }
     }
 }
 
@@ -293,7 +253,7 @@ impl PeerConfig {
         let Value::Object(obj) = options else {
             return Err(ConfigError::field("options", "must be a JSON object"));
         };
-        validate_peer_name(name).map_err(|r| ConfigError::field("name", r))?;
+        validate_peer_name(name).map_err(|r| ConfigError::value("name", r))?;
         for key in obj.keys() {
             if !KNOWN_OPTIONS.contains(&key.as_str()) {
                 tracing::warn!(peer = name, option = %key, "unknown legacy plugin option ignored");
@@ -335,7 +295,7 @@ impl PeerConfig {
         let prefix = match obj.get("prefix") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => {
-                validate_prefix(s).map_err(|r| ConfigError::field("prefix", r))?;
+                validate_prefix(s).map_err(|r| ConfigError::value("prefix", r))?;
                 Some(s.clone())
             }
             Some(_) => return Err(ConfigError::field("prefix", "must be a string")),
@@ -439,7 +399,7 @@ impl PeerConfig {
     /// Parses a legacy options JSON text (as pasted into a config file).
     pub fn from_legacy_str(name: &str, json: &str) -> Result<Self, ConfigError> {
         let v: Value = serde_json::from_str(json)
-            .map_err(|e| ConfigError::field("options", format!("not valid JSON: {e}")))?;
+            .map_err(|e| ConfigError::value("options", ParseError::Json(e)))?;
         Self::from_legacy_json(name, &v)
     }
 
@@ -457,23 +417,43 @@ impl PeerConfig {
 /// a `/` would let a peer named `se/acct` read and write that engine account's logs and trackers, so it is
 /// refused. Control characters are refused too (names appear in logs and error messages), and names longer than
 /// the store's [`NAME_MAX_BYTES`](crate::store::codec::NAME_MAX_BYTES) could never be stored.
-pub fn validate_peer_name(name: &str) -> Result<(), String> {
+pub fn validate_peer_name(name: &str) -> Result<(), PeerNameError> {
     if name.is_empty() {
-        return Err("must not be empty".to_owned());
+        return Err(PeerNameError::Empty);
     }
     if name.len() > crate::store::codec::NAME_MAX_BYTES {
-        return Err(format!(
-            "longer than {} bytes",
-            crate::store::codec::NAME_MAX_BYTES
-        ));
+        return Err(PeerNameError::TooLong);
     }
-    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
-        return Err(format!(
-            "{name:?} contains {c:?}; \"/\" is reserved for internal store namespaces (e.g. \"se/<account>\") \
-             and control characters are not allowed"
-        ));
+    if let Some(found) = name.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(PeerNameError::Reserved {
+            name: name.to_owned(),
+            found,
+        });
     }
     Ok(())
+}
+
+/// Why [`validate_peer_name`] refused a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerNameError {
+    /// The name is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// Longer than the store can hold.
+    #[error("longer than {} bytes", crate::store::codec::NAME_MAX_BYTES)]
+    TooLong,
+    /// The name holds a `/` or a control character.
+    #[error(
+        "{name:?} contains {found:?}; \"/\" is reserved for internal store namespaces (e.g. \"se/<account>\") \
+         and control characters are not allowed"
+    )]
+    Reserved {
+        /// The name.
+        name: String,
+        /// The character refused.
+        found: char,
+    },
 }
 
 /// Checks that a set of peers can run together in one node, before any of them starts:
@@ -492,7 +472,7 @@ pub fn validate_peer_set(peers: &[PeerConfig]) -> Result<(), ConfigError> {
         std::collections::BTreeMap::new();
     for (i, p) in peers.iter().enumerate() {
         validate_peer_name(&p.name)
-            .map_err(|r| ConfigError::field(peer_field(&p.name, "name"), r))?;
+            .map_err(|r| ConfigError::value(peer_field(&p.name, "name"), r))?;
         if peers[..i].iter().any(|q| q.name == p.name) {
             return Err(ConfigError::field(
                 peer_field(&p.name, "name"),
@@ -560,27 +540,45 @@ fn incoming_secret(c: &PeerConfig) -> &str {
     c.incoming_secret.as_ref().map_or("", Secret::expose)
 }
 
+/// Longest ILP prefix accepted, in characters (an ILP address is at most 1023 characters).
+pub const PREFIX_MAX_LEN: usize = 1023;
+
 /// Checks an ILP prefix: non-empty, ILP address characters only. Legacy prefixes end with `.`.
-pub fn validate_prefix(p: &str) -> Result<(), String> {
+pub fn validate_prefix(p: &str) -> Result<(), PrefixError> {
     if p.is_empty() {
-        return Err("must not be empty".to_owned());
+        return Err(PrefixError::Empty);
     }
-    if p.len() > 1023 {
-        return Err("longer than 1023 characters".to_owned());
+    if p.len() > PREFIX_MAX_LEN {
+        return Err(PrefixError::TooLong);
     }
     if let Some(c) = p
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-')))
     {
-        return Err(format!("character {c:?} is not allowed in an ILP address"));
+        return Err(PrefixError::Character(c));
     }
     if !p.ends_with('.') {
-        return Err(
-            "must end with \".\" (legacy prefixes are followed by \"server\"/\"client\")"
-                .to_owned(),
-        );
+        return Err(PrefixError::NoTrailingDot);
     }
     Ok(())
+}
+
+/// Why [`validate_prefix`] refused a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrefixError {
+    /// The prefix is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// Longer than [`PREFIX_MAX_LEN`].
+    #[error("longer than {PREFIX_MAX_LEN} characters")]
+    TooLong,
+    /// A character an ILP address cannot hold.
+    #[error("character {0:?} is not allowed in an ILP address")]
+    Character(char),
+    /// The prefix does not end with `.`.
+    #[error("must end with \".\" (legacy prefixes are followed by \"server\"/\"client\")")]
+    NoTrailingDot,
 }
 
 fn parse_listener(v: &Value) -> Result<ListenerConfig, ConfigError> {
@@ -639,7 +637,7 @@ fn parse_listener(v: &Value) -> Result<ListenerConfig, ConfigError> {
 /// Parses a `btp+ws[s]://user:secret@host:port/path` URL as the legacy client does.
 pub fn parse_server_url(s: &str) -> Result<ServerUrl, ConfigError> {
     let mut url =
-        url::Url::parse(s).map_err(|e| ConfigError::field("server", format!("not a URL: {e}")))?;
+        url::Url::parse(s).map_err(|e| ConfigError::value("server", ParseError::NotUrl(e)))?;
     let ws_scheme = match url.scheme() {
         "btp+ws" => "ws",
         "btp+wss" => "wss",
@@ -700,7 +698,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// a JSON integer.
 fn parse_limit(peer: &str, field: &str, v: &Value) -> Result<Limit, ConfigError> {
     match v {
-        Value::String(s) => parse_limit_str(s).map_err(|r| ConfigError::field(field, r)),
+        Value::String(s) => parse_limit_str(s).map_err(|r| ConfigError::value(field, r)),
         Value::Number(n) => {
             tracing::warn!(
                 peer,
@@ -719,7 +717,7 @@ fn parse_limit(peer: &str, field: &str, v: &Value) -> Result<Limit, ConfigError>
 }
 
 /// Parses a limit string: optional sign and decimal digits, or `Infinity` / `-Infinity` (unbounded).
-pub fn parse_limit_str(s: &str) -> Result<Limit, String> {
+pub fn parse_limit_str(s: &str) -> Result<Limit, LimitError> {
     let t = s.trim();
     match t {
         "Infinity" | "+Infinity" | "-Infinity" => return Ok(Limit::Unbounded),
@@ -727,13 +725,23 @@ pub fn parse_limit_str(s: &str) -> Result<Limit, String> {
     }
     let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{s:?} is not a decimal integer (fractions and exponents are refused)"
-        ));
+        return Err(LimitError::NotDecimal(s.to_owned()));
     }
     t.parse::<i128>()
         .map(Limit::Finite)
-        .map_err(|_| format!("{s:?} is out of range"))
+        .map_err(|_| LimitError::OutOfRange(s.to_owned()))
+}
+
+/// Why [`parse_limit_str`] refused a limit (the text as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// Not a decimal integer.
+    #[error("{0:?} is not a decimal integer (fractions and exponents are refused)")]
+    NotDecimal(String),
+    /// Beyond what a limit can hold.
+    #[error("{0:?} is out of range")]
+    OutOfRange(String),
 }
 
 #[cfg(test)]
@@ -818,7 +826,9 @@ mod tests {
 
     fn field_of(r: Result<PeerConfig, ConfigError>) -> String {
         match r {
-            Err(ConfigError::Field { field, .. }) => field,
+            Err(e) => e
+                .field_path()
+                .map_or_else(|| format!("unexpected: {e:?}"), str::to_owned),
             other => format!("unexpected: {other:?}"),
         }
     }

@@ -40,7 +40,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::bridge::{ModernConfig, RawModern};
-use super::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use super::error::{ConfigError, ParseError};
+use super::legacy::{validate_peer_set, PeerConfig};
 use super::prepare_limits::PrepareLimits;
 use super::routing::{RawRouting, RoutingConfig};
 use super::settlement::SeConfig;
@@ -204,9 +205,16 @@ module = "trustline"
 impl NodeConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            ConfigError::field("--config", format!("cannot read {}: {e}", path.display()))
-        })?;
+        let read_error = |source| {
+            ConfigError::value(
+                "--config",
+                ParseError::Read {
+                    path: path.display().to_string(),
+                    source,
+                },
+            )
+        };
+        let meta = std::fs::metadata(path).map_err(read_error)?;
         if meta.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::field(
                 "--config",
@@ -217,23 +225,17 @@ impl NodeConfig {
                 ),
             ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::field("--config", format!("cannot read {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
         Self::parse(&text)
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
-        let raw: RawNode = toml::from_str(text).map_err(|e| {
-            let place = e
+        let raw: RawNode = toml::from_str(text).map_err(|source: toml::de::Error| {
+            let line = source
                 .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ConfigError::field("config", format!("{}{place}", e.message()))
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            ConfigError::value("config", ParseError::Toml { line, source })
         })?;
         let mut peers = Vec::with_capacity(raw.peers.len());
         let mut modern = BTreeMap::new();
@@ -251,10 +253,9 @@ impl NodeConfig {
                     "missing: the legacy plugin options (options = {...} or options_json = '...')",
                 )),
                 (Some(t), None) => serde_json::to_value(t)
-                    .map_err(|e| ConfigError::field(field("options"), e.to_string()))?,
-                (None, Some(json)) => serde_json::from_str(json).map_err(|e| {
-                    ConfigError::field(field("options_json"), format!("not valid JSON: {e}"))
-                })?,
+                    .map_err(|e| ConfigError::value(field("options"), ParseError::ToJson(e)))?,
+                (None, Some(json)) => serde_json::from_str(json)
+                    .map_err(|e| ConfigError::value(field("options_json"), ParseError::Json(e)))?,
             };
             let mut peer = PeerConfig::from_legacy_json(&p.name, &options)
                 .map_err(|e| e.within(&format!("peer {:?}", p.name)))?;

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use super::legacy::ConfigError;
+use super::error::ConfigError;
 
 /// Default [`PrepareLimits::max_hold`]: 60 s. ilp-connector (the connector of ILP Kit) held funds at most
 /// `CONNECTOR_MAX_HOLD_TIME`, 10 s by default, and ILP v1 senders asked for 5 s at the destination

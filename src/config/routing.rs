@@ -9,7 +9,8 @@ use num_bigint::BigUint;
 use num_traits::Zero;
 use serde::Deserialize;
 
-use super::legacy::{ConfigError, PeerConfig};
+use super::error::ConfigError;
+use super::legacy::PeerConfig;
 
 /// Default time the forwarded transfer expires before the incoming one.
 pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
@@ -161,9 +162,8 @@ impl RawRouting {
                     ));
                 }
             }
-            let rate = Rate::parse(&r.rate).map_err(|e| {
-                ConfigError::field(format!("routing.rates[{i}].rate"), e.to_string())
-            })?;
+            let rate = Rate::parse(&r.rate)
+                .map_err(|e| ConfigError::value(format!("routing.rates[{i}].rate"), e))?;
             rates.insert((r.from.clone(), r.to.clone()), rate);
         }
         routing.rates = rates;

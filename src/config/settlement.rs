@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::legacy::ConfigError;
+use super::error::ConfigError;
 use super::redact::{OptionNames, SecretSet, UrlWithoutPassword};
 
 /// Default engine API address (settlement-core and the Ethereum engine use port 3000).

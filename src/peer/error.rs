@@ -89,19 +89,20 @@ pub enum PeerError {
     Rpc(#[from] RpcError),
     /// The peer's reply was malformed.
     #[error("invalid reply from peer: {0}")]
-    InvalidReply(String),
+    InvalidReply(#[source] ReplyError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The channel module failed.
     #[error("module error: {0}")]
     Module(#[from] ModuleError),
-    /// A request handler refused a request (becomes an ILP v1 F00 "Bad Request").
+    /// A request handler refused a request (becomes an ILP v1 F00 "Bad Request" whose message is this error's
+    /// text): the handler's own error.
     #[error("{0}")]
-    Handler(String),
+    Handler(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Bad configuration.
     #[error(transparent)]
-    Config(#[from] crate::config::legacy::ConfigError),
+    Config(#[from] crate::config::error::ConfigError),
 }
 
 impl PeerError {
@@ -109,6 +110,36 @@ impl PeerError {
     pub fn refused(name: &str, message: impl Into<String>) -> Self {
         PeerError::Refused(WireError::new(name, message))
     }
+
+    /// A request handler's refusal: `error` (any error, or a message) says why.
+    pub fn handler(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        PeerError::Handler(error.into())
+    }
+}
+
+/// What is wrong with a reply of the peer ([`PeerError::InvalidReply`]). The messages of the replies the
+/// legacy plugin checks are its own.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// A JSON entry that does not parse.
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// The `info` reply names no prefix, and none is configured.
+    #[error("peer info has no prefix")]
+    NoPrefix,
+    /// The reply to `getPeerBalance` has no `balance` entry.
+    #[error("Could not get peer balance.")]
+    NoBalance,
+    /// The `balance` entry is not 8 bytes long (its length).
+    #[error("balance is not 8 bytes")]
+    BalanceLength(usize),
+    /// The reply to `getLimit` has no `limit` entry.
+    #[error("Failed to get limit of peer.")]
+    NoLimit,
+    /// The `limit` entry is neither a string nor a number.
+    #[error("limit is {0}")]
+    Limit(serde_json::Value),
 }
 
 /// Maps a transfer-log error to the legacy wire error (the framework's TransferLog messages, docs/legacy-btp.md

@@ -18,10 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::error::PeerError;
-use super::host::{NodeIdentities, PeerStores};
+use super::host::PeerStores;
+use super::identities::NodeIdentities;
 use super::routing::Router;
 use super::trustline::{Trustline, TrustlineHandler, TrustlineOptions};
-use crate::config::legacy::{validate_peer_set, ConfigError, PeerConfig};
+use crate::config::error::ConfigError;
+use crate::config::legacy::{validate_peer_set, PeerConfig};
 use crate::config::routing::RoutingConfig;
 use crate::store::{Db, RocksStores};
 
@@ -127,7 +129,7 @@ impl PeerNode {
         mut options: NodeOptions,
     ) -> Result<PeerNode, PeerError> {
         // Ledger identities are node-wide and durable: in the node's database, shared by every trustline.
-        options.trustline.identities = NodeIdentities::rocks(Arc::clone(&db));
+        options.trustline.identities = NodeIdentities::on_db(Arc::clone(&db));
         let stores = |c: &PeerConfig| -> Arc<dyn PeerStores> {
             Arc::new(RocksStores::new(
                 Arc::clone(&db),
@@ -169,7 +171,10 @@ impl PeerNode {
             limits: options.connections,
             ..EndpointConfig::default()
         });
-        let router = Router::new(options.routing.clone());
+        let router = Router::new(
+            options.routing.clone(),
+            Arc::clone(&options.trustline.clock),
+        );
         let (stop, _) = watch::channel(false);
         let mut trustlines = BTreeMap::new();
         let mut by_port: BTreeMap<u16, PortPeers> = BTreeMap::new();
@@ -368,7 +373,7 @@ pub async fn run_peers(
 ) -> Result<(), PeerError> {
     // The whole configuration is known here: identities held by peers no longer in it are released.
     let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
-    NodeIdentities::rocks(Arc::clone(&db))
+    NodeIdentities::on_db(Arc::clone(&db))
         .release_unconfigured(&names)
         .await?;
     let node = PeerNode::start(configs, db, options).await?;

@@ -24,6 +24,7 @@ use super::lifecycle::KeptAccount;
 use super::purge::purge_task;
 use super::store::SeStore;
 use crate::config::settlement::SeConfig;
+use crate::identity::IdentityRegistry;
 
 /// Builds a channel module from its configured name and options; [`Engine::open`] uses [`engine_module`] (the
 /// stock modules), [`EngineBuilder::modules`] takes another.
@@ -52,6 +53,8 @@ pub(super) struct Inner {
     pub(super) config: SeConfig,
     pub(super) store: Arc<dyn SeStore>,
     pub(super) logs: Arc<dyn ModuleLogs>,
+    /// The node's ledger-identity registry, where the accounts hold their peers' ledger identities.
+    pub(super) identities: Arc<IdentityRegistry>,
     pub(super) client: ConnectorClient,
     pub(super) modules: ModuleFactory,
     /// Where every time the engine records or compares comes from.
@@ -88,14 +91,18 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Loads the engine's state from `store` and starts every account's workers, with the stock modules and
-    /// the system clock. Must run inside a tokio runtime. The module named in `config` is checked by building
-    /// it once.
+    /// the system clock; its accounts hold ledger identities in `identities` (the node's registry, on the same
+    /// database as `store`). Must run inside a tokio runtime. The module named in `config` is checked by
+    /// building it once.
     pub async fn open(
         config: SeConfig,
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,
+        identities: Arc<IdentityRegistry>,
     ) -> Result<Engine, EngineError> {
-        Engine::builder(config, store, logs).open().await
+        Engine::builder(config, store, logs, identities)
+            .open()
+            .await
     }
 
     /// An engine to open with other modules or another clock than [`Engine::open`]'s.
@@ -103,11 +110,13 @@ impl Engine {
         config: SeConfig,
         store: Arc<dyn SeStore>,
         logs: Arc<dyn ModuleLogs>,
+        identities: Arc<IdentityRegistry>,
     ) -> EngineBuilder {
         EngineBuilder {
             config,
             store,
             logs,
+            identities,
             modules: Arc::new(engine_module),
             clock: Arc::new(SystemClock),
         }
@@ -163,6 +172,7 @@ pub struct EngineBuilder {
     config: SeConfig,
     store: Arc<dyn SeStore>,
     logs: Arc<dyn ModuleLogs>,
+    identities: Arc<IdentityRegistry>,
     modules: ModuleFactory,
     clock: Arc<dyn Clock>,
 }
@@ -196,6 +206,7 @@ impl EngineBuilder {
             config,
             store,
             logs,
+            identities,
             modules,
             clock,
         } = self;
@@ -211,6 +222,7 @@ impl EngineBuilder {
             config,
             store,
             logs,
+            identities,
             client,
             modules,
             clock,
@@ -258,6 +270,7 @@ mod tests {
             SeConfig::default(),
             Arc::new(MemorySeStore::new()),
             Arc::new(MemoryModuleLogs::new()),
+            IdentityRegistry::memory(),
         )
         .clock(Arc::new(StoppedClock(
             UNIX_EPOCH + Duration::from_millis(AT_MS),

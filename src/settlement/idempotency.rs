@@ -185,8 +185,9 @@ impl Engine {
         self.inner.idem.len()
     }
 
-    /// Test hook: forgets every answered idempotency key held in memory, as if the cache had rotated them
-    /// out; they are read from the store when used again. Keys being written stay.
+    /// Test hook (`testing` feature): forgets every answered idempotency key held in memory, as if the cache
+    /// had rotated them out; they are read from the store when used again. Keys being written stay.
+    #[cfg(any(test, feature = "testing"))]
     pub fn forget_cached_idempotency_keys(&self) {
         self.inner
             .idem

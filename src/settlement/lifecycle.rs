@@ -162,6 +162,7 @@ impl Engine {
             Arc::clone(&self.inner.logs),
             self.inner.client.clone(),
             Arc::clone(&self.inner.clock),
+            Arc::clone(&self.inner.identities),
             trackers,
         ));
         let ctx = ChannelContext::new(

@@ -14,13 +14,13 @@
 //!   and limits both servers share, `auth.rs` their bearer token; [`run()`] and [`start`]: the engine with its
 //!   servers;
 //! * [`quantity`]: Quantities, scale conversion with leftovers; [`store`]: the durable state and its key
-//!   layout; [`host`]: the engine-mode `ContextHost` a module runs on; [`identity`]: the node's ledger-identity
-//!   registry;
+//!   layout; [`host`]: the engine-mode `ContextHost` a module runs on;
 //! * [`client`]: calls to the connector; [`wire`]: engine-to-engine messages.
 //!
 //! Neighbours: its configuration is [`crate::config::settlement::SeConfig`]; it stores through
-//! [`crate::store::Db`]; modules and the clock come from `channel_modules`. The OpenAPI document of both APIs
-//! is `src/settlement/openapi.yaml` ([`admin::OPENAPI_YAML`]).
+//! [`crate::store::Db`]; its accounts hold their ledger identities in the node's registry
+//! ([`crate::identity::IdentityRegistry`]); modules and the clock come from `channel_modules`. The OpenAPI
+//! document of both APIs is `src/settlement/openapi.yaml` ([`admin::OPENAPI_YAML`]).
 
 mod account;
 pub mod admin;
@@ -32,7 +32,6 @@ pub mod error;
 pub mod host;
 pub mod http;
 mod idempotency;
-pub mod identity;
 mod incoming;
 mod lifecycle;
 mod purge;

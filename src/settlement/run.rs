@@ -15,6 +15,7 @@ use super::host::{ModuleLogs, RocksModuleLogs};
 use super::store::{RocksSeStore, SeStore};
 use super::{admin, api, auth, http};
 use crate::config::settlement::SeConfig;
+use crate::identity::IdentityRegistry;
 use crate::store::Db;
 
 /// Errors of starting or running the engine's servers.
@@ -34,7 +35,7 @@ pub enum SeError {
     Engine(#[from] EngineError),
     /// The configuration is refused (an empty token, an unauthenticated engine API off loopback).
     #[error("settlement engine configuration: {0}")]
-    Config(#[from] crate::config::legacy::ConfigError),
+    Config(#[from] crate::config::error::ConfigError),
 }
 
 /// A running engine with its listeners (see [`start`]).
@@ -77,7 +78,7 @@ impl Drop for SeHandle {
     }
 }
 
-/// Opens the engine on `store`/`logs` and serves the engine API on `listener` and, if given with a token, the
+/// Opens the engine on `store`/`logs`/`identities` (see [`Engine::open`]) and serves the engine API on `listener` and, if given with a token, the
 /// admin API on `admin`, both with [`http::serve`]'s limits. Refuses a configuration with an empty token, and an
 /// engine API reachable from other hosts without `api_token` (unless `allow_unauthenticated`), judged on the
 /// address `listener` is bound to. Returns once serving; stop with [`SeHandle::stop`].
@@ -85,6 +86,7 @@ pub async fn start(
     config: SeConfig,
     store: Arc<dyn SeStore>,
     logs: Arc<dyn ModuleLogs>,
+    identities: Arc<IdentityRegistry>,
     listener: TcpListener,
     admin: Option<TcpListener>,
 ) -> Result<SeHandle, SeError> {
@@ -100,7 +102,7 @@ pub async fn start(
     };
     let api_token = config.api_token.clone();
     log_trust(&config);
-    let engine = Engine::open(config, store, logs).await?;
+    let engine = Engine::open(config, store, logs, identities).await?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
     let mut api = api::router(engine.clone());
@@ -149,8 +151,10 @@ pub async fn start(
     })
 }
 
-/// Says at start what credit the `trustline` module extends, since without `trustLimit` it extends none: the
-/// zero-config engine of `ilp-bridge run` then refuses every IOU, and the operator should know why and what to set.
+/// Says at start what credit the `iou` module (configured as `iou` or its alias `trustline`) extends, since
+/// without `trustLimit` it extends none: the zero-config engine of `ilp-bridge run` then refuses every IOU, and
+/// the operator should know why and what to set. The log lines name it "the trustline module", as they always
+/// have.
 fn log_trust(config: &SeConfig) {
     if !channel_modules::iou::selects_iou_module(&config.module) {
         return;
@@ -202,8 +206,9 @@ pub async fn run(
         None
     };
     let store: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));
-    let logs: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(db));
-    let handle = start(config, store, logs, listener, admin).await?;
+    let logs: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(Arc::clone(&db)));
+    let identities = IdentityRegistry::on_db(db);
+    let handle = start(config, store, logs, identities, listener, admin).await?;
     shutdown.await;
     handle.stop().await;
     Ok(())

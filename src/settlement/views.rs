@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use channel_modules::sync::lock;
-use channel_modules::ModuleError;
 use num_bigint::BigUint;
 use num_traits::Zero;
 use serde::Serialize;
@@ -77,8 +76,7 @@ impl Engine {
 
     /// `GET /identities` (admin): every ledger identity the engine's accounts hold or contest.
     pub fn identities(&self) -> Result<Vec<IdentityView>, EngineError> {
-        let records = super::identity::identity_records_in(self.inner.store.as_ref())
-            .map_err(identity_store_error)?;
+        let records = self.inner.identities.records()?;
         Ok(records
             .into_iter()
             .map(|(identity, record)| IdentityView {
@@ -100,17 +98,12 @@ impl Engine {
         self.account(id)?;
         // Only an identity some account holds or contests: a mistyped one (an Ethereum address in mixed case,
         // say) would otherwise be recorded, answered 204, and settle nothing.
-        if super::identity::identity_record_in(self.inner.store.as_ref(), identity)
-            .map_err(identity_store_error)?
-            .is_none()
-        {
+        if self.inner.identities.record(identity)?.is_none() {
             return Err(EngineError::BadRequest(format!(
                 "no account holds or contests {identity:?}; use an identity exactly as GET /identities lists it"
             )));
         }
-        super::identity::assign_identity_in(self.inner.store.as_ref(), identity, id)
-            .await
-            .map_err(identity_store_error)
+        Ok(self.inner.identities.assign(identity, id).await?)
     }
 
     /// Admin: every 409 alert (incoming settlements the connector refused as already credited).
@@ -267,14 +260,6 @@ pub struct HistoryView {
 /// Longest ledger identity the admin API accepts, in bytes (`eth:<chainId>:0x…` and `xrp:<64 hex>` are far
 /// shorter).
 const IDENTITY_MAX_BYTES: usize = 256;
-
-/// A module error of the identity registry as an engine error (its store failing, or an unreadable record).
-fn identity_store_error(e: ModuleError) -> EngineError {
-    match e {
-        ModuleError::Store(e) => EngineError::Store(e),
-        other => EngineError::Module(other),
-    }
-}
 
 /// One ledger identity record (admin view).
 #[derive(Debug, Clone, Serialize)]

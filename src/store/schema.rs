@@ -34,7 +34,7 @@
 //! | eth-payment tracker `amount_received` | absent (no marker `amount_received_init`) while the log `eth_payments` holds payments already credited | seeded with the log's incoming fulfilled total at the first `connect`, so that history is not credited again | `EthPaymentModule::seed_amount_received` |
 //! | eth-payment tracker `amount_settled_payments` | absent, `amount_settled` listing only `txHashes` | the kept payments list, seeded at the next confirmed payment from those hashes | `channel_modules::eth::payment` `seed_kept_payments` |
 //! | eth-channel trackers `outgoing_channel` / `incoming_claim` | a channel of the earlier PaymentChannel contract (`contracts/v1`), and the payee's best claim on it signed with that contract's digest (no chain ID) | the channel takes no new claims; the payee closes it with the kept claim, the payer reclaims it once expired or closed (the contract version is read on chain, not from the record) | `channel_modules::eth::channel` (`ChannelVersion::V1`) |
-//! | trustline-mode identity records `node/pin/<identity>` | present | not read: the one registry is `se/pin/…`, where a trustline peer holds its identity again at its next proof | — |
+//! | peer-mode identity records `node/pin/<identity>` | present | not read: the one registry is `se/pin/…`, where a trustline peer holds its identity again at its next proof | — |
 //!
 //! [`TransferRecord`]: channel_modules::store::TransferRecord
 
@@ -150,11 +150,11 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_version_is_refused_naming_the_versions() -> Result<(), String> {
+    fn a_newer_version_is_refused_naming_the_versions() -> Result<(), Box<dyn std::error::Error>> {
         let found = SCHEMA_VERSION + 1;
         let err = match check(Some(&[found])) {
             Err(err) => err,
-            Ok(outcome) => return Err(format!("opened a newer database: {outcome:?}")),
+            Ok(outcome) => return Err(format!("opened a newer database: {outcome:?}").into()),
         };
         assert_eq!(
             err,

@@ -382,7 +382,8 @@ impl RocksTransferLog {
         Ok(ticket.wait().await?)
     }
 
-    /// Number of records held in the in-flight overlay (tests check that it drains).
+    /// Number of records held in the in-flight overlay (`testing` feature: tests check that it drains).
+    #[cfg(any(test, feature = "testing"))]
     pub fn overlay_len(&self) -> usize {
         self.lock_pruned().finishing.len()
     }

@@ -83,15 +83,20 @@ pub struct SettleGaveUp {
     pub last_error: String,
 }
 
+/// A settlement engine URL that cannot take path segments (a `mailto:` or `data:` URL, say).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("settlement engine URL cannot have a path: {0}")]
+pub struct EngineUrlError(pub Url);
+
 /// `base` with `segments` appended as path segments, the way interledger-rs's `path_segments_mut().push()` does:
 /// each segment is percent-encoded, and a trailing `/` of `base` stays as an empty segment (`kit/` + `accounts` is
 /// `kit//accounts`).
-pub fn engine_url(base: &Url, segments: &[&str]) -> Result<Url, String> {
+pub fn engine_url(base: &Url, segments: &[&str]) -> Result<Url, EngineUrlError> {
     let mut url = base.clone();
     {
         let mut path = url
             .path_segments_mut()
-            .map_err(|()| format!("settlement engine URL cannot have a path: {base}"))?;
+            .map_err(|()| EngineUrlError(base.clone()))?;
         for segment in segments {
             path.push(segment);
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ilp_bridge::config::settlement::SeConfig;
+use ilp_bridge::identity::IdentityRegistry;
 use ilp_bridge::settlement::host::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
 use ilp_bridge::settlement::quantity::Scaled;
 use ilp_bridge::settlement::store::{MemorySeStore, RocksSeStore, SeStore};
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestResult = Result<(), BoxError>;
-type Parts = (Arc<dyn SeStore>, Arc<dyn ModuleLogs>);
+type Parts = (Arc<dyn SeStore>, Arc<dyn ModuleLogs>, Arc<IdentityRegistry>);
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -51,14 +52,18 @@ pub fn config(connector: &str, module: &str, mut options: serde_json::Value) -> 
 #[derive(Clone)]
 pub enum Backing {
     /// In memory (the same instances survive a restart).
-    Memory(MemorySeStore, Arc<MemoryModuleLogs>),
+    Memory(MemorySeStore, Arc<MemoryModuleLogs>, Arc<IdentityRegistry>),
     /// A RocksDB folder, reopened at every start.
     Rocks(Arc<tempfile::TempDir>),
 }
 
 impl Backing {
     pub fn memory() -> Self {
-        Backing::Memory(MemorySeStore::new(), Arc::new(MemoryModuleLogs::new()))
+        Backing::Memory(
+            MemorySeStore::new(),
+            Arc::new(MemoryModuleLogs::new()),
+            IdentityRegistry::memory(),
+        )
     }
 
     pub fn rocks() -> Result<Self, std::io::Error> {
@@ -67,12 +72,17 @@ impl Backing {
 
     fn parts(&self) -> Result<Parts, BoxError> {
         Ok(match self {
-            Backing::Memory(s, l) => (Arc::new(s.clone()), Arc::clone(l) as Arc<dyn ModuleLogs>),
+            Backing::Memory(s, l, i) => (
+                Arc::new(s.clone()),
+                Arc::clone(l) as Arc<dyn ModuleLogs>,
+                Arc::clone(i),
+            ),
             Backing::Rocks(dir) => {
                 let db = open_db(dir.path())?;
                 (
                     Arc::new(RocksSeStore::new(Arc::clone(&db))),
-                    Arc::new(RocksModuleLogs::new(db)),
+                    Arc::new(RocksModuleLogs::new(Arc::clone(&db))),
+                    IdentityRegistry::on_db(db),
                 )
             }
         })
@@ -97,10 +107,10 @@ pub async fn start_engine(
     config: SeConfig,
     backing: &Backing,
 ) -> Result<SeHandle, Box<dyn std::error::Error + Send + Sync>> {
-    let (store, logs) = backing.parts()?;
+    let (store, logs, identities) = backing.parts()?;
     let api = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;
-    Ok(start(config, store, logs, api, Some(admin)).await?)
+    Ok(start(config, store, logs, identities, api, Some(admin)).await?)
 }
 
 pub fn url(handle: &SeHandle) -> String {

@@ -18,7 +18,7 @@ use btp::transport::RpcError;
 use bytes::Bytes;
 use channel_modules::store::{Transfer, TransferId};
 
-use super::{forward_id, ilp_error, Router, Source};
+use super::{forward_id, Router, Source};
 use crate::config::routing::LocalPayments;
 use crate::peer::error::PeerError;
 use crate::peer::trustline::Trustline;
@@ -63,7 +63,7 @@ impl Router {
             self.refuse(
                 &from,
                 transfer.id,
-                ilp_error(b"F02", "Unreachable", me, "no route to destination"),
+                self.ilp_error(b"F02", "Unreachable", me, "no route to destination"),
             )
             .await;
             return;
@@ -72,7 +72,7 @@ impl Router {
             self.refuse(
                 &from,
                 transfer.id,
-                ilp_error(
+                self.ilp_error(
                     b"T01",
                     "Ledger Unreachable",
                     me,
@@ -95,7 +95,7 @@ impl Router {
             self.refuse(
                 &from,
                 transfer.id,
-                ilp_error(
+                self.ilp_error(
                     b"R02",
                     "Insufficient Timeout",
                     me,
@@ -111,7 +111,7 @@ impl Router {
                 self.refuse(
                     &from,
                     transfer.id,
-                    ilp_error(b"F00", "Bad Request", me, &reason.to_string()),
+                    self.ilp_error(b"F00", "Bad Request", me, &reason.to_string()),
                 )
                 .await;
                 return;
@@ -124,7 +124,7 @@ impl Router {
             self.refuse(
                 &from,
                 transfer.id,
-                ilp_error(
+                self.ilp_error(
                     b"R01",
                     "Insufficient Source Amount",
                     me,
@@ -159,20 +159,20 @@ impl Router {
                 self.lock_forwarded()
                     .remove(&(next.name().to_owned(), out.id));
                 let err = match e {
-                    PeerError::Remote(r) => ilp_error(
+                    PeerError::Remote(r) => self.ilp_error(
                         b"T04",
                         "Insufficient Liquidity",
                         me,
                         &format!("next peer refused: {} {}", r.code_str(), r.data),
                     ),
                     // Our own limit with the next peer (its balance, or its prepared transfers) is reached.
-                    PeerError::Refused(w) if w.name == "NotAcceptedError" => ilp_error(
+                    PeerError::Refused(w) if w.name == "NotAcceptedError" => self.ilp_error(
                         b"T04",
                         "Insufficient Liquidity",
                         me,
                         &format!("refused towards the next peer: {}", w.message),
                     ),
-                    other => ilp_error(b"T01", "Ledger Unreachable", me, &other.to_string()),
+                    other => self.ilp_error(b"T01", "Ledger Unreachable", me, &other.to_string()),
                 };
                 self.refuse(&from, transfer.id, err).await;
             }
@@ -194,7 +194,7 @@ impl Router {
             }
             LocalPayments::Refuse => {
                 tracing::info!(peer = from.name(), transfer = %id, %destination, kind, "payment refused: nothing on this node receives payments");
-                let err = ilp_error(
+                let err = self.ilp_error(
                     b"F02",
                     "Unreachable",
                     from.account().unwrap_or_default(),

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
 use btp::Timestamp;
 use bytes::Bytes;
+use channel_modules::clock::Clock;
 use channel_modules::store::{Transfer, TransferId};
 use sha2::{Digest, Sha256};
 
@@ -53,6 +54,10 @@ struct Source {
 /// Forwards transfers between trustlines. Create with [`Router::new`], add peers with [`Router::add_peer`].
 pub struct Router {
     config: RoutingConfig,
+    /// Where the router reads the time: when it refuses a transfer (the ILP v1 Error's `triggeredAt`), until
+    /// when a quote is valid, how long recovery waits for a peer. Forwarding reads the source trustline's
+    /// clock instead ([`Trustline`]'s own, which decided the source's expiry).
+    clock: Arc<dyn Clock>,
     peers: RwLock<Vec<Trustline>>,
     /// (next peer name, forwarded id) → source.
     forwarded: Mutex<HashMap<(String, TransferId), Source>>,
@@ -66,31 +71,21 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// An ILP v1 Error triggered by `triggered_by` now, data `{"message": …}`.
-fn ilp_error(code: &[u8; 3], name: &str, triggered_by: String, message: &str) -> IlpV1Error {
-    IlpV1Error {
-        code: *code,
-        name: name.to_owned(),
-        triggered_by,
-        forwarded_by: Vec::new(),
-        triggered_at: Timestamp::now(),
-        data: Bytes::from(serde_json::json!({ "message": message }).to_string()),
-    }
-}
-
-/// The wall clock in Unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
+/// `clock`'s time in Unix milliseconds (0 before 1970).
+fn now_ms(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
 impl Router {
-    /// A router with no peers.
-    pub fn new(config: RoutingConfig) -> Arc<Router> {
+    /// A router with no peers, reading the time from `clock` (the system clock in a node: the trustlines').
+    pub fn new(config: RoutingConfig, clock: Arc<dyn Clock>) -> Arc<Router> {
         Arc::new(Router {
             config,
+            clock,
             peers: RwLock::new(Vec::new()),
             forwarded: Mutex::new(HashMap::new()),
         })
@@ -138,6 +133,24 @@ impl Router {
             })
             .max_by_key(|(len, _)| *len)
             .map(|(_, p)| p)
+    }
+
+    /// An ILP v1 Error triggered by `triggered_by` now (by the router's clock), data `{"message": …}`.
+    fn ilp_error(
+        &self,
+        code: &[u8; 3],
+        name: &str,
+        triggered_by: String,
+        message: &str,
+    ) -> IlpV1Error {
+        IlpV1Error {
+            code: *code,
+            name: name.to_owned(),
+            triggered_by,
+            forwarded_by: Vec::new(),
+            triggered_at: Timestamp::from_system_time_clamped(self.clock.now()),
+            data: Bytes::from(serde_json::json!({ "message": message }).to_string()),
+        }
     }
 
     /// The forwarded transfers in flight (a poisoned lock is taken as is: the map stays consistent).

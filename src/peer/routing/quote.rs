@@ -10,7 +10,7 @@ use btp::Timestamp;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
 
-use super::{ilp_error, Router};
+use super::Router;
 use crate::peer::trustline::Trustline;
 
 /// How long a liquidity curve the bridge quotes stays valid (ilp-connector's default quote expiry).
@@ -47,7 +47,7 @@ impl Router {
             if from.prefix().is_some_and(|p| destination.starts_with(&p)) {
                 return None;
             }
-            return Some(IlpV1Packet::Error(ilp_error(
+            return Some(IlpV1Packet::Error(self.ilp_error(
                 b"F02",
                 "Unreachable",
                 me,
@@ -55,7 +55,7 @@ impl Router {
             )));
         };
         let bad_request = |reason: &str| {
-            Some(IlpV1Packet::Error(ilp_error(
+            Some(IlpV1Packet::Error(self.ilp_error(
                 b"F00",
                 "Bad Request",
                 from.account().unwrap_or_default(),
@@ -63,7 +63,7 @@ impl Router {
             )))
         };
         if !next.is_connected() {
-            return Some(IlpV1Packet::Error(ilp_error(
+            return Some(IlpV1Packet::Error(self.ilp_error(
                 b"T01",
                 "Ledger Unreachable",
                 me,
@@ -115,7 +115,7 @@ impl Router {
                 let max_y = (BigUint::from(max_x) * num / den)
                     .to_u64()
                     .unwrap_or(u64::MAX);
-                let expires_at = Timestamp::now()
+                let expires_at = Timestamp::from_system_time_clamped(self.clock.now())
                     .checked_add(QUOTE_EXPIRY)
                     .unwrap_or(Timestamp::MAX);
                 IlpV1Packet::LiquidityResponse(LiquidityResponse {

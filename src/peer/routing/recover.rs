@@ -7,24 +7,29 @@ use std::time::Duration;
 
 use btp::ilp_v1::IlpV1Packet;
 use bytes::Bytes;
+use channel_modules::clock::Clock;
 use channel_modules::store::{Direction, TransferState};
 
-use super::{forward_id, ilp_error, now_ms, Router, Source};
+use super::{forward_id, now_ms, Router, Source};
 use crate::peer::error::{log_err_plain, PeerError};
 
 /// How often recovery checks whether a peer it waits for has connected.
 const RECOVERY_POLL: Duration = Duration::from_millis(200);
 
 impl Router {
-    /// Waits (polling) until `ready` gives `Some` or the wall clock passes `until_ms`. `ready` should hold
-    /// only weak references between polls, so a node that shuts down meanwhile is not kept alive (its
-    /// database stays locked while anything holds it).
-    async fn wait_for<T>(until_ms: i64, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    /// Waits (polling) until `ready` gives `Some` or `clock` passes `until_ms`. `ready` should hold only weak
+    /// references between polls, so a node that shuts down meanwhile is not kept alive (its database stays
+    /// locked while anything holds it).
+    async fn wait_for<T>(
+        clock: &dyn Clock,
+        until_ms: i64,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
         loop {
             if let Some(t) = ready() {
                 return Some(t);
             }
-            if now_ms() >= until_ms {
+            if now_ms(clock) >= until_ms {
                 return None;
             }
             tokio::time::sleep(RECOVERY_POLL).await;
@@ -82,7 +87,7 @@ impl Router {
                     }
                     Some((_, TransferState::Cancelled { .. })) => {
                         n += 1;
-                        let err = ilp_error(
+                        let err = self.ilp_error(
                             b"R00",
                             "Transfer Timed Out",
                             peer.account().unwrap_or_default(),
@@ -90,6 +95,7 @@ impl Router {
                         );
                         let (peer, id) = (source.peer.downgrade(), source.id);
                         drop(source);
+                        let clock = Arc::clone(&self.clock);
                         tokio::spawn(async move {
                             // Without a connection the source simply expires; nothing was paid onwards.
                             let ready = || {
@@ -97,7 +103,9 @@ impl Router {
                                 let me = me.upgrade()?;
                                 peer.is_connected().then_some((me, peer))
                             };
-                            if let Some((me, peer)) = Self::wait_for(expires_at_ms, ready).await {
+                            if let Some((me, peer)) =
+                                Self::wait_for(&*clock, expires_at_ms, ready).await
+                            {
                                 me.refuse(&peer, id, err).await;
                             }
                         });
@@ -110,6 +118,7 @@ impl Router {
                         };
                         n += 1;
                         let (p, t) = (peer.downgrade(), rec.transfer.clone());
+                        let clock = Arc::clone(&self.clock);
                         tokio::spawn(async move {
                             // Forwarded once its next peer is reachable; a local one (decided by `forward`)
                             // once its own peer is, since a client learns its address only at connect.
@@ -126,7 +135,9 @@ impl Router {
                                             .is_some_and(|next| next.is_connected()));
                                 ready.then_some((me, p))
                             };
-                            if let Some((me, p)) = Self::wait_for(expires_at_ms, routable).await {
+                            if let Some((me, p)) =
+                                Self::wait_for(&*clock, expires_at_ms, routable).await
+                            {
                                 me.forward(p, t).await;
                             }
                         });

@@ -19,9 +19,9 @@ use serde_json::Value;
 
 use super::guards::CancelGuard;
 use super::legacy_format::{bignumber_string, string_negate};
-use super::side_protocols::{entry_json, ilp_and_custom, names, INFO_REQUEST_FULL};
+use super::side_protocols::{ilp_and_custom, names, parse_entry, INFO_REQUEST_FULL};
 use super::{read, write, Trustline, TrustlineInner};
-use crate::peer::error::{log_err_to_peer, PeerError};
+use crate::peer::error::{log_err_to_peer, PeerError, ReplyError};
 use crate::peer::events::{PeerEvent, PeerMessage};
 use crate::peer::host::ModuleRpc;
 
@@ -82,7 +82,9 @@ impl Trustline {
             ));
             let reply = self.request_response(Packet::Message(pd)).await?;
             let info = match reply.get(names::INFO) {
-                Some(e) => entry_json(e).map_err(|e| PeerError::InvalidReply(e.message))?,
+                Some(e) => {
+                    parse_entry(e).map_err(|e| PeerError::InvalidReply(ReplyError::Json(e)))?
+                }
                 None => Value::Object(serde_json::Map::new()),
             };
             let remote_prefix = info
@@ -103,11 +105,7 @@ impl Trustline {
                     ))
                 }
                 (_, Some(r)) => write(&self.inner.prefix, Some(r)),
-                (None, None) => {
-                    return Err(PeerError::InvalidReply(
-                        "peer info has no prefix".to_owned(),
-                    ))
-                }
+                (None, None) => return Err(PeerError::InvalidReply(ReplyError::NoPrefix)),
             }
             write(&self.inner.info, Some(info));
         }
@@ -181,10 +179,10 @@ impl Trustline {
         let reply = self.request_response(Packet::Message(pd)).await?;
         let b = reply
             .data(names::BALANCE)
-            .ok_or_else(|| PeerError::InvalidReply("Could not get peer balance.".to_owned()))?;
+            .ok_or(PeerError::InvalidReply(ReplyError::NoBalance))?;
         let arr: [u8; 8] = b[..]
             .try_into()
-            .map_err(|_| PeerError::InvalidReply("balance is not 8 bytes".to_owned()))?;
+            .map_err(|_| PeerError::InvalidReply(ReplyError::BalanceLength(b.len())))?;
         Ok(string_negate(&i64::from_be_bytes(arr).to_string()))
     }
 
@@ -198,12 +196,12 @@ impl Trustline {
         let reply = self.request_response(Packet::Message(pd)).await?;
         let e = reply
             .get(names::LIMIT)
-            .ok_or_else(|| PeerError::InvalidReply("Failed to get limit of peer.".to_owned()))?;
-        let v = entry_json(e).map_err(|e| PeerError::InvalidReply(e.message))?;
+            .ok_or(PeerError::InvalidReply(ReplyError::NoLimit))?;
+        let v = parse_entry(e).map_err(|e| PeerError::InvalidReply(ReplyError::Json(e)))?;
         let s = match v {
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
-            other => return Err(PeerError::InvalidReply(format!("limit is {other}"))),
+            other => return Err(PeerError::InvalidReply(ReplyError::Limit(other))),
         };
         Ok(string_negate(&s))
     }
@@ -344,7 +342,9 @@ impl Trustline {
         let pd = ilp_and_custom(message.ilp.as_deref(), message.custom.as_ref());
         let reply = self.request_response(Packet::Message(pd)).await?;
         let custom = match reply.get(names::CUSTOM) {
-            Some(e) => Some(entry_json(e).map_err(|e| PeerError::InvalidReply(e.message))?),
+            Some(e) => {
+                Some(parse_entry(e).map_err(|e| PeerError::InvalidReply(ReplyError::Json(e)))?)
+            }
             None => None,
         };
         let response = PeerMessage {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
 use btp::packet::{Packet, ProtocolData, ProtocolDataEntry, ProtocolName, Reject};
 use bytes::Bytes;
+use channel_modules::clock::Clock;
 use channel_modules::store::{Direction, TransferId, TransferState};
 use channel_modules::sync::lock;
 use tokio::sync::Notify;
@@ -31,7 +32,6 @@ use super::hooks::TransferOutcome;
 use super::side_protocols::names;
 use super::{read, system_ms, Trustline, TrustlineInner};
 use crate::peer::events::PeerEvent;
-use crate::peer::host::Clock;
 
 /// Longest single timer sleep; longer expiries sleep in chunks and re-read the clock, so a far expiry never
 /// fires early (legacy's `setTimeout` overflowed after 2^31−1 ms and fired at once).
@@ -116,6 +116,7 @@ impl ExpiryQueue {
     }
 
     /// Number of armed deadlines.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn len(&self) -> usize {
         lock(&self.state).deadlines.len()
     }
@@ -182,7 +183,9 @@ impl Trustline {
         }
     }
 
-    /// Number of prepared transfers with an armed expiry (tests check that finished ones leave).
+    /// Number of prepared transfers with an armed expiry (`testing` feature: tests check that finished ones
+    /// leave).
+    #[cfg(any(test, feature = "testing"))]
     pub fn armed_expiries(&self) -> usize {
         self.inner.expiries.len()
     }

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use btp::packet::{Packet, ProtocolData};
 use btp::transport::{Reply, RpcError, DEFAULT_REQUEST_TIMEOUT};
 use btp::Timestamp;
+use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::store::{TransferId, TransferLog, TransferLogError, TransferRecord};
 use channel_modules::sync::lock;
 use channel_modules::{ChannelContext, ChannelModule};
@@ -35,8 +36,11 @@ use tokio::sync::broadcast;
 
 use super::error::PeerError;
 use super::events::{PeerEvent, EVENT_CHANNEL_CAPACITY};
-use super::host::{Clock, ModuleRpc, NodeIdentities, PeerStores, SystemClock, TrustlineHost};
-use super::link::{LinkEnd, PacketHandler, PeerLink};
+use super::host::{ModuleRpc, PeerStores, TrustlineHost};
+use super::identities::NodeIdentities;
+use super::link::PeerLink;
+#[cfg(any(test, feature = "testing"))]
+use super::link::{LinkEnd, PacketHandler};
 use crate::config::legacy::PeerConfig;
 use crate::config::prepare_limits::PrepareLimits;
 
@@ -141,6 +145,7 @@ impl std::fmt::Debug for Trustline {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl LinkEnd for Trustline {
     fn packet_handler(&self) -> Weak<dyn PacketHandler> {
         let inner: Weak<TrustlineInner> = Arc::downgrade(&self.inner);
@@ -348,7 +353,7 @@ impl Trustline {
     }
 
     fn now_ts(&self) -> Timestamp {
-        Timestamp::from_system_time(self.now()).unwrap_or_else(Timestamp::now)
+        Timestamp::from_system_time_clamped(self.now())
     }
 
     fn emit(&self, event: PeerEvent) {

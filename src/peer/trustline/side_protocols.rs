@@ -35,11 +35,9 @@ enum EntryValue {
     Bytes(Bytes),
 }
 
-fn entry_value(e: &ProtocolDataEntry) -> Result<EntryValue, WireError> {
+fn entry_value(e: &ProtocolDataEntry) -> Result<EntryValue, serde_json::Error> {
     match e.content_type {
-        ContentType::APPLICATION_JSON => serde_json::from_slice(&e.data)
-            .map(EntryValue::Json)
-            .map_err(|err| WireError::from_json(&err)),
+        ContentType::APPLICATION_JSON => serde_json::from_slice(&e.data).map(EntryValue::Json),
         ContentType::TEXT_PLAIN_UTF8 => Ok(EntryValue::Text(
             String::from_utf8_lossy(&e.data).into_owned(),
         )),
@@ -47,13 +45,20 @@ fn entry_value(e: &ProtocolDataEntry) -> Result<EntryValue, WireError> {
     }
 }
 
-/// An entry's value as JSON: parsed JSON, text as a string, bytes as a base64url string.
-pub(super) fn entry_json(e: &ProtocolDataEntry) -> Result<Value, WireError> {
+/// An entry's value as JSON: parsed JSON, text as a string, bytes as a base64url string; a JSON entry that
+/// does not parse is the parser's error.
+pub(super) fn parse_entry(e: &ProtocolDataEntry) -> Result<Value, serde_json::Error> {
     Ok(match entry_value(e)? {
         EntryValue::Json(v) => v,
         EntryValue::Text(t) => Value::String(t),
         EntryValue::Bytes(b) => Value::String(b64url(&b)),
     })
+}
+
+/// [`parse_entry`] of an entry the peer sent us: a JSON entry that does not parse is refused as legacy's
+/// `JSON.parse` refuses it, with a `SyntaxError`.
+pub(super) fn entry_json(e: &ProtocolDataEntry) -> Result<Value, WireError> {
+    parse_entry(e).map_err(|err| WireError::from_json(&err))
 }
 
 /// The `claim` entry carrying `claim`, its content type following the claim's kind.

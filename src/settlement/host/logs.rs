@@ -1,11 +1,8 @@
 //! [`ModuleLogs`]: where the transfer logs of engine accounts live.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, StoreError, TransferLog};
-use channel_modules::sync::lock;
 
 use crate::store::{Db, RocksStores};
 
@@ -15,26 +12,45 @@ pub trait ModuleLogs: Send + Sync + 'static {
     fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError>;
 }
 
-/// Transfer logs in memory (tests).
-#[derive(Default)]
-pub struct MemoryModuleLogs {
-    stores: Mutex<HashMap<String, MemoryStores>>,
-}
+#[cfg(any(test, feature = "testing"))]
+pub use memory::MemoryModuleLogs;
 
-impl MemoryModuleLogs {
-    /// No logs yet.
-    pub fn new() -> Self {
-        Self::default()
+#[cfg(any(test, feature = "testing"))]
+mod memory {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use channel_modules::memory::MemoryStores;
+    use channel_modules::store::{StoreError, TransferLog};
+    use channel_modules::sync::lock;
+
+    use super::ModuleLogs;
+
+    /// Transfer logs in memory, for tests (`testing` feature).
+    #[derive(Default)]
+    pub struct MemoryModuleLogs {
+        stores: Mutex<HashMap<String, MemoryStores>>,
     }
-}
 
-impl ModuleLogs for MemoryModuleLogs {
-    fn transfer_log(&self, account: &str, key: &str) -> Result<Arc<dyn TransferLog>, StoreError> {
-        let stores = lock(&self.stores)
-            .entry(account.to_owned())
-            .or_insert_with(MemoryStores::unbounded)
-            .clone();
-        stores.transfer_log(key)
+    impl MemoryModuleLogs {
+        /// No logs yet.
+        pub fn new() -> Self {
+            Self::default()
+        }
+    }
+
+    impl ModuleLogs for MemoryModuleLogs {
+        fn transfer_log(
+            &self,
+            account: &str,
+            key: &str,
+        ) -> Result<Arc<dyn TransferLog>, StoreError> {
+            let stores = lock(&self.stores)
+                .entry(account.to_owned())
+                .or_insert_with(MemoryStores::unbounded)
+                .clone();
+            stores.transfer_log(key)
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //!   tests). Modules rarely need them in engine mode: `handle_incoming_prepare` is never called there.
 //! * RPCs are settlement messages `{"type":"rpc","method","args"}` sent through the connector to the peer engine.
 //! * The clock is the engine's.
-//! * Ledger identities go to the node's registry ([`super::identity`]).
+//! * Ledger identities go to the node's registry ([`IdentityRegistry`]).
 
 mod logs;
 mod staging;
@@ -24,14 +24,16 @@ use channel_modules::store::{MaxValue, MaxValueTracker, StoreError, TransferLog}
 use channel_modules::sync::lock;
 use channel_modules::{ContextHost, ModuleError};
 
-pub use logs::{MemoryModuleLogs, ModuleLogs, RocksModuleLogs};
+#[cfg(any(test, feature = "testing"))]
+pub use logs::MemoryModuleLogs;
+pub use logs::{ModuleLogs, RocksModuleLogs};
 pub(crate) use staging::StagingHost;
 use tracker::SeTracker;
 
 use super::client::ConnectorClient;
-use super::identity::claim_identity_in;
 use super::store::{keys, SeStore};
 use super::wire;
+use crate::identity::IdentityRegistry;
 
 /// The [`ContextHost`] of one engine account.
 pub(crate) struct AccountHost {
@@ -41,6 +43,8 @@ pub(crate) struct AccountHost {
     client: ConnectorClient,
     /// The engine's clock ([`ContextHost::now`]).
     clock: Arc<dyn Clock>,
+    /// The node's ledger-identity registry ([`ContextHost::hold_identity`]).
+    identities: Arc<IdentityRegistry>,
     trackers: Mutex<HashMap<String, Arc<SeTracker>>>,
 }
 
@@ -52,6 +56,7 @@ impl AccountHost {
         logs: Arc<dyn ModuleLogs>,
         client: ConnectorClient,
         clock: Arc<dyn Clock>,
+        identities: Arc<IdentityRegistry>,
         loaded: Vec<(String, MaxValue)>,
     ) -> Self {
         let trackers = loaded
@@ -67,6 +72,7 @@ impl AccountHost {
             logs,
             client,
             clock,
+            identities,
             trackers: Mutex::new(trackers),
         }
     }
@@ -118,7 +124,9 @@ impl ContextHost for AccountHost {
         _account_id: &str,
         origin: IdentityOrigin,
     ) -> Result<(), ModuleError> {
-        // This host serves exactly one account: that account claims.
-        claim_identity_in(self.store.as_ref(), identity, &self.account, origin).await
+        // This host serves exactly one account: that account holds.
+        self.identities
+            .hold_identity(identity, &self.account, origin)
+            .await
     }
 }

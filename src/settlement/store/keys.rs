@@ -13,7 +13,7 @@
 //! | `se/s/<acct>/<seq>` | main | [`SentRecord`]: a claim sent (cumulative total) |
 //! | `se/c/<acct>/<settlement id>` | pending | [`CreditRecord`]: an incoming settlement not yet credited (or refused with 409) |
 //! | `se/r/<acct>/<seq>` | main | [`CreditRecord`]: an incoming settlement credited |
-//! | `se/pin/<identity>` | main | a ledger identity record (see [`crate::settlement::identity`]) |
+//! | `se/pin/<identity>` | main | a ledger identity record, kept by the node's registry ([`crate::identity`]), not the engine |
 //!
 //! [`AccountRecord`]: super::AccountRecord
 //! [`OutgoingRecord`]: super::OutgoingRecord

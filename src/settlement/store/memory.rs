@@ -1,4 +1,4 @@
-//! [`MemorySeStore`]: the engine's store in memory, for tests.
+//! [`MemorySeStore`]: the engine's store in memory, for tests (`testing` feature).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,8 +8,8 @@ use channel_modules::sync::lock;
 
 use super::{Family, Op, SeBatch, SeStore, SeTicket};
 
-/// In-memory [`SeStore`] for tests. Reusing one instance across engine restarts keeps the data, like a disk.
-/// With the `testing` feature, `MemorySeStore::fail_next_writes` injects write failures.
+/// In-memory [`SeStore`] for tests. Reusing one instance across engine restarts keeps the data, like a disk;
+/// [`MemorySeStore::fail_next_writes`] injects write failures.
 #[derive(Clone, Default, Debug)]
 pub struct MemorySeStore {
     inner: Arc<Mutex<MemoryInner>>,
@@ -28,7 +28,6 @@ impl MemorySeStore {
     }
 
     /// The next `n` submits fail with [`StoreError::Io`] and change nothing.
-    #[cfg(any(test, feature = "testing"))]
     pub fn fail_next_writes(&self, n: u64) {
         lock(&self.inner).fail_next = n;
     }

@@ -5,7 +5,7 @@
 //! snapshot submitted later never loses to one submitted earlier). It reads at start-up
 //! ([`SeStore::scan_prefix`]), idempotency records on demand ([`SeStore::get_main`]: only recent keys are kept
 //! in memory), and in pages when purging ([`SeStore::scan_page`]). Two implementations: [`RocksSeStore`] on
-//! the node's database and [`MemorySeStore`] for tests (which keeps its data across engine restarts when the
+//! the node's database and `MemorySeStore` for tests (`testing` feature) (which keeps its data across engine restarts when the
 //! same instance is reused).
 //!
 //! The records are JSON, one type per key kind of the [`keys`] layout: [`AccountRecord`], [`OutgoingRecord`],
@@ -13,6 +13,7 @@
 //! [`CreditRecord`].
 
 pub mod keys;
+#[cfg(any(test, feature = "testing"))]
 mod memory;
 mod records;
 mod rocks;
@@ -23,6 +24,7 @@ use std::pin::Pin;
 use channel_modules::store::StoreError;
 use serde::{Deserialize, Serialize};
 
+#[cfg(any(test, feature = "testing"))]
 pub use memory::MemorySeStore;
 pub use records::{
     AccountRecord, CreditRecord, CreditStatus, HistoryRecord, IdempotencyRecord, IncomingRecord,

@@ -54,7 +54,7 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| NodeError::BtpConnect {
             url: target.clone(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     let token = account
         .ilp_over_btp_outgoing_token
@@ -65,7 +65,7 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| NodeError::BtpConnect {
             url: target,
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     let registered = btp_connection::register(node, account.id);
     tokio::spawn(btp_connection::run(

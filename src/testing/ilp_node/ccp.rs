@@ -129,16 +129,16 @@ impl Table {
         &mut self,
         account: &Account,
         update: RouteUpdateRequest,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, EpochGap> {
         if self.id != update.routing_table_id {
             self.id = update.routing_table_id;
             self.epoch = 0;
         }
         if update.from_epoch_index > self.epoch {
-            return Err(format!(
-                "Gap in routing table. Expected epoch: {}, got from_epoch: {}",
-                self.epoch, update.from_epoch_index
-            ));
+            return Err(EpochGap {
+                expected: self.epoch,
+                from_epoch: update.from_epoch_index,
+            });
         }
         if update.to_epoch_index <= self.epoch {
             return Ok(Vec::new());
@@ -161,6 +161,16 @@ impl Table {
         self.epoch = update.to_epoch_index;
         Ok(changed)
     }
+}
+
+/// An update that starts past the epoch the table is at (interledger-rs asks for the routes again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Gap in routing table. Expected epoch: {expected}, got from_epoch: {from_epoch}")]
+struct EpochGap {
+    /// The table's epoch.
+    expected: u32,
+    /// The update's first epoch.
+    from_epoch: u32,
 }
 
 /// Skipped broadcasts for an unreachable child.
@@ -312,7 +322,12 @@ pub(crate) fn handle_update(
             let node = Arc::clone(node);
             let to = from.clone();
             tokio::spawn(async move { send_route_control_request(&node, &to, id, epoch).await });
-            Err(reject(b"F00", &message, Some(&address), Bytes::new()))
+            Err(reject(
+                b"F00",
+                &message.to_string(),
+                Some(&address),
+                Bytes::new(),
+            ))
         }
     }
 }
@@ -446,7 +461,7 @@ fn create_route_update(
     address: &str,
     from: u32,
     to: u32,
-) -> Result<RouteUpdateRequest, String> {
+) -> Result<RouteUpdateRequest, btp::DecodeError> {
     let (start, end) = (from as usize, to as usize);
     let mut new_routes: Vec<Route> = Vec::new();
     let mut withdrawn: Vec<String> = Vec::new();
@@ -479,7 +494,7 @@ fn create_route_update(
         from_epoch_index: from,
         to_epoch_index: to,
         hold_down_time: ROUTE_EXPIRY_MS,
-        speaker: btp::ilp_v4::Address::new(address).map_err(|e| e.to_string())?,
+        speaker: btp::ilp_v4::Address::new(address)?,
         new_routes,
         withdrawn_routes: withdrawn,
     })
@@ -640,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn incoming_table_epochs() -> Result<(), String> {
+    fn incoming_table_epochs() -> Result<(), EpochGap> {
         let peer = account("peer", RoutingRelation::Peer);
         let mut t = Table::new([0; 16]);
         // A new table ID resets the epoch; epochs 0..2 apply.
@@ -652,7 +667,19 @@ mod tests {
         // A gap is refused.
         assert_eq!(
             t.apply_update(&peer, update([1; 16], 3, 4, &["example.b"], &[])),
-            Err("Gap in routing table. Expected epoch: 2, got from_epoch: 3".to_owned())
+            Err(EpochGap {
+                expected: 2,
+                from_epoch: 3
+            })
+        );
+        // The reject's message, as interledger-rs words it.
+        assert_eq!(
+            EpochGap {
+                expected: 2,
+                from_epoch: 3
+            }
+            .to_string(),
+            "Gap in routing table. Expected epoch: 2, got from_epoch: 3"
         );
         // Old and heartbeat updates change nothing, not even the epoch.
         assert!(t

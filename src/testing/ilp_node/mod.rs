@@ -27,7 +27,9 @@
 //! Not reproduced: STREAM (payments are Prepares the test builds), rate limits, the echo protocol, the admin and
 //! user HTTP API (accounts and routes are set through Rust calls), Redis persistence. The mock applies the
 //! balance scripts before it relays a Fulfill or Reject (interledger-rs runs them in a task spawned right after):
-//! the end state is the same, and tests need not wait for it.
+//! the end state is the same, and tests need not wait for it. It reads the system clock
+//! (`Timestamp::now()`) where interledger-rs does: it stands for another node, whose clock the bridge's does not
+//! control, so no [`Clock`](channel_modules::clock::Clock) is injected into it.
 //!
 //! Observability for assertions: [`IlpNode::balance`], [`IlpNode::packets`], [`IlpNode::settle_requests`],
 //! [`IlpNode::engine_setups`], [`IlpNode::engine_messages`], [`IlpNode::credits`], [`IlpNode::routes`].
@@ -108,22 +110,41 @@ pub enum NodeError {
     UnknownAccount(String),
     /// Dialling an account's BTP URL failed (interledger-rs answers the account creation with an error; the
     /// account stays).
-    #[error("cannot connect to {url} over BTP: {reason}")]
+    #[error("cannot connect to {url} over BTP: {source}")]
     BtpConnect {
         /// The URL dialled.
         url: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
     },
     /// Asking the parent for an address failed (the account stays).
     #[error("IL-DCP with the parent failed: {0}")]
     Ildcp(String),
     /// The settlement engine account setup failed at the transport level (the account stays).
     #[error("settlement engine account setup failed: {0}")]
-    EngineSetup(String),
+    EngineSetup(#[source] EngineSetupError),
     /// A reqwest client could not be built.
     #[error("http client: {0}")]
-    Http(String),
+    Http(#[source] reqwest::Error),
+}
+
+/// Why the settlement engine account setup failed ([`NodeError::EngineSetup`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineSetupError {
+    /// The account's engine URL cannot take the `accounts` path.
+    #[error(transparent)]
+    Url(#[from] crate::testing::settle_client::EngineUrlError),
+    /// Every attempt to reach the engine failed (the last attempt's error).
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    /// The engine did not accept the prefund settlement.
+    #[error("prefund of {0} was not accepted")]
+    PrefundRefused(u64),
+    /// The prefund could not be applied to the balance.
+    #[error(transparent)]
+    Prefund(#[from] balances::BalanceError),
 }
 
 /// Settings of the mock node. [`Default`] is interledger-rs's defaults; tests shorten the timers.
@@ -261,7 +282,7 @@ impl IlpNode {
         let settlement_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let http = reqwest::Client::builder()
             .build()
-            .map_err(|e| NodeError::Http(e.to_string()))?;
+            .map_err(NodeError::Http)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let node = Arc::new(Node {
             http,

@@ -51,7 +51,7 @@ use super::accounts::Account;
 use super::balances;
 use super::pipeline::{self, reject};
 use super::records::{CreditRecord, MessageRecord, SettleRecord, SetupRecord};
-use super::{IlpResult, Node, NodeError};
+use super::{EngineSetupError, IlpResult, Node, NodeError};
 use crate::settlement::quantity::{parse_quantity, pow10, Scaled};
 use crate::testing::settle_client::{engine_url, settle_with_fresh_keys, SettlePolicy};
 use crate::testing::settlement_api::{self, AccountingSystem};
@@ -81,9 +81,9 @@ async fn post_with_transport_retries(
     with_key: bool,
     build: impl Fn() -> reqwest::RequestBuilder,
     observe: impl Fn(Option<u16>, &str),
-) -> Result<reqwest::Response, String> {
-    let mut last = String::new();
-    for _ in 0..=policy.retries {
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut attempt = 0;
+    loop {
         let key = if with_key {
             Uuid::new_v4().hyphenated().to_string()
         } else {
@@ -101,7 +101,6 @@ async fn post_with_transport_retries(
             }
             Err(e) => {
                 observe(None, &key);
-                last = e.to_string();
                 let wait = if e.is_timeout() {
                     policy.wait_after_error
                 } else {
@@ -110,12 +109,15 @@ async fn post_with_transport_retries(
                 let mut shutdown = node.shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return Err(last),
+                    _ = shutdown.changed() => return Err(e),
                 }
+                if attempt >= policy.retries {
+                    return Err(e);
+                }
+                attempt += 1;
             }
         }
     }
-    Err(last)
 }
 
 /// `POST <se>/accounts {"id": "<uuid>"}`, then the prefund check.
@@ -126,7 +128,8 @@ pub(crate) async fn set_up_engine_account(
     let Some(se) = &account.settlement_engine_url else {
         return Ok(());
     };
-    let url = engine_url(se, &["accounts"]).map_err(NodeError::EngineSetup)?;
+    let url = engine_url(se, &["accounts"])
+        .map_err(|e| NodeError::EngineSetup(EngineSetupError::Url(e)))?;
     let body = serde_json::json!({ "id": account.id.to_string() }).to_string();
     let response = post_with_transport_retries(
         node,
@@ -147,7 +150,7 @@ pub(crate) async fn set_up_engine_account(
         },
     )
     .await
-    .map_err(NodeError::EngineSetup)?;
+    .map_err(|e| NodeError::EngineSetup(EngineSetupError::Transport(e)))?;
     if !response.status().is_success() {
         error!(account = %account.username, status = %response.status(), "settlement engine refused the account");
         return Ok(());
@@ -163,13 +166,13 @@ pub(crate) async fn set_up_engine_account(
             let outcome = settle_once(node, account, se, amount).await;
             match outcome {
                 Some(true) => Ok(()),
-                _ => Err(NodeError::EngineSetup(format!(
-                    "prefund of {amount} was not accepted"
+                _ => Err(NodeError::EngineSetup(EngineSetupError::PrefundRefused(
+                    amount,
                 ))),
             }
         }
         Ok(_) => Ok(()),
-        Err(e) => Err(NodeError::EngineSetup(e.to_string())),
+        Err(e) => Err(NodeError::EngineSetup(EngineSetupError::Prefund(e))),
     }
 }
 

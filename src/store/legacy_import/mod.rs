@@ -21,6 +21,9 @@
 //! Each log is imported in one batch (records, sums, overrides and an import marker holding a digest of its
 //! rows), each tracker in one batch. Importing the same rows again changes nothing; importing different rows
 //! into a log that already has data is refused. Import before the namespace's stores are opened.
+//!
+//! The values inside the rows (BigNumber integers, base64url, ISO times) are read by the parsers of
+//! `values.rs` ([`parse_legacy_integer`], [`parse_iso_ms`], …).
 
 use std::collections::BTreeMap;
 
@@ -28,29 +31,25 @@ use channel_modules::store::{
     validate_key, Direction, Limit, MaxValue, StoreError, Sums, Transfer, TransferId,
     TransferRecord, TransferState,
 };
-use num_bigint::BigUint;
 use rocksdb::{ColumnFamily, Direction as IterDirection, IteratorMode, WriteBatch};
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, tag};
 use super::{Db, RocksStores};
 
+mod values;
+
+use values::{decode_b64url, decode_b64url_32};
+pub use values::{
+    parse_iso_ms, parse_legacy_integer, parse_legacy_natural, Base64Error, IsoTimeError,
+    LegacyNumberError, JS_MAX_DATE_MS, JS_MAX_YEAR,
+};
+
 /// Cancellation reason given to records that were still prepared in the legacy store.
 pub const STALE_REASON: &str = "stale at migration";
 
-/// Largest year magnitude a JavaScript `Date` can hold (`new Date(8.64e15)` is in +275760).
-pub const JS_MAX_YEAR: i64 = 275_760;
-
-/// Largest distance from the epoch a JavaScript `Date` can hold, in milliseconds (ECMA-262 "Time Values").
-pub const JS_MAX_DATE_MS: i64 = 8_640_000_000_000_000;
-
-/// Most zeros a BigNumber exponent may append to an integer (far beyond any amount; bounds the work per row).
-const MAX_EXPONENT_ZEROS: usize = 4096;
-
-const MILLIS_PER_DAY: i64 = 86_400_000;
-
 /// Errors that stop an import. Nothing of the failing log is written.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
     /// A row that does not parse as the legacy plugin writes it.
@@ -59,7 +58,8 @@ pub enum ImportError {
         /// The row's key.
         key: String,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: RowError,
     },
     /// The target log or tracker already holds other data.
     #[error("store {key:?} in namespace {namespace:?} already holds data; import refused")]
@@ -72,12 +72,60 @@ pub enum ImportError {
     /// The target is already open in this process (its in-memory state would go stale).
     #[error("store {0:?} is open; import before opening the namespace's stores")]
     InUse(String),
-    /// The input dump itself does not parse.
+    /// The input dump itself does not parse (a CSV dump: the line and what is wrong).
     #[error("legacy dump: {0}")]
     BadDump(String),
+    /// A JSON dump that does not parse.
+    #[error("legacy dump: {0}")]
+    DumpJson(#[source] serde_json::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What is wrong with one legacy row.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RowError {
+    /// The row breaks a rule of the legacy layout (the message says which).
+    #[error("{0}")]
+    Invalid(String),
+    /// The row's value is not JSON.
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// A number that does not parse as BigNumber.js prints one.
+    #[error(transparent)]
+    Number(#[from] LegacyNumberError),
+    /// A base64url field that does not decode.
+    #[error("{field}: {source}")]
+    Base64 {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        #[source]
+        source: Base64Error,
+    },
+    /// A time field that does not parse.
+    #[error("{field}: {source}")]
+    Time {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        #[source]
+        source: IsoTimeError,
+    },
+}
+
+impl From<&str> for RowError {
+    fn from(message: &str) -> Self {
+        RowError::Invalid(message.to_owned())
+    }
+}
+
+impl From<String> for RowError {
+    fn from(message: String) -> Self {
+        RowError::Invalid(message)
+    }
 }
 
 /// Findings that do not stop the import but must be looked at.
@@ -130,13 +178,13 @@ pub struct ImportReport {
 /// Reads a `{"key": "value", …}` JSON object (the legacy `ObjStore` dump) into rows.
 pub fn rows_from_json_object(json: &str) -> Result<Vec<(String, String)>, ImportError> {
     let map: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(json).map_err(|e| ImportError::BadDump(e.to_string()))?;
+        serde_json::from_str(json).map_err(ImportError::DumpJson)?;
     map.into_iter()
         .map(|(key, value)| match value {
             serde_json::Value::String(s) => Ok((key, s)),
             other => Err(ImportError::BadRow {
                 key,
-                reason: format!("value is not a string: {other}"),
+                reason: RowError::Invalid(format!("value is not a string: {other}")),
             }),
         })
         .collect()
@@ -252,7 +300,7 @@ impl LogRows {
     }
 }
 
-fn bad(key: &str, reason: impl Into<String>) -> ImportError {
+fn bad(key: &str, reason: impl Into<RowError>) -> ImportError {
     ImportError::BadRow {
         key: key.to_owned(),
         reason: reason.into(),
@@ -472,7 +520,7 @@ async fn import_tracker(
         return Err(ImportError::InUse(key.to_owned()));
     }
     let json: serde_json::Value =
-        serde_json::from_str(value).map_err(|e| bad(row_key, e.to_string()))?;
+        serde_json::from_str(value).map_err(|e| bad(row_key, RowError::Json(e)))?;
     let value_field = json.get("value").ok_or_else(|| bad(row_key, "no value"))?;
     let digits = match value_field {
         serde_json::Value::String(s) => s.clone(),
@@ -516,7 +564,7 @@ fn has_key_with_prefix(
 
 fn parse_legacy_record(row_key: &str, id: &str, json: &str) -> Result<TransferRecord, ImportError> {
     let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| bad(row_key, e.to_string()))?;
+        serde_json::from_str(json).map_err(|e| bad(row_key, RowError::Json(e)))?;
     let t = v
         .get("transfer")
         .ok_or_else(|| bad(row_key, "no transfer"))?;
@@ -532,20 +580,32 @@ fn parse_legacy_record(row_key: &str, id: &str, json: &str) -> Result<TransferRe
         return Err(bad(row_key, "row key and transfer.id differ"));
     }
     let amount = match t.get("amount") {
-        Some(serde_json::Value::String(s)) => parse_legacy_integer(s),
-        Some(serde_json::Value::Number(n)) => parse_legacy_integer(&n.to_string()),
-        _ => Err("transfer.amount missing".to_owned()),
+        Some(serde_json::Value::String(s)) => parse_legacy_integer(s).map_err(RowError::from),
+        Some(serde_json::Value::Number(n)) => {
+            parse_legacy_integer(&n.to_string()).map_err(RowError::from)
+        }
+        _ => Err(RowError::from("transfer.amount missing")),
     }
-    .and_then(|n| u64::try_from(n).map_err(|_| format!("amount {n} outside 0..2^64")))
+    .and_then(|n| {
+        u64::try_from(n).map_err(|_| RowError::Invalid(format!("amount {n} outside 0..2^64")))
+    })
     .map_err(|e| bad(row_key, e))?;
+    let base64 = |field: &'static str| move |source| RowError::Base64 { field, source };
     let execution_condition = decode_b64url_32(str_field("executionCondition")?)
-        .map_err(|e| bad(row_key, format!("executionCondition: {e}")))?;
-    let expires_at_ms = parse_iso_ms(str_field("expiresAt")?)
-        .map_err(|e| bad(row_key, format!("expiresAt: {e}")))?;
+        .map_err(|e| bad(row_key, base64("executionCondition")(e)))?;
+    let expires_at_ms = parse_iso_ms(str_field("expiresAt")?).map_err(|source| {
+        bad(
+            row_key,
+            RowError::Time {
+                field: "expiresAt",
+                source,
+            },
+        )
+    })?;
     let ilp = match t.get("ilp") {
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(serde_json::Value::String(s)) => {
-            decode_b64url(s).map_err(|e| bad(row_key, format!("ilp: {e}")))?
+            decode_b64url(s).map_err(|e| bad(row_key, base64("ilp")(Base64Error::Decode(e))))?
         }
         Some(other) => return Err(bad(row_key, format!("ilp is {other}"))),
     };
@@ -569,7 +629,7 @@ fn parse_legacy_record(row_key: &str, id: &str, json: &str) -> Result<TransferRe
                 .ok_or_else(|| bad(row_key, "fulfilled without fulfillment"))?;
             TransferState::Fulfilled {
                 fulfillment: decode_b64url_32(f)
-                    .map_err(|e| bad(row_key, format!("fulfillment: {e}")))?,
+                    .map_err(|e| bad(row_key, base64("fulfillment")(e)))?,
             }
         }
         other => return Err(bad(row_key, format!("unknown state {other:?}"))),
@@ -588,265 +648,9 @@ fn parse_legacy_record(row_key: &str, id: &str, json: &str) -> Result<TransferRe
     })
 }
 
-/// Parses an integer as BigNumber.js prints it: `[-]digits`, or exponent notation `[-]d[.ddd]e[+|-]n` (used
-/// from 1e21 on). A fractional value is an error.
-pub fn parse_legacy_integer(s: &str) -> Result<i128, String> {
-    let s = s.trim();
-    let (negative, body) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let magnitude = parse_legacy_natural(body)?;
-    let magnitude = i128::try_from(magnitude).map_err(|_| format!("{s:?} is too large"))?;
-    Ok(if negative { -magnitude } else { magnitude })
-}
-
-/// Parses a non-negative integer (plain digits or BigNumber exponent notation) of any size.
-pub fn parse_legacy_natural(s: &str) -> Result<BigUint, String> {
-    let s = s.trim();
-    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
-        Some((m, e)) => (
-            m,
-            e.strip_prefix('+')
-                .unwrap_or(e)
-                .parse::<i64>()
-                .map_err(|_| format!("{s:?}: bad exponent"))?,
-        ),
-        None => (s, 0),
-    };
-    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if int_part.is_empty()
-        || !int_part.bytes().all(|b| b.is_ascii_digit())
-        || !frac_part.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(format!("{s:?} is not a decimal integer"));
-    }
-    let digits = format!("{int_part}{frac_part}");
-    // value = digits × 10^(exponent − len(frac))
-    let shift = i64::try_from(frac_part.len())
-        .ok()
-        .and_then(|frac_len| exponent.checked_sub(frac_len))
-        .ok_or_else(|| format!("{s:?}: exponent out of range"))?;
-    let digits = if shift >= 0 {
-        let zeros = usize::try_from(shift)
-            .ok()
-            .filter(|z| *z <= MAX_EXPONENT_ZEROS)
-            .ok_or_else(|| format!("{s:?} is too large"))?;
-        format!("{digits}{}", "0".repeat(zeros))
-    } else {
-        let dropped_len = usize::try_from(shift.unsigned_abs()).unwrap_or(usize::MAX);
-        let cut = digits.len().saturating_sub(dropped_len);
-        let (keep, dropped) = digits.split_at(cut);
-        if dropped.bytes().any(|b| b != b'0') {
-            return Err(format!("{s:?} is not an integer"));
-        }
-        if keep.is_empty() {
-            "0".to_owned()
-        } else {
-            keep.to_owned()
-        }
-    };
-    BigUint::parse_bytes(digits.as_bytes(), 10).ok_or_else(|| format!("{s:?} is not a number"))
-}
-
-fn decode_b64url(s: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    let trimmed = s.trim_end_matches('=');
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(trimmed)
-        .map_err(|e| e.to_string())
-}
-
-fn decode_b64url_32(s: &str) -> Result<[u8; 32], String> {
-    decode_b64url(s)?
-        .try_into()
-        .map_err(|v: Vec<u8>| format!("{} bytes, expected 32", v.len()))
-}
-
-/// Parses a JavaScript `Date#toISOString` value (`YYYY-MM-DDTHH:MM:SS.sssZ`, or `±YYYYYY-…` for far years) to
-/// milliseconds since the epoch. Fractional digits beyond milliseconds are ignored; a missing fraction is 0.
-///
-/// Only instants a JavaScript `Date` can hold are accepted: years within ±[`JS_MAX_YEAR`] and at most
-/// [`JS_MAX_DATE_MS`] from the epoch either way. The day must exist in its month (`2017-02-31` is refused, where
-/// `Date.parse` would roll it over).
-///
-/// `btp::Timestamp::from_parts` is not used: it only holds years 0000–9999, while a legacy `expiresAt` may be any
-/// JavaScript date.
-pub fn parse_iso_ms(s: &str) -> Result<i64, String> {
-    let err = || format!("{s:?} is not an ISO 8601 UTC time");
-    let body = s.strip_suffix('Z').ok_or_else(err)?;
-    let (date, time) = body.split_once('T').ok_or_else(err)?;
-    let (year_sign, date) = match date.as_bytes().first() {
-        Some(b'+') => (1i64, &date[1..]),
-        Some(b'-') => (-1i64, &date[1..]),
-        _ => (1i64, date),
-    };
-    let mut parts = date.split('-');
-    let num = |p: Option<&str>| -> Result<i64, String> {
-        let p = p.ok_or_else(err)?;
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(err());
-        }
-        p.parse::<i64>().map_err(|_| err())
-    };
-    let year = year_sign * num(parts.next())?;
-    if year.abs() > JS_MAX_YEAR {
-        return Err(format!("{s:?}: year outside the JavaScript date range"));
-    }
-    let month = num(parts.next())?;
-    let day = num(parts.next())?;
-    if parts.next().is_some() {
-        return Err(err());
-    }
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut hms_parts = hms.split(':');
-    let hour = num(hms_parts.next())?;
-    let minute = num(hms_parts.next())?;
-    let second = num(hms_parts.next())?;
-    if hms_parts.next().is_some()
-        || !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(err());
-    }
-    let millis = frac
-        .bytes()
-        .chain(std::iter::repeat(b'0'))
-        .take(3)
-        .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0'));
-    let ms = days_from_civil(year, month, day)
-        .and_then(|days| days.checked_mul(MILLIS_PER_DAY))
-        .and_then(|ms| ms.checked_add(((hour * 60 + minute) * 60 + second) * 1000 + millis))
-        .ok_or_else(err)?;
-    if ms.abs() > JS_MAX_DATE_MS {
-        return Err(format!("{s:?}: outside the JavaScript date range"));
-    }
-    Ok(ms)
-}
-
-fn is_leap_year(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-/// Days in `month` (1–12) of `year`; 0 for any other month.
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm); `None` on overflow.
-fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
-    let y = if month <= 2 {
-        year.checked_sub(1)?
-    } else {
-        year
-    };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era.checked_mul(146_097)?
-        .checked_add(doe)?
-        .checked_sub(719_468)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_times_as_javascript_prints_them() {
-        assert_eq!(parse_iso_ms("1970-01-01T00:00:00.000Z"), Ok(0));
-        assert_eq!(
-            parse_iso_ms("2017-10-01T00:00:00.123Z"),
-            Ok(1_506_816_000_123)
-        );
-        assert_eq!(
-            parse_iso_ms("2000-02-29T23:59:59.999Z"),
-            Ok(951_868_799_999)
-        );
-        // new Date(8.64e15).toISOString(), the largest JS date
-        assert_eq!(
-            parse_iso_ms("+275760-09-13T00:00:00.000Z"),
-            Ok(8_640_000_000_000_000)
-        );
-        assert_eq!(parse_iso_ms("1969-12-31T23:59:59.000Z"), Ok(-1000));
-        assert!(parse_iso_ms("2017-13-01T00:00:00.000Z").is_err());
-        assert!(parse_iso_ms("2017-10-01 00:00:00Z").is_err());
-        assert!(parse_iso_ms("2017-10-01T00:00:00.000").is_err());
-    }
-
-    #[test]
-    fn iso_times_outside_the_calendar_or_the_javascript_range_are_refused() {
-        // Days that do not exist in their month (Date.parse would roll them over).
-        assert!(parse_iso_ms("2017-02-31T00:00:00.000Z").is_err());
-        assert!(parse_iso_ms("2017-02-29T00:00:00.000Z").is_err());
-        assert!(parse_iso_ms("1900-02-29T00:00:00.000Z").is_err());
-        assert!(parse_iso_ms("2017-04-31T00:00:00.000Z").is_err());
-        assert!(parse_iso_ms("2017-01-00T00:00:00.000Z").is_err());
-        assert_eq!(
-            parse_iso_ms("2016-02-29T00:00:00.000Z"),
-            Ok(1_456_704_000_000)
-        );
-        // Huge years: an error, not an overflow panic.
-        assert!(parse_iso_ms("+9223372036854775807-01-01T00:00:00.000Z").is_err());
-        assert!(parse_iso_ms("-9223372036854775807-01-01T00:00:00.000Z").is_err());
-        assert!(parse_iso_ms("+275761-01-01T00:00:00.000Z").is_err());
-        // The JavaScript range ends at ±8.64e15 ms, inside year ±275760.
-        assert_eq!(
-            parse_iso_ms("-271821-04-20T00:00:00.000Z"),
-            Ok(-JS_MAX_DATE_MS)
-        );
-        assert!(parse_iso_ms("+275760-09-13T00:00:00.001Z").is_err());
-        assert!(parse_iso_ms("-271821-04-19T23:59:59.999Z").is_err());
-    }
-
-    #[test]
-    fn extreme_exponents_are_errors_not_panics() {
-        assert!(parse_legacy_natural("1.5e-9223372036854775808").is_err());
-        assert!(parse_legacy_natural("1e9223372036854775807").is_err());
-        assert!(parse_legacy_natural("1e-9223372036854775808").is_err());
-        assert_eq!(
-            parse_legacy_natural("0e-9223372036854775808").map(|v| v.to_string()),
-            Ok("0".to_owned())
-        );
-        assert_eq!(
-            parse_legacy_natural("1500e-2").map(|v| v.to_string()),
-            Ok("15".to_owned())
-        );
-    }
-
-    #[test]
-    fn bignumber_notation() {
-        assert_eq!(parse_legacy_integer("13"), Ok(13));
-        assert_eq!(parse_legacy_integer("-50"), Ok(-50));
-        assert_eq!(
-            parse_legacy_integer("1.2345e+21"),
-            Ok(1_234_500_000_000_000_000_000)
-        );
-        assert_eq!(
-            parse_legacy_integer("-1e+21"),
-            Ok(-1_000_000_000_000_000_000_000)
-        );
-        assert!(parse_legacy_integer("1.5").is_err());
-        assert!(parse_legacy_integer("abc").is_err());
-        assert!(parse_legacy_integer("1e+60").is_err());
-        assert_eq!(
-            parse_legacy_natural("12345678901234567890123").map(|v| v.to_string()),
-            Ok("12345678901234567890123".to_owned())
-        );
-    }
 
     #[test]
     fn csv_as_postgres_copies_it() {
@@ -854,8 +658,8 @@ mod tests {
                    :tl:balance:if,13,2017-01-01,2017-01-01\n\
                    \"a:mvt:maximum\",\"{\"\"value\"\":\"\"7\"\",\"\"data\"\":null}\",x,y\r\n";
         assert_eq!(
-            rows_from_csv(csv),
-            Ok(vec![
+            rows_from_csv(csv).ok(),
+            Some(vec![
                 (":tl:balance:if".to_owned(), "13".to_owned()),
                 (
                     "a:mvt:maximum".to_owned(),
