@@ -26,7 +26,7 @@ use hmac::{Hmac, Mac};
 use num_bigint::BigUint;
 use sha2::Sha256;
 
-use crate::amount::parse_amount;
+use crate::amount::{parse_amount, ModuleUnits};
 use crate::claim::{claim_amount, claim_object, keep_best_claim};
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
@@ -148,7 +148,8 @@ impl ChannelModule for ClaimTestModule {
         ctx: &ChannelContext,
         record: &TransferRecord,
     ) -> Result<(), ModuleError> {
-        let ifp = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
+        let ifp =
+            ModuleUnits::from_peer_ledger(ctx.main_log()?.sums().incoming_fulfilled_and_prepared).0;
         let best = ctx
             .max_value_tracker(INCOMING_CLAIM_KEY)?
             .get_max()
@@ -215,6 +216,7 @@ impl ChannelModule for ClaimTestModule {
 
 #[cfg(test)]
 mod tests {
+    use crate::amount::LedgerAmount;
     use std::sync::Arc;
 
     use super::*;
@@ -232,7 +234,7 @@ mod tests {
     fn transfer(n: u8, amount: u64) -> Transfer {
         Transfer {
             id: TransferId([n; 16]),
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: [7; 32],
             expires_at_ms: 4_000_000_000_000,
             ilp: Vec::new(),

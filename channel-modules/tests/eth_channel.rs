@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use channel_modules::amount::LedgerAmount;
 use channel_modules::eth::abi::{self, Token};
 use channel_modules::eth::channel::contract::{
     claim_digest, payment_channel_init_code, payment_channel_v1_init_code, read_channel,
@@ -581,7 +582,7 @@ async fn incoming_prepares_are_limited_to_max_unsecured_above_the_best_claim() -
     let main = s.pair.b.host.stores().transfer_log("")?;
     let transfer = |n: u8, amount: u64| Transfer {
         id: TransferId([n; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [n; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use channel_modules::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use channel_modules::eth::payment::{
     EthPaymentModule, AMOUNT_RECEIVED_KEY, MAX_TX_HASHES_PER_CLAIM,
     MAX_TX_HASHES_PER_PAYMENTS_REPLY, PAYMENTS_LOG_KEY, RPC_PAYMENTS_SINCE,
@@ -200,12 +201,18 @@ async fn payments_move_money_and_balances_agree_to_the_wei() -> TestResult {
         .stores()
         .transfer_log(PAYMENTS_LOG_KEY)?
         .sums();
-    assert_eq!(BigUint::from(payer_sums.outgoing_fulfilled), second_total);
+    assert_eq!(
+        ModuleUnits::from_own_log(payer_sums.outgoing_fulfilled).0,
+        second_total
+    );
     assert_eq!(
         payer_sums.outgoing_fulfilled,
         payer_sums.outgoing_fulfilled_and_prepared
     );
-    assert_eq!(BigUint::from(payee_sums.incoming_fulfilled), second_total);
+    assert_eq!(
+        ModuleUnits::from_own_log(payee_sums.incoming_fulfilled).0,
+        second_total
+    );
     Ok(())
 }
 
@@ -276,8 +283,8 @@ async fn foreign_forged_and_misdirected_payments_are_refused_and_credit_nothing(
         .stores()
         .transfer_log(PAYMENTS_LOG_KEY)?
         .sums();
-    assert_eq!(sums.incoming_fulfilled, 0);
-    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+    assert_eq!(sums.incoming_fulfilled, LedgerSum::ZERO);
+    assert_eq!(sums.incoming_fulfilled_and_prepared, LedgerSum::ZERO);
     Ok(())
 }
 
@@ -292,7 +299,7 @@ async fn incoming_prepares_are_limited_to_max_unsecured_above_payments() -> Test
         n += 1;
         Transfer {
             id: TransferId([n; 16]),
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: [n; 32],
             expires_at_ms: i64::MAX,
             ilp: Vec::new(),
@@ -420,7 +427,10 @@ async fn a_restart_in_the_middle_of_a_payment_pays_exactly_once() -> TestResult 
         rpc.transaction_count(&payer_addr, "latest").await?,
         nonce_before + 1
     );
-    assert_eq!(BigUint::from(log.sums().outgoing_fulfilled), total);
+    assert_eq!(
+        ModuleUnits::from_own_log(log.sums().outgoing_fulfilled).0,
+        total
+    );
     Ok(())
 }
 
@@ -619,7 +629,10 @@ async fn a_crash_around_the_claim_write_never_loses_a_confirmed_payment() -> Tes
         );
         let log = s.pair.a.host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
         assert!(log.prepared().await?.is_empty());
-        assert_eq!(BigUint::from(log.sums().outgoing_fulfilled), total);
+        assert_eq!(
+            ModuleUnits::from_own_log(log.sums().outgoing_fulfilled).0,
+            total
+        );
         let settled = s
             .pair
             .a
@@ -715,15 +728,15 @@ async fn a_second_account_proving_the_same_peer_address_contests_it_until_the_op
         matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("contested")),
         "{refused:?}"
     );
-    let logged = |host: &TestHost| -> Result<u128, Box<dyn std::error::Error>> {
+    let logged = |host: &TestHost| -> Result<LedgerSum, Box<dyn std::error::Error>> {
         Ok(host
             .stores()
             .transfer_log(PAYMENTS_LOG_KEY)?
             .sums()
             .incoming_fulfilled_and_prepared)
     };
-    assert_eq!(logged(&s.pair.b.host)?, 2_000_000_000_000);
-    assert_eq!(logged(&other_host)?, 0);
+    assert_eq!(logged(&s.pair.b.host)?, LedgerSum(2_000_000_000_000));
+    assert_eq!(logged(&other_host)?, LedgerSum::ZERO);
 
     // The operator configures peerAddress on the rightful account "b" (same stores, restarted module): it takes
     // the identity over and is credited again, including the payment refused meanwhile.
@@ -763,8 +776,8 @@ async fn a_second_account_proving_the_same_peer_address_contests_it_until_the_op
         matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("(b)")),
         "{refused:?}"
     );
-    assert_eq!(logged(&other_host)?, 0);
-    assert_eq!(logged(&third_host)?, 0);
+    assert_eq!(logged(&other_host)?, LedgerSum::ZERO);
+    assert_eq!(logged(&third_host)?, LedgerSum::ZERO);
     Ok(())
 }
 
@@ -780,7 +793,7 @@ async fn record_incoming_payment(
     let condition = <sha2::Sha256 as sha2::Digest>::digest(hash.0).into();
     let transfer = Transfer {
         id: TransferId(id),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: condition,
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -1044,7 +1057,7 @@ async fn owe(pair: &TestPair, id: u8, amount: u64) -> TestResult {
     let main = pair.b.host.stores().transfer_log("")?;
     let t = Transfer {
         id: TransferId([id; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [id; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -1061,7 +1074,7 @@ async fn offer(pair: &TestPair, id: u8) -> Result<bool, Box<dyn std::error::Erro
     let main = pair.b.host.stores().transfer_log("")?;
     let t = Transfer {
         id: TransferId([id; 16]),
-        amount: 1,
+        amount: LedgerAmount(1),
         execution_condition: [id; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -1087,12 +1100,13 @@ async fn offer(pair: &TestPair, id: u8) -> Result<bool, Box<dyn std::error::Erro
 /// The payee's payments log (incoming fulfilled) and its `amount_received`.
 async fn payee_received(pair: &TestPair) -> Result<(BigUint, BigUint), Box<dyn std::error::Error>> {
     let stores = pair.b.host.stores();
-    let logged = BigUint::from(
+    let logged = ModuleUnits::from_own_log(
         stores
             .transfer_log(PAYMENTS_LOG_KEY)?
             .sums()
             .incoming_fulfilled,
-    );
+    )
+    .0;
     let credited = stores
         .max_value_tracker(AMOUNT_RECEIVED_KEY)?
         .get_max()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use channel_modules::amount::{LedgerAmount, LedgerSum};
 use channel_modules::eth::channel::EthChannelModule;
 use channel_modules::eth::latest_claim::{LATEST_CLAIM_PULL_MIN_INTERVAL_MS, RPC_LATEST_CLAIM};
 use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
@@ -311,7 +312,11 @@ async fn a_squatter_answering_with_the_victims_address_cannot_take_it() -> TestR
             "{name}: {refused:?}"
         );
         let sums = host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
-        assert_eq!(sums.incoming_fulfilled_and_prepared, 0, "{name}");
+        assert_eq!(
+            sums.incoming_fulfilled_and_prepared,
+            LedgerSum::ZERO,
+            "{name}"
+        );
     }
     // And the identity is the victim's now: a squatter account claiming it is refused.
     let taken = node
@@ -386,7 +391,7 @@ async fn a_caller_naming_the_victims_address_pins_nothing() -> TestResult {
 fn transfer(n: u8, amount: u64) -> Transfer {
     Transfer {
         id: TransferId([n; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [n; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -1037,7 +1042,7 @@ async fn a_relayed_proof_contests_the_identity_instead_of_taking_it() -> TestRes
     }
     for host in [&victim_host, &squat_host] {
         let sums = host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
-        assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+        assert_eq!(sums.incoming_fulfilled_and_prepared, LedgerSum::ZERO);
     }
 
     // The operator configures the payer's address on the real account: credited; the squatter stays refused.
@@ -1057,6 +1062,6 @@ async fn a_relayed_proof_contests_the_identity_instead_of_taking_it() -> TestRes
         "{refused:?}"
     );
     let sums = squat_host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
-    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+    assert_eq!(sums.incoming_fulfilled_and_prepared, LedgerSum::ZERO);
     Ok(())
 }

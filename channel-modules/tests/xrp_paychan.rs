@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use channel_modules::amount::LedgerAmount;
 use channel_modules::identity::IdentityRecord;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferRecord};
@@ -545,7 +546,7 @@ async fn claims_are_redeemed_early_when_the_channel_is_about_to_expire() -> Test
 fn incoming(id: u8, amount: u64) -> Transfer {
     Transfer {
         id: TransferId([id; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [7u8; 32],
         expires_at_ms: 1_506_816_060_000,
         ilp: Vec::new(),

@@ -145,15 +145,20 @@ impl XrpPaychan {
         _record: &TransferRecord,
     ) -> Result<(), ModuleError> {
         let sums = ctx.main_log()?.sums();
+        // Peer mode: the trustline's ledger counts drops, one ledger unit for one drop (as
+        // `ModuleUnits::from_peer_ledger` says), compared here as plain integers.
+        let (prepared, fulfilled) = (
+            sums.incoming_fulfilled_and_prepared.0,
+            sums.incoming_fulfilled.0,
+        );
         let mut secured = self.secured_drops(ctx).await?;
-        if sums.incoming_fulfilled_and_prepared.saturating_sub(secured)
-            > self.inner.opts.max_unsecured
-            && sums.incoming_fulfilled > secured
+        if prepared.saturating_sub(secured) > self.inner.opts.max_unsecured
+            && fulfilled > secured
             && self.fetch_latest_claim(ctx).await
         {
             secured = self.secured_drops(ctx).await?;
         }
-        let unsecured = sums.incoming_fulfilled_and_prepared.saturating_sub(secured);
+        let unsecured = prepared.saturating_sub(secured);
         if unsecured > self.inner.opts.max_unsecured {
             tracing::warn!(
                 account = ctx.account_id(),

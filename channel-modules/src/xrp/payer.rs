@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::crypto::ChannelId;
 use super::wire::{claim_json, same_channel_as_before};
 use super::{invalid, Cached, Inner, XrpPaychan, MVT_OUTGOING_CLAIM};
+use crate::amount::ModuleUnits;
 use crate::claim::Claim;
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -119,16 +120,14 @@ impl XrpPaychan {
         }
         // Exactly what the Fulfill path signs: the claim for everything our log says we owe the peer.
         // Durable sums: the claim leaves the node and must not cover a fulfill a crash could undo.
-        let owed = ctx
-            .main_log()?
-            .durable_sums()
-            .await
-            .map_err(|e| ModuleError::Ledger(format!("main log: {e}")))?
-            .outgoing_fulfilled;
-        match self
-            .create_outgoing_claim(ctx, &BigUint::from(owed))
-            .await?
-        {
+        let owed = ModuleUnits::from_peer_ledger(
+            ctx.main_log()?
+                .durable_sums()
+                .await
+                .map_err(|e| ModuleError::Ledger(format!("main log: {e}")))?
+                .outgoing_fulfilled,
+        );
+        match self.create_outgoing_claim(ctx, &owed.0).await? {
             Some(Claim::Json(claim)) => Ok(claim),
             Some(_) | None => Ok(Value::Null),
         }

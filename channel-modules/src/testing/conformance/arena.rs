@@ -1,6 +1,7 @@
 //! The [`Arena`]: one pair of modules on wired [`TestHost`]s, driven as a host mode's host drives them, and
 //! the body of each [`Check`].
 
+use crate::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use std::any::Any;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,7 +120,7 @@ impl Arena {
         id[8..].copy_from_slice(&n.to_be_bytes());
         Transfer {
             id: TransferId(id),
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: [0x5a; 32],
             expires_at_ms: i64::MAX,
             ilp: Vec::new(),
@@ -167,13 +168,14 @@ impl Arena {
     /// The payer's claim for `total`: in peer mode its main log first gets an outgoing fulfilled transfer for
     /// what `total` adds to its outgoing fulfilled sum, as a trustline asks with that sum.
     async fn claim(&self, total: &BigUint) -> Result<Option<Claim>, Finding> {
-        let owed = BigUint::from(
+        let owed = ModuleUnits::from_peer_ledger(
             self.pair
                 .a
                 .ctx
                 .main_log()
-                .map_or(0, |log| log.sums().outgoing_fulfilled),
-        );
+                .map_or(LedgerSum::ZERO, |log| log.sums().outgoing_fulfilled),
+        )
+        .0;
         if *total > owed {
             let amount = u64::try_from(total - &owed).map_err(|_| "increment past u64::MAX")?;
             self.transfer_in_log(false, amount, false).await?;
