@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use channel_modules::amount::{LedgerAmount, LedgerSum};
+use channel_modules::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use channel_modules::eth::channel::EthChannelModule;
 use channel_modules::eth::latest_claim::{LATEST_CLAIM_PULL_MIN_INTERVAL_MS, RPC_LATEST_CLAIM};
 use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
@@ -92,7 +92,7 @@ impl ChannelModule for ScriptedPeer {
     async fn create_outgoing_claim(
         &self,
         _ctx: &ChannelContext,
-        _total: &BigUint,
+        _total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         Ok(None)
     }
@@ -185,7 +185,7 @@ async fn victim_is_credited(
     payee.connect(&victim_ctx).await?;
     let payer_addr = address_of(anvil, PAYER_KEY_INDEX)?;
     assert_eq!(payee.peer_account(), Some(payer_addr.to_string()));
-    let total = BigUint::from(wei);
+    let total = ModuleUnits::from(wei);
     let claim = payer
         .create_outgoing_claim(&payer_ctx, &total)
         .await?
@@ -583,7 +583,7 @@ impl ChannelModule for HeldPayer {
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         self.inner.create_outgoing_claim(ctx, total).await
     }
@@ -751,7 +751,7 @@ async fn a_configured_address_replaces_an_unproven_pin_of_an_earlier_version() -
     set_bare_pin(&pair.b.host, &squatter_addr).await?;
     pair.a.module.connect(&pair.a.ctx).await?;
     pair.b.module.connect(&pair.b.ctx).await?;
-    let total = BigUint::from(1_000_000_000_000u64);
+    let total = ModuleUnits::from(1_000_000_000_000);
     let claim = pair
         .a
         .module
@@ -816,7 +816,7 @@ async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves
         .iter()
         .any(|(method, _)| method == RPC_ETH_ADDRESS));
     // And it works: the payer pays, the payee credits.
-    let total = BigUint::from(1_000_000_000_000u64);
+    let total = ModuleUnits::from(1_000_000_000_000);
     let claim = pair
         .a
         .module
@@ -947,7 +947,7 @@ impl ChannelModule for RelayPeer {
     async fn create_outgoing_claim(
         &self,
         _ctx: &ChannelContext,
-        _total: &BigUint,
+        _total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         Ok(None)
     }
@@ -1023,7 +1023,7 @@ async fn a_relayed_proof_contests_the_identity_instead_of_taking_it() -> TestRes
     let victim_ctx = victim_host.context(payee_opts.clone(), "victim");
     payer.connect(&payer_ctx).await?;
     payee.connect(&victim_ctx).await?;
-    let total = BigUint::from(5_000_000_000_000u64);
+    let total = ModuleUnits::from(5_000_000_000_000);
     let claim = payer
         .create_outgoing_claim(&payer_ctx, &total)
         .await?

@@ -132,7 +132,7 @@ pub(crate) async fn latest_claim_reply(
     // Durable sums: the claim leaves the node and must not cover a fulfill a crash could still undo.
     let sums = ctx.main_log()?.durable_sums().await.map_err(log_error)?;
     let owed = ModuleUnits::from_peer_ledger(sums.outgoing_fulfilled);
-    match module.create_outgoing_claim(ctx, &owed.0).await? {
+    match module.create_outgoing_claim(ctx, &owed).await? {
         Some(Claim::Json(claim)) => Ok(claim),
         Some(_) => Err(ModuleError::Ledger(
             "this module's claims are JSON".to_owned(),

@@ -24,6 +24,7 @@ use super::{
     channel_identity, invalid, Cached, Inner, XrpPaychan, CHANNEL_FACTS_MAX_AGE,
     MVT_INCOMING_CLAIM, RPC_CHANNEL_ID, RPC_LATEST_CLAIM,
 };
+use crate::amount::ModuleUnits;
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -288,7 +289,7 @@ impl XrpPaychan {
         tracing::debug!(account = ctx.account_id(), drops = claim.drops, increase = %increase, "claim accepted");
         inner.submit_if_expiring(ctx, &facts).await;
         Ok(Some(IncomingCredit {
-            amount: increase,
+            amount: ModuleUnits(increase),
             settlement_id: format!("{}:{}", claim.channel, claim.drops),
         }))
     }

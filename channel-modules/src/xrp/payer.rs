@@ -54,7 +54,7 @@ impl XrpPaychan {
     pub(super) async fn sign_claim_for(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         let inner = &self.inner;
         let Some(channel) = inner.opts.channel else {
@@ -62,7 +62,7 @@ impl XrpPaychan {
                 "xrp-paychan has no outgoing channel configured (option channel)",
             ));
         };
-        let drops = total.to_u64().ok_or_else(|| {
+        let drops = total.0.to_u64().ok_or_else(|| {
             ModuleError::InsufficientBalance(format!("{total} drops exceeds any channel"))
         })?;
         if drops == 0 {
@@ -72,7 +72,7 @@ impl XrpPaychan {
         let best = tracker.get_max().await?;
         // Claims are cumulative over one channel: signing our whole total on another would pay again.
         same_channel_as_before(&best, &channel).map_err(|e| invalid(e.to_string()))?;
-        if best.value >= *total {
+        if best.value >= total.0 {
             // Already covered: hand out the best claim again (idempotent).
             return Ok(best.data.is_object().then_some(Claim::Json(best.data)));
         }
@@ -127,7 +127,7 @@ impl XrpPaychan {
                 .map_err(|e| ModuleError::Ledger(format!("main log: {e}")))?
                 .outgoing_fulfilled,
         );
-        match self.create_outgoing_claim(ctx, &owed.0).await? {
+        match self.create_outgoing_claim(ctx, &owed).await? {
             Some(Claim::Json(claim)) => Ok(claim),
             Some(_) | None => Ok(Value::Null),
         }

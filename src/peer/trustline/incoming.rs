@@ -244,7 +244,7 @@ impl Trustline {
             // Durable sums only: a claim leaves the node, and must not cover a concurrent fulfill that a crash
             // could still undo here.
             let total = match self.inner.log.durable_sums().await {
-                Ok(sums) => ModuleUnits::from_peer_ledger(sums.outgoing_fulfilled).0,
+                Ok(sums) => ModuleUnits::from_peer_ledger(sums.outgoing_fulfilled),
                 Err(e) => return Err(log_err_to_wire(e)),
             };
             match m.create_outgoing_claim(&self.inner.ctx, &total).await {

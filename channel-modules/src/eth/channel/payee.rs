@@ -333,7 +333,7 @@ impl Inner {
             format!("{}:{}:{}", claim.channel, claim.amount, cumulative)
         };
         Ok(Some(IncomingCredit {
-            amount: increase,
+            amount: ModuleUnits(increase),
             settlement_id,
         }))
     }

@@ -366,7 +366,7 @@ impl EthPaymentModule {
         }
         info!(%increase, total = %logged, %settlement_id, "incoming payments credited");
         Ok(Some(IncomingCredit {
-            amount: increase,
+            amount: ModuleUnits(increase),
             settlement_id,
         }))
     }

@@ -186,7 +186,7 @@ impl EthPaymentModule {
     pub(super) async fn pay(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         let _settling = self.settle_lock.lock().await;
         let log = ctx.transfer_log(PAYMENTS_LOG_KEY)?;
@@ -195,12 +195,12 @@ impl EthPaymentModule {
                 "an earlier payment is still pending".to_owned(),
             ));
         }
-        let committed = ModuleUnits::from_own_log(log.sums().outgoing_fulfilled_and_prepared).0;
+        let committed = ModuleUnits::from_own_log(log.sums().outgoing_fulfilled_and_prepared);
         if *total <= committed {
             return self.latest_claim(ctx).await;
         }
         let owed = total - &committed;
-        let amount = u64::try_from(&owed).unwrap_or(u64::MAX);
+        let amount = u64::try_from(&owed.0).unwrap_or(u64::MAX);
         let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
         let (to, value, data) = match self.token {
             None => (peer, BigUint::from(amount), Vec::new()),
