@@ -24,10 +24,10 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::amount::ModuleUnits;
 use async_trait::async_trait;
 
 use super::TestClock;
+use crate::amount::ModuleUnits;
 use crate::module::ChannelModule;
 
 /// Fewest cumulative totals a [`Subject`] names: a first claim, two raises, and one more after the replays.

@@ -20,12 +20,12 @@
 //! Each check panics (an assertion) on the first behaviour that differs. The racing checks spawn tasks, so a
 //! check runs on a multi-threaded tokio runtime ([`run`] makes one).
 
-use crate::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use std::future::Future;
 use std::sync::Arc;
 
 use num_bigint::BigUint;
 
+use crate::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use crate::memory::MemoryStores;
 use crate::store::{
     Direction, Limit, MaxValue, MaxValueTracker, NotedFulfillment, PrepareOutcome, StoreError,

@@ -1,13 +1,13 @@
 //! The [`Arena`]: one pair of modules on wired [`TestHost`]s, driven as a host mode's host drives them, and
 //! the body of each [`Check`].
 
-use crate::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use std::any::Any;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{Check, HostMode, SubjectPair, UNKNOWN_METHOD};
+use crate::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use crate::claim::{Claim, IncomingCredit};
 use crate::error::ModuleError;
 use crate::module::ChannelModule;
