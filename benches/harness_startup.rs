@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use channel_modules::amount::{LedgerAmount, LedgerSum};
 use channel_modules::store::{Direction, Limit, Transfer, TransferId, TransferLog};
 use harness_common::{fail, print_json, Args, ChildGuard};
 use ilp_bridge::config::legacy::PeerConfig;
@@ -181,7 +182,7 @@ async fn generate(path: &Path, transfers: u64) {
                 id[8] = (id[8] & 0x3f) | 0x80;
                 let transfer = Transfer {
                     id: TransferId(id),
-                    amount: 1,
+                    amount: LedgerAmount(1),
                     execution_condition: condition,
                     expires_at_ms,
                     ilp: Vec::new(),
@@ -202,7 +203,7 @@ async fn generate(path: &Path, transfers: u64) {
         }
     }
     let sums = log.sums();
-    if sums.incoming_fulfilled != u128::from(transfers) {
+    if sums.incoming_fulfilled != LedgerSum(u128::from(transfers)) {
         fail(&format!(
             "generated store holds {} fulfilled, expected {transfers}",
             sums.incoming_fulfilled

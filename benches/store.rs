@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use channel_modules::amount::LedgerAmount;
 use channel_modules::store::{Direction, Limit, Transfer, TransferId, TransferLog};
 use ilp_bridge::store::{Db, RocksStores};
 
@@ -26,7 +27,7 @@ fn transfer(n: u64) -> Transfer {
     id[8] = 0x80;
     Transfer {
         id: TransferId(id),
-        amount: 1 + n % 1000,
+        amount: LedgerAmount(1 + n % 1000),
         execution_condition: [7; 32],
         expires_at_ms: 1_763_000_000_000 + 30_000,
         // A typical ILP v1 payment packet is ~40 bytes.

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::amount::LedgerAmount;
 use channel_modules::store::{Transfer, TransferId};
 use harness_common::{closed_loop, fail, print_json, Args, LoadPoint};
 use ilp_bridge::config::legacy::PeerConfig;
@@ -264,7 +265,7 @@ async fn run(
             let outcomes = outcomes.clone();
             let transfer = Transfer {
                 id: TransferId(*uuid::Uuid::new_v4().as_bytes()),
-                amount: 1,
+                amount: LedgerAmount(1),
                 execution_condition: condition,
                 expires_at_ms: now_ms() + TRANSFER_EXPIRY.as_millis() as i64,
                 ilp: ilp.clone(),

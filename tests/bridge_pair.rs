@@ -12,6 +12,7 @@ use btp::ilp_v1::{IlpV1Packet, Payment};
 use btp::ilp_v4::{self, Address, IlpV4Packet};
 use btp::Timestamp;
 use bytes::Bytes;
+use channel_modules::amount::{ConnectorAmount, LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, Transfer, TransferId};
 use ilp_bridge::bridge::modern::{IlpHandler, IlpReply, LinkError, ModernLink};
@@ -210,7 +211,7 @@ async fn p_pays_expiring(
     let id = TransferId(*uuid::Uuid::new_v4().as_bytes());
     s.p.send_transfer(Transfer {
         id,
-        amount: legacy_amount,
+        amount: LedgerAmount(legacy_amount),
         execution_condition: condition,
         expires_at_ms: now_ms() + expires_in_ms,
         ilp: payment(destination, legacy_amount),
@@ -249,9 +250,9 @@ async fn a_payment_from_the_legacy_peer_crosses_and_its_fulfill_comes_back() -> 
     assert_eq!(seen[0].destination.as_str(), "test.m.bob");
     assert_eq!(seen[0].data, Bytes::from_static(b"memo"));
     let books = s.pair.books();
-    assert_eq!(books.legacy.incoming_fulfilled, 1_234_567);
-    assert_eq!(books.modern.outgoing_fulfilled, 1_234);
-    assert_eq!(s.p.local_balance(), -1_234_567);
+    assert_eq!(books.legacy.incoming_fulfilled, LedgerSum(1_234_567));
+    assert_eq!(books.modern.outgoing_fulfilled, LedgerSum(1_234));
+    assert_eq!(s.p.local_balance(), LedgerBalance(-1_234_567));
     Ok(())
 }
 
@@ -276,10 +277,14 @@ async fn a_reject_from_the_modern_connector_reaches_the_legacy_peer_translated()
     assert_eq!(reason.forwarded_by.as_deref(), Some("test.kit.server"));
     let books = s.pair.books();
     assert_eq!(
-        books.modern.outgoing_fulfilled_and_prepared, 0,
+        books.modern.outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO,
         "the modern record is cancelled"
     );
-    assert_eq!(books.legacy.incoming_fulfilled_and_prepared, 0);
+    assert_eq!(
+        books.legacy.incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -348,7 +353,8 @@ async fn a_prepare_from_the_modern_connector_crosses_and_the_legacy_fulfill_answ
     let fulfill = reply.map_err(|r| format!("rejected: {r:?}"))?;
     assert_eq!(fulfill.fulfillment, f);
     assert_eq!(
-        arrived.amount, 2_500_000,
+        arrived.amount,
+        LedgerAmount(2_500_000),
         "micro-units to nano-units, exact"
     );
     match IlpV1Packet::decode(&Bytes::from(arrived.ilp.clone()))? {
@@ -360,8 +366,8 @@ async fn a_prepare_from_the_modern_connector_crosses_and_the_legacy_fulfill_answ
         other => return Err(format!("not a payment: {other:?}").into()),
     }
     let books = s.pair.books();
-    assert_eq!(books.modern.incoming_fulfilled, 2_500);
-    assert_eq!(books.legacy.outgoing_fulfilled, 2_500_000);
+    assert_eq!(books.modern.incoming_fulfilled, LedgerSum(2_500));
+    assert_eq!(books.legacy.outgoing_fulfilled, LedgerSum(2_500_000));
     Ok(())
 }
 
@@ -412,7 +418,10 @@ async fn the_legacy_peers_reject_and_refusal_answer_the_modern_connector() -> R 
         .await;
     let reject = reply.err().ok_or("fulfilled?")?;
     assert_eq!(reject.code, *b"T04", "{reject:?}");
-    assert_eq!(s.pair.books().modern.incoming_fulfilled_and_prepared, 0);
+    assert_eq!(
+        s.pair.books().modern.incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -445,7 +454,10 @@ async fn il_dcp_is_answered_to_a_child_and_peer_protocols_never_reach_the_legacy
         .handle_prepare(btp::ildcp::IldcpRequest.to_prepare(now))
         .await;
     assert_eq!(reply.err().map(|r| r.code), Some(*b"F00"));
-    assert_eq!(s.kit.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(
+        s.kit.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -505,8 +517,8 @@ async fn without_an_answer_the_legacy_transfer_expires_and_the_outcome_is_counte
     .await?;
     assert_eq!(code, "R00");
     let books = s.pair.books();
-    assert_eq!(books.unknown_outcomes, (1, 7_000));
-    assert_eq!(books.legacy.incoming_fulfilled, 0);
+    assert_eq!(books.unknown_outcomes, (1, ConnectorAmount(7_000)));
+    assert_eq!(books.legacy.incoming_fulfilled, LedgerSum::ZERO);
     Ok(())
 }
 
@@ -543,7 +555,7 @@ async fn a_fulfill_from_the_modern_side_written_before_a_crash_is_delivered_by_r
     })
     .await?;
     assert_eq!(fulfilled, f);
-    assert_eq!(s.pair.books().legacy.incoming_fulfilled, 3_000_000);
+    assert_eq!(s.pair.books().legacy.incoming_fulfilled.0, 3_000_000);
     Ok(())
 }
 
@@ -558,7 +570,7 @@ async fn recovery_closes_modern_records_whose_legacy_side_finished() -> R {
         .prepare(
             &Transfer {
                 id: modern,
-                amount: 5,
+                amount: LedgerAmount(5),
                 execution_condition: [1; 32],
                 expires_at_ms: now_ms() + 60_000,
                 ilp: b"test.kit.alice".to_vec(),
@@ -573,6 +585,6 @@ async fn recovery_closes_modern_records_whose_legacy_side_finished() -> R {
         s.pair.modern_log().get(&modern).await?.map(|r| r.state),
         Some(channel_modules::store::TransferState::Cancelled { .. })
     ));
-    assert_eq!(s.kit.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(s.kit.log().sums().outgoing_fulfilled_and_prepared.0, 0);
     Ok(())
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Limit, Transfer, TransferId};
 use ilp_bridge::config::legacy::PeerConfig;
@@ -287,7 +288,7 @@ fn now_ms() -> i64 {
 async fn pay(alice: &Trustline, n: u8) -> R<()> {
     let transfer = Transfer {
         id: TransferId([n; 16]),
-        amount: 10,
+        amount: LedgerAmount(10),
         execution_condition: Sha256::digest(FULFILLMENT).into(),
         expires_at_ms: now_ms() + 15_000,
         ilp: IlpV1Packet::Payment(Payment {
@@ -499,8 +500,16 @@ async fn junk_socket_flood_under_256_fds_keeps_paying_and_the_store_unpoisoned()
         pay(&alice, n).await?;
     }
     let paid = i128::from(paid_during + PAYMENTS_AFTER) * 10;
-    assert_eq!(alice.local_balance(), -paid, "alice paid every payment");
-    assert_eq!(carol.local_balance(), paid, "carol was paid every payment");
+    assert_eq!(
+        alice.local_balance(),
+        LedgerBalance(-paid),
+        "alice paid every payment"
+    );
+    assert_eq!(
+        carol.local_balance(),
+        LedgerBalance(paid),
+        "carol was paid every payment"
+    );
 
     let mut bridge = bridge;
     assert!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::eth::channel::contract::claim_digest;
 use channel_modules::eth::channel::{INCOMING_CLAIM_KEY, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY};
 use channel_modules::eth::payment::PAYMENTS_LOG_KEY;
@@ -195,7 +196,7 @@ fn transfer(n: u8, amount: u64) -> (Transfer, [u8; 32]) {
     let fulfillment = [n; 32];
     let t = Transfer {
         id: TransferId([n; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: Sha256::digest(fulfillment).into(),
         expires_at_ms: now_ms() + 30_000,
         ilp: IlpV1Packet::Payment(Payment {
@@ -245,8 +246,8 @@ async fn best(tl: &Trustline, key: &str) -> Result<MaxValue, EthBoxError> {
 /// peer reports it through the `balance` side protocol.
 async fn assert_trustline_balances(p: &Pair, total: u64) -> TestResult {
     let total = i128::from(total);
-    assert_eq!(p.payer_tl()?.local_balance(), -total);
-    assert_eq!(p.payee_tl()?.local_balance(), total);
+    assert_eq!(p.payer_tl()?.local_balance(), LedgerBalance(-total));
+    assert_eq!(p.payee_tl()?.local_balance(), LedgerBalance(total));
     assert_eq!(p.payer_tl()?.get_balance().await?, (-total).to_string());
     assert_eq!(p.payee_tl()?.get_balance().await?, total.to_string());
     assert_eq!(
@@ -279,15 +280,21 @@ async fn eth_payment_trustline_settles_on_chain_and_balances_agree_to_the_wei() 
         total += amount;
         // After every settlement: both logs and the trustline agree.
         let payee_log = p.payee_payments()?;
-        assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(total));
+        assert_eq!(
+            payee_log.sums().incoming_fulfilled,
+            LedgerSum(u128::from(total))
+        );
         let payer_log = p
             .payer_tl()?
             .module_context()
             .transfer_log(PAYMENTS_LOG_KEY)?;
-        assert_eq!(payer_log.sums().outgoing_fulfilled, u128::from(total));
+        assert_eq!(
+            payer_log.sums().outgoing_fulfilled,
+            LedgerSum(u128::from(total))
+        );
         assert_eq!(
             payer_log.sums().outgoing_fulfilled_and_prepared,
-            u128::from(total)
+            LedgerSum(u128::from(total))
         );
         assert_trustline_balances(&p, total).await?;
     }
@@ -332,7 +339,10 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
     let amount = 3_000_000_000_000u64;
     pay(&p, 1, amount).await?;
     let payee_log = p.payee_payments()?;
-    assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(amount));
+    assert_eq!(
+        payee_log.sums().incoming_fulfilled,
+        LedgerSum(u128::from(amount))
+    );
     let honest: TxHash = sent_by(&rpc, &address(&anvil, PAYER_KEY)?, 0)
         .await?
         .first()
@@ -353,7 +363,7 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
         assert!(result.is_err(), "{hash} was accepted: {result:?}");
         assert_eq!(
             payee_log.sums().incoming_fulfilled,
-            u128::from(amount),
+            LedgerSum(u128::from(amount)),
             "{hash}"
         );
     }
@@ -363,7 +373,10 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
         json!({ "txHash": honest.to_string() }),
     ] {
         p.payer_tl()?.module_rpc("claim", claim).await?;
-        assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(amount));
+        assert_eq!(
+            payee_log.sums().incoming_fulfilled,
+            LedgerSum(u128::from(amount))
+        );
     }
     let mixed = p
         .payer_tl()?
@@ -373,7 +386,10 @@ async fn eth_payment_trustline_refuses_foreign_misdirected_forged_and_replayed_h
         )
         .await;
     assert!(mixed.is_err(), "{mixed:?}");
-    assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(amount));
+    assert_eq!(
+        payee_log.sums().incoming_fulfilled,
+        LedgerSum(u128::from(amount))
+    );
     // The trustline balance never moved because of the claims.
     assert_trustline_balances(&p, amount).await?;
     // The refused hashes really are on chain and really did pay (the refusal is about who/whom, not existence).
@@ -557,7 +573,10 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
     mine_pending(&anvil).await?;
     pay(&p, 2, 1_234).await?;
     total += 1_234;
-    assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(total));
+    assert_eq!(
+        payee_log.sums().incoming_fulfilled,
+        LedgerSum(u128::from(total))
+    );
     assert_trustline_balances(&p, total).await?;
 
     // 2. Again, but the payer node stops with the payment in flight and restarts on its database after the
@@ -567,15 +586,21 @@ async fn eth_payment_trustline_lost_claims_and_payer_restart_pay_once_and_credit
     total += unsecured;
     let payer_tl = p.restart_payer_once_mined(&anvil).await?;
     let payer_log = payer_tl.module_context().transfer_log(PAYMENTS_LOG_KEY)?;
-    assert_eq!(payer_log.sums().outgoing_fulfilled, u128::from(total));
+    assert_eq!(
+        payer_log.sums().outgoing_fulfilled,
+        LedgerSum(u128::from(total))
+    );
     assert_eq!(
         payer_log.sums().outgoing_fulfilled_and_prepared,
-        u128::from(total)
+        LedgerSum(u128::from(total))
     );
     drop((payer_tl, payer_log));
     pay(&p, 4, 5_678).await?;
     total += 5_678;
-    assert_eq!(payee_log.sums().incoming_fulfilled, u128::from(total));
+    assert_eq!(
+        payee_log.sums().incoming_fulfilled,
+        LedgerSum(u128::from(total))
+    );
     assert_trustline_balances(&p, total).await?;
 
     // Exactly one payment per settlement, in order, and the chain agrees with both sides.

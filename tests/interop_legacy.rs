@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
@@ -44,7 +45,7 @@ fn payment(account: &str, amount: u64) -> Vec<u8> {
 fn rust_transfer(fulfillment: &[u8; 32], amount: u64, expires_in_ms: i64, dest: &str) -> Transfer {
     Transfer {
         id: TransferId(*uuid::Uuid::new_v4().as_bytes()),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: Sha256::digest(fulfillment).into(),
         expires_at_ms: now_ms() + expires_in_ms,
         ilp: payment(dest, amount),
@@ -300,7 +301,7 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
     js.event("outgoing_fulfill").await?;
     let claim = js.event("outgoing_claim").await?;
     assert_eq!(claim["claim"]["amount"], json!("10"));
-    assert_eq!(tl.local_balance(), 10);
+    assert_eq!(tl.local_balance(), LedgerBalance(10));
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("-10"));
     let best = wait_best_claim(&tl, 10).await?;
     assert_eq!(best, 10);
@@ -314,7 +315,7 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
     let inc = js.event("incoming_claim").await?;
     assert_eq!(inc["valid"], json!(true), "{inc}");
     assert_eq!(inc["claim"]["amount"], json!("4"));
-    assert_eq!(tl.local_balance(), 6);
+    assert_eq!(tl.local_balance(), LedgerBalance(6));
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("-6"));
 
     // Rejects both ways.
@@ -337,7 +338,7 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
         return Err("unexpected event".into());
     };
     assert_eq!(reason.code, "F99");
-    assert_eq!(tl.local_balance(), 6);
+    assert_eq!(tl.local_balance(), LedgerBalance(6));
 
     // Over the limit.
     let (_, t5) = js_transfer(&[5u8; 32], 2000, 10_000, ilp.as_str().unwrap_or_default());
@@ -373,7 +374,7 @@ async fn js_client_to_bridge_server_for(version: &str) -> TestResult {
     for id in [id6, t7.id] {
         assert_cancelled(&tl, &id).await?;
     }
-    assert_eq!(tl.local_balance(), 6);
+    assert_eq!(tl.local_balance(), LedgerBalance(6));
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("-6"));
     assert_eq!(
         tl.log().sums().incoming_fulfilled_and_prepared,
@@ -429,7 +430,7 @@ async fn payments_for_the_bridge_for(version: &str) -> TestResult {
         assert_cancelled(&tl, &id.parse()?).await?;
     }
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("0"));
-    assert_eq!(tl.local_balance(), 0);
+    assert_eq!(tl.local_balance(), LedgerBalance::ZERO);
     js.ok("disconnect", json!({})).await?;
     node.shutdown().await;
     Ok(())
@@ -517,7 +518,7 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     next_event(&mut events, "outgoing_fulfill").await?;
     let inc = js.event("incoming_claim").await?;
     assert_eq!(inc["valid"], json!(true), "{inc}");
-    assert_eq!(tl.local_balance(), -10);
+    assert_eq!(tl.local_balance(), LedgerBalance(-10));
     assert_eq!(tl.get_peer_balance().await?, "-10");
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("10"));
 
@@ -529,7 +530,7 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     tl.fulfill_condition(got.id, f2, None).await?;
     let claim = js.event("outgoing_claim").await?;
     assert_eq!(claim["claim"]["amount"], json!("3"));
-    assert_eq!(tl.local_balance(), -7);
+    assert_eq!(tl.local_balance(), LedgerBalance(-7));
 
     // Over the JS server's limit: the legacy error comes back.
     let t3 = rust_transfer(&[3u8; 32], 600, 10_000, "test.js.server.bob");
@@ -577,7 +578,7 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_cancelled(&tl, &t4.id).await?;
-    assert_eq!(tl.local_balance(), -7);
+    assert_eq!(tl.local_balance(), LedgerBalance(-7));
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("7"));
 
     // The other direction: the JS server prepares a transfer to the bridge that nobody fulfills. A legacy
@@ -596,7 +597,7 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
         }
     })
     .await??;
-    assert_eq!(cancelled.amount, 4);
+    assert_eq!(cancelled.amount, LedgerAmount(4));
     assert_cancelled(&tl, &id5).await?;
     // The JS sender saw it end (its own timer's cancel, or the bridge's R00 Reject, whichever came first).
     let uuid5 = uuid_of(&id5);
@@ -614,7 +615,7 @@ async fn bridge_client_to_js_server_for(version: &str) -> TestResult {
     if ended["event"] == json!("outgoing_reject") {
         assert!(ended.to_string().contains("R00"), "{ended}");
     }
-    assert_eq!(tl.local_balance(), -7);
+    assert_eq!(tl.local_balance(), LedgerBalance(-7));
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("7"));
 
     node.shutdown().await;
@@ -658,7 +659,7 @@ async fn stateless_expiry_for(version: &str) -> TestResult {
     assert_eq!(by, &json!("test.alice.server"), "{rejected}");
     let c = next_transfer(&mut events, "incoming_cancel").await?;
     assert_eq!(uuid_of(&c.id), id);
-    assert_eq!(tl.local_balance(), 0);
+    assert_eq!(tl.local_balance(), LedgerBalance::ZERO);
     assert_eq!(
         tl.log().sums().incoming_fulfilled_and_prepared,
         tl.log().sums().incoming_fulfilled
@@ -672,8 +673,11 @@ async fn stateless_expiry_for(version: &str) -> TestResult {
     let c = next_transfer(&mut events, "outgoing_cancel").await?;
     assert_eq!(c.id, t2.id);
     assert_cancelled(&tl, &t2.id).await?;
-    assert_eq!(tl.local_balance(), 0);
-    assert_eq!(tl.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(tl.local_balance(), LedgerBalance::ZERO);
+    assert_eq!(
+        tl.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     // The stateless plugin's balance is the bridge's, negated.
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("-0"));
     node.shutdown().await;
@@ -752,8 +756,8 @@ async fn routed_for(version: &str) -> TestResult {
     a.event("outgoing_fulfill").await?;
     assert_eq!(a.ok("getBalance", json!({})).await?, json!("-10"));
     assert_eq!(b.ok("getBalance", json!({})).await?, json!("10"));
-    assert_eq!(bridge_a.local_balance(), 10);
-    assert_eq!(bridge_b.local_balance(), -10);
+    assert_eq!(bridge_a.local_balance(), LedgerBalance(10));
+    assert_eq!(bridge_b.local_balance(), LedgerBalance(-10));
 
     // Payment 2: prepared at B but not fulfilled before the bridge restarts.
     let f2 = [2u8; 32];
@@ -792,8 +796,8 @@ async fn routed_for(version: &str) -> TestResult {
 
     assert_eq!(a.ok("getBalance", json!({})).await?, json!("-17"));
     assert_eq!(b.ok("getBalance", json!({})).await?, json!("17"));
-    assert_eq!(bridge_a.local_balance(), 17);
-    assert_eq!(bridge_b.local_balance(), -17);
+    assert_eq!(bridge_a.local_balance(), LedgerBalance(17));
+    assert_eq!(bridge_b.local_balance(), LedgerBalance(-17));
     // Nothing is left prepared on the bridge; payment 3 expired on both of its legs.
     assert!(bridge_a.log().prepared().await?.is_empty());
     assert!(bridge_b.log().prepared().await?.is_empty());
@@ -1411,7 +1415,7 @@ async fn tls_for(version: &str) -> TestResult {
     let id = js.send_transfer(&f, 25, 10_000, &ilp).await?;
     fulfill_at_bridge(&tl, &mut events, &id, f).await?;
     js.event_for("outgoing_fulfill", &id).await?;
-    assert_eq!(tl.local_balance(), 25);
+    assert_eq!(tl.local_balance(), LedgerBalance(25));
     // Stateless JS client: its balance is the bridge's, negated.
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("-25"));
     let r = js
@@ -1465,7 +1469,7 @@ async fn tls_for(version: &str) -> TestResult {
     let t = rust_transfer(&f, 12, 10_000, "test.jstls.server.bob");
     tl.send_transfer(t.clone()).await?;
     next_event(&mut events, "outgoing_fulfill").await?;
-    assert_eq!(tl.local_balance(), -12);
+    assert_eq!(tl.local_balance(), LedgerBalance(-12));
     assert_eq!(js.ok("getBalance", json!({})).await?, json!("12"));
     node.shutdown().await;
 

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance};
 use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{
@@ -281,7 +282,7 @@ async fn net(
 fn payment(expires_at_ms: i64) -> Transfer {
     Transfer {
         id: TransferId([1; 16]),
-        amount: AMOUNT,
+        amount: LedgerAmount(AMOUNT),
         execution_condition: Sha256::digest(FULFILLMENT).into(),
         expires_at_ms,
         ilp: IlpV1Packet::Payment(Payment {
@@ -333,10 +334,10 @@ async fn pay_and_fulfill_at_c(n: &Net, t: &Transfer) -> TestResult {
 
 /// Every balance shows A paid C through the bridge, which got as much as it paid.
 fn assert_paid(n: &Net) {
-    assert_eq!(n.a.local_balance(), -(AMOUNT as i128));
-    assert_eq!(n.x1.local_balance(), AMOUNT as i128);
-    assert_eq!(n.x2.local_balance(), -(AMOUNT as i128));
-    assert_eq!(n.c.local_balance(), AMOUNT as i128);
+    assert_eq!(n.a.local_balance(), LedgerBalance(-(AMOUNT as i128)));
+    assert_eq!(n.x1.local_balance(), LedgerBalance(AMOUNT as i128));
+    assert_eq!(n.x2.local_balance(), LedgerBalance(-(AMOUNT as i128)));
+    assert_eq!(n.c.local_balance(), LedgerBalance(AMOUNT as i128));
 }
 
 /// C's Fulfill is accepted in time, then (a slow store) the bridge's clock passes the source's expiry before
@@ -453,13 +454,13 @@ async fn a_source_past_its_expiry_whose_forward_was_fulfilled_is_fulfilled_after
     x1.connect().await?;
     event_within(&mut a_events, "outgoing_fulfill", Duration::from_secs(60)).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while x1.local_balance() != AMOUNT as i128 {
+    while x1.local_balance() != LedgerBalance(AMOUNT as i128) {
         if tokio::time::Instant::now() > deadline {
             return Err(format!("x1 balance {}", x1.local_balance()).into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(a.local_balance(), -(AMOUNT as i128));
-    assert_eq!(c.local_balance(), AMOUNT as i128);
+    assert_eq!(a.local_balance(), LedgerBalance(-(AMOUNT as i128)));
+    assert_eq!(c.local_balance(), LedgerBalance(AMOUNT as i128));
     Ok(())
 }

@@ -14,6 +14,7 @@ use btp::ilp_v1::{IlpV1Packet, Payment};
 use btp::packet::Packet;
 use btp::transport::{Reply, RpcError};
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
@@ -150,7 +151,7 @@ async fn prepared_transfer(
     let id = TransferId([3; 16]);
     let transfer = Transfer {
         id,
-        amount: AMOUNT,
+        amount: LedgerAmount(AMOUNT),
         execution_condition: Sha256::digest(FULFILLMENT).into(),
         expires_at_ms: now_ms + expires_in.as_millis() as i64,
         ilp: IlpV1Packet::Payment(Payment {
@@ -218,7 +219,7 @@ async fn a_fulfill_that_never_arrived_is_resent_and_counted_once_accepted() -> T
     );
     // Not counted while the payer has not seen it.
     assert_eq!(state(&p.server, &id).await?, Some(TransferState::Prepared));
-    assert_eq!(p.server.local_balance(), 0);
+    assert_eq!(p.server.local_balance(), LedgerBalance::ZERO);
     assert_eq!(p.server.unacknowledged_fulfills(), vec![id]);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
@@ -239,8 +240,8 @@ async fn a_fulfill_that_never_arrived_is_resent_and_counted_once_accepted() -> T
     resends_settled(&p.server).await?;
     assert!(fulfilled(&state(&p.server, &id).await?));
     assert!(fulfilled(&state(&p.client, &id).await?));
-    assert_eq!(p.server.local_balance(), i128::from(AMOUNT));
-    assert_eq!(p.client.local_balance(), -i128::from(AMOUNT));
+    assert_eq!(p.server.local_balance(), LedgerBalance(i128::from(AMOUNT)));
+    assert_eq!(p.client.local_balance(), LedgerBalance(-i128::from(AMOUNT)));
     Ok(())
 }
 
@@ -251,7 +252,7 @@ async fn a_fulfill_whose_reply_was_lost_is_not_counted_twice() -> TestResult {
     fulfill_with_reply_lost(&p, id).await?;
     assert_eq!(
         p.server.local_balance(),
-        0,
+        LedgerBalance::ZERO,
         "not counted before the payer confirms"
     );
 
@@ -259,9 +260,12 @@ async fn a_fulfill_whose_reply_was_lost_is_not_counted_twice() -> TestResult {
     resends_settled(&p.server).await?;
     // The repeat is answered idempotently; each side counts the transfer exactly once.
     assert!(fulfilled(&state(&p.server, &id).await?));
-    assert_eq!(p.server.local_balance(), i128::from(AMOUNT));
-    assert_eq!(p.client.local_balance(), -i128::from(AMOUNT));
-    assert_eq!(p.server.log().sums().incoming_fulfilled, u128::from(AMOUNT));
+    assert_eq!(p.server.local_balance(), LedgerBalance(i128::from(AMOUNT)));
+    assert_eq!(p.client.local_balance(), LedgerBalance(-i128::from(AMOUNT)));
+    assert_eq!(
+        p.server.log().sums().incoming_fulfilled,
+        LedgerSum(u128::from(AMOUNT))
+    );
     Ok(())
 }
 
@@ -293,9 +297,12 @@ async fn a_resent_fulfill_the_payer_refuses_lets_the_transfer_expire_on_both_sid
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(p.server.local_balance(), 0);
-    assert_eq!(p.client.local_balance(), 0);
-    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(p.server.local_balance(), LedgerBalance::ZERO);
+    assert_eq!(p.client.local_balance(), LedgerBalance::ZERO);
+    assert_eq!(
+        p.server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -320,8 +327,8 @@ async fn a_payee_restarted_mid_fulfill_resends_it_from_its_noted_fulfillment() -
     assert_eq!(server.unacknowledged_fulfills(), vec![id]);
     resends_settled(&server).await?;
     assert!(fulfilled(&state(&server, &id).await?));
-    assert_eq!(server.local_balance(), i128::from(AMOUNT));
-    assert_eq!(p.client.local_balance(), -i128::from(AMOUNT));
+    assert_eq!(server.local_balance(), LedgerBalance(i128::from(AMOUNT)));
+    assert_eq!(p.client.local_balance(), LedgerBalance(-i128::from(AMOUNT)));
     assert_eq!(server.log().noted_fulfillments().await?, vec![]);
     Ok(())
 }
@@ -363,8 +370,8 @@ async fn a_payee_whose_prepare_write_fails_never_reveals_the_preimage() -> TestR
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(p.client.log().sums().outgoing_fulfilled, 0);
-        assert_eq!(p.server.log().sums().incoming_fulfilled, 0);
+        assert_eq!(p.client.log().sums().outgoing_fulfilled, LedgerSum::ZERO);
+        assert_eq!(p.server.log().sums().incoming_fulfilled, LedgerSum::ZERO);
     }
     // The lost prepare is not on disk: after a restart there is nothing to fulfill.
     let db = Db::open(dir.path())?;

@@ -11,6 +11,7 @@ use btp::packet::{Packet, Prepare, ProtocolData, ProtocolDataEntry, ProtocolName
 use btp::transport::Reply;
 use btp::Timestamp;
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerSum};
 use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferState};
@@ -140,7 +141,10 @@ async fn a_prepare_expiring_beyond_the_hold_window_is_refused_and_not_stored() -
         assert!(data.contains("ahead"), "{data}");
         not_stored(&server, n).await?;
     }
-    assert_eq!(server.log().sums().incoming_fulfilled_and_prepared, 1);
+    assert_eq!(
+        server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum(1)
+    );
     assert_eq!(server.armed_expiries(), 1);
     Ok(())
 }
@@ -182,7 +186,10 @@ async fn a_prepare_carrying_more_data_than_the_cap_is_refused_and_not_stored() -
         assert!(data.contains("bytes"), "{data}");
         not_stored(&server, n).await?;
     }
-    assert_eq!(server.log().sums().incoming_fulfilled_and_prepared, 2);
+    assert_eq!(
+        server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum(2)
+    );
     Ok(())
 }
 
@@ -228,7 +235,7 @@ async fn prepared_transfers_from_one_peer_are_capped() -> TestResult {
     );
     assert_eq!(
         server.log().sums().incoming_fulfilled_and_prepared,
-        MAX_PREPARED as u128
+        LedgerSum(MAX_PREPARED as u128)
     );
     Ok(())
 }
@@ -244,7 +251,7 @@ async fn outgoing_prepared_transfers_to_one_peer_are_capped() -> TestResult {
     let at = ms(clock.now()) + 30_000;
     let transfer = |n: u32| Transfer {
         id: id(n),
-        amount: 1,
+        amount: LedgerAmount(1),
         execution_condition: Sha256::digest([1u8; 32]).into(),
         expires_at_ms: at,
         ilp: Vec::new(),
@@ -264,7 +271,7 @@ async fn outgoing_prepared_transfers_to_one_peer_are_capped() -> TestResult {
     not_stored(&server, over).await?;
     assert_eq!(
         client.log().sums().outgoing_fulfilled_and_prepared,
-        MAX_PREPARED as u128
+        LedgerSum(MAX_PREPARED as u128)
     );
     Ok(())
 }
@@ -278,7 +285,7 @@ async fn the_router_never_forwards_beyond_the_next_peers_hold_window() -> TestRe
     let x1_stores = MemoryStores::new(x1_cfg.max_balance, x1_cfg.min_balance);
     let far = Transfer {
         id: id(1),
-        amount: 10,
+        amount: LedgerAmount(10),
         execution_condition: Sha256::digest([1u8; 32]).into(),
         expires_at_ms: 253_402_300_799_000,
         ilp: IlpV1Packet::Payment(Payment {
@@ -355,7 +362,7 @@ async fn a_payment_towards_a_peer_at_its_prepared_cap_is_refused_with_t04() -> T
     }
     let payment = |n: u32| Transfer {
         id: id(n),
-        amount: 10,
+        amount: LedgerAmount(10),
         execution_condition: Sha256::digest([1u8; 32]).into(),
         expires_at_ms: ms(clock.now()) + 10_000,
         ilp: IlpV1Packet::Payment(Payment {
@@ -393,7 +400,10 @@ async fn a_payment_towards_a_peer_at_its_prepared_cap_is_refused_with_t04() -> T
         reason.data
     );
     assert!(x2.log().get(&forward_id("x1", &id(2))).await?.is_none());
-    assert_eq!(x2.log().sums().outgoing_fulfilled_and_prepared, 10);
+    assert_eq!(
+        x2.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum(10)
+    );
     let rec = x1.log().get(&id(2)).await?.ok_or("missing")?;
     assert!(
         matches!(rec.state, TransferState::Cancelled { .. }),

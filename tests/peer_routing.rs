@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
@@ -138,7 +139,7 @@ fn transfer(
 ) -> Transfer {
     Transfer {
         id: TransferId([n; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: Sha256::digest(f).into(),
         expires_at_ms: now_ms() + expires_in_ms,
         ilp: IlpV1Packet::Payment(Payment {
@@ -189,14 +190,14 @@ async fn payment_is_forwarded_and_fulfilled_backwards() -> TestResult {
     assert_eq!(got.id, forward_id("x1", &t.id));
     assert_eq!(got.ilp, t.ilp);
     assert_eq!(got.execution_condition, t.execution_condition);
-    assert_eq!(got.amount, 10);
+    assert_eq!(got.amount, LedgerAmount(10));
     assert_eq!(got.expires_at_ms, t.expires_at_ms - 1000);
     n.c.fulfill_condition(got.id, f, None).await?;
     next_event(&mut a_events, "outgoing_fulfill").await?;
-    assert_eq!(n.a.local_balance(), -10);
-    assert_eq!(n.x1.local_balance(), 10);
-    assert_eq!(n.x2.local_balance(), -10);
-    assert_eq!(n.c.local_balance(), 10);
+    assert_eq!(n.a.local_balance(), LedgerBalance(-10));
+    assert_eq!(n.x1.local_balance(), LedgerBalance(10));
+    assert_eq!(n.x2.local_balance(), LedgerBalance(-10));
+    assert_eq!(n.c.local_balance(), LedgerBalance(10));
     Ok(())
 }
 
@@ -229,9 +230,15 @@ async fn reject_travels_back_with_forwarded_by() -> TestResult {
     assert_eq!(err.triggered_by, "test.b.server.carl");
     assert_eq!(err.forwarded_by, vec!["test.a.server".to_owned()]);
     for tl in [&n.a, &n.x1, &n.x2, &n.c] {
-        assert_eq!(tl.local_balance(), 0);
-        assert_eq!(tl.log().sums().incoming_fulfilled_and_prepared, 0);
-        assert_eq!(tl.log().sums().outgoing_fulfilled_and_prepared, 0);
+        assert_eq!(tl.local_balance(), LedgerBalance::ZERO);
+        assert_eq!(
+            tl.log().sums().incoming_fulfilled_and_prepared,
+            LedgerSum::ZERO
+        );
+        assert_eq!(
+            tl.log().sums().outgoing_fulfilled_and_prepared,
+            LedgerSum::ZERO
+        );
     }
     let rec = n.x1.log().get(&t.id).await?.ok_or("missing")?;
     assert!(matches!(rec.state, TransferState::Cancelled { .. }));
@@ -252,8 +259,11 @@ async fn refusals() -> TestResult {
     // Delivering less than the payment asks for.
     let e = rejection(&n.a, transfer(5, 10, "test.b.server.carl", 11, &f, 10_000)).await?;
     assert_eq!(e.code_str(), "R01");
-    assert_eq!(n.a.local_balance(), 0);
-    assert_eq!(n.x2.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(n.a.local_balance(), LedgerBalance::ZERO);
+    assert_eq!(
+        n.x2.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -261,10 +271,22 @@ async fn refusals() -> TestResult {
 async fn amounts_are_converted_between_scales_and_currencies() -> TestResult {
     // Same currency, scale 9 → 6: divide by 1000, rounding down.
     let n = net(6, "USD", &[]).await?;
-    assert_eq!(n.router.convert(&n.x1, &n.x2, 10_000)?, 10);
-    assert_eq!(n.router.convert(&n.x1, &n.x2, 10_999)?, 10);
-    assert_eq!(n.router.convert(&n.x2, &n.x1, 10)?, 10_000);
-    assert_eq!(n.router.convert(&n.x1, &n.x2, 999)?, 0);
+    assert_eq!(
+        n.router.convert(&n.x1, &n.x2, LedgerAmount(10_000))?,
+        LedgerAmount(10)
+    );
+    assert_eq!(
+        n.router.convert(&n.x1, &n.x2, LedgerAmount(10_999))?,
+        LedgerAmount(10)
+    );
+    assert_eq!(
+        n.router.convert(&n.x2, &n.x1, LedgerAmount(10))?,
+        LedgerAmount(10_000)
+    );
+    assert_eq!(
+        n.router.convert(&n.x1, &n.x2, LedgerAmount(999))?,
+        LedgerAmount(0)
+    );
     // A payment whose conversion is 0 is refused.
     let e = rejection(
         &n.a,
@@ -287,11 +309,11 @@ async fn amounts_are_converted_between_scales_and_currencies() -> TestResult {
     else {
         return Err("unexpected event".into());
     };
-    assert_eq!(got.amount, 5);
+    assert_eq!(got.amount, LedgerAmount(5));
 
     // Other currency: refused without a rate, converted with one.
     let n = net(9, "EUR", &[]).await?;
-    assert!(n.router.convert(&n.x1, &n.x2, 10).is_err());
+    assert!(n.router.convert(&n.x1, &n.x2, LedgerAmount(10)).is_err());
     let e = rejection(
         &n.a,
         transfer(8, 10, "test.b.server.carl", 1, &[1u8; 32], 10_000),
@@ -299,7 +321,10 @@ async fn amounts_are_converted_between_scales_and_currencies() -> TestResult {
     .await?;
     assert_eq!(e.code_str(), "F00");
     let n = net(9, "EUR", &[("x1", "x2", "0.5")]).await?;
-    assert_eq!(n.router.convert(&n.x1, &n.x2, 11)?, 5);
+    assert_eq!(
+        n.router.convert(&n.x1, &n.x2, LedgerAmount(11))?,
+        LedgerAmount(5)
+    );
     assert!(Rate::parse("abc").is_err());
     assert!(Rate::parse("0").is_err());
     Ok(())
@@ -414,7 +439,10 @@ async fn quotes_are_routed_and_answered_for_the_next_ledger() -> TestResult {
         })
     );
     // And the quote holds: a transfer of the quoted source amount delivers the asked amount.
-    assert_eq!(n.router.convert(&n.x1, &n.x2, 10_000)?, 10);
+    assert_eq!(
+        n.router.convert(&n.x1, &n.x2, LedgerAmount(10_000))?,
+        LedgerAmount(10)
+    );
     // Liquidity: a curve for the next ledger's prefix.
     let IlpV1Packet::LiquidityResponse(curve) = quote(
         &n.a,
@@ -542,7 +570,7 @@ async fn a_peer_claiming_a_scale_above_255_is_refused() -> TestResult {
     );
     // Conversion is refused (and cheap: no 10^291 is built).
     let err = router
-        .convert(&x1, &x2, 10)
+        .convert(&x1, &x2, LedgerAmount(10))
         .err()
         .ok_or("conversion accepted")?;
     assert!(
@@ -558,8 +586,11 @@ async fn a_peer_claiming_a_scale_above_255_is_refused() -> TestResult {
         e.data
     );
     assert_eq!(liar.prepares.load(std::sync::atomic::Ordering::SeqCst), 0);
-    assert_eq!(x2.log().sums().outgoing_fulfilled_and_prepared, 0);
-    assert_eq!(a.local_balance(), 0);
+    assert_eq!(
+        x2.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
+    assert_eq!(a.local_balance(), LedgerBalance::ZERO);
     // A quote towards it is refused too.
     let IlpV1Packet::Error(e) = quote(
         &a,
@@ -637,13 +668,13 @@ async fn recovery_fulfills_a_paid_source_before_any_peer_has_connected() -> Test
     x1.connect().await?;
     next_event(&mut a_events, "outgoing_fulfill").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while x1.local_balance() != 10 {
+    while x1.local_balance() != LedgerBalance(10) {
         if tokio::time::Instant::now() > deadline {
             return Err(format!("x1 balance {}", x1.local_balance()).into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(a.local_balance(), -10);
+    assert_eq!(a.local_balance(), LedgerBalance(-10));
     assert_eq!(x1.log().noted_fulfillments().await?, vec![]);
     Ok(())
 }
@@ -682,9 +713,15 @@ async fn a_payment_for_the_node_is_refused_at_once_when_nothing_receives_it() ->
             "{rec:?}"
         );
     }
-    assert_eq!(n.a.local_balance(), 0);
-    assert_eq!(n.x1.log().sums().incoming_fulfilled_and_prepared, 0);
-    assert_eq!(n.x2.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(n.a.local_balance(), LedgerBalance::ZERO);
+    assert_eq!(
+        n.x1.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
+    assert_eq!(
+        n.x2.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -714,8 +751,11 @@ async fn an_embedder_that_receives_payments_gets_them_prepared() -> TestResult {
     assert_eq!(rec.state, TransferState::Prepared);
     n.x1.fulfill_condition(got.id, f, None).await?;
     next_event(&mut a_events, "outgoing_fulfill").await?;
-    assert_eq!(n.x1.local_balance(), 10);
-    assert_eq!(n.x2.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(n.x1.local_balance(), LedgerBalance(10));
+    assert_eq!(
+        n.x2.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -761,6 +801,6 @@ async fn a_payment_for_the_node_left_prepared_before_a_restart_is_refused_after_
         matches!(rec.state, TransferState::Cancelled { .. }),
         "{rec:?}"
     );
-    assert_eq!(a.local_balance(), 0);
+    assert_eq!(a.local_balance(), LedgerBalance::ZERO);
     Ok(())
 }

@@ -11,6 +11,7 @@ use btp::packet::{
 use btp::transport::Reply;
 use btp::Timestamp;
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{
     Direction, Limit, Transfer, TransferId, TransferRecord, TransferState,
@@ -151,7 +152,7 @@ fn transfer(n: u8, amount: u64, fulfillment: &[u8; 32], expires_in: Duration) ->
         .unwrap_or(0);
     Transfer {
         id: TransferId([n; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: condition(fulfillment),
         expires_at_ms: now + expires_in.as_millis() as i64,
         ilp: payment("test.legacy.server.bob", amount),
@@ -247,7 +248,7 @@ async fn cancelled_record(
 fn prepare_packet(t: &Transfer) -> Result<Packet, Box<dyn std::error::Error>> {
     Ok(Packet::Prepare(Prepare {
         transfer_id: t.id.0,
-        amount: t.amount,
+        amount: t.amount.0,
         execution_condition: t.execution_condition,
         expires_at: Timestamp::from_unix_millis(t.expires_at_ms).ok_or("time")?,
         protocol_data: ProtocolData::new().with(ProtocolDataEntry::octets(
@@ -316,7 +317,7 @@ async fn transfer_fulfilled_balances_and_events() -> TestResult {
     // A repeated Fulfill is applied once and succeeds (legacy bug fixed).
     let again = p.client.handle_packet(fulfill_packet(t.id.0, f)).await;
     assert!(matches!(again, Some(Reply::Response(_))), "{again:?}");
-    assert_eq!(p.client.local_balance(), -10);
+    assert_eq!(p.client.local_balance(), LedgerBalance(-10));
     // A fulfilled transfer cannot be rejected.
     let reject = p
         .client
@@ -373,10 +374,19 @@ async fn incoming_over_limit_is_refused_without_event() -> TestResult {
     }
     assert!(server_events.try_recv().is_err(), "no incoming_prepare");
     // Nothing stays reserved on either side; an identical retry is checked again (legacy bug fixed).
-    assert_eq!(p.client.log().sums().outgoing_fulfilled_and_prepared, 0);
-    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(
+        p.client.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
+    assert_eq!(
+        p.server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     assert!(p.server.handle_packet(prepare_packet(&t)?).await.is_some());
-    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(
+        p.server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     // Exactly at the limit is allowed.
     let t = transfer(3, 100, &f, Duration::from_secs(10));
     p.client.send_transfer(t).await?;
@@ -477,7 +487,7 @@ async fn expiry_rejects_both_ways_with_r00() -> TestResult {
     // Whichever timer fired first, both sides end cancelled and the R00 has the legacy shape.
     for tl in [&p.client, &p.server] {
         cancelled_record(tl, &t.id).await?;
-        assert_eq!(tl.local_balance(), 0);
+        assert_eq!(tl.local_balance(), LedgerBalance::ZERO);
     }
     if let Some(reason) = reason {
         assert_eq!(reason.code, "R00");
@@ -492,8 +502,8 @@ async fn expiry_rejects_both_ways_with_r00() -> TestResult {
     p.client.send_transfer(t2.clone()).await?;
     p.server.fulfill_condition(t2.id, f, None).await?;
     tokio::time::sleep(Duration::from_secs(7200)).await;
-    assert_eq!(p.client.local_balance(), -5);
-    assert_eq!(p.server.local_balance(), 5);
+    assert_eq!(p.client.local_balance(), LedgerBalance(-5));
+    assert_eq!(p.server.local_balance(), LedgerBalance(5));
     Ok(())
 }
 
@@ -540,7 +550,10 @@ async fn already_expired_prepare_is_accepted_then_rejected() -> TestResult {
     let reply = p.server.handle_packet(prepare_packet(&t)?).await;
     assert!(matches!(reply, Some(Reply::Response(_))), "{reply:?}");
     next_event(&mut server_events, "incoming_cancel").await?;
-    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(
+        p.server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -626,7 +639,10 @@ async fn reject_maps_to_rejection_message_and_bad_rejects_are_refused() -> TestR
         }
         other => return Err(format!("unexpected {other:?}").into()),
     }
-    assert_eq!(p.client.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(
+        p.client.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     Ok(())
 }
 
@@ -644,15 +660,18 @@ async fn duplicate_ids() -> TestResult {
         p.server.handle_packet(prepare_packet(&t)?).await,
         Some(Reply::Response(_))
     ));
-    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 5);
+    assert_eq!(
+        p.server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum(5)
+    );
     // Same ID, other contents: F04.
     let mut other = t.clone();
-    other.amount = 6;
+    other.amount = LedgerAmount(6);
     let (code, name, _) = error_of(p.server.handle_packet(prepare_packet(&other)?).await)?;
     assert_eq!((code.as_str(), name.as_str()), ("F04", "DuplicateIdError"));
     // Zero amount.
     let mut zero = transfer(12, 5, &f, Duration::from_secs(10));
-    zero.amount = 0;
+    zero.amount = LedgerAmount(0);
     let (code, name, msg) = error_of(p.server.handle_packet(prepare_packet(&zero)?).await)?;
     assert_eq!(
         (code.as_str(), name.as_str(), msg.as_str()),
@@ -786,7 +805,10 @@ async fn module_refusal_cancels_the_prepare() -> TestResult {
         other => return Err(format!("unexpected {other:?}").into()),
     }
     assert!(server_events.try_recv().is_err());
-    assert_eq!(p.server.log().sums().incoming_fulfilled_and_prepared, 0);
+    assert_eq!(
+        p.server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     cancelled_record(&p.server, &t.id).await?;
     Ok(())
 }
@@ -812,8 +834,14 @@ async fn prepared_transfers_survive_a_restart_and_expire() -> TestResult {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rec = cancelled_record(&server, &t.id).await?;
     assert_eq!(rec.direction, Direction::Incoming);
-    assert_eq!(server.log().sums().incoming_fulfilled_and_prepared, 0);
-    assert_eq!(p.client.log().sums().outgoing_fulfilled_and_prepared, 0);
+    assert_eq!(
+        server.log().sums().incoming_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
+    assert_eq!(
+        p.client.log().sums().outgoing_fulfilled_and_prepared,
+        LedgerSum::ZERO
+    );
     let _ = Limit::Unbounded;
     Ok(())
 }
@@ -823,7 +851,10 @@ async fn calls_need_a_connection() -> TestResult {
     let sc = server_config("1000", None)?;
     let server = Trustline::new(
         &sc,
-        Arc::new(MemoryStores::new(Limit::Finite(1000), Limit::Unbounded)),
+        Arc::new(MemoryStores::new(
+            Limit::Finite(LedgerBalance(1000)),
+            Limit::Unbounded,
+        )),
         None,
         options(),
     )?;
@@ -860,10 +891,13 @@ fn numbers_print_like_legacy_bignumber_js() {
         (-5, "-5"),
         (0, "0"),
     ] {
-        assert_eq!(bignumber_string(v), s, "{v}");
+        assert_eq!(bignumber_string(LedgerBalance(v)), s, "{v}");
     }
     assert_eq!(limit_string(Limit::Unbounded), "Infinity");
-    assert_eq!(limit_string(Limit::Finite(ten.pow(22))), "1e+22");
+    assert_eq!(
+        limit_string(Limit::Finite(LedgerBalance(ten.pow(22)))),
+        "1e+22"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use bytes::Bytes;
+use channel_modules::amount::ModuleUnits;
 use channel_modules::store::{StoreError, TransferRecord};
 use channel_modules::{ChannelContext, ChannelModule, Claim, IncomingCredit, ModuleError};
 use ilp_bridge::config::settlement::SeConfig;
@@ -20,7 +21,6 @@ use ilp_bridge::settlement::engine::{Engine, ModuleFactory};
 use ilp_bridge::settlement::error::EngineError;
 use ilp_bridge::settlement::host::MemoryModuleLogs;
 use ilp_bridge::settlement::store::{Family, MemorySeStore, SeBatch, SeStore, SeTicket};
-use num_bigint::BigUint;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;
@@ -91,7 +91,7 @@ impl ChannelModule for TestModule {
     async fn create_outgoing_claim(
         &self,
         _ctx: &ChannelContext,
-        _total: &BigUint,
+        _total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         Ok(None)
     }
@@ -104,8 +104,8 @@ impl ChannelModule for TestModule {
         Ok(None)
     }
 
-    fn max_cumulative_settlement(&self) -> Option<BigUint> {
-        self.knobs.limit.map(BigUint::from)
+    fn max_cumulative_settlement(&self) -> Option<ModuleUnits> {
+        self.knobs.limit.map(ModuleUnits::from)
     }
 }
 

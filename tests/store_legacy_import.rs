@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::store::{
     Direction, Limit, MaxValue, PrepareOutcome, Transfer, TransferId, TransferState,
 };
@@ -29,7 +30,12 @@ fn tid(s: &str) -> TransferId {
 }
 
 fn stores(db: &Arc<Db>, ns: &str) -> RocksStores {
-    RocksStores::new(Arc::clone(db), ns, Limit::Finite(10_000), Limit::Unbounded)
+    RocksStores::new(
+        Arc::clone(db),
+        ns,
+        Limit::Finite(LedgerBalance(10_000)),
+        Limit::Unbounded,
+    )
 }
 
 #[tokio::test]
@@ -48,29 +54,29 @@ async fn server_rows_import_with_the_exact_legacy_balance() {
         .expect("main log");
     assert_eq!(main.transfers, 6);
     assert_eq!(main.stale_cancelled, 1);
-    assert_eq!(main.maximum, Some(Limit::Finite(20_000)));
+    assert_eq!(main.maximum, Some(Limit::Finite(LedgerBalance(20_000))));
 
     let log = s.transfer_log("").expect("log");
     assert_eq!(log.balance().to_string(), legacy_balance);
-    assert_eq!(log.balance(), 9);
+    assert_eq!(log.balance(), LedgerBalance(9));
     let sums = log.sums();
     assert_eq!(
         (
             sums.incoming_fulfilled,
             sums.incoming_fulfilled_and_prepared
         ),
-        (13, 13)
+        (LedgerSum(13), LedgerSum(13))
     );
     assert_eq!(
         (
             sums.outgoing_fulfilled,
             sums.outgoing_fulfilled_and_prepared
         ),
-        (4, 4)
+        (LedgerSum(4), LedgerSum(4))
     );
     assert_eq!(
         log.maximum(),
-        Limit::Finite(20_000),
+        Limit::Finite(LedgerBalance(20_000)),
         "stored override beats the configured 10000"
     );
     assert_eq!(log.minimum(), Limit::Unbounded);
@@ -88,7 +94,7 @@ async fn server_rows_import_with_the_exact_legacy_balance() {
             reason: STALE_REASON.to_owned()
         }
     );
-    assert_eq!(stale.transfer.amount, 2);
+    assert_eq!(stale.transfer.amount, LedgerAmount(2));
     assert_eq!(stale.direction, Direction::Incoming);
 
     // A fulfilled record keeps its fulfillment, condition, expiry, ilp and custom data.
@@ -126,8 +132,8 @@ async fn server_rows_import_with_the_exact_legacy_balance() {
 
     // The module-keyed log and the trackers.
     let chan = s.transfer_log("chan").expect("chan");
-    assert_eq!(chan.balance(), 40);
-    assert_eq!(chan.minimum(), Limit::Finite(-50));
+    assert_eq!(chan.balance(), LedgerBalance(40));
+    assert_eq!(chan.minimum(), Limit::Finite(LedgerBalance(-50)));
     let claim = s
         .max_value_tracker("incoming_claim")
         .expect("mvt")
@@ -164,9 +170,9 @@ async fn client_rows_import_with_a_negative_balance() {
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let log = s.transfer_log("").expect("log");
     assert_eq!(log.balance().to_string(), legacy_balance);
-    assert_eq!(log.balance(), -9);
+    assert_eq!(log.balance(), LedgerBalance(-9));
     // No stored override: the configured limits apply.
-    assert_eq!(log.maximum(), Limit::Finite(10_000));
+    assert_eq!(log.maximum(), Limit::Finite(LedgerBalance(10_000)));
 }
 
 #[tokio::test]
@@ -189,7 +195,7 @@ async fn importing_twice_changes_nothing_and_other_rows_are_refused() {
         .expect("re-import");
     assert!(second.logs.iter().all(|l| l.already_imported));
     assert_eq!(db.submitted_seq(), seq, "nothing written");
-    assert_eq!(s.transfer_log("").expect("log").balance(), 9);
+    assert_eq!(s.transfer_log("").expect("log").balance(), LedgerBalance(9));
 
     // Different rows for a log that already holds data are refused.
     let mut changed = rows.clone();
@@ -211,7 +217,10 @@ async fn importing_twice_changes_nothing_and_other_rows_are_refused() {
         import_legacy_rows(&s2, changed).await,
         Err(ImportError::NotEmpty { .. })
     ));
-    assert_eq!(s2.transfer_log("").expect("log").balance(), 9);
+    assert_eq!(
+        s2.transfer_log("").expect("log").balance(),
+        LedgerBalance(9)
+    );
 }
 
 #[tokio::test]
@@ -235,7 +244,7 @@ async fn a_balance_that_disagrees_with_the_records_is_reported_not_hidden() {
         }]
     );
     // The balance rows win: balance = IF − OF exactly as legacy reported it.
-    assert_eq!(s.transfer_log("").expect("log").balance(), 8);
+    assert_eq!(s.transfer_log("").expect("log").balance(), LedgerBalance(8));
 }
 
 #[tokio::test]
@@ -283,7 +292,10 @@ async fn postgres_csv_export_imports_like_the_json_dump() {
     let db = Db::open(dir.path()).expect("open");
     let s = stores(&db, "client");
     import_legacy_rows(&s, parsed).await.expect("import");
-    assert_eq!(s.transfer_log("").expect("log").balance(), -9);
+    assert_eq!(
+        s.transfer_log("").expect("log").balance(),
+        LedgerBalance(-9)
+    );
 }
 
 fn transfer_row(expires_at: &str, amount: &str) -> (String, String) {

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{
     Direction, Limit, Sums, Transfer, TransferId, TransferLog, TransferState,
@@ -40,7 +41,14 @@ fn id(n: u8) -> TransferId {
 }
 
 fn limit(v: Option<i64>) -> Limit {
-    v.map_or(Limit::Unbounded, |v| Limit::Finite(i128::from(v)))
+    v.map_or(Limit::Unbounded, |v| {
+        Limit::Finite(LedgerBalance(i128::from(v)))
+    })
+}
+
+fn add(sum: LedgerSum, amount: LedgerAmount) -> LedgerSum {
+    sum.checked_add(amount)
+        .expect("sums of test amounts stay far below the maximum")
 }
 
 /// Sums recomputed from the records of every ID ever used.
@@ -50,7 +58,7 @@ async fn sums_from_records(log: &dyn TransferLog, ids: &BTreeSet<u8>) -> Sums {
         let Some(r) = log.get(&id(*n)).await.expect("get") else {
             continue;
         };
-        let amount = u128::from(r.transfer.amount);
+        let amount = r.transfer.amount;
         let (fulfilled, with_prepared) = match r.direction {
             Direction::Incoming => (
                 &mut s.incoming_fulfilled,
@@ -62,10 +70,10 @@ async fn sums_from_records(log: &dyn TransferLog, ids: &BTreeSet<u8>) -> Sums {
             ),
         };
         match r.state {
-            TransferState::Prepared => *with_prepared += amount,
+            TransferState::Prepared => *with_prepared = add(*with_prepared, amount),
             TransferState::Fulfilled { .. } => {
-                *fulfilled += amount;
-                *with_prepared += amount;
+                *fulfilled = add(*fulfilled, amount);
+                *with_prepared = add(*with_prepared, amount);
             }
             TransferState::Cancelled { .. } => {}
         }
@@ -75,7 +83,10 @@ async fn sums_from_records(log: &dyn TransferLog, ids: &BTreeSet<u8>) -> Sums {
 
 async fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (max, min) = (Limit::Finite(200), Limit::Finite(-150));
+    let (max, min) = (
+        Limit::Finite(LedgerBalance(200)),
+        Limit::Finite(LedgerBalance(-150)),
+    );
     let memory = MemoryStores::new(max, min).transfer_log("k").expect("log");
     let mut db = Some(Db::open(dir.path()).expect("open"));
     let open = |db: &Arc<Db>| {
@@ -95,7 +106,7 @@ async fn run(ops: Vec<Op>) {
                 ids.insert(*n);
                 let t = Transfer {
                     id: id(*n),
-                    amount: *amount,
+                    amount: LedgerAmount(*amount),
                     execution_condition: [*n; 32],
                     expires_at_ms: 1_000 * i64::from(*n),
                     ilp: vec![],

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::store::{
     Direction, Limit, MaxValue, PrepareOutcome, StoreError, Sums, Transfer, TransferId,
     TransferLog, TransferLogError, TransferState,
@@ -10,8 +11,8 @@ use channel_modules::store::{
 use ilp_bridge::store::{Db, RocksStores};
 use num_bigint::BigUint;
 
-const MAX: Limit = Limit::Finite(1_000);
-const MIN: Limit = Limit::Finite(-1_000);
+const MAX: Limit = Limit::Finite(LedgerBalance(1_000));
+const MIN: Limit = Limit::Finite(LedgerBalance(-1_000));
 
 fn id(n: u32) -> TransferId {
     let mut bytes = [0u8; 16];
@@ -22,7 +23,7 @@ fn id(n: u32) -> TransferId {
 fn transfer(n: u32, amount: u64) -> Transfer {
     Transfer {
         id: id(n),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [n as u8; 32],
         expires_at_ms: 1_506_816_000_000 + i64::from(n),
         ilp: vec![n as u8; 3],
@@ -58,7 +59,9 @@ async fn write_drop_reopen_keeps_sums_limits_prepared_and_max_values() {
         let mut far = transfer(500, 1);
         far.expires_at_ms = far_expiry;
         log.prepare(&far, Direction::Incoming).await.expect("far");
-        log.set_maximum(Limit::Finite(777)).await.expect("max");
+        log.set_maximum(Limit::Finite(LedgerBalance(777)))
+            .await
+            .expect("max");
         log.set_minimum(Limit::Unbounded).await.expect("min");
         s.max_value_tracker("incoming_claim")
             .expect("mvt")
@@ -69,15 +72,15 @@ async fn write_drop_reopen_keeps_sums_limits_prepared_and_max_values() {
             .await
             .expect("set");
         before_sums = log.sums();
-        assert_eq!(before_sums.incoming_fulfilled, 50);
+        assert_eq!(before_sums.incoming_fulfilled, LedgerSum(50));
     }
     // The database (and every handle on it) is dropped; reopen the folder.
     let db = Db::open(dir.path()).expect("reopen");
     let s = stores(&db);
     let log = s.transfer_log("").expect("log");
     assert_eq!(log.sums(), before_sums);
-    assert_eq!(log.balance(), 50);
-    assert_eq!(log.maximum(), Limit::Finite(777));
+    assert_eq!(log.balance(), LedgerBalance(50));
+    assert_eq!(log.maximum(), Limit::Finite(LedgerBalance(777)));
     assert_eq!(log.minimum(), Limit::Unbounded);
     let mut prepared = log.prepared().await.expect("prepared");
     prepared.sort_by_key(|r| r.transfer.id);
@@ -102,7 +105,7 @@ async fn write_drop_reopen_keeps_sums_limits_prepared_and_max_values() {
     log.cancel(&id(109), "expired")
         .await
         .expect("cancel after restart");
-    assert_eq!(log.sums().incoming_fulfilled, 60);
+    assert_eq!(log.sums().incoming_fulfilled, LedgerSum(60));
     assert_eq!(
         s.max_value_tracker("incoming_claim")
             .expect("mvt")
@@ -144,7 +147,9 @@ async fn every_change_is_exactly_one_write() {
     log.cancel(&id(2), "r").await.expect("cancel");
     assert_eq!(writes(start), 1, "cancel");
     let start = db.submitted_seq();
-    log.set_maximum(Limit::Finite(500)).await.expect("max");
+    log.set_maximum(Limit::Finite(LedgerBalance(500)))
+        .await
+        .expect("max");
     assert_eq!(writes(start), 1, "set_maximum");
     let start = db.submitted_seq();
     mvt.set_if_max(MaxValue {
@@ -196,7 +201,7 @@ async fn crash_at_each_write_leaves_the_previous_state() {
             Box::pin(async move { log.cancel(&id(1), "x").await.map(|_| ()) })
         }),
         ("set_maximum", |log| {
-            Box::pin(async move { log.set_maximum(Limit::Finite(3)).await })
+            Box::pin(async move { log.set_maximum(Limit::Finite(LedgerBalance(3))).await })
         }),
     ];
     for (name, op) in ops {
@@ -300,7 +305,7 @@ async fn noted_fulfillments_survive_a_reopen_and_go_with_their_transfer() {
     let db = Db::open(dir.path()).expect("reopen again");
     let log = stores(&db).transfer_log("").expect("log");
     assert_eq!(log.noted_fulfillments().await, Ok(vec![]));
-    assert_eq!(log.sums().incoming_fulfilled, 10);
+    assert_eq!(log.sums().incoming_fulfilled, LedgerSum(10));
 }
 
 #[tokio::test]
@@ -346,7 +351,7 @@ async fn a_failed_write_poisons_every_later_write() {
     drop(db);
     let db = Db::open(dir.path()).expect("reopen");
     let log = stores(&db).transfer_log("").expect("log");
-    assert_eq!(log.sums().incoming_fulfilled_and_prepared, 10);
+    assert_eq!(log.sums().incoming_fulfilled_and_prepared, LedgerSum(10));
     assert_eq!(
         log.prepare(&transfer(2, 10), Direction::Incoming).await,
         Ok(PrepareOutcome::Prepared)
@@ -381,8 +386,8 @@ async fn deferred_changes_become_durable_in_order() {
     }
     let db = Db::open(dir.path()).expect("reopen");
     let log = stores(&db).transfer_log("").expect("log");
-    assert_eq!(log.sums().incoming_fulfilled_and_prepared, 30);
-    assert_eq!(log.sums().incoming_fulfilled, 20);
+    assert_eq!(log.sums().incoming_fulfilled_and_prepared, LedgerSum(30));
+    assert_eq!(log.sums().incoming_fulfilled, LedgerSum(20));
     assert_eq!(
         log.get(&id(1)).await.expect("get").map(|r| r.state),
         Some(TransferState::Prepared)
@@ -566,9 +571,9 @@ async fn sums_are_capped_at_i128_max() {
         log.fulfill(&id(1), &[0; 32])
             .await
             .map(|r| r.transfer.amount),
-        Ok(5)
+        Ok(LedgerAmount(5))
     );
-    assert_eq!(log.balance(), i128::MAX);
+    assert_eq!(log.balance(), LedgerBalance(i128::MAX));
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::store::{Direction, Limit, MaxValue, TransferId, TransferState};
 use ilp_bridge::store::schema::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 use ilp_bridge::store::{Db, RocksStores};
@@ -145,11 +146,16 @@ async fn a_version_1_database_opens_and_its_records_read() -> TestResult {
     }
 
     let db = Db::open(dir.path())?;
-    let stores = RocksStores::new(db, "peer-a", Limit::Finite(100), Limit::Unbounded);
+    let stores = RocksStores::new(
+        db,
+        "peer-a",
+        Limit::Finite(LedgerBalance(100)),
+        Limit::Unbounded,
+    );
     let log = stores.transfer_log("")?;
-    assert_eq!(log.balance(), 10);
-    assert_eq!(log.sums().incoming_fulfilled_and_prepared, 15);
-    assert_eq!(log.maximum(), Limit::Finite(500));
+    assert_eq!(log.balance(), LedgerBalance(10));
+    assert_eq!(log.sums().incoming_fulfilled_and_prepared, LedgerSum(15));
+    assert_eq!(log.maximum(), Limit::Finite(LedgerBalance(500)));
     let done = log.get(&TransferId(finished)).await?.ok_or("finished")?;
     assert_eq!(
         done.state,
@@ -161,7 +167,7 @@ async fn a_version_1_database_opens_and_its_records_read() -> TestResult {
     let open = log.get(&TransferId(prepared)).await?.ok_or("prepared")?;
     assert_eq!(
         (open.state, open.transfer.amount),
-        (TransferState::Prepared, 5)
+        (TransferState::Prepared, LedgerAmount(5))
     );
     assert_eq!(
         stores
@@ -175,7 +181,7 @@ async fn a_version_1_database_opens_and_its_records_read() -> TestResult {
     );
     // It stays a version-1 database that today's build keeps writing to.
     log.fulfill(&TransferId(prepared), &[0xf1; 32]).await?;
-    assert_eq!(log.balance(), 15);
+    assert_eq!(log.balance(), LedgerBalance(15));
     drop((log, stores));
     assert_eq!(recorded_version(dir.path())?, Some(vec![1]));
     Ok(())

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use channel_modules::xrp::crypto::ChannelId;
 use channel_modules::xrp::rpc::RippledClient;
@@ -201,10 +202,16 @@ impl Net {
     async fn check_agreement(&self, total: u64) -> TestResult {
         let alice = self.alice.tl()?;
         let bob = self.bob.tl()?;
-        assert_eq!(alice.log().sums().outgoing_fulfilled, u128::from(total));
-        assert_eq!(alice.local_balance(), -i128::from(total));
-        assert_eq!(bob.log().sums().incoming_fulfilled, u128::from(total));
-        assert_eq!(bob.local_balance(), i128::from(total));
+        assert_eq!(
+            alice.log().sums().outgoing_fulfilled,
+            LedgerSum(u128::from(total))
+        );
+        assert_eq!(alice.local_balance(), LedgerBalance(-i128::from(total)));
+        assert_eq!(
+            bob.log().sums().incoming_fulfilled,
+            LedgerSum(u128::from(total))
+        );
+        assert_eq!(bob.local_balance(), LedgerBalance(i128::from(total)));
         assert_eq!(
             self.alice.tracker(MVT_OUTGOING_CLAIM).await?,
             BigUint::from(total)
@@ -241,7 +248,7 @@ fn transfer(n: u8, drops: u64) -> (Transfer, [u8; 32]) {
     let fulfillment = [n; 32];
     let t = Transfer {
         id: TransferId([n; 16]),
-        amount: drops,
+        amount: LedgerAmount(drops),
         execution_condition: Sha256::digest(fulfillment).into(),
         expires_at_ms: now_ms() + 60_000,
         ilp: IlpV1Packet::Payment(Payment {
@@ -422,12 +429,12 @@ async fn both_sides_pay_through_their_own_channels() -> TestResult {
     alice.fulfill_condition(t.id, f, None).await?;
     n.pay(3, 100).await?;
 
-    assert_eq!(alice.log().sums().outgoing_fulfilled, 300);
-    assert_eq!(alice.log().sums().incoming_fulfilled, 150);
-    assert_eq!(bob.log().sums().outgoing_fulfilled, 150);
-    assert_eq!(bob.log().sums().incoming_fulfilled, 300);
-    assert_eq!(alice.local_balance(), -150);
-    assert_eq!(bob.local_balance(), 150);
+    assert_eq!(alice.log().sums().outgoing_fulfilled, LedgerSum(300));
+    assert_eq!(alice.log().sums().incoming_fulfilled, LedgerSum(150));
+    assert_eq!(bob.log().sums().outgoing_fulfilled, LedgerSum(150));
+    assert_eq!(bob.log().sums().incoming_fulfilled, LedgerSum(300));
+    assert_eq!(alice.local_balance(), LedgerBalance(-150));
+    assert_eq!(bob.local_balance(), LedgerBalance(150));
     assert_eq!(
         n.bob.tracker(MVT_INCOMING_CLAIM).await?,
         BigUint::from(300u32)
@@ -467,7 +474,7 @@ async fn an_exhausted_deposit_stops_claims_and_caps_bob_until_topped_up() -> Tes
     n.pay(2, 200).await?;
     // Fulfilled, but Alice cannot sign for 550 on a 500-drop channel: Bob's best claim stays at 450.
     n.pay(3, 100).await?;
-    assert_eq!(n.bob.tl()?.log().sums().incoming_fulfilled, 550);
+    assert_eq!(n.bob.tl()?.log().sums().incoming_fulfilled, LedgerSum(550));
     assert_eq!(
         n.bob.tracker(MVT_INCOMING_CLAIM).await?,
         BigUint::from(450u32)

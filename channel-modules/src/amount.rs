@@ -1,6 +1,28 @@
-//! Decimal amounts read from outside the node: in peers' claims (the modules) and in RFC 38 requests (the
-//! engine, `ilp_bridge::se::amount`). One bound on their length and one parser, so that both read the same
-//! amounts.
+//! Money in three units, each its own type so that an amount of one cannot be passed for another, and the
+//! parser of decimal amounts read from outside.
+//!
+//! * Ledger units: amounts of a BTP/1.0 ledger in its smallest unit: a transfer's [`LedgerAmount`], the
+//!   transfer log's [`LedgerSum`]s, balances and limits as [`LedgerBalance`]s ([`crate::store`]).
+//! * Module units: what a [`ChannelModule`](crate::ChannelModule) counts in (its `asset_scale`): the totals it
+//!   makes claims for, the credits it reports, its settlement limit: [`ModuleUnits`].
+//! * Connector units: an ILPv4 packet's amount at the connector account's scale, [`ConnectorAmount`] (the
+//!   bridge's modern side); the settlement engine's RFC 38 Quantities carry their scale with them
+//!   (`ilp_bridge::settlement::quantity::Scaled`).
+//!
+//! An amount changes unit only through a named function that says why it is exact or how it rounds:
+//! [`ModuleUnits::from_peer_ledger`] (peer mode), the engine's conversions in
+//! `ilp_bridge::settlement::quantity`, the bridge's `Scales` (`ilp_bridge::bridge::scale`).
+//!
+//! Decimal amounts read from outside, in peers' claims (the modules) and in RFC 38 requests (the engine), have
+//! one bound on their length and one parser, [`parse_decimal`], so that both read the same amounts.
+
+mod connector;
+mod ledger;
+mod module_units;
+
+pub use connector::ConnectorAmount;
+pub use ledger::{LedgerAmount, LedgerBalance, LedgerSum};
+pub use module_units::ModuleUnits;
 
 use num_bigint::BigUint;
 

@@ -3,10 +3,9 @@
 //! [`IncomingCredit`] the payee's module makes of it. Produced and consumed by [`crate::ChannelModule`]s,
 //! with the helpers the JSON-claim modules share (`claim_object`, `claim_amount`, `keep_best_claim`).
 
-use num_bigint::BigUint;
 use serde::{Deserialize, Serialize};
 
-use crate::amount::parse_amount;
+use crate::amount::{parse_amount, ModuleUnits};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
 use crate::store::MaxValue;
@@ -28,7 +27,7 @@ pub enum Claim {
 pub struct IncomingCredit {
     /// The *increase* newly secured by this claim (claim-based) or the payment's amount (payment-based), in the
     /// module's units ([`crate::ChannelModule::asset_scale`]). Never the claim's cumulative value.
-    pub amount: BigUint,
+    pub amount: ModuleUnits,
     /// A stable identifier of this settlement (the claim's cumulative value, or the ledger tx id), used as the
     /// idempotency key when crediting the connector. Equal IDs must mean the same settlement.
     pub settlement_id: String,
@@ -46,14 +45,14 @@ pub(crate) fn claim_object(claim: &Claim) -> Result<serde_json::Value, ModuleErr
     }
 }
 
-/// Reads the claim's `amount` field (a decimal string; a JSON integer is accepted too, as legacy peers may send
-/// small amounts as numbers).
-pub(crate) fn claim_amount(obj: &serde_json::Value) -> Result<BigUint, ModuleError> {
+/// Reads the claim's `amount` field, the payer's cumulative total in the module's units (a decimal string; a JSON
+/// integer is accepted too, as legacy peers may send small amounts as numbers).
+pub(crate) fn claim_amount(obj: &serde_json::Value) -> Result<ModuleUnits, ModuleError> {
     match obj.get("amount") {
-        Some(serde_json::Value::String(s)) => parse_amount(s),
+        Some(serde_json::Value::String(s)) => parse_amount(s).map(ModuleUnits),
         Some(serde_json::Value::Number(n)) => n
             .as_u64()
-            .map(BigUint::from)
+            .map(ModuleUnits::from)
             .ok_or_else(|| ModuleError::InvalidFields(format!("invalid claim amount {n}"))),
         _ => Err(ModuleError::InvalidFields(
             "claim has no \"amount\" string".to_owned(),
@@ -61,25 +60,25 @@ pub(crate) fn claim_amount(obj: &serde_json::Value) -> Result<BigUint, ModuleErr
     }
 }
 
-/// Stores `value` (with `data`) in the tracker `key` if it beats the best so far and returns the increase as a
-/// credit, or `None` if it does not beat it.
+/// Stores a claim's cumulative `value` (with `data`) in the tracker `key` if it beats the best so far and returns
+/// the increase as a credit, or `None` if it does not beat it.
 pub(crate) async fn keep_best_claim(
     ctx: &ChannelContext,
     key: &str,
-    value: BigUint,
+    value: ModuleUnits,
     data: serde_json::Value,
 ) -> Result<Option<IncomingCredit>, ModuleError> {
     let tracker = ctx.max_value_tracker(key)?;
     let previous = tracker
         .set_if_max(MaxValue {
-            value: value.clone(),
+            value: value.0.clone(),
             data,
         })
         .await?;
     // `set_if_max` returns the previous entry when it stored ours, or ours unchanged when it did not; in the
     // second case the returned value is equal to ours, so "strictly smaller" means "stored".
-    if previous.value < value {
-        let amount = &value - &previous.value;
+    if previous.value < value.0 {
+        let amount = ModuleUnits(&value.0 - &previous.value);
         Ok(Some(IncomingCredit {
             amount,
             settlement_id: value.to_string(),

@@ -23,10 +23,9 @@ use std::fmt;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use num_bigint::BigUint;
 use sha2::Sha256;
 
-use crate::amount::parse_amount;
+use crate::amount::{parse_amount, ModuleUnits};
 use crate::claim::{claim_amount, claim_object, keep_best_claim};
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
@@ -52,7 +51,7 @@ pub struct ClaimTestModule {
     /// Shared HMAC key.
     secret: Vec<u8>,
     /// Most incoming value (module units) allowed above the best claim.
-    max_unsecured: BigUint,
+    max_unsecured: ModuleUnits,
     /// Scale of the unit claims count in.
     scale: u8,
 }
@@ -79,10 +78,10 @@ impl ClaimTestModule {
             }
         };
         let max_unsecured = match options.get("maxUnsecured") {
-            None | Some(serde_json::Value::Null) => BigUint::default(),
-            Some(serde_json::Value::String(s)) => parse_amount(s)?,
+            None | Some(serde_json::Value::Null) => ModuleUnits::zero(),
+            Some(serde_json::Value::String(s)) => ModuleUnits(parse_amount(s)?),
             Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(BigUint::from).ok_or_else(|| {
+                n.as_u64().map(ModuleUnits::from).ok_or_else(|| {
                     ModuleError::InvalidFields(format!(
                         "maxUnsecured must be a non-negative integer, got {n}"
                     ))
@@ -101,7 +100,7 @@ impl ClaimTestModule {
         })
     }
 
-    fn mac(&self, total: &BigUint) -> HmacSha256 {
+    fn mac(&self, total: &ModuleUnits) -> HmacSha256 {
         // HMAC accepts keys of any length; `new_from_slice` only fails for fixed-size-key MACs.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret)
             .expect("HMAC-SHA256 accepts keys of any length");
@@ -111,12 +110,12 @@ impl ClaimTestModule {
     }
 
     /// The lowercase hex signature over a cumulative total.
-    pub fn sign(&self, total: &BigUint) -> String {
+    pub fn sign(&self, total: &ModuleUnits) -> String {
         hex::encode(self.mac(total).finalize().into_bytes())
     }
 
     /// Checks a hex signature over a total, in constant time.
-    pub fn verify(&self, total: &BigUint, signature_hex: &str) -> bool {
+    pub fn verify(&self, total: &ModuleUnits, signature_hex: &str) -> bool {
         match hex::decode(signature_hex) {
             Ok(sig) => self.mac(total).verify_slice(&sig).is_ok(),
             Err(_) => false,
@@ -148,17 +147,15 @@ impl ChannelModule for ClaimTestModule {
         ctx: &ChannelContext,
         record: &TransferRecord,
     ) -> Result<(), ModuleError> {
-        let ifp = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
-        let best = ctx
-            .max_value_tracker(INCOMING_CLAIM_KEY)?
-            .get_max()
-            .await?
-            .value;
-        let unsecured = if ifp > best {
-            &ifp - &best
-        } else {
-            BigUint::default()
-        };
+        let ifp =
+            ModuleUnits::from_peer_ledger(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
+        let best = ModuleUnits(
+            ctx.max_value_tracker(INCOMING_CLAIM_KEY)?
+                .get_max()
+                .await?
+                .value,
+        );
+        let unsecured = ifp.checked_sub(&best).unwrap_or_default();
         if unsecured > self.max_unsecured {
             tracing::debug!(
                 account = ctx.account_id(),
@@ -179,7 +176,7 @@ impl ChannelModule for ClaimTestModule {
     async fn create_outgoing_claim(
         &self,
         _ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         Ok(Some(Claim::Json(serde_json::json!({
             "amount": total.to_string(),
@@ -217,7 +214,10 @@ impl ChannelModule for ClaimTestModule {
 mod tests {
     use std::sync::Arc;
 
+    use num_bigint::BigUint;
+
     use super::*;
+    use crate::amount::LedgerAmount;
     use crate::store::{Direction, Transfer, TransferId};
     use crate::testing::TestHost;
 
@@ -232,7 +232,7 @@ mod tests {
     fn transfer(n: u8, amount: u64) -> Transfer {
         Transfer {
             id: TransferId([n; 16]),
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: [7; 32],
             expires_at_ms: 4_000_000_000_000,
             ilp: Vec::new(),
@@ -264,13 +264,13 @@ mod tests {
         let ctx = host.context(serde_json::json!({}), "payer");
 
         let claim = payer
-            .create_outgoing_claim(&ctx, &BigUint::from(500u32))
+            .create_outgoing_claim(&ctx, &ModuleUnits::from(500))
             .await?;
         let credit = payee.handle_incoming_claim(&ctx, claim.as_ref()).await?;
         assert_eq!(
             credit,
             Some(IncomingCredit {
-                amount: BigUint::from(500u32),
+                amount: ModuleUnits::from(500),
                 settlement_id: "500".to_owned()
             })
         );
@@ -283,7 +283,7 @@ mod tests {
         // A claim whose amount was raised without re-signing is refused.
         let forged = Claim::Json(serde_json::json!({
             "amount": "900",
-            "signature": payer.sign(&BigUint::from(500u32)),
+            "signature": payer.sign(&ModuleUnits::from(500)),
         }));
         assert!(matches!(
             payee.handle_incoming_claim(&ctx, Some(&forged)).await,
@@ -292,7 +292,7 @@ mod tests {
         // Signed with another secret: refused.
         let other = ClaimTestModule::from_options(&serde_json::json!({"secret": "other"}))?;
         let foreign = other
-            .create_outgoing_claim(&ctx, &BigUint::from(900u32))
+            .create_outgoing_claim(&ctx, &ModuleUnits::from(900))
             .await?;
         assert!(payee
             .handle_incoming_claim(&ctx, foreign.as_ref())
@@ -318,10 +318,10 @@ mod tests {
         );
 
         let claim = payer
-            .create_outgoing_claim(&ctx, &BigUint::from(800u32))
+            .create_outgoing_claim(&ctx, &ModuleUnits::from(800))
             .await?;
         let credit = payee.handle_incoming_claim(&ctx, claim.as_ref()).await?;
-        assert_eq!(credit.map(|c| c.amount), Some(BigUint::from(300u32)));
+        assert_eq!(credit.map(|c| c.amount), Some(ModuleUnits::from(300)));
         Ok(())
     }
 
@@ -350,7 +350,7 @@ mod tests {
         ));
         // Once a claim for 50 arrives, 101 − 50 = 51 ≤ 100 passes.
         let claim = payer
-            .create_outgoing_claim(&ctx, &BigUint::from(50u32))
+            .create_outgoing_claim(&ctx, &ModuleUnits::from(50))
             .await?;
         payee.handle_incoming_claim(&ctx, claim.as_ref()).await?;
         payee.handle_incoming_prepare(&ctx, &rec).await?;

@@ -19,8 +19,8 @@
 //! | `scale` (or `currencyScale`) | scale of the unit IOUs count in | 9 |
 //! | `trustLimit` | most the cumulative IOUs accepted from the peer may reach, in the module's units (a decimal string or an integer); an IOU past it is refused | engine mode: `"0"` (no credit); peer mode: none (the trustline's `maxBalance` bounds the peer) |
 
+use crate::amount::ModuleUnits;
 use async_trait::async_trait;
-use num_bigint::BigUint;
 
 use crate::amount::parse_amount;
 use crate::claim::{claim_amount, claim_object, keep_best_claim, Claim, IncomingCredit};
@@ -54,7 +54,7 @@ pub struct IouModule {
     scale: u8,
     /// Most the cumulative IOUs accepted from the peer may reach; `None`: no limit of the module's own (peer
     /// mode, where the transfer log's `maxBalance` bounds the peer).
-    trust_limit: Option<BigUint>,
+    trust_limit: Option<ModuleUnits>,
 }
 
 impl IouModule {
@@ -88,7 +88,7 @@ impl IouModule {
     }
 
     /// The most the cumulative IOUs accepted from the peer may reach, if the module limits it.
-    pub fn trust_limit(&self) -> Option<&BigUint> {
+    pub fn trust_limit(&self) -> Option<&ModuleUnits> {
         self.trust_limit.as_ref()
     }
 
@@ -110,12 +110,12 @@ pub fn selects_iou_module(name: &str) -> bool {
 }
 
 /// The trust limit engine mode runs with for these options: `trustLimit`, or 0 when it is not set.
-pub fn engine_trust_limit(options: &serde_json::Value) -> Result<BigUint, ModuleError> {
+pub fn engine_trust_limit(options: &serde_json::Value) -> Result<ModuleUnits, ModuleError> {
     Ok(trust_limit_option(options)?.unwrap_or_default())
 }
 
 /// Reads the `trustLimit` option: a decimal string or a non-negative JSON integer, in the module's units.
-fn trust_limit_option(options: &serde_json::Value) -> Result<Option<BigUint>, ModuleError> {
+fn trust_limit_option(options: &serde_json::Value) -> Result<Option<ModuleUnits>, ModuleError> {
     let invalid = |got: &dyn std::fmt::Display| {
         ModuleError::InvalidFields(format!(
             "{OPT_TRUST_LIMIT} must be a non-negative decimal integer, got {got}"
@@ -123,10 +123,12 @@ fn trust_limit_option(options: &serde_json::Value) -> Result<Option<BigUint>, Mo
     };
     match options.get(OPT_TRUST_LIMIT) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => parse_amount(s).map(Some).map_err(|_| invalid(s)),
+        Some(serde_json::Value::String(s)) => parse_amount(s)
+            .map(|v| Some(ModuleUnits(v)))
+            .map_err(|_| invalid(s)),
         Some(serde_json::Value::Number(n)) => n
             .as_u64()
-            .map(|v| Some(BigUint::from(v)))
+            .map(|v| Some(ModuleUnits::from(v)))
             .ok_or_else(|| invalid(n)),
         Some(other) => Err(invalid(other)),
     }
@@ -183,7 +185,7 @@ impl ChannelModule for IouModule {
     async fn create_outgoing_claim(
         &self,
         _ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         Ok(Some(Claim::Json(
             serde_json::json!({ "amount": total.to_string() }),
@@ -205,7 +207,7 @@ impl ChannelModule for IouModule {
             if &amount > limit {
                 // Refused whole, before the tracker moves: see the module doc for why not credited in part.
                 tracing::warn!(account = ctx.account_id(), total = %amount, trust_limit = %limit, "IOU past the trust limit refused");
-                return Err(ModuleError::NotAccepted(if limit == &BigUint::default() {
+                return Err(ModuleError::NotAccepted(if limit.is_zero() {
                     format!(
                         "IOU for {amount} refused: this engine extends no credit; set the trustline module's \
                          {OPT_TRUST_LIMIT} option to the most the peer's IOUs may reach"
@@ -228,6 +230,7 @@ mod tests {
     use super::*;
     use crate::amount::MAX_AMOUNT_DIGITS;
     use crate::testing::TestHost;
+    use num_bigint::BigUint;
 
     #[test]
     fn amounts_are_plain_decimals_of_bounded_length() {
@@ -270,9 +273,11 @@ mod tests {
         let host = TestHost::new();
         let ctx = host.context(serde_json::json!({}), "peer");
         let m = IouModule::new(9);
-        let total: BigUint = "123456789012345678901234567890"
-            .parse()
-            .map_err(|_| ModuleError::InvalidFields("test literal".to_owned()))?;
+        let total = ModuleUnits(
+            "123456789012345678901234567890"
+                .parse()
+                .map_err(|_| ModuleError::InvalidFields("test literal".to_owned()))?,
+        );
         assert_eq!(
             m.create_outgoing_claim(&ctx, &total).await?,
             Some(iou("123456789012345678901234567890"))
@@ -291,7 +296,7 @@ mod tests {
         assert_eq!(
             c,
             Some(IncomingCredit {
-                amount: BigUint::from(100u32),
+                amount: ModuleUnits::from(100),
                 settlement_id: "100".to_owned()
             })
         );
@@ -305,7 +310,7 @@ mod tests {
         assert_eq!(
             c,
             Some(IncomingCredit {
-                amount: BigUint::from(150u32),
+                amount: ModuleUnits::from(150),
                 settlement_id: "250".to_owned()
             })
         );
@@ -313,7 +318,7 @@ mod tests {
         let c = m
             .handle_incoming_claim(&ctx, Some(&Claim::Text(r#"{"amount":"251"}"#.to_owned())))
             .await?;
-        assert_eq!(c.map(|c| c.amount), Some(BigUint::from(1u32)));
+        assert_eq!(c.map(|c| c.amount), Some(ModuleUnits::from(1)));
         let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
         assert_eq!(best.value, BigUint::from(251u32));
         Ok(())
@@ -350,15 +355,15 @@ mod tests {
     fn trust_limit_from_options() -> Result<(), ModuleError> {
         let engine = |o| IouModule::for_engine(&o).map(|m| m.trust_limit().cloned());
         let peer = |o| IouModule::from_options(&o).map(|m| m.trust_limit().cloned());
-        assert_eq!(engine(serde_json::json!({}))?, Some(BigUint::default()));
+        assert_eq!(engine(serde_json::json!({}))?, Some(ModuleUnits::zero()));
         assert_eq!(peer(serde_json::json!({}))?, None);
         for (given, want) in [
-            (serde_json::json!("1000"), 1000u32),
+            (serde_json::json!("1000"), 1000u64),
             (serde_json::json!(7), 7),
         ] {
             let o = serde_json::json!({ "trustLimit": given });
-            assert_eq!(engine(o.clone())?, Some(BigUint::from(want)));
-            assert_eq!(peer(o)?, Some(BigUint::from(want)));
+            assert_eq!(engine(o.clone())?, Some(ModuleUnits::from(want)));
+            assert_eq!(peer(o)?, Some(ModuleUnits::from(want)));
         }
         for bad in [
             serde_json::json!("-1"),
@@ -390,7 +395,7 @@ mod tests {
         }
         let m = IouModule::for_engine(&serde_json::json!({"trustLimit": "100"}))?;
         let c = m.handle_incoming_claim(&ctx, Some(&iou("60"))).await?;
-        assert_eq!(c.map(|c| c.amount), Some(BigUint::from(60u32)));
+        assert_eq!(c.map(|c| c.amount), Some(ModuleUnits::from(60)));
         assert!(matches!(
             m.handle_incoming_claim(&ctx, Some(&iou("101"))).await,
             Err(ModuleError::NotAccepted(_))
@@ -399,7 +404,7 @@ mod tests {
         let best = ctx.max_value_tracker(INCOMING_CLAIM_KEY)?.get_max().await?;
         assert_eq!(best.value, BigUint::from(60u32));
         let c = m.handle_incoming_claim(&ctx, Some(&iou("100"))).await?;
-        assert_eq!(c.map(|c| c.amount), Some(BigUint::from(40u32)));
+        assert_eq!(c.map(|c| c.amount), Some(ModuleUnits::from(40)));
         Ok(())
     }
 
@@ -421,12 +426,12 @@ mod tests {
         let a: Arc<dyn ChannelModule> = Arc::new(IouModule::new(6));
         let b: Arc<dyn ChannelModule> = Arc::new(IouModule::new(6));
         let pair = TestHost::pair(a, serde_json::json!({}), b, serde_json::json!({}));
-        let mut credited = BigUint::default();
-        for total in [5u32, 9, 9, 20, 7, 21] {
+        let mut credited = ModuleUnits::zero();
+        for total in [5u64, 9, 9, 20, 7, 21] {
             let claim = pair
                 .a
                 .module
-                .create_outgoing_claim(&pair.a.ctx, &BigUint::from(total))
+                .create_outgoing_claim(&pair.a.ctx, &ModuleUnits::from(total))
                 .await?;
             if let Some(c) = pair
                 .b
@@ -434,10 +439,10 @@ mod tests {
                 .handle_incoming_claim(&pair.b.ctx, claim.as_ref())
                 .await?
             {
-                credited += c.amount;
+                credited += &c.amount;
             }
         }
-        assert_eq!(credited, BigUint::from(21u32));
+        assert_eq!(credited, ModuleUnits::from(21));
         Ok(())
     }
 

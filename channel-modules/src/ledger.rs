@@ -6,39 +6,34 @@
 //! Both stores run on these functions: the in-memory one ([`crate::memory`]) and the RocksDB one of the root
 //! crate (`ilp_bridge::store`), so the two cannot drift apart. This module stores nothing itself.
 
+use crate::amount::{LedgerAmount, LedgerSum};
 use crate::store::{
     Direction, Limit, PrepareOutcome, StoreError, Sums, Transfer, TransferLogError, TransferRecord,
     TransferState,
 };
 
-/// Largest value any sum may reach (`i128::MAX`), so that `IF − OF` and the limit formulas never overflow.
-pub const SUM_MAX: u128 = i128::MAX as u128;
-
-fn add_sum(sum: u128, amount: u64) -> Result<u128, StoreError> {
-    sum.checked_add(u128::from(amount))
-        .filter(|s| *s <= SUM_MAX)
-        .ok_or(StoreError::Overflow)
+fn add_sum(sum: LedgerSum, amount: LedgerAmount) -> Result<LedgerSum, StoreError> {
+    sum.checked_add(amount).ok_or(StoreError::Overflow)
 }
 
-fn sub_sum(sum: u128, amount: u64) -> Result<u128, StoreError> {
+fn sub_sum(sum: LedgerSum, amount: LedgerAmount) -> Result<LedgerSum, StoreError> {
     // A prepared amount is always included in its fulfilled-and-prepared sum, so this only fails on corrupt
     // state; report it rather than wrap around.
-    sum.checked_sub(u128::from(amount))
-        .ok_or_else(|| StoreError::Corrupt {
-            key: "sums".to_owned(),
-            reason: format!("fulfilled-and-prepared sum {sum} is below a prepared amount {amount}"),
-        })
+    sum.checked_sub(amount).ok_or_else(|| StoreError::Corrupt {
+        key: "sums".to_owned(),
+        reason: format!("fulfilled-and-prepared sum {sum} is below a prepared amount {amount}"),
+    })
 }
 
 /// Checks the limit for a new prepared transfer and returns the sums with its amount reserved.
 ///
 /// Incoming: fails if `(IFP + amount) − OF > maximum`. Outgoing: fails if `(OFP + amount) − IF > −minimum`.
 /// Equality is allowed; [`Limit::Unbounded`] never fails. Outgoing prepared amounts never relieve the incoming
-/// limit (only OF is subtracted). A sum above [`SUM_MAX`] is [`StoreError::Overflow`].
+/// limit (only OF is subtracted). A sum above [`LedgerSum::MAX`] is [`StoreError::Overflow`].
 pub fn reserve(
     sums: &Sums,
     direction: Direction,
-    amount: u64,
+    amount: LedgerAmount,
     maximum: Limit,
     minimum: Limit,
 ) -> Result<Sums, TransferLogError> {
@@ -46,8 +41,8 @@ pub fn reserve(
     match direction {
         Direction::Incoming => {
             let ifp = add_sum(sums.incoming_fulfilled_and_prepared, amount)?;
-            // Both operands are ≤ i128::MAX, so the casts and the subtraction cannot overflow.
-            let after = ifp as i128 - sums.outgoing_fulfilled as i128;
+            // Both sums are ≤ `LedgerSum::MAX`, so their difference cannot overflow.
+            let after = ifp.minus(sums.outgoing_fulfilled);
             if let Limit::Finite(maximum) = maximum {
                 if after > maximum {
                     return Err(TransferLogError::IncomingLimitExceeded { after, maximum });
@@ -57,7 +52,7 @@ pub fn reserve(
         }
         Direction::Outgoing => {
             let ofp = add_sum(sums.outgoing_fulfilled_and_prepared, amount)?;
-            let after = ofp as i128 - sums.incoming_fulfilled as i128;
+            let after = ofp.minus(sums.incoming_fulfilled);
             if let Limit::Finite(minimum) = minimum {
                 // −i128::MIN does not fit: it is larger than any `after`, so that limit never fails.
                 if let Some(negated) = minimum.checked_neg() {
@@ -193,6 +188,7 @@ pub fn not_prepared_error(record: &TransferRecord) -> Option<TransferLogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amount::LedgerBalance;
 
     #[test]
     fn outgoing_limit_with_min_i128_never_fails() {
@@ -200,11 +196,14 @@ mod tests {
         let next = reserve(
             &sums,
             Direction::Outgoing,
-            u64::MAX,
-            Limit::Finite(0),
-            Limit::Finite(i128::MIN),
+            LedgerAmount(u64::MAX),
+            Limit::Finite(LedgerBalance::ZERO),
+            Limit::Finite(LedgerBalance(i128::MIN)),
         )
         .expect("−i128::MIN exceeds every value");
-        assert_eq!(next.outgoing_fulfilled_and_prepared, u128::from(u64::MAX));
+        assert_eq!(
+            next.outgoing_fulfilled_and_prepared,
+            LedgerSum::from(LedgerAmount(u64::MAX))
+        );
     }
 }

@@ -14,7 +14,8 @@
 //! * [`context`]: what a module can reach; [`identity`]: the rules of the node's ledger identity registry;
 //! * [`store`]: transfer log / max-value tracker interfaces and their types; [`ledger`]: the limit and state
 //!   rules both transfer-log stores apply; [`memory`]: the in-memory stores;
-//! * [`amount`]: the one bound on and parser of decimal amounts read from outside (claims, RFC 38 requests);
+//! * [`amount`]: money in ledger, module and connector units, and the one bound on and parser of decimal
+//!   amounts read from outside (claims, RFC 38 requests);
 //! * [`sync`]: the shared poison-tolerant `lock` helper;
 //! * the stock modules: [`iou`], [`xrp`], [`eth`] (`eth-payment`, `eth-channel`) and, with the `testing`
 //!   feature, `claim_test`; [`build_module`] builds one by name;

@@ -286,11 +286,12 @@ impl std::fmt::Debug for MemoryStores {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 
     fn transfer(n: u8, amount: u64) -> Transfer {
         Transfer {
             id: TransferId([n; 16]),
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: [n; 32],
             expires_at_ms: 1_000,
             ilp: vec![],
@@ -300,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn limit_equality_allowed_and_retry_refused_again() {
-        let log = MemoryTransferLog::new(Limit::Finite(100), Limit::Unbounded);
+        let log = MemoryTransferLog::new(Limit::Finite(LedgerBalance(100)), Limit::Unbounded);
         let t = transfer(1, 100);
         assert_eq!(
             log.prepare(&t, Direction::Incoming).await,
@@ -311,25 +312,28 @@ mod tests {
             assert!(matches!(
                 log.prepare(&over, Direction::Incoming).await,
                 Err(TransferLogError::IncomingLimitExceeded {
-                    after: 101,
-                    maximum: 100
+                    after: LedgerBalance(101),
+                    maximum: LedgerBalance(100)
                 })
             ));
         }
-        assert_eq!(log.sums().incoming_fulfilled_and_prepared, 100);
+        assert_eq!(log.sums().incoming_fulfilled_and_prepared, LedgerSum(100));
         assert_eq!(log.get(&over.id).await, Ok(None));
     }
 
     #[tokio::test]
     async fn stores_hand_out_same_instance_and_reject_bad_keys() {
-        let stores = MemoryStores::new(Limit::Finite(10), Limit::Finite(-5));
+        let stores = MemoryStores::new(
+            Limit::Finite(LedgerBalance(10)),
+            Limit::Finite(LedgerBalance(-5)),
+        );
         let a = stores.transfer_log("k").expect("valid key");
         let b = stores.transfer_log("k").expect("valid key");
         a.prepare(&transfer(1, 7), Direction::Incoming)
             .await
             .expect("within limit");
-        assert_eq!(b.sums().incoming_fulfilled_and_prepared, 7);
-        assert_eq!(b.minimum(), Limit::Finite(-5));
+        assert_eq!(b.sums().incoming_fulfilled_and_prepared, LedgerSum(7));
+        assert_eq!(b.minimum(), Limit::Finite(LedgerBalance(-5)));
         assert!(matches!(
             stores.transfer_log("test:"),
             Err(StoreError::InvalidKey(_))

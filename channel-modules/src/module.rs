@@ -15,8 +15,8 @@
 //! | `handle_rpc` | a BTP Message whose sub-protocol name is not a built-in one | a JSON message `{"method","args"}` from the peer engine | an Error reply to the peer |
 
 use async_trait::async_trait;
-use num_bigint::BigUint;
 
+use crate::amount::ModuleUnits;
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -32,7 +32,8 @@ pub trait ChannelModule: Send + Sync {
     fn name(&self) -> &str;
 
     /// Scale of the unit the module settles in (drops: 6, wei: 18). Amounts passed to
-    /// [`ChannelModule::create_outgoing_claim`] and returned in [`IncomingCredit`] are in this scale.
+    /// [`ChannelModule::create_outgoing_claim`] and returned in [`IncomingCredit`] are [`ModuleUnits`] of this
+    /// scale.
     fn asset_scale(&self) -> u8;
 
     /// Called once before any other hook. May exchange RPCs with the peer (e.g. ledger addresses).
@@ -71,7 +72,7 @@ pub trait ChannelModule: Send + Sync {
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError>;
 
     /// Checks a claim (or payment proof) from the peer and keeps the best. Returns the newly secured increase;
@@ -98,7 +99,7 @@ pub trait ChannelModule: Send + Sync {
     /// cumulative `u64` drops cannot go past `u64::MAX`). The settlement engine refuses a settle request that
     /// would take an account's cumulative total (settled, in flight and queued, plus the request) past it.
     /// `None` (the default): no limit beyond the engine's per-request one.
-    fn max_cumulative_settlement(&self) -> Option<BigUint> {
+    fn max_cumulative_settlement(&self) -> Option<ModuleUnits> {
         None
     }
 

@@ -19,6 +19,8 @@ use async_trait::async_trait;
 use num_bigint::BigUint;
 use serde::{Deserialize, Serialize};
 
+use crate::amount::{LedgerAmount, LedgerBalance, LedgerSum};
+
 /// A 16-byte transfer ID (a UUID; the wire carries the raw 16 bytes, the legacy API a lowercase dashed UUID).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TransferId(pub [u8; 16]);
@@ -68,7 +70,7 @@ pub struct Transfer {
     /// Transfer ID.
     pub id: TransferId,
     /// Amount in the ledger's smallest unit (BTP/1.0 carries a UInt64).
-    pub amount: u64,
+    pub amount: LedgerAmount,
     /// SHA-256 condition.
     pub execution_condition: [u8; 32],
     /// Expiry, milliseconds since the Unix epoch (UTC).
@@ -111,20 +113,20 @@ pub struct TransferRecord {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sums {
     /// Incoming fulfilled.
-    pub incoming_fulfilled: u128,
+    pub incoming_fulfilled: LedgerSum,
     /// Incoming fulfilled and prepared.
-    pub incoming_fulfilled_and_prepared: u128,
+    pub incoming_fulfilled_and_prepared: LedgerSum,
     /// Outgoing fulfilled.
-    pub outgoing_fulfilled: u128,
+    pub outgoing_fulfilled: LedgerSum,
     /// Outgoing fulfilled and prepared.
-    pub outgoing_fulfilled_and_prepared: u128,
+    pub outgoing_fulfilled_and_prepared: LedgerSum,
 }
 
 impl Sums {
     /// Balance = IF − OF (positive: the peer owes us).
-    pub fn balance(&self) -> i128 {
-        // Sums are kept ≤ i128::MAX by every implementation (see `StoreError::Overflow`).
-        self.incoming_fulfilled as i128 - self.outgoing_fulfilled as i128
+    pub fn balance(&self) -> LedgerBalance {
+        // Sums are kept ≤ `LedgerSum::MAX` by every implementation (see `StoreError::Overflow`).
+        self.incoming_fulfilled.minus(self.outgoing_fulfilled)
     }
 }
 
@@ -132,7 +134,7 @@ impl Sums {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Limit {
     /// A finite bound, in ledger units.
-    Finite(i128),
+    Finite(LedgerBalance),
     /// No bound.
     Unbounded,
 }
@@ -181,17 +183,17 @@ pub enum TransferLogError {
     #[error("balanceIncomingFulfilledAndPrepared exceeds greatest allowed value after: {after} (maximum {maximum})")]
     IncomingLimitExceeded {
         /// `(IFP + amount) − OF`.
-        after: i128,
+        after: LedgerBalance,
         /// The limit in force.
-        maximum: i128,
+        maximum: LedgerBalance,
     },
     /// `(OFP + amount) − IF > −minimum`.
     #[error("balanceOutgoingFulfilledAndPrepared exceeds greatest allowed value after: {after} (minimum {minimum})")]
     OutgoingLimitExceeded {
         /// `(OFP + amount) − IF`.
-        after: i128,
+        after: LedgerBalance,
         /// The limit in force.
-        minimum: i128,
+        minimum: LedgerBalance,
     },
     /// The underlying store failed.
     #[error(transparent)]
@@ -208,7 +210,7 @@ pub enum StoreError {
     /// A transfer ID that is not a UUID.
     #[error("invalid transfer id {0:?}")]
     InvalidTransferId(String),
-    /// A sum would leave the supported range (0 ..= i128::MAX).
+    /// A sum would leave the supported range (0 ..= [`LedgerSum::MAX`]).
     #[error("amount overflow")]
     Overflow,
     /// A previous write or sync failed; the store refuses every write until restarted.
@@ -318,7 +320,7 @@ pub trait TransferLog: Send + Sync {
     }
 
     /// Balance = IF − OF.
-    fn balance(&self) -> i128 {
+    fn balance(&self) -> LedgerBalance {
         self.sums().balance()
     }
 

@@ -331,6 +331,7 @@ mod tests {
     use num_bigint::BigUint;
 
     use super::*;
+    use crate::amount::ModuleUnits;
     use crate::claim::{Claim, IncomingCredit};
     use crate::store::TransferRecord;
 
@@ -371,7 +372,7 @@ mod tests {
         async fn create_outgoing_claim(
             &self,
             _ctx: &ChannelContext,
-            _total: &BigUint,
+            _total: &ModuleUnits,
         ) -> Result<Option<Claim>, ModuleError> {
             Ok(None)
         }

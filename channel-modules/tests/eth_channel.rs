@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use channel_modules::amount::{LedgerAmount, ModuleUnits};
 use channel_modules::eth::abi::{self, Token};
 use channel_modules::eth::channel::contract::{
     claim_digest, payment_channel_init_code, payment_channel_v1_init_code, read_channel,
@@ -255,7 +256,7 @@ impl Setup {
             .pair
             .a
             .module
-            .create_outgoing_claim(&self.pair.a.ctx, &BigUint::from(total))
+            .create_outgoing_claim(&self.pair.a.ctx, &ModuleUnits::from(total))
             .await?
             .ok_or("no claim")?;
         let credit = self
@@ -264,7 +265,7 @@ impl Setup {
             .module
             .handle_incoming_claim(&self.pair.b.ctx, Some(&claim))
             .await?;
-        Ok((claim, credit.map(|c| c.amount)))
+        Ok((claim, credit.map(|c| c.amount.0)))
     }
 
     async fn incoming_best(&self) -> Result<BigUint, Box<dyn std::error::Error>> {
@@ -480,7 +481,7 @@ async fn a_restart_while_opening_the_channel_deposits_exactly_once() -> TestResu
     impatient_opts["receiptTimeoutMs"] = json!(300);
     let impatient = EthChannelModule::from_options(&impatient_opts)?;
     let failed = impatient
-        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(5_000u32))
+        .create_outgoing_claim(&s.pair.a.ctx, &ModuleUnits::from(5_000))
         .await;
     assert!(matches!(failed, Err(ModuleError::Ledger(_))), "{failed:?}");
     let log = s.pair.a.host.stores().transfer_log(CHANNEL_TXS_LOG_KEY)?;
@@ -504,7 +505,7 @@ async fn a_restart_while_opening_the_channel_deposits_exactly_once() -> TestResu
     restarted.connect(&s.pair.a.ctx).await?;
     assert!(log.prepared().await?.is_empty());
     let claim = restarted
-        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(5_000u32))
+        .create_outgoing_claim(&s.pair.a.ctx, &ModuleUnits::from(5_000))
         .await?
         .ok_or("no claim")?;
     let credit = s
@@ -514,7 +515,7 @@ async fn a_restart_while_opening_the_channel_deposits_exactly_once() -> TestResu
         .handle_incoming_claim(&s.pair.b.ctx, Some(&claim))
         .await?
         .ok_or("no credit")?;
-    assert_eq!(credit.amount, BigUint::from(5_000u32));
+    assert_eq!(credit.amount, ModuleUnits::from(5_000));
     assert_eq!(
         rpc.transaction_count(&payer_addr, "latest").await?,
         nonce_before + 1,
@@ -562,7 +563,7 @@ async fn payee_closes_before_expiry_and_payer_reclaims_after_it() -> TestResult 
         .pair
         .a
         .module
-        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(4_000u32))
+        .create_outgoing_claim(&s.pair.a.ctx, &ModuleUnits::from(4_000))
         .await?
         .ok_or("no claim")?;
     assert_ne!(channel_of(&payer_claim)?, second);
@@ -581,7 +582,7 @@ async fn incoming_prepares_are_limited_to_max_unsecured_above_the_best_claim() -
     let main = s.pair.b.host.stores().transfer_log("")?;
     let transfer = |n: u8, amount: u64| Transfer {
         id: TransferId([n; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [n; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -641,7 +642,7 @@ async fn a_first_settlement_above_one_transaction_opens_then_tops_up() -> TestRe
     let Some(s) = setup().await? else {
         return Ok(());
     };
-    let total = BigUint::from(u64::MAX) + BigUint::from(DEPOSIT_WEI);
+    let total = ModuleUnits(BigUint::from(u64::MAX) + BigUint::from(DEPOSIT_WEI));
     let claim = s
         .pair
         .a
@@ -660,9 +661,9 @@ async fn a_first_settlement_above_one_transaction_opens_then_tops_up() -> TestRe
     let state = read_channel(s.payer.wallet(), &channel_of(&claim)?)
         .await?
         .ok_or("no channel")?;
-    assert!(state.balance >= total);
+    assert!(state.balance >= total.0);
     assert_eq!(s.payer_tx_hashes()?.len(), 2, "deployment and one top-up");
-    assert_eq!(s.incoming_best().await?, total);
+    assert_eq!(s.incoming_best().await?, total.0);
     Ok(())
 }
 
@@ -717,7 +718,7 @@ impl Setup {
             .pair
             .a
             .module
-            .create_outgoing_claim(&self.pair.a.ctx, &BigUint::from(total))
+            .create_outgoing_claim(&self.pair.a.ctx, &ModuleUnits::from(total))
             .await?
             .ok_or("no claim")?)
     }
@@ -781,7 +782,7 @@ async fn a_claim_lost_before_the_payer_moves_on_is_credited_with_the_new_channel
         .map(|c| c.amount);
     assert_eq!(
         credit,
-        Some(BigUint::from(30u32)),
+        Some(ModuleUnits::from(30)),
         "A's missing 20 and B's 10"
     );
     assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
@@ -914,7 +915,7 @@ async fn forged_foreign_and_over_deposit_retired_claims_credit_nothing_and_a_gen
         .module
         .handle_incoming_claim(&b.ctx, Some(&with_retired(vec![forged])?))
         .await?;
-    assert_eq!(credit.map(|c| c.amount), Some(BigUint::from(10u32)));
+    assert_eq!(credit.map(|c| c.amount), Some(ModuleUnits::from(10)));
 
     let bad = [
         (
@@ -966,7 +967,7 @@ async fn forged_foreign_and_over_deposit_retired_claims_credit_nothing_and_a_gen
         )
         .await?
         .ok_or("no credit")?;
-    assert_eq!(credit.amount, BigUint::from(100u32));
+    assert_eq!(credit.amount, ModuleUnits::from(100));
     assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
     for _ in 0..2 {
         assert_eq!(
@@ -1058,7 +1059,7 @@ impl Setup {
             .quiet_payee()?
             .handle_incoming_claim(&self.pair.b.ctx, Some(&without_retired(&claim_b)?))
             .await?;
-        assert_eq!(credit.map(|c| c.amount), Some(BigUint::from(10u32)));
+        assert_eq!(credit.map(|c| c.amount), Some(ModuleUnits::from(10)));
         assert_eq!(self.incoming_best().await?, BigUint::from(90u32));
         Ok((channel_a, claim_b))
     }
@@ -1084,7 +1085,7 @@ async fn a_raise_on_a_staged_context_closes_nothing_until_it_is_committed() -> T
         .handle_incoming_claim(&staged_ctx, Some(&claim_b))
         .await?
         .ok_or("no credit")?;
-    assert_eq!(credit.amount, BigUint::from(20u32));
+    assert_eq!(credit.amount, ModuleUnits::from(20));
     assert!(!s.is_closed(&channel_a).await?, "closed by a staged call");
     // The background check (or any close) meanwhile must not close A with the recorded 80.
     assert_eq!(
@@ -1100,7 +1101,7 @@ async fn a_raise_on_a_staged_context_closes_nothing_until_it_is_committed() -> T
         .handle_incoming_claim(&s.pair.b.ctx, Some(&claim_b))
         .await?
         .ok_or("no credit on retry")?;
-    assert_eq!(retry.amount, BigUint::from(20u32));
+    assert_eq!(retry.amount, ModuleUnits::from(20));
     assert_eq!(s.incoming_best().await?, BigUint::from(110u32));
     s.close_retired().await?;
     assert!(s.is_closed(&channel_a).await?);
@@ -1285,9 +1286,9 @@ async fn raising_a_retired_channel_raises_the_totals_through_the_channels_retire
     let moved = quiet
         .handle_incoming_claim(b_ctx, Some(&without_retired(&claim_c)?))
         .await?;
-    assert_eq!(moved.map(|c| c.amount), Some(BigUint::from(10u32)));
+    assert_eq!(moved.map(|c| c.amount), Some(ModuleUnits::from(10)));
     let raise = quiet.handle_incoming_claim(b_ctx, Some(&claim_c)).await?;
-    assert_eq!(raise.map(|c| c.amount), Some(BigUint::from(20u32)));
+    assert_eq!(raise.map(|c| c.amount), Some(ModuleUnits::from(20)));
     let best = s
         .pair
         .b
@@ -1327,7 +1328,7 @@ async fn the_background_check_closes_a_raised_retired_channel_once_the_raise_is_
         .handle_incoming_claim(&staged.context(s.payee_opts.clone(), "b"), Some(&claim_b))
         .await?
         .ok_or("no credit")?;
-    assert_eq!(credit.amount, BigUint::from(20u32));
+    assert_eq!(credit.amount, ModuleUnits::from(20));
     // The commit: the staged record becomes the payee's.
     let raised = staged
         .stores()
@@ -1374,7 +1375,7 @@ async fn the_background_check_closes_the_channel_a_staged_move_retired() -> Test
         .handle_incoming_claim(&staged.context(s.payee_opts.clone(), "b"), Some(&claim_b))
         .await?
         .ok_or("no credit")?;
-    assert_eq!(credit.amount, BigUint::from(30u32));
+    assert_eq!(credit.amount, ModuleUnits::from(30));
     // The engine's commit, a moment after the module returned (and after the woken check read the records).
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let moved = staged

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use channel_modules::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use channel_modules::eth::payment::{
     EthPaymentModule, AMOUNT_RECEIVED_KEY, MAX_TX_HASHES_PER_CLAIM,
     MAX_TX_HASHES_PER_PAYMENTS_REPLY, PAYMENTS_LOG_KEY, RPC_PAYMENTS_SINCE,
@@ -114,7 +115,7 @@ async fn payments_move_money_and_balances_agree_to_the_wei() -> TestResult {
     let payer_before = rpc.balance(&payer_addr).await?;
     let payee_before = rpc.balance(&payee_addr).await?;
 
-    let first_total = BigUint::from(1_000_000_000_000_000u64);
+    let first_total = ModuleUnits::from(1_000_000_000_000_000);
     let claim = s
         .pair
         .a
@@ -132,7 +133,7 @@ async fn payments_move_money_and_balances_agree_to_the_wei() -> TestResult {
     assert_eq!(credit.amount, first_total);
 
     // A second settlement pays only the difference.
-    let second_total = BigUint::from(2_500_000_000_000_000u64);
+    let second_total = ModuleUnits::from(2_500_000_000_000_000);
     let claim2 = s
         .pair
         .a
@@ -181,10 +182,10 @@ async fn payments_move_money_and_balances_agree_to_the_wei() -> TestResult {
     assert_eq!(hashes.len(), 2);
     let payer_after = rpc.balance(&payer_addr).await?;
     let payee_after = rpc.balance(&payee_addr).await?;
-    assert_eq!(&payee_after - &payee_before, second_total);
+    assert_eq!(&payee_after - &payee_before, second_total.0);
     assert_eq!(
         &payer_before - &payer_after,
-        &second_total + fees(&rpc, &hashes).await?
+        &second_total.0 + fees(&rpc, &hashes).await?
     );
     let payer_sums = s
         .pair
@@ -200,12 +201,18 @@ async fn payments_move_money_and_balances_agree_to_the_wei() -> TestResult {
         .stores()
         .transfer_log(PAYMENTS_LOG_KEY)?
         .sums();
-    assert_eq!(BigUint::from(payer_sums.outgoing_fulfilled), second_total);
+    assert_eq!(
+        ModuleUnits::from_own_log(payer_sums.outgoing_fulfilled),
+        second_total
+    );
     assert_eq!(
         payer_sums.outgoing_fulfilled,
         payer_sums.outgoing_fulfilled_and_prepared
     );
-    assert_eq!(BigUint::from(payee_sums.incoming_fulfilled), second_total);
+    assert_eq!(
+        ModuleUnits::from_own_log(payee_sums.incoming_fulfilled),
+        second_total
+    );
     Ok(())
 }
 
@@ -276,8 +283,8 @@ async fn foreign_forged_and_misdirected_payments_are_refused_and_credit_nothing(
         .stores()
         .transfer_log(PAYMENTS_LOG_KEY)?
         .sums();
-    assert_eq!(sums.incoming_fulfilled, 0);
-    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+    assert_eq!(sums.incoming_fulfilled, LedgerSum::ZERO);
+    assert_eq!(sums.incoming_fulfilled_and_prepared, LedgerSum::ZERO);
     Ok(())
 }
 
@@ -292,7 +299,7 @@ async fn incoming_prepares_are_limited_to_max_unsecured_above_payments() -> Test
         n += 1;
         Transfer {
             id: TransferId([n; 16]),
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: [n; 32],
             expires_at_ms: i64::MAX,
             ilp: Vec::new(),
@@ -331,7 +338,7 @@ async fn incoming_prepares_are_limited_to_max_unsecured_above_payments() -> Test
         .pair
         .a
         .module
-        .create_outgoing_claim(&s.pair.a.ctx, &BigUint::from(500u32))
+        .create_outgoing_claim(&s.pair.a.ctx, &ModuleUnits::from(500))
         .await?
         .ok_or("no claim")?;
     s.pair
@@ -361,7 +368,7 @@ async fn a_restart_in_the_middle_of_a_payment_pays_exactly_once() -> TestResult 
     let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
     let payee_before = rpc.balance(&payee_addr).await?;
     let nonce_before = rpc.transaction_count(&payer_addr, "latest").await?;
-    let total = BigUint::from(3_000_000_000_000u64);
+    let total = ModuleUnits::from(3_000_000_000_000);
 
     // The chain stops mining and the payer gives up waiting: the payment is recorded and broadcast, not mined.
     s.anvil.set_automine(false).await?;
@@ -415,12 +422,15 @@ async fn a_restart_in_the_middle_of_a_payment_pays_exactly_once() -> TestResult 
         .await?
         .ok_or("no credit")?;
     assert_eq!(credit.amount, total);
-    assert_eq!(rpc.balance(&payee_addr).await? - payee_before, total);
+    assert_eq!(rpc.balance(&payee_addr).await? - payee_before, total.0);
     assert_eq!(
         rpc.transaction_count(&payer_addr, "latest").await?,
         nonce_before + 1
     );
-    assert_eq!(BigUint::from(log.sums().outgoing_fulfilled), total);
+    assert_eq!(
+        ModuleUnits::from_own_log(log.sums().outgoing_fulfilled),
+        total
+    );
     Ok(())
 }
 
@@ -452,7 +462,7 @@ async fn erc20_payments_are_verified_from_transfer_events() -> TestResult {
     let claim = pair
         .a
         .module
-        .create_outgoing_claim(&pair.a.ctx, &BigUint::from(123_456u32))
+        .create_outgoing_claim(&pair.a.ctx, &ModuleUnits::from(123_456))
         .await?
         .ok_or("no claim")?;
     let credit = pair
@@ -461,7 +471,7 @@ async fn erc20_payments_are_verified_from_transfer_events() -> TestResult {
         .handle_incoming_claim(&pair.b.ctx, Some(&claim))
         .await?
         .ok_or("no credit")?;
-    assert_eq!(credit.amount, BigUint::from(123_456u32));
+    assert_eq!(credit.amount, ModuleUnits::from(123_456));
     let payee_addr = address_of(&anvil, PAYEE_KEY_INDEX)?;
     let data = abi::encode_call("balanceOf(address)", &[abi::Token::Address(payee_addr)])?;
     let balance = abi::uint_word(&anvil.client()?.eth_call(&token, &data).await?, 0)?;
@@ -577,7 +587,7 @@ async fn a_crash_around_the_claim_write_never_loses_a_confirmed_payment() -> Tes
         let payee_addr = address_of(&s.anvil, PAYEE_KEY_INDEX)?;
         let payee_before = rpc.balance(&payee_addr).await?;
         let nonce_before = rpc.transaction_count(&payer_addr, "latest").await?;
-        let total = BigUint::from(5_000_000_000_000u64);
+        let total = ModuleUnits::from(5_000_000_000_000);
 
         let faulty = Arc::new(FaultyHost {
             inner: s.pair.a.host.clone(),
@@ -612,14 +622,17 @@ async fn a_crash_around_the_claim_write_never_loses_a_confirmed_payment() -> Tes
             .await?
             .ok_or("no credit")?;
         assert_eq!(credit.amount, total, "{fault:?}");
-        assert_eq!(rpc.balance(&payee_addr).await? - &payee_before, total);
+        assert_eq!(rpc.balance(&payee_addr).await? - &payee_before, total.0);
         assert_eq!(
             rpc.transaction_count(&payer_addr, "latest").await?,
             nonce_before + 1
         );
         let log = s.pair.a.host.stores().transfer_log(PAYMENTS_LOG_KEY)?;
         assert!(log.prepared().await?.is_empty());
-        assert_eq!(BigUint::from(log.sums().outgoing_fulfilled), total);
+        assert_eq!(
+            ModuleUnits::from_own_log(log.sums().outgoing_fulfilled),
+            total
+        );
         let settled = s
             .pair
             .a
@@ -628,7 +641,7 @@ async fn a_crash_around_the_claim_write_never_loses_a_confirmed_payment() -> Tes
             .max_value_tracker(channel_modules::eth::payment::AMOUNT_SETTLED_KEY)?
             .get_max()
             .await?;
-        assert_eq!(settled.value, total, "{fault:?}");
+        assert_eq!(settled.value, total.0, "{fault:?}");
     }
     Ok(())
 }
@@ -646,7 +659,7 @@ async fn a_second_account_proving_the_same_peer_address_contests_it_until_the_op
         return Ok(());
     };
     let payer_address = address_of(&s.anvil, PAYER_KEY_INDEX)?;
-    let total = BigUint::from(2_000_000_000_000u64);
+    let total = ModuleUnits::from(2_000_000_000_000);
     let claim = s
         .pair
         .a
@@ -697,7 +710,7 @@ async fn a_second_account_proving_the_same_peer_address_contests_it_until_the_op
 
     // The first account, which held the address uncontested, is refused from now on: a second payment is
     // not credited to it.
-    let second_total = BigUint::from(3_000_000_000_000u64);
+    let second_total = ModuleUnits::from(3_000_000_000_000);
     let claim = s
         .pair
         .a
@@ -715,15 +728,15 @@ async fn a_second_account_proving_the_same_peer_address_contests_it_until_the_op
         matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("contested")),
         "{refused:?}"
     );
-    let logged = |host: &TestHost| -> Result<u128, Box<dyn std::error::Error>> {
+    let logged = |host: &TestHost| -> Result<LedgerSum, Box<dyn std::error::Error>> {
         Ok(host
             .stores()
             .transfer_log(PAYMENTS_LOG_KEY)?
             .sums()
             .incoming_fulfilled_and_prepared)
     };
-    assert_eq!(logged(&s.pair.b.host)?, 2_000_000_000_000);
-    assert_eq!(logged(&other_host)?, 0);
+    assert_eq!(logged(&s.pair.b.host)?, LedgerSum(2_000_000_000_000));
+    assert_eq!(logged(&other_host)?, LedgerSum::ZERO);
 
     // The operator configures peerAddress on the rightful account "b" (same stores, restarted module): it takes
     // the identity over and is credited again, including the payment refused meanwhile.
@@ -763,8 +776,8 @@ async fn a_second_account_proving_the_same_peer_address_contests_it_until_the_op
         matches!(&refused, Err(ModuleError::NotAccepted(m)) if m.contains("(b)")),
         "{refused:?}"
     );
-    assert_eq!(logged(&other_host)?, 0);
-    assert_eq!(logged(&third_host)?, 0);
+    assert_eq!(logged(&other_host)?, LedgerSum::ZERO);
+    assert_eq!(logged(&third_host)?, LedgerSum::ZERO);
     Ok(())
 }
 
@@ -780,7 +793,7 @@ async fn record_incoming_payment(
     let condition = <sha2::Sha256 as sha2::Digest>::digest(hash.0).into();
     let transfer = Transfer {
         id: TransferId(id),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: condition,
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -827,7 +840,7 @@ async fn amount_received_is_seeded_once_from_a_store_that_predates_it() -> TestR
     let Some(s) = setup(json!({})).await? else {
         return Ok(());
     };
-    let first = BigUint::from(1_000_000_000_000u64);
+    let first = ModuleUnits::from(1_000_000_000_000);
     let claim = s
         .pair
         .a
@@ -849,9 +862,9 @@ async fn amount_received_is_seeded_once_from_a_store_that_predates_it() -> TestR
     let received = host
         .stores()
         .max_value_tracker(channel_modules::eth::payment::AMOUNT_RECEIVED_KEY)?;
-    assert_eq!(received.get_max().await?.value, first);
+    assert_eq!(received.get_max().await?.value, first.0);
 
-    let second = BigUint::from(3_000_000_000_000u64);
+    let second = ModuleUnits::from(3_000_000_000_000);
     let claim = s
         .pair
         .a
@@ -869,10 +882,10 @@ async fn amount_received_is_seeded_once_from_a_store_that_predates_it() -> TestR
         .await?
         .ok_or("no credit")?;
     assert_eq!(credit.amount, &second - &first);
-    assert_eq!(received.get_max().await?.value, second);
+    assert_eq!(received.get_max().await?.value, second.0);
     // Connecting again changes nothing.
     payee.connect(&ctx).await?;
-    assert_eq!(received.get_max().await?.value, second);
+    assert_eq!(received.get_max().await?.value, second.0);
     assert!(payee
         .handle_incoming_claim(&ctx, Some(&claim))
         .await?
@@ -941,7 +954,7 @@ impl ChannelModule for ListingPayer {
     async fn create_outgoing_claim(
         &self,
         ctx: &channel_modules::ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         self.inner.create_outgoing_claim(ctx, total).await
     }
@@ -1029,7 +1042,7 @@ async fn pay_with_lost_claims(
         let claim = pair
             .a
             .module
-            .create_outgoing_claim(&pair.a.ctx, &total)
+            .create_outgoing_claim(&pair.a.ctx, &ModuleUnits(total.clone()))
             .await?
             .ok_or("no claim")?;
         let latest = *claim_hashes(&claim).last().ok_or("empty claim")?;
@@ -1044,7 +1057,7 @@ async fn owe(pair: &TestPair, id: u8, amount: u64) -> TestResult {
     let main = pair.b.host.stores().transfer_log("")?;
     let t = Transfer {
         id: TransferId([id; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [id; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -1061,7 +1074,7 @@ async fn offer(pair: &TestPair, id: u8) -> Result<bool, Box<dyn std::error::Erro
     let main = pair.b.host.stores().transfer_log("")?;
     let t = Transfer {
         id: TransferId([id; 16]),
-        amount: 1,
+        amount: LedgerAmount(1),
         execution_condition: [id; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -1087,12 +1100,13 @@ async fn offer(pair: &TestPair, id: u8) -> Result<bool, Box<dyn std::error::Erro
 /// The payee's payments log (incoming fulfilled) and its `amount_received`.
 async fn payee_received(pair: &TestPair) -> Result<(BigUint, BigUint), Box<dyn std::error::Error>> {
     let stores = pair.b.host.stores();
-    let logged = BigUint::from(
+    let logged = ModuleUnits::from_own_log(
         stores
             .transfer_log(PAYMENTS_LOG_KEY)?
             .sums()
             .incoming_fulfilled,
-    );
+    )
+    .0;
     let credited = stores
         .max_value_tracker(AMOUNT_RECEIVED_KEY)?
         .get_max()
@@ -1311,10 +1325,10 @@ async fn a_payer_store_without_the_payments_list_is_seeded_from_its_recent_hashe
     let Some(s) = setup(json!({})).await? else {
         return Ok(());
     };
-    let mut total = BigUint::default();
+    let mut total = ModuleUnits::zero();
     let mut hashes = Vec::new();
     for i in 1..=3 {
-        total += lost_payment_wei(i);
+        total += &ModuleUnits::from(lost_payment_wei(i));
         let claim = s
             .payer
             .create_outgoing_claim(&s.pair.a.ctx, &total)
@@ -1341,7 +1355,7 @@ async fn a_payer_store_without_the_payments_list_is_seeded_from_its_recent_hashe
     let texts: Vec<String> = hashes.iter().map(ToString::to_string).collect();
     old.max_value_tracker(channel_modules::eth::payment::AMOUNT_SETTLED_KEY)?
         .set_if_max(channel_modules::store::MaxValue {
-            value: total.clone(),
+            value: total.0.clone(),
             data: json!({ "txHashes": texts }),
         })
         .await?;
@@ -1360,7 +1374,7 @@ async fn a_payer_store_without_the_payments_list_is_seeded_from_its_recent_hashe
         "nothing kept before a payment"
     );
 
-    total += lost_payment_wei(4);
+    total += &ModuleUnits::from(lost_payment_wei(4));
     let claim = payer
         .create_outgoing_claim(&ctx, &total)
         .await?

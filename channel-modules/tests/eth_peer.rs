@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use channel_modules::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use channel_modules::eth::channel::EthChannelModule;
 use channel_modules::eth::latest_claim::{LATEST_CLAIM_PULL_MIN_INTERVAL_MS, RPC_LATEST_CLAIM};
 use channel_modules::eth::payment::{EthPaymentModule, PAYMENTS_LOG_KEY};
@@ -91,7 +92,7 @@ impl ChannelModule for ScriptedPeer {
     async fn create_outgoing_claim(
         &self,
         _ctx: &ChannelContext,
-        _total: &BigUint,
+        _total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         Ok(None)
     }
@@ -184,7 +185,7 @@ async fn victim_is_credited(
     payee.connect(&victim_ctx).await?;
     let payer_addr = address_of(anvil, PAYER_KEY_INDEX)?;
     assert_eq!(payee.peer_account(), Some(payer_addr.to_string()));
-    let total = BigUint::from(wei);
+    let total = ModuleUnits::from(wei);
     let claim = payer
         .create_outgoing_claim(&payer_ctx, &total)
         .await?
@@ -311,7 +312,11 @@ async fn a_squatter_answering_with_the_victims_address_cannot_take_it() -> TestR
             "{name}: {refused:?}"
         );
         let sums = host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
-        assert_eq!(sums.incoming_fulfilled_and_prepared, 0, "{name}");
+        assert_eq!(
+            sums.incoming_fulfilled_and_prepared,
+            LedgerSum::ZERO,
+            "{name}"
+        );
     }
     // And the identity is the victim's now: a squatter account claiming it is refused.
     let taken = node
@@ -386,7 +391,7 @@ async fn a_caller_naming_the_victims_address_pins_nothing() -> TestResult {
 fn transfer(n: u8, amount: u64) -> Transfer {
     Transfer {
         id: TransferId([n; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [n; 32],
         expires_at_ms: i64::MAX,
         ilp: Vec::new(),
@@ -578,7 +583,7 @@ impl ChannelModule for HeldPayer {
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         self.inner.create_outgoing_claim(ctx, total).await
     }
@@ -746,7 +751,7 @@ async fn a_configured_address_replaces_an_unproven_pin_of_an_earlier_version() -
     set_bare_pin(&pair.b.host, &squatter_addr).await?;
     pair.a.module.connect(&pair.a.ctx).await?;
     pair.b.module.connect(&pair.b.ctx).await?;
-    let total = BigUint::from(1_000_000_000_000u64);
+    let total = ModuleUnits::from(1_000_000_000_000);
     let claim = pair
         .a
         .module
@@ -811,7 +816,7 @@ async fn an_unproven_pin_of_an_earlier_version_is_kept_only_once_the_peer_proves
         .iter()
         .any(|(method, _)| method == RPC_ETH_ADDRESS));
     // And it works: the payer pays, the payee credits.
-    let total = BigUint::from(1_000_000_000_000u64);
+    let total = ModuleUnits::from(1_000_000_000_000);
     let claim = pair
         .a
         .module
@@ -942,7 +947,7 @@ impl ChannelModule for RelayPeer {
     async fn create_outgoing_claim(
         &self,
         _ctx: &ChannelContext,
-        _total: &BigUint,
+        _total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         Ok(None)
     }
@@ -1018,7 +1023,7 @@ async fn a_relayed_proof_contests_the_identity_instead_of_taking_it() -> TestRes
     let victim_ctx = victim_host.context(payee_opts.clone(), "victim");
     payer.connect(&payer_ctx).await?;
     payee.connect(&victim_ctx).await?;
-    let total = BigUint::from(5_000_000_000_000u64);
+    let total = ModuleUnits::from(5_000_000_000_000);
     let claim = payer
         .create_outgoing_claim(&payer_ctx, &total)
         .await?
@@ -1037,7 +1042,7 @@ async fn a_relayed_proof_contests_the_identity_instead_of_taking_it() -> TestRes
     }
     for host in [&victim_host, &squat_host] {
         let sums = host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
-        assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+        assert_eq!(sums.incoming_fulfilled_and_prepared, LedgerSum::ZERO);
     }
 
     // The operator configures the payer's address on the real account: credited; the squatter stays refused.
@@ -1057,6 +1062,6 @@ async fn a_relayed_proof_contests_the_identity_instead_of_taking_it() -> TestRes
         "{refused:?}"
     );
     let sums = squat_host.stores().transfer_log(PAYMENTS_LOG_KEY)?.sums();
-    assert_eq!(sums.incoming_fulfilled_and_prepared, 0);
+    assert_eq!(sums.incoming_fulfilled_and_prepared, LedgerSum::ZERO);
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use channel_modules::amount::ModuleUnits;
 use channel_modules::eth::testing::Anvil;
 use channel_modules::iou::IouModule;
 use channel_modules::testing::conformance::{self, HostMode, Subject, SubjectPair};
@@ -13,14 +14,13 @@ use channel_modules::xrp::crypto::KeyPair;
 use channel_modules::xrp::fake_rippled::FakeRippled;
 use channel_modules::xrp::XrpPaychan;
 use channel_modules::{build_module, ChannelModule};
-use num_bigint::BigUint;
 use serde_json::json;
 
 type SetupResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Cumulative totals every subject settles (each increment within the payees' allowance of 1000).
-fn totals() -> Vec<BigUint> {
-    [100u32, 250, 400, 700].map(BigUint::from).to_vec()
+fn totals() -> Vec<ModuleUnits> {
+    [100u64, 250, 400, 700].map(ModuleUnits::from).to_vec()
 }
 
 /// `iou`: in peer mode as `build_module` builds it; in engine mode as the engine does
@@ -46,7 +46,7 @@ impl Subject for Iou {
         })
     }
 
-    fn totals(&self) -> Vec<BigUint> {
+    fn totals(&self) -> Vec<ModuleUnits> {
         totals()
     }
 }
@@ -67,7 +67,7 @@ impl Subject for ClaimTest {
         })
     }
 
-    fn totals(&self) -> Vec<BigUint> {
+    fn totals(&self) -> Vec<ModuleUnits> {
         totals()
     }
 }
@@ -99,7 +99,7 @@ impl Subject for Xrp {
         })
     }
 
-    fn totals(&self) -> Vec<BigUint> {
+    fn totals(&self) -> Vec<ModuleUnits> {
         totals()
     }
 }
@@ -159,7 +159,7 @@ impl Subject for Eth {
         })
     }
 
-    fn totals(&self) -> Vec<BigUint> {
+    fn totals(&self) -> Vec<ModuleUnits> {
         totals()
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use channel_modules::amount::{LedgerAmount, ModuleUnits};
 use channel_modules::identity::IdentityRecord;
 use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Direction, Transfer, TransferId, TransferRecord};
@@ -128,7 +129,7 @@ async fn pay(n: &Net, total: u64) -> Result<Claim, Box<dyn std::error::Error>> {
     let claim = n
         .alice
         .module
-        .create_outgoing_claim(&n.alice.ctx, &BigUint::from(total))
+        .create_outgoing_claim(&n.alice.ctx, &ModuleUnits::from(total))
         .await?
         .ok_or("no claim produced")?;
     Ok(claim)
@@ -153,7 +154,7 @@ fn claim_json(
 
 fn credit(amount: u64, channel: &ChannelId, cumulative: u64) -> IncomingCredit {
     IncomingCredit {
-        amount: BigUint::from(amount),
+        amount: ModuleUnits::from(amount),
         settlement_id: format!("{channel}:{cumulative}"),
     }
 }
@@ -329,7 +330,7 @@ async fn claims_above_the_deposit_are_refused_until_the_channel_is_funded() -> T
     let err = n
         .alice
         .module
-        .create_outgoing_claim(&n.alice.ctx, &BigUint::from(DEPOSIT_DROPS + 1))
+        .create_outgoing_claim(&n.alice.ctx, &ModuleUnits::from(DEPOSIT_DROPS + 1))
         .await;
     assert!(
         matches!(err, Err(ModuleError::InsufficientBalance(_))),
@@ -545,7 +546,7 @@ async fn claims_are_redeemed_early_when_the_channel_is_about_to_expire() -> Test
 fn incoming(id: u8, amount: u64) -> Transfer {
     Transfer {
         id: TransferId([id; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [7u8; 32],
         expires_at_ms: 1_506_816_060_000,
         ilp: Vec::new(),
@@ -634,7 +635,7 @@ async fn both_directions_work_with_a_secp256k1_payer() -> TestResult {
     assert_eq!(bob.peer_channel(), Some(n.a_to_b));
 
     let from_bob = bob
-        .create_outgoing_claim(&bob_ctx, &BigUint::from(70u32))
+        .create_outgoing_claim(&bob_ctx, &ModuleUnits::from(70))
         .await?
         .ok_or("no claim")?;
     assert_eq!(
@@ -651,7 +652,7 @@ async fn both_directions_work_with_a_secp256k1_payer() -> TestResult {
         Some(credit(30, &n.a_to_b, 30))
     );
     let err = bob
-        .create_outgoing_claim(&bob_ctx, &BigUint::from(701u32))
+        .create_outgoing_claim(&bob_ctx, &ModuleUnits::from(701))
         .await;
     assert!(
         matches!(err, Err(ModuleError::InsufficientBalance(_))),
@@ -715,7 +716,7 @@ async fn payer_channel_must_be_ours() -> TestResult {
     let err = n
         .bob
         .module
-        .create_outgoing_claim(&n.bob.ctx, &BigUint::from(1u32))
+        .create_outgoing_claim(&n.bob.ctx, &ModuleUnits::from(1))
         .await;
     assert!(matches!(err, Err(ModuleError::InvalidFields(_))), "{err:?}");
     Ok(())

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use btp::ilp_v1::IlpV1Packet;
 use btp::ilp_v4::{self, Address};
 use bytes::Bytes;
+use channel_modules::amount::{ConnectorAmount, LedgerAmount};
 use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::store::{Sums, Transfer, TransferId, TransferLog};
 use channel_modules::sync::lock;
@@ -84,10 +85,10 @@ pub struct Books {
     pub modern: Sums,
     /// Fulfills P sent after the modern side had stopped waiting (a restart, or M's Prepare expired first):
     /// paid to P and not collected from M. Count and modern units, since the process started.
-    pub undelivered_fulfills: (u64, u64),
+    pub undelivered_fulfills: (u64, ConnectorAmount),
     /// Prepares sent to M whose answer never came (timeout, dropped connection, restart): their outcome on M's
     /// side is unknown. Count and modern units, since the process started.
-    pub unknown_outcomes: (u64, u64),
+    pub unknown_outcomes: (u64, ConnectorAmount),
 }
 
 /// The ID under which a legacy transfer's counterpart is kept in the pair's modern log.
@@ -119,10 +120,10 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    pub(super) fn add(count: &AtomicU64, amount_counter: &AtomicU64, amount: u64) {
+    pub(super) fn add(count: &AtomicU64, amount_counter: &AtomicU64, amount: ConnectorAmount) {
         count.fetch_add(1, Ordering::Relaxed);
         let _ = amount_counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
-            Some(a.saturating_add(amount))
+            Some(a.saturating_add(amount.0))
         });
     }
 }
@@ -264,11 +265,11 @@ impl BridgedPair {
             modern: self.inner.modern_log.sums(),
             undelivered_fulfills: (
                 c.undelivered_count.load(Ordering::Relaxed),
-                c.undelivered_amount.load(Ordering::Relaxed),
+                ConnectorAmount(c.undelivered_amount.load(Ordering::Relaxed)),
             ),
             unknown_outcomes: (
                 c.unknown_count.load(Ordering::Relaxed),
-                c.unknown_amount.load(Ordering::Relaxed),
+                ConnectorAmount(c.unknown_amount.load(Ordering::Relaxed)),
             ),
         }
     }
@@ -307,12 +308,23 @@ pub(super) fn modern_record(
 ) -> Transfer {
     Transfer {
         id,
-        amount: prepare.amount,
+        amount: modern_log_amount(ConnectorAmount(prepare.amount)),
         execution_condition: prepare.execution_condition,
         expires_at_ms: prepare.expires_at.unix_millis(),
         ilp: prepare.destination.as_bytes().to_vec(),
         custom: Some(serde_json::json!({ "legacy": legacy.to_uuid_string() })),
     }
+}
+
+/// A modern-side amount as the pair's modern log records it. Exact, the same integer: the modern log keeps the
+/// books of M's account ([`Books::modern`]), so its ledger units are that account's units.
+pub(super) fn modern_log_amount(amount: ConnectorAmount) -> LedgerAmount {
+    LedgerAmount(amount.0)
+}
+
+/// The modern-side amount of a modern log's record (the inverse of [`modern_log_amount`]).
+pub(super) fn connector_amount_of(record: &Transfer) -> ConnectorAmount {
+    ConnectorAmount(record.amount.0)
 }
 
 /// The legacy transfer's ID a modern record holds.

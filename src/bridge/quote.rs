@@ -11,6 +11,7 @@ use btp::ilp_v1::{
     ByDestinationResponse, BySourceResponse, IlpV1Packet, LiquidityPoint, LiquidityResponse,
 };
 use btp::Timestamp;
+use channel_modules::amount::{ConnectorAmount, LedgerAmount};
 
 use super::pair::BridgedPair;
 use super::scale::ScaleError;
@@ -34,9 +35,9 @@ impl BridgedPair {
                 let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
                     return error(b"F00", "hold duration too long");
                 };
-                match scales.to_modern(r.source_amount) {
+                match scales.to_modern(LedgerAmount(r.source_amount)) {
                     Ok(destination_amount) => IlpV1Packet::BySourceResponse(BySourceResponse {
-                        destination_amount,
+                        destination_amount: destination_amount.0,
                         source_hold_duration,
                     }),
                     Err(e @ ScaleError::BelowOneUnit) => error(b"R01", &e.to_string()),
@@ -47,10 +48,10 @@ impl BridgedPair {
                 let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
                     return error(b"F00", "hold duration too long");
                 };
-                match least_source_for(scales, r.destination_amount) {
+                match scales.least_legacy_for(ConnectorAmount(r.destination_amount)) {
                     Some(source_amount) => {
                         IlpV1Packet::ByDestinationResponse(ByDestinationResponse {
-                            source_amount,
+                            source_amount: source_amount.0,
                             source_hold_duration,
                         })
                     }
@@ -62,12 +63,15 @@ impl BridgedPair {
                     return error(b"F00", "hold duration too long");
                 };
                 // The largest source amount that converts, and what it converts to.
-                let max_x = largest_convertible(scales);
-                let max_y = scales.to_modern(max_x).unwrap_or(0);
+                let max_x = scales.largest_convertible_legacy();
+                let max_y = scales.to_modern(max_x).unwrap_or_default();
                 IlpV1Packet::LiquidityResponse(LiquidityResponse {
                     liquidity_curve: vec![
                         LiquidityPoint { x: 0, y: 0 },
-                        LiquidityPoint { x: max_x, y: max_y },
+                        LiquidityPoint {
+                            x: max_x.0,
+                            y: max_y.0,
+                        },
                     ],
                     applies_to_prefix: r.destination_account.clone(),
                     source_hold_duration,
@@ -76,24 +80,5 @@ impl BridgedPair {
             }
             _ => error(b"F01", "not an ILQP request"),
         }
-    }
-}
-
-/// The least legacy amount that arrives as at least `modern` on M's side (`None` if it does not fit).
-fn least_source_for(scales: super::scale::Scales, modern: u64) -> Option<u64> {
-    if scales.legacy >= scales.modern {
-        // Finer legacy units: multiply exactly.
-        return scales.to_legacy(modern).ok();
-    }
-    // Coarser legacy units: divide, rounding up.
-    let factor = 10u64.checked_pow(u32::from(scales.modern - scales.legacy))?;
-    Some(modern / factor + u64::from(modern % factor != 0))
-}
-
-/// The largest legacy amount whose modern counterpart fits in 64 bits.
-fn largest_convertible(scales: super::scale::Scales) -> u64 {
-    match scales.to_modern(u64::MAX) {
-        Ok(_) | Err(ScaleError::BelowOneUnit) => u64::MAX,
-        Err(ScaleError::TooLarge { max }) => max,
     }
 }

@@ -13,7 +13,7 @@
 
 use channel_modules::store::{Direction, TransferLogError, TransferState};
 
-use super::pair::{legacy_id_of, modern_id, BridgedPair, Counters};
+use super::pair::{connector_amount_of, legacy_id_of, modern_id, BridgedPair, Counters};
 
 /// What [`BridgedPair::recover`] found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +68,9 @@ impl BridgedPair {
                     Counters::add(
                         &self.inner.counters.unknown_count,
                         &self.inner.counters.unknown_amount,
-                        modern.transfer.amount,
+                        connector_amount_of(&modern.transfer),
                     );
-                    tracing::warn!(pair = self.name(), modern = %id, amount = modern.transfer.amount, "a transfer sent to the modern connector before the restart has no known outcome");
+                    tracing::warn!(pair = self.name(), modern = %id, amount = connector_amount_of(&modern.transfer).0, "a transfer sent to the modern connector before the restart has no known outcome");
                     self.expire_modern_later(id, modern.transfer.expires_at_ms);
                 }
                 (Direction::Incoming, Some(TransferState::Fulfilled { fulfillment })) => {
@@ -78,9 +78,9 @@ impl BridgedPair {
                     Counters::add(
                         &self.inner.counters.undelivered_count,
                         &self.inner.counters.undelivered_amount,
-                        modern.transfer.amount,
+                        connector_amount_of(&modern.transfer),
                     );
-                    tracing::error!(pair = self.name(), modern = %id, amount = modern.transfer.amount, "the legacy peer was paid for a Prepare from the modern connector that was lost in the restart");
+                    tracing::error!(pair = self.name(), modern = %id, amount = connector_amount_of(&modern.transfer).0, "the legacy peer was paid for a Prepare from the modern connector that was lost in the restart");
                     self.inner.modern_log.fulfill(&id, &fulfillment).await?;
                 }
                 (Direction::Incoming, Some(TransferState::Prepared)) => {

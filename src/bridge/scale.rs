@@ -1,7 +1,9 @@
-//! Amounts between the legacy ledger's units and the modern account's units: a power of ten, exact when it
-//! multiplies, rounded **down** when it divides (the bridge keeps the dust, so it never delivers more than it
-//! was given).
+//! Amounts between the legacy ledger's units ([`LedgerAmount`]) and the modern account's units
+//! ([`ConnectorAmount`]): a power of ten, exact when it multiplies, rounded **down** when it divides (the bridge
+//! keeps the dust, so it never delivers more than it was given), except where a quote asks what P must send for
+//! an amount to arrive ([`Scales::least_legacy_for`], rounded up).
 
+use channel_modules::amount::{ConnectorAmount, LedgerAmount};
 use num_bigint::BigUint;
 use num_traits::{ToPrimitive, Zero};
 
@@ -30,14 +32,38 @@ pub enum ScaleError {
 }
 
 impl Scales {
-    /// `legacy` units in modern units.
-    pub fn to_modern(&self, legacy: u64) -> Result<u64, ScaleError> {
-        convert(legacy, self.legacy, self.modern)
+    /// `legacy` units in modern units: exact to a finer modern scale, rounded down to a coarser one.
+    pub fn to_modern(&self, legacy: LedgerAmount) -> Result<ConnectorAmount, ScaleError> {
+        convert(legacy.0, self.legacy, self.modern).map(ConnectorAmount)
     }
 
-    /// `modern` units in legacy units.
-    pub fn to_legacy(&self, modern: u64) -> Result<u64, ScaleError> {
-        convert(modern, self.modern, self.legacy)
+    /// `modern` units in legacy units: exact to a finer legacy scale, rounded down to a coarser one.
+    pub fn to_legacy(&self, modern: ConnectorAmount) -> Result<LedgerAmount, ScaleError> {
+        convert(modern.0, self.modern, self.legacy).map(LedgerAmount)
+    }
+
+    /// The least legacy amount that arrives as at least `modern` on the modern side (so a quote by
+    /// destination amount never promises too little): exact to a finer legacy scale, rounded **up** to a
+    /// coarser one. `None` if it does not fit in 64 bits.
+    pub fn least_legacy_for(&self, modern: ConnectorAmount) -> Option<LedgerAmount> {
+        if self.legacy >= self.modern {
+            // Finer legacy units: multiply exactly.
+            return self.to_legacy(modern).ok();
+        }
+        // Coarser legacy units: divide, rounding up.
+        let factor = 10u64.checked_pow(u32::from(self.modern - self.legacy))?;
+        let modern = modern.0;
+        Some(LedgerAmount(
+            modern / factor + u64::from(modern % factor != 0),
+        ))
+    }
+
+    /// The largest legacy amount whose modern counterpart fits in 64 bits.
+    pub fn largest_convertible_legacy(&self) -> LedgerAmount {
+        match self.to_modern(LedgerAmount(u64::MAX)) {
+            Ok(_) | Err(ScaleError::BelowOneUnit) => LedgerAmount(u64::MAX),
+            Err(ScaleError::TooLarge { max }) => LedgerAmount(max),
+        }
     }
 }
 
@@ -72,35 +98,82 @@ mod tests {
             legacy: 9,
             modern: 6,
         };
-        assert_eq!(s.to_modern(1_999_999), Ok(1_999));
-        assert_eq!(s.to_modern(999), Err(ScaleError::BelowOneUnit));
-        assert_eq!(s.to_modern(0), Ok(0));
-        assert_eq!(s.to_legacy(1_999), Ok(1_999_000));
+        let (legacy, modern) = (LedgerAmount, ConnectorAmount);
+        assert_eq!(s.to_modern(legacy(1_999_999)), Ok(modern(1_999)));
+        assert_eq!(s.to_modern(legacy(999)), Err(ScaleError::BelowOneUnit));
+        assert_eq!(s.to_modern(legacy(0)), Ok(modern(0)));
+        assert_eq!(s.to_legacy(modern(1_999)), Ok(legacy(1_999_000)));
         assert_eq!(
-            s.to_legacy(u64::MAX),
+            s.to_legacy(modern(u64::MAX)),
             Err(ScaleError::TooLarge {
                 max: u64::MAX / 1000
             })
         );
-        assert_eq!(s.to_legacy(u64::MAX / 1000), Ok(u64::MAX / 1000 * 1000));
+        assert_eq!(
+            s.to_legacy(modern(u64::MAX / 1000)),
+            Ok(legacy(u64::MAX / 1000 * 1000))
+        );
         let far = Scales {
             legacy: 0,
             modern: 255,
         };
         assert!(matches!(
-            far.to_modern(1),
+            far.to_modern(legacy(1)),
             Err(ScaleError::TooLarge { max: 0 })
         ));
-        assert_eq!(far.to_legacy(u64::MAX), Err(ScaleError::BelowOneUnit));
+        assert_eq!(
+            far.to_legacy(modern(u64::MAX)),
+            Err(ScaleError::BelowOneUnit)
+        );
+    }
+
+    #[test]
+    fn the_least_legacy_amount_for_a_modern_amount_rounds_up() {
+        let (legacy, modern) = (LedgerAmount, ConnectorAmount);
+        let coarser_legacy = Scales {
+            legacy: 2,
+            modern: 4,
+        };
+        assert_eq!(
+            coarser_legacy.least_legacy_for(modern(10_001)),
+            Some(legacy(101))
+        );
+        assert_eq!(
+            coarser_legacy.least_legacy_for(modern(10_000)),
+            Some(legacy(100))
+        );
+        let finer_legacy = Scales {
+            legacy: 4,
+            modern: 2,
+        };
+        assert_eq!(finer_legacy.least_legacy_for(modern(7)), Some(legacy(700)));
+        assert_eq!(finer_legacy.least_legacy_for(modern(u64::MAX)), None);
+        assert_eq!(finer_legacy.largest_convertible_legacy(), legacy(u64::MAX));
+        assert_eq!(
+            coarser_legacy.largest_convertible_legacy(),
+            legacy(u64::MAX / 100)
+        );
     }
 
     proptest! {
         #[test]
         fn a_round_trip_never_gains(amount: u64, legacy in 0u8..20, modern in 0u8..20) {
             let s = Scales { legacy, modern };
-            if let Ok(m) = s.to_modern(amount) {
+            if let Ok(m) = s.to_modern(LedgerAmount(amount)) {
                 if let Ok(back) = s.to_legacy(m) {
-                    prop_assert!(back <= amount);
+                    prop_assert!(back <= LedgerAmount(amount));
+                }
+            }
+        }
+
+        #[test]
+        fn the_least_legacy_amount_delivers_at_least_the_modern_amount(
+            amount: u64, legacy in 0u8..20, modern in 0u8..20,
+        ) {
+            let s = Scales { legacy, modern };
+            if let Some(source) = s.least_legacy_for(ConnectorAmount(amount)) {
+                if let Ok(delivered) = s.to_modern(source) {
+                    prop_assert!(delivered >= ConnectorAmount(amount));
                 }
             }
         }

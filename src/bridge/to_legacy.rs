@@ -14,11 +14,12 @@
 
 use btp::ilp_v4;
 use bytes::Bytes;
+use channel_modules::amount::ConnectorAmount;
 use channel_modules::store::{Direction, Transfer, TransferId};
 use channel_modules::sync::lock;
 
 use super::modern::IlpReply;
-use super::pair::{modern_id, modern_record, BridgedPair, Counters, Waiter};
+use super::pair::{connector_amount_of, modern_id, modern_record, BridgedPair, Counters, Waiter};
 use super::translate::fulfill_to_modern;
 use crate::peer::error::PeerError;
 use crate::peer::trustline::TransferOutcome;
@@ -68,7 +69,7 @@ impl BridgedPair {
             ilp: legacy.ilp.to_vec(),
             custom: None,
         };
-        tracing::debug!(pair = self.name(), transfer = %legacy_id, modern = %id, amount = legacy.amount, destination = %prepare.destination, "forwarding to the legacy peer");
+        tracing::debug!(pair = self.name(), transfer = %legacy_id, modern = %id, amount = legacy.amount.0, destination = %prepare.destination, "forwarding to the legacy peer");
         match self.inner.trustline.send_transfer(transfer).await {
             Ok(()) => {}
             // Written, maybe prepared there: its outcome (or its expiry here) answers.
@@ -163,13 +164,13 @@ impl BridgedPair {
                     .await
                     .ok()
                     .flatten()
-                    .map_or(0, |r| r.transfer.amount);
+                    .map_or(ConnectorAmount::ZERO, |r| connector_amount_of(&r.transfer));
                 Counters::add(
                     &self.inner.counters.undelivered_count,
                     &self.inner.counters.undelivered_amount,
                     amount,
                 );
-                tracing::error!(pair = self.name(), transfer = %transfer.id, modern = %id, amount,
+                tracing::error!(pair = self.name(), transfer = %transfer.id, modern = %id, amount = amount.0,
                     "the legacy peer fulfilled a transfer whose Prepare from the modern connector no longer waits: paid to the legacy peer, not collected from the modern connector");
             }
         }

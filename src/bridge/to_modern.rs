@@ -14,6 +14,7 @@
 
 use btp::ilp_v1::IlpV1Error;
 use btp::ilp_v4;
+use channel_modules::amount::ConnectorAmount;
 use channel_modules::store::{Direction, PrepareOutcome, Transfer, TransferId, TransferState};
 use channel_modules::sync::lock;
 
@@ -112,7 +113,7 @@ impl BridgedPair {
                 Counters::add(
                     &self.inner.counters.unknown_count,
                     &self.inner.counters.unknown_amount,
-                    prepare.amount,
+                    ConnectorAmount(prepare.amount),
                 );
                 self.expire_modern_later(id, prepare.expires_at.unix_millis());
             }

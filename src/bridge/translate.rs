@@ -28,6 +28,7 @@ use btp::ilp_v1::{IlpV1Error, IlpV1Packet, Payment};
 use btp::ilp_v4::{self, Address};
 use btp::Timestamp;
 use bytes::Bytes;
+use channel_modules::amount::{ConnectorAmount, LedgerAmount};
 use channel_modules::store::Transfer;
 
 use super::codes::{ilp_v1_name, ilp_v4_name, is_error_code};
@@ -55,7 +56,7 @@ pub struct Translation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegacyPrepare {
     /// In legacy ledger units.
-    pub amount: u64,
+    pub amount: LedgerAmount,
     /// Expiry, Unix milliseconds.
     pub expires_at_ms: i64,
     /// The condition.
@@ -110,7 +111,7 @@ impl Translation {
             return Err(self.legacy_error(b"R02", "not enough time left to forward", now));
         }
         Ok(ilp_v4::Prepare {
-            amount,
+            amount: amount.0,
             expires_at: timestamp(expires_at_ms),
             execution_condition: transfer.execution_condition,
             destination,
@@ -131,16 +132,21 @@ impl Translation {
                 Bytes::new(),
             ));
         }
-        let amount = self.scales.to_legacy(prepare.amount).map_err(|e| match e {
-            ScaleError::BelowOneUnit => self.modern_reject(b"R01", &e.to_string(), Bytes::new()),
-            ScaleError::TooLarge { max } => {
-                // RFC 0027: F08's data is the amount received and the largest allowed, as UInt64s.
-                let mut data = Vec::with_capacity(16);
-                data.extend_from_slice(&prepare.amount.to_be_bytes());
-                data.extend_from_slice(&max.to_be_bytes());
-                self.modern_reject(b"F08", &e.to_string(), Bytes::from(data))
-            }
-        })?;
+        let amount = self
+            .scales
+            .to_legacy(ConnectorAmount(prepare.amount))
+            .map_err(|e| match e {
+                ScaleError::BelowOneUnit => {
+                    self.modern_reject(b"R01", &e.to_string(), Bytes::new())
+                }
+                ScaleError::TooLarge { max } => {
+                    // RFC 0027: F08's data is the amount received and the largest allowed, as UInt64s.
+                    let mut data = Vec::with_capacity(16);
+                    data.extend_from_slice(&prepare.amount.to_be_bytes());
+                    data.extend_from_slice(&max.to_be_bytes());
+                    self.modern_reject(b"F08", &e.to_string(), Bytes::from(data))
+                }
+            })?;
         let latest_ms = now_ms.saturating_add(millis(self.legacy_max_hold));
         let expires_at_ms = prepare
             .expires_at
@@ -155,7 +161,7 @@ impl Translation {
             ));
         }
         let payment = IlpV1Packet::Payment(Payment {
-            amount,
+            amount: amount.0,
             account: prepare.destination.as_str().to_owned(),
             data: prepare.data.clone(),
         });

@@ -143,6 +143,7 @@ pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use channel_modules::amount::LedgerBalance;
     use channel_modules::store::Limit;
 
     const LEDGERS: &str = r#"{"g.eur.mytrustline.":{"currency":"EUR","plugin":"ilp-plugin-payment-channel-framework","store":true,"options":{"listener":{"port":1801},"incomingSecret":"s3cr3t","maxBalance":"1000","prefix":"ignored.","info":{"currencyCode":"EUR","currencyScale":9,"connectors":[]}}},"g.usd.other.":{"currency":"USD","plugin":"ilp-plugin-bells","options":{}},"peer.usd.":{"currency":"USD","plugin":"ilp-plugin-payment-channel-framework","options":{"server":"btp+ws://:pw@localhost:1802"}}}"#;
@@ -172,7 +173,7 @@ mod tests {
             .ok_or("server missing")?;
         assert_eq!(server.prefix.as_deref(), Some("g.eur.mytrustline."));
         assert!(server.stateful);
-        assert_eq!(server.max_balance, Limit::Finite(1000));
+        assert_eq!(server.max_balance, Limit::Finite(LedgerBalance(1000)));
         let client = peers
             .iter()
             .find(|p| p.name == "peer.usd.")

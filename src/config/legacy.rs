@@ -25,6 +25,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use channel_modules::amount::LedgerBalance;
 use channel_modules::store::Limit;
 
 use serde_json::{Map, Value};
@@ -706,7 +707,7 @@ fn parse_limit(peer: &str, field: &str, v: &Value) -> Result<Limit, ConfigError>
                 "legacy expects a string; number accepted"
             );
             n.as_i64()
-                .map(|i| Limit::Finite(i128::from(i)))
+                .map(|i| Limit::Finite(LedgerBalance(i128::from(i))))
                 .ok_or_else(|| ConfigError::field(field, "must be an integer"))
         }
         _ => Err(ConfigError::field(
@@ -728,7 +729,7 @@ pub fn parse_limit_str(s: &str) -> Result<Limit, LimitError> {
         return Err(LimitError::NotDecimal(s.to_owned()));
     }
     t.parse::<i128>()
-        .map(Limit::Finite)
+        .map(|v| Limit::Finite(LedgerBalance(v)))
         .map_err(|_| LimitError::OutOfRange(s.to_owned()))
 }
 
@@ -771,8 +772,8 @@ mod tests {
             })
         );
         assert!(c.stateful);
-        assert_eq!(c.max_balance, Limit::Finite(10000));
-        assert_eq!(c.min_balance, Limit::Finite(-500));
+        assert_eq!(c.max_balance, Limit::Finite(LedgerBalance(10000)));
+        assert_eq!(c.min_balance, Limit::Finite(LedgerBalance(-500)));
         let info = c.info.as_ref().map(|i| i.to_json("g.eur.mytrustline."));
         assert_eq!(
             info,
@@ -896,7 +897,10 @@ mod tests {
         assert_eq!(c.max_balance, Limit::Unbounded);
         assert_eq!(c.min_balance, Limit::Unbounded);
         assert_eq!(parse_limit_str("Infinity"), Ok(Limit::Unbounded));
-        assert_eq!(parse_limit_str("-42"), Ok(Limit::Finite(-42)));
+        assert_eq!(
+            parse_limit_str("-42"),
+            Ok(Limit::Finite(LedgerBalance(-42)))
+        );
         Ok(())
     }
 }

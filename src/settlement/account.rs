@@ -5,16 +5,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+use channel_modules::amount::ModuleUnits;
 use channel_modules::sync::lock;
 use channel_modules::{ChannelContext, ChannelModule};
-use num_bigint::BigUint;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::error::EngineError;
 use super::host::AccountHost;
-use super::quantity::{convert_with_leftover, Scaled};
+use super::quantity::{to_module_units, Scaled};
 use super::store::{
     CreditRecord, HistoryRecord, IncomingRecord, OutgoingRecord, QueuedRequest, SentRecord,
 };
@@ -51,7 +51,7 @@ pub(super) struct Status {
     /// Why the last `connect` failed.
     pub(super) connect_error: Option<String>,
     /// The amount of the claim being sent, module units.
-    pub(super) in_flight: Option<BigUint>,
+    pub(super) in_flight: Option<ModuleUnits>,
     /// When the settle worker retries, ms since the epoch.
     pub(super) next_settle_retry_ms: Option<u64>,
 }
@@ -63,7 +63,7 @@ pub(super) struct Status {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct AcceptedTotal {
     /// Whole module units.
-    pub(super) units: BigUint,
+    pub(super) units: ModuleUnits,
     /// Below one module unit.
     pub(super) leftover: Scaled,
 }
@@ -71,16 +71,16 @@ pub(super) struct AcceptedTotal {
 impl AcceptedTotal {
     /// The total with `amount` (at any scale) added.
     pub(super) fn plus(&self, amount: &Scaled, module_scale: u8) -> AcceptedTotal {
-        let (units, leftover) = convert_with_leftover(&self.leftover, amount, module_scale);
+        let (units, leftover) = to_module_units(&self.leftover, amount, module_scale);
         AcceptedTotal {
-            units: &self.units + units,
+            units: &self.units + &units,
             leftover,
         }
     }
 
     /// The total with `amount` taken out again; `None` if it was never added.
     pub(super) fn minus(&self, amount: &Scaled, module_scale: u8) -> Option<AcceptedTotal> {
-        let value = Scaled::new(self.units.clone(), module_scale)
+        let value = Scaled::of_module_units(&self.units, module_scale)
             .add(&self.leftover)
             .checked_sub(amount)?;
         Some(AcceptedTotal::default().plus(&value, module_scale))
@@ -196,14 +196,14 @@ mod tests {
 
     #[test]
     fn the_accepted_total_adds_and_gives_back_across_scales() {
-        let q = |a: u64, scale: u8| Scaled::new(BigUint::from(a), scale);
+        let q = |a: u64, scale: u8| Scaled::new(num_bigint::BigUint::from(a), scale);
         // Module scale 0: 2.5 + 0.7 = 3 units and 0.2 left over.
         let start = AcceptedTotal::default().plus(&q(25, 1), 0);
-        assert_eq!(start.units, BigUint::from(2u8));
+        assert_eq!(start.units, ModuleUnits::from(2));
         let more = start.plus(&q(700, 3), 0);
         assert_eq!(
             (more.units.clone(), more.leftover.clone()),
-            (BigUint::from(3u8), q(2, 1))
+            (ModuleUnits::from(3), q(2, 1))
         );
         // Taking the 0.7 out again gives the first total back (same value; leftover normalized).
         let back = more.minus(&q(700, 3), 0).expect("was added");

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use channel_modules::sync::lock;
 use channel_modules::{ChannelContext, ContextHost, ModuleError};
-use num_traits::Zero;
 use tokio::time::Instant;
 
 use super::account::{Account, PendingCredit};
@@ -15,7 +14,7 @@ use super::engine::Engine;
 use super::error::EngineError;
 use super::host::StagingHost;
 use super::idempotency::credit_idempotency_key;
-use super::quantity::{convert_with_leftover, Scaled};
+use super::quantity::module_units_to_scale;
 use super::store::{keys, CreditRecord, CreditStatus, Family, IncomingRecord, SeBatch};
 use super::wire::{self, Message};
 
@@ -83,8 +82,12 @@ impl Engine {
             return Ok(wire::ack("0", acct.credit_scale()));
         };
         let scale = acct.credit_scale();
-        let module_amount = Scaled::new(credit.amount.clone(), acct.module.asset_scale());
-        let (units, leftover) = convert_with_leftover(&incoming.leftover, &module_amount, scale);
+        let (credited, leftover) = module_units_to_scale(
+            &incoming.leftover,
+            &credit.amount,
+            acct.module.asset_scale(),
+            scale,
+        );
         let new_incoming = IncomingRecord {
             leftover,
             received_total: &incoming.received_total + &credit.amount,
@@ -92,7 +95,7 @@ impl Engine {
         let mut batch = SeBatch::new();
         batch.put_json(Family::Main, keys::incoming(&acct.id), &new_incoming)?;
         let mut record = None;
-        if !units.is_zero() {
+        if !credited.is_zero() {
             let key = credit_idempotency_key(&acct.id, &credit.settlement_id);
             if lock(&acct.credits).contains_key(&key) {
                 // Equal settlement IDs must mean the same settlement; a module reporting a second increase
@@ -105,7 +108,7 @@ impl Engine {
             let rec = CreditRecord {
                 settlement_id: credit.settlement_id.clone(),
                 idempotency_key: key.clone(),
-                amount: Scaled::new(units.clone(), scale),
+                amount: credited.clone(),
                 status: CreditStatus::Pending,
                 attempts: 0,
                 last_error: None,
@@ -119,7 +122,7 @@ impl Engine {
         *lock(&acct.incoming_view) = new_incoming.clone();
         *incoming = new_incoming;
         tracing::info!(account = %acct.id, increase = %credit.amount, settlement_id = %credit.settlement_id,
-            credit = %units, scale, "incoming settlement");
+            credit = %credited.amount, scale, "incoming settlement");
         if let Some(rec) = record {
             lock(&acct.credits).insert(
                 rec.idempotency_key.clone(),
@@ -130,6 +133,6 @@ impl Engine {
             );
             acct.wake_credit.notify_one();
         }
-        Ok(wire::ack(&units.to_string(), scale))
+        Ok(wire::ack(&credited.amount.to_string(), scale))
     }
 }

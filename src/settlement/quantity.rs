@@ -1,15 +1,18 @@
-//! Amounts of any precision and the conversion between the connector's scale and the module's scale.
+//! Connector amounts (RFC 38 Quantities) and their conversion into and out of the module's units.
 //!
-//! RFC 38 amounts are non-negative integers at a scale (`{"amount":"254","scale":2}` = 2.54 units). The engine
-//! keeps every amount as a [`BigUint`], never a float or a `u64`. Converting to a coarser scale floors and
-//! keeps the remainder as a *leftover* (a [`Scaled`] worth less than one unit of the target scale), which is
-//! added to the next amount; converting to a finer scale is exact. So for any sequence of amounts, the units
-//! produced plus the final leftover are worth exactly the sum of the inputs: no unit is lost or invented
+//! RFC 38 amounts are non-negative integers at a scale (`{"amount":"254","scale":2}` = 2.54 units): a
+//! [`Scaled`] carries its scale with it, so it cannot be taken for the module's [`ModuleUnits`], whose scale is
+//! the module's `asset_scale`. An amount changes side only through [`to_module_units`] (a settle request into
+//! the module's units), [`module_units_to_scale`] (a module's credit into the connector's scale) and
+//! [`Scaled::of_module_units`] (module units written with their scale). Converting to a coarser scale floors
+//! and keeps the remainder as a *leftover* (a [`Scaled`] worth less than one unit of the target scale), which
+//! is added to the next amount; converting to a finer scale is exact. So for any sequence of amounts, the
+//! units produced plus the final leftover are worth exactly the sum of the inputs: no unit is lost or invented
 //! (docs/modern.md §1.2 Quantity, §1.8 leftovers).
 
 use std::fmt;
 
-use channel_modules::amount::{AmountError, MAX_AMOUNT_DIGITS};
+use channel_modules::amount::{AmountError, ModuleUnits, MAX_AMOUNT_DIGITS};
 use num_bigint::BigUint;
 use num_integer::Integer;
 use num_traits::Zero;
@@ -29,6 +32,12 @@ impl Scaled {
     /// An amount at a scale.
     pub fn new(amount: BigUint, scale: u8) -> Self {
         Scaled { amount, scale }
+    }
+
+    /// `units` of a module whose `asset_scale` is `module_scale`, written with that scale. Exact: the same
+    /// integer, its scale made explicit.
+    pub fn of_module_units(units: &ModuleUnits, module_scale: u8) -> Self {
+        Scaled::new(units.0.clone(), module_scale)
     }
 
     /// Zero at `scale`.
@@ -93,11 +102,47 @@ pub fn pow10(exp: u8) -> BigUint {
     num_traits::pow(BigUint::from(10u8), usize::from(exp))
 }
 
+/// A connector's amount (a settle request's Quantity, at any scale) in whole units of a module whose
+/// `asset_scale` is `module_scale`, with the `leftover` of earlier amounts added first. Returns the units and
+/// the new leftover.
+///
+/// Rounds down to a whole module unit and keeps the rest, worth less than one module unit, as the new
+/// leftover, so nothing is lost: `units × 10^-module_scale + new_leftover == leftover + amount`. Exact (no
+/// leftover) when `module_scale` is at least as fine as the amount's.
+pub fn to_module_units(
+    leftover: &Scaled,
+    amount: &Scaled,
+    module_scale: u8,
+) -> (ModuleUnits, Scaled) {
+    let (units, leftover) = convert_with_leftover(leftover, amount, module_scale);
+    (ModuleUnits(units), leftover)
+}
+
+/// A module's `units` (a credit, at the module's `module_scale`) at the connector's `scale`, with the
+/// `leftover` of earlier credits added first. Returns the whole units at `scale` and the new leftover.
+///
+/// Rounds down to a whole unit at `scale` and keeps the rest, worth less than one such unit, as the new
+/// leftover, so the connector is never credited more than the module reported: `credited + new_leftover ==
+/// leftover + units × 10^-module_scale`. Exact when `scale` is at least as fine as `module_scale`.
+pub fn module_units_to_scale(
+    leftover: &Scaled,
+    units: &ModuleUnits,
+    module_scale: u8,
+    scale: u8,
+) -> (Scaled, Scaled) {
+    let (whole, leftover) = convert_with_leftover(
+        leftover,
+        &Scaled::of_module_units(units, module_scale),
+        scale,
+    );
+    (Scaled::new(whole, scale), leftover)
+}
+
 /// Adds `amount` to `leftover` and converts the sum to scale `target`: returns the whole units at `target` and
 /// the new leftover (worth less than one unit at `target`; zero leftovers are at scale `target`).
 ///
 /// Invariant (checked by the property tests): `units × 10^-target + new_leftover == leftover + amount`.
-pub fn convert_with_leftover(leftover: &Scaled, amount: &Scaled, target: u8) -> (BigUint, Scaled) {
+fn convert_with_leftover(leftover: &Scaled, amount: &Scaled, target: u8) -> (BigUint, Scaled) {
     let sum = leftover.add(amount);
     if sum.scale <= target {
         // Finer target: exact, no leftover.
@@ -197,20 +242,25 @@ fn parse_amount(s: &str) -> Result<BigUint, QuantityError> {
     })
 }
 
-/// Serde helper: a [`BigUint`] as a decimal string.
+/// Serde helper: an integer of any size ([`BigUint`], or [`ModuleUnits`] in the engine's records) as a decimal
+/// string.
 pub mod decimal_string {
+    use std::fmt::Display;
+
     use num_bigint::BigUint;
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Serializes as a decimal string.
-    pub fn serialize<S: Serializer>(v: &BigUint, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
     }
 
     /// Deserializes from a decimal string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BigUint, D::Error> {
+    pub fn deserialize<'de, T: From<BigUint>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse::<BigUint>().map_err(serde::de::Error::custom)
+        s.parse::<BigUint>()
+            .map(T::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -367,6 +417,38 @@ mod tests {
     }
 
     #[test]
+    fn a_settle_request_becomes_whole_module_units_and_a_leftover() {
+        let (units, left) = to_module_units(&Scaled::zero(9), &s(905, 11), 9);
+        assert_eq!((units, left.clone()), (ModuleUnits::from(9), s(5, 11)));
+        let (units, left) = to_module_units(&left, &s(95, 11), 9);
+        assert_eq!((units, left), (ModuleUnits::from(1), Scaled::zero(9)));
+        // A module finer than the request: exact.
+        let (units, left) = to_module_units(&Scaled::zero(6), &s(254, 2), 6);
+        assert_eq!(
+            (units, left.is_zero()),
+            (ModuleUnits::from(2_540_000), true)
+        );
+    }
+
+    #[test]
+    fn a_credit_reaches_the_connector_rounded_down_and_the_rest_follows() {
+        // 1.999 module units at scale 3, credited at scale 2: 1.99 now, 0.009 kept.
+        let (credited, left) =
+            module_units_to_scale(&Scaled::zero(2), &ModuleUnits::from(1_999), 3, 2);
+        assert_eq!((credited, left.clone()), (s(199, 2), s(9, 3)));
+        // The next 0.001 completes a unit at scale 2.
+        let (credited, left) = module_units_to_scale(&left, &ModuleUnits::from(1), 3, 2);
+        assert_eq!((credited, left), (s(1, 2), Scaled::zero(2)));
+        // A finer connector: exact.
+        let (credited, left) = module_units_to_scale(&Scaled::zero(9), &ModuleUnits::from(7), 6, 9);
+        assert_eq!((credited, left.is_zero()), (s(7_000, 9), true));
+        assert_eq!(
+            Scaled::of_module_units(&ModuleUnits::from(254), 2),
+            s(254, 2)
+        );
+    }
+
+    #[test]
     fn checked_sub_is_exact_across_scales() {
         // 1.5 − 0.25 = 1.25, at the finer scale.
         assert_eq!(s(15, 1).checked_sub(&s(25, 2)), Some(s(125, 2)));
@@ -375,6 +457,26 @@ mod tests {
     }
 
     proptest! {
+        /// Module units and the leftover from a connector's amounts, or a connector's credits and the leftover
+        /// from module units, are worth exactly what went in.
+        #[test]
+        fn the_conversions_between_sides_never_lose_or_invent(
+            amount in 0u64..u64::MAX, amount_scale in 0u8..20, module_scale in 0u8..20,
+        ) {
+            let (units, left) = to_module_units(&Scaled::zero(module_scale), &s(amount, amount_scale), module_scale);
+            prop_assert!(below_one_unit(&left, module_scale));
+            let back = Scaled::of_module_units(&units, module_scale).add(&left);
+            let common = back.scale.max(amount_scale);
+            prop_assert_eq!(back.upscale(common), s(amount, amount_scale).upscale(common));
+
+            let credit = ModuleUnits::from(amount);
+            let (credited, left) = module_units_to_scale(&Scaled::zero(amount_scale), &credit, module_scale, amount_scale);
+            prop_assert!(below_one_unit(&left, amount_scale));
+            let back = credited.add(&left);
+            let common = back.scale.max(module_scale);
+            prop_assert_eq!(back.upscale(common), Scaled::of_module_units(&credit, module_scale).upscale(common));
+        }
+
         /// Units plus the final leftover are worth exactly the sum of all inputs, for any scales.
         #[test]
         fn conversion_never_loses_or_invents(

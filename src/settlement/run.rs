@@ -163,7 +163,7 @@ fn log_trust(config: &SeConfig) {
     let Ok(limit) = channel_modules::iou::engine_trust_limit(&config.module_options) else {
         return;
     };
-    if limit == num_bigint::BigUint::default() {
+    if limit.is_zero() {
         tracing::warn!(
             module = %config.module,
             "the trustline module extends no credit: every IOU from a peer is refused until \

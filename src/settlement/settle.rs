@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use channel_modules::amount::ModuleUnits;
 use channel_modules::sync::lock;
-use num_bigint::BigUint;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -15,7 +15,7 @@ use super::account::Account;
 use super::engine::Engine;
 use super::error::EngineError;
 use super::idempotency::{validate_idempotency_key, IdemEntry, IDEMPOTENCY_REFRESH};
-use super::quantity::{convert_with_leftover, parse_quantity, Scaled};
+use super::quantity::{parse_quantity, to_module_units, Scaled};
 use super::store::{keys, Family, IdempotencyRecord, QueuedRequest, SeBatch};
 
 impl Engine {
@@ -48,8 +48,8 @@ impl Engine {
         let acct = self.account(id)?;
         let amount = parse_quantity(body)?;
         let module_scale = acct.module.asset_scale();
-        let (units, _) = convert_with_leftover(&Scaled::zero(module_scale), &amount, module_scale);
-        if units > BigUint::from(u64::MAX) {
+        let (units, _) = to_module_units(&Scaled::zero(module_scale), &amount, module_scale);
+        if units > ModuleUnits::from(u64::MAX) {
             // Modules settle at most 2^64 − 1 units at once; a larger amount would be accepted and then block
             // every later settlement of the account.
             return Err(EngineError::BadRequest(format!(

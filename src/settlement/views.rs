@@ -5,8 +5,6 @@
 use std::sync::Arc;
 
 use channel_modules::sync::lock;
-use num_bigint::BigUint;
-use num_traits::Zero;
 use serde::Serialize;
 
 use super::account::Account;
@@ -142,11 +140,10 @@ impl Engine {
             queued = queued.add(&q.amount);
             queued_requests += 1;
         }
-        let in_flight = if out.target_total > out.settled_total {
-            &out.target_total - &out.settled_total
-        } else {
-            BigUint::zero()
-        };
+        let in_flight = out
+            .target_total
+            .checked_sub(&out.settled_total)
+            .unwrap_or_default();
         let incoming = lock(&acct.incoming_view).clone();
         let uncredited: Vec<CreditRecord> = lock(&acct.credits)
             .values()
@@ -159,13 +156,13 @@ impl Engine {
             module_scale,
             connector_scale: acct.connector_scale_config.or(out.connector_scale),
             connected: status.connected,
-            settled: Scaled::new(out.settled_total.clone(), module_scale).to_quantity(),
-            requested: Scaled::new(out.target_total.clone(), module_scale).to_quantity(),
+            settled: Scaled::of_module_units(&out.settled_total, module_scale).to_quantity(),
+            requested: Scaled::of_module_units(&out.target_total, module_scale).to_quantity(),
             queued: queued.to_quantity(),
             queued_requests,
-            in_flight: Scaled::new(in_flight, module_scale).to_quantity(),
+            in_flight: Scaled::of_module_units(&in_flight, module_scale).to_quantity(),
             leftover: out.leftover.to_quantity(),
-            received: Scaled::new(incoming.received_total, module_scale).to_quantity(),
+            received: Scaled::of_module_units(&incoming.received_total, module_scale).to_quantity(),
             incoming_leftover: incoming.leftover.to_quantity(),
             uncredited,
             last_error: out

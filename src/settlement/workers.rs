@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use channel_modules::amount::ModuleUnits;
 use channel_modules::store::StoreError;
 use channel_modules::sync::lock;
 use channel_modules::ModuleError;
-use num_bigint::BigUint;
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ use super::account::{push_bounded, Account};
 use super::client::{ClientError, CreditOutcome};
 use super::engine::Engine;
 use super::error::EngineError;
-use super::quantity::convert_with_leftover;
+use super::quantity::to_module_units;
 use super::store::{keys, CreditRecord, CreditStatus, Family, HistoryRecord, SeBatch, SentRecord};
 use super::wire;
 
@@ -136,8 +136,7 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleE
         let mut hist = Vec::with_capacity(taken.len());
         let mut encode = || -> Result<(), StoreError> {
             for req in &taken {
-                let (units, leftover) =
-                    convert_with_leftover(&out.leftover, &req.amount, module_scale);
+                let (units, leftover) = to_module_units(&out.leftover, &req.amount, module_scale);
                 out.leftover = leftover;
                 out.target_total += &units;
                 out.requests_taken += 1;
@@ -233,7 +232,7 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleE
 async fn send_claim(
     engine: &Engine,
     acct: &Arc<Account>,
-    total: &BigUint,
+    total: &ModuleUnits,
 ) -> Result<String, SettleError> {
     let claim = acct
         .module

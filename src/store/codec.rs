@@ -15,6 +15,7 @@
 //! `ns` (the namespace, e.g. a peer or account ID) and `key` (legacy alphabet) are each written as a u16
 //! big-endian length and their bytes, so no two logs share a prefix. `id` is the raw 16-byte transfer ID.
 
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::store::{
     Direction, Limit, MaxValue, StoreError, Sums, Transfer, TransferId, TransferRecord,
     TransferState,
@@ -151,7 +152,7 @@ pub fn encode_record(record: &TransferRecord) -> Result<Vec<u8>, StoreError> {
         TransferState::Cancelled { .. } => 2,
     });
     out.extend_from_slice(&t.id.0);
-    out.extend_from_slice(&t.amount.to_le_bytes());
+    out.extend_from_slice(&t.amount.0.to_le_bytes());
     out.extend_from_slice(&t.execution_condition);
     out.extend_from_slice(&t.expires_at_ms.to_le_bytes());
     push_bytes(&mut out, &t.ilp)?;
@@ -184,7 +185,7 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<TransferRecord, StoreEr
     };
     let state_tag = r.u8()?;
     let id = TransferId(r.array()?);
-    let amount = u64::from_le_bytes(r.array()?);
+    let amount = LedgerAmount(u64::from_le_bytes(r.array()?));
     let execution_condition = r.array()?;
     let expires_at_ms = i64::from_le_bytes(r.array()?);
     let ilp = r.bytes()?.to_vec();
@@ -233,7 +234,7 @@ pub fn encode_sums(sums: &Sums) -> [u8; 64] {
     .iter()
     .enumerate()
     {
-        out[i * 16..(i + 1) * 16].copy_from_slice(&v.to_le_bytes());
+        out[i * 16..(i + 1) * 16].copy_from_slice(&v.0.to_le_bytes());
     }
     out
 }
@@ -241,10 +242,10 @@ pub fn encode_sums(sums: &Sums) -> [u8; 64] {
 /// Decodes [`encode_sums`]' output.
 pub fn decode_sums(key: &[u8], bytes: &[u8]) -> Result<Sums, StoreError> {
     let mut r = Reader { bytes, key };
-    let mut v = [0u128; 4];
+    let mut v = [LedgerSum::ZERO; 4];
     for slot in &mut v {
-        *slot = u128::from_le_bytes(r.array()?);
-        if *slot > channel_modules::ledger::SUM_MAX {
+        *slot = LedgerSum(u128::from_le_bytes(r.array()?));
+        if *slot > LedgerSum::MAX {
             return Err(corrupt(key, "sum above i128::MAX"));
         }
     }
@@ -262,7 +263,7 @@ pub fn encode_limit(limit: Limit) -> Vec<u8> {
     match limit {
         Limit::Finite(v) => {
             let mut out = vec![0u8];
-            out.extend_from_slice(&v.to_le_bytes());
+            out.extend_from_slice(&v.0.to_le_bytes());
             out
         }
         Limit::Unbounded => vec![1u8],
@@ -273,7 +274,7 @@ pub fn encode_limit(limit: Limit) -> Vec<u8> {
 pub fn decode_limit(key: &[u8], bytes: &[u8]) -> Result<Limit, StoreError> {
     let mut r = Reader { bytes, key };
     let limit = match r.u8()? {
-        0 => Limit::Finite(i128::from_le_bytes(r.array()?)),
+        0 => Limit::Finite(LedgerBalance(i128::from_le_bytes(r.array()?))),
         1 => Limit::Unbounded,
         _ => return Err(corrupt(key, "bad limit tag")),
     };
@@ -307,7 +308,7 @@ mod tests {
         TransferRecord {
             transfer: Transfer {
                 id: TransferId([7; 16]),
-                amount: u64::MAX,
+                amount: LedgerAmount(u64::MAX),
                 execution_condition: [9; 32],
                 expires_at_ms: i64::MAX,
                 ilp: vec![1, 2, 3],
@@ -344,18 +345,18 @@ mod tests {
     #[test]
     fn sums_limits_and_max_values_round_trip() {
         let sums = Sums {
-            incoming_fulfilled: 1,
-            incoming_fulfilled_and_prepared: i128::MAX as u128,
-            outgoing_fulfilled: 3,
-            outgoing_fulfilled_and_prepared: 4,
+            incoming_fulfilled: LedgerSum(1),
+            incoming_fulfilled_and_prepared: LedgerSum::MAX,
+            outgoing_fulfilled: LedgerSum(3),
+            outgoing_fulfilled_and_prepared: LedgerSum(4),
         };
         assert_eq!(decode_sums(b"k", &encode_sums(&sums)), Ok(sums));
         let mut too_big = encode_sums(&sums);
         too_big[31] = 0xff;
         assert!(decode_sums(b"k", &too_big).is_err());
         for l in [
-            Limit::Finite(i128::MIN),
-            Limit::Finite(-5),
+            Limit::Finite(LedgerBalance(i128::MIN)),
+            Limit::Finite(LedgerBalance(-5)),
             Limit::Unbounded,
         ] {
             assert_eq!(decode_limit(b"k", &encode_limit(l)), Ok(l));

@@ -35,6 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use channel_modules::amount::LedgerSum;
 use channel_modules::ledger::{
     check_idempotent_prepare, not_prepared_error, reserve, settle, SettleTo, Settlement,
 };
@@ -149,8 +150,8 @@ impl RocksTransferLog {
                 });
             }
             match record.direction {
-                Direction::Incoming => incoming += u128::from(record.transfer.amount),
-                Direction::Outgoing => outgoing += u128::from(record.transfer.amount),
+                Direction::Incoming => incoming += u128::from(record.transfer.amount.0),
+                Direction::Outgoing => outgoing += u128::from(record.transfer.amount.0),
             }
             prepared.insert(record.transfer.id, Tracked { record, seq: 0 });
         }
@@ -172,11 +173,11 @@ impl RocksTransferLog {
         if sums
             .incoming_fulfilled_and_prepared
             .checked_sub(sums.incoming_fulfilled)
-            != Some(incoming)
+            != Some(LedgerSum(incoming))
             || sums
                 .outgoing_fulfilled_and_prepared
                 .checked_sub(sums.outgoing_fulfilled)
-                != Some(outgoing)
+                != Some(LedgerSum(outgoing))
         {
             return Err(StoreError::Corrupt {
                 key: String::from_utf8_lossy(&sums_key).into_owned(),

@@ -6,10 +6,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use num_bigint::BigUint;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use crate::amount::ModuleUnits;
 use crate::claim::Claim;
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -131,7 +131,7 @@ pub(crate) async fn latest_claim_reply(
 ) -> Result<Value, ModuleError> {
     // Durable sums: the claim leaves the node and must not cover a fulfill a crash could still undo.
     let sums = ctx.main_log()?.durable_sums().await.map_err(log_error)?;
-    let owed = BigUint::from(sums.outgoing_fulfilled);
+    let owed = ModuleUnits::from_peer_ledger(sums.outgoing_fulfilled);
     match module.create_outgoing_claim(ctx, &owed).await? {
         Some(Claim::Json(claim)) => Ok(claim),
         Some(_) => Err(ModuleError::Ledger(

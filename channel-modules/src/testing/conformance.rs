@@ -25,9 +25,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use num_bigint::BigUint;
 
 use super::TestClock;
+use crate::amount::ModuleUnits;
 use crate::module::ChannelModule;
 
 /// Fewest cumulative totals a [`Subject`] names: a first claim, two raises, and one more after the replays.
@@ -149,7 +149,7 @@ pub trait Subject: Send + Sync {
 
     /// At least [`MIN_TOTALS`] strictly increasing cumulative totals, in module units, that the payer can
     /// settle on a fresh pair, each increment at most `u64::MAX` and within the payee's unsecured allowance.
-    fn totals(&self) -> Vec<BigUint>;
+    fn totals(&self) -> Vec<ModuleUnits>;
 }
 
 /// The suite could not run.
@@ -245,14 +245,14 @@ pub async fn run(subject: &dyn Subject) -> Result<Report, SetupError> {
     if totals.len() < MIN_TOTALS {
         return Err(SetupError::Totals("name fewer than MIN_TOTALS totals"));
     }
-    let mut previous = BigUint::default();
+    let mut previous = ModuleUnits::zero();
     for total in &totals {
         if *total <= previous {
             return Err(SetupError::Totals(
                 "are not positive and strictly increasing",
             ));
         }
-        if u64::try_from(total - &previous).is_err() {
+        if u64::try_from(&(total - &previous).0).is_err() {
             return Err(SetupError::Totals("have an increment past u64::MAX"));
         }
         previous = total.clone();

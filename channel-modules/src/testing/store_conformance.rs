@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use num_bigint::BigUint;
 
+use crate::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use crate::memory::MemoryStores;
 use crate::store::{
     Direction, Limit, MaxValue, MaxValueTracker, NotedFulfillment, PrepareOutcome, StoreError,
@@ -132,7 +133,7 @@ fn id(n: u32) -> TransferId {
 fn transfer(n: u32, amount: u64) -> Transfer {
     Transfer {
         id: id(n),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [n as u8; 32],
         expires_at_ms: 1_506_816_010_000,
         ilp: vec![1, n as u8],
@@ -144,8 +145,8 @@ fn fulfillment(n: u32) -> [u8; 32] {
     [n as u8 ^ 0xff; 32]
 }
 
-const MAX: Limit = Limit::Finite(100);
-const MIN: Limit = Limit::Finite(-100);
+const MAX: Limit = Limit::Finite(LedgerBalance(100));
+const MIN: Limit = Limit::Finite(LedgerBalance(-100));
 
 async fn prepare_ok(log: &dyn TransferLog, t: &Transfer, d: Direction) {
     assert_eq!(
@@ -157,10 +158,10 @@ async fn prepare_ok(log: &dyn TransferLog, t: &Transfer, d: Direction) {
 
 fn sums(ifl: u128, ifp: u128, of: u128, ofp: u128) -> Sums {
     Sums {
-        incoming_fulfilled: ifl,
-        incoming_fulfilled_and_prepared: ifp,
-        outgoing_fulfilled: of,
-        outgoing_fulfilled_and_prepared: ofp,
+        incoming_fulfilled: LedgerSum(ifl),
+        incoming_fulfilled_and_prepared: LedgerSum(ifp),
+        outgoing_fulfilled: LedgerSum(of),
+        outgoing_fulfilled_and_prepared: LedgerSum(ofp),
     }
 }
 
@@ -184,7 +185,7 @@ pub async fn exact_sums_through_prepare_fulfill_and_cancel_both_ways(make: MakeS
     assert_eq!(log.sums(), sums(10, 10, 0, 7));
     log.fulfill(&id(2), &fulfillment(2)).await.expect("fulfill");
     assert_eq!(log.sums(), sums(10, 10, 7, 7));
-    assert_eq!(log.balance(), 3);
+    assert_eq!(log.balance(), LedgerBalance(3));
     prepare_ok(&*log, &transfer(3, 5), Direction::Incoming).await;
     prepare_ok(&*log, &transfer(4, 6), Direction::Outgoing).await;
     let rec = log.cancel(&id(3), "expired").await.expect("cancel");
@@ -196,10 +197,10 @@ pub async fn exact_sums_through_prepare_fulfill_and_cancel_both_ways(make: MakeS
     );
     log.cancel(&id(4), "rejected").await.expect("cancel");
     assert_eq!(log.sums(), sums(10, 10, 7, 7));
-    assert_eq!(log.balance(), 3);
+    assert_eq!(log.balance(), LedgerBalance(3));
     prepare_ok(&*log, &transfer(5, 20), Direction::Outgoing).await;
     log.fulfill(&id(5), &fulfillment(5)).await.expect("fulfill");
-    assert_eq!(log.balance(), -17);
+    assert_eq!(log.balance(), LedgerBalance(-17));
 }
 
 // ---------------------------------------------------------------------------------------------- limits
@@ -214,8 +215,8 @@ pub async fn incoming_limit_allows_equality_and_refuses_above(make: MakeStores) 
     assert_eq!(
         log.prepare(&transfer(3, 1), Direction::Incoming).await,
         Err(TransferLogError::IncomingLimitExceeded {
-            after: 101,
-            maximum: 100
+            after: LedgerBalance(101),
+            maximum: LedgerBalance(100)
         })
     );
     assert_eq!(log.sums(), sums(0, 100, 0, 0));
@@ -229,14 +230,14 @@ pub async fn incoming_limit_allows_equality_and_refuses_above(make: MakeStores) 
 /// An outgoing prepare may bring `(OFP + amount) − IF` up to minus the minimum (a positive minimum too);
 /// incoming fulfilled money relieves it.
 pub async fn outgoing_limit_uses_minus_minimum(make: MakeStores) {
-    let env = make(MAX, Limit::Finite(-30));
+    let env = make(MAX, Limit::Finite(LedgerBalance(-30)));
     let log = open_log(&*env, "");
     prepare_ok(&*log, &transfer(1, 30), Direction::Outgoing).await;
     assert_eq!(
         log.prepare(&transfer(2, 1), Direction::Outgoing).await,
         Err(TransferLogError::OutgoingLimitExceeded {
-            after: 31,
-            minimum: -30
+            after: LedgerBalance(31),
+            minimum: LedgerBalance(-30)
         })
     );
     // Incoming fulfilled money relieves the outgoing limit: (OFP + amt) − IF.
@@ -245,16 +246,19 @@ pub async fn outgoing_limit_uses_minus_minimum(make: MakeStores) {
     prepare_ok(&*log, &transfer(4, 10), Direction::Outgoing).await;
     assert!(matches!(
         log.prepare(&transfer(5, 1), Direction::Outgoing).await,
-        Err(TransferLogError::OutgoingLimitExceeded { after: 31, .. })
+        Err(TransferLogError::OutgoingLimitExceeded {
+            after: LedgerBalance(31),
+            ..
+        })
     ));
     // A positive minimum (we must stay in credit) works the same way.
-    let env = make(MAX, Limit::Finite(5));
+    let env = make(MAX, Limit::Finite(LedgerBalance(5)));
     let log = open_log(&*env, "");
     assert!(matches!(
         log.prepare(&transfer(6, 1), Direction::Outgoing).await,
         Err(TransferLogError::OutgoingLimitExceeded {
-            after: 1,
-            minimum: 5
+            after: LedgerBalance(1),
+            minimum: LedgerBalance(5)
         })
     ));
 }
@@ -267,14 +271,20 @@ pub async fn outgoing_prepared_never_relieves_incoming_limit(make: MakeStores) {
     prepare_ok(&*log, &transfer(2, 100), Direction::Incoming).await;
     assert!(matches!(
         log.prepare(&transfer(3, 1), Direction::Incoming).await,
-        Err(TransferLogError::IncomingLimitExceeded { after: 101, .. })
+        Err(TransferLogError::IncomingLimitExceeded {
+            after: LedgerBalance(101),
+            ..
+        })
     ));
     // Once fulfilled (OF), the outgoing amount does count.
     log.fulfill(&id(1), &fulfillment(1)).await.expect("fulfill");
     prepare_ok(&*log, &transfer(3, 50), Direction::Incoming).await;
     assert!(matches!(
         log.prepare(&transfer(4, 1), Direction::Incoming).await,
-        Err(TransferLogError::IncomingLimitExceeded { after: 101, .. })
+        Err(TransferLogError::IncomingLimitExceeded {
+            after: LedgerBalance(101),
+            ..
+        })
     ));
 }
 
@@ -288,7 +298,7 @@ pub async fn unbounded_limits_never_refuse(make: MakeStores) {
     }
     assert_eq!(
         log.sums().incoming_fulfilled_and_prepared,
-        4 * u128::from(u64::MAX)
+        LedgerSum(4 * u128::from(u64::MAX))
     );
     assert_eq!(log.maximum(), Limit::Unbounded);
     assert_eq!(log.minimum(), Limit::Unbounded);
@@ -300,10 +310,14 @@ pub async fn stored_overrides_beat_configured_limits(make: MakeStores) {
     let env = make(MAX, MIN);
     let log = open_log(&*env, "");
     assert_eq!(log.maximum(), MAX);
-    log.set_maximum(Limit::Finite(10)).await.expect("set max");
-    log.set_minimum(Limit::Finite(-3)).await.expect("set min");
-    assert_eq!(log.maximum(), Limit::Finite(10));
-    assert_eq!(log.minimum(), Limit::Finite(-3));
+    log.set_maximum(Limit::Finite(LedgerBalance(10)))
+        .await
+        .expect("set max");
+    log.set_minimum(Limit::Finite(LedgerBalance(-3)))
+        .await
+        .expect("set min");
+    assert_eq!(log.maximum(), Limit::Finite(LedgerBalance(10)));
+    assert_eq!(log.minimum(), Limit::Finite(LedgerBalance(-3)));
     assert!(log
         .prepare(&transfer(1, 11), Direction::Incoming)
         .await
@@ -314,7 +328,10 @@ pub async fn stored_overrides_beat_configured_limits(make: MakeStores) {
         .is_err());
     prepare_ok(&*log, &transfer(3, 10), Direction::Incoming).await;
     // Another handle on the same key sees the override (one instance per key).
-    assert_eq!(open_log(&*env, "").maximum(), Limit::Finite(10));
+    assert_eq!(
+        open_log(&*env, "").maximum(),
+        Limit::Finite(LedgerBalance(10))
+    );
     // Unbounded can be stored as an override too (legacy "Infinity").
     log.set_maximum(Limit::Unbounded).await.expect("set max");
     prepare_ok(&*log, &transfer(4, 1_000), Direction::Incoming).await;
@@ -349,7 +366,7 @@ pub async fn same_id_different_contents_is_duplicate_id(make: MakeStores) {
     let t = transfer(1, 10);
     prepare_ok(&*log, &t, Direction::Incoming).await;
     let mut other_amount = t.clone();
-    other_amount.amount = 11;
+    other_amount.amount = LedgerAmount(11);
     let mut other_custom = t.clone();
     other_custom.custom = Some(serde_json::json!({"a": 1}));
     let mut other_expiry = t.clone();
@@ -378,7 +395,10 @@ pub async fn legacy_bug_retried_over_limit_prepare_is_refused_again(make: MakeSt
     for _ in 0..3 {
         assert!(matches!(
             log.prepare(&over, Direction::Incoming).await,
-            Err(TransferLogError::IncomingLimitExceeded { after: 150, .. })
+            Err(TransferLogError::IncomingLimitExceeded {
+                after: LedgerBalance(150),
+                ..
+            })
         ));
     }
     assert_eq!(log.sums(), sums(0, 100, 0, 0));
@@ -409,7 +429,7 @@ pub async fn legacy_bug_reprepare_of_finished_ids(make: MakeStores) {
         Ok(PrepareOutcome::AlreadyExists(cancelled))
     );
     let mut f2 = f.clone();
-    f2.amount = 9;
+    f2.amount = LedgerAmount(9);
     assert_eq!(
         log.prepare(&f2, Direction::Incoming).await,
         Err(TransferLogError::DuplicateId(f.id))
@@ -564,7 +584,10 @@ pub async fn keys_are_isolated_and_validated(make: MakeStores) {
 
 /// Concurrent prepares never take a log past its limits (the check and the increment are one step).
 pub async fn racing_prepares_never_exceed_the_limit(make: MakeStores) {
-    let env = make(Limit::Finite(50), Limit::Finite(-20));
+    let env = make(
+        Limit::Finite(LedgerBalance(50)),
+        Limit::Finite(LedgerBalance(-20)),
+    );
     let log = open_log(&*env, "");
     let mut tasks = Vec::new();
     for n in 0..64u32 {
@@ -763,7 +786,7 @@ pub async fn deferred_changes_follow_the_same_rules(make: MakeStores) {
         Ok(PrepareOutcome::AlreadyExists(stored))
     );
     let mut other = t.clone();
-    other.amount = 61;
+    other.amount = LedgerAmount(61);
     assert_eq!(
         log.prepare_deferred(&other, Direction::Incoming).await,
         Err(TransferLogError::DuplicateId(t.id))

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use num_bigint::BigUint;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use crate::amount::ModuleUnits;
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -176,8 +176,8 @@ impl ChannelModule for XrpPaychan {
     }
 
     /// Claims are cumulative `u64` drops: an account can never settle more than `u64::MAX` drops in all.
-    fn max_cumulative_settlement(&self) -> Option<BigUint> {
-        Some(BigUint::from(u64::MAX))
+    fn max_cumulative_settlement(&self) -> Option<ModuleUnits> {
+        Some(ModuleUnits::from(u64::MAX))
     }
 
     async fn connect(&self, ctx: &ChannelContext) -> Result<(), ModuleError> {
@@ -261,7 +261,7 @@ impl ChannelModule for XrpPaychan {
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         self.sign_claim_for(ctx, total).await
     }

@@ -24,6 +24,7 @@ use super::{
     channel_identity, invalid, Cached, Inner, XrpPaychan, CHANNEL_FACTS_MAX_AGE,
     MVT_INCOMING_CLAIM, RPC_CHANNEL_ID, RPC_LATEST_CLAIM,
 };
+use crate::amount::ModuleUnits;
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -145,15 +146,20 @@ impl XrpPaychan {
         _record: &TransferRecord,
     ) -> Result<(), ModuleError> {
         let sums = ctx.main_log()?.sums();
+        // Peer mode: the trustline's ledger counts drops, one ledger unit for one drop (as
+        // `ModuleUnits::from_peer_ledger` says), compared here as plain integers.
+        let (prepared, fulfilled) = (
+            sums.incoming_fulfilled_and_prepared.0,
+            sums.incoming_fulfilled.0,
+        );
         let mut secured = self.secured_drops(ctx).await?;
-        if sums.incoming_fulfilled_and_prepared.saturating_sub(secured)
-            > self.inner.opts.max_unsecured
-            && sums.incoming_fulfilled > secured
+        if prepared.saturating_sub(secured) > self.inner.opts.max_unsecured
+            && fulfilled > secured
             && self.fetch_latest_claim(ctx).await
         {
             secured = self.secured_drops(ctx).await?;
         }
-        let unsecured = sums.incoming_fulfilled_and_prepared.saturating_sub(secured);
+        let unsecured = prepared.saturating_sub(secured);
         if unsecured > self.inner.opts.max_unsecured {
             tracing::warn!(
                 account = ctx.account_id(),
@@ -283,7 +289,7 @@ impl XrpPaychan {
         tracing::debug!(account = ctx.account_id(), drops = claim.drops, increase = %increase, "claim accepted");
         inner.submit_if_expiring(ctx, &facts).await;
         Ok(Some(IncomingCredit {
-            amount: increase,
+            amount: ModuleUnits(increase),
             settlement_id: format!("{}:{}", claim.channel, claim.drops),
         }))
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::crypto::ChannelId;
 use super::wire::{claim_json, same_channel_as_before};
 use super::{invalid, Cached, Inner, XrpPaychan, MVT_OUTGOING_CLAIM};
+use crate::amount::ModuleUnits;
 use crate::claim::Claim;
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -53,7 +54,7 @@ impl XrpPaychan {
     pub(super) async fn sign_claim_for(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         let inner = &self.inner;
         let Some(channel) = inner.opts.channel else {
@@ -61,7 +62,7 @@ impl XrpPaychan {
                 "xrp-paychan has no outgoing channel configured (option channel)",
             ));
         };
-        let drops = total.to_u64().ok_or_else(|| {
+        let drops = total.0.to_u64().ok_or_else(|| {
             ModuleError::InsufficientBalance(format!("{total} drops exceeds any channel"))
         })?;
         if drops == 0 {
@@ -71,7 +72,7 @@ impl XrpPaychan {
         let best = tracker.get_max().await?;
         // Claims are cumulative over one channel: signing our whole total on another would pay again.
         same_channel_as_before(&best, &channel).map_err(|e| invalid(e.to_string()))?;
-        if best.value >= *total {
+        if best.value >= total.0 {
             // Already covered: hand out the best claim again (idempotent).
             return Ok(best.data.is_object().then_some(Claim::Json(best.data)));
         }
@@ -119,16 +120,14 @@ impl XrpPaychan {
         }
         // Exactly what the Fulfill path signs: the claim for everything our log says we owe the peer.
         // Durable sums: the claim leaves the node and must not cover a fulfill a crash could undo.
-        let owed = ctx
-            .main_log()?
-            .durable_sums()
-            .await
-            .map_err(|e| ModuleError::Ledger(format!("main log: {e}")))?
-            .outgoing_fulfilled;
-        match self
-            .create_outgoing_claim(ctx, &BigUint::from(owed))
-            .await?
-        {
+        let owed = ModuleUnits::from_peer_ledger(
+            ctx.main_log()?
+                .durable_sums()
+                .await
+                .map_err(|e| ModuleError::Ledger(format!("main log: {e}")))?
+                .outgoing_fulfilled,
+        );
+        match self.create_outgoing_claim(ctx, &owed).await? {
             Some(Claim::Json(claim)) => Ok(claim),
             Some(_) | None => Ok(Value::Null),
         }

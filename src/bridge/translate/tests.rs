@@ -30,7 +30,7 @@ fn payment(account: &str, amount: u64, data: &[u8]) -> Vec<u8> {
 fn transfer(amount: u64, expires_at_ms: i64, ilp: Vec<u8>) -> Transfer {
     Transfer {
         id: TransferId([7; 16]),
-        amount,
+        amount: LedgerAmount(amount),
         execution_condition: [3; 32],
         expires_at_ms,
         ilp,
@@ -125,7 +125,7 @@ fn a_legacy_transfer_that_cannot_cross_is_refused_with_the_right_code() {
 fn a_modern_prepare_becomes_a_transfer_carrying_an_ilp_v1_payment() -> Result<(), ilp_v4::Reject> {
     let t = translation();
     let l = t.prepare_to_legacy(&prepare(1_234, NOW + 10_000), NOW)?;
-    assert_eq!(l.amount, 1_234_000);
+    assert_eq!(l.amount, LedgerAmount(1_234_000));
     assert_eq!(l.expires_at_ms, NOW + 9_000);
     assert_eq!(l.execution_condition, [5; 32]);
     match IlpV1Packet::decode(&l.ilp) {

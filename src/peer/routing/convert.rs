@@ -3,6 +3,7 @@
 //! configured [`Rate`](crate::config::routing::Rate). Divisions round **down** (the bridge keeps the dust),
 //! except [`Router::convert_back`], which rounds up so a quote by destination amount never promises too little.
 
+use channel_modules::amount::LedgerAmount;
 use num_bigint::BigUint;
 use num_traits::{ToPrimitive, Zero};
 
@@ -45,11 +46,12 @@ impl Router {
         &self,
         from: &Trustline,
         to: &Trustline,
-        amount: u64,
-    ) -> Result<u64, ConvertError> {
+        amount: LedgerAmount,
+    ) -> Result<LedgerAmount, ConvertError> {
         let (num, den) = self.rate_between(from, to)?;
-        (BigUint::from(amount) * num / den)
+        (BigUint::from(amount.0) * num / den)
             .to_u64()
+            .map(LedgerAmount)
             .ok_or(ConvertError::Overflow)
     }
 
@@ -59,13 +61,13 @@ impl Router {
         &self,
         from: &Trustline,
         to: &Trustline,
-        amount_to: u64,
-    ) -> Result<u64, ConvertError> {
+        amount_to: LedgerAmount,
+    ) -> Result<LedgerAmount, ConvertError> {
         let (num, den) = self.rate_between(from, to)?;
-        let scaled = BigUint::from(amount_to) * den;
+        let scaled = BigUint::from(amount_to.0) * den;
         let (q, r) = (&scaled / &num, &scaled % &num);
         let up = if r.is_zero() { q } else { q + 1u32 };
-        up.to_u64().ok_or(ConvertError::Overflow)
+        up.to_u64().map(LedgerAmount).ok_or(ConvertError::Overflow)
     }
 
     /// Numerator and denominator (both non-zero) turning `from`'s units into `to`'s: the configured rate (or 1

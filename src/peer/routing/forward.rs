@@ -16,6 +16,7 @@
 use btp::ilp_v1::IlpV1Packet;
 use btp::transport::RpcError;
 use bytes::Bytes;
+use channel_modules::amount::LedgerAmount;
 use channel_modules::store::{Transfer, TransferId};
 
 use super::{forward_id, Router, Source};
@@ -120,7 +121,8 @@ impl Router {
         let final_hop = next
             .prefix()
             .is_some_and(|p| payment.account.starts_with(&p));
-        if amount == 0 || (final_hop && amount < payment.amount) {
+        // An ILP v1 payment's amount is on the destination ledger, in its units.
+        if amount.is_zero() || (final_hop && amount < LedgerAmount(payment.amount)) {
             self.refuse(
                 &from,
                 transfer.id,
@@ -149,7 +151,7 @@ impl Router {
                 id: transfer.id,
             },
         );
-        tracing::debug!(from = from.name(), to = next.name(), incoming = %transfer.id, outgoing = %out.id, amount, "forwarding");
+        tracing::debug!(from = from.name(), to = next.name(), incoming = %transfer.id, outgoing = %out.id, amount = amount.0, "forwarding");
         match next.send_transfer(out.clone()).await {
             Ok(()) => {}
             Err(PeerError::Rpc(RpcError::Timeout | RpcError::Disconnected | RpcError::Closed)) => {

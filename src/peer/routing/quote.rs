@@ -7,6 +7,7 @@ use btp::ilp_v1::{
     ByDestinationResponse, BySourceResponse, IlpV1Packet, LiquidityPoint, LiquidityResponse,
 };
 use btp::Timestamp;
+use channel_modules::amount::LedgerAmount;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
 
@@ -78,9 +79,9 @@ impl Router {
                 let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
                     return bad_request("hold duration too long");
                 };
-                match self.convert(from, &next, r.source_amount) {
+                match self.convert(from, &next, LedgerAmount(r.source_amount)) {
                     Ok(destination_amount) => IlpV1Packet::BySourceResponse(BySourceResponse {
-                        destination_amount,
+                        destination_amount: destination_amount.0,
                         source_hold_duration,
                     }),
                     Err(reason) => return bad_request(&reason.to_string()),
@@ -90,10 +91,10 @@ impl Router {
                 let Some(source_hold_duration) = hold(r.destination_hold_duration) else {
                     return bad_request("hold duration too long");
                 };
-                match self.convert_back(from, &next, r.destination_amount) {
+                match self.convert_back(from, &next, LedgerAmount(r.destination_amount)) {
                     Ok(source_amount) => {
                         IlpV1Packet::ByDestinationResponse(ByDestinationResponse {
-                            source_amount,
+                            source_amount: source_amount.0,
                             source_hold_duration,
                         })
                     }

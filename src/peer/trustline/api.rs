@@ -212,7 +212,7 @@ impl Trustline {
     /// (legacy left it prepared forever); one with no reply keeps its expiry timer and expires normally.
     pub async fn send_transfer(&self, transfer: Transfer) -> Result<(), PeerError> {
         self.assert_connected("sendTransfer")?;
-        if transfer.amount == 0 {
+        if transfer.amount.is_zero() {
             return Err(PeerError::refused(
                 "InvalidFieldsError",
                 "amount (0) must be positive",
@@ -240,7 +240,7 @@ impl Trustline {
         }
         let packet = Packet::Prepare(Prepare {
             transfer_id: transfer.id.0,
-            amount: transfer.amount,
+            amount: transfer.amount.0,
             execution_condition: transfer.execution_condition,
             expires_at,
             protocol_data: ilp_and_custom(Some(&transfer.ilp), transfer.custom.as_ref()),

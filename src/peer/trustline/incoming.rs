@@ -17,11 +17,11 @@ use btp::packet::{
 };
 use btp::transport::{BtpSession, Reply, RequestHandler};
 use bytes::Bytes;
+use channel_modules::amount::{LedgerAmount, ModuleUnits};
 use channel_modules::store::{
     Direction, Limit, PrepareOutcome, Transfer, TransferId, TransferLogError, TransferRecord,
     TransferState,
 };
-use num_bigint::BigUint;
 use serde_json::Value;
 
 use super::fulfill::fulfillment_matches;
@@ -98,7 +98,7 @@ impl Trustline {
         };
         let transfer = Transfer {
             id: TransferId(p.transfer_id),
-            amount: p.amount,
+            amount: LedgerAmount(p.amount),
             execution_condition: p.execution_condition,
             expires_at_ms: p.expires_at.unix_millis(),
             ilp: p
@@ -244,7 +244,7 @@ impl Trustline {
             // Durable sums only: a claim leaves the node, and must not cover a concurrent fulfill that a crash
             // could still undo here.
             let total = match self.inner.log.durable_sums().await {
-                Ok(sums) => BigUint::from(sums.outgoing_fulfilled),
+                Ok(sums) => ModuleUnits::from_peer_ledger(sums.outgoing_fulfilled),
                 Err(e) => return Err(log_err_to_wire(e)),
             };
             match m.create_outgoing_claim(&self.inner.ctx, &total).await {

@@ -4,6 +4,7 @@
 
 use base64::Engine as _;
 use btp::Timestamp;
+use channel_modules::amount::LedgerBalance;
 use channel_modules::store::{Direction, Limit, TransferRecord, TransferState};
 use serde_json::Value;
 
@@ -42,7 +43,8 @@ const BIGNUMBER_EXPONENT_FROM_DIGITS: usize = 22;
 
 /// A whole number as legacy's bignumber.js `toString()` prints it: plain decimal below 10^21, else exponent
 /// notation with every significant digit (`1e+21`, `1.23e+21`, `-1.2345678901234567890123e+22`).
-pub fn bignumber_string(v: i128) -> String {
+pub fn bignumber_string(v: LedgerBalance) -> String {
+    let v = v.0;
     let digits = v.unsigned_abs().to_string();
     if digits.len() < BIGNUMBER_EXPONENT_FROM_DIGITS {
         return v.to_string();
@@ -67,8 +69,8 @@ pub fn limit_string(limit: Limit) -> String {
 }
 
 /// Encodes a balance as the `balance` reply: 8-byte big-endian two's complement.
-pub fn balance_to_int64(balance: i128) -> Option<[u8; 8]> {
-    i64::try_from(balance).ok().map(i64::to_be_bytes)
+pub fn balance_to_int64(balance: LedgerBalance) -> Option<[u8; 8]> {
+    i64::try_from(balance.0).ok().map(i64::to_be_bytes)
 }
 
 impl Trustline {

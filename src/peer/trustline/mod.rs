@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use btp::packet::{Packet, ProtocolData};
 use btp::transport::{Reply, RpcError, DEFAULT_REQUEST_TIMEOUT};
 use btp::Timestamp;
+use channel_modules::amount::LedgerBalance;
 use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::store::{TransferId, TransferLog, TransferLogError, TransferRecord};
 use channel_modules::sync::lock;
@@ -336,7 +337,7 @@ impl Trustline {
     }
 
     /// Our balance from our own records (IF − OF), in any mode.
-    pub fn local_balance(&self) -> i128 {
+    pub fn local_balance(&self) -> LedgerBalance {
         self.inner.log.balance()
     }
 

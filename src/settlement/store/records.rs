@@ -1,6 +1,6 @@
 //! The records the engine stores, as JSON, under the keys of [`super::keys`].
 
-use num_bigint::BigUint;
+use channel_modules::amount::ModuleUnits;
 use serde::{Deserialize, Serialize};
 
 use crate::settlement::quantity::{decimal_string, Scaled};
@@ -19,10 +19,10 @@ pub struct AccountRecord {
 pub struct OutgoingRecord {
     /// Cumulative amount to have settled, in module units (sum of every request taken, converted).
     #[serde(with = "decimal_string")]
-    pub target_total: BigUint,
+    pub target_total: ModuleUnits,
     /// Cumulative amount whose claim the peer engine acknowledged (or the module reported paid), module units.
     #[serde(with = "decimal_string")]
-    pub settled_total: BigUint,
+    pub settled_total: ModuleUnits,
     /// Part of the requests worth less than one module unit, not settled yet.
     pub leftover: Scaled,
     /// The connector's scale, learned from its latest settle request.
@@ -44,7 +44,7 @@ pub struct IncomingRecord {
     pub leftover: Scaled,
     /// Cumulative increase the module reported, module units.
     #[serde(with = "decimal_string")]
-    pub received_total: BigUint,
+    pub received_total: ModuleUnits,
 }
 
 /// The stored response of a settle request, for replays.
@@ -82,10 +82,10 @@ pub struct HistoryRecord {
     pub request: QueuedRequest,
     /// Whole module units it contributed (after leftovers).
     #[serde(with = "decimal_string")]
-    pub module_units: BigUint,
+    pub module_units: ModuleUnits,
     /// The cumulative target total once it was taken: the request is settled once `settled_total` reaches this.
     #[serde(with = "decimal_string")]
-    pub target_total_after: BigUint,
+    pub target_total_after: ModuleUnits,
 }
 
 /// `se/s/<acct>/<seq>`: a claim (or payment) the peer acknowledged.
@@ -93,7 +93,7 @@ pub struct HistoryRecord {
 pub struct SentRecord {
     /// Cumulative total it covers, module units.
     #[serde(with = "decimal_string")]
-    pub total: BigUint,
+    pub total: ModuleUnits,
     /// Claim or transaction ID (a `txId`/`id`/`hash` field of the claim, else the total).
     pub claim_id: String,
     /// When it was acknowledged, ms since the epoch.
@@ -131,4 +131,41 @@ pub struct CreditRecord {
     pub received_ms: u64,
     /// When it was acknowledged (or refused), ms since the epoch.
     pub done_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Module-unit totals are stored as decimal strings, whatever their size, and read back the same.
+    #[test]
+    fn module_unit_totals_keep_their_stored_form() -> Result<(), serde_json::Error> {
+        let out = OutgoingRecord {
+            target_total: ModuleUnits(num_bigint::BigUint::from(u64::MAX) + 1u8),
+            settled_total: ModuleUnits::from(5),
+            leftover: Scaled::new(7u8.into(), 9),
+            connector_scale: Some(2),
+            requests_taken: 3,
+            ..OutgoingRecord::default()
+        };
+        let stored = r#"{"target_total":"18446744073709551616","settled_total":"5","leftover":{"amount":"7","scale":9},"connector_scale":2,"requests_taken":3,"last_error":null,"attempts":0,"last_claim_id":null}"#;
+        assert_eq!(serde_json::to_string(&out)?, stored);
+        assert_eq!(serde_json::from_str::<OutgoingRecord>(stored)?, out);
+        let incoming = IncomingRecord {
+            leftover: Scaled::zero(6),
+            received_total: ModuleUnits::from(42),
+        };
+        let stored = r#"{"leftover":{"amount":"0","scale":6},"received_total":"42"}"#;
+        assert_eq!(serde_json::to_string(&incoming)?, stored);
+        assert_eq!(serde_json::from_str::<IncomingRecord>(stored)?, incoming);
+        let sent = SentRecord {
+            total: ModuleUnits::from(9),
+            claim_id: "c".to_owned(),
+            sent_ms: 1,
+        };
+        let stored = r#"{"total":"9","claim_id":"c","sent_ms":1}"#;
+        assert_eq!(serde_json::to_string(&sent)?, stored);
+        assert_eq!(serde_json::from_str::<SentRecord>(stored)?, sent);
+        Ok(())
+    }
 }

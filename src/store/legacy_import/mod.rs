@@ -27,6 +27,7 @@
 
 use std::collections::BTreeMap;
 
+use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
 use channel_modules::store::{
     validate_key, Direction, Limit, MaxValue, StoreError, Sums, Transfer, TransferId,
     TransferRecord, TransferState,
@@ -378,7 +379,7 @@ async fn import_log(
                 let n = parse_legacy_integer(v).map_err(|e| bad(&row(name), e))?;
                 u128::try_from(n)
                     .ok()
-                    .filter(|n| *n <= channel_modules::ledger::SUM_MAX)
+                    .filter(|n| *n <= LedgerSum::MAX.0)
                     .ok_or_else(|| bad(&row(name), "negative or too large"))
             }
         }
@@ -390,7 +391,7 @@ async fn import_log(
             .map(|v| match v.trim() {
                 "Infinity" | "-Infinity" => Ok(Limit::Unbounded),
                 other => parse_legacy_integer(other)
-                    .map(Limit::Finite)
+                    .map(|n| Limit::Finite(LedgerBalance(n)))
                     .map_err(|e| bad(&row(name), e)),
             })
             .transpose()
@@ -405,10 +406,10 @@ async fn import_log(
         let record = parse_legacy_record(&row_key, id, json)?;
         match (&record.state, record.direction) {
             (TransferState::Fulfilled { .. }, Direction::Incoming) => {
-                records_if += u128::from(record.transfer.amount)
+                records_if += u128::from(record.transfer.amount.0)
             }
             (TransferState::Fulfilled { .. }, Direction::Outgoing) => {
-                records_of += u128::from(record.transfer.amount)
+                records_of += u128::from(record.transfer.amount.0)
             }
             (TransferState::Cancelled { reason }, _) if reason == STALE_REASON => stale += 1,
             _ => {}
@@ -416,10 +417,10 @@ async fn import_log(
         records.push(record);
     }
     let sums = Sums {
-        incoming_fulfilled,
-        incoming_fulfilled_and_prepared: incoming_fulfilled,
-        outgoing_fulfilled,
-        outgoing_fulfilled_and_prepared: outgoing_fulfilled,
+        incoming_fulfilled: LedgerSum(incoming_fulfilled),
+        incoming_fulfilled_and_prepared: LedgerSum(incoming_fulfilled),
+        outgoing_fulfilled: LedgerSum(outgoing_fulfilled),
+        outgoing_fulfilled_and_prepared: LedgerSum(outgoing_fulfilled),
     };
     let warning =
         ((records_if, records_of) != (incoming_fulfilled, outgoing_fulfilled)).then(|| {
@@ -637,7 +638,7 @@ fn parse_legacy_record(row_key: &str, id: &str, json: &str) -> Result<TransferRe
     Ok(TransferRecord {
         transfer: Transfer {
             id: transfer_id,
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition,
             expires_at_ms,
             ilp,

@@ -37,6 +37,7 @@ use super::options::{amount_option, u64_option, CommonOptions};
 use super::peer::PeerAddress;
 use super::types::{Address, TxHash};
 use super::wallet::Wallet;
+use crate::amount::ModuleUnits;
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -354,7 +355,7 @@ impl ChannelModule for EthChannelModule {
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         self.inner.create_outgoing_claim(ctx, total).await
     }

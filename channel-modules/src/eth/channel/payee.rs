@@ -36,6 +36,7 @@ use super::{
     EthChannelModule, Inner, INCOMING_CLAIM_KEY, MAX_DEAD_CHANNELS_REMEMBERED,
     MAX_REFUSED_CLAIMS_REMEMBERED, MAX_RETIRED_CLAIMS,
 };
+use crate::amount::ModuleUnits;
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -332,7 +333,7 @@ impl Inner {
             format!("{}:{}:{}", claim.channel, claim.amount, cumulative)
         };
         Ok(Some(IncomingCredit {
-            amount: increase,
+            amount: ModuleUnits(increase),
             settlement_id,
         }))
     }
@@ -464,7 +465,8 @@ impl EthChannelModule {
         &self,
         ctx: &ChannelContext,
     ) -> Result<Option<(BigUint, BigUint)>, ModuleError> {
-        let prepared = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
+        let prepared =
+            ModuleUnits::from_peer_ledger(ctx.main_log()?.sums().incoming_fulfilled_and_prepared).0;
         let secured = ctx
             .max_value_tracker(INCOMING_CLAIM_KEY)?
             .get_max()
@@ -477,7 +479,7 @@ impl EthChannelModule {
     /// Whether the payer owes us for fulfilled transfers beyond the best claim, so that asking it for its latest
     /// claim ([`super::RPC_LATEST_CLAIM`]) can raise what is secured.
     pub(super) async fn claim_can_help(&self, ctx: &ChannelContext) -> Result<bool, ModuleError> {
-        let fulfilled = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled);
+        let fulfilled = ModuleUnits::from_peer_ledger(ctx.main_log()?.sums().incoming_fulfilled).0;
         let best = ctx
             .max_value_tracker(INCOMING_CLAIM_KEY)?
             .get_max()

@@ -28,6 +28,7 @@ use super::{
     log_err, Inner, CHANNEL_TXS_LOG_KEY, MAX_DEPOSIT_PER_TX_WEI, MAX_RETIRED_CLAIMS,
     OPT_CHANNEL_DEPOSIT, OUTGOING_CHANNEL_KEY, OUTGOING_CLAIM_KEY,
 };
+use crate::amount::{LedgerAmount, ModuleUnits};
 use crate::claim::Claim;
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -147,7 +148,7 @@ impl Inner {
             };
             let transfer = Transfer {
                 id: TransferId(id),
-                amount,
+                amount: LedgerAmount(amount),
                 execution_condition: Sha256::digest(signed.hash.0).into(),
                 expires_at_ms: i64::MAX,
                 ilp: Vec::new(),
@@ -188,8 +189,10 @@ impl Inner {
     pub(super) async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
+        // The module's units are wei, which the contract and the claims count in.
+        let total = &total.0;
         let _settling = self.settle_lock.lock().await;
         let log = ctx.transfer_log(CHANNEL_TXS_LOG_KEY)?;
         if !self.reconcile(log.as_ref()).await? {

@@ -31,7 +31,6 @@ mod payer;
 mod wire;
 
 use async_trait::async_trait;
-use num_bigint::BigUint;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -41,6 +40,7 @@ use super::options::{str_option, u64_option, CommonOptions};
 use super::peer::PeerAddress;
 use super::types::{Address, TxHash};
 use super::wallet::Wallet;
+use crate::amount::ModuleUnits;
 use crate::claim::{Claim, IncomingCredit};
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -231,7 +231,7 @@ impl ChannelModule for EthPaymentModule {
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         self.pay(ctx, total).await
     }

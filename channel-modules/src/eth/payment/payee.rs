@@ -26,6 +26,7 @@ use super::{
     AMOUNT_RECEIVED_KEY, MAX_PAYMENTS_SINCE_REQUESTS_PER_PULL, PAYMENTS_LOG_KEY,
     PAYMENTS_SINCE_PULL_MAX_WAIT, RPC_PAYMENTS_SINCE,
 };
+use crate::amount::{LedgerAmount, ModuleUnits};
 use crate::claim::IncomingCredit;
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -199,7 +200,7 @@ impl EthPaymentModule {
         self.ensure_peer_still(ctx, peer).await?;
         let transfer = Transfer {
             id,
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: condition_of(hash),
             expires_at_ms: i64::MAX,
             ilp: Vec::new(),
@@ -244,24 +245,26 @@ impl EthPaymentModule {
         &self,
         ctx: &ChannelContext,
     ) -> Result<Option<(BigUint, BigUint)>, ModuleError> {
-        let prepared = BigUint::from(ctx.main_log()?.sums().incoming_fulfilled_and_prepared);
-        let received = BigUint::from(
+        let prepared =
+            ModuleUnits::from_peer_ledger(ctx.main_log()?.sums().incoming_fulfilled_and_prepared).0;
+        let received = ModuleUnits::from_own_log(
             ctx.transfer_log(PAYMENTS_LOG_KEY)?
                 .sums()
                 .incoming_fulfilled,
         );
-        let secured = received + &self.common.max_unsecured;
+        let secured = received.0 + &self.common.max_unsecured;
         Ok((prepared > secured).then_some((prepared, secured)))
     }
 
     /// Whether the payer owes us for fulfilled transfers beyond what it has paid, so that asking it for its
     /// latest claim ([`RPC_LATEST_CLAIM`]) can raise what is secured.
     fn claim_can_help(&self, ctx: &ChannelContext) -> Result<bool, ModuleError> {
-        let fulfilled = ctx.main_log()?.sums().incoming_fulfilled;
-        let paid = ctx
-            .transfer_log(PAYMENTS_LOG_KEY)?
-            .sums()
-            .incoming_fulfilled;
+        let fulfilled = ModuleUnits::from_peer_ledger(ctx.main_log()?.sums().incoming_fulfilled);
+        let paid = ModuleUnits::from_own_log(
+            ctx.transfer_log(PAYMENTS_LOG_KEY)?
+                .sums()
+                .incoming_fulfilled,
+        );
         Ok(fulfilled > paid)
     }
 
@@ -282,7 +285,7 @@ impl EthPaymentModule {
         }
         let _crediting = self.credit_lock.lock().await;
         let received = ctx.max_value_tracker(AMOUNT_RECEIVED_KEY)?;
-        let logged = BigUint::from(log.sums().incoming_fulfilled);
+        let logged = ModuleUnits::from_own_log(log.sums().incoming_fulfilled).0;
         if received.get_max().await?.value.is_zero() && !logged.is_zero() {
             received
                 .set_if_max(MaxValue {
@@ -335,7 +338,7 @@ impl EthPaymentModule {
         // The credit is what the log holds beyond what was credited: the new payments, plus any recorded by an
         // earlier call whose credit was lost (engine mode commits this tracker with the credit, after the log
         // write; a crash in between leaves the log ahead).
-        let logged = BigUint::from(log.sums().incoming_fulfilled);
+        let logged = ModuleUnits::from_own_log(log.sums().incoming_fulfilled).0;
         if logged <= before.value {
             return match first_error {
                 Some(err) if ids.is_empty() => Err(err),
@@ -363,7 +366,7 @@ impl EthPaymentModule {
         }
         info!(%increase, total = %logged, %settlement_id, "incoming payments credited");
         Ok(Some(IncomingCredit {
-            amount: increase,
+            amount: ModuleUnits(increase),
             settlement_id,
         }))
     }

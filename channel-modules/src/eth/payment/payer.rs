@@ -19,7 +19,7 @@ use super::{
     condition_of, log_err, transfer_id, EthPaymentModule, AMOUNT_SETTLED_KEY, KEPT_PAYMENTS_KEY,
     MAX_TX_HASHES_PER_PAYMENTS_REPLY, PAYMENTS_LOG_KEY, RPC_PAYMENTS_SINCE,
 };
-use crate::amount::parse_amount;
+use crate::amount::{parse_amount, LedgerAmount, ModuleUnits};
 use crate::claim::Claim;
 use crate::context::ChannelContext;
 use crate::error::ModuleError;
@@ -88,7 +88,9 @@ impl EthPaymentModule {
                         .unwrap_or_else(|| json!([])),
                 };
                 // Settle lock held: no other outgoing payment is fulfilled concurrently.
-                let paid = BigUint::from(log.sums().outgoing_fulfilled) + record.transfer.amount;
+                let paid = (ModuleUnits::from_own_log(log.sums().outgoing_fulfilled)
+                    + ModuleUnits::from_own_log(record.transfer.amount))
+                .0;
                 listed
                     .set_if_max(MaxValue {
                         value: paid.clone(),
@@ -102,7 +104,7 @@ impl EthPaymentModule {
                     })
                     .await?;
                 log.fulfill(&id, &hash.0).await.map_err(log_err)?;
-                info!(%hash, amount = record.transfer.amount, %paid, "payment confirmed");
+                info!(%hash, amount = record.transfer.amount.0, %paid, "payment confirmed");
             }
             TxStatus::Reverted(_) | TxStatus::Superseded => {
                 warn!(%hash, ?status, "payment did not happen; releasing its amount");
@@ -184,7 +186,7 @@ impl EthPaymentModule {
     pub(super) async fn pay(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
         let _settling = self.settle_lock.lock().await;
         let log = ctx.transfer_log(PAYMENTS_LOG_KEY)?;
@@ -193,12 +195,12 @@ impl EthPaymentModule {
                 "an earlier payment is still pending".to_owned(),
             ));
         }
-        let committed = BigUint::from(log.sums().outgoing_fulfilled_and_prepared);
+        let committed = ModuleUnits::from_own_log(log.sums().outgoing_fulfilled_and_prepared);
         if *total <= committed {
             return self.latest_claim(ctx).await;
         }
         let owed = total - &committed;
-        let amount = u64::try_from(&owed).unwrap_or(u64::MAX);
+        let amount = u64::try_from(&owed.0).unwrap_or(u64::MAX);
         let peer = self.peer.get(ctx, self.wallet.chain_id().await?).await?;
         let (to, value, data) = match self.token {
             None => (peer, BigUint::from(amount), Vec::new()),
@@ -216,7 +218,7 @@ impl EthPaymentModule {
             let signed = self.wallet.sign_next(&guard, Some(to), value, data).await?;
             let transfer = Transfer {
                 id: transfer_id(&signed.hash),
-                amount,
+                amount: LedgerAmount(amount),
                 execution_condition: condition_of(&signed.hash),
                 expires_at_ms: i64::MAX,
                 ilp: Vec::new(),
@@ -278,7 +280,7 @@ async fn seed_kept_payments(
         let Some(record) = log.get(&transfer_id(&hash)).await.map_err(log_err)? else {
             break;
         };
-        let amount = BigUint::from(record.transfer.amount);
+        let amount = ModuleUnits::from_own_log(record.transfer.amount).0;
         if record.direction != Direction::Outgoing || amount > total {
             break;
         }

@@ -6,9 +6,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use num_bigint::BigUint;
-
 use super::{Check, HostMode, SubjectPair, UNKNOWN_METHOD};
+use crate::amount::{LedgerAmount, LedgerSum, ModuleUnits};
 use crate::claim::{Claim, IncomingCredit};
 use crate::error::ModuleError;
 use crate::module::ChannelModule;
@@ -66,7 +65,7 @@ impl Arena {
         }
     }
 
-    pub(super) async fn run(&self, check: Check, totals: &[BigUint]) -> Verdict {
+    pub(super) async fn run(&self, check: Check, totals: &[ModuleUnits]) -> Verdict {
         match check {
             Check::Connect => self.connect().await,
             Check::AssetScaleStable => self.asset_scale_stable(totals).await,
@@ -119,7 +118,7 @@ impl Arena {
         id[8..].copy_from_slice(&n.to_be_bytes());
         Transfer {
             id: TransferId(id),
-            amount,
+            amount: LedgerAmount(amount),
             execution_condition: [0x5a; 32],
             expires_at_ms: i64::MAX,
             ilp: Vec::new(),
@@ -166,16 +165,17 @@ impl Arena {
 
     /// The payer's claim for `total`: in peer mode its main log first gets an outgoing fulfilled transfer for
     /// what `total` adds to its outgoing fulfilled sum, as a trustline asks with that sum.
-    async fn claim(&self, total: &BigUint) -> Result<Option<Claim>, Finding> {
-        let owed = BigUint::from(
+    async fn claim(&self, total: &ModuleUnits) -> Result<Option<Claim>, Finding> {
+        let owed = ModuleUnits::from_peer_ledger(
             self.pair
                 .a
                 .ctx
                 .main_log()
-                .map_or(0, |log| log.sums().outgoing_fulfilled),
+                .map_or(LedgerSum::ZERO, |log| log.sums().outgoing_fulfilled),
         );
         if *total > owed {
-            let amount = u64::try_from(total - &owed).map_err(|_| "increment past u64::MAX")?;
+            let amount =
+                u64::try_from(&(total - &owed).0).map_err(|_| "increment past u64::MAX")?;
             self.transfer_in_log(false, amount, false).await?;
         }
         self.payer()
@@ -218,12 +218,12 @@ impl Arena {
     /// the payee's credit, which must be exactly the increase.
     async fn settle(
         &self,
-        previous: &BigUint,
-        total: &BigUint,
+        previous: &ModuleUnits,
+        total: &ModuleUnits,
         judge: bool,
     ) -> Result<Claim, Finding> {
         let increase = total - previous;
-        let amount = u64::try_from(&increase).map_err(|_| "increment past u64::MAX")?;
+        let amount = u64::try_from(&increase.0).map_err(|_| "increment past u64::MAX")?;
         self.transfer_in_log(true, amount, judge).await?;
         let claim = self.claim(total).await?.ok_or_else(|| {
             format!("create_outgoing_claim({total}) gave no claim for a new total")
@@ -251,7 +251,7 @@ impl Arena {
         }
     }
 
-    async fn asset_scale_stable(&self, totals: &[BigUint]) -> Verdict {
+    async fn asset_scale_stable(&self, totals: &[ModuleUnits]) -> Verdict {
         let read = |a: &Self| {
             (
                 a.payer().asset_scale(),
@@ -263,7 +263,7 @@ impl Arena {
         let before = read(self);
         self.connect().await?;
         let connected = read(self);
-        let _ = self.settle(&BigUint::default(), &totals[0], false).await;
+        let _ = self.settle(&ModuleUnits::zero(), &totals[0], false).await;
         let settled = read(self);
         if before != connected || connected != settled {
             return Err(finding!(
@@ -293,16 +293,16 @@ impl Arena {
         Ok(())
     }
 
-    async fn no_claim_credits_nothing(&self, totals: &[BigUint]) -> Verdict {
+    async fn no_claim_credits_nothing(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
         self.credits_nothing(None, "no claim, before any claim")
             .await?;
-        self.settle(&BigUint::default(), &totals[0], false).await?;
+        self.settle(&ModuleUnits::zero(), &totals[0], false).await?;
         self.credits_nothing(None, "no claim, after a credited claim")
             .await
     }
 
-    async fn outgoing_idempotent(&self, totals: &[BigUint]) -> Verdict {
+    async fn outgoing_idempotent(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
         for total in &totals[..2] {
             let first = self.claim(total).await?;
@@ -316,9 +316,9 @@ impl Arena {
         Ok(())
     }
 
-    async fn outgoing_never_decreases(&self, totals: &[BigUint]) -> Verdict {
+    async fn outgoing_never_decreases(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
-        self.settle(&BigUint::default(), &totals[0], false).await?;
+        self.settle(&ModuleUnits::zero(), &totals[0], false).await?;
         let best = self.settle(&totals[0], &totals[1], false).await?;
         let lower = self.claim(&totals[0]).await?;
         self.credits_nothing(
@@ -336,13 +336,13 @@ impl Arena {
         Ok(())
     }
 
-    async fn credits_increase_once(&self, totals: &[BigUint]) -> Verdict {
+    async fn credits_increase_once(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
-        let mut previous = BigUint::default();
+        let mut previous = ModuleUnits::zero();
         let mut ids = HashSet::new();
         for total in totals {
             let increase = total - &previous;
-            let amount = u64::try_from(&increase).map_err(|_| "increment past u64::MAX")?;
+            let amount = u64::try_from(&increase.0).map_err(|_| "increment past u64::MAX")?;
             self.transfer_in_log(true, amount, false).await?;
             let claim = self.claim(total).await?;
             match self.credit(claim.as_ref()).await {
@@ -368,10 +368,10 @@ impl Arena {
         Ok(())
     }
 
-    async fn replay_credits_nothing(&self, totals: &[BigUint]) -> Verdict {
+    async fn replay_credits_nothing(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
         let mut claims = Vec::new();
-        let mut previous = BigUint::default();
+        let mut previous = ModuleUnits::zero();
         for total in &totals[..3] {
             claims.push(self.settle(&previous, total, false).await?);
             previous = total.clone();
@@ -389,9 +389,9 @@ impl Arena {
             .map_err(|Finding(e)| finding!("after the replays: {e}"))
     }
 
-    async fn prepare_within_allowance(&self, totals: &[BigUint]) -> Verdict {
+    async fn prepare_within_allowance(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
-        let mut previous = BigUint::default();
+        let mut previous = ModuleUnits::zero();
         for total in totals {
             self.settle(&previous, total, true).await?;
             previous = total.clone();
@@ -399,7 +399,7 @@ impl Arena {
         Ok(())
     }
 
-    async fn staged_credit_retried(&self, totals: &[BigUint]) -> Verdict {
+    async fn staged_credit_retried(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
         let claim = self
             .claim(&totals[0])
@@ -435,7 +435,7 @@ impl Arena {
         let Some(max) = self.payer().max_cumulative_settlement() else {
             return Ok(());
         };
-        let past = max + 1u8;
+        let past = max + ModuleUnits::from(1);
         match self
             .payer()
             .create_outgoing_claim(&self.pair.a.ctx, &past)
@@ -448,9 +448,9 @@ impl Arena {
         }
     }
 
-    async fn disconnect_after_settling(&self, totals: &[BigUint]) -> Verdict {
+    async fn disconnect_after_settling(&self, totals: &[ModuleUnits]) -> Verdict {
         self.connect().await?;
-        self.settle(&BigUint::default(), &totals[0], false).await?;
+        self.settle(&ModuleUnits::zero(), &totals[0], false).await?;
         self.disconnect().await
     }
 }

@@ -15,7 +15,7 @@ use crate::store::{MaxValue, TransferRecord};
 use crate::sync::lock;
 
 /// Most the test module settles in all (it declares it as its `max_cumulative_settlement`).
-const TEST_MAX_TOTAL: u32 = 1_000;
+const TEST_MAX_TOTAL: u64 = 1_000;
 /// Tracker of the payer's best claim.
 const OUT_KEY: &str = "conformance_out";
 /// Tracker of the payee's best claim.
@@ -124,8 +124,9 @@ impl ChannelModule for TestModule {
     async fn create_outgoing_claim(
         &self,
         ctx: &ChannelContext,
-        total: &BigUint,
+        total: &ModuleUnits,
     ) -> Result<Option<Claim>, ModuleError> {
+        let total = &total.0;
         if *total > BigUint::from(TEST_MAX_TOTAL) && !self.is(Fault::IgnoresMax) {
             return Err(ModuleError::InsufficientBalance(format!(
                 "{total} is past {TEST_MAX_TOTAL}"
@@ -169,7 +170,7 @@ impl ChannelModule for TestModule {
     ) -> Result<Option<IncomingCredit>, ModuleError> {
         let Some(claim) = claim else {
             return Ok(self.is(Fault::CreditsWithoutClaim).then(|| IncomingCredit {
-                amount: BigUint::from(1u8),
+                amount: ModuleUnits::from(1),
                 settlement_id: "no-claim".to_owned(),
             }));
         };
@@ -193,7 +194,7 @@ impl ChannelModule for TestModule {
         };
         if value == previous && self.is(Fault::CreditsReplays) {
             return Ok(Some(IncomingCredit {
-                amount: value.clone(),
+                amount: ModuleUnits(value.clone()),
                 settlement_id: format!(
                     "replay:{value}:{}",
                     self.seq.fetch_add(1, Ordering::Relaxed)
@@ -209,7 +210,7 @@ impl ChannelModule for TestModule {
             &value - &previous
         };
         Ok(Some(IncomingCredit {
-            amount,
+            amount: ModuleUnits(amount),
             settlement_id: value.to_string(),
         }))
     }
@@ -226,8 +227,8 @@ impl ChannelModule for TestModule {
         Err(ModuleError::UnknownMethod(method.to_owned()))
     }
 
-    fn max_cumulative_settlement(&self) -> Option<BigUint> {
-        Some(BigUint::from(TEST_MAX_TOTAL))
+    fn max_cumulative_settlement(&self) -> Option<ModuleUnits> {
+        Some(ModuleUnits::from(TEST_MAX_TOTAL))
     }
 }
 
@@ -250,8 +251,8 @@ impl Subject for TestSubject {
         })
     }
 
-    fn totals(&self) -> Vec<BigUint> {
-        [5u32, 9, 20, 31].map(BigUint::from).to_vec()
+    fn totals(&self) -> Vec<ModuleUnits> {
+        [5u64, 9, 20, 31].map(ModuleUnits::from).to_vec()
     }
 }
 
@@ -303,7 +304,7 @@ async fn every_check_fails_for_its_fault() -> Result<(), Box<dyn std::error::Err
 
 #[tokio::test]
 async fn a_subject_with_too_few_or_unordered_totals_is_refused() {
-    struct Totals(Vec<u32>);
+    struct Totals(Vec<u64>);
     #[async_trait]
     impl Subject for Totals {
         async fn pair(
@@ -313,8 +314,8 @@ async fn a_subject_with_too_few_or_unordered_totals_is_refused() {
         ) -> Result<SubjectPair, Box<dyn std::error::Error + Send + Sync>> {
             TestSubject(None).pair(mode, clock).await
         }
-        fn totals(&self) -> Vec<BigUint> {
-            self.0.iter().copied().map(BigUint::from).collect()
+        fn totals(&self) -> Vec<ModuleUnits> {
+            self.0.iter().copied().map(ModuleUnits::from).collect()
         }
     }
     for bad in [vec![1, 2, 3], vec![1, 2, 2, 3], vec![0, 1, 2, 3]] {
