@@ -259,7 +259,10 @@ fn fd_budget(node: &NodeConfig) -> anyhow::Result<FdBudget> {
             .settlement_engine
             .as_ref()
             .map_or(0, ilp_bridge::settlement::http::connections_needed)
-            + modern_http,
+            + modern_http
+            // Each settling pair serves the connector an RFC 38 API (engine limits) and credits it.
+            + node.modern.values().filter(|m| m.settlement.is_some()).count()
+                * (ilp_bridge::settlement::http::ENGINE_MAX_CONNECTIONS + 1),
     };
     let (limit, error) = raise_nofile_limit(FdBudget::wanted_soft_limit(demand));
     if let Some(error) = error {

@@ -103,6 +103,18 @@ pub trait ChannelModule: Send + Sync {
         None
     }
 
+    /// Everything the peer has paid us through this module so far, cumulative, in the module's units: the value
+    /// of the best incoming claim a claim-based payee keeps, or what a payment-based payee has received. Read from
+    /// the module's durable state, so a host that reports payments onwards (bridge mode: to the modern
+    /// connector) can derive what is left to report after a crash instead of trusting events it may have missed.
+    /// `Ok(None)` (the default): the module cannot tell.
+    async fn incoming_total(
+        &self,
+        _ctx: &ChannelContext,
+    ) -> Result<Option<ModuleUnits>, ModuleError> {
+        Ok(None)
+    }
+
     /// Token to authenticate with, if the module derives one (legacy `getAuthToken`).
     fn auth_token(&self) -> Option<String> {
         None

@@ -5,7 +5,9 @@
 //!   [`recover`] (after a restart);
 //! * [`translate`]: how a packet crosses (ILP v1 ⇄ ILPv4), the contract in one table; [`scale`]: amounts
 //!   between the two sides' scales; [`codes`]: ILP error code names of both generations;
-//! * [`modern`]: the links to the modern connector (BTP/2.0 either way, ILP-over-HTTP).
+//! * [`modern`]: the links to the modern connector (BTP/2.0 either way, ILP-over-HTTP);
+//! * [`settlement`]: the pair's module settling with P and standing in for P's settlement engine towards M
+//!   (RFC 38), with the reconciliation ledger; [`run`]: wiring it all from the configuration.
 
 pub mod codes;
 pub mod modern;
@@ -15,6 +17,7 @@ pub mod quote;
 pub mod recover;
 pub mod run;
 pub mod scale;
+pub mod settlement;
 mod to_legacy;
 mod to_modern;
 pub mod translate;

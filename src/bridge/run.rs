@@ -13,7 +13,7 @@ use btp::transport::{
     BtpSession, BtpUrl, ClientOptions, ConnectionState, PeerKey, RequestHandler, ServerConfig,
     SessionFactory,
 };
-use channel_modules::clock::Clock;
+use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::store::{Limit, TransferLog};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +23,8 @@ use super::modern::http::{self, HttpLink};
 use super::modern::IlpHandler;
 use super::pair::{BridgedPair, PairSettings, Relation};
 use super::scale::Scales;
+use super::settlement::record::SettlementStore;
+use super::settlement::PairSettlement;
 use crate::config::bridge::{ModernConfig, ModernRelation, ModernTransport};
 use crate::config::legacy::PeerConfig;
 use crate::peer::PeerNode;
@@ -79,6 +81,13 @@ pub enum ModernStores {
 }
 
 impl ModernStores {
+    fn settlement(&self) -> SettlementStore {
+        match self {
+            ModernStores::Rocks(db) => SettlementStore::Rocks(Arc::clone(db)),
+            ModernStores::Memory => SettlementStore::memory(),
+        }
+    }
+
     fn log(&self, name: &str) -> Result<Arc<dyn TransferLog>, channel_modules::store::StoreError> {
         match self {
             ModernStores::Rocks(db) => RocksStores::new(
@@ -113,6 +122,8 @@ pub struct BridgeNode {
     handlers: Vec<Arc<dyn IlpHandler>>,
     sessions: BTreeMap<String, BtpSession>,
     listen_addrs: BTreeMap<String, SocketAddr>,
+    settlements: BTreeMap<String, PairSettlement>,
+    settlement_addrs: BTreeMap<String, SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop: watch::Receiver<bool>,
 }
@@ -157,9 +168,12 @@ impl BridgeNode {
             handlers: Vec::new(),
             sessions: BTreeMap::new(),
             listen_addrs: BTreeMap::new(),
+            settlements: BTreeMap::new(),
+            settlement_addrs: BTreeMap::new(),
             tasks: Vec::new(),
             stop: stop.clone(),
         };
+        let settlement_store = stores.settlement();
         for (name, cfg) in modern {
             let trustline = node
                 .trustline(name)
@@ -281,6 +295,38 @@ impl BridgeNode {
                         })));
                 }
             }
+            if let Some(settle) = &cfg.settlement {
+                let settlement = PairSettlement::open(
+                    name,
+                    pair.trustline().clone(),
+                    cfg.legacy_scale,
+                    settlement_store.clone(),
+                    &settle.connector_url,
+                    clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
+                )
+                .map_err(|e| BridgeError::Config {
+                    peer: name.clone(),
+                    reason: format!("settlement: {e}"),
+                })?;
+                let listener = bind(name, settle.listen).await?;
+                let addr = local(&listener, settle.listen);
+                let router = crate::bridge::settlement::api::router(settlement.clone());
+                let mut rx = stop.clone();
+                tracing::info!(peer = %name, %addr, connector = %settle.connector_url, "settlement-engine API for the modern connector started");
+                bridge
+                    .tasks
+                    .push(tokio::spawn(crate::settlement::http::serve(
+                        listener,
+                        router,
+                        crate::settlement::http::HttpLimits::ENGINE,
+                        "bridge-settlement",
+                        async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        },
+                    )));
+                bridge.settlement_addrs.insert(name.clone(), addr);
+                bridge.settlements.insert(name.clone(), settlement);
+            }
             bridge.handlers.push(handler);
             bridge.pairs.insert(name.clone(), pair);
         }
@@ -292,6 +338,9 @@ impl BridgeNode {
         for (name, pair) in &self.pairs {
             if let Err(error) = pair.recover().await {
                 tracing::error!(pair = %name, %error, "recovering the bridged transfers failed");
+            }
+            if let Some(settlement) = self.settlements.get(name) {
+                self.tasks.push(settlement.start(self.stop.clone()));
             }
             let session = self.sessions.get(name).cloned();
             let pair = pair.clone();
@@ -309,6 +358,16 @@ impl BridgeNode {
     /// Every pair by name.
     pub fn pairs(&self) -> &BTreeMap<String, BridgedPair> {
         &self.pairs
+    }
+
+    /// The settlement of pair `name`, if it settles through the node.
+    pub fn settlement(&self, name: &str) -> Option<&PairSettlement> {
+        self.settlements.get(name)
+    }
+
+    /// Where the settlement-engine API of pair `name` listens, if it settles through the node.
+    pub fn settlement_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.settlement_addrs.get(name).copied()
     }
 
     /// Where the modern side of pair `name` listens, if it does.

@@ -132,6 +132,19 @@ pub struct ModernConfig {
     pub min_window: Duration,
     /// Listening off loopback without an incoming token (only behind something that authenticates).
     pub allow_unauthenticated: bool,
+    /// Settlement through the node: `None` when the pair settles out of band only.
+    pub settlement: Option<ModernSettlement>,
+}
+
+/// Where the pair's settlement meets the modern connector (docs/bridge.md §7).
+#[derive(Debug, Clone)]
+pub struct ModernSettlement {
+    /// Where the node serves the RFC 38 settlement-engine API for this pair (the connector account's
+    /// `settlement_engine_url` is `http://<listen>`).
+    pub listen: SocketAddr,
+    /// The connector's settlement API, where what P paid is credited (interledger-rs:
+    /// `http://127.0.0.1:7771`).
+    pub connector_url: String,
 }
 
 /// `[peer.modern]` as written.
@@ -154,6 +167,8 @@ pub(crate) struct RawModern {
     min_window_ms: Option<u64>,
     #[serde(default)]
     allow_unauthenticated: bool,
+    settlement_listen: Option<SocketAddr>,
+    settlement_connector_url: Option<String>,
 }
 
 fn secret(field: &str, value: Option<&String>) -> Result<Option<Secret>, ConfigError> {
@@ -286,6 +301,50 @@ impl RawModern {
                 ))
             }
         };
+        let settlement = match (
+            self.settlement_listen,
+            self.settlement_connector_url.clone(),
+        ) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::field(
+                    f("settlement_connector_url"),
+                    "required when settlement_listen is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::field(
+                    f("settlement_listen"),
+                    "required when settlement_connector_url is set",
+                ))
+            }
+            (Some(listen), Some(url)) => {
+                let parsed = url::Url::parse(&url).map_err(|e| {
+                    ConfigError::value(f("settlement_connector_url"), ParseError::Url(e))
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(ConfigError::field(
+                        f("settlement_connector_url"),
+                        "must be an http or https URL",
+                    ));
+                }
+                // The RFC 38 API moves money and interledger-rs calls it without credentials.
+                if !listen.ip().is_loopback() && !self.allow_unauthenticated {
+                    return Err(ConfigError::field(
+                        f("settlement_listen"),
+                        format!(
+                            "{listen} is not a loopback address: the settlement-engine API has no \
+                             authentication (interledger-rs sends none); keep it on loopback, or set \
+                             allow_unauthenticated = true if something in front authenticates the connector"
+                        ),
+                    ));
+                }
+                Some(ModernSettlement {
+                    listen,
+                    connector_url: url,
+                })
+            }
+        };
         let relation = self.relation.unwrap_or(ModernRelation::Child);
         if self.ilp_address.is_none() && peer.prefix.is_none() && relation != ModernRelation::Parent
         {
@@ -318,6 +377,7 @@ impl RawModern {
                 DEFAULT_BRIDGE_MIN_WINDOW,
             )?,
             allow_unauthenticated: self.allow_unauthenticated,
+            settlement,
         })
     }
 }

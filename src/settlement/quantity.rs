@@ -188,6 +188,16 @@ pub struct Quantity {
     pub scale: u8,
 }
 
+impl Default for Quantity {
+    /// Zero at scale 0.
+    fn default() -> Self {
+        Quantity {
+            amount: "0".to_owned(),
+            scale: 0,
+        }
+    }
+}
+
 /// Why a Quantity was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

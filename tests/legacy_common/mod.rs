@@ -267,6 +267,19 @@ impl JsPeer {
         }
     }
 
+    /// Takes every event named `name` received so far and not consumed, oldest first (others stay).
+    pub async fn take_all(&self, name: &str) -> Vec<Value> {
+        let mut events = self.events.lock().await;
+        let mut seen = self.seen.lock().await;
+        while let Ok(v) = events.try_recv() {
+            seen.push_back(v);
+        }
+        let (taken, kept): (VecDeque<Value>, VecDeque<Value>) =
+            seen.drain(..).partition(|e| e["event"] == json!(name));
+        *seen = kept;
+        taken.into_iter().collect()
+    }
+
     /// Waits for the next event named `name` (events seen earlier and not consumed count too).
     pub async fn event(&self, name: &str) -> R<Value> {
         {

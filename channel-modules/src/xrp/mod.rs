@@ -171,6 +171,19 @@ impl ChannelModule for XrpPaychan {
         XRP_PAYCHAN_MODULE_NAME
     }
 
+    /// The value of the best incoming claim kept.
+    async fn incoming_total(
+        &self,
+        ctx: &ChannelContext,
+    ) -> Result<Option<ModuleUnits>, ModuleError> {
+        Ok(Some(ModuleUnits(
+            ctx.max_value_tracker(MVT_INCOMING_CLAIM)?
+                .get_max()
+                .await?
+                .value,
+        )))
+    }
+
     fn asset_scale(&self) -> u8 {
         XRP_ASSET_SCALE
     }

@@ -22,6 +22,7 @@ use channel_modules::store::{
     Direction, Limit, PrepareOutcome, Transfer, TransferId, TransferLogError, TransferRecord,
     TransferState,
 };
+use channel_modules::sync::lock;
 use serde_json::Value;
 
 use super::fulfill::fulfillment_matches;
@@ -243,13 +244,17 @@ impl Trustline {
         if let Some(m) = &self.inner.module {
             // Durable sums only: a claim leaves the node, and must not cover a concurrent fulfill that a crash
             // could still undo here.
-            let total = match self.inner.log.durable_sums().await {
+            let of = match self.inner.log.durable_sums().await {
                 Ok(sums) => ModuleUnits::from_peer_ledger(sums.outgoing_fulfilled),
                 Err(e) => return Err(log_err_to_wire(e)),
             };
+            let total = of.max(lock(&self.inner.claim_floor).clone());
             match m.create_outgoing_claim(&self.inner.ctx, &total).await {
-                Ok(Some(claim)) => pd.push(claim_entry(&claim)),
-                Ok(None) => {}
+                Ok(Some(claim)) => {
+                    pd.push(claim_entry(&claim));
+                    self.note_settled(&total);
+                }
+                Ok(None) => self.note_settled(&total),
                 Err(e) => {
                     tracing::warn!(peer = %self.inner.name, error = %e, "error creating outgoing claim")
                 }

@@ -27,11 +27,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use btp::packet::{Packet, ProtocolData};
 use btp::transport::{Reply, RpcError, DEFAULT_REQUEST_TIMEOUT};
 use btp::Timestamp;
-use channel_modules::amount::LedgerBalance;
+use channel_modules::amount::{LedgerBalance, ModuleUnits};
 use channel_modules::clock::{Clock, SystemClock};
 use channel_modules::store::{TransferId, TransferLog, TransferLogError, TransferRecord};
 use channel_modules::sync::lock;
-use channel_modules::{ChannelContext, ChannelModule};
+use channel_modules::{ChannelContext, ChannelModule, Claim, ModuleError};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -111,6 +111,11 @@ struct TrustlineInner {
     connect_lock: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     request_timeout: Duration,
+    /// The least total the module is asked to settle on each received Fulfill (see
+    /// [`Trustline::raise_claim_floor`]); zero unless the host raises it.
+    claim_floor: Mutex<ModuleUnits>,
+    /// The highest total the module settled since the process started (see [`Trustline::settled_total`]).
+    settled: Mutex<ModuleUnits>,
 }
 
 impl Drop for TrustlineInner {
@@ -231,6 +236,8 @@ impl Trustline {
                 connect_lock: tokio::sync::Mutex::new(()),
                 clock: options.clock,
                 request_timeout: options.request_timeout,
+                claim_floor: Mutex::new(ModuleUnits::default()),
+                settled: Mutex::new(ModuleUnits::default()),
             }
         });
         Ok(Trustline { inner })
@@ -264,6 +271,60 @@ impl Trustline {
     /// The channel-module context of this trustline (its stores by key, RPC to the peer's module).
     pub fn module_context(&self) -> &ChannelContext {
         &self.inner.ctx
+    }
+
+    /// The channel module, if the trustline has one.
+    pub fn module(&self) -> Option<&Arc<dyn ChannelModule>> {
+        self.inner.module.as_ref()
+    }
+
+    /// Raises the least total the module settles: on every received Fulfill the module is asked for
+    /// `max(total OF, floor)` instead of total OF, so a claim-based module's claim for the floor rides on the next
+    /// Fulfill's Response (the only place the legacy wire carries one). The host that raises it (bridge mode:
+    /// the modern connector's settle requests) keeps it durably and raises it again after a restart; a lower
+    /// value is ignored.
+    pub fn raise_claim_floor(&self, floor: ModuleUnits) {
+        let mut f = lock(&self.inner.claim_floor);
+        if floor > *f {
+            *f = floor;
+        }
+    }
+
+    /// The highest total the module settled with the peer since the process started: a claim for it went out on
+    /// a Fulfill's Response, or the module answered it with no claim (a payment-based module paid it). Zero
+    /// after a restart until the next settlement; the transfer log's outgoing fulfilled total is what the
+    /// legacy flow settled in any case.
+    pub fn settled_total(&self) -> ModuleUnits {
+        lock(&self.inner.settled).clone()
+    }
+
+    /// Asks the module to settle `total` now, outside a Fulfill (with the module's usual idempotency: a total
+    /// already covered has no new side effect). A payment-based module pays at once ([`Ok(None)`] counts as
+    /// settled); a claim-based module's claim is returned and not sent: the legacy wire carries claims only on
+    /// a Fulfill's Response, where the next one goes out with the [claim floor](Trustline::raise_claim_floor).
+    /// `Ok(None)` also when there is no module.
+    pub async fn settle_now(&self, total: &ModuleUnits) -> Result<Option<Claim>, ModuleError> {
+        let Some(module) = &self.inner.module else {
+            return Ok(None);
+        };
+        let claim = module.create_outgoing_claim(&self.inner.ctx, total).await?;
+        if claim.is_none() {
+            self.note_settled(total);
+        }
+        Ok(claim)
+    }
+
+    /// Notes that the module settled `total` (see [`Trustline::settled_total`]).
+    pub(crate) fn note_settled(&self, total: &ModuleUnits) {
+        let mut s = lock(&self.inner.settled);
+        if *total > *s {
+            *s = total.clone();
+        }
+    }
+
+    /// The current claim floor (see [`Trustline::raise_claim_floor`]).
+    pub fn claim_floor(&self) -> ModuleUnits {
+        lock(&self.inner.claim_floor).clone()
     }
 
     /// The main transfer log.

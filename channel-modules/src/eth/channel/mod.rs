@@ -266,6 +266,19 @@ impl ChannelModule for EthChannelModule {
         ETH_CHANNEL_MODULE_NAME
     }
 
+    /// The value of the best incoming claim kept.
+    async fn incoming_total(
+        &self,
+        ctx: &ChannelContext,
+    ) -> Result<Option<ModuleUnits>, ModuleError> {
+        Ok(Some(ModuleUnits(
+            ctx.max_value_tracker(INCOMING_CLAIM_KEY)?
+                .get_max()
+                .await?
+                .value,
+        )))
+    }
+
     fn asset_scale(&self) -> u8 {
         super::payment::WEI_SCALE
     }
