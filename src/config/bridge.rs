@@ -462,4 +462,35 @@ mod tests {
         )
         .is_ok());
     }
+
+    #[test]
+    fn settlement_keys_come_together_and_stay_on_loopback() {
+        let err = |extra: &str| {
+            parse(&format!(
+                "link = \"btp-client\"\nurl = \"btp+ws://:t@127.0.0.1:7770/x\"\n{extra}"
+            ))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        assert!(err(r#"settlement_listen = "127.0.0.1:3100""#)
+            .contains("peer[0].modern.settlement_connector_url"));
+        assert!(err(r#"settlement_connector_url = "http://127.0.0.1:7771""#)
+            .contains("peer[0].modern.settlement_listen"));
+        assert!(err(
+            "settlement_listen = \"127.0.0.1:3100\"\nsettlement_connector_url = \"redis://x\""
+        )
+        .contains("http or https"));
+        let off = err(
+            "settlement_listen = \"0.0.0.0:3100\"\nsettlement_connector_url = \"http://127.0.0.1:7771\"",
+        );
+        assert!(
+            off.contains("peer[0].modern.settlement_listen") && off.contains("loopback"),
+            "{off}"
+        );
+        assert_eq!(
+            err("settlement_listen = \"127.0.0.1:3100\"\nsettlement_connector_url = \"http://127.0.0.1:7771\""),
+            ""
+        );
+    }
 }

@@ -200,6 +200,22 @@ module = "trustline"
 # The trustline module credits a peer's IOUs only up to trustLimit (module units, here scale 9: 1000 units);
 # without it no IOU is credited.
 # module_options = { scale = 9, trustLimit = "1000000000000" }
+
+# Bridge mode: a legacy peer P and a modern connector M (interledger-rs) paying each other through this node.
+# The [[peer]] is P's legacy side, [peer.modern] the account M keeps for P (README "Bridge mode", docs/bridge.md).
+# BRIDGE-EXAMPLE-BEGIN
+# [[peer]]
+# name = "kit"
+# options = { listener = { port = 4196 }, incomingSecret = "kit-secret", maxBalance = "1000000000000", prefix = "g.kit.", store = true, info = { currencyCode = "USD", currencyScale = 9 } }
+# [peer.modern]
+# link = "btp-client"                      # btp-client (dial M) | btp-server (M dials) | http (ILP-over-HTTP)
+# url = "btp+ws://:btp-token@127.0.0.1:7770/accounts/kit/ilp/btp"   # M's BTP endpoint, the account's incoming token
+# relation = "peer"                        # what M is to this node: child | parent | peer
+# asset_scale = 6                          # M's account scale (default: info.currencyScale); asset_code likewise
+# expiry_margin_ms = 1000                  # taken off each Prepare's expiry as it crosses
+# settlement_listen = "127.0.0.1:3100"     # RFC 38 API for M: settlement_engine_url = "http://127.0.0.1:3100"
+# settlement_connector_url = "http://127.0.0.1:7771"   # M's settlement API, where P's payments are credited
+# BRIDGE-EXAMPLE-END
 "#;
 
 impl NodeConfig {
@@ -393,5 +409,24 @@ mod tests {
             NodeConfig::parse("[routing]\nexpiry_margin_ms = 1\nmin_forward_window_ms = 1\n")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_example_s_bridge_block_configures_a_bridged_peer(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let block: String = EXAMPLE_CONFIG
+            .lines()
+            .skip_while(|l| !l.contains("BRIDGE-EXAMPLE-BEGIN"))
+            .skip(1)
+            .take_while(|l| !l.contains("BRIDGE-EXAMPLE-END"))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = NodeConfig::parse(&block)?;
+        let modern = c.modern.get("kit").ok_or("no bridged peer")?;
+        assert_eq!(modern.asset_scale, 6);
+        assert_eq!(modern.legacy_scale, 9);
+        let settlement = modern.settlement.as_ref().ok_or("no settlement")?;
+        assert_eq!(settlement.listen.port(), 3100);
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The on-disk schema version of the node's database: one number, stored under [`SCHEMA_VERSION_KEY`], that
 //! covers every record in the RocksDB folder: the transfer logs and max-value trackers of this module (`tl/…`,
 //! `mvt/…`, see [`codec`](super::codec)), the settlement engine's records (`se/…`), the ledger identity
-//! records (`se/pin/…`) and the channel modules' own logs and trackers, which live inside those namespaces.
+//! records (`se/pin/…`), bridge mode's settlement records (`bs/…`, `crate::bridge::settlement::record`) and the
+//! channel modules' own logs and trackers, which live inside those namespaces.
 //!
 //! [`Db::open`](super::Db::open) checks it before anything else reads the database ([`check`]):
 //!
@@ -21,7 +22,7 @@
 //!
 //! | version | what it holds |
 //! |--|--|
-//! | 1 | `meta/format`; transfer logs `tl/…` (sums, limit overrides, finished and prepared [`TransferRecord`]s with their own record version byte 1, noted fulfillments, legacy import markers) and trackers `mvt/…` ([`codec`](super::codec)); the settlement engine's accounts, totals, queues, history, credits, idempotency keys and module trackers `se/a|o|i|m|k|q|h|s|c|r/…`; ledger identity records `se/pin/<identity>` |
+//! | 1 | `meta/format`; transfer logs `tl/…` (sums, limit overrides, finished and prepared [`TransferRecord`]s with their own record version byte 1, noted fulfillments, legacy import markers) and trackers `mvt/…` ([`codec`](super::codec)); the settlement engine's accounts, totals, queues, history, credits, idempotency keys and module trackers `se/a|o|i|m|k|q|h|s|c|r/…`; ledger identity records `se/pin/<identity>`; bridge mode's modern-side transfer logs (`tl/…` under `bridge/<pair>`) and settlement records `bs/<pair>/state`, `bs/<pair>/k/<idempotency key>` (JSON) |
 //!
 //! Version 1 is the only version so far, and it was not raised while some record forms changed: every build
 //! to date recorded 1. So a version-1 database may hold records in forms today's build no longer writes, and

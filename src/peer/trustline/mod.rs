@@ -299,7 +299,7 @@ impl Trustline {
     }
 
     /// Asks the module to settle `total` now, outside a Fulfill (with the module's usual idempotency: a total
-    /// already covered has no new side effect). A payment-based module pays at once ([`Ok(None)`] counts as
+    /// already covered has no new side effect). A payment-based module pays at once (`Ok(None)` counts as
     /// settled); a claim-based module's claim is returned and not sent: the legacy wire carries claims only on
     /// a Fulfill's Response, where the next one goes out with the [claim floor](Trustline::raise_claim_floor).
     /// `Ok(None)` also when there is no module.
