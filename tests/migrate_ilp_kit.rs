@@ -514,6 +514,15 @@ async fn ilp_kit_deployment_moves_to_ilp_bridge_and_its_peers_keep_paying() -> T
     assert_eq!(seen_by(&mut peer_b).await?, (json!("-11"), json!("-2500")));
     drop((peer_a, peer_b));
     legacy_common::kill_by_pid(&mut node.0);
+    let _ = node.0.wait().await;
+
+    // Run again after the node has run: still nothing written, the moved balances are not a difference.
+    let written = dump(&data)?;
+    let out = migrate(&env, &data, &config, &[]).await?;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_has(&out, "main log: balance before 7 (IF 10, OF 3), after 11 (IF 20, OF 9)  (changed since the earlier import: the node has run)");
+    assert_has(&out, "already migrated, nothing changed");
+    assert_eq!(dump(&data)?, written);
 
     // A row the importer cannot import whole: that ledger is listed with the reason, nothing is written.
     sql.batch_execute(&format!(

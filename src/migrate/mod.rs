@@ -498,6 +498,7 @@ fn describe(ready: &Ready) -> LedgerMigration {
             ),
             overrides: (l.maximum.is_some(), l.minimum.is_some()),
             after: None,
+            moved_since_import: false,
         })
         .collect();
     migration.trackers = plan.trackers().to_vec();
@@ -539,11 +540,13 @@ fn read_back(db: &Arc<Db>, ledgers: &mut [LedgerReport]) -> Result<(), StoreErro
         for log in &mut m.logs {
             let rocks = stores.rocks_log(&log.key)?;
             use channel_modules::store::TransferLog as _;
-            log.after = Some(LogState {
+            let state = LogState {
                 sums: rocks.sums(),
                 maximum: rocks.maximum(),
                 minimum: rocks.minimum(),
-            });
+            };
+            log.moved_since_import = m.already_imported && !log.equals(&state);
+            log.after = Some(state);
         }
     }
     Ok(())

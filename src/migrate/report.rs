@@ -131,6 +131,9 @@ pub struct LogSummary {
     pub overrides: (bool, bool),
     /// What ilp-bridge's store holds after the run (`None` for a dry run: nothing was written to read back).
     pub after: Option<LogState>,
+    /// Imported by an earlier run (its import marker matches these rows) and changed since: the node has run.
+    /// Not a difference: the earlier run's report checked the import.
+    pub moved_since_import: bool,
 }
 
 /// A log as ilp-bridge's store holds it.
@@ -147,13 +150,13 @@ pub struct LogState {
 impl LogSummary {
     /// Whether ilp-bridge's log holds the legacy balance and limits. A dry run compares the planned state.
     pub fn balances(&self) -> bool {
-        match &self.after {
-            None => true,
-            Some(after) => {
-                after.sums.balance() == self.before.balance()
-                    && (after.maximum, after.minimum) == self.limits_before
-            }
-        }
+        self.moved_since_import || self.after.as_ref().is_none_or(|after| self.equals(after))
+    }
+
+    /// Whether `after` holds the legacy balance and limits.
+    pub fn equals(&self, after: &LogState) -> bool {
+        after.sums.balance() == self.before.balance()
+            && (after.maximum, after.minimum) == self.limits_before
     }
 }
 
@@ -313,7 +316,13 @@ fn write_migration(
             f,
             "  {name}: balance before {}, after {after}{}",
             sums(&log.before),
-            if log.balances() { "" } else { "  DIFFERS" }
+            if log.moved_since_import {
+                "  (changed since the earlier import: the node has run)"
+            } else if log.balances() {
+                ""
+            } else {
+                "  DIFFERS"
+            }
         )?;
         writeln!(
             f,
@@ -336,7 +345,7 @@ fn write_migration(
             source(log.overrides.1, minimum(m.configured_minimum)),
         )?;
         if let Some(a) = &log.after {
-            if (a.maximum, a.minimum) != log.limits_before {
+            if (a.maximum, a.minimum) != log.limits_before && !log.moved_since_import {
                 writeln!(
                     f,
                     "    limits in ilp-bridge: maximum {}, minimum {}  DIFFERS",
@@ -362,4 +371,58 @@ fn write_migration(
         (false, _) => "not imported",
     };
     writeln!(f, "  store: {state}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use channel_modules::amount::{LedgerBalance, LedgerSum};
+
+    fn sums(incoming: u128, outgoing: u128) -> Sums {
+        Sums {
+            incoming_fulfilled: LedgerSum(incoming),
+            incoming_fulfilled_and_prepared: LedgerSum(incoming),
+            outgoing_fulfilled: LedgerSum(outgoing),
+            outgoing_fulfilled_and_prepared: LedgerSum(outgoing),
+        }
+    }
+
+    fn log(after: Option<LogState>, moved: bool) -> LogSummary {
+        LogSummary {
+            key: String::new(),
+            before: sums(10, 3),
+            transfers: 2,
+            stale_cancelled: 0,
+            limits_before: (Limit::Finite(LedgerBalance(1000)), Limit::Unbounded),
+            overrides: (false, false),
+            after,
+            moved_since_import: moved,
+        }
+    }
+
+    #[test]
+    fn a_different_balance_or_limit_does_not_balance() {
+        let same = LogState {
+            sums: sums(12, 5),
+            maximum: Limit::Finite(LedgerBalance(1000)),
+            minimum: Limit::Unbounded,
+        };
+        assert!(
+            log(Some(same.clone()), false).balances(),
+            "same balance, other sums"
+        );
+        let other_balance = LogState {
+            sums: sums(10, 4),
+            ..same.clone()
+        };
+        assert!(!log(Some(other_balance.clone()), false).balances());
+        let other_limit = LogState {
+            maximum: Limit::Finite(LedgerBalance(999)),
+            ..same
+        };
+        assert!(!log(Some(other_limit), false).balances());
+        // Moved after an earlier, checked import: not a difference.
+        assert!(log(Some(other_balance), true).balances());
+        assert!(log(None, false).balances());
+    }
 }
