@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod config;
 pub mod fd_budget;
 pub mod identity;
+pub mod migrate;
 pub mod peer;
 pub mod settlement;
 pub mod store;

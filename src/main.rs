@@ -13,6 +13,7 @@ use ilp_bridge::bridge::run::run_peers;
 use ilp_bridge::config::ilp_kit;
 use ilp_bridge::config::node::{LogConfig, LogFormat, NodeConfig, EXAMPLE_CONFIG};
 use ilp_bridge::fd_budget::{raise_nofile_limit, FdBudget, FdDemand};
+use ilp_bridge::migrate;
 use ilp_bridge::peer::run::NodeOptions;
 use ilp_bridge::store::{legacy_import, Db, RocksStores};
 
@@ -52,6 +53,28 @@ enum Command {
         /// Data folder to import into.
         #[arg(long, value_name = "DIR", default_value = ilp_bridge::config::node::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+    },
+    /// Take an ILP Kit deployment over: its env.list and the plugin store tables in its PostgreSQL become a
+    /// node configuration and this node's records. Nothing is written unless every ledger can be migrated.
+    MigrateIlpKit {
+        /// ILP Kit's env.list (CONNECTOR_LEDGERS, DB_URI).
+        #[arg(long, value_name = "FILE")]
+        env_file: PathBuf,
+        /// PostgreSQL URL of ILP Kit's database [default: DB_URI, else API_DB_URI, from the env.list].
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Data folder to import into.
+        #[arg(long, value_name = "DIR", default_value = ilp_bridge::config::node::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Node configuration to write (holds the peers' secrets; written readable by its owner only).
+        #[arg(long, value_name = "FILE", default_value = "ilp-bridge.toml")]
+        config_out: PathBuf,
+        /// Read, check and report; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import into a data folder that already holds records, and replace a config file with other content.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -105,6 +128,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&LogConfig::default())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(import(&peer, &rows, &data_dir))
+        }
+        Command::MigrateIlpKit {
+            env_file,
+            database_url,
+            data_dir,
+            config_out,
+            dry_run,
+            force,
+        } => {
+            // Warnings only: the report is the output.
+            init_tracing(&LogConfig {
+                filter: "warn".to_owned(),
+                ..LogConfig::default()
+            })?;
+            let options = migrate::MigrateOptions {
+                env_file,
+                database_url,
+                data_dir,
+                config_out,
+                dry_run,
+                force,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let progress = migrate::progress::TerminalProgress::for_stderr();
+            let report = runtime.block_on(migrate::migrate(&options, progress.as_ref()))?;
+            print!("{report}");
+            if !report.success() {
+                anyhow::bail!("migration refused or unbalanced; see the report above");
+            }
+            Ok(())
         }
     }
 }

@@ -50,6 +50,66 @@ pub fn parse_env_list(text: &str) -> Result<HashMap<String, String>, ConfigError
     Ok(vars)
 }
 
+/// A lookup in the real process environment (injected by tests).
+type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The variables of an `env.list`, looked up as ILP Kit does: the real process environment first, then the file.
+pub struct EnvList {
+    file: HashMap<String, String>,
+    env: EnvLookup,
+}
+
+impl std::fmt::Debug for EnvList {
+    // Values are not shown: they hold passwords (database URLs, secrets).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.file.keys().collect();
+        names.sort();
+        f.debug_struct("EnvList")
+            .field("file_names", &names)
+            .finish()
+    }
+}
+
+impl EnvList {
+    /// Reads `env.list` at `path`; `env` looks up the process environment (injected by tests).
+    pub fn read_with(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Result<EnvList, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(EnvList {
+            file: parse_env_list(&text)?,
+            env: Box::new(env),
+        })
+    }
+
+    /// Reads `env.list` at `path`, with the real process environment.
+    pub fn read(path: &Path) -> Result<EnvList, ConfigError> {
+        Self::read_with(path, |k| std::env::var(k).ok())
+    }
+
+    /// The value of `name`: the environment's when set there, else the file's. An empty value counts as unset.
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+            .or_else(|| self.file.get(name).cloned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The `CONNECTOR_LEDGERS` entries, all of them (those of other plugins too).
+    pub fn ledgers(&self) -> Result<Vec<LedgerEntry>, ConfigError> {
+        let ledgers = self.get(CONNECTOR_LEDGERS).ok_or_else(|| {
+            ConfigError::field(
+                CONNECTOR_LEDGERS,
+                "not set in env.list nor in the environment",
+            )
+        })?;
+        ledger_entries(&ledgers)
+    }
+}
+
 /// Reads `env.list` at `path` (process environment variables win) and returns a [`PeerConfig`] for every
 /// legacy-plugin ledger.
 pub fn load_env(path: &Path) -> Result<Vec<PeerConfig>, ConfigError> {
@@ -59,26 +119,55 @@ pub fn load_env(path: &Path) -> Result<Vec<PeerConfig>, ConfigError> {
 /// [`load_env`] with an injected environment lookup (tests).
 pub fn load_env_with(
     path: &Path,
-    env: impl Fn(&str) -> Option<String>,
+    env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
 ) -> Result<Vec<PeerConfig>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let file_vars = parse_env_list(&text)?;
-    let ledgers = env(CONNECTOR_LEDGERS)
-        .or_else(|| file_vars.get(CONNECTOR_LEDGERS).cloned())
-        .ok_or_else(|| {
-            ConfigError::field(
-                CONNECTOR_LEDGERS,
-                "not set in env.list nor in the environment",
-            )
-        })?;
-    peers_from_connector_ledgers(&ledgers)
+    peers_of(EnvList::read_with(path, env)?.ledgers()?)
 }
 
-/// Builds the peers of a `CONNECTOR_LEDGERS` JSON text.
-pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, ConfigError> {
+/// One `CONNECTOR_LEDGERS` entry.
+#[derive(Clone)]
+pub struct LedgerEntry {
+    /// The ledger prefix (the entry's key).
+    pub prefix: String,
+    /// The entry's `currency`, if a string.
+    pub currency: Option<String>,
+    /// The npm name of the plugin.
+    pub plugin: String,
+    /// The entry's `store` (default `false`): whether the plugin kept a persistent store.
+    pub store: bool,
+    /// For a [`LEGACY_PLUGIN_NAME`] entry: the options as the connector hands them to the plugin (`prefix`
+    /// overwritten with the key, `store` set to the entry's `store`). For other plugins: `options` as written.
+    pub options: Value,
+}
+
+impl std::fmt::Debug for LedgerEntry {
+    // The options hold secrets: shown by option names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerEntry")
+            .field("prefix", &self.prefix)
+            .field("currency", &self.currency)
+            .field("plugin", &self.plugin)
+            .field("store", &self.store)
+            .field("options", &super::redact::OptionNames(&self.options))
+            .finish()
+    }
+}
+
+impl LedgerEntry {
+    /// Whether ilp-bridge takes this ledger over (its plugin is [`LEGACY_PLUGIN_NAME`]).
+    pub fn is_legacy(&self) -> bool {
+        self.plugin == LEGACY_PLUGIN_NAME
+    }
+
+    /// The peer this entry runs as; errors name the field inside `CONNECTOR_LEDGERS`.
+    pub fn peer(&self) -> Result<PeerConfig, ConfigError> {
+        PeerConfig::from_legacy_json(&self.prefix, &self.options)
+            .map_err(|err| err.within(&format!("{CONNECTOR_LEDGERS}.{}.options", self.prefix)))
+    }
+}
+
+/// Parses a `CONNECTOR_LEDGERS` JSON text into its entries, in the order written.
+pub fn ledger_entries(json: &str) -> Result<Vec<LedgerEntry>, ConfigError> {
     let v: Value = serde_json::from_str(json)
         .map_err(|e| ConfigError::value(CONNECTOR_LEDGERS, ParseError::StrictJson(e)))?;
     let Value::Object(entries) = v else {
@@ -87,14 +176,14 @@ pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, Confi
             "must be a JSON object",
         ));
     };
-    let mut peers = Vec::new();
+    let mut out = Vec::with_capacity(entries.len());
     for (prefix, entry) in &entries {
         let path = format!("{CONNECTOR_LEDGERS}.{prefix}");
         let Value::Object(e) = entry else {
             return Err(ConfigError::field(path, "must be an object"));
         };
         let plugin = match e.get("plugin") {
-            Some(Value::String(p)) => p.as_str(),
+            Some(Value::String(p)) => p.clone(),
             _ => {
                 return Err(ConfigError::field(
                     format!("{path}.plugin"),
@@ -102,8 +191,15 @@ pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, Confi
                 ))
             }
         };
+        let currency = e.get("currency").and_then(Value::as_str).map(str::to_owned);
         if plugin != LEGACY_PLUGIN_NAME {
-            tracing::info!(ledger = %prefix, plugin, "ledger skipped: not ilp-plugin-payment-channel-framework");
+            out.push(LedgerEntry {
+                prefix: prefix.clone(),
+                currency,
+                store: matches!(e.get("store"), Some(Value::Bool(true))),
+                options: e.get("options").cloned().unwrap_or(Value::Null),
+                plugin,
+            });
             continue;
         }
         let store = match e.get("store") {
@@ -133,9 +229,30 @@ pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, Confi
         if let Some(over) = e.get("overrideInfo") {
             tracing::info!(ledger = %prefix, has_override = !over.is_null(), "overrideInfo is a connector-side setting; not applied to the peer");
         }
-        let peer = PeerConfig::from_legacy_json(prefix, &Value::Object(options))
-            .map_err(|err| err.within(&format!("{path}.options")))?;
-        peers.push(peer);
+        out.push(LedgerEntry {
+            prefix: prefix.clone(),
+            currency,
+            plugin,
+            store,
+            options: Value::Object(options),
+        });
+    }
+    Ok(out)
+}
+
+/// Builds the peers of a `CONNECTOR_LEDGERS` JSON text.
+pub fn peers_from_connector_ledgers(json: &str) -> Result<Vec<PeerConfig>, ConfigError> {
+    peers_of(ledger_entries(json)?)
+}
+
+fn peers_of(entries: Vec<LedgerEntry>) -> Result<Vec<PeerConfig>, ConfigError> {
+    let mut peers = Vec::new();
+    for entry in entries {
+        if !entry.is_legacy() {
+            tracing::info!(ledger = %entry.prefix, plugin = %entry.plugin, "ledger skipped: not ilp-plugin-payment-channel-framework");
+            continue;
+        }
+        peers.push(entry.peer()?);
     }
     Ok(peers)
 }
@@ -183,7 +300,7 @@ mod tests {
 
         // A real environment variable wins over the file.
         let other = r#"{"x.":{"plugin":"ilp-plugin-payment-channel-framework","options":{"server":"btp+ws://:a@h:1"}}}"#;
-        let peers = load_env_with(&path, |k| {
+        let peers = load_env_with(&path, move |k| {
             (k == CONNECTOR_LEDGERS).then(|| other.to_owned())
         })?;
         assert_eq!(peers.len(), 1);

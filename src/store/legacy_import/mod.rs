@@ -18,9 +18,12 @@
 //!   [`ImportWarning::BalanceMismatch`], never silently (the balance rows still win);
 //! * the legacy `to`, `from` and `ledger` fields are not kept (ilp-bridge derives them from the peer).
 //!
-//! Each log is imported in one batch (records, sums, overrides and an import marker holding a digest of its
-//! rows), each tracker in one batch. Importing the same rows again changes nothing; importing different rows
-//! into a log that already has data is refused. Import before the namespace's stores are opened.
+//! An import is planned first ([`plan_legacy_rows`]: every row parsed and checked, no store touched), then
+//! staged ([`stage_legacy_plan`]: the target checked, the writes added to a batch) and written in one batch
+//! (records, sums, overrides and per log an import marker holding a digest of its rows; the trackers).
+//! Importing the same rows again changes nothing; importing different rows into a log that already has data is
+//! refused. Import before the namespace's stores are opened. `ilp-bridge migrate-ilp-kit` plans every ledger
+//! before it stages any and writes all ledgers in one batch.
 //!
 //! The values inside the rows (BigNumber integers, base64url, ISO times) are read by the parsers of
 //! `values.rs` ([`parse_legacy_integer`], [`parse_iso_ms`], …).
@@ -308,17 +311,67 @@ fn bad(key: &str, reason: impl Into<RowError>) -> ImportError {
     }
 }
 
-/// Imports legacy rows into `stores`' namespace. See the module docs for the rules.
-pub async fn import_legacy_rows(
-    stores: &RocksStores,
+/// One transfer log of a [`LegacyPlan`], parsed and checked.
+#[derive(Debug, Clone)]
+struct PlannedLog {
+    summary: LogImport,
+    records: Vec<TransferRecord>,
+    digest: [u8; 32],
+}
+
+/// The rows of one legacy store, parsed and checked, not yet written: what [`stage_legacy_plan`] writes. Made by
+/// [`plan_legacy_rows`], which touches no store, so that every store of a migration can be checked before the
+/// first one is written.
+#[derive(Debug, Clone, Default)]
+pub struct LegacyPlan {
+    logs: Vec<PlannedLog>,
+    trackers: Vec<(String, MaxValue)>,
+    warnings: Vec<ImportWarning>,
+    rows_read: usize,
+}
+
+impl LegacyPlan {
+    /// One entry per transfer log, in key order, as it will be imported (`already_imported` is false here).
+    pub fn logs(&self) -> impl Iterator<Item = &LogImport> {
+        self.logs.iter().map(|l| &l.summary)
+    }
+
+    /// The max-value trackers, by key, in key order.
+    pub fn trackers(&self) -> &[(String, MaxValue)] {
+        &self.trackers
+    }
+
+    /// Findings that do not stop the import (unknown rows are skipped, balance mismatches reported).
+    pub fn warnings(&self) -> &[ImportWarning] {
+        &self.warnings
+    }
+
+    /// Rows given.
+    pub fn rows_read(&self) -> usize {
+        self.rows_read
+    }
+
+    /// Rows skipped because no rule of the legacy layout covers them ([`ImportWarning::UnknownRow`]).
+    pub fn rows_skipped(&self) -> usize {
+        self.warnings
+            .iter()
+            .filter(|w| matches!(w, ImportWarning::UnknownRow(_)))
+            .count()
+    }
+}
+
+/// Parses legacy rows into a [`LegacyPlan`] without touching any store. A row that breaks the legacy layout
+/// fails the whole plan ([`ImportError::BadRow`]); a row no rule covers is skipped with a warning.
+pub fn plan_legacy_rows(
     rows: impl IntoIterator<Item = (String, String)>,
-) -> Result<ImportReport, ImportError> {
+) -> Result<LegacyPlan, ImportError> {
     let mut logs: BTreeMap<String, LogRows> = BTreeMap::new();
     let mut trackers: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut report = ImportReport::default();
+    let mut plan = LegacyPlan::default();
     for (row_key, value) in rows {
+        plan.rows_read += 1;
         let Some((key, rest)) = row_key.split_once(':') else {
-            report.warnings.push(ImportWarning::UnknownRow(row_key));
+            plan.warnings.push(ImportWarning::UnknownRow(row_key));
             continue;
         };
         if validate_key(key).is_err() {
@@ -329,7 +382,7 @@ pub async fn import_legacy_rows(
             continue;
         }
         let Some(tl) = rest.strip_prefix("tl:") else {
-            report.warnings.push(ImportWarning::UnknownRow(row_key));
+            plan.warnings.push(ImportWarning::UnknownRow(row_key));
             continue;
         };
         let log = logs.entry(key.to_owned()).or_default();
@@ -342,35 +395,72 @@ pub async fn import_legacy_rows(
                 Some(id) => {
                     log.transfers.insert(id.to_owned(), value);
                 }
-                None => report.warnings.push(ImportWarning::UnknownRow(row_key)),
+                None => plan.warnings.push(ImportWarning::UnknownRow(row_key)),
             },
         }
     }
     for (key, rows) in &logs {
-        let (imported, warning) = import_log(stores, key, rows).await?;
-        report.logs.push(imported);
-        report.warnings.extend(warning);
+        let (planned, warning) = plan_log(key, rows)?;
+        plan.logs.push(planned);
+        plan.warnings.extend(warning);
     }
     for (key, (row_key, value)) in trackers {
-        import_tracker(stores, &key, &row_key, &value).await?;
-        report.trackers.push(key);
+        let entry = parse_tracker(&row_key, &value)?;
+        plan.trackers.push((key, entry));
     }
-    for warning in &report.warnings {
-        tracing::warn!(?warning, namespace = stores.namespace(), "legacy import");
+    Ok(plan)
+}
+
+/// Checks `plan` against `stores`' namespace and adds its writes to `batch`; writes nothing itself. A log or
+/// tracker already holding exactly these rows adds nothing (reported as `already_imported`); one holding other
+/// data fails with [`ImportError::NotEmpty`], one open in this process with [`ImportError::InUse`].
+pub fn stage_legacy_plan(
+    stores: &RocksStores,
+    plan: &LegacyPlan,
+    batch: &mut WriteBatch,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport {
+        warnings: plan.warnings.clone(),
+        ..ImportReport::default()
+    };
+    for log in &plan.logs {
+        report.logs.push(stage_log(stores, log, batch)?);
+    }
+    for (key, entry) in &plan.trackers {
+        stage_tracker(stores, key, entry, batch)?;
+        report.trackers.push(key.clone());
     }
     Ok(report)
 }
 
-async fn import_log(
+/// Imports legacy rows into `stores`' namespace, in one write. See the module docs for the rules.
+pub async fn import_legacy_rows(
     stores: &RocksStores,
-    key: &str,
-    rows: &LogRows,
-) -> Result<(LogImport, Option<ImportWarning>), ImportError> {
-    let db = stores.db();
-    let prefix = codec::log_prefix(stores.namespace(), key)?;
-    if db.has_live_instance(&prefix) {
-        return Err(ImportError::InUse(key.to_owned()));
+    rows: impl IntoIterator<Item = (String, String)>,
+) -> Result<ImportReport, ImportError> {
+    let plan = plan_legacy_rows(rows)?;
+    let mut batch = WriteBatch::default();
+    let report = stage_legacy_plan(stores, &plan, &mut batch)?;
+    for warning in &report.warnings {
+        tracing::warn!(?warning, namespace = stores.namespace(), "legacy import");
     }
+    if !batch.is_empty() {
+        stores.db().write(batch).await?;
+    }
+    for log in report.logs.iter().filter(|l| !l.already_imported) {
+        tracing::info!(
+            namespace = stores.namespace(),
+            key = %log.key,
+            transfers = log.transfers,
+            stale = log.stale_cancelled,
+            balance = %log.sums.balance(),
+            "legacy transfer log imported"
+        );
+    }
+    Ok(report)
+}
+
+fn plan_log(key: &str, rows: &LogRows) -> Result<(PlannedLog, Option<ImportWarning>), ImportError> {
     let row = |name: &str| format!("{key}:tl:{name}");
     let parse_sum = |name: &str, v: &Option<String>| -> Result<u128, ImportError> {
         match v {
@@ -430,7 +520,7 @@ async fn import_log(
                 records: (records_if, records_of),
             }
         });
-    let mut result = LogImport {
+    let summary = LogImport {
         key: key.to_owned(),
         sums,
         transfers: records.len(),
@@ -439,13 +529,33 @@ async fn import_log(
         minimum,
         already_imported: false,
     };
+    Ok((
+        PlannedLog {
+            summary,
+            records,
+            digest: rows.digest(),
+        },
+        warning,
+    ))
+}
 
-    let digest = rows.digest();
+fn stage_log(
+    stores: &RocksStores,
+    log: &PlannedLog,
+    batch: &mut WriteBatch,
+) -> Result<LogImport, ImportError> {
+    let db = stores.db();
+    let key = log.summary.key.as_str();
+    let prefix = codec::log_prefix(stores.namespace(), key)?;
+    if db.has_live_instance(&prefix) {
+        return Err(ImportError::InUse(key.to_owned()));
+    }
+    let mut result = log.summary.clone();
     let marker_key = codec::sub_key(&prefix, tag::IMPORTED, None);
     if let Some(marker) = db.get(&marker_key)? {
-        if marker.as_slice() == digest.as_slice() {
+        if marker.as_slice() == log.digest.as_slice() {
             result.already_imported = true;
-            return Ok((result, warning));
+            return Ok(result);
         }
         return Err(not_empty(stores, key));
     }
@@ -465,9 +575,7 @@ async fn import_log(
     if has_data {
         return Err(not_empty(stores, key));
     }
-
-    let mut batch = WriteBatch::default();
-    for record in &records {
+    for record in &log.records {
         batch.put(
             codec::sub_key(&prefix, tag::FINISHED, Some(&record.transfer.id)),
             codec::encode_record(record)?,
@@ -475,31 +583,22 @@ async fn import_log(
     }
     batch.put(
         codec::sub_key(&prefix, tag::SUMS, None),
-        codec::encode_sums(&sums),
+        codec::encode_sums(&result.sums),
     );
-    if let Some(maximum) = maximum {
+    if let Some(maximum) = result.maximum {
         batch.put(
             codec::sub_key(&prefix, tag::MAXIMUM, None),
             codec::encode_limit(maximum),
         );
     }
-    if let Some(minimum) = minimum {
+    if let Some(minimum) = result.minimum {
         batch.put(
             codec::sub_key(&prefix, tag::MINIMUM, None),
             codec::encode_limit(minimum),
         );
     }
-    batch.put(marker_key, digest);
-    db.write(batch).await?;
-    tracing::info!(
-        namespace = stores.namespace(),
-        key,
-        transfers = result.transfers,
-        stale = result.stale_cancelled,
-        balance = %sums.balance(),
-        "legacy transfer log imported"
-    );
-    Ok((result, warning))
+    batch.put(marker_key, log.digest);
+    Ok(result)
 }
 
 fn not_empty(stores: &RocksStores, key: &str) -> ImportError {
@@ -509,17 +608,7 @@ fn not_empty(stores: &RocksStores, key: &str) -> ImportError {
     }
 }
 
-async fn import_tracker(
-    stores: &RocksStores,
-    key: &str,
-    row_key: &str,
-    value: &str,
-) -> Result<(), ImportError> {
-    let db = stores.db();
-    let mvt_key = codec::mvt_key(stores.namespace(), key)?;
-    if db.has_live_instance(&mvt_key) {
-        return Err(ImportError::InUse(key.to_owned()));
-    }
+fn parse_tracker(row_key: &str, value: &str) -> Result<MaxValue, ImportError> {
     let json: serde_json::Value =
         serde_json::from_str(value).map_err(|e| bad(row_key, RowError::Json(e)))?;
     let value_field = json.get("value").ok_or_else(|| bad(row_key, "no value"))?;
@@ -528,20 +617,32 @@ async fn import_tracker(
         serde_json::Value::Number(n) => n.to_string(),
         other => return Err(bad(row_key, format!("value is {other}"))),
     };
-    let entry = MaxValue {
+    Ok(MaxValue {
         value: parse_legacy_natural(&digits).map_err(|e| bad(row_key, e))?,
         data: json.get("data").cloned().unwrap_or(serde_json::Value::Null),
-    };
-    let encoded = codec::encode_max_value(&entry)?;
+    })
+}
+
+fn stage_tracker(
+    stores: &RocksStores,
+    key: &str,
+    entry: &MaxValue,
+    batch: &mut WriteBatch,
+) -> Result<(), ImportError> {
+    let db = stores.db();
+    let mvt_key = codec::mvt_key(stores.namespace(), key)?;
+    if db.has_live_instance(&mvt_key) {
+        return Err(ImportError::InUse(key.to_owned()));
+    }
+    let encoded = codec::encode_max_value(entry)?;
     if let Some(existing) = db.get(&mvt_key)? {
         if existing == encoded {
             return Ok(());
         }
         return Err(not_empty(stores, key));
     }
-    let mut batch = WriteBatch::default();
     batch.put(mvt_key, encoded);
-    Ok(db.write(batch).await?)
+    Ok(())
 }
 
 /// Whether any key of column family `cf` (default when `None`) starts with `prefix`. Reads at most one entry, so

@@ -15,6 +15,8 @@
 //   CLAIM_SECRET    if set: a payment-channel module mirroring ilp-bridge's claim-test module (HMAC claims)
 //   AUTO_FULFILL    "1": fulfill every incoming prepare whose condition is in the "preimages" map
 //                   (see the "preimage" command)
+//   PG_URL          stateful: keep the store in PostgreSQL as ILP Kit did (tests/node/pg-store/store.js), in the
+//                   table "plugin_store_<PG_TABLE_PREFIX or PREFIX>s"; without it the store is in memory
 'use strict'
 const path = require('path')
 const crypto = require('crypto')
@@ -88,7 +90,9 @@ if (process.env.MODE === 'server') {
 }
 if (stateful) {
   opts.maxBalance = process.env.MAX_BALANCE || '1000000'
-  opts._store = new ObjStore()
+  opts._store = process.env.PG_URL
+    ? new (require('../pg-store/store.js'))(process.env.PG_URL, process.env.PG_TABLE_PREFIX || process.env.PREFIX)
+    : new ObjStore()
 }
 const Plugin = process.env.CLAIM_SECRET
   ? PluginModule.makePaymentChannelPlugin(claimModule(process.env.CLAIM_SECRET))
@@ -128,6 +132,11 @@ const commands = {
   getBalance: async () => plugin.getBalance(),
   getPeerBalance: async () => plugin.getPeerBalance(),
   getLimit: async () => plugin.getLimit(),
+  // The TransferLog's limit setters (stored as the :tl:maximum / :tl:minimum overrides) and getters.
+  setMaximum: async ({ value }) => { await plugin._transfers.setMaximum(value); return true },
+  setMinimum: async ({ value }) => { await plugin._transfers.setMinimum(value); return true },
+  getMaximum: async () => String(await plugin._transfers.getMaximum()),
+  getMinimum: async () => String(await plugin._transfers.getMinimum()),
   preimage: async ({ fulfillment }) => {
     const c = b64u(crypto.createHash('sha256').update(fromB64(fulfillment)).digest())
     preimages[c] = fulfillment
