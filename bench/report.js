@@ -7,6 +7,7 @@
 // Input files in DIR (each optional; a missing or unreadable file makes its rows "not available"):
 //   trustline.json  ilp-bridge trustline (format of bench/legacy_trustline.js: {results:[{in_flight,...}]})
 //   legacy.json     legacy JS plugin trustline (bench/legacy_trustline.js)
+//   bridge.json     bridge mode: ILPv4 through the bridge to a trustline peer (benches/harness_bridge.rs)
 //   settle.json     {connections, accepted_per_s, p50_ms, p99_ms, ...}
 //   idle.json       {idle_peers, per_peer_kib, ...}
 //   legacy_idle.json  the same for the legacy plugin (bench/legacy_idle_peers.js)
@@ -93,6 +94,18 @@ for (const n of [1, 50]) {
     fmt(rRate), fmt(lRate), ratio(rRate, lRate, true), 'p99 ' + fmt(num(r && r.p99_ms), 'ms')])
 }
 
+// Bridge mode: ILPv4 Prepares from a modern connector through the bridge to a trustline peer. Beside the direct
+// trustline row, the difference is the translation and the modern side's own log.
+const bridged = read('bridge.json')
+for (const n of [1, 50]) {
+  const r = at(bridged, n); const t = at(bridge, n)
+  const rRate = num(r && r.transfers_per_s); const tRate = num(t && t.transfers_per_s)
+  const label = n === 1 ? 'one at a time' : n + ' in flight'
+  rows.push(['bridge mode (ILPv4 over BTP/2.0 → BTP/1.0 peer) transfers/s, ' + label, fmt(rRate), 'n/a (no bridge)', '—',
+    'direct trustline row: ' + fmt(tRate) + (rRate !== null && tRate ? ' (' + Math.round(100 * rRate / tRate) + ' %)' : '') +
+    ', p99 ' + fmt(num(r && r.p99_ms), 'ms')])
+}
+
 for (const [name, when] of [['fsync_before', 'before'], ['fsync_after', 'after']]) {
   const f = read(name + '.json')
   rows.push(['(context) disk fdatasync of a 150-byte append, ' + when + ' the durable rows, p50 / p99',
@@ -127,7 +140,7 @@ lines.push('| ' + header.join(' | ') + ' |')
 lines.push('|' + header.map(() => '--').join('|') + '|')
 for (const r of rows) lines.push('| ' + r.join(' | ') + ' |')
 const notes = []
-for (const f of ['fsync_before', 'trustline', 'trustline_ram', 'fsync_after', 'legacy', 'settle', 'idle', 'legacy_idle', 'startup']) {
+for (const f of ['fsync_before', 'trustline', 'trustline_ram', 'bridge', 'fsync_after', 'legacy', 'settle', 'idle', 'legacy_idle', 'startup']) {
   const n = note(f)
   if (n) notes.push('- ' + f + ': ' + n)
 }
