@@ -266,7 +266,7 @@ async fn run(
             });
             async move {
                 let prepare = prepare.ok_or_else(|| "expiry out of range".to_owned())?;
-                match m.send(&prepare, expires).await {
+                match m.send(&prepare, PREPARE_EXPIRY).await {
                     Ok(Ok(_fulfill)) => Ok(()),
                     Ok(Err(reject)) => Err(format!("rejected: {reject:?}")),
                     Err(e) => Err(format!("link: {e}")),

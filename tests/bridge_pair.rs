@@ -49,7 +49,7 @@ impl ModernLink for ScriptedModern {
     async fn send(
         &self,
         prepare: &ilp_v4::Prepare,
-        _deadline: SystemTime,
+        _wait: Duration,
     ) -> Result<IlpReply, LinkError> {
         self.seen
             .lock()

@@ -281,6 +281,11 @@ impl BridgedPair {
     pub(super) fn now_ms(&self) -> i64 {
         system_ms(self.now())
     }
+
+    /// The pair clock's time as an ILP timestamp (clamped to the range one can hold).
+    pub(super) fn now_stamp(&self) -> btp::Timestamp {
+        btp::Timestamp::from_system_time_clamped(self.now())
+    }
 }
 
 /// Unix milliseconds of `t`.

@@ -19,7 +19,7 @@ use btp::ildcp::{IldcpRequest, IldcpResponse, ILDCP_DESTINATION};
 use btp::ilp_v4;
 use bytes::Bytes;
 
-use super::modern::IlpReply;
+use super::modern::{time_until, IlpReply};
 use super::pair::{system_time, BridgedPair, Relation};
 
 /// How long routes we advertise stay valid without a refresh, in milliseconds (interledger-rs's default
@@ -138,10 +138,10 @@ impl BridgedPair {
         let (Some(link), Some(update)) = (self.link(), self.route_update()) else {
             return;
         };
-        let now = btp::Timestamp::from_system_time(self.now()).unwrap_or_else(btp::Timestamp::now);
-        let prepare = update.to_prepare(now);
-        let deadline = system_time(prepare.expires_at.unix_millis());
-        match link.send(&prepare, deadline).await {
+        let now = self.now();
+        let prepare = update.to_prepare(btp::Timestamp::from_system_time_clamped(now));
+        let wait = time_until(system_time(prepare.expires_at.unix_millis()), now);
+        match link.send(&prepare, wait).await {
             Ok(Ok(_)) => {
                 tracing::info!(pair = self.name(), prefix = %update.new_routes[0].prefix, "routes sent to the modern connector")
             }
@@ -158,10 +158,10 @@ impl BridgedPair {
     /// from now on.
     pub async fn ask_address(&self) -> Result<ilp_v4::Address, AddressError> {
         let link = self.link().ok_or(AddressError::NoLink)?;
-        let now = btp::Timestamp::from_system_time(self.now()).unwrap_or_else(btp::Timestamp::now);
-        let prepare = IldcpRequest.to_prepare(now);
-        let deadline = system_time(prepare.expires_at.unix_millis());
-        let fulfill = match link.send(&prepare, deadline).await {
+        let now = self.now();
+        let prepare = IldcpRequest.to_prepare(btp::Timestamp::from_system_time_clamped(now));
+        let wait = time_until(system_time(prepare.expires_at.unix_millis()), now);
+        let fulfill = match link.send(&prepare, wait).await {
             Ok(Ok(f)) => f,
             Ok(Err(r)) => {
                 return Err(AddressError::Failed(format!(

@@ -23,7 +23,7 @@ impl BridgedPair {
     /// The answer to an ILQP request from P.
     pub fn quote(&self, request: &IlpV1Packet) -> IlpV1Packet {
         let translation = self.translation();
-        let now = Timestamp::from_system_time(self.now()).unwrap_or_else(Timestamp::now);
+        let now = Timestamp::from_system_time_clamped(self.now());
         let error = |code: &[u8; 3], message: &str| {
             IlpV1Packet::Error(translation.legacy_error(code, message, now))
         };

@@ -93,7 +93,7 @@ impl BridgedPair {
         }
         // P's transfer expires a margin before M's Prepare, so its outcome normally arrives first; past M's
         // expiry, M has given up anyway.
-        let wait = super::modern::time_until(prepare.expires_at.to_system_time());
+        let wait = super::modern::time_until(prepare.expires_at.to_system_time(), self.now());
         match tokio::time::timeout(wait, reply_rx).await {
             Ok(Ok(reply)) => reply,
             _ => {

@@ -18,7 +18,7 @@ use channel_modules::amount::ConnectorAmount;
 use channel_modules::store::{Direction, PrepareOutcome, Transfer, TransferId, TransferState};
 use channel_modules::sync::lock;
 
-use super::modern::LinkError;
+use super::modern::{time_until, LinkError};
 use super::pair::{modern_id, modern_record, system_time, BridgedPair, Counters};
 use super::translate::fulfill_to_legacy;
 use crate::peer::trustline::fulfillment_matches;
@@ -36,7 +36,7 @@ impl BridgedPair {
             let e = translation.legacy_error(
                 b"T01",
                 "the modern connector is not connected",
-                btp::Timestamp::now(),
+                self.now_stamp(),
             );
             return self.reject_to_legacy(legacy_id, e).await;
         };
@@ -58,14 +58,14 @@ impl BridgedPair {
                 let e = translation.legacy_error(
                     b"T00",
                     "the bridge could not record the transfer",
-                    btp::Timestamp::now(),
+                    self.now_stamp(),
                 );
                 return self.reject_to_legacy(legacy_id, e).await;
             }
         }
         tracing::debug!(pair = self.name(), transfer = %legacy_id, modern = %id, amount = prepare.amount, destination = %prepare.destination, "forwarding to the modern connector");
-        let deadline = system_time(transfer.expires_at_ms);
-        match link.send(&prepare, deadline).await {
+        let wait = time_until(system_time(transfer.expires_at_ms), self.now());
+        match link.send(&prepare, wait).await {
             Ok(Ok(fulfill))
                 if fulfillment_matches(&fulfill.fulfillment, &prepare.execution_condition) =>
             {
@@ -95,7 +95,7 @@ impl BridgedPair {
                 let e = translation.legacy_error(
                     b"T01",
                     &format!("the modern connector is not reachable: {reason}"),
-                    btp::Timestamp::now(),
+                    self.now_stamp(),
                 );
                 self.modern_failed(legacy_id, id, "not sent", e).await
             }
@@ -104,7 +104,7 @@ impl BridgedPair {
                 let e = translation.legacy_error(
                     b"T00",
                     &format!("invalid answer from the modern connector: {reason}"),
-                    btp::Timestamp::now(),
+                    self.now_stamp(),
                 );
                 self.modern_failed(legacy_id, id, "invalid answer", e).await
             }

@@ -15,7 +15,7 @@
 //! with the same ID, which the transport completes the request with.
 
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use btp::ilp_v4::{self, IlpV4Packet};
@@ -25,7 +25,7 @@ use btp::Timestamp;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{decode_reply, encode_reply, time_until, IlpHandler, IlpReply, LinkError, ModernLink};
+use super::{decode_reply, encode_reply, IlpHandler, IlpReply, LinkError, ModernLink};
 
 /// The protocol-data entry that carries ILP packets.
 pub const ILP_PROTOCOL: &str = "ilp";
@@ -57,13 +57,9 @@ fn ilp_entry(bytes: Bytes) -> ProtocolData {
 
 #[async_trait]
 impl ModernLink for Btp2Link {
-    async fn send(
-        &self,
-        prepare: &ilp_v4::Prepare,
-        deadline: SystemTime,
-    ) -> Result<IlpReply, LinkError> {
+    async fn send(&self, prepare: &ilp_v4::Prepare, wait: Duration) -> Result<IlpReply, LinkError> {
         let packet = Packet::Message(ilp_entry(IlpV4Packet::Prepare(prepare.clone()).to_bytes()));
-        match self.session.request(packet, time_until(deadline)).await {
+        match self.session.request(packet, wait).await {
             Ok(Reply::Response(pd)) => match pd.data(ILP_PROTOCOL) {
                 Some(bytes) => decode_reply(bytes),
                 None => Err(LinkError::InvalidAnswer(

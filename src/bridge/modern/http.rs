@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes as BodyBytes;
@@ -24,7 +24,7 @@ use axum::Router;
 use btp::ilp_v4::{self, IlpV4Packet};
 use tokio::net::TcpListener;
 
-use super::{decode_reply, encode_reply, time_until, IlpHandler, IlpReply, LinkError, ModernLink};
+use super::{decode_reply, encode_reply, IlpHandler, IlpReply, LinkError, ModernLink};
 use crate::settlement::api::Problem;
 use crate::settlement::auth::{require_bearer, BearerToken};
 use crate::settlement::http::{HttpLimits, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT};
@@ -112,17 +112,13 @@ impl HttpLink {
 
 #[async_trait]
 impl ModernLink for HttpLink {
-    async fn send(
-        &self,
-        prepare: &ilp_v4::Prepare,
-        deadline: SystemTime,
-    ) -> Result<IlpReply, LinkError> {
+    async fn send(&self, prepare: &ilp_v4::Prepare, wait: Duration) -> Result<IlpReply, LinkError> {
         let body = IlpV4Packet::Prepare(prepare.clone()).to_bytes();
         let mut request = self
             .client
             .post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/octet-stream")
-            .timeout(time_until(deadline))
+            .timeout(wait)
             .body(body);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

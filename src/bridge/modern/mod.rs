@@ -34,15 +34,11 @@ pub enum LinkError {
 /// A way to send ILPv4 Prepares to the modern connector.
 #[async_trait]
 pub trait ModernLink: Send + Sync {
-    /// Sends `prepare` and waits for its Fulfill or Reject until `deadline` (wall clock): the bridge waits as
-    /// long as the legacy transfer behind it stays prepared, so a Fulfill the connector sends late is still
-    /// taken (the connector has paid onwards by then). A Fulfill whose preimage does not match the condition
-    /// is returned as it came; checking it is the caller's.
-    async fn send(
-        &self,
-        prepare: &ilp_v4::Prepare,
-        deadline: SystemTime,
-    ) -> Result<IlpReply, LinkError>;
+    /// Sends `prepare` and waits for its Fulfill or Reject for up to `wait` (the caller gives the time its
+    /// clock says is left: the bridge waits as long as the legacy transfer behind it stays prepared, so a
+    /// Fulfill the connector sends late is still taken, the connector having paid onwards by then). A Fulfill
+    /// whose preimage does not match the condition is returned as it came; checking it is the caller's.
+    async fn send(&self, prepare: &ilp_v4::Prepare, wait: Duration) -> Result<IlpReply, LinkError>;
 
     /// Whether a Prepare sent now would go out at once (BTP: an authenticated socket; HTTP: always).
     fn is_connected(&self) -> bool;
@@ -55,10 +51,10 @@ pub trait IlpHandler: Send + Sync {
     async fn handle_prepare(&self, prepare: ilp_v4::Prepare) -> IlpReply;
 }
 
-/// The time left until `deadline`, at least 1 ms (a transport timeout of 0 would not send at all).
-pub(crate) fn time_until(deadline: SystemTime) -> Duration {
+/// The time left from `now` until `deadline`, at least 1 ms (a transport timeout of 0 would not send at all).
+pub(crate) fn time_until(deadline: SystemTime, now: SystemTime) -> Duration {
     deadline
-        .duration_since(SystemTime::now())
+        .duration_since(now)
         .unwrap_or_default()
         .max(Duration::from_millis(1))
 }
