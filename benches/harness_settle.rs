@@ -192,7 +192,6 @@ async fn start_engine(dir: &std::path::Path, connector: &MockConnector) -> SeHan
         module: "trustline".to_owned(),
         // The paired engines trust each other for every IOU the run can send (engine mode's default is none).
         module_options: serde_json::json!({ "trustLimit": "1000000000000000000000000000000" }),
-        data_dir: dir.to_path_buf(),
         ..SeConfig::default()
     };
     let store: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));

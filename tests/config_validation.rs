@@ -209,3 +209,22 @@ async fn the_node_refuses_to_start_peers_it_could_not_tell_apart() {
     assert!(node.listen_addr(0).is_some());
     node.shutdown().await;
 }
+
+#[test]
+fn a_settlement_engine_data_dir_is_refused_by_name() {
+    // The engine keeps its records in the node's database (the top-level data_dir); a data_dir of its own
+    // would be ignored, so it is refused rather than silently accepted.
+    let r =
+        NodeConfig::parse("[settlement-engine]\nmodule = \"iou\"\ndata_dir = \"engine-data\"\n");
+    let message = match &r {
+        Ok(c) => format!("accepted: {c:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(r.is_err() && message.contains("data_dir"), "{message}");
+    // A typo in the section is refused by its name too.
+    let typo = NodeConfig::parse("[settlement-engine]\nmodul = \"iou\"\n");
+    assert!(
+        matches!(&typo, Err(e) if e.to_string().contains("modul")),
+        "{typo:?}"
+    );
+}
