@@ -1,4 +1,4 @@
-//! Issue 7, row 3: settlement-engine settle requests accepted per second, and their latency, at 32 connections.
+//! Settlement-engine settle requests accepted per second, and their latency, at 32 connections.
 //!
 //! Two ilp-bridge settlement engines (module `trustline`), each on its own durable RocksDB [`Db`] in a
 //! temporary folder, each with a mock interledger-rs accounting system ([`MockConnector`]); the two accounts

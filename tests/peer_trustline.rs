@@ -1,5 +1,5 @@
 //! Two in-process trustlines wired by a `MemoryLink`: the behaviours of the legacy test suite
-//! (`legacy-plugin.md` §6) that apply to a peer, ported to Rust.
+//! (docs/legacy-btp.md §17) that apply to a peer, ported to Rust.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -509,7 +509,7 @@ async fn expiry_rejects_both_ways_with_r00() -> TestResult {
 
 #[test]
 fn expiry_reject_is_byte_exact_with_the_captured_vector() -> TestResult {
-    // legacy-plugin.md §1 "Expiry Reject" ilp entry.
+    // docs/legacy-btp.md §2 "Expiry Reject" ilp entry.
     let captured = hex::decode(concat!(
         "0848",
         "523030",

@@ -1,4 +1,4 @@
-//! Shared pieces of the issue 7 benchmark binaries (`benches/trustline.rs`, `benches/harness_*.rs`), which are
+//! Shared pieces of the side-by-side benchmark binaries (`benches/trustline.rs`, `benches/harness_*.rs`), which are
 //! run by `bench/run` and print one JSON object on stdout.
 //!
 //! * [`Args`]: `--key value` arguments; `--list` (asked by `cargo nextest` / libtest) lists no tests; without

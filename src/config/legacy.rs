@@ -228,7 +228,8 @@ pub struct PeerConfig {
     /// Legacy stateful mode: account `prefix+"server"`, configured limits, expiry timers. Stateless: account
     /// `prefix+"client"`, limits ±Infinity. ilp-bridge keeps durable records in both modes.
     pub stateful: bool,
-    /// Name of the channel module (`trustline`, `claim-test`, …); `None` runs without a module (legacy stub).
+    /// Name of the channel module (`iou` or its alias `trustline`, `xrp-paychan`, `eth-payment`, `eth-channel`;
+    /// `claim-test` only in builds with the `testing` feature); `None` runs without a module (legacy stub).
     pub module: Option<String>,
     /// The options object as given (module options are read from it, or from `moduleOptions` if present).
     pub raw: Value,

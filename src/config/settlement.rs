@@ -47,7 +47,8 @@ pub struct SeConfig {
     pub admin_listen: SocketAddr,
     /// Bearer token of the admin API (never logged).
     pub admin_token: Option<String>,
-    /// Stock channel module name (`trustline`, `claim-test`, ledger modules).
+    /// Stock channel module name (`iou` or its alias `trustline`, `xrp-paychan`, `eth-payment`, `eth-channel`;
+    /// `claim-test` only in builds with the `testing` feature).
     pub module: String,
     /// The module's options (legacy plugin options JSON).
     pub module_options: serde_json::Value,
