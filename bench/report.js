@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds the issue 7 side-by-side table from the JSON files written by bench/run, prints it (Markdown), and with
+// Builds the side-by-side table from the JSON files written by bench/run, prints it (Markdown), and with
 // --append FILE inserts it at the end of FILE's "## Side by side with the legacy JS plugin" section (creating the
 // section at the end of the file if it is missing).
 //
@@ -128,7 +128,7 @@ const stN = startup && startup.finished_transfers ? startup.finished_transfers :
 rows.push(['start-up with ' + stN.toLocaleString('en-US') + ' finished transfers', fmt(st, 's'),
   'n/a (keeps no history index)', '—', '< 1 s' + check(st, 1, '<')])
 
-const header = ['metric', 'ilp-bridge', 'legacy 1.3.5', 'ratio', 'target (issue 7)']
+const header = ['metric', 'ilp-bridge', 'legacy 1.3.5', 'ratio', 'target']
 const lines = []
 lines.push('### Run of ' + o.date)
 lines.push('')

@@ -1,4 +1,4 @@
-//! Issue 7, row 4a: memory per connected idle peer.
+//! Memory per connected idle peer.
 //!
 //! This binary re-executes itself as the bridge process (`--role server`): it starts the tokio runtime and
 //! opens its durable RocksDB [`Db`] in a temporary folder, then waits; the parent reads the child's `VmRSS`

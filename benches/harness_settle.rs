@@ -1,4 +1,4 @@
-//! Issue 7, row 3: settlement-engine settle requests accepted per second, and their latency, at 32 connections.
+//! Settlement-engine settle requests accepted per second, and their latency, at 32 connections.
 //!
 //! Two ilp-bridge settlement engines (module `trustline`), each on its own durable RocksDB [`Db`] in a
 //! temporary folder, each with a mock interledger-rs accounting system ([`MockConnector`]); the two accounts
@@ -192,7 +192,6 @@ async fn start_engine(dir: &std::path::Path, connector: &MockConnector) -> SeHan
         module: "trustline".to_owned(),
         // The paired engines trust each other for every IOU the run can send (engine mode's default is none).
         module_options: serde_json::json!({ "trustLimit": "1000000000000000000000000000000" }),
-        data_dir: dir.to_path_buf(),
         ..SeConfig::default()
     };
     let store: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));

@@ -1,4 +1,4 @@
-//! Issue 7, row 4b: start-up time of a peer whose store holds 1,000,000 finished transfers.
+//! Start-up time of a peer whose store holds 1,000,000 finished transfers.
 //!
 //! The store is made once through the public durable [`TransferLog`](channel_modules::store::TransferLog) API
 //! (each transfer prepared, then fulfilled, as a trustline does) in `--cache-dir` and reused by later runs

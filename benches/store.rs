@@ -1,4 +1,4 @@
-//! Store benchmarks (issue 3), run with `cargo bench --bench store` (release build, durable: every
+//! Store benchmarks, run with `cargo bench --bench store` (release build, durable: every
 //! acknowledged change is in the synced WAL).
 //!
 //! * prepare+fulfill pairs per second on one log, with 1 and with 64 concurrent writers;

@@ -1,4 +1,4 @@
-//! Issue 7, row 1: BTP/1.0 trustline transfers between two ilp-bridge peers.
+//! BTP/1.0 trustline transfers between two ilp-bridge peers.
 //!
 //! Two [`PeerNode`]s run in this process, each on its own durable RocksDB [`Db`] in a temporary folder (every
 //! TransferLog change is synced before it is acknowledged), connected over one loopback websocket: `server`

@@ -1,5 +1,6 @@
-//! The `ilp-bridge` command: configuration, logging, then the node's parts (BTP/1.0 peers and the RFC 38
-//! settlement engine) on one RocksDB folder until Ctrl-C or SIGTERM.
+//! The `ilp-bridge` command: configuration, logging, then the node's parts (BTP/1.0 peers, each bridged to a
+//! modern connector when configured so, and the RFC 38 settlement engine) on one RocksDB folder until Ctrl-C or
+//! SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +18,8 @@ use ilp_bridge::migrate;
 use ilp_bridge::peer::run::NodeOptions;
 use ilp_bridge::store::{legacy_import, Db, RocksStores};
 
-/// Bridge between legacy BTP/1.0 Interledger peers and modern ILPv4 connectors / RFC 38 settlement engines.
+/// Interledger bridge: BTP/1.0 peers compatible with ilp-plugin-payment-channel-framework, bridged to modern
+/// ILPv4 connectors (BTP/2.0, ILP-over-HTTP) where configured, and an RFC 38 settlement engine.
 #[derive(Parser, Debug)]
 #[command(name = "ilp-bridge", version, about)]
 struct Cli {
@@ -27,13 +29,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the node. Without --config: the settlement engine with the `trustline` module on 127.0.0.1:3000,
-    /// connector http://127.0.0.1:7771, data in ./ilp-bridge-data.
+    /// Run the node: the configured BTP/1.0 peers (a peer with a [peer.modern] table is bridged to that modern
+    /// connector) and the settlement engine. Without --config or --ilp-kit-env: the settlement engine with the
+    /// `trustline` (IOU) module on 127.0.0.1:3000, connector http://127.0.0.1:7771, data in ./ilp-bridge-data;
+    /// it credits no IOU until module_options.trustLimit is set. Bad configuration is refused before anything
+    /// starts, naming the field.
     Run {
         /// TOML configuration (see `ilp-bridge example-config`).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// ILP Kit env.list: start every CONNECTOR_LEDGERS entry using ilp-plugin-payment-channel-framework.
+        /// ILP Kit env.list: start every CONNECTOR_LEDGERS entry using ilp-plugin-payment-channel-framework
+        /// (without --config, no settlement engine runs).
         #[arg(long, value_name = "ENV_LIST")]
         ilp_kit_env: Option<PathBuf>,
         /// Overrides the configuration's data_dir.

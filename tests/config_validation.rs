@@ -209,3 +209,103 @@ async fn the_node_refuses_to_start_peers_it_could_not_tell_apart() {
     assert!(node.listen_addr(0).is_some());
     node.shutdown().await;
 }
+
+#[test]
+fn a_settlement_engine_data_dir_is_refused_by_name() {
+    // The engine keeps its records in the node's database (the top-level data_dir); a data_dir of its own
+    // would be ignored, so it is refused rather than silently accepted.
+    let r =
+        NodeConfig::parse("[settlement-engine]\nmodule = \"iou\"\ndata_dir = \"engine-data\"\n");
+    let message = match &r {
+        Ok(c) => format!("accepted: {c:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(r.is_err() && message.contains("data_dir"), "{message}");
+    // A typo in the section is refused by its name too.
+    let typo = NodeConfig::parse("[settlement-engine]\nmodul = \"iou\"\n");
+    assert!(
+        matches!(&typo, Err(e) if e.to_string().contains("modul")),
+        "{typo:?}"
+    );
+}
+
+/// The field path of a refused configuration, or why it was not refused.
+fn refused_field<T: std::fmt::Debug>(r: Result<T, ConfigError>) -> String {
+    match r {
+        Ok(v) => format!("accepted: {v:?}"),
+        Err(e) => e.field_path().unwrap_or("<no field>").to_owned(),
+    }
+}
+
+#[test]
+fn an_unknown_legacy_option_is_refused_by_name() {
+    let mut typo = server_options(4195, "s");
+    typo["maxBalence"] = json!("10");
+    assert_eq!(
+        refused_field(PeerConfig::from_legacy_json("p", &typo)),
+        "maxBalence"
+    );
+    let mut listener = server_options(4195, "s");
+    listener["listener"] = json!({"port": 4195, "prot": 4196});
+    assert_eq!(
+        refused_field(PeerConfig::from_legacy_json("p", &listener)),
+        "listener.prot"
+    );
+    // With moduleOptions, the module reads those, so the top level holds plugin options only.
+    let mut with_module = server_options(4195, "s");
+    with_module["module"] = json!("iou");
+    with_module["moduleOptions"] = json!({"trustLimit": "10"});
+    with_module["trustLimit"] = json!("10");
+    assert_eq!(
+        refused_field(PeerConfig::from_legacy_json("p", &with_module)),
+        "trustLimit"
+    );
+    // ilp-bridge's own per-peer limits sit beside `options`, not inside it.
+    let toml = NodeConfig::parse(
+        "[[peer]]\nname = \"alice\"\noptions_json = '{\"server\":\"btp+ws://:s@127.0.0.1:9000\",\"max_hold_ms\":1000}'\n",
+    );
+    assert_eq!(refused_field(toml), "peer \"alice\".max_hold_ms");
+    // An ILP Kit ledger entry names the entry and the option.
+    let ledgers = r#"{"g.kit.":{"plugin":"ilp-plugin-payment-channel-framework","options":{"server":"btp+ws://:s@h:1","incomingSecrets":"x"}}}"#;
+    assert_eq!(
+        refused_field(ilp_bridge::config::ilp_kit::peers_from_connector_ledgers(
+            ledgers
+        )),
+        "CONNECTOR_LEDGERS.g.kit..options.incomingSecrets"
+    );
+}
+
+#[test]
+fn options_the_legacy_plugin_knows_and_ilp_bridge_does_not_use_are_accepted(
+) -> Result<(), ConfigError> {
+    // As ILP Kit wrote them: `token` (shown in the plugin's README, no effect), and the connector's `_store`,
+    // `_backend`, `_log` and `authCheck` when options are copied from a JS instantiation.
+    let mut o = server_options(4195, "s");
+    for (name, value) in [
+        ("token", json!("t")),
+        ("_store", json!({})),
+        ("_backend", json!({})),
+        ("_log", json!({})),
+        ("authCheck", json!(null)),
+    ] {
+        o[name] = value;
+    }
+    PeerConfig::from_legacy_json("p", &o)?;
+    // With a module and no moduleOptions the module reads the whole object (as the legacy plugin hands it its
+    // options), so names it reads sit beside the plugin's.
+    let mut shared = server_options(4195, "s");
+    shared["module"] = json!("iou");
+    shared["trustLimit"] = json!("10");
+    let c = PeerConfig::from_legacy_json("p", &shared)?;
+    assert_eq!(c.module_options()["trustLimit"], json!("10"));
+    Ok(())
+}
+
+#[test]
+fn ilp_kit_ledgers_as_the_connector_writes_them_are_accepted() -> Result<(), ConfigError> {
+    // A server and a client entry with every option docs/ilp-kit.md §4 lists (the connector sets `prefix`).
+    let ledgers = r#"{"g.eur.kit.":{"currency":"EUR","plugin":"ilp-plugin-payment-channel-framework","store":true,"options":{"listener":{"port":1801},"incomingSecret":"s","token":"s","maxBalance":"1000","minBalance":"-10","prefix":"x.","info":{"currencyCode":"EUR","currencyScale":9,"connectors":[]}}},"peer.usd.":{"currency":"USD","plugin":"ilp-plugin-payment-channel-framework","options":{"server":"btp+ws://:pw@localhost:1802"}}}"#;
+    let peers = ilp_bridge::config::ilp_kit::peers_from_connector_ledgers(ledgers)?;
+    assert_eq!(peers.len(), 2);
+    Ok(())
+}

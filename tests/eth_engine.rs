@@ -573,7 +573,7 @@ async fn payment_engine_without_accounts(anvil: &Anvil, key: usize) -> Result<Si
 }
 
 /// A squatter account is set up on the payee's engine before the payer's account, and its peer calls
-/// `eth_address` naming the payer's address as its own: in the unproven form of earlier versions (refused) and
+/// `eth_address` naming the payer's address as its own: in the unproven form without a challenge (refused) and
 /// with a challenge (answered with the payee's proof). Neither pins the address or takes its identity: the
 /// payer's account, set up afterwards on the same engine (same module configuration), is credited exactly,
 /// and the squatter cannot be credited with the payer's payment.

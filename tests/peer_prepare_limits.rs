@@ -1,4 +1,4 @@
-//! What a peer can make the node hold (issue 13, defect 2): how far ahead a Prepare may expire, how many bytes
+//! What a peer can make the node hold: how far ahead a Prepare may expire, how many bytes
 //! of `ilp` and `custom` data it may carry, and how many transfers may be prepared at once, per peer; and the
 //! router never forwards a transfer expiring further ahead than the next peer's hold window. Over a cap a
 //! Prepare is refused with a legacy Error and nothing is stored; at the cap it is accepted.

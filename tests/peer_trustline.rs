@@ -1,5 +1,5 @@
 //! Two in-process trustlines wired by a `MemoryLink`: the behaviours of the legacy test suite
-//! (`legacy-plugin.md` §6) that apply to a peer, ported to Rust.
+//! (docs/legacy-btp.md §17) that apply to a peer, ported to Rust.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,10 +65,12 @@ fn server_config(
     let mut o = json!({
         "listener": {"port": 0}, "incomingSecret": "secret", "maxBalance": max,
         "prefix": PREFIX, "info": {"currencyCode": "USD", "currencyScale": 9, "connectors": []},
-        "store": true, "secret": "claim-secret"
+        "store": true
     });
     if let Some(m) = module {
+        // The module reads its options from the whole object (no moduleOptions), as the legacy plugin's do.
         o["module"] = json!(m);
+        o["secret"] = json!("claim-secret");
     }
     Ok(legacy_hold(PeerConfig::from_legacy_json("server", &o)?))
 }
@@ -77,12 +79,13 @@ fn client_config(
     stateful: bool,
     module: Option<&str>,
 ) -> Result<PeerConfig, Box<dyn std::error::Error>> {
-    let mut o = json!({"server": "btp+ws://:secret@127.0.0.1:1", "store": stateful, "secret": "claim-secret"});
+    let mut o = json!({"server": "btp+ws://:secret@127.0.0.1:1", "store": stateful});
     if stateful {
         o["maxBalance"] = json!("1000");
     }
     if let Some(m) = module {
         o["module"] = json!(m);
+        o["secret"] = json!("claim-secret");
     }
     Ok(legacy_hold(PeerConfig::from_legacy_json("client", &o)?))
 }
@@ -509,7 +512,7 @@ async fn expiry_rejects_both_ways_with_r00() -> TestResult {
 
 #[test]
 fn expiry_reject_is_byte_exact_with_the_captured_vector() -> TestResult {
-    // legacy-plugin.md §1 "Expiry Reject" ilp entry.
+    // docs/legacy-btp.md §2 "Expiry Reject" ilp entry.
     let captured = hex::decode(concat!(
         "0848",
         "523030",

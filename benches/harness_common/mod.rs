@@ -1,4 +1,4 @@
-//! Shared pieces of the issue 7 benchmark binaries (`benches/trustline.rs`, `benches/harness_*.rs`), which are
+//! Shared pieces of the side-by-side benchmark binaries (`benches/trustline.rs`, `benches/harness_*.rs`), which are
 //! run by `bench/run` and print one JSON object on stdout.
 //!
 //! * [`Args`]: `--key value` arguments; `--list` (asked by `cargo nextest` / libtest) lists no tests; without
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Parsed command line of a benchmark binary.
-pub struct Args {
+pub(crate) struct Args {
     /// `--key value` pairs (a key given without value maps to `""`).
     values: HashMap<String, String>,
     /// True when invoked with `--bench` (by `cargo bench` or `bench/run`): full-size run. False under
@@ -27,7 +27,7 @@ pub struct Args {
 impl Args {
     /// Parses `std::env::args()`. Exits the process (status 0, printing nothing) when asked to `--list` tests,
     /// which is how `cargo nextest` and libtest enumerate a `harness = false` target.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let mut values = HashMap::new();
         let mut full = false;
         let mut it = std::env::args().skip(1).peekable();
@@ -52,12 +52,12 @@ impl Args {
     }
 
     /// The value of `--key`, if given.
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
     }
 
     /// `--key` parsed as a number, else `full_default` (full run) or `smoke_default` (smoke run).
-    pub fn num(&self, key: &str, full_default: u64, smoke_default: u64) -> u64 {
+    pub(crate) fn num(&self, key: &str, full_default: u64, smoke_default: u64) -> u64 {
         match self.get(key) {
             Some(v) => v
                 .parse()
@@ -68,7 +68,7 @@ impl Args {
     }
 
     /// `--key` as a comma-separated list of numbers, else the default for the run kind.
-    pub fn list(&self, key: &str, full_default: &[u64], smoke_default: &[u64]) -> Vec<u64> {
+    pub(crate) fn list(&self, key: &str, full_default: &[u64], smoke_default: &[u64]) -> Vec<u64> {
         match self.get(key) {
             Some(v) => v
                 .split(',')
@@ -85,14 +85,14 @@ impl Args {
 }
 
 /// Prints `message` on stderr and exits with status 1.
-pub fn fail(message: &str) -> ! {
+pub(crate) fn fail(message: &str) -> ! {
     eprintln!("benchmark failed: {message}");
     std::process::exit(1)
 }
 
 /// Latency percentiles of a set of samples.
 #[derive(Debug, Clone, Copy)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     /// Median, milliseconds.
     pub p50_ms: f64,
     /// 99th percentile, milliseconds.
@@ -102,7 +102,7 @@ pub struct Percentiles {
 }
 
 /// Nearest-rank percentiles of `samples` (sorted in place); `None` when empty.
-pub fn percentiles(samples: &mut [Duration]) -> Option<Percentiles> {
+pub(crate) fn percentiles(samples: &mut [Duration]) -> Option<Percentiles> {
     if samples.is_empty() {
         return None;
     }
@@ -121,7 +121,7 @@ pub fn percentiles(samples: &mut [Duration]) -> Option<Percentiles> {
 
 /// Result of one closed-loop load point, serialised in the format of `bench/legacy_trustline.js`.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct LoadPoint {
+pub(crate) struct LoadPoint {
     /// Operations kept in flight.
     pub in_flight: u64,
     /// Measured time, seconds (from the end of the warm-up to the last completion).
@@ -149,7 +149,7 @@ pub struct LoadPoint {
 /// Runs `in_flight` workers, each repeatedly awaiting `op(worker_index)` (one operation in flight per worker), for
 /// `warmup` then `duration`. Only operations started after the warm-up count. Workers are spawned on the current tokio
 /// runtime, so a multi-threaded runtime spreads them over its threads.
-pub async fn closed_loop<F, Fut, E>(
+pub(crate) async fn closed_loop<F, Fut, E>(
     in_flight: u64,
     warmup: Duration,
     duration: Duration,
@@ -243,7 +243,7 @@ where
 const PROC_TICKS_PER_S: f64 = 100.0;
 
 /// CPU time (user + system) used so far by this process, all threads, in seconds.
-pub fn process_cpu_s() -> Option<f64> {
+pub(crate) fn process_cpu_s() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces, so split after its closing parenthesis): the
     // 14th and 15th fields of the line, utime and stime, are the 12th and 13th from there.
@@ -255,7 +255,7 @@ pub fn process_cpu_s() -> Option<f64> {
 }
 
 /// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -264,7 +264,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// A child process that is killed (SIGKILL, by PID) and reaped when dropped.
-pub struct ChildGuard(pub Child);
+pub(crate) struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -274,7 +274,7 @@ impl Drop for ChildGuard {
 }
 
 /// Prints `value` as one line of JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string(value) {
         Ok(s) => println!("{s}"),
         Err(e) => fail(&format!("cannot serialise result: {e}")),

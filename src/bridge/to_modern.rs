@@ -5,7 +5,7 @@
 //! 2. Write the modern side's record (synced), then send. We wait for M's answer as long as P's transfer stays
 //!    prepared: a Fulfill M sends late still counts, since M has paid onwards by then.
 //! 3. A Fulfill (whose preimage matches) is written down on the modern side first, then handed to the trustline
-//!    to deliver ([`Trustline::fulfill_when_possible`]: it notes the preimage durably and re-sends until P
+//!    to deliver ([`Trustline::fulfill_when_possible`](crate::peer::trustline::Trustline::fulfill_when_possible): it notes the preimage durably and re-sends until P
 //!    answers, across reconnects and restarts): a Fulfill the node received is never lost. While that happens,
 //!    P's transfer may not expire here ([`BridgedPair::hold_expiry`]).
 //! 4. A Reject goes back to P translated; a Prepare never sent (no connection) is rejected T01; an answer that

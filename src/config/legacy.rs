@@ -18,8 +18,9 @@
 //!   `maxBalance` is given, since legacy ignores `maxBalance` in stateless mode anyway.
 //! * Without `server`, `prefix` and `info` are required (legacy constructor error).
 //!
-//! Unknown fields are tolerated and logged by name (never by value: they may be secrets). Bad values are refused
-//! with a [`ConfigError`] naming the field and the reason. Secrets are held in [`Secret`], whose `Debug` is
+//! An option name the plugin does not know is refused by name ([`PLUGIN_OPTIONS`], [`BRIDGE_OPTIONS`]); those it
+//! knows and ilp-bridge does not apply ([`UNUSED_PLUGIN_OPTIONS`]) are accepted and logged by name (never by
+//! value: they may be secrets). Bad values are refused with a [`ConfigError`] naming the field and the reason. Secrets are held in [`Secret`], whose `Debug` is
 //! redacted.
 
 use std::fmt;
@@ -37,25 +38,48 @@ use super::redact::OptionNames;
 /// Default listener port of the legacy plugin.
 pub const DEFAULT_LISTENER_PORT: u16 = 4195;
 
-/// Option names the legacy plugin (or ILP Kit) reads; any other name is logged as unknown.
-const KNOWN_OPTIONS: &[&str] = &[
+/// Options of the legacy plugin that ilp-bridge reads and applies.
+pub const PLUGIN_OPTIONS: &[&str] = &[
     "listener",
     "server",
     "incomingSecret",
-    "token",
     "maxBalance",
     "minBalance",
     "prefix",
     "info",
-    "store",
-    "module",
-    "moduleOptions",
-    "_store",
-    "_backend",
-    "_log",
-    "authCheck",
-    "rate",
 ];
+
+/// ilp-bridge's own additions to the options object: `store` (stateful or not, as ILP Kit's ledger-level `store`
+/// decides), `module` and `moduleOptions` (the channel module and its options).
+pub const BRIDGE_OPTIONS: &[&str] = &["store", "module", "moduleOptions"];
+
+/// Options the legacy plugin (or ILP Kit's connector, which builds its options) knows that ilp-bridge accepts
+/// and does not apply, each with the reason logged at start. Accepted so that options copied from a working
+/// deployment still start.
+pub const UNUSED_PLUGIN_OPTIONS: &[(&str, &str)] = &[
+    (
+        "token",
+        "has no effect in the legacy plugin either; inbound clients present incomingSecret",
+    ),
+    (
+        "authCheck",
+        "a JavaScript function, which JSON cannot carry; the default check (empty username, incomingSecret) is used",
+    ),
+    (
+        "_store",
+        "a JavaScript store object; records are kept in the node's database, and `store` or maxBalance decides \
+         stateful mode",
+    ),
+    (
+        "_backend",
+        "a JavaScript backend object; records are kept in the node's database, and `store` or maxBalance \
+         decides stateful mode",
+    ),
+    ("_log", "the connector's logger; ilp-bridge logs through its own [log] settings"),
+];
+
+/// Keys of the `listener` object, as the legacy listener reads them.
+const LISTENER_KEYS: &[&str] = &["port", "cert", "key", "ca"];
 
 /// A secret string (auth token, incoming secret). `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -204,7 +228,8 @@ pub struct PeerConfig {
     /// Legacy stateful mode: account `prefix+"server"`, configured limits, expiry timers. Stateless: account
     /// `prefix+"client"`, limits ±Infinity. ilp-bridge keeps durable records in both modes.
     pub stateful: bool,
-    /// Name of the channel module (`trustline`, `claim-test`, …); `None` runs without a module (legacy stub).
+    /// Name of the channel module (`iou` or its alias `trustline`, `xrp-paychan`, `eth-payment`, `eth-channel`;
+    /// `claim-test` only in builds with the `testing` feature); `None` runs without a module (legacy stub).
     pub module: Option<String>,
     /// The options object as given (module options are read from it, or from `moduleOptions` if present).
     pub raw: Value,
@@ -255,23 +280,7 @@ impl PeerConfig {
             return Err(ConfigError::field("options", "must be a JSON object"));
         };
         validate_peer_name(name).map_err(|r| ConfigError::value("name", r))?;
-        for key in obj.keys() {
-            if !KNOWN_OPTIONS.contains(&key.as_str()) {
-                tracing::warn!(peer = name, option = %key, "unknown legacy plugin option ignored");
-            }
-        }
-        if obj.contains_key("token") {
-            tracing::warn!(
-                peer = name,
-                "option \"token\" has no effect in the legacy plugin; use incomingSecret"
-            );
-        }
-        if obj.contains_key("authCheck") {
-            tracing::warn!(
-                peer = name,
-                "option \"authCheck\" cannot be set from JSON; the default check (empty username, incomingSecret) is used"
-            );
-        }
+        check_option_names(name, obj)?;
 
         let listener = match obj.get("listener") {
             None | Some(Value::Null) => None,
@@ -411,6 +420,45 @@ impl PeerConfig {
             .cloned()
             .unwrap_or_else(|| self.raw.clone())
     }
+}
+
+/// Refuses an option name that neither the legacy plugin nor ilp-bridge knows, naming it (a typo such as
+/// `maxBalence` would otherwise leave the peer without the limit meant for it), and logs the known options that
+/// have no effect here. When a module is set without `moduleOptions`, the module reads its options from the whole
+/// object, as the legacy plugin hands its module the plugin's options: the names outside the plugin's are then
+/// the module's and are left to it.
+fn check_option_names(peer: &str, obj: &Map<String, Value>) -> Result<(), ConfigError> {
+    let module_reads_top_level = obj.get("module").is_some_and(|m| !m.is_null())
+        && obj.get("moduleOptions").is_none_or(Value::is_null);
+    for key in obj.keys() {
+        let key = key.as_str();
+        if PLUGIN_OPTIONS.contains(&key) || BRIDGE_OPTIONS.contains(&key) {
+            continue;
+        }
+        if let Some((_, why)) = UNUSED_PLUGIN_OPTIONS.iter().find(|(n, _)| *n == key) {
+            tracing::warn!(peer, option = key, why, "legacy plugin option not applied");
+            continue;
+        }
+        if !module_reads_top_level {
+            return Err(ConfigError::field(
+                key,
+                "unknown option: neither the legacy plugin nor ilp-bridge reads it (ilp-bridge's own per-peer \
+                 limits go beside options, module options in moduleOptions)",
+            ));
+        }
+    }
+    if let Some(Value::Object(listener)) = obj.get("listener") {
+        if let Some(key) = listener
+            .keys()
+            .find(|k| !LISTENER_KEYS.contains(&k.as_str()))
+        {
+            return Err(ConfigError::field(
+                format!("listener.{key}"),
+                "unknown listener option: the listener takes port, cert, key and ca",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a peer name. The name is the peer's store namespace (`tl/` and `mvt/` keys, see
@@ -888,10 +936,10 @@ mod tests {
     }
 
     #[test]
-    fn stateless_limits_are_unbounded_and_unknown_fields_tolerated() -> Result<(), ConfigError> {
+    fn stateless_limits_are_unbounded() -> Result<(), ConfigError> {
         let c = PeerConfig::from_legacy_json(
             "p",
-            &json!({"server": "btp+ws://:s@h:1", "maxBalance": "100", "store": false, "whatever": 1}),
+            &json!({"server": "btp+ws://:s@h:1", "maxBalance": "100", "store": false}),
         )?;
         assert!(!c.stateful);
         assert_eq!(c.max_balance, Limit::Unbounded);

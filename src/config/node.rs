@@ -357,11 +357,14 @@ mod tests {
                 "{key}: {zero:?}"
             );
         }
-        // Not a legacy plugin option: inside `options` it is an unknown option, ignored (and logged).
+        // Not a legacy plugin option: inside `options` it is an unknown option, refused by name.
         let inside = NodeConfig::parse(
             "[[peer]]\nname = \"a\"\noptions = { server = \"btp+ws://:s@h:1\", max_hold_ms = 5 }\n",
-        )?;
-        assert_eq!(inside.peers[0].limits, PrepareLimits::default());
+        );
+        assert!(
+            matches!(&inside, Err(e) if e.field_path() == Some("peer \"a\".max_hold_ms")),
+            "{inside:?}"
+        );
         Ok(())
     }
 

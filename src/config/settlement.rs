@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +28,8 @@ pub const DEFAULT_CONNECTOR: &str = "http://127.0.0.1:7771";
 /// Default admin API address.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3001";
 
-/// Configuration of the settlement engine.
+/// Configuration of the settlement engine. It has no folder of its own: the engine keeps its records in the node's
+/// database (the top-level `data_dir`, keys under `se/`), so a `data_dir` here is refused as an unknown key.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SeConfig {
@@ -47,13 +47,11 @@ pub struct SeConfig {
     pub admin_listen: SocketAddr,
     /// Bearer token of the admin API (never logged).
     pub admin_token: Option<String>,
-    /// Stock channel module name (`trustline`, `claim-test`, ledger modules).
+    /// Stock channel module name (`iou` or its alias `trustline`, `xrp-paychan`, `eth-payment`, `eth-channel`;
+    /// `claim-test` only in builds with the `testing` feature).
     pub module: String,
     /// The module's options (legacy plugin options JSON).
     pub module_options: serde_json::Value,
-    /// Accepted and not used by `ilp-bridge run`, which opens the database in the node's `data_dir`; a caller
-    /// of `settlement::start` opens the store it passes wherever it likes.
-    pub data_dir: PathBuf,
     /// Scale at which incoming settlements are credited to the connector until a settle request tells the
     /// account's scale. Unset: credit at the module's scale (exact; the connector converts).
     pub connector_scale: Option<u8>,
@@ -77,7 +75,6 @@ impl std::fmt::Debug for SeConfig {
             admin_token,
             module,
             module_options,
-            data_dir,
             connector_scale,
             account_connector_scales,
             retry_initial_ms,
@@ -92,7 +89,6 @@ impl std::fmt::Debug for SeConfig {
             .field("admin_token", &SecretSet(admin_token.as_deref()))
             .field("module", module)
             .field("module_options", &OptionNames(module_options))
-            .field("data_dir", data_dir)
             .field("connector_scale", connector_scale)
             .field("account_connector_scales", account_connector_scales)
             .field("retry_initial_ms", retry_initial_ms)
@@ -117,7 +113,6 @@ impl Default for SeConfig {
             admin_token: None,
             module: "trustline".to_owned(),
             module_options: serde_json::Value::Object(serde_json::Map::new()),
-            data_dir: PathBuf::from("data"),
             connector_scale: None,
             account_connector_scales: HashMap::new(),
             retry_initial_ms: DEFAULT_RETRY_INITIAL.as_millis() as u64,

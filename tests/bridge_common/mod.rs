@@ -16,13 +16,13 @@ use sha2::{Digest, Sha256};
 
 use crate::legacy_common::{now_ms, R, WAIT};
 
-pub struct Bridge {
-    pub node: PeerNode,
-    pub bridge: BridgeNode,
+pub(crate) struct Bridge {
+    pub(crate) node: PeerNode,
+    pub(crate) bridge: BridgeNode,
 }
 
 impl Bridge {
-    pub async fn start(toml: &str, dir: &std::path::Path) -> R<Bridge> {
+    pub(crate) async fn start(toml: &str, dir: &std::path::Path) -> R<Bridge> {
         let config = NodeConfig::parse(toml)?;
         // After a stop, the tasks of the previous run let go of the database within moments.
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -63,13 +63,13 @@ impl Bridge {
         Ok(Bridge { node, bridge })
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.bridge.shutdown().await;
         self.node.shutdown().await;
     }
 }
 
-pub fn bridge_toml(p_port: u16, m_btp: &str) -> String {
+pub(crate) fn bridge_toml(p_port: u16, m_btp: &str) -> String {
     format!(
         r#"
         [[peer]]
@@ -85,7 +85,7 @@ pub fn bridge_toml(p_port: u16, m_btp: &str) -> String {
     )
 }
 
-pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> R<()> {
+pub(crate) async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> R<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !ready() {
         if tokio::time::Instant::now() > deadline {
@@ -96,7 +96,7 @@ pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> R<()> {
     Ok(())
 }
 
-pub fn prepare(
+pub(crate) fn prepare(
     amount: u64,
     destination: &str,
     fulfillment: &[u8; 32],
@@ -111,7 +111,7 @@ pub fn prepare(
     })
 }
 
-pub fn preimage(tag: u8, i: u64) -> [u8; 32] {
+pub(crate) fn preimage(tag: u8, i: u64) -> [u8; 32] {
     let mut f = [tag; 32];
     f[..8].copy_from_slice(&i.to_be_bytes());
     f

@@ -15,32 +15,32 @@ use channel_modules::eth::{Address, PrivateKey, TxHash};
 use num_bigint::BigUint;
 use serde_json::{json, Value};
 
-pub type EthBoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type EthBoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Dev account that pays.
-pub const PAYER_KEY: usize = 1;
+pub(crate) const PAYER_KEY: usize = 1;
 /// Dev account that is paid.
-pub const PAYEE_KEY: usize = 2;
+pub(crate) const PAYEE_KEY: usize = 2;
 /// A third party.
-pub const STRANGER_KEY: usize = 3;
+pub(crate) const STRANGER_KEY: usize = 3;
 /// How long a test waits for something before failing (a guard against hanging, not a speed assertion).
-pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// One gwei: a connector unit at scale 9 in wei (module scale 18).
-pub const GWEI: u64 = 1_000_000_000;
+pub(crate) const GWEI: u64 = 1_000_000_000;
 
 /// A fresh anvil, or `None` (test skipped) when the binary is missing outside CI.
-pub fn anvil() -> Option<Anvil> {
+pub(crate) fn anvil() -> Option<Anvil> {
     Anvil::for_test()
 }
 
 /// The address of dev account `index`.
-pub fn address(anvil: &Anvil, index: usize) -> Result<Address, EthBoxError> {
+pub(crate) fn address(anvil: &Anvil, index: usize) -> Result<Address, EthBoxError> {
     Ok(PrivateKey::from_hex(anvil.dev_key(index))?.address())
 }
 
 /// The chain as a test finds it before it starts anything: a client, the payer's and the payee's addresses,
 /// the first block the test can cause and both balances.
-pub struct ChainStart {
+pub(crate) struct ChainStart {
     /// A client of the test's anvil.
     pub rpc: RpcClient,
     /// Address of [`PAYER_KEY`].
@@ -56,7 +56,7 @@ pub struct ChainStart {
 }
 
 /// Reads a [`ChainStart`] from `anvil`.
-pub async fn chain_start(anvil: &Anvil) -> Result<ChainStart, EthBoxError> {
+pub(crate) async fn chain_start(anvil: &Anvil) -> Result<ChainStart, EthBoxError> {
     let rpc = anvil.client()?;
     let payer = address(anvil, PAYER_KEY)?;
     let payee = address(anvil, PAYEE_KEY)?;
@@ -74,14 +74,14 @@ pub async fn chain_start(anvil: &Anvil) -> Result<ChainStart, EthBoxError> {
 }
 
 /// Turns automining (back) on and mines one block, so whatever waits in the pool is mined.
-pub async fn mine_pending(anvil: &Anvil) -> Result<(), EthBoxError> {
+pub(crate) async fn mine_pending(anvil: &Anvil) -> Result<(), EthBoxError> {
     anvil.set_automine(true).await?;
     anvil.mine(1).await?;
     Ok(())
 }
 
 /// The hash of a confirmed transaction; an error for any other outcome.
-pub fn confirmed(status: TxStatus) -> Result<TxHash, EthBoxError> {
+pub(crate) fn confirmed(status: TxStatus) -> Result<TxHash, EthBoxError> {
     match status {
         TxStatus::Confirmed(r) => Ok(r.transaction_hash),
         other => Err(format!("transaction failed: {other:?}").into()),
@@ -90,7 +90,7 @@ pub fn confirmed(status: TxStatus) -> Result<TxHash, EthBoxError> {
 
 /// Two confirmed payments a dishonest payer might claim as its own: the stranger paying the payee
 /// `foreign_wei`, then the payer paying the stranger `misdirected_wei`. Returns (foreign, misdirected).
-pub async fn foreign_and_misdirected(
+pub(crate) async fn foreign_and_misdirected(
     anvil: &Anvil,
     foreign_wei: BigUint,
     misdirected_wei: BigUint,
@@ -127,7 +127,7 @@ pub async fn foreign_and_misdirected(
 }
 
 /// Module options for dev account `key_index` (fast polling), with `extra` merged over them.
-pub fn module_options(anvil: &Anvil, key_index: usize, extra: Value) -> Value {
+pub(crate) fn module_options(anvil: &Anvil, key_index: usize, extra: Value) -> Value {
     let mut opts = json!({
         "rpcUri": anvil.url(),
         "privateKey": anvil.dev_key(key_index),
@@ -144,7 +144,7 @@ pub fn module_options(anvil: &Anvil, key_index: usize, extra: Value) -> Value {
 
 /// One mined transaction sent by the address of interest.
 #[derive(Debug, Clone)]
-pub struct SentTx {
+pub(crate) struct SentTx {
     /// Hash.
     pub hash: TxHash,
     /// Recipient (`None`: contract creation).
@@ -160,7 +160,7 @@ pub struct SentTx {
 }
 
 /// Every transaction mined from block `first_block` on whose sender is `from`.
-pub async fn sent_by(
+pub(crate) async fn sent_by(
     rpc: &RpcClient,
     from: &Address,
     first_block: u64,
@@ -204,12 +204,15 @@ pub async fn sent_by(
 }
 
 /// Total fees of `txs`.
-pub fn fees(txs: &[SentTx]) -> BigUint {
+pub(crate) fn fees(txs: &[SentTx]) -> BigUint {
     txs.iter().map(|t| t.fee.clone()).sum()
 }
 
 /// Hashes of the transactions waiting in anvil's pool sent by `from` (automine off).
-pub async fn pending_from(rpc: &RpcClient, from: &Address) -> Result<Vec<TxHash>, EthBoxError> {
+pub(crate) async fn pending_from(
+    rpc: &RpcClient,
+    from: &Address,
+) -> Result<Vec<TxHash>, EthBoxError> {
     let block = rpc
         .call("eth_getBlockByNumber", json!(["pending", true]))
         .await?;
@@ -228,13 +231,13 @@ pub async fn pending_from(rpc: &RpcClient, from: &Address) -> Result<Vec<TxHash>
 }
 
 /// The current block number.
-pub async fn head(rpc: &RpcClient) -> Result<u64, EthBoxError> {
+pub(crate) async fn head(rpc: &RpcClient) -> Result<u64, EthBoxError> {
     let v = rpc.call("eth_blockNumber", json!([])).await?;
     Ok(parse_hex_u64(v.as_str().ok_or("bad block number")?)?)
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after [`WAIT_LIMIT`].
-pub async fn wait_until<F, Fut>(what: &str, check: F) -> Result<(), EthBoxError>
+pub(crate) async fn wait_until<F, Fut>(what: &str, check: F) -> Result<(), EthBoxError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

@@ -16,25 +16,25 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, Mutex};
 
-pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-pub type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The legacy plugin versions the tests run against.
-pub const VERSIONS: &[&str] = &["1.3.5", "1.1.3"];
+pub(crate) const VERSIONS: &[&str] = &["1.3.5", "1.1.3"];
 /// How long a test waits for a reply or an event of the JS side.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The `node_modules` folder of legacy plugin `version`.
-pub fn legacy_dir(version: &str) -> PathBuf {
+pub(crate) fn legacy_dir(version: &str) -> PathBuf {
     root().join(format!("tests/node/legacy-{version}/node_modules"))
 }
 
 /// Whether node and the legacy packages are installed; `Err` (fail) under CI when they are not.
-pub fn available(version: &str) -> R<bool> {
+pub(crate) fn available(version: &str) -> R<bool> {
     let dir = legacy_dir(version).join("ilp-plugin-payment-channel-framework");
     let node_ok = std::process::Command::new("node")
         .arg("--version")
@@ -56,7 +56,7 @@ pub fn available(version: &str) -> R<bool> {
 }
 
 /// Runs `run` for each installed legacy version (see [`available`]), naming the version in a failure.
-pub async fn for_each_version<F, Fut>(run: F) -> TestResult
+pub(crate) async fn for_each_version<F, Fut>(run: F) -> TestResult
 where
     F: Fn(&'static str) -> Fut,
     Fut: std::future::Future<Output = TestResult>,
@@ -73,7 +73,7 @@ where
 }
 
 /// Kills exactly this node process, by PID (and through tokio as a fallback).
-pub fn kill_by_pid(child: &mut Child) {
+pub(crate) fn kill_by_pid(child: &mut Child) {
     if let Some(pid) = child.id() {
         let _ = std::process::Command::new("kill")
             .arg("-9")
@@ -84,7 +84,7 @@ pub fn kill_by_pid(child: &mut Child) {
 }
 
 /// A running legacy plugin. Killed (by PID) on drop.
-pub struct JsPeer {
+pub(crate) struct JsPeer {
     child: Child,
     stdin: ChildStdin,
     replies: Mutex<mpsc::UnboundedReceiver<Value>>,
@@ -100,7 +100,7 @@ impl Drop for JsPeer {
 }
 
 impl JsPeer {
-    pub async fn spawn(version: &str, env: &[(&str, String)]) -> R<JsPeer> {
+    pub(crate) async fn spawn(version: &str, env: &[(&str, String)]) -> R<JsPeer> {
         let script = root().join("tests/node/scripts/legacy_peer.js");
         let mut cmd = Command::new("node");
         cmd.arg("--unhandled-rejections=warn")
@@ -147,7 +147,7 @@ impl JsPeer {
     }
 
     /// A legacy client dialing `url` (`MODE=client`), with `extra` settings for legacy_peer.js.
-    pub async fn client(version: &str, url: String, extra: &[(&str, String)]) -> R<JsPeer> {
+    pub(crate) async fn client(version: &str, url: String, extra: &[(&str, String)]) -> R<JsPeer> {
         let mut env = vec![("MODE", "client".to_owned()), ("SERVER_URL", url)];
         env.extend(extra.iter().cloned());
         JsPeer::spawn(version, &env).await
@@ -155,7 +155,7 @@ impl JsPeer {
 
     /// A stateful legacy server (`MODE=server`) on `port` with `secret`, `prefix` and `max_balance`, with `extra`
     /// settings for legacy_peer.js.
-    pub async fn server(
+    pub(crate) async fn server(
         version: &str,
         port: u16,
         secret: &str,
@@ -176,7 +176,7 @@ impl JsPeer {
     }
 
     /// Runs a command; `Ok(Ok(result))` or `Ok(Err(error))` as the JS call resolved or threw.
-    pub async fn call(&mut self, cmd: &str, args: Value) -> R<Result<Value, Value>> {
+    pub(crate) async fn call(&mut self, cmd: &str, args: Value) -> R<Result<Value, Value>> {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -202,14 +202,14 @@ impl JsPeer {
     }
 
     /// The legacy ILP Payment packet for `amount` to `account`, as the JS side encodes it.
-    pub async fn payment(&mut self, account: &str, amount: u64) -> R<Value> {
+    pub(crate) async fn payment(&mut self, account: &str, amount: u64) -> R<Value> {
         self.ok("payment", json!({"account": account, "amount": amount}))
             .await
     }
 
     /// Sends a transfer of `amount` carrying the ILP packet `ilp` (a JSON string), conditioned on `fulfillment`
     /// and expiring in `expires_in_ms`; its id.
-    pub async fn send_transfer(
+    pub(crate) async fn send_transfer(
         &mut self,
         fulfillment: &[u8; 32],
         amount: u64,
@@ -226,14 +226,14 @@ impl JsPeer {
         Ok(id)
     }
 
-    pub async fn ok(&mut self, cmd: &str, args: Value) -> R<Value> {
+    pub(crate) async fn ok(&mut self, cmd: &str, args: Value) -> R<Value> {
         self.call(cmd, args)
             .await?
             .map_err(|e| format!("{cmd} failed: {e}").into())
     }
 
     /// Waits for the event `name` about transfer `id` (other events of that name are dropped).
-    pub async fn event_for(&self, name: &str, id: &str) -> R<Value> {
+    pub(crate) async fn event_for(&self, name: &str, id: &str) -> R<Value> {
         loop {
             let e = self.event(name).await?;
             if e["args"][0]["id"] == json!(id) {
@@ -244,7 +244,7 @@ impl JsPeer {
     }
 
     /// Waits for the next event with any of `names` (events seen earlier and not consumed count too).
-    pub async fn event_any(&self, names: &[&str]) -> R<Value> {
+    pub(crate) async fn event_any(&self, names: &[&str]) -> R<Value> {
         {
             let mut seen = self.seen.lock().await;
             if let Some(pos) = seen
@@ -268,7 +268,7 @@ impl JsPeer {
     }
 
     /// Takes every event named `name` received so far and not consumed, oldest first (others stay).
-    pub async fn take_all(&self, name: &str) -> Vec<Value> {
+    pub(crate) async fn take_all(&self, name: &str) -> Vec<Value> {
         let mut events = self.events.lock().await;
         let mut seen = self.seen.lock().await;
         while let Ok(v) = events.try_recv() {
@@ -281,7 +281,7 @@ impl JsPeer {
     }
 
     /// Waits for the next event named `name` (events seen earlier and not consumed count too).
-    pub async fn event(&self, name: &str) -> R<Value> {
+    pub(crate) async fn event(&self, name: &str) -> R<Value> {
         {
             let mut seen = self.seen.lock().await;
             if let Some(pos) = seen.iter().position(|e| e["event"] == json!(name)) {
@@ -302,33 +302,33 @@ impl JsPeer {
     }
 }
 
-pub fn free_port() -> R<u16> {
+pub(crate) fn free_port() -> R<u16> {
     // The legacy listener takes a port number (0 means 4195), so probe one.
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
 
-pub fn b64u(b: &[u8]) -> String {
+pub(crate) fn b64u(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-pub fn uuid_of(id: &TransferId) -> String {
+pub(crate) fn uuid_of(id: &TransferId) -> String {
     id.to_uuid_string()
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-pub fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     ilp_bridge::peer::trustline::legacy_format::iso_time(ms)
 }
 
-pub fn js_transfer(
+pub(crate) fn js_transfer(
     fulfillment: &[u8; 32],
     amount: u64,
     expires_in_ms: i64,

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The database the tests create (ILP Kit's usual name).
-pub const DATABASE: &str = "ilpkit";
+pub(crate) const DATABASE: &str = "ilpkit";
 
 /// How long the server may take to accept connections after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,7 +23,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const UNPRIVILEGED_ID: u32 = 65534;
 
 /// A running PostgreSQL server.
-pub struct PgServer {
+pub(crate) struct PgServer {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
@@ -81,7 +81,7 @@ fn free_port() -> R<u16> {
 impl PgServer {
     /// Starts a server with an empty database [`DATABASE`]; `Ok(None)` (skip) when PostgreSQL is not installed
     /// and `CI` is not `true`.
-    pub async fn start() -> R<Option<PgServer>> {
+    pub(crate) async fn start() -> R<Option<PgServer>> {
         let Some(bin) = bin_dir().filter(|b| b.join("initdb").is_file()) else {
             if std::env::var("CI").as_deref() == Ok("true") {
                 return Err("PostgreSQL (initdb, postgres) not installed; run .ci/setup".into());
@@ -152,27 +152,27 @@ impl PgServer {
     }
 
     /// The server's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 
     /// The URL of database `db`.
-    pub fn url_of(&self, db: &str) -> String {
+    pub(crate) fn url_of(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// The URL of [`DATABASE`].
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.url_of(DATABASE)
     }
 
     /// The port it listens (or listened) on.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// A client of database `db` (its connection runs on a spawned task).
-    pub async fn connect(&self, db: &str) -> R<tokio_postgres::Client> {
+    pub(crate) async fn connect(&self, db: &str) -> R<tokio_postgres::Client> {
         let started = Instant::now();
         loop {
             match tokio_postgres::connect(&self.url_of(db), tokio_postgres::NoTls).await {
@@ -190,7 +190,7 @@ impl PgServer {
     }
 
     /// Stops the server (fast shutdown, by PID; killed if it does not exit in time).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };

@@ -8,7 +8,11 @@ use std::time::Duration;
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// Calls `check` every 20 ms until it returns true; `Err` naming `what` once `limit` has passed.
-pub async fn poll_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<(), String>
+pub(crate) async fn poll_until<F, Fut>(
+    what: &str,
+    limit: Duration,
+    mut check: F,
+) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

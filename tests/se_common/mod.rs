@@ -18,19 +18,19 @@ use ilp_bridge::store::Db;
 use ilp_bridge::testing::mock_connector::{MockConnector, SettlePolicy};
 use tokio::net::TcpListener;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type TestResult = Result<(), BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type TestResult = Result<(), BoxError>;
 type Parts = (Arc<dyn SeStore>, Arc<dyn ModuleLogs>, Arc<IdentityRegistry>);
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// The `trustLimit` [`config`] gives `trustline` engines whose options set none: more than any test sends.
 /// Engine mode's own default is 0 (no IOU credited; tests/se_trust.rs tests it).
-pub const TEST_TRUST_LIMIT: &str = "1000000000000000000000000000000";
+pub(crate) const TEST_TRUST_LIMIT: &str = "1000000000000000000000000000000";
 
 /// A config for tests: fast retries, admin on; a `trustline` engine trusts its peer up to [`TEST_TRUST_LIMIT`]
 /// unless `options` sets `trustLimit`.
-pub fn config(connector: &str, module: &str, mut options: serde_json::Value) -> SeConfig {
+pub(crate) fn config(connector: &str, module: &str, mut options: serde_json::Value) -> SeConfig {
     if module == "trustline" {
         if let Some(o) = options.as_object_mut() {
             o.entry("trustLimit")
@@ -50,7 +50,7 @@ pub fn config(connector: &str, module: &str, mut options: serde_json::Value) -> 
 
 /// Where an engine keeps its state across restarts in a test.
 #[derive(Clone)]
-pub enum Backing {
+pub(crate) enum Backing {
     /// In memory (the same instances survive a restart).
     Memory(MemorySeStore, Arc<MemoryModuleLogs>, Arc<IdentityRegistry>),
     /// A RocksDB folder, reopened at every start.
@@ -58,7 +58,7 @@ pub enum Backing {
 }
 
 impl Backing {
-    pub fn memory() -> Self {
+    pub(crate) fn memory() -> Self {
         Backing::Memory(
             MemorySeStore::new(),
             Arc::new(MemoryModuleLogs::new()),
@@ -66,7 +66,7 @@ impl Backing {
         )
     }
 
-    pub fn rocks() -> Result<Self, std::io::Error> {
+    pub(crate) fn rocks() -> Result<Self, std::io::Error> {
         Ok(Backing::Rocks(Arc::new(tempfile::tempdir()?)))
     }
 
@@ -103,7 +103,7 @@ fn open_db(path: &Path) -> Result<Arc<Db>, Box<dyn std::error::Error + Send + Sy
 }
 
 /// Starts an engine on 127.0.0.1:0 (API and admin).
-pub async fn start_engine(
+pub(crate) async fn start_engine(
     config: SeConfig,
     backing: &Backing,
 ) -> Result<SeHandle, Box<dyn std::error::Error + Send + Sync>> {
@@ -113,11 +113,11 @@ pub async fn start_engine(
     Ok(start(config, store, logs, identities, api, Some(admin)).await?)
 }
 
-pub fn url(handle: &SeHandle) -> String {
+pub(crate) fn url(handle: &SeHandle) -> String {
     format!("http://{}", handle.addr)
 }
 
-pub fn admin_url(handle: &SeHandle) -> String {
+pub(crate) fn admin_url(handle: &SeHandle) -> String {
     format!(
         "http://{}",
         handle.admin_addr.map(|a| a.to_string()).unwrap_or_default()
@@ -126,7 +126,7 @@ pub fn admin_url(handle: &SeHandle) -> String {
 
 /// One side of an engine pair: a mock connector, the engine it holds `account` with (when running) on
 /// `backing`, and what the engine is started with.
-pub struct Side {
+pub(crate) struct Side {
     /// The connector.
     pub mock: MockConnector,
     /// The engine, unless stopped.
@@ -145,26 +145,26 @@ pub struct Side {
 
 impl Side {
     /// The engine's config.
-    pub fn config(&self) -> SeConfig {
+    pub(crate) fn config(&self) -> SeConfig {
         let mut c = config(&self.mock.url(), self.module, self.options.clone());
         c.connector_scale = self.connector_scale;
         c
     }
 
     /// The running engine.
-    pub fn se(&self) -> Result<&SeHandle, BoxError> {
+    pub(crate) fn se(&self) -> Result<&SeHandle, BoxError> {
         Ok(self.se.as_ref().ok_or("engine not running")?)
     }
 
     /// Stops the engine (its workers are aborted wherever they are, as in a crash).
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(se) = self.se.take() {
             se.stop().await;
         }
     }
 
     /// Starts the engine again on the same backing and points the connector at it.
-    pub async fn restart(&mut self) -> TestResult {
+    pub(crate) async fn restart(&mut self) -> TestResult {
         self.stop().await;
         let se = start_engine(self.config(), &self.backing).await?;
         self.mock.set_engine_url(&self.account, &url(&se))?;
@@ -173,17 +173,17 @@ impl Side {
     }
 
     /// What the connector has been credited in all.
-    pub fn credited(&self) -> Scaled {
+    pub(crate) fn credited(&self) -> Scaled {
         self.mock.credited_total(&self.account)
     }
 }
 
 /// The options of one side of [`start_pair`]: module options, connector scale and backing.
-pub type SideSpec = (serde_json::Value, Option<u8>, Backing);
+pub(crate) type SideSpec = (serde_json::Value, Option<u8>, Backing);
 
 /// Engines A and B with `module`, each behind its own mock connector (fast settlement retries), A's
 /// connector linked to B's.
-pub async fn start_pair(
+pub(crate) async fn start_pair(
     module: &'static str,
     specs: [SideSpec; 2],
 ) -> Result<(Side, Side), BoxError> {
@@ -216,21 +216,21 @@ pub async fn start_pair(
 }
 
 /// Stops both engines.
-pub async fn stop_all(sides: [Side; 2]) {
+pub(crate) async fn stop_all(sides: [Side; 2]) {
     for mut side in sides {
         side.stop().await;
     }
 }
 
 /// Whether two amounts are the same value (at whatever scales).
-pub fn value_eq(a: &Scaled, b: &Scaled) -> bool {
+pub(crate) fn value_eq(a: &Scaled, b: &Scaled) -> bool {
     let s = a.scale.max(b.scale);
     a.upscale(s) == b.upscale(s)
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after `limit` (a guard against hanging, not a speed
 /// assertion).
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, check: F) -> TestResult
+pub(crate) async fn eventually<F, Fut>(what: &str, limit: Duration, check: F) -> TestResult
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -239,7 +239,7 @@ where
 }
 
 /// GET an admin path as JSON.
-pub async fn admin_get(
+pub(crate) async fn admin_get(
     handle: &SeHandle,
     path: &str,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
@@ -256,7 +256,7 @@ pub async fn admin_get(
 
 /// Posts `body` to `{engine}/accounts/{account}/messages` as a peer engine does, retrying while the account's
 /// setup is still running in the background (503), for at most [`SETUP_WAIT`]; returns the status and body.
-pub async fn post_message_once_set_up(
+pub(crate) async fn post_message_once_set_up(
     engine: &str,
     account: &str,
     body: Vec<u8>,
@@ -279,4 +279,4 @@ pub async fn post_message_once_set_up(
 }
 
 /// Longest [`post_message_once_set_up`] waits for an account's setup.
-pub const SETUP_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const SETUP_WAIT: Duration = Duration::from_secs(30);

@@ -13,31 +13,31 @@ use channel_modules::xrp::fake_rippled::FakeRippled;
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type TestResult = Result<(), BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type TestResult = Result<(), BoxError>;
 
 /// Alice, the payer (ed25519 family seed; ripple-keypairs test vector).
-pub const ALICE_SEED: &str = "sEdSKaCy2JT7JaM7v95H9SxkhP9wS2r";
+pub(crate) const ALICE_SEED: &str = "sEdSKaCy2JT7JaM7v95H9SxkhP9wS2r";
 /// Bob, the payee (secp256k1 family seed; ripple-keypairs test vector).
-pub const BOB_SEED: &str = "sp5fghtJtpUorTwvof1NpDXAzNwf5";
+pub(crate) const BOB_SEED: &str = "sp5fghtJtpUorTwvof1NpDXAzNwf5";
 /// Carol, a stranger whose key forges claims.
-pub const CAROL_SEED: &str = "sEdT7wHTCLzDG7ueaw4hroSTBvH7Mk5";
+pub(crate) const CAROL_SEED: &str = "sEdT7wHTCLzDG7ueaw4hroSTBvH7Mk5";
 /// Drops Alice deposits in her channel to Bob.
-pub const DEPOSIT_DROPS: u64 = 1_000_000;
+pub(crate) const DEPOSIT_DROPS: u64 = 1_000_000;
 /// Settle delay of the channels, seconds (the module's default minimum).
-pub const SETTLE_DELAY_SECS: u32 = 3_600;
+pub(crate) const SETTLE_DELAY_SECS: u32 = 3_600;
 /// Upper bound for polling loops (a guard against hanging, not a speed assertion).
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// The three key pairs.
-pub struct Keys {
+pub(crate) struct Keys {
     pub alice: KeyPair,
     pub bob: KeyPair,
     pub carol: KeyPair,
 }
 
 impl Keys {
-    pub fn new() -> Result<Self, BoxError> {
+    pub(crate) fn new() -> Result<Self, BoxError> {
         Ok(Keys {
             alice: KeyPair::from_seed(ALICE_SEED)?,
             bob: KeyPair::from_seed(BOB_SEED)?,
@@ -45,25 +45,25 @@ impl Keys {
         })
     }
 
-    pub fn bob_address(&self) -> String {
+    pub(crate) fn bob_address(&self) -> String {
         self.bob.public_key().address()
     }
 }
 
 /// A fake rippled on 127.0.0.1:0 holding Alice's channel to Bob (`DEPOSIT_DROPS`). Dropping it stops it.
-pub struct Ledger {
+pub(crate) struct Ledger {
     pub fake: FakeRippled,
     pub keys: Keys,
     pub a_to_b: ChannelId,
 }
 
 impl Ledger {
-    pub async fn start() -> Result<Self, BoxError> {
+    pub(crate) async fn start() -> Result<Self, BoxError> {
         Self::start_with_deposit(DEPOSIT_DROPS).await
     }
 
     /// As [`Ledger::start`], with `deposit` drops in Alice's channel.
-    pub async fn start_with_deposit(deposit: u64) -> Result<Self, BoxError> {
+    pub(crate) async fn start_with_deposit(deposit: u64) -> Result<Self, BoxError> {
         let fake = FakeRippled::start().await?;
         let keys = Keys::new()?;
         let a_to_b = fake.create_channel(
@@ -77,7 +77,7 @@ impl Ledger {
     }
 
     /// The channel's redeemed balance on the ledger (drops paid to Bob so far).
-    pub fn redeemed(&self) -> Result<u64, BoxError> {
+    pub(crate) fn redeemed(&self) -> Result<u64, BoxError> {
         Ok(self
             .fake
             .channel(&self.a_to_b)
@@ -86,7 +86,7 @@ impl Ledger {
     }
 
     /// Alice's options (payer: her outgoing channel).
-    pub fn alice_options(&self) -> Value {
+    pub(crate) fn alice_options(&self) -> Value {
         json!({
             "rippled": self.fake.url(),
             "secret": ALICE_SEED,
@@ -95,7 +95,7 @@ impl Ledger {
     }
 
     /// Bob's options (payee: learns Alice's channel by RPC).
-    pub fn bob_options(&self, max_unsecured: u64) -> Value {
+    pub(crate) fn bob_options(&self, max_unsecured: u64) -> Value {
         json!({
             "rippled": self.fake.url(),
             "secret": BOB_SEED,
@@ -105,7 +105,7 @@ impl Ledger {
 }
 
 /// A claim in the module's wire shape, signed by `signer`, naming `public_key`'s key.
-pub fn claim_json(
+pub(crate) fn claim_json(
     channel: &ChannelId,
     drops: u64,
     signer: &KeyPair,
@@ -120,7 +120,7 @@ pub fn claim_json(
 }
 
 /// Polls `check` every 20 ms until it returns true; fails after [`WAIT`].
-pub async fn eventually<F, Fut>(what: &str, check: F) -> TestResult
+pub(crate) async fn eventually<F, Fut>(what: &str, check: F) -> TestResult
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -129,7 +129,7 @@ where
 }
 
 /// Opens the RocksDB folder, waiting while a previous instance still lets go of its lock.
-pub async fn open_db(path: &Path) -> Result<Arc<Db>, BoxError> {
+pub(crate) async fn open_db(path: &Path) -> Result<Arc<Db>, BoxError> {
     let mut last = None;
     for _ in 0..100 {
         match Db::open(path) {

@@ -1,8 +1,9 @@
 //! TLS for `btp+wss` (rustls through tokio-rustls, ring provider).
 //!
-//! **Server** ([`TlsServerConfig`]): the legacy `listener: {cert, key, ca}` options are PEM file paths. Unlike
-//! the legacy listener (which silently never starts without `ca`), `ca` is optional here. When given, its
-//! certificates are appended to the chain the server presents (after the ones in `cert`, skipping duplicates),
+//! **Server** ([`TlsServerConfig`]): the legacy `listener: {cert, key, ca}` options are PEM file paths. The
+//! ilp-bridge configuration requires `ca` with `cert` and `key` (the legacy listener silently never starts
+//! without it, so a legacy configuration without `ca` never served TLS); this type also takes none, for other
+//! callers. The `ca` certificates are appended to the chain the server presents (after the ones in `cert`, skipping duplicates),
 //! which is what Node/OpenSSL does with a `ca` that holds intermediates. Client certificates are never asked
 //! for: peers authenticate with the BTP auth handshake.
 //!
@@ -84,7 +85,8 @@ impl std::fmt::Debug for TlsServerConfig {
 }
 
 impl TlsServerConfig {
-    /// Reads the legacy `listener.cert`, `listener.key` and optional `listener.ca` PEM files.
+    /// Reads the legacy `listener.cert`, `listener.key` and `listener.ca` PEM files (`ca` may be `None` here;
+    /// the ilp-bridge configuration always gives it).
     pub fn from_pem_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Self, TlsError> {
         let ca = ca.map(read_file).transpose()?;
         Self::from_pem(&read_file(cert)?, &read_file(key)?, ca.as_deref())

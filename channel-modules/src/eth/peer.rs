@@ -370,8 +370,8 @@ impl PeerAddress {
         let unproven = |why: String| {
             warn!(account = ctx.account_id(), %pinned, %why, "unproven peer address pin refused");
             ModuleError::NotAccepted(format!(
-                "peer address {pinned} was pinned by an earlier version without a proof of ownership, and \
-                 {why}; configure peerAddress with the peer's real address"
+                "peer address {pinned} is pinned without a proof of ownership (a bare-address pin in a version-1 \
+                 database), and {why}; configure peerAddress with the peer's real address"
             ))
         };
         let proven = match self.ask(ctx, chain_id).await {

@@ -1,4 +1,5 @@
-//! `xrp-paychan`: the claim-based XRP Ledger payment-channel module (the legacy `ilp-plugin-xrp-paychan` flow).
+//! `xrp-paychan`: the claim-based XRP Ledger payment-channel module. Its flow follows the legacy
+//! `ilp-plugin-xrp-paychan` as described; it is tested between ilp-bridge nodes only, never against that plugin.
 //!
 //! Each side may pay through its own outgoing channel. Money moves off-ledger as **claims**: signatures over
 //! "`CLM\0` ‖ channel ‖ cumulative drops" ([`crypto`]). The payer signs (`payer`); the payee checks and keeps

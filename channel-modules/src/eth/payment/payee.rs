@@ -257,7 +257,7 @@ impl EthPaymentModule {
     }
 
     /// Whether the payer owes us for fulfilled transfers beyond what it has paid, so that asking it for its
-    /// latest claim ([`RPC_LATEST_CLAIM`]) can raise what is secured.
+    /// latest claim ([`RPC_LATEST_CLAIM`](super::RPC_LATEST_CLAIM)) can raise what is secured.
     fn claim_can_help(&self, ctx: &ChannelContext) -> Result<bool, ModuleError> {
         let fulfilled = ModuleUnits::from_peer_ledger(ctx.main_log()?.sums().incoming_fulfilled);
         let paid = ModuleUnits::from_own_log(
