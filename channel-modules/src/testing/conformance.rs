@@ -83,6 +83,9 @@ pub enum Check {
     CreditsIncreaseOnce,
     /// A replayed or older claim credits nothing, and a higher claim after it still credits its increase.
     ReplayCreditsNothing,
+    /// `incoming_total`, when the module reports one, is everything credited so far: 0 before the first claim,
+    /// each settled total after its claim, unchanged by a replay.
+    IncomingTotalIsCredited,
     /// Peer mode: `handle_incoming_prepare` accepts each prepare the subject says is within the payee's
     /// unsecured allowance (every increment of its totals, each followed by the claim for it).
     PrepareWithinAllowance,
@@ -97,7 +100,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in the order [`run`] runs them.
-    pub const ALL: [Check; 12] = [
+    pub const ALL: [Check; 13] = [
         Check::Connect,
         Check::AssetScaleStable,
         Check::UnknownMethod,
@@ -106,6 +109,7 @@ impl Check {
         Check::OutgoingNeverDecreases,
         Check::CreditsIncreaseOnce,
         Check::ReplayCreditsNothing,
+        Check::IncomingTotalIsCredited,
         Check::PrepareWithinAllowance,
         Check::StagedCreditRetried,
         Check::MaxCumulativeSettlement,

@@ -75,6 +75,7 @@ impl Arena {
             Check::OutgoingNeverDecreases => self.outgoing_never_decreases(totals).await,
             Check::CreditsIncreaseOnce => self.credits_increase_once(totals).await,
             Check::ReplayCreditsNothing => self.replay_credits_nothing(totals).await,
+            Check::IncomingTotalIsCredited => self.incoming_total_is_credited(totals).await,
             Check::PrepareWithinAllowance => self.prepare_within_allowance(totals).await,
             Check::StagedCreditRetried => self.staged_credit_retried(totals).await,
             Check::MaxCumulativeSettlement => self.max_cumulative_settlement().await,
@@ -387,6 +388,37 @@ impl Arena {
             .await
             .map(|_| ())
             .map_err(|Finding(e)| finding!("after the replays: {e}"))
+    }
+
+    /// The payee's `incoming_total` must be `expected` (when it reports one).
+    async fn incoming_total_is(&self, expected: &ModuleUnits, when: &str) -> Verdict {
+        match self.payee().incoming_total(&self.pair.b.ctx).await {
+            Ok(None) => Ok(()),
+            Ok(Some(t)) if t == *expected => Ok(()),
+            Ok(Some(t)) => Err(finding!(
+                "incoming_total {when} is {t}, not the {expected} credited"
+            )),
+            Err(e) => Err(finding!("incoming_total {when} failed: {e}")),
+        }
+    }
+
+    async fn incoming_total_is_credited(&self, totals: &[ModuleUnits]) -> Verdict {
+        self.connect().await?;
+        self.incoming_total_is(&ModuleUnits::zero(), "before any claim")
+            .await?;
+        let mut previous = ModuleUnits::zero();
+        let mut claims = Vec::new();
+        for total in totals {
+            claims.push(self.settle(&previous, total, false).await?);
+            self.incoming_total_is(total, &format!("after the claim for {total}"))
+                .await?;
+            previous = total.clone();
+        }
+        if let Some(first) = claims.first() {
+            self.credits_nothing(Some(first), "the first claim again")
+                .await?;
+        }
+        self.incoming_total_is(&previous, "after a replay").await
     }
 
     async fn prepare_within_allowance(&self, totals: &[ModuleUnits]) -> Verdict {

@@ -36,6 +36,7 @@ enum Fault {
     KeepsCreditsInMemory,
     IgnoresMax,
     DisconnectFails,
+    MisreportsIncomingTotal,
 }
 
 /// Cumulative claims `{"amount", "seq"}`, `seq` counting the claims signed; both ends keep their best claim
@@ -101,6 +102,20 @@ impl ChannelModule for TestModule {
         }
         self.connected.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn incoming_total(
+        &self,
+        ctx: &ChannelContext,
+    ) -> Result<Option<ModuleUnits>, ModuleError> {
+        let best = ctx.max_value_tracker(IN_KEY)?.get_max().await?.value;
+        Ok(Some(ModuleUnits(
+            if self.fault == Some(Fault::MisreportsIncomingTotal) {
+                best + 1u8
+            } else {
+                best
+            },
+        )))
     }
 
     async fn disconnect(&self, _ctx: &ChannelContext) -> Result<(), ModuleError> {
@@ -284,6 +299,10 @@ async fn every_check_fails_for_its_fault() -> Result<(), Box<dyn std::error::Err
         (Fault::KeepsCreditsInMemory, Check::StagedCreditRetried),
         (Fault::IgnoresMax, Check::MaxCumulativeSettlement),
         (Fault::DisconnectFails, Check::Disconnect),
+        (
+            Fault::MisreportsIncomingTotal,
+            Check::IncomingTotalIsCredited,
+        ),
     ] {
         let report = run(&TestSubject(Some(fault))).await?;
         for mode in HostMode::ALL.into_iter().filter(|m| check.applies_to(*m)) {
