@@ -614,3 +614,67 @@ async fn credit_retry_for(version: &str) -> TestResult {
     s.m.shutdown();
     Ok(())
 }
+
+#[tokio::test]
+async fn what_p_paid_before_the_bridge_stood_in_is_not_credited_to_m() -> TestResult {
+    for_each_version(|version| async move { history_for(version).await }).await
+}
+
+async fn history_for(version: &str) -> TestResult {
+    let (mut s, b) = set_up(version, true, 1_000, 0).await?;
+    // P pays while M takes no credits, then the bridge's settlement record is removed: the state of a peer
+    // whose module has history (an ILP Kit migration, or settlement turned on later) and no settlement record.
+    s.m.override_credit_status(Some(500));
+    pay_m(&mut s, 6, 0, 3_000_000).await?;
+    let settlement = b.bridge.settlement("kit").ok_or("no settlement")?.clone();
+    wait_until_async("the credit is pending", || async {
+        settlement.view().await.pending_credit.is_some()
+    })
+    .await?;
+    drop(settlement);
+    b.stop().await;
+    {
+        let db = ilp_bridge::store::Db::open(s.dir.path())?;
+        db.rocks().delete(b"bs/kit/state")?;
+    }
+    s.m.override_credit_status(None);
+    let b = Bridge::start(&s.toml, s.dir.path()).await?;
+    let settlement = b.bridge.settlement("kit").ok_or("no settlement")?.clone();
+    let v = settlement.view().await;
+    assert_eq!(
+        v.credited.0,
+        3_000_000u64.into(),
+        "history written down as credited: {v:?}"
+    );
+    assert_eq!(v.received.as_deref(), Some("3000000"));
+    // Only what P pays from now on reaches M. (1.1.3 cannot redial the restarted bridge, so the test checks
+    // the history alone there: docs/legacy-btp.md §16.14.)
+    if version != "1.1.3" {
+        s.p.ok("disconnect", json!({})).await?;
+        s.p.ok("connect", json!({})).await?;
+        open_socket(&mut s.p).await?;
+        pay_m(&mut s, 6, 1, 2_000_000).await?;
+        // The record held M's account ID; M's next settle request names it again.
+        pay_p(&mut s, 6, 2, 10_000).await?;
+        wait_until_async("the new payment is credited", || async {
+            settlement.view().await.credited.0 == 5_000_000u64.into()
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let credits: Vec<u64> =
+        s.m.credits()
+            .into_iter()
+            .filter(|c| c.account == "kit")
+            .map(|c| c.credited)
+            .collect();
+    let expected: Vec<u64> = if version != "1.1.3" {
+        vec![2_000]
+    } else {
+        vec![]
+    };
+    assert_eq!(credits, expected);
+    b.stop().await;
+    s.m.shutdown();
+    Ok(())
+}

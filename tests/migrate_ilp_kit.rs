@@ -417,6 +417,15 @@ async fn ilp_kit_deployment_moves_to_ilp_bridge_and_its_peers_keep_paying() -> T
         &out,
         "ledger g.kit.bells. (ilp-plugin-bells): not migrated: plugin ilp-plugin-bells is not",
     );
+    // Bridge mode: the modern connector's account for each peer starts at P's balance (here P owes).
+    assert_has(
+        &out,
+        &format!("bridge mode: the modern connector's account for \"{A}\" starts at -7 (scale 9;"),
+    );
+    assert_has(
+        &out,
+        "P owes 7: interledger-rs has no call that debits an account",
+    );
     assert_has(&out, "2 ledger(s) migrated, 1 not taken over; written");
     assert!(
         out.stdout

@@ -304,6 +304,7 @@ impl BridgeNode {
                     &settle.connector_url,
                     clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
                 )
+                .await
                 .map_err(|e| BridgeError::Config {
                     peer: name.clone(),
                     reason: format!("settlement: {e}"),

@@ -444,6 +444,7 @@ fn describe(ready: &Ready) -> LedgerMigration {
         stateful: peer.stateful,
         configured_maximum: peer.max_balance,
         configured_minimum: peer.min_balance,
+        legacy_scale: peer.info.as_ref().and_then(|i| i.currency_scale),
         table: None,
         logs: Vec::new(),
         trackers: Vec::new(),

@@ -89,6 +89,8 @@ pub struct LedgerMigration {
     pub configured_maximum: Limit,
     /// Configured `minBalance`.
     pub configured_minimum: Limit,
+    /// The ledger's scale (`info.currencyScale`), when the options give it.
+    pub legacy_scale: Option<u8>,
     /// The plugin store table, for a stateful ledger.
     pub table: Option<TableSummary>,
     /// The transfer logs, main log (`""`) first.
@@ -364,6 +366,9 @@ fn write_migration(
     for w in &m.warnings {
         writeln!(f, "  warning: {w}")?;
     }
+    if let Some(main) = m.logs.iter().find(|l| l.key.is_empty()) {
+        write_bridge_opening(f, m, main)?;
+    }
     let state = match (m.already_imported, outcome) {
         (true, _) => "already imported, unchanged",
         (false, Outcome::Written) => "imported",
@@ -371,6 +376,45 @@ fn write_migration(
         (false, _) => "not imported",
     };
     writeln!(f, "  store: {state}")
+}
+
+/// Bridge mode (README "Bridge mode"): the modern connector's account for this peer takes over ILP Kit's
+/// balance with P, so it must start at P's balance (what P received minus what it paid: OF − IF of the main log),
+/// and how to set it on interledger-rs, whose only way to move an account's balance from outside is an incoming
+/// settlement (a credit: it raises what the connector owes P).
+fn write_bridge_opening(
+    f: &mut fmt::Formatter<'_>,
+    m: &LedgerMigration,
+    main: &LogSummary,
+) -> fmt::Result {
+    let opening = i128::try_from(main.before.outgoing_fulfilled.0).unwrap_or(i128::MAX)
+        - i128::try_from(main.before.incoming_fulfilled.0).unwrap_or(i128::MAX);
+    let scale = m
+        .legacy_scale
+        .map_or_else(|| "the ledger's scale".to_owned(), |s| s.to_string());
+    writeln!(
+        f,
+        "  bridge mode: the modern connector's account for {:?} starts at {opening} (scale {scale}; positive: the \
+         connector owes P)",
+        m.peer
+    )?;
+    match opening.cmp(&0) {
+        std::cmp::Ordering::Equal => writeln!(f, "    nothing to set: a new account starts at 0"),
+        std::cmp::Ordering::Greater => writeln!(
+            f,
+            "    interledger-rs, once the account exists (<id>: its UUID, from GET /accounts/<username>): curl -X POST \
+             http://127.0.0.1:7771/accounts/<id>/settlements -H 'Idempotency-Key: ilp-bridge-opening-{}' \
+             -H 'Content-Type: application/json' -d '{{\"amount\":\"{opening}\",\"scale\":{scale}}}'",
+            m.peer
+        ),
+        std::cmp::Ordering::Less => writeln!(
+            f,
+            "    P owes {}: interledger-rs has no call that debits an account, so its account starts at 0 and the debt \
+             stays on the bridge's trustline with P; settle it with P before the switch if the connector's books must \
+             show it",
+            -opening
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -424,5 +468,52 @@ mod tests {
         // Moved after an earlier, checked import: not a difference.
         assert!(log(Some(other_balance), true).balances());
         assert!(log(None, false).balances());
+    }
+
+    /// Renders the bridge-mode lines of a ledger whose main log has `before`.
+    fn opening(before: Sums) -> String {
+        struct Lines(LedgerMigration, LogSummary);
+        impl fmt::Display for Lines {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_bridge_opening(f, &self.0, &self.1)
+            }
+        }
+        let m = LedgerMigration {
+            peer: "g.kit.".to_owned(),
+            role: String::new(),
+            stateful: true,
+            configured_maximum: Limit::Unbounded,
+            configured_minimum: Limit::Unbounded,
+            legacy_scale: Some(9),
+            table: None,
+            logs: Vec::new(),
+            trackers: Vec::new(),
+            warnings: Vec::new(),
+            already_imported: false,
+        };
+        Lines(
+            m,
+            LogSummary {
+                before,
+                ..log(None, false)
+            },
+        )
+        .to_string()
+    }
+
+    #[test]
+    fn the_bridge_opening_balance_is_p_s_balance_with_the_call_that_sets_it() {
+        // The node paid P 25 and was paid 10: the connector owes P 15.
+        let owed = opening(sums(10, 25));
+        assert!(owed.contains("starts at 15 (scale 9;"), "{owed}");
+        assert!(
+            owed.contains(
+                "accounts/<id>/settlements -H 'Idempotency-Key: ilp-bridge-opening-g.kit.' -H 'Content-Type: \
+                 application/json' -d '{\"amount\":\"15\",\"scale\":9}'"
+            ),
+            "{owed}"
+        );
+        assert!(opening(sums(10, 10)).contains("nothing to set"));
+        assert!(opening(sums(10, 3)).contains("P owes 7"));
     }
 }

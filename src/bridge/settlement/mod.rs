@@ -186,8 +186,13 @@ fn leftover_of(q: &Quantity) -> Scaled {
 impl PairSettlement {
     /// Opens the settlement of pair `name` (its record in `store`), crediting M through its settlement API at
     /// `connector_url`. Raises the trustline's claim floor to what M has asked so far, so the first Fulfill after
-    /// a restart already carries it.
-    pub fn open(
+    /// a restart already carries it. Call it before the trustline is launched.
+    ///
+    /// The first time (no record yet), what P's module has already received is history: it was paid to the node
+    /// before M stood in for it (an ILP Kit migration imports it with the module's trackers), so it is written
+    /// down as credited and only what P pays from now on is credited to M. M's account takes over the balance
+    /// from before as its opening balance (the migration report says how to set it).
+    pub async fn open(
         name: &str,
         trustline: Trustline,
         legacy_scale: u8,
@@ -195,8 +200,28 @@ impl PairSettlement {
         connector_url: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<PairSettlement, SettlementError> {
-        let record = store.load(name)?;
         let client = ConnectorClient::new(connector_url)?;
+        let record = match store.load(name)? {
+            Some(record) => record,
+            None => {
+                let history = match trustline.module() {
+                    Some(m) => m
+                        .incoming_total(trustline.module_context())
+                        .await?
+                        .unwrap_or_default(),
+                    None => ModuleUnits::zero(),
+                };
+                let record = SettlementRecord {
+                    credited: history,
+                    ..SettlementRecord::default()
+                };
+                store.save(name, &record, None).await?;
+                if !record.credited.is_zero() {
+                    tracing::info!(pair = %name, received_before = %record.credited, "what P paid before the bridge stood in for it is not credited to the modern connector");
+                }
+                record
+            }
+        };
         trustline.raise_claim_floor(record.requested.clone());
         Ok(PairSettlement {
             inner: Arc::new(Inner {

@@ -163,12 +163,12 @@ impl SettlementStore {
         }
     }
 
-    /// The pair's record (a default one if none was written yet).
-    pub fn load(&self, pair: &str) -> Result<SettlementRecord, StoreError> {
+    /// The pair's record, `None` if none was written yet.
+    pub fn load(&self, pair: &str) -> Result<Option<SettlementRecord>, StoreError> {
         let key = state_key(pair);
         match self.get(&key)? {
-            Some(bytes) => decode(&key, &bytes),
-            None => Ok(SettlementRecord::default()),
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
         }
     }
 
