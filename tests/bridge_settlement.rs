@@ -678,3 +678,127 @@ async fn history_for(version: &str) -> TestResult {
     s.m.shutdown();
     Ok(())
 }
+
+/// `ilp-bridge run` as a child process, stopped by PID (SIGTERM, then SIGKILL if it does not stop).
+struct CliNode(tokio::process::Child);
+
+impl CliNode {
+    async fn stop(mut self) -> R<std::process::ExitStatus> {
+        if let Some(pid) = self.0.id() {
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()?;
+        }
+        Ok(tokio::time::timeout(WAIT, self.0.wait()).await??)
+    }
+}
+
+impl Drop for CliNode {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_cli_runs_a_bridged_peer_that_settles_through_the_bridge() -> TestResult {
+    // One version is enough here: the CLI path is what is under test.
+    if !legacy_common::available("1.3.5")? {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let p_port = free_port()?;
+    let se_port = free_port()?;
+    let m = IlpNode::start(MockConfig {
+        ilp_address: Some("test.m".to_owned()),
+        route_broadcast_interval: None,
+        ..MockConfig::default()
+    })
+    .await?;
+    m.add_account(AccountDetails::new("bob", "USD", 6)).await?;
+    let m_btp = m.btp_url("kit").replacen("ws://", "btp+ws://:tok@", 1);
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n{}",
+            dir.path().join("data"),
+            settled_toml(p_port, &m_btp, se_port, &m.settlement_api_url(), false)
+        ),
+    )?;
+    let node = CliNode(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ilp-bridge"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?,
+    );
+    let se_url = format!("http://127.0.0.1:{se_port}");
+    wait_until_async("the bridge serves its settlement API", || async {
+        reqwest::get(format!("{se_url}/ledger")).await.is_ok()
+    })
+    .await?;
+    m.add_account(AccountDetails {
+        routing_relation: Some(RoutingRelation::Peer),
+        ilp_over_btp_incoming_token: Some("tok".to_owned()),
+        settlement_engine_url: Some(se_url.clone()),
+        settle_threshold: Some(1),
+        settle_to: Some(0),
+        ..AccountDetails::new("kit", "USD", 6)
+    })
+    .await?;
+    wait_until("M sees the bridge", || m.is_connected("kit")).await?;
+    let mut p = JsPeer::client(
+        "1.3.5",
+        format!("btp+ws://:sp@127.0.0.1:{p_port}"),
+        &[
+            ("STATEFUL", "1".to_owned()),
+            ("MAX_BALANCE", "100000000000000".to_owned()),
+            ("PREFIX", "test.kit.".to_owned()),
+            ("AUTO_FULFILL", "1".to_owned()),
+        ],
+    )
+    .await?;
+    p.ok("connect", json!({})).await?;
+    open_socket(&mut p).await?;
+    m.request_all_routes().await;
+    wait_until("M routes test.kit to the bridge", || {
+        m.routes().get("test.kit").map(String::as_str) == Some("kit")
+    })
+    .await?;
+    m.broadcast_routes().await;
+    let mut s = Setup {
+        p,
+        m,
+        toml: String::new(),
+        dir,
+        se_url: se_url.clone(),
+    };
+    pay_m(&mut s, 7, 0, 5_000_000).await?;
+    pay_p(&mut s, 7, 1, 9_000).await?;
+    wait_until("M settled with the bridge", || settled(&s.m) == (1, 4_000)).await?;
+    let account = s.m.account("kit").ok_or("no account")?.id.to_string();
+    wait_until_async("the bridge recorded the settle request", || async {
+        ledger(&se_url)
+            .await
+            .map(|v| v["requested"] == json!("4000000") && v["account"] == json!(account))
+            .unwrap_or(false)
+    })
+    .await?;
+    // M owed P 9,000 µ less the 5,000 µ P paid it: 4,000 µ asked; no module, so owed to P out of band.
+    let v = ledger(&se_url).await?;
+    assert_eq!(v["out_of_band"], json!("4000000"), "{v}");
+    let status = node.stop().await?;
+    assert!(status.success(), "ilp-bridge exited with {status}");
+    s.m.shutdown();
+    Ok(())
+}
