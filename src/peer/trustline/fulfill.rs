@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::guards::FulfillGuard;
 use super::side_protocols::{entry_claim, names};
+use super::unsure_fulfill::Verdict;
 use super::{system_ms, Trustline};
 use crate::peer::error::{log_err_to_peer, PeerError};
 use crate::peer::events::PeerEvent;
@@ -46,6 +47,8 @@ enum FulfillAttempt {
     Done(Result<(), PeerError>),
     /// No answer: the Fulfill may or may not have arrived.
     Unknown(RpcError),
+    /// An answer that does not say whether the peer applied it (see `unsure_fulfill`): send it again later.
+    Undecided,
 }
 
 /// The Fulfill packet for transfer `id` (with the `ilp` entry when there is one).
@@ -212,6 +215,11 @@ impl Trustline {
                 self.resend_fulfill_later(rec.clone(), fulfillment, ilp, reply_may_have_arrived(e));
                 Err(PeerError::Rpc(e))
             }
+            // Only a re-sent Fulfill is judged by the balances.
+            FulfillAttempt::Undecided => {
+                self.resend_fulfill_later(rec.clone(), fulfillment, ilp, true);
+                Err(PeerError::Rpc(RpcError::Timeout))
+            }
         }
     }
 
@@ -231,10 +239,26 @@ impl Trustline {
             // Legacy answers a repeated Fulfill of a transfer it already finished with F00 TypeError (it reads
             // its stored record as a string): after an unknown outcome that means our first one arrived.
             Ok(Reply::Error(e)) if retry && e.name == "TypeError" => {
-                // Ambiguous by legacy's own bug: a legacy peer that restarted before applying our first Fulfill
-                // answers the same way for a transfer it still holds prepared. The likelier case wins; say so.
-                tracing::warn!(peer = %self.inner.name, transfer = %id, "legacy peer answered a re-sent Fulfill with TypeError (it has finished the transfer or lost it in a restart); counted as fulfilled: compare balances if the peer restarted");
-                None
+                // Ambiguous by legacy's own bug: a legacy peer that restarted answers the same way for a transfer
+                // it applied our earlier Fulfill of and for one it still holds prepared. The balances decide.
+                if already {
+                    None
+                } else {
+                    match self.judge_by_balance(rec).await {
+                        Verdict::Applied => {
+                            tracing::info!(peer = %self.inner.name, transfer = %id, "legacy peer answered a re-sent Fulfill with TypeError; its balance shows it applied the first");
+                            None
+                        }
+                        Verdict::NotApplied => {
+                            tracing::warn!(peer = %self.inner.name, transfer = %id, "legacy peer answered a re-sent Fulfill with TypeError; its balance shows it never applied it (it restarted): the transfer expires here too");
+                            return FulfillAttempt::Done(Err(PeerError::Remote(e)));
+                        }
+                        Verdict::Undecided => {
+                            tracing::info!(peer = %self.inner.name, transfer = %id, "legacy peer answered a re-sent Fulfill with TypeError and the balances do not tell yet whether it applied it; asking again later");
+                            return FulfillAttempt::Undecided;
+                        }
+                    }
+                }
             }
             Ok(Reply::Error(e)) => return FulfillAttempt::Done(Err(PeerError::Remote(e))),
             // No answer, whatever the reason (a closed session fails requests already written too): the payer
@@ -319,6 +343,7 @@ impl Trustline {
                         sent_before |= reply_may_have_arrived(e);
                         continue;
                     }
+                    FulfillAttempt::Undecided => continue,
                     FulfillAttempt::Done(result) => {
                         lock(&tl.inner.settling).stop_resending(&id);
                         match result {
@@ -342,5 +367,31 @@ impl Trustline {
     /// Our Fulfills whose outcome is unknown and that are being re-sent.
     pub fn unacknowledged_fulfills(&self) -> Vec<TransferId> {
         lock(&self.inner.settling).resending()
+    }
+}
+
+impl Trustline {
+    /// Judges an ambiguous answer to our re-sent Fulfill of `rec` by the balances (see `unsure_fulfill`): the
+    /// peer's balance, negated, less ours is what the peer applied of the Fulfills we are unsure of.
+    async fn judge_by_balance(&self, rec: &TransferRecord) -> Verdict {
+        let id = rec.transfer.id;
+        lock(&self.inner.unsure).insert(id, rec.transfer.amount.0);
+        let theirs = match self.get_peer_balance().await {
+            Ok(b) => b.parse::<i128>().ok(),
+            Err(error) => {
+                tracing::debug!(peer = %self.inner.name, transfer = %id, %error, "asking the peer's balance failed");
+                None
+            }
+        };
+        let Some(theirs) = theirs else {
+            return Verdict::Undecided;
+        };
+        let ours = self.inner.log.balance().0;
+        let mut unsure = lock(&self.inner.unsure);
+        let verdict = unsure.decide(&id, theirs - ours);
+        if verdict != Verdict::Undecided {
+            unsure.remove(&id);
+        }
+        verdict
     }
 }

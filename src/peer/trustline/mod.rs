@@ -54,6 +54,7 @@ mod incoming;
 pub mod legacy_format;
 mod limits;
 mod side_protocols;
+mod unsure_fulfill;
 
 use expiry::ExpiryQueue;
 pub use expiry::{EXPIRY_RETRY_DELAY, MAX_TIMER_CHUNK};
@@ -116,6 +117,8 @@ struct TrustlineInner {
     claim_floor: Mutex<ModuleUnits>,
     /// The highest total the module settled since the process started (see [`Trustline::settled_total`]).
     settled: Mutex<ModuleUnits>,
+    /// Our Fulfills the peer answered without saying whether it applied them (see `unsure_fulfill`).
+    unsure: Mutex<unsure_fulfill::UnsureFulfills>,
 }
 
 impl Drop for TrustlineInner {
@@ -238,6 +241,7 @@ impl Trustline {
                 request_timeout: options.request_timeout,
                 claim_floor: Mutex::new(ModuleUnits::default()),
                 settled: Mutex::new(ModuleUnits::default()),
+                unsure: Mutex::new(unsure_fulfill::UnsureFulfills::default()),
             }
         });
         Ok(Trustline { inner })

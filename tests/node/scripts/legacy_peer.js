@@ -17,6 +17,11 @@
 //                   (see the "preimage" command)
 //   PG_URL          stateful: keep the store in PostgreSQL as ILP Kit did (tests/node/pg-store/store.js), in the
 //                   table "plugin_store_<PG_TABLE_PREFIX or PREFIX>s"; without it the store is in memory
+//   STORE_FILE      stateful, without PG_URL: keep the store in this JSON file (written whole and renamed into
+//                   place on every change, so a killed process loses nothing it acknowledged), for peers that
+//                   must keep their books across their own restarts
+//   FIXED_PREIMAGE  with AUTO_FULFILL: also fulfill every prepare whose condition is SHA-256 of this preimage
+//                   (base64url)
 'use strict'
 const path = require('path')
 const crypto = require('crypto')
@@ -38,6 +43,22 @@ class ObjStore {
   get (k) { return Promise.resolve(this.s[k]) }
   put (k, v) { this.s[k] = v; return Promise.resolve(null) }
   del (k) { delete this.s[k]; return Promise.resolve(null) }
+}
+
+class FileStore extends ObjStore {
+  constructor (file) {
+    super()
+    this.file = file
+    const fs = require('fs')
+    if (fs.existsSync(file)) this.s = JSON.parse(fs.readFileSync(file, 'utf8'))
+  }
+  save () {
+    const fs = require('fs')
+    fs.writeFileSync(this.file + '.tmp', JSON.stringify(this.s))
+    fs.renameSync(this.file + '.tmp', this.file)
+  }
+  put (k, v) { this.s[k] = v; this.save(); return Promise.resolve(null) }
+  del (k) { delete this.s[k]; this.save(); return Promise.resolve(null) }
 }
 
 // The claim-test module of ilp-bridge (channel-modules/src/claim_test.rs), in JavaScript.
@@ -92,7 +113,7 @@ if (stateful) {
   opts.maxBalance = process.env.MAX_BALANCE || '1000000'
   opts._store = process.env.PG_URL
     ? new (require('../pg-store/store.js'))(process.env.PG_URL, process.env.PG_TABLE_PREFIX || process.env.PREFIX)
-    : new ObjStore()
+    : process.env.STORE_FILE ? new FileStore(process.env.STORE_FILE) : new ObjStore()
 }
 const Plugin = process.env.CLAIM_SECRET
   ? PluginModule.makePaymentChannelPlugin(claimModule(process.env.CLAIM_SECRET))
@@ -108,7 +129,10 @@ for (const name of events) {
     out({ event: name, args: JSON.parse(JSON.stringify(args, (k, v) => (v instanceof Date ? v.toISOString() : v))) })
     if (name === 'incoming_prepare' && process.env.AUTO_FULFILL === '1') {
       const t = args[0]
-      const f = preimages[t.executionCondition]
+      const f = preimages[t.executionCondition] ||
+        (process.env.FIXED_PREIMAGE && t.executionCondition === b64u(crypto.createHash('sha256').update(fromB64(process.env.FIXED_PREIMAGE)).digest())
+          ? process.env.FIXED_PREIMAGE
+          : undefined)
       if (f) {
         plugin.fulfillCondition(t.id, f).then(
           () => out({ event: 'auto_fulfilled', id: t.id }),
