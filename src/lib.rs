@@ -4,6 +4,7 @@
 //! BTP/1.0) and modern ones (interledger-rs, the Java connector: BTP/2.0, ILPv4, RFC 38 settlement engines) talk
 //! to each other. See `ARCHITECTURE.md` for the map.
 
+pub mod admin;
 pub mod bridge;
 pub mod config;
 pub mod fd_budget;
