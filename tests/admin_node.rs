@@ -462,6 +462,7 @@ async fn the_cli_shows_what_the_api_shows() -> R<()> {
     assert_eq!(json, net.get_json("/peers").await?);
 
     let pay = run(args("pay"), &["--peer", "bob", "--amount", "3"]).await??;
+    println!("{pay}");
     assert!(pay.contains(": rejected in "), "{pay}");
     assert!(pay.contains("F02"), "{pay}");
 

@@ -25,7 +25,7 @@
 //!
 //! Key space (one default column family plus [`PENDING_CF`]): the store module uses keys starting with `meta/`,
 //! `tl/` and `mvt/` (see [`codec`](super::codec)). Other users pick their own prefix (e.g. `se/`) and document it
-//! there. One schema version covers every record ([`schema`]); opening refuses a database of a version this
+//! there; the admin listener's `/ready` writes `admin/ready-probe` ([`crate::admin::READY_PROBE_KEY`]). One schema version covers every record ([`schema`]); opening refuses a database of a version this
 //! build does not read.
 //!
 //! [`PENDING_CF`] is a small column family for records that are usually short-lived (prepared transfers). Kept
