@@ -16,6 +16,7 @@
 //! * [`fd_budget`]: the file descriptors the node may use, split between its parts;
 //! * `testing` (feature `testing`): test doubles shared by tests, benchmarks and examples.
 
+pub mod admin;
 pub mod bridge;
 pub mod config;
 pub mod fd_budget;

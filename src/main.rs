@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use ilp_bridge::bridge::run::run_peers;
+use ilp_bridge::admin::{NodeView, Part};
+use ilp_bridge::bridge::run::run_peers_observed;
 use ilp_bridge::config::ilp_kit;
 use ilp_bridge::config::node::{LogConfig, LogFormat, NodeConfig, EXAMPLE_CONFIG};
 use ilp_bridge::fd_budget::{raise_nofile_limit, FdBudget, FdDemand};
@@ -21,7 +22,7 @@ use ilp_bridge::store::{legacy_import, Db, RocksStores};
 /// Interledger bridge: BTP/1.0 peers compatible with ilp-plugin-payment-channel-framework, bridged to modern
 /// ILPv4 connectors (BTP/2.0, ILP-over-HTTP) where configured, and an RFC 38 settlement engine.
 #[derive(Parser, Debug)]
-#[command(name = "ilp-bridge", version, about)]
+#[command(name = "ilp-bridge", version = ilp_bridge::admin::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +49,36 @@ enum Command {
     },
     /// Print an annotated example configuration.
     ExampleConfig,
+    /// A readable summary of a running node: readiness, peers, engine accounts, queues, alerts.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The BTP peers of a running node: connection, balance, limits, prepared transfers, last error.
+    Peers {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Settlement of a running node: engine accounts (settled, queued, credits), bridged pairs, alerts.
+    Settlements {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// A test payment through a peer: prints the outcome and the time it took. Its condition cannot be
+    /// fulfilled by any receiver, so a working path answers "rejected" (README, "Operating ilp-bridge").
+    Pay {
+        /// The peer to pay through (its configured name).
+        #[arg(long)]
+        peer: String,
+        /// Amount in the peer ledger's units.
+        #[arg(long)]
+        amount: String,
+        /// ILP address to pay [default: the peer's prefix + "admin-test"].
+        #[arg(long, value_name = "ADDRESS")]
+        to: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Import a legacy plugin store (its key/value rows) into a peer's durable records.
     ImportLegacyStore {
         /// The peer the rows belong to (its `name` in the configuration; ILP Kit: the ledger prefix).
@@ -82,6 +113,102 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// How the admin commands reach a running node.
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The node's admin listener [default: ILP_BRIDGE_ADMIN_URL, else http://<[admin] listen of --config>,
+    /// else http://127.0.0.1:3002].
+    #[arg(long, value_name = "URL")]
+    admin_url: Option<String>,
+    /// Its bearer token [default: ILP_BRIDGE_ADMIN_TOKEN, else [admin] token of --config].
+    #[arg(long)]
+    token: Option<String>,
+    /// The node's configuration, to read [admin] listen and token from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Environment variable naming the admin listener's URL for the admin commands.
+const ADMIN_URL_ENV: &str = "ILP_BRIDGE_ADMIN_URL";
+
+impl AdminArgs {
+    /// The client these options describe.
+    fn client(&self) -> anyhow::Result<ilp_bridge::admin::client::AdminClient> {
+        use ilp_bridge::config::admin::{ADMIN_TOKEN_ENV, DEFAULT_NODE_ADMIN_LISTEN};
+        let config = match &self.config {
+            Some(path) => NodeConfig::load(path)?.admin,
+            None => None,
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let url = self
+            .admin_url
+            .clone()
+            .or_else(|| env(ADMIN_URL_ENV))
+            .or_else(|| config.as_ref().map(|c| format!("http://{}", c.listen)))
+            .unwrap_or_else(|| format!("http://{DEFAULT_NODE_ADMIN_LISTEN}"));
+        let token = self
+            .token
+            .clone()
+            .or_else(|| env(ADMIN_TOKEN_ENV))
+            .or_else(|| config.map(|c| c.token));
+        Ok(ilp_bridge::admin::client::AdminClient::new(&url, token))
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Runs one admin command against a running node.
+async fn admin_command(command: Command) -> anyhow::Result<()> {
+    use ilp_bridge::admin::client::{render_pay, render_peers, render_settlements, render_status};
+    match command {
+        Command::Status { admin } => {
+            let s = admin.client()?.status().await?;
+            if admin.json {
+                return print_json(&s);
+            }
+            print!("{}", render_status(&s));
+            if !s.ready {
+                anyhow::bail!("the node is not ready");
+            }
+        }
+        Command::Peers { admin } => {
+            let p = admin.client()?.peers().await?;
+            if admin.json {
+                return print_json(&p);
+            }
+            print!("{}", render_peers(&p));
+        }
+        Command::Settlements { admin } => {
+            let s = admin.client()?.settlements().await?;
+            if admin.json {
+                return print_json(&s);
+            }
+            print!("{}", render_settlements(&s));
+        }
+        Command::Pay {
+            peer,
+            amount,
+            to,
+            admin,
+        } => {
+            let request = ilp_bridge::admin::views::PayRequest { amount, to };
+            let o = admin.client()?.pay(&peer, &request).await?;
+            if admin.json {
+                return print_json(&o);
+            }
+            print!("{}", render_pay(&o));
+        }
+        _ => anyhow::bail!("not an admin command"),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -125,6 +252,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&node.log)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run_node(node))
+        }
+        command @ (Command::Status { .. }
+        | Command::Peers { .. }
+        | Command::Settlements { .. }
+        | Command::Pay { .. }) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(admin_command(command))
         }
         Command::ImportLegacyStore {
             peer,
@@ -226,6 +360,29 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
         settlement_engine = node.settlement_engine.is_some(),
         "ilp-bridge starting"
     );
+    let mut parts = Vec::new();
+    if !node.peers.is_empty() {
+        parts.push(Part::Peers);
+    }
+    if node.settlement_engine.is_some() {
+        parts.push(Part::Engine);
+    }
+    // The view exists (and counts) whether or not [admin] serves it: it is also what logs transfer changes.
+    let view = NodeView::new(Some(Arc::clone(&db)), &parts);
+    // The admin listener starts first, so /health answers and /ready tells what is still starting.
+    let admin = match &node.admin {
+        Some(config) => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("[admin] listen: cannot listen on {}", config.listen))?;
+            Some(
+                ilp_bridge::admin::start(listener, view.clone(), &config.token)
+                    .context("[admin] listener")?,
+            )
+        }
+        None => None,
+    };
+    let admin_token = node.admin.as_ref().map(|a| a.token.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         // An error means the sender is gone, which also means stop.
@@ -241,25 +398,34 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
         let configs = node.peers;
         let modern = node.modern;
         let stop = wait_stop(stop_rx.clone());
+        let view = view.clone();
         async move {
             if configs.is_empty() {
                 return Ok(());
             }
-            run_peers(configs, modern, db, options, stop)
-                .await
-                .context("BTP peers")
+            run_peers_observed(configs, modern, db, options, stop, |peers, bridge| {
+                view.add_peers(peers, Some(bridge))
+            })
+            .await
+            .context("BTP peers")
         }
     };
     let engine = {
         let db = Arc::clone(&db);
+        let view = view.clone();
         let config = node.settlement_engine;
         let stop = wait_stop(stop_rx.clone());
         async move {
             match config {
                 None => Ok(()),
-                Some(config) => ilp_bridge::settlement::run(config, db, stop)
-                    .await
-                    .context("settlement engine"),
+                Some(config) => ilp_bridge::settlement::run_observed(config, db, stop, |engine| {
+                    match &admin_token {
+                        Some(token) => view.set_engine(engine, token),
+                        None => view.set_up(Part::Engine, true),
+                    }
+                })
+                .await
+                .context("settlement engine"),
             }
         }
     };
@@ -286,6 +452,9 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
                 () = wait_stop(stop_rx.clone()) => {},
             }
         });
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
     peers?;
     engine?;
     Ok(())

@@ -460,8 +460,21 @@ pub async fn run_peers(
     configs: Vec<PeerConfig>,
     modern: BTreeMap<String, ModernConfig>,
     db: Arc<Db>,
+    options: crate::peer::NodeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    run_peers_observed(configs, modern, db, options, shutdown, |_, _| {}).await
+}
+
+/// [`run_peers`], calling `started` once every peer and pair runs (the node's admin listener and metrics
+/// take their handles there).
+pub async fn run_peers_observed(
+    configs: Vec<PeerConfig>,
+    modern: BTreeMap<String, ModernConfig>,
+    db: Arc<Db>,
     mut options: crate::peer::NodeOptions,
     shutdown: impl std::future::Future<Output = ()>,
+    started: impl FnOnce(&PeerNode, &BridgeNode),
 ) -> Result<(), RunError> {
     // The whole configuration is known here: identities held by peers no longer in it are released.
     let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
@@ -490,6 +503,7 @@ pub async fn run_peers(
     .await?;
     node.launch().await?;
     bridge.launch().await;
+    started(&node, &bridge);
     shutdown.await;
     bridge.shutdown().await;
     node.shutdown().await;

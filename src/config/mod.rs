@@ -1,9 +1,10 @@
 //! Configuration: the node TOML ([`node`]), legacy plugin options JSON ([`legacy`]) and ILP Kit's `env.list`
 //! ([`ilp_kit`]); a bridged peer's modern side ([`bridge`]); the node TOML's `[routing]` ([`routing`]), per-peer
 //! limits ([`prepare_limits`]) and the settlement engine's section ([`settlement`]); [`redact`] keeps secrets
-//! out of their `Debug` output; [`error`] says why a configuration is refused. Nothing here imports the runtime
+//! out of their `Debug` output; [`admin`] is the node's operator listener; [`error`] says why a configuration is refused. Nothing here imports the runtime
 //! that applies it.
 
+pub mod admin;
 pub mod bridge;
 pub mod error;
 pub mod ilp_kit;

@@ -131,6 +131,7 @@ struct RawNode {
     peers: Vec<RawPeer>,
     #[serde(rename = "settlement-engine")]
     settlement_engine: Option<SeConfig>,
+    admin: Option<super::admin::RawAdmin>,
 }
 
 /// The whole node configuration, validated.
@@ -148,6 +149,8 @@ pub struct NodeConfig {
     pub modern: BTreeMap<String, ModernConfig>,
     /// The settlement engine, if configured.
     pub settlement_engine: Option<SeConfig>,
+    /// The node's admin listener (`[admin]`), if configured.
+    pub admin: Option<super::admin::AdminConfig>,
 }
 
 impl Default for NodeConfig {
@@ -161,6 +164,7 @@ impl Default for NodeConfig {
             peers: Vec::new(),
             modern: BTreeMap::new(),
             settlement_engine: Some(SeConfig::default()),
+            admin: None,
         }
     }
 }
@@ -190,6 +194,12 @@ max_prepared_transfers = 1000   # transfers prepared at once, in each direction
 # [[peer]]
 # name = "legacy-server"
 # options_json = '{"server":"btp+ws://:secret@127.0.0.1:9000","maxBalance":"1000000"}'
+
+# The node's operator listener: /health, /ready, /metrics (no token), the admin API of the BTP peers and of
+# the engine, and the status page at / (README "Operating ilp-bridge").
+# [admin]
+# listen = "127.0.0.1:3002"
+# token = "change-me"         # required; `ilp-bridge status` reads it from --token or ILP_BRIDGE_ADMIN_TOKEN
 
 # The RFC 38 settlement engine for a modern connector.
 [settlement-engine]
@@ -289,6 +299,23 @@ impl NodeConfig {
         if let Some(se) = &raw.settlement_engine {
             se.validate().map_err(|e| e.within("settlement-engine"))?;
         }
+        let admin = raw
+            .admin
+            .map(super::admin::RawAdmin::validate)
+            .transpose()?;
+        if let (Some(admin), Some(se)) = (&admin, &raw.settlement_engine) {
+            let engine_admin = se.admin_token.is_some().then_some(se.admin_listen);
+            if engine_admin == Some(admin.listen) || se.listen == admin.listen {
+                return Err(ConfigError::field(
+                    "admin.listen",
+                    format!(
+                        "{} is also a [settlement-engine] listener; the node's admin listener serves the \
+                         engine's admin routes too, so leave out admin_token there or pick another address",
+                        admin.listen
+                    ),
+                ));
+            }
+        }
         Ok(NodeConfig {
             data_dir: raw
                 .data_dir
@@ -298,6 +325,7 @@ impl NodeConfig {
             peers,
             modern,
             settlement_engine: raw.settlement_engine,
+            admin,
         })
     }
 }

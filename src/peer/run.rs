@@ -297,7 +297,8 @@ impl PeerNode {
                     match tl.connect().await {
                         Ok(()) => return,
                         Err(e) => {
-                            tracing::debug!(peer = tl.name(), error = %e, "connect failed; retrying")
+                            tracing::debug!(peer = tl.name(), error = %e, "connect failed; retrying");
+                            tl.note_error(format!("connect failed: {e}"));
                         }
                     }
                     tokio::select! {

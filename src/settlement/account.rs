@@ -136,6 +136,29 @@ pub(super) struct Account {
     pub(super) gate: tokio::sync::RwLock<()>,
     /// The account's settle and credit workers.
     pub(super) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Event counts since the process started (for metrics).
+    pub(super) counters: AccountCounters,
+}
+
+/// What an account's workers did since the process started, counted for the node's metrics (not stored: a
+/// Prometheus counter may restart from zero with the process).
+#[derive(Debug, Default)]
+pub(super) struct AccountCounters {
+    /// Claims (or ledger payments) the peer's engine acknowledged.
+    pub(super) claims_sent: std::sync::atomic::AtomicU64,
+    /// Failed settle attempts.
+    pub(super) settle_failures: std::sync::atomic::AtomicU64,
+    /// Incoming settlements credited to the connector.
+    pub(super) credits_done: std::sync::atomic::AtomicU64,
+    /// Failed credit attempts, each retried later.
+    pub(super) credit_retries: std::sync::atomic::AtomicU64,
+}
+
+impl AccountCounters {
+    /// Adds one to `counter`.
+    pub(super) fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Account {
@@ -170,6 +193,7 @@ impl Account {
             deleted: AtomicBool::new(false),
             gate: tokio::sync::RwLock::new(()),
             tasks: Mutex::new(Vec::new()),
+            counters: AccountCounters::default(),
         }
     }
 

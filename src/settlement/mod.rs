@@ -45,4 +45,4 @@ mod workers;
 
 pub use engine::Engine;
 pub use error::EngineError;
-pub use run::{run, start, SeError, SeHandle};
+pub use run::{run, run_observed, start, SeError, SeHandle};

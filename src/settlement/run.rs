@@ -198,6 +198,16 @@ pub async fn run(
     db: Arc<Db>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SeError> {
+    run_observed(config, db, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `started` with the engine once it serves (the node's admin listener takes it there).
+pub async fn run_observed(
+    config: SeConfig,
+    db: Arc<Db>,
+    shutdown: impl Future<Output = ()> + Send,
+    started: impl FnOnce(&Engine),
+) -> Result<(), SeError> {
     config.validate()?;
     let listener = bind(config.listen).await?;
     let admin = if config.admin_token.is_some() {
@@ -209,6 +219,7 @@ pub async fn run(
     let logs: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(Arc::clone(&db)));
     let identities = IdentityRegistry::on_db(db);
     let handle = start(config, store, logs, identities, listener, admin).await?;
+    started(&handle.engine);
     shutdown.await;
     handle.stop().await;
     Ok(())

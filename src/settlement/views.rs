@@ -172,6 +172,13 @@ impl Engine {
             attempts: out.attempts,
             next_retry_ms: status.next_settle_retry_ms,
             last_claim_id: out.last_claim_id.clone(),
+            requests_accepted: out.requests_taken.saturating_add(queued_requests),
+            since_start: CountersView {
+                claims_sent: load(&acct.counters.claims_sent),
+                settle_failures: load(&acct.counters.settle_failures),
+                credits_done: load(&acct.counters.credits_done),
+                credit_retries: load(&acct.counters.credit_retries),
+            },
         }
     }
 }
@@ -218,6 +225,28 @@ pub struct AccountView {
     pub next_retry_ms: Option<u64>,
     /// Claim or transaction ID of the last settlement sent.
     pub last_claim_id: Option<String>,
+    /// Settle requests accepted in the account's life (taken by the settle worker, plus still queued).
+    pub requests_accepted: u64,
+    /// What the account's workers did since the process started.
+    pub since_start: CountersView,
+}
+
+/// Counts of an account's worker events since the process started (they restart from zero with it).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CountersView {
+    /// Settlements the peer's engine acknowledged.
+    pub claims_sent: u64,
+    /// Failed settle attempts (each retried with backoff).
+    pub settle_failures: u64,
+    /// Incoming settlements credited to the connector.
+    pub credits_done: u64,
+    /// Failed credit attempts (each retried with backoff).
+    pub credit_retries: u64,
+}
+
+/// The value of one of an account's counters.
+fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One settle request in the history.

@@ -20,7 +20,7 @@ use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::account::{push_bounded, Account};
+use super::account::{push_bounded, Account, AccountCounters};
 use super::client::{ClientError, CreditOutcome};
 use super::engine::Engine;
 use super::error::EngineError;
@@ -188,6 +188,8 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleE
     let seq = engine.next_seq();
     let outcome = match result {
         Ok(claim_id) => {
+            AccountCounters::bump(&acct.counters.claims_sent);
+            tracing::debug!(account = %acct.id, total = %target, claim = %claim_id, "settlement acknowledged by the peer");
             out.settled_total = target.clone();
             out.attempts = 0;
             out.last_error = None;
@@ -203,6 +205,7 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleE
             Ok(sent)
         }
         Err(e) => {
+            AccountCounters::bump(&acct.counters.settle_failures);
             out.attempts = out.attempts.saturating_add(1);
             out.last_error = Some(e.to_string());
             Err(e)
@@ -288,6 +291,7 @@ async fn credit_due(engine: &Engine, acct: &Arc<Account>) {
         let mut next_due = None;
         let done = match outcome {
             Ok(CreditOutcome::Credited) => {
+                AccountCounters::bump(&acct.counters.credits_done);
                 rec.status = CreditStatus::Credited;
                 rec.done_ms = Some(engine.now_ms());
                 rec.last_error = None;
@@ -314,6 +318,7 @@ async fn credit_due(engine: &Engine, acct: &Arc<Account>) {
                 false
             }
             Ok(CreditOutcome::UnknownAccount) | Err(_) => {
+                AccountCounters::bump(&acct.counters.credit_retries);
                 let msg = match outcome {
                     Err(e) => e.to_string(),
                     _ => "connector does not know the account yet (404)".to_owned(),

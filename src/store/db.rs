@@ -25,7 +25,7 @@
 //!
 //! Key space (one default column family plus [`PENDING_CF`]): the store module uses keys starting with `meta/`,
 //! `tl/` and `mvt/` (see [`codec`](super::codec)). Other users pick their own prefix (e.g. `se/`) and document it
-//! there. One schema version covers every record ([`schema`]); opening refuses a database of a version this
+//! there; the admin listener's `/ready` writes `admin/ready-probe` ([`crate::admin::READY_PROBE_KEY`]). One schema version covers every record ([`schema`]); opening refuses a database of a version this
 //! build does not read.
 //!
 //! [`PENDING_CF`] is a small column family for records that are usually short-lived (prepared transfers). Kept
@@ -152,7 +152,23 @@ struct Shared {
     groups: AtomicU64,
     /// Flush memtables when the database closes (see [`Db::set_flush_on_close`]).
     flush_on_close: AtomicBool,
+    /// Told how long each group write and WAL sync took (see [`Db::observe_writes`]).
+    write_observer: std::sync::OnceLock<WriteObserver>,
 }
+
+/// What the writer thread did, as [`Db::observe_writes`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A group write that synced the WAL (it held a batch waiting for durability).
+    SyncedWrite,
+    /// A group write of deferred batches only, without a sync.
+    UnsyncedWrite,
+    /// A WAL sync of deferred batches already written.
+    WalSync,
+}
+
+/// A callback told of every group write and sync: what it was and how long it took (the node's metrics).
+pub type WriteObserver = Arc<dyn Fn(WriteKind, std::time::Duration) + Send + Sync>;
 
 /// Receipt for a submitted batch; await [`WriteTicket::wait`] to learn when it is durable.
 #[derive(Debug)]
@@ -254,6 +270,7 @@ impl Db {
             injected_failures: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             flush_on_close: AtomicBool::new(true),
+            write_observer: std::sync::OnceLock::new(),
         });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -380,6 +397,13 @@ impl Db {
     /// Highest sequence number known durable.
     pub fn durable_seq(&self) -> u64 {
         self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// From now on `observer` is told of every group write and WAL sync and how long it took (successful or
+    /// not). Called on the writer thread, so it must be quick. Only the first observer set is kept; returns
+    /// false when one was set already.
+    pub fn observe_writes(&self, observer: WriteObserver) -> bool {
+        self.shared.write_observer.set(observer).is_ok()
     }
 
     /// True once a write or sync has failed.
@@ -653,7 +677,10 @@ fn writer_loop(shared: &Shared) {
                 let result = if shared.poisoned.load(Ordering::Acquire) {
                     Err(StoreError::Poisoned)
                 } else {
-                    sync_wal(shared)
+                    let started = std::time::Instant::now();
+                    let result = sync_wal(shared);
+                    observe(shared, WriteKind::WalSync, started);
+                    result
                 };
                 (tail.last_seq, tail.acks, result)
             }
@@ -673,7 +700,16 @@ fn writer_loop(shared: &Shared) {
                 let result = if shared.poisoned.load(Ordering::Acquire) {
                     Err(StoreError::Poisoned)
                 } else {
-                    write_group(shared, batches, if needs_sync { &sync } else { &no_sync })
+                    let started = std::time::Instant::now();
+                    let result =
+                        write_group(shared, batches, if needs_sync { &sync } else { &no_sync });
+                    let kind = if needs_sync {
+                        WriteKind::SyncedWrite
+                    } else {
+                        WriteKind::UnsyncedWrite
+                    };
+                    observe(shared, kind, started);
+                    result
                 };
                 if result.is_ok() && !needs_sync {
                     // Written, durable with the next sync.
@@ -711,6 +747,13 @@ fn writer_loop(shared: &Shared) {
             // A dropped receiver only means the caller stopped waiting; the outcome stands.
             let _ = ack.send(result.clone());
         }
+    }
+}
+
+/// Tells the write observer, if any, that a `kind` step begun at `started` is done.
+fn observe(shared: &Shared, kind: WriteKind, started: std::time::Instant) {
+    if let Some(observer) = shared.write_observer.get() {
+        observer(kind, started.elapsed());
     }
 }
 

@@ -207,6 +207,8 @@ pub(crate) struct Admission {
     authenticated: Arc<Semaphore>,
     preauth: Mutex<PreauthTable>,
     penalties: Mutex<Penalties>,
+    /// Refused auth attempts since the endpoint was made (for the node's metrics).
+    auth_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Admission {
@@ -223,7 +225,14 @@ impl Admission {
             authenticated: Arc::new(Semaphore::new(limits.max_authenticated)),
             preauth: Mutex::new(PreauthTable::default()),
             penalties: Mutex::new(Penalties::default()),
+            auth_failures: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Refused auth attempts so far.
+    pub(crate) fn auth_failures(&self) -> u64 {
+        self.auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The limits in force (zeros raised to 1).
@@ -288,6 +297,8 @@ impl Admission {
 
     /// Records a refused auth attempt from `address`.
     pub(crate) fn auth_failed(&self, address: AddressKey) {
+        self.auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         lock(&self.penalties).failed(address, Instant::now());
     }
 

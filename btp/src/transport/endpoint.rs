@@ -88,6 +88,11 @@ impl BtpEndpoint {
         self.inner.admission.unauthenticated_count()
     }
 
+    /// Auth attempts refused on this endpoint's listeners since it was made (wrong token or username).
+    pub fn auth_failures(&self) -> u64 {
+        self.inner.admission.auth_failures()
+    }
+
     /// Accepted sockets that have authenticated, over all listeners.
     pub fn authenticated_sockets(&self) -> usize {
         self.inner.admission.authenticated_count()

@@ -65,6 +65,7 @@ impl PacketHandler for TrustlineInner {
 impl Trustline {
     /// Answers one request from the peer. `None` for packets that get no reply (Response, Error, Transfer).
     pub async fn handle_packet(&self, packet: Packet) -> Option<Reply> {
+        let request = packet_kind(&packet);
         let result = match packet {
             Packet::Prepare(p) => self.handle_prepare(p).await,
             Packet::Fulfill(f) => self.handle_fulfill(f).await,
@@ -75,7 +76,9 @@ impl Trustline {
         Some(match result {
             Ok(pd) => Reply::Response(pd),
             Err(e) => {
-                tracing::debug!(peer = %self.inner.name, error = %e, "replying with error");
+                // Every refusal of a peer's request is worth an operator's eye: info, with the reason.
+                tracing::info!(peer = %self.inner.name, request, reason = %e, "request refused");
+                self.note_error(format!("refused {request}: {e}"));
                 Reply::Error(e.to_btp(self.now_ts()))
             }
         })
@@ -454,5 +457,18 @@ impl Trustline {
             out.push(ProtocolDataEntry::json(e.name.clone(), result.to_string()));
         }
         Ok(out)
+    }
+}
+
+/// The kind of request `packet` is, for logs.
+fn packet_kind(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Prepare(_) => "prepare",
+        Packet::Fulfill(_) => "fulfill",
+        Packet::Reject(_) => "reject",
+        Packet::Message(_) => "message",
+        Packet::Response(_) => "response",
+        Packet::Error(_) => "error",
+        Packet::Transfer(_) => "transfer",
     }
 }

@@ -119,6 +119,8 @@ struct TrustlineInner {
     settled: Mutex<ModuleUnits>,
     /// Our Fulfills the peer answered without saying whether it applied them (see `unsure_fulfill`).
     unsure: Mutex<unsure_fulfill::UnsureFulfills>,
+    /// The last failure seen with this peer (see [`Trustline::last_error`]).
+    last_error: Mutex<Option<String>>,
 }
 
 impl Drop for TrustlineInner {
@@ -242,6 +244,7 @@ impl Trustline {
                 claim_floor: Mutex::new(ModuleUnits::default()),
                 settled: Mutex::new(ModuleUnits::default()),
                 unsure: Mutex::new(unsure_fulfill::UnsureFulfills::default()),
+                last_error: Mutex::new(None),
             }
         });
         Ok(Trustline { inner })
@@ -399,6 +402,27 @@ impl Trustline {
             "server"
         };
         self.prefix().map(|p| format!("{p}{role}"))
+    }
+
+    /// The last failure seen with this peer, for operators: a request of the peer we refused (with the
+    /// reason), or a failed attempt to connect. `None` until one happens.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.inner.last_error).clone()
+    }
+
+    /// Records `error` as the peer's [`Trustline::last_error`].
+    pub(crate) fn note_error(&self, error: String) {
+        *lock(&self.inner.last_error) = Some(error);
+    }
+
+    /// How many transfers are prepared now: (incoming, outgoing), as counted against
+    /// [`PrepareLimits::max_prepared_transfers`].
+    pub fn prepared_counts(&self) -> (usize, usize) {
+        let set = lock(&self.inner.prepared);
+        (
+            set.len(channel_modules::store::Direction::Incoming),
+            set.len(channel_modules::store::Direction::Outgoing),
+        )
     }
 
     /// Our balance from our own records (IF − OF), in any mode.
