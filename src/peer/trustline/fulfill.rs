@@ -6,7 +6,8 @@
 //! cancelled, never disagreeing. When its outcome is unknown (no reply in time, socket dropped, no socket), the
 //! transfer stays prepared, its expiry is held, and the Fulfill is re-sent with backoff (also after the
 //! transfer's expiry) until the peer answers: accepted (a bridge answers a repeat idempotently, legacy with F00
-//! `TypeError` because it already finished it, docs/legacy-btp.md §16.3) → applied; refused (F02 unknown, F05
+//! `TypeError` because it already finished it, docs/legacy-btp.md §16.3; after its restart, ambiguous, §16.23:
+//! decided by the balances, `unsure_fulfill`) → applied; refused (F02 unknown, F05
 //! expired) → it expires here too. Before a Fulfill goes out its preimage is noted durably (one synced write,
 //! [`TransferLog::note_fulfillment`](channel_modules::store::TransferLog::note_fulfillment)), so after a crash
 //! [`Trustline::start`] resumes sending it instead of letting a transfer the payer may already have paid
