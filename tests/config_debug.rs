@@ -22,7 +22,7 @@ options = { listener = { port = 4195 }, incomingSecret = "incoming-secret-9f2c",
 
 [[peer]]
 name = "legacy-server"
-options_json = '{"server":"btp+ws://:url-token-71ab@127.0.0.1:9000","maxBalance":"1000","store":true,"module":"xrp-paychan","moduleOptions":{"secret":"xrp-secret-in-options-json-5d1e","nested":{"list":[{"key":"snoPBrXtMeMyMHUVTgbuqAfg1SUTb"}]}}}'
+options_json = '{"server":"btp+ws://:url-token-71ab@127.0.0.1:9000","maxBalance":"1000","store":true,"module":"xrp-paychan","moduleOptions":{"secret":"xrp-secret-in-options-json-5d1e","peerChannel":{"list":[{"key":"snoPBrXtMeMyMHUVTgbuqAfg1SUTb"}]}}}'
 
 [settlement-engine]
 admin_token = "admin-token-0c3d"

@@ -309,3 +309,46 @@ fn ilp_kit_ledgers_as_the_connector_writes_them_are_accepted() -> Result<(), Con
     assert_eq!(peers.len(), 2);
     Ok(())
 }
+
+#[test]
+fn an_option_no_module_reads_is_refused_by_name() {
+    let err = |json: Value| {
+        PeerConfig::from_legacy_json("alice", &json)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "accepted".to_owned())
+    };
+    // In moduleOptions.
+    let e = err(
+        json!({"server": "btp+ws://:s@127.0.0.1:1", "store": true, "maxBalance": "1000", "module": "iou",
+        "moduleOptions": {"scale": 6, "trustLimt": "5"}}),
+    );
+    assert!(e.contains("moduleOptions.trustLimt"), "{e}");
+    // Beside the plugin's options, where a module without moduleOptions reads its own.
+    let e = err(
+        json!({"server": "btp+ws://:s@127.0.0.1:1", "store": true, "maxBalance": "1000", "module": "iou", "trustLimt": "5"}),
+    );
+    assert!(e.contains("trustLimt") && e.contains("iou"), "{e}");
+    // What the module reads is still accepted, in either place.
+    assert_eq!(
+        err(
+            json!({"server": "btp+ws://:s@127.0.0.1:1", "store": true, "maxBalance": "1000", "module": "iou", "trustLimit": "5", "scale": 6})
+        ),
+        "accepted"
+    );
+    assert_eq!(
+        err(
+            json!({"server": "btp+ws://:s@127.0.0.1:1", "store": true, "maxBalance": "1000", "module": "iou",
+            "moduleOptions": {"trustLimit": "5"}})
+        ),
+        "accepted"
+    );
+    // The engine's module_options.
+    let e = NodeConfig::parse(
+        "[settlement-engine]\nmodule = \"iou\"\nmodule_options = { trustLimt = \"5\" }\n",
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_else(|| "accepted".to_owned());
+    assert!(e.contains("module_options.trustLimt"), "{e}");
+}

@@ -59,6 +59,75 @@ pub const STOCK_MODULES: &[&str] = &[
     claim_test::CLAIM_TEST_MODULE_NAME,
 ];
 
+/// The option names stock module `name` reads (its configuration's keys), or `None` for a name that is not a stock
+/// module. A host refuses any other key by name, so that a typo is not silently a default.
+pub fn module_option_names(name: &str) -> Option<&'static [&'static str]> {
+    const SCALE: [&str; 2] = ["scale", "currencyScale"];
+    const ETH_COMMON: [&str; 9] = [
+        "rpcUri",
+        "confirmations",
+        "pollIntervalMs",
+        "receiptTimeoutMs",
+        "maxUnsecured",
+        "peerAddress",
+        "privateKeyFile",
+        "privateKeyEnv",
+        "privateKey",
+    ];
+    const IOU: [&str; 3] = [SCALE[0], SCALE[1], iou::OPT_TRUST_LIMIT];
+    const CLAIM_TEST: [&str; 4] = ["secret", "maxUnsecured", SCALE[0], SCALE[1]];
+    const XRP: [&str; 12] = [
+        "secret",
+        "secretFile",
+        "secretEnv",
+        "rippled",
+        "address",
+        "maxUnsecured",
+        "claimInterval",
+        "minSettleDelay",
+        "expiryMargin",
+        "expiryCheckInterval",
+        "channel",
+        "peerChannel",
+    ];
+    const ETH_PAYMENT: [&str; 11] = [
+        ETH_COMMON[0],
+        ETH_COMMON[1],
+        ETH_COMMON[2],
+        ETH_COMMON[3],
+        ETH_COMMON[4],
+        ETH_COMMON[5],
+        ETH_COMMON[6],
+        ETH_COMMON[7],
+        ETH_COMMON[8],
+        eth::payment::OPT_TOKEN_ADDRESS,
+        eth::payment::OPT_TOKEN_DECIMALS,
+    ];
+    const ETH_CHANNEL: [&str; 13] = [
+        ETH_COMMON[0],
+        ETH_COMMON[1],
+        ETH_COMMON[2],
+        ETH_COMMON[3],
+        ETH_COMMON[4],
+        ETH_COMMON[5],
+        ETH_COMMON[6],
+        ETH_COMMON[7],
+        ETH_COMMON[8],
+        eth::channel::OPT_CHANNEL_DEPOSIT,
+        eth::channel::OPT_CHANNEL_TIMEOUT_SECS,
+        eth::channel::OPT_CLOSE_MARGIN_SECS,
+        eth::channel::OPT_EXPIRY_CHECK_INTERVAL_MS,
+    ];
+    match name {
+        iou::IOU_MODULE_NAME | iou::IOU_MODULE_ALIAS => Some(&IOU),
+        "claim-test" => Some(&CLAIM_TEST),
+        xrp::XRP_PAYCHAN_MODULE_NAME => Some(&XRP),
+        eth::payment::ETH_PAYMENT_MODULE_NAME => Some(&ETH_PAYMENT),
+        eth::channel::ETH_CHANNEL_MODULE_NAME => Some(&ETH_CHANNEL),
+        _ => None,
+    }
+}
+
 /// Builds a stock module by name from its options (the legacy plugin options JSON, or the module section of
 /// the TOML config). `iou` (or its alias `trustline`) is built for peer mode here; an engine builds it with
 /// [`iou::IouModule::for_engine`].

@@ -422,14 +422,41 @@ impl PeerConfig {
     }
 }
 
+/// Refuses a key of `options` (a module's options, given under `field`) that stock module `module` does not read,
+/// naming it. A module ilp-bridge does not know is left alone here (building it reports the name).
+pub(crate) fn check_module_option_names(
+    field: &str,
+    module: &str,
+    options: &Map<String, Value>,
+) -> Result<(), ConfigError> {
+    let Some(known) = channel_modules::module_option_names(module) else {
+        return Ok(());
+    };
+    match options.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(ConfigError::field(
+            format!("{field}.{key}"),
+            format!(
+                "unknown option of module {module:?}: it reads {}",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Refuses an option name that neither the legacy plugin nor ilp-bridge knows, naming it (a typo such as
 /// `maxBalence` would otherwise leave the peer without the limit meant for it), and logs the known options that
 /// have no effect here. When a module is set without `moduleOptions`, the module reads its options from the whole
 /// object, as the legacy plugin hands its module the plugin's options: the names outside the plugin's are then
 /// the module's and are left to it.
 fn check_option_names(peer: &str, obj: &Map<String, Value>) -> Result<(), ConfigError> {
-    let module_reads_top_level = obj.get("module").is_some_and(|m| !m.is_null())
-        && obj.get("moduleOptions").is_none_or(Value::is_null);
+    let module = obj.get("module").and_then(Value::as_str);
+    let module_reads_top_level =
+        module.is_some() && obj.get("moduleOptions").is_none_or(Value::is_null);
+    if let (Some(module), Some(Value::Object(options))) = (module, obj.get("moduleOptions")) {
+        check_module_option_names("moduleOptions", module, options)?;
+    }
+    let module_reads = module.and_then(channel_modules::module_option_names);
     for key in obj.keys() {
         let key = key.as_str();
         if PLUGIN_OPTIONS.contains(&key) || BRIDGE_OPTIONS.contains(&key) {
@@ -438,6 +465,17 @@ fn check_option_names(peer: &str, obj: &Map<String, Value>) -> Result<(), Config
         if let Some((_, why)) = UNUSED_PLUGIN_OPTIONS.iter().find(|(n, _)| *n == key) {
             tracing::warn!(peer, option = key, why, "legacy plugin option not applied");
             continue;
+        }
+        if module_reads_top_level && module_reads.is_some_and(|known| !known.contains(&key)) {
+            return Err(ConfigError::field(
+                key,
+                format!(
+                    "unknown option: neither the legacy plugin, ilp-bridge nor module {:?} reads it (the module \
+                     reads {})",
+                    module.unwrap_or_default(),
+                    module_reads.unwrap_or_default().join(", ")
+                ),
+            ));
         }
         if !module_reads_top_level {
             return Err(ConfigError::field(

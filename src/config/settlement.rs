@@ -131,6 +131,9 @@ impl SeConfig {
     /// unauthenticated engine API off loopback ([`SeConfig::check_listen`] on `listen`). Errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_secrets()?;
+        if let serde_json::Value::Object(options) = &self.module_options {
+            super::legacy::check_module_option_names("module_options", &self.module, options)?;
+        }
         self.check_listen(self.listen)
     }
 
