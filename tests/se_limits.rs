@@ -20,7 +20,7 @@ use ilp_bridge::settlement::api;
 use ilp_bridge::settlement::engine::{Engine, ModuleFactory};
 use ilp_bridge::settlement::error::EngineError;
 use ilp_bridge::settlement::host::MemoryModuleLogs;
-use ilp_bridge::settlement::store::{Family, MemorySeStore, SeBatch, SeStore, SeTicket};
+use ilp_bridge::settlement::store::{Family, MemorySeStore, Op, SeBatch, SeStore, SeTicket};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;
@@ -119,6 +119,11 @@ struct FlakyStore {
     /// Every write becomes durable only after [`SLOW_SYNC`] while set: concurrent requests are then all
     /// between their write and its sync at once, the window a racy limit check would miss.
     slow_sync: Arc<AtomicBool>,
+    /// While set, a write that moves queued requests out of the pending family (the settle worker taking the
+    /// queue) becomes durable only once `release` is notified; `held` counts such writes.
+    hold_takes: Arc<AtomicBool>,
+    release: Arc<tokio::sync::Notify>,
+    held: Arc<AtomicUsize>,
 }
 
 impl FlakyStore {
@@ -137,7 +142,19 @@ impl SeStore for FlakyStore {
                 Err(StoreError::Io("injected sync failure".to_owned()))
             }));
         }
+        let takes_queue = batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, Op::Delete(Family::Pending, _)));
         let ticket = self.inner.submit(batch)?;
+        if takes_queue && self.hold_takes.load(Ordering::SeqCst) {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            let release = Arc::clone(&self.release);
+            return Ok(Box::pin(async move {
+                release.notified().await;
+                ticket.await
+            }));
+        }
         if !self.slow_sync.load(Ordering::SeqCst) {
             return Ok(ticket);
         }
@@ -336,6 +353,51 @@ async fn concurrent_settle_requests_cannot_pass_the_limit_together() -> TestResu
     // 33 × 30 = 990 fits; a 34th would make 1020.
     assert_eq!((accepted, refused), (33, 17));
     wait_settled(&engine, &acct, "990").await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// Found by the API fuzzing (RELIABILITY.md): while the settle worker wrote the queue it had taken into the
+/// history, an accepted request was in neither, so the admin views left it out (and its amount from `queued`
+/// and `requested`) for the length of that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_request_stays_visible_while_the_worker_takes_it() -> TestResult {
+    let store = FlakyStore::default();
+    let engine = open(&store, &Knobs::default()).await?;
+    let acct = engine.create_account(Some("visible".to_owned())).await?;
+    store.hold_takes.store(true, Ordering::SeqCst);
+    assert_eq!(settle(&engine, &acct, "k1", 7, 0).await?.0, 201);
+    poll_common::poll_until(
+        "the worker's take written, not yet durable",
+        WAIT,
+        || async { store.held.load(Ordering::SeqCst) == 1 },
+    )
+    .await?;
+    let history = engine.account_history(&acct)?;
+    let keys: Vec<Option<String>> = history
+        .settlements
+        .iter()
+        .map(|s| s.idempotency_key.clone())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![Some("k1".to_owned())],
+        "{:?}",
+        history.settlements
+    );
+    let view = engine.account_view(&acct)?;
+    assert!(
+        view.queued.amount == "7" || view.requested.amount == "7",
+        "queued {:?}, requested {:?}",
+        view.queued,
+        view.requested
+    );
+    store.hold_takes.store(false, Ordering::SeqCst);
+    store.release.notify_one();
+    wait_settled(&engine, &acct, "7").await?;
+    let history = engine.account_history(&acct)?;
+    assert_eq!(history.settlements.len(), 1, "{:?}", history.settlements);
+    assert_eq!(history.settlements[0].state, "settled");
     engine.shutdown().await;
     Ok(())
 }

@@ -237,6 +237,10 @@ pub struct PeerConfig {
     /// sets them per `[[peer]]` beside `options`; peers from legacy options alone (an ILP Kit `env.list`) get
     /// the defaults.
     pub limits: PrepareLimits,
+    /// Extra CA certificates (a PEM file) trusted when dialing this peer's `btp+wss` server, beside the
+    /// `webpki-roots` set. ilp-bridge's own setting (`[[peer]] ca_bundle`), not a legacy option: the legacy
+    /// client took it from the process-wide `NODE_EXTRA_CA_CERTS`. Checked readable and valid at start.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -255,6 +259,7 @@ impl fmt::Debug for PeerConfig {
             module,
             raw,
             limits,
+            ca_bundle,
         } = self;
         f.debug_struct("PeerConfig")
             .field("name", name)
@@ -269,6 +274,7 @@ impl fmt::Debug for PeerConfig {
             .field("module", module)
             .field("raw", &OptionNames(raw))
             .field("limits", limits)
+            .field("ca_bundle", ca_bundle)
             .finish()
     }
 }
@@ -403,6 +409,7 @@ impl PeerConfig {
             module,
             raw: options.clone(),
             limits: PrepareLimits::default(),
+            ca_bundle: None,
         })
     }
 

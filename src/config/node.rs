@@ -26,6 +26,8 @@
 //! name = "bob"
 //! # ... or verbatim as JSON text
 //! options_json = '{"server":"btp+ws://:secret@127.0.0.1:4196","maxBalance":"1000000"}'
+//! # a btp+wss server signed by a private CA: trust its CA (PEM file) too, beside the Mozilla roots
+//! # ca_bundle = "upstream-ca.pem"
 //!
 //! [settlement-engine]                 # optional: run the RFC 38 engine (see `settlement::SeConfig`)
 //! listen = "127.0.0.1:3000"
@@ -96,6 +98,8 @@ struct RawPeer {
     max_prepared_transfers: Option<u64>,
     /// The modern side of a bridged peer.
     modern: Option<RawModern>,
+    /// [`PeerConfig::ca_bundle`].
+    ca_bundle: Option<PathBuf>,
 }
 
 impl RawPeer {
@@ -194,6 +198,8 @@ max_prepared_transfers = 1000   # transfers prepared at once, in each direction
 # [[peer]]
 # name = "legacy-server"
 # options_json = '{"server":"btp+ws://:secret@127.0.0.1:9000","maxBalance":"1000000"}'
+# For a btp+wss server signed by a private CA: its certificates (PEM), beside options.
+# ca_bundle = "upstream-ca.pem"
 
 # The node's operator listener: /health, /ready, /metrics (no token), the admin API of the BTP peers and of
 # the engine, and the status page at / (README "Operating ilp-bridge").
@@ -286,6 +292,10 @@ impl NodeConfig {
             let mut peer = PeerConfig::from_legacy_json(&p.name, &options)
                 .map_err(|e| e.within(&format!("peer {:?}", p.name)))?;
             peer.limits = p.limits(&format!("peer[{i}]"))?;
+            if let Some(path) = &p.ca_bundle {
+                check_ca_bundle(&peer, path, &field("ca_bundle"))?;
+                peer.ca_bundle = Some(path.clone());
+            }
             if let Some(m) = p.modern {
                 modern.insert(
                     peer.name.clone(),
@@ -328,6 +338,35 @@ impl NodeConfig {
             admin,
         })
     }
+}
+
+/// Refuses a `ca_bundle` that would be ignored (no `btp+wss` server to dial) or that cannot be used (unreadable,
+/// not PEM, no certificate, a certificate rustls refuses as a root), naming `field`.
+fn check_ca_bundle(peer: &PeerConfig, path: &Path, field: &str) -> Result<(), ConfigError> {
+    match &peer.server {
+        Some(server) if server.ws_url.starts_with("wss://") => {}
+        Some(_) => {
+            return Err(ConfigError::field(
+                field,
+                "applies to a btp+wss server only; this peer's server is btp+ws",
+            ))
+        }
+        None => {
+            return Err(ConfigError::field(
+                field,
+                "applies to a peer that dials a btp+wss server; this peer has no server option",
+            ))
+        }
+    }
+    btp::transport::TlsClientConfig::with_extra_ca_file(path).map_err(|e| {
+        let reason = match e {
+            // Already names the file.
+            btp::transport::TlsError::Read { .. } => e.to_string(),
+            _ => format!("{}: {e}", path.display()),
+        };
+        ConfigError::field(field, reason)
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -440,6 +479,58 @@ mod tests {
             NodeConfig::parse("[routing]\nexpiry_margin_ms = 1\nmin_forward_window_ms = 1\n")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn ca_bundle_is_checked_at_start_and_named() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let ca = rcgen::generate_simple_self_signed(vec!["test ca".to_owned()])?;
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.cert.pem())?;
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello\n")?;
+        let missing = dir.path().join("missing.pem");
+        let peer = |server: &str, path: &Path| {
+            format!(
+                "[[peer]]\nname = \"a\"\noptions_json = '{{\"server\":\"{server}\"}}'\nca_bundle = {:?}\n",
+                path.display().to_string()
+            )
+        };
+        let c = NodeConfig::parse(&peer("btp+wss://:s@localhost:9000", &good))?;
+        assert_eq!(c.peers[0].ca_bundle.as_deref(), Some(good.as_path()));
+        let refused = |text: String, reason: &str| {
+            let r = NodeConfig::parse(&text);
+            assert!(
+                matches!(&r, Err(e) if e.field_path() == Some("peer[0].ca_bundle")
+                    && e.to_string().contains(reason)),
+                "{reason}: {r:?}"
+            );
+        };
+        refused(peer("btp+wss://:s@localhost:9000", &missing), "cannot read");
+        refused(
+            peer("btp+wss://:s@localhost:9000", &not_pem),
+            "no certificate found",
+        );
+        refused(
+            peer("btp+ws://:s@localhost:9000", &good),
+            "btp+wss server only",
+        );
+        refused(
+            format!(
+                "[[peer]]\nname = \"a\"\noptions = {{ listener = {{ port = 1 }}, incomingSecret = \"s\", prefix = \"a.\", info = {{}} }}\nca_bundle = {:?}\n",
+                good.display().to_string()
+            ),
+            "no server option",
+        );
+        // Not a legacy option: inside the options object it is refused as unknown.
+        let inside = NodeConfig::parse(
+            "[[peer]]\nname = \"a\"\noptions = { server = \"btp+wss://:s@h:1\", ca_bundle = \"x\" }\n",
+        );
+        assert!(
+            matches!(&inside, Err(e) if e.field_path() == Some("peer \"a\".ca_bundle")),
+            "{inside:?}"
+        );
+        Ok(())
     }
 
     #[test]

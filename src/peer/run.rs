@@ -42,7 +42,7 @@ pub struct NodeOptions {
     pub trustline: TrustlineOptions,
     /// Address listeners bind to (default `0.0.0.0`; tests use `127.0.0.1`).
     pub bind_host: Option<std::net::IpAddr>,
-    /// Extra CA for `btp+wss` clients.
+    /// Extra CA for `btp+wss` clients, for peers without a [`PeerConfig::ca_bundle`] of their own.
     pub client_tls: Option<TlsClientConfig>,
     /// Limits on the BTP sockets the listeners accept (`ilp-bridge run` sizes them from its file descriptor
     /// budget, see [`crate::fd_budget`]).
@@ -198,8 +198,17 @@ impl PeerNode {
                     let url = BtpUrl::parse(server.url.expose()).map_err(|e| {
                         ConfigError::field(format!("{}.server", c.name), e.to_string())
                     })?;
+                    // The peer's own CA bundle wins over the node-wide extra CA.
+                    let tls = match &c.ca_bundle {
+                        Some(path) => {
+                            Some(TlsClientConfig::with_extra_ca_file(path).map_err(|e| {
+                                ConfigError::field(format!("{}.ca_bundle", c.name), e.to_string())
+                            })?)
+                        }
+                        None => options.client_tls.clone(),
+                    };
                     let opts = ClientOptions {
-                        tls: options.client_tls.clone(),
+                        tls,
                         ..ClientOptions::default()
                     };
                     endpoint.connect(key.clone(), &url, opts, handler)

@@ -23,6 +23,9 @@ impl Engine {
     /// Admin: the history of one account (most recent last).
     pub fn account_history(&self, id: &str) -> Result<HistoryView, EngineError> {
         let acct = self.account(id)?;
+        // The queue lock first, held throughout: the worker moves taken requests from the queue to the history
+        // under it, so this view sees each request in exactly one of them.
+        let queue = lock(&acct.queue);
         let out = lock(&acct.out).clone();
         let sent: Vec<SentRecord> = lock(&acct.sent).iter().cloned().collect();
         let mut settlements: Vec<SettlementView> = lock(&acct.history)
@@ -52,7 +55,7 @@ impl Engine {
                 }
             })
             .collect();
-        settlements.extend(lock(&acct.queue).iter().map(|q| SettlementView {
+        settlements.extend(queue.iter().map(|q| SettlementView {
             seq: q.seq,
             idempotency_key: q.key.clone(),
             amount: q.amount.to_quantity(),
@@ -62,6 +65,7 @@ impl Engine {
             state: "queued",
             claim_id: None,
         }));
+        drop(queue);
         let mut credits: Vec<CreditRecord> = lock(&acct.credited).iter().cloned().collect();
         credits.extend(lock(&acct.credits).values().map(|p| p.record.clone()));
         Ok(HistoryView {
@@ -131,13 +135,22 @@ impl Engine {
 
     /// The operator view of `acct`.
     pub(super) fn view(&self, acct: &Account) -> AccountView {
-        let out = lock(&acct.out).clone();
+        // The queue before the totals, under one lock (see `account_history`): a request being taken counts in
+        // `queued` or in `requested`, never in neither nor both.
+        let (out, queued_amounts) = {
+            let queue = lock(&acct.queue);
+            let out = lock(&acct.out).clone();
+            (
+                out,
+                queue.iter().map(|q| q.amount.clone()).collect::<Vec<_>>(),
+            )
+        };
         let status = lock(&acct.status);
         let module_scale = acct.module.asset_scale();
         let mut queued = out.leftover.clone();
         let mut queued_requests = 0;
-        for q in lock(&acct.queue).iter() {
-            queued = queued.add(&q.amount);
+        for amount in &queued_amounts {
+            queued = queued.add(amount);
             queued_requests += 1;
         }
         let in_flight = out

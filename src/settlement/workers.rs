@@ -127,8 +127,11 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleE
         }
     }
 
-    // Take the queue.
-    let taken = std::mem::take(&mut *lock(&acct.queue));
+    // Take the queue. The requests stay in it until their history records are durable, and then leave it in
+    // the same step (under the queue lock, which the admin views take first) as they enter the in-memory
+    // history: a view sees each accepted request queued or in the history, never neither (as while the write
+    // was in flight, when the queue was emptied first) nor both.
+    let taken: Vec<super::store::QueuedRequest> = lock(&acct.queue).clone();
     if !taken.is_empty() {
         let mut out = lock(&acct.out).clone();
         let module_scale = acct.module.asset_scale();
@@ -161,16 +164,17 @@ async fn settle_once(engine: &Engine, acct: &Arc<Account>) -> Result<(), SettleE
             Err(e) => Err(e),
         };
         if let Err(e) = written {
-            let mut q = lock(&acct.queue);
-            let newer = std::mem::take(&mut *q);
-            *q = taken;
-            q.extend(newer);
+            // The requests are still queued.
             return Err(SettleError::Store(e));
         }
+        let taken_seqs: std::collections::HashSet<u64> = taken.iter().map(|r| r.seq).collect();
+        let mut queue = lock(&acct.queue);
         *lock(&acct.out) = out;
         for h in hist {
             push_bounded(&acct.history, h);
         }
+        queue.retain(|r| !taken_seqs.contains(&r.seq));
+        drop(queue);
     }
 
     let (target, settled) = {
