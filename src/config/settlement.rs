@@ -132,7 +132,11 @@ impl SeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_secrets()?;
         if let serde_json::Value::Object(options) = &self.module_options {
-            super::legacy::check_module_option_names("module_options", &self.module, options)?;
+            super::legacy_options::check_module_option_names(
+                "module_options",
+                &self.module,
+                options,
+            )?;
         }
         self.check_listen(self.listen)
     }
