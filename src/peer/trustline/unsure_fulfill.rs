@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 
 use channel_modules::store::TransferId;
 
-/// Most undecided transfers judged together: beyond it the search (2^n sets) is not made and they wait.
+/// Most undecided transfers searched together: beyond it only "none" and "all" are recognised (the search over
+/// 2^n sets is not made) and the others wait.
 pub(crate) const MAX_UNSURE_JUDGED: usize = 16;
 
 /// A Fulfill the peer answered ambiguously, by transfer, with its amount (legacy units).
@@ -47,8 +48,20 @@ impl UnsureFulfills {
 
     /// Judges `id` when the peer's balance, negated, exceeds ours by `difference`.
     pub(crate) fn decide(&self, id: &TransferId, difference: i128) -> Verdict {
+        if !self.amounts.contains_key(id) || difference < 0 {
+            return Verdict::Undecided;
+        }
+        // Amounts are positive, so nothing (0) and everything (the total) are each made by one set only: the
+        // two answers after a restart in which the peer applied none or all of them, decided however many.
+        let total: i128 = self.amounts.values().map(|a| i128::from(*a)).sum();
+        if difference == 0 {
+            return Verdict::NotApplied;
+        }
+        if difference == total {
+            return Verdict::Applied;
+        }
         let items: Vec<(&TransferId, u64)> = self.amounts.iter().map(|(k, v)| (k, *v)).collect();
-        if !self.amounts.contains_key(id) || items.len() > MAX_UNSURE_JUDGED || difference < 0 {
+        if items.len() > MAX_UNSURE_JUDGED {
             return Verdict::Undecided;
         }
         let mut found: Option<u32> = None;
@@ -105,6 +118,19 @@ mod tests {
         assert_eq!(u.decide(&id(1), -1), Verdict::Undecided);
         // A transfer not kept here is never judged.
         assert_eq!(u.decide(&id(9), 0), Verdict::Undecided);
+    }
+
+    #[test]
+    fn none_or_all_are_decided_however_many() {
+        let mut u = UnsureFulfills::default();
+        // More than are searched, with amounts whose subsets share sums (consecutive amounts).
+        for n in 0..40u8 {
+            u.insert(id(n), 1_000 + u64::from(n));
+        }
+        let total: i128 = (0..40).map(|n| 1_000 + n).sum();
+        assert_eq!(u.decide(&id(3), total), Verdict::Applied);
+        assert_eq!(u.decide(&id(3), 0), Verdict::NotApplied);
+        assert_eq!(u.decide(&id(3), 2_001), Verdict::Undecided);
     }
 
     #[test]
