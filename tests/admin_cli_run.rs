@@ -82,6 +82,49 @@ options = {{ listener = {{ port = {peer_port} }}, incomingSecret = "s", maxBalan
         .text()
         .await?;
     assert!(metrics.contains("peer=\"kit\""), "{metrics}");
+    // A client with a wrong secret is refused and counted.
+    let auth_failures = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("ilp_bridge_btp_auth_failures_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(auth_failures(&metrics), Some(0.0), "{metrics}");
+    let endpoint = btp::transport::BtpEndpoint::new(btp::transport::EndpointConfig::default());
+    struct Nothing;
+    #[async_trait::async_trait]
+    impl btp::transport::RequestHandler for Nothing {
+        async fn handle_request(
+            &self,
+            _: &btp::transport::BtpSession,
+            _: u32,
+            _: btp::packet::Packet,
+        ) -> Option<btp::transport::Reply> {
+            None
+        }
+    }
+    let _intruder = endpoint.connect(
+        btp::transport::PeerKey::new("intruder"),
+        &btp::transport::BtpUrl::parse(&format!("btp+ws://:wrong@127.0.0.1:{peer_port}"))?,
+        btp::transport::ClientOptions::default(),
+        std::sync::Arc::new(Nothing),
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        if auth_failures(&m).is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("no auth failure counted: {m}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The peer API needs the token.
     assert_eq!(
         http.get(format!("{base}/peers")).send().await?.status(),
