@@ -6,17 +6,14 @@
 //!   a static route brings P's prefix to it);
 //! * the connector dials the bridge, which it has as a `peer` (routes go both ways with CCP).
 
+mod bridge_common;
 mod legacy_common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ilp_bridge::bridge::run::{BridgeNode, ModernStores};
-use ilp_bridge::config::node::NodeConfig;
-use ilp_bridge::peer::{NodeOptions, PeerNode, PeerStores};
-use ilp_bridge::store::{Db, RocksStores};
+use bridge_common::{wait_until, Bridge};
 use legacy_common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -138,47 +135,6 @@ impl Connector {
     }
 }
 
-async fn start_bridge(toml: &str, dir: &std::path::Path) -> R<(PeerNode, BridgeNode)> {
-    let config = NodeConfig::parse(toml)?;
-    let db = Db::open(dir)?;
-    let options = NodeOptions {
-        bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-        bridged: config.modern.keys().cloned().collect(),
-        ..NodeOptions::default()
-    };
-    let stores = |c: &ilp_bridge::config::legacy::PeerConfig| -> Arc<dyn PeerStores> {
-        Arc::new(RocksStores::new(
-            Arc::clone(&db),
-            &c.name,
-            c.max_balance,
-            c.min_balance,
-        ))
-    };
-    let mut node = PeerNode::build(config.peers.clone(), stores, options)?;
-    let mut bridge = BridgeNode::wire(
-        &node,
-        &config.peers,
-        &config.modern,
-        ModernStores::Rocks(Arc::clone(&db)),
-        None,
-    )
-    .await?;
-    node.launch().await?;
-    bridge.launch().await;
-    Ok((node, bridge))
-}
-
-async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> R<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !ready() {
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("timed out waiting until {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -251,7 +207,8 @@ async fn run(version: &str, variant: Variant) -> TestResult {
     let mut env = env;
     env.push(("ALICE_PORT", alice_port.to_string()));
     let mut m = Connector::spawn(&env)?;
-    let (node, bridge) = start_bridge(&format!("{legacy}{modern}"), dir.path()).await?;
+    let b = Bridge::start(&format!("{legacy}{modern}"), dir.path()).await?;
+    let (node, bridge) = (&b.node, &b.bridge);
     m.ready().await?;
     let kit = node.trustline("kit").ok_or("kit")?.clone();
     let pair = bridge.pair("kit").ok_or("pair")?.clone();
@@ -325,7 +282,6 @@ async fn run(version: &str, variant: Variant) -> TestResult {
         u128::from(p_paid / 1_000)
     );
     let _ = m.ok("exit", json!({})).await;
-    bridge.shutdown().await;
-    node.shutdown().await;
+    b.stop().await;
     Ok(())
 }

@@ -347,6 +347,9 @@ impl Trustline {
                     FulfillAttempt::Undecided => continue,
                     FulfillAttempt::Done(result) => {
                         lock(&tl.inner.settling).stop_resending(&id);
+                        // Finished, whichever answer finished it: no longer one of the unsure, whose amounts
+                        // decide the others.
+                        lock(&tl.inner.unsure).remove(&id);
                         match result {
                             Ok(()) => {
                                 tracing::info!(peer = %tl.inner.name, transfer = %id, "re-sent fulfill accepted")
