@@ -125,6 +125,7 @@ impl FdBudget {
             soft_limit,
             store: DbOptions {
                 max_open_files: u32::try_from(table_files).unwrap_or(DEFAULT_MAX_OPEN_FILES),
+                ..DbOptions::default()
             },
             store_fds,
             reserved_fds,

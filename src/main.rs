@@ -17,7 +17,7 @@ use ilp_bridge::config::node::{LogConfig, LogFormat, NodeConfig, EXAMPLE_CONFIG}
 use ilp_bridge::fd_budget::{raise_nofile_limit, FdBudget, FdDemand};
 use ilp_bridge::migrate;
 use ilp_bridge::peer::run::NodeOptions;
-use ilp_bridge::store::{legacy_import, Db, RocksStores};
+use ilp_bridge::store::{legacy_import, Db, DbOptions, RocksStores};
 
 /// Interledger bridge: BTP/1.0 peers compatible with ilp-plugin-payment-channel-framework, bridged to modern
 /// ILPv4 connectors (BTP/2.0, ILP-over-HTTP) where configured, and an RFC 38 settlement engine.
@@ -352,7 +352,11 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
     let budget = fd_budget(&node)?;
     std::fs::create_dir_all(&node.data_dir)
         .with_context(|| format!("creating data folder {}", node.data_dir.display()))?;
-    let db = Db::open_with(&node.data_dir, budget.store)
+    let store = DbOptions {
+        min_free_bytes: node.min_free_bytes,
+        ..budget.store
+    };
+    let db = Db::open_with(&node.data_dir, store)
         .with_context(|| format!("opening the database in {}", node.data_dir.display()))?;
     tracing::info!(
         data_dir = %node.data_dir.display(),

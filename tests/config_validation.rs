@@ -352,3 +352,22 @@ fn an_option_no_module_reads_is_refused_by_name() {
     .unwrap_or_else(|| "accepted".to_owned());
     assert!(e.contains("module_options.trustLimt"), "{e}");
 }
+
+#[test]
+fn min_free_mib_is_read_in_mib_and_a_byte_count_is_refused_by_name() -> Result<(), ConfigError> {
+    let default = NodeConfig::parse("")?;
+    assert_eq!(
+        default.min_free_bytes,
+        ilp_bridge::store::DEFAULT_MIN_FREE_BYTES
+    );
+    let set = NodeConfig::parse("min_free_mib = 3\n")?;
+    assert_eq!(set.min_free_bytes, 3 << 20);
+    let off = NodeConfig::parse("min_free_mib = 0\n")?;
+    assert_eq!(off.min_free_bytes, 0);
+    // 64 MiB written as bytes.
+    assert_eq!(
+        refused_field(NodeConfig::parse("min_free_mib = 67108864\n")),
+        "min_free_mib"
+    );
+    Ok(())
+}

@@ -265,7 +265,12 @@ impl NodeView {
         }
         if let Some(db) = &self.inner.sources.db {
             if db.is_poisoned() {
-                problems.push("store poisoned by a failed write: restart the node".to_owned());
+                let cause = db
+                    .poisoned_by()
+                    .map_or_else(String::new, |e| format!(" ({e})"));
+                problems.push(format!(
+                    "store poisoned by a failed write{cause}: restart the node"
+                ));
             } else {
                 let mut batch = rocksdb::WriteBatch::default();
                 batch.put(READY_PROBE_KEY, self.uptime().as_millis().to_string());

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! data_dir = "ilp-bridge-data"        # RocksDB folder (created if missing)
+//! min_free_mib = 64                   # free space kept on its filesystem; below it the node stops writing
 //!
 //! [log]
 //! filter = "info"                     # tracing EnvFilter syntax; RUST_LOG wins when set
@@ -125,10 +126,17 @@ impl RawPeer {
     }
 }
 
+/// Default `min_free_mib`: the free space the node keeps on its data folder's filesystem (it stops writing below
+/// it; see the store's `DbOptions::min_free_bytes`).
+pub const DEFAULT_MIN_FREE_MIB: u64 = 64;
+/// Largest `min_free_mib` taken (1 TiB): a larger value is almost surely a byte count.
+pub const MAX_MIN_FREE_MIB: u64 = 1 << 20;
+
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawNode {
     data_dir: Option<PathBuf>,
+    min_free_mib: Option<u64>,
     log: LogConfig,
     routing: RawRouting,
     #[serde(rename = "peer")]
@@ -143,6 +151,9 @@ struct RawNode {
 pub struct NodeConfig {
     /// RocksDB folder.
     pub data_dir: PathBuf,
+    /// Free space kept on the data folder's filesystem (`min_free_mib`; see
+    /// [`DbOptions::min_free_bytes`](crate::store::DbOptions::min_free_bytes)).
+    pub min_free_bytes: u64,
     /// Logging.
     pub log: LogConfig,
     /// Routing between peers.
@@ -163,6 +174,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            min_free_bytes: DEFAULT_MIN_FREE_MIB << 20,
             log: LogConfig::default(),
             routing: RoutingConfig::default(),
             peers: Vec::new(),
@@ -176,6 +188,7 @@ impl Default for NodeConfig {
 /// The annotated example printed by `ilp-bridge example-config`.
 pub const EXAMPLE_CONFIG: &str = r#"# ilp-bridge configuration (TOML). Every section is optional.
 data_dir = "ilp-bridge-data"
+min_free_mib = 64     # free space kept on the data folder's filesystem: below it the node stops writing
 
 [log]
 filter = "info"       # RUST_LOG wins when set
@@ -326,10 +339,18 @@ impl NodeConfig {
                 ));
             }
         }
+        let min_free_mib = raw.min_free_mib.unwrap_or(DEFAULT_MIN_FREE_MIB);
+        if min_free_mib > MAX_MIN_FREE_MIB {
+            return Err(ConfigError::field(
+                "min_free_mib",
+                format!("{min_free_mib} MiB is more than {MAX_MIN_FREE_MIB} (the value is in MiB, not bytes)"),
+            ));
+        }
         Ok(NodeConfig {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            min_free_bytes: min_free_mib << 20,
             log: raw.log,
             routing,
             peers,

@@ -90,6 +90,16 @@ pub const MIN_MAX_OPEN_FILES: u32 = 32;
 /// `max_open_files` plus this for the store.
 pub const FDS_BEYOND_MAX_OPEN_FILES: u32 = 32;
 
+/// Default [`DbOptions::min_free_bytes`]. RocksDB (7.8, as Debian builds it) aborts the process when a WAL
+/// write fails for want of space and the same write then syncs, so the node stops writing while this much is
+/// still free: room for the WAL's next writes, a memtable flush and the MANIFEST.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+/// How long a reading of the free space is trusted while it is at least [`FREE_SPACE_TRUST_FACTOR`] times the
+/// reserve; closer to the reserve, every group write reads it again (one `statvfs`).
+const FREE_SPACE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+/// See [`FREE_SPACE_RECHECK`].
+const FREE_SPACE_TRUST_FACTOR: u64 = 4;
+
 /// How [`Db::open_with`] opens the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbOptions {
@@ -97,13 +107,60 @@ pub struct DbOptions {
     /// up to [`FDS_BEYOND_MAX_OPEN_FILES`] more descriptors for other files. Values below
     /// [`MIN_MAX_OPEN_FILES`] are raised to it.
     pub max_open_files: u32,
+    /// Free space kept on the data folder's filesystem: a write that would start with less free fails (and
+    /// poisons the database, as any failed write does) instead of meeting a full disk inside RocksDB. 0: no
+    /// check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
             max_open_files: DEFAULT_MAX_OPEN_FILES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
+    }
+}
+
+/// The writer thread's view of the free space on the data folder's filesystem (see
+/// [`DbOptions::min_free_bytes`]).
+struct FreeSpace {
+    path: PathBuf,
+    min_free: u64,
+    /// When `free` was read, and what it was.
+    read_at: Option<std::time::Instant>,
+    free: u64,
+}
+
+impl FreeSpace {
+    /// `Err` when less than the reserve is free (or the filesystem cannot be asked).
+    fn check(&mut self) -> Result<(), StoreError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let trusted = self.free >= self.min_free.saturating_mul(FREE_SPACE_TRUST_FACTOR)
+            && self
+                .read_at
+                .is_some_and(|at| at.elapsed() < FREE_SPACE_RECHECK);
+        if !trusted {
+            let stat = rustix::fs::statvfs(&self.path).map_err(|e| {
+                StoreError::Io(format!(
+                    "cannot read the free space of {}: {e}",
+                    self.path.display()
+                ))
+            })?;
+            self.free = stat.f_bavail.saturating_mul(stat.f_frsize);
+            self.read_at = Some(std::time::Instant::now());
+        }
+        if self.free < self.min_free {
+            return Err(StoreError::Io(format!(
+                "disk full: {} bytes free on the filesystem of {}, fewer than the {} kept free (min_free_mib)",
+                self.free,
+                self.path.display(),
+                self.min_free
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +202,8 @@ struct Shared {
     /// Wakes [`Db::wait_durable`] callers after every group (success or failure).
     durable_watch: watch::Sender<u64>,
     poisoned: AtomicBool,
+    /// The failure that set `poisoned`.
+    poisoned_by: Mutex<Option<StoreError>>,
     /// Failure injection: the next this-many group writes fail as if the disk did.
     #[cfg(any(test, feature = "testing"))]
     injected_failures: AtomicU64,
@@ -154,6 +213,9 @@ struct Shared {
     flush_on_close: AtomicBool,
     /// Told how long each group write and WAL sync took (see [`Db::observe_writes`]).
     write_observer: std::sync::OnceLock<WriteObserver>,
+    /// The data folder, and the free space kept on its filesystem ([`DbOptions::min_free_bytes`]).
+    path: PathBuf,
+    min_free_bytes: u64,
 }
 
 /// What the writer thread did, as [`Db::observe_writes`] reports it.
@@ -266,11 +328,14 @@ impl Db {
             durable: AtomicU64::new(0),
             durable_watch,
             poisoned: AtomicBool::new(false),
+            poisoned_by: Mutex::new(None),
             #[cfg(any(test, feature = "testing"))]
             injected_failures: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             flush_on_close: AtomicBool::new(true),
             write_observer: std::sync::OnceLock::new(),
+            path: path.clone(),
+            min_free_bytes: options.min_free_bytes,
         });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -409,6 +474,11 @@ impl Db {
     /// True once a write or sync has failed.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The failure that poisoned the database, if one did.
+    pub fn poisoned_by(&self) -> Option<StoreError> {
+        lock(&self.shared.poisoned_by).clone()
     }
 
     /// Reads a key of the default column family (sees every batch the writer has applied).
@@ -668,6 +738,12 @@ fn writer_loop(shared: &Shared) {
     sync.set_sync(true);
     let no_sync = WriteOptions::default();
     let mut unsynced: Option<Unsynced> = None;
+    let mut free_space = FreeSpace {
+        path: shared.path.clone(),
+        min_free: shared.min_free_bytes,
+        read_at: None,
+        free: 0,
+    };
     while let Some(step) = next_step(shared, unsynced.as_ref()) {
         let (last_seq, mut acks, result) = match step {
             Step::SyncDeferred => {
@@ -678,7 +754,7 @@ fn writer_loop(shared: &Shared) {
                     Err(StoreError::Poisoned)
                 } else {
                     let started = std::time::Instant::now();
-                    let result = sync_wal(shared);
+                    let result = free_space.check().and_then(|()| sync_wal(shared));
                     observe(shared, WriteKind::WalSync, started);
                     result
                 };
@@ -701,8 +777,9 @@ fn writer_loop(shared: &Shared) {
                     Err(StoreError::Poisoned)
                 } else {
                     let started = std::time::Instant::now();
-                    let result =
-                        write_group(shared, batches, if needs_sync { &sync } else { &no_sync });
+                    let result = free_space.check().and_then(|()| {
+                        write_group(shared, batches, if needs_sync { &sync } else { &no_sync })
+                    });
                     let kind = if needs_sync {
                         WriteKind::SyncedWrite
                     } else {
@@ -739,6 +816,7 @@ fn writer_loop(shared: &Shared) {
             Err(StoreError::Poisoned) => {}
             Err(error) => {
                 tracing::error!(%error, batches = acks.len(), "durable write failed; database poisoned");
+                lock(&shared.poisoned_by).get_or_insert_with(|| error.clone());
                 shared.poisoned.store(true, Ordering::Release);
             }
         }
@@ -830,9 +908,21 @@ mod tests {
     #[test]
     fn max_open_files_bounds_rocksdbs_table_cache() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        drop(Db::open_with(dir.path(), DbOptions { max_open_files: 64 })?);
+        drop(Db::open_with(
+            dir.path(),
+            DbOptions {
+                max_open_files: 64,
+                ..DbOptions::default()
+            },
+        )?);
         assert_eq!(recorded_max_open_files(dir.path())?, "max_open_files=64");
-        drop(Db::open_with(dir.path(), DbOptions { max_open_files: 3 })?);
+        drop(Db::open_with(
+            dir.path(),
+            DbOptions {
+                max_open_files: 3,
+                ..DbOptions::default()
+            },
+        )?);
         assert_eq!(
             recorded_max_open_files(dir.path())?,
             format!("max_open_files={MIN_MAX_OPEN_FILES}")
