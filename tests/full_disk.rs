@@ -1,11 +1,17 @@
-//! A full disk under load (RELIABILITY.md): `ilp-bridge run` between two real legacy plugins (1.3.5), its data
-//! folder on a small tmpfs mounted by the test. While Alice pays Bob through the node, another file fills the
-//! filesystem. The node must refuse new work with a clear error (a BTP error to the peer; `/ready` 503 saying the
-//! store is poisoned; `ilp_bridge_store_poisoned 1`), lose nothing it acknowledged, and after the space is freed
-//! and it restarts, every balance must be what the peers believe (tests/legacy_books: the same checks as after a
-//! SIGKILL).
+//! A full disk and a failing disk under load (RELIABILITY.md): `ilp-bridge run` between two real legacy plugins
+//! (1.3.5), its data folder on a small filesystem mounted by the test, while Alice pays Bob through the node:
 //!
-//! Mounting needs root (CAP_SYS_ADMIN): without it the test is skipped, and fails under `CI=true`.
+//! - full: the folder is on a 6 MiB tmpfs, and another file fills it;
+//! - failing fsync: the folder is on ext4 on a loop device whose backing file is on a tmpfs, and that tmpfs is
+//!   filled, so the device fails writes and the node's `fdatasync` returns an error.
+//!
+//! The node must refuse new work with a clear error (a BTP error to the peer; `/ready` 503 naming the cause;
+//! `ilp_bridge_store_poisoned 1`), lose nothing it acknowledged, and after the space is freed (and the ext4
+//! checked) and it restarts, every balance must be what the peers believe (tests/legacy_books: the same checks as
+//! after a SIGKILL).
+//!
+//! Mounting needs root (CAP_SYS_ADMIN) and loop devices: without them the tests are skipped, and fail under
+//! `CI=true`.
 
 mod legacy_books;
 mod legacy_common;
@@ -69,6 +75,115 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `errno` of a full filesystem.
+const ENOSPC: i32 = 28;
+
+/// Size of the tmpfs under the loop device: room for ext4's metadata and journal (written out by mkfs) and the
+/// node's first writes.
+const LOOP_TMPFS_MIB: u32 = 40;
+
+/// Size of the sparse file behind the loop device (ext4 on it sees this much; the tmpfs under it holds far less).
+const LOOP_IMAGE_MIB: u64 = 256;
+
+/// ext4 on a loop device whose backing file is on a tmpfs; unmounted and detached when dropped.
+struct LoopExt4 {
+    image: PathBuf,
+    device: String,
+    mount_point: PathBuf,
+}
+
+impl LoopExt4 {
+    /// Creates `image` (sparse), attaches it, makes ext4 on it and mounts it on `mount_point`; `None` if this
+    /// machine cannot (no loop devices, not root).
+    fn mount(image: &Path, mount_point: &Path) -> R<Option<LoopExt4>> {
+        std::fs::File::create(image)?.set_len(LOOP_IMAGE_MIB << 20)?;
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(image)
+            .output();
+        let device = match out {
+            Ok(o) if o.status.success() => String::from_utf8(o.stdout)?.trim().to_owned(),
+            Ok(o) => {
+                eprintln!("losetup: {}", String::from_utf8_lossy(&o.stderr).trim());
+                return Ok(None);
+            }
+            Err(e) => {
+                eprintln!("cannot run losetup: {e}");
+                return Ok(None);
+            }
+        };
+        let l = LoopExt4 {
+            image: image.to_owned(),
+            device,
+            mount_point: mount_point.to_owned(),
+        };
+        // No lazy initialisation: nothing writes in the background once mounted.
+        sh(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0",
+                &l.device,
+            ],
+        )?;
+        std::fs::create_dir_all(mount_point)?;
+        l.mount_fs()?;
+        Ok(Some(l))
+    }
+
+    fn mount_fs(&self) -> R<()> {
+        let target = self.mount_point.to_string_lossy().into_owned();
+        sh(
+            "mount",
+            &["-t", "ext4", "-o", "errors=continue", &self.device, &target],
+        )
+    }
+
+    /// Unmounts, repairs (the journal may have been aborted by the write errors) and mounts again.
+    fn remount(&self) -> R<()> {
+        let target = self.mount_point.to_string_lossy().into_owned();
+        sh("umount", &[&target])?;
+        // fsck's exit status 1 means "errors corrected".
+        let status = std::process::Command::new("e2fsck")
+            .args(["-f", "-y", &self.device])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if status.code().is_some_and(|c| c > 1) {
+            return Err(format!("e2fsck {} exited with {status}", self.device).into());
+        }
+        self.mount_fs()
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount_point)
+            .status();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.device])
+            .status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Runs `program args`, failing with its output unless it succeeds.
+fn sh(program: &str, args: &[&str]) -> R<()> {
+    let out = std::process::Command::new(program).args(args).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Free bytes on the filesystem of `path`.
 fn free_bytes(path: &Path) -> R<u64> {
     let s = rustix::fs::statvfs(path)?;
@@ -82,8 +197,11 @@ fn fill(path: &Path, leave: u64) -> R<u64> {
     let chunk = vec![0u8; 16 << 10];
     let mut written = 0u64;
     while free_bytes(dir)? >= leave {
-        f.write_all(&chunk)?;
-        written += chunk.len() as u64;
+        match f.write(&chunk) {
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(ENOSPC) => break,
+            Err(e) => return Err(e.into()),
+        }
     }
     f.sync_all()?;
     Ok(written)
@@ -100,11 +218,33 @@ struct Load {
 #[tokio::test]
 async fn a_full_disk_stops_new_work_loses_nothing_and_the_books_agree_after_a_restart() -> TestResult
 {
+    run(Fault::Full).await
+}
+
+#[tokio::test]
+async fn an_io_error_at_fsync_stops_new_work_loses_nothing_and_the_books_agree_after_a_restart(
+) -> TestResult {
+    run(Fault::FailingFsync).await
+}
+
+/// The fault a test puts under the node's data folder.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Another program fills the filesystem.
+    Full,
+    /// The block device under the filesystem starts failing writes: the data folder is on ext4 on a loop
+    /// device whose backing file is on a small tmpfs, and the tmpfs is filled, so the loop device's writes (and
+    /// with them the node's `fdatasync`) fail with EIO.
+    FailingFsync,
+}
+
+/// Runs `fault` in a temporary folder; prints the node's log if the test fails.
+async fn run(fault: Fault) -> TestResult {
     if !available("1.3.5")? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let result = full_disk(dir.path()).await;
+    let result = disk_fault(dir.path(), fault).await;
     if result.is_err() {
         let log = std::fs::read_to_string(dir.path().join("bridge.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -116,15 +256,35 @@ async fn a_full_disk_stops_new_work_loses_nothing_and_the_books_agree_after_a_re
     result
 }
 
-async fn full_disk(dir: &Path) -> TestResult {
-    let Some(fs) = Tmpfs::mount(&dir.join("fs"), FS_SIZE_MIB)? else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            return Err("the full-disk test needs to mount a tmpfs (run as root)".into());
-        }
-        eprintln!("skipped: cannot mount a tmpfs here (run as root)");
-        return Ok(());
+/// Mounting failed: skipped, or failed under CI.
+fn cannot_mount(what: &str) -> TestResult {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        return Err(format!("the disk fault tests need to mount {what} (run as root)").into());
+    }
+    eprintln!("skipped: cannot mount {what} here (run as root)");
+    Ok(())
+}
+
+async fn disk_fault(dir: &Path, fault: Fault) -> TestResult {
+    let fs_mib = match fault {
+        Fault::Full => FS_SIZE_MIB,
+        Fault::FailingFsync => LOOP_TMPFS_MIB,
     };
-    let data = fs.0.join("data");
+    let Some(fs) = Tmpfs::mount(&dir.join("fs"), fs_mib)? else {
+        return cannot_mount("a tmpfs");
+    };
+    // FailingFsync: ext4 on a loop device backed by a sparse file on the tmpfs.
+    let ext4 = match fault {
+        Fault::Full => None,
+        Fault::FailingFsync => match LoopExt4::mount(&fs.0.join("disk.img"), &dir.join("ext4"))? {
+            Some(l) => Some(l),
+            None => return cannot_mount("ext4 on a loop device"),
+        },
+    };
+    let data = match &ext4 {
+        Some(l) => l.mount_point.join("data"),
+        None => fs.0.join("data"),
+    };
     let node_log = dir.join("bridge.log");
     let ports = (free_port()?, free_port()?);
     let admin_port = free_port()?;
@@ -184,11 +344,17 @@ async fn full_disk(dir: &Path) -> TestResult {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // Another program fills the disk until less than the node keeps free is left (to the last byte, a write
-    // could meet the full disk inside RocksDB between the node's check and its write: see RELIABILITY.md).
-    let filled = fill(&fs.0.join("filler"), (MIN_FREE_MIB << 20) / 2)?;
+    // Full: another program fills the disk until less than the node keeps free is left (to the last byte, a
+    // write could meet the full disk inside RocksDB between the node's check and its write: see
+    // RELIABILITY.md). FailingFsync: the tmpfs under the loop device is filled to the last byte, so the device
+    // fails the writes the node's next fdatasync waits for (ext4 itself still shows plenty free).
+    let leave = match fault {
+        Fault::Full => (MIN_FREE_MIB << 20) / 2,
+        Fault::FailingFsync => 1,
+    };
+    let filled = fill(&fs.0.join("filler"), leave)?;
     eprintln!(
-        "filled {filled} bytes of the {FS_SIZE_MIB} MiB filesystem; {} bytes left",
+        "filled {filled} bytes of the {fs_mib} MiB tmpfs; {} bytes left",
         free_bytes(&fs.0)?
     );
 
@@ -198,7 +364,11 @@ async fn full_disk(dir: &Path) -> TestResult {
         let r = http.get(format!("{admin}/ready")).send().await?;
         let status = r.status();
         let body = r.text().await?;
-        if status == 503 && body.contains("poisoned") && body.contains("disk full") {
+        let cause = match fault {
+            Fault::Full => "disk full",
+            Fault::FailingFsync => "rror", // RocksDB's "IO error: …" / the OS's "Input/output error"
+        };
+        if status == 503 && body.contains("poisoned") && body.contains(cause) {
             break body;
         }
         if tokio::time::Instant::now() > deadline {
@@ -248,9 +418,14 @@ async fn full_disk(dir: &Path) -> TestResult {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop((alice, bob));
 
-    // Space is freed; the node is restarted (a poisoned store is only reopened by a restart).
+    // Space is freed (or the device repaired); the node is restarted (a poisoned store is only reopened by a
+    // restart).
     std::fs::remove_file(fs.0.join("filler"))?;
     node.stop().await?;
+    if let Some(l) = &ext4 {
+        // ext4 may have aborted its journal on the write errors: unmount, check, mount again.
+        l.remount()?;
+    }
     let mut peers = start_peers(dir, ports).await?;
     let node = Node::start(&config, &node_log)?;
     wait_connected(&mut peers).await?;

@@ -818,6 +818,10 @@ fn writer_loop(shared: &Shared) {
                 tracing::error!(%error, batches = acks.len(), "durable write failed; database poisoned");
                 lock(&shared.poisoned_by).get_or_insert_with(|| error.clone());
                 shared.poisoned.store(true, Ordering::Release);
+                // Nothing more is written, by RocksDB either: its error handler would otherwise flush the
+                // memtables to resume (it does so for a full disk once space returns), writing table files and a
+                // MANIFEST on a device whose earlier writes failed, which can leave the database unopenable.
+                shared.db.cancel_all_background_work(true);
             }
         }
         shared.durable_watch.send_replace(last_seq);
