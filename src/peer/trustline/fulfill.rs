@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::guards::FulfillGuard;
 use super::side_protocols::{entry_claim, names};
-use super::unsure_fulfill::Verdict;
+use super::unsure_fulfill::{Judgement, Probe, Verdict};
 use super::{system_ms, Trustline};
 use crate::peer::error::{log_err_to_peer, PeerError};
 use crate::peer::events::PeerEvent;
@@ -376,10 +376,20 @@ impl Trustline {
 
 impl Trustline {
     /// Judges an ambiguous answer to our re-sent Fulfill of `rec` by the balances (see `unsure_fulfill`): the
-    /// peer's balance, negated, less ours is what the peer applied of the Fulfills we are unsure of.
+    /// peer's balance, negated, less ours is what the peer applied of the Fulfills we are unsure of, when nothing
+    /// else moved while both were read.
     async fn judge_by_balance(&self, rec: &TransferRecord) -> Verdict {
         let id = rec.transfer.id;
-        lock(&self.inner.unsure).insert(id, rec.transfer.amount.0);
+        {
+            let mut unsure = lock(&self.inner.unsure);
+            // Decided by another transfer's probe.
+            let verdict = unsure.take_verdict(&id);
+            if verdict != Verdict::Undecided {
+                return verdict;
+            }
+            unsure.insert(id, rec.transfer.amount.0, rec.transfer.expires_at_ms);
+        }
+        let before = self.inner.log.sums();
         let theirs = match self.get_peer_balance().await {
             Ok(b) => b.parse::<i128>().ok(),
             Err(error) => {
@@ -390,12 +400,33 @@ impl Trustline {
         let Some(theirs) = theirs else {
             return Verdict::Undecided;
         };
-        let ours = self.inner.log.balance().0;
+        let after = self.inner.log.sums();
         let mut unsure = lock(&self.inner.unsure);
-        let verdict = unsure.decide(&id, theirs - ours);
-        if verdict != Verdict::Undecided {
-            unsure.remove(&id);
+        // Quiet: our sums did not move while the peer answered, nothing is prepared outgoing, and every incoming
+        // transfer prepared here is one of the unsure (so none of another kind can be in the peer's balance).
+        let in_flight = after
+            .incoming_fulfilled_and_prepared
+            .0
+            .checked_sub(after.incoming_fulfilled.0);
+        let quiet = before == after
+            && after.outgoing_fulfilled_and_prepared == after.outgoing_fulfilled
+            && in_flight == Some(unsure.pending_total());
+        let pending: Vec<String> = unsure.pending().map(ToString::to_string).collect();
+        let judgement = unsure.judge(Probe {
+            difference: theirs - after.balance().0,
+            quiet,
+            now_ms: system_ms(self.now()),
+        });
+        if let Judgement::BySum { sets } = judgement {
+            tracing::warn!(
+                peer = %self.inner.name,
+                transfers = %pending.join(","),
+                sets,
+                "legacy peer answered re-sent Fulfills with TypeError and several sets of them make up its balance; \
+                 all have expired, so they are decided by their sum (the balance agrees; which of them it applied \
+                 cannot be told)"
+            );
         }
-        verdict
+        unsure.take_verdict(&id)
     }
 }

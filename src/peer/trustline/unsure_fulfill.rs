@@ -5,10 +5,19 @@
 //! got its answer) or still holds the transfer prepared (and never will fulfill it: its cache of prepared
 //! transfers is gone). The answer cannot tell them apart; the peer's balance can. Our log has none of these
 //! transfers applied yet, so the peer's balance, negated, exceeds ours by exactly the amounts of those it did
-//! apply. With every such transfer of the peer kept here until decided ([`UnsureFulfills`]), [`decide`] looks
-//! for the one set of them whose amounts make up the difference. Exactly one set: each transfer is applied
-//! (in it) or refused (not in it). None, or more than one (other transfers moving the balances meanwhile, or
-//! amounts that add up two ways): undecided, the Fulfill is sent again later and decided then.
+//! apply, provided nothing else is in flight between us while the two balances are read (a *quiet* probe: the
+//! only prepared transfers in our log are these, and our sums did not move while the peer answered).
+//!
+//! With every such transfer of the peer kept here until decided ([`UnsureFulfills`]), [`UnsureFulfills::judge`]
+//! looks at the sets of them whose amounts make up the difference, and decides all of them at once:
+//!
+//! - exactly one set: each transfer is applied (in it) or not (outside it);
+//! - more than one (amounts that add up two ways, common when amounts are alike): while any of them may still
+//!   be fulfilled in time, nothing is decided; once all are past their expiry no probe can ever tell more, and
+//!   one of the sets is taken (the first in a fixed order, so every probe of the same facts picks the same).
+//!   The balance then agrees with the peer's to the unit; which of the alike transfers the peer applied cannot
+//!   be known from a legacy peer, and the decision is logged at warn with every transfer it covered;
+//! - none (the probe was not quiet after all, or the peer's books are not ours): undecided, asked again later.
 
 use std::collections::BTreeMap;
 
@@ -18,10 +27,21 @@ use channel_modules::store::TransferId;
 /// 2^n sets is not made) and the others wait.
 pub(crate) const MAX_UNSURE_JUDGED: usize = 16;
 
-/// A Fulfill the peer answered ambiguously, by transfer, with its amount (legacy units).
+/// One Fulfill the peer answered ambiguously.
+#[derive(Debug, Clone, Copy)]
+struct Unsure {
+    /// Legacy units.
+    amount: u64,
+    /// The transfer's expiry, ms since the epoch.
+    expires_at_ms: i64,
+}
+
+/// Fulfills the peer answered ambiguously, by transfer, until decided; and the verdicts reached for them, until
+/// each transfer's re-sending task takes its own.
 #[derive(Debug, Default)]
 pub(crate) struct UnsureFulfills {
-    amounts: BTreeMap<TransferId, u64>,
+    pending: BTreeMap<TransferId, Unsure>,
+    decided: BTreeMap<TransferId, Verdict>,
 }
 
 /// What the balances say about one transfer.
@@ -35,60 +55,142 @@ pub(crate) enum Verdict {
     Undecided,
 }
 
+/// The balances as read once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe {
+    /// The peer's balance, negated, less ours.
+    pub(crate) difference: i128,
+    /// Nothing but the unsure transfers was in flight while the two balances were read.
+    pub(crate) quiet: bool,
+    /// Our clock, ms since the epoch.
+    pub(crate) now_ms: i64,
+}
+
+/// What a [`Probe`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Judgement {
+    /// Nothing: ask again later.
+    Undecided,
+    /// Exactly one set of the unsure transfers makes up the difference.
+    Exact,
+    /// `sets` sets make it up, and all the transfers are past their expiry: the first set was taken.
+    BySum {
+        /// How many sets made up the difference.
+        sets: usize,
+    },
+}
+
 impl UnsureFulfills {
-    /// Keeps `id` (of `amount`) until decided.
-    pub(crate) fn insert(&mut self, id: TransferId, amount: u64) {
-        self.amounts.insert(id, amount);
-    }
-
-    /// Forgets `id` (decided).
-    pub(crate) fn remove(&mut self, id: &TransferId) {
-        self.amounts.remove(id);
-    }
-
-    /// Judges `id` when the peer's balance, negated, exceeds ours by `difference`.
-    pub(crate) fn decide(&self, id: &TransferId, difference: i128) -> Verdict {
-        if !self.amounts.contains_key(id) || difference < 0 {
-            return Verdict::Undecided;
+    /// Keeps `id` (of `amount`, expiring at `expires_at_ms`) until decided.
+    pub(crate) fn insert(&mut self, id: TransferId, amount: u64, expires_at_ms: i64) {
+        if !self.decided.contains_key(&id) {
+            self.pending.insert(
+                id,
+                Unsure {
+                    amount,
+                    expires_at_ms,
+                },
+            );
         }
+    }
+
+    /// Forgets `id` (finished).
+    pub(crate) fn remove(&mut self, id: &TransferId) {
+        self.pending.remove(id);
+        self.decided.remove(id);
+    }
+
+    /// The total of the undecided transfers (legacy units).
+    pub(crate) fn pending_total(&self) -> u128 {
+        self.pending.values().map(|u| u128::from(u.amount)).sum()
+    }
+
+    /// The undecided transfers.
+    pub(crate) fn pending(&self) -> impl Iterator<Item = &TransferId> {
+        self.pending.keys()
+    }
+
+    /// The verdict reached for `id`, handed out once ([`Verdict::Undecided`] if none was).
+    pub(crate) fn take_verdict(&mut self, id: &TransferId) -> Verdict {
+        self.decided.remove(id).unwrap_or(Verdict::Undecided)
+    }
+
+    /// Decides every undecided transfer from one probe of the balances, or none (see the module docs).
+    pub(crate) fn judge(&mut self, probe: Probe) -> Judgement {
+        let difference = probe.difference;
+        if !probe.quiet || self.pending.is_empty() || difference < 0 {
+            return Judgement::Undecided;
+        }
+        let total = i128::try_from(self.pending_total()).unwrap_or(i128::MAX);
         // Amounts are positive, so nothing (0) and everything (the total) are each made by one set only: the
         // two answers after a restart in which the peer applied none or all of them, decided however many.
-        let total: i128 = self.amounts.values().map(|a| i128::from(*a)).sum();
-        if difference == 0 {
-            return Verdict::NotApplied;
+        let (mask, judgement) = if difference == 0 {
+            (Mask::None, Judgement::Exact)
+        } else if difference == total {
+            (Mask::All, Judgement::Exact)
+        } else {
+            match self.sets_making(difference) {
+                None | Some((_, 0)) => return Judgement::Undecided,
+                Some((first, 1)) => (Mask::Bits(first), Judgement::Exact),
+                Some((first, sets)) => {
+                    if self.pending.values().any(|u| u.expires_at_ms > probe.now_ms) {
+                        return Judgement::Undecided;
+                    }
+                    (Mask::Bits(first), Judgement::BySum { sets })
+                }
+            }
+        };
+        for (i, id) in std::mem::take(&mut self.pending).into_keys().enumerate() {
+            let applied = match mask {
+                Mask::None => false,
+                Mask::All => true,
+                Mask::Bits(bits) => bits & (1 << i) != 0,
+            };
+            let verdict = if applied {
+                Verdict::Applied
+            } else {
+                Verdict::NotApplied
+            };
+            self.decided.insert(id, verdict);
         }
-        if difference == total {
-            return Verdict::Applied;
+        judgement
+    }
+
+    /// The first set (in the order of the ids; bit i: the i-th applied) whose amounts make up `difference`, and
+    /// how many sets do; `None` if there are too many transfers to search.
+    fn sets_making(&self, difference: i128) -> Option<(u32, usize)> {
+        let amounts: Vec<i128> = self
+            .pending
+            .values()
+            .map(|u| i128::from(u.amount))
+            .collect();
+        if amounts.len() > MAX_UNSURE_JUDGED {
+            return None;
         }
-        let items: Vec<(&TransferId, u64)> = self.amounts.iter().map(|(k, v)| (k, *v)).collect();
-        if items.len() > MAX_UNSURE_JUDGED {
-            return Verdict::Undecided;
-        }
-        let mut found: Option<u32> = None;
-        for mask in 0u32..(1u32 << items.len()) {
-            let sum: i128 = items
+        let mut first = None;
+        let mut sets = 0usize;
+        for mask in 0u32..(1u32 << amounts.len()) {
+            let sum: i128 = amounts
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, (_, a))| i128::from(*a))
+                .map(|(_, a)| *a)
                 .sum();
             if sum == difference {
-                if found.is_some() {
-                    return Verdict::Undecided;
-                }
-                found = Some(mask);
+                sets += 1;
+                first.get_or_insert(mask);
             }
         }
-        let Some(mask) = found else {
-            return Verdict::Undecided;
-        };
-        let index = items.iter().position(|(k, _)| *k == id).unwrap_or(0);
-        if mask & (1 << index) != 0 {
-            Verdict::Applied
-        } else {
-            Verdict::NotApplied
-        }
+        Some((first.unwrap_or(0), sets))
     }
+}
+
+/// Which of the pending transfers a judgement applied.
+#[derive(Clone, Copy)]
+enum Mask {
+    None,
+    All,
+    Bits(u32),
 }
 
 #[cfg(test)]
@@ -99,48 +201,131 @@ mod tests {
         TransferId([n; 16])
     }
 
+    fn probe(difference: i128) -> Probe {
+        Probe {
+            difference,
+            quiet: true,
+            now_ms: 0,
+        }
+    }
+
+    fn unsure(amounts: &[(u8, u64)], expires_at_ms: i64) -> UnsureFulfills {
+        let mut u = UnsureFulfills::default();
+        for (n, a) in amounts {
+            u.insert(id(*n), *a, expires_at_ms);
+        }
+        u
+    }
+
     #[test]
     fn the_one_set_that_makes_up_the_difference_decides() {
-        let mut u = UnsureFulfills::default();
-        u.insert(id(1), 1061);
-        u.insert(id(2), 1062);
-        u.insert(id(3), 1063);
+        let amounts = [(1, 1061), (2, 1062), (3, 1063)];
         // The peer applied none: each was refused.
+        let mut u = unsure(&amounts, 10);
+        assert_eq!(u.judge(probe(0)), Judgement::Exact);
         for n in 1..=3 {
-            assert_eq!(u.decide(&id(n), 0), Verdict::NotApplied);
+            assert_eq!(u.take_verdict(&id(n)), Verdict::NotApplied);
         }
         // It applied the first and the third.
-        assert_eq!(u.decide(&id(1), 2124), Verdict::Applied);
-        assert_eq!(u.decide(&id(2), 2124), Verdict::NotApplied);
-        assert_eq!(u.decide(&id(3), 2124), Verdict::Applied);
-        // A difference no set makes (something else moved the balances): wait.
-        assert_eq!(u.decide(&id(1), 5), Verdict::Undecided);
-        assert_eq!(u.decide(&id(1), -1), Verdict::Undecided);
+        let mut u = unsure(&amounts, 10);
+        assert_eq!(u.judge(probe(2124)), Judgement::Exact);
+        assert_eq!(u.take_verdict(&id(1)), Verdict::Applied);
+        assert_eq!(u.take_verdict(&id(2)), Verdict::NotApplied);
+        assert_eq!(u.take_verdict(&id(3)), Verdict::Applied);
+        // A verdict is handed out once.
+        assert_eq!(u.take_verdict(&id(3)), Verdict::Undecided);
+        // A difference no set makes (something else moved the balances): wait, nothing decided.
+        let mut u = unsure(&amounts, 10);
+        assert_eq!(u.judge(probe(5)), Judgement::Undecided);
+        assert_eq!(u.judge(probe(-1)), Judgement::Undecided);
+        assert_eq!(u.take_verdict(&id(1)), Verdict::Undecided);
+        assert_eq!(u.pending_total(), 3186);
         // A transfer not kept here is never judged.
-        assert_eq!(u.decide(&id(9), 0), Verdict::Undecided);
+        assert_eq!(u.take_verdict(&id(9)), Verdict::Undecided);
+    }
+
+    #[test]
+    fn a_probe_that_is_not_quiet_decides_nothing() {
+        let mut u = unsure(&[(1, 5), (2, 7)], 10);
+        let noisy = Probe {
+            quiet: false,
+            ..probe(5)
+        };
+        assert_eq!(u.judge(noisy), Judgement::Undecided);
+        assert_eq!(u.judge(Probe { quiet: false, ..probe(0) }), Judgement::Undecided);
+        assert_eq!(u.take_verdict(&id(1)), Verdict::Undecided);
+        assert_eq!(u.judge(probe(5)), Judgement::Exact);
+        assert_eq!(u.take_verdict(&id(1)), Verdict::Applied);
+        assert_eq!(u.take_verdict(&id(2)), Verdict::NotApplied);
     }
 
     #[test]
     fn none_or_all_are_decided_however_many() {
-        let mut u = UnsureFulfills::default();
         // More than are searched, with amounts whose subsets share sums (consecutive amounts).
-        for n in 0..40u8 {
-            u.insert(id(n), 1_000 + u64::from(n));
-        }
+        let amounts: Vec<(u8, u64)> = (0..40u8).map(|n| (n, 1_000 + u64::from(n))).collect();
         let total: i128 = (0..40).map(|n| 1_000 + n).sum();
-        assert_eq!(u.decide(&id(3), total), Verdict::Applied);
-        assert_eq!(u.decide(&id(3), 0), Verdict::NotApplied);
-        assert_eq!(u.decide(&id(3), 2_001), Verdict::Undecided);
+        let mut u = unsure(&amounts, 10);
+        assert_eq!(u.judge(probe(total)), Judgement::Exact);
+        assert_eq!(u.take_verdict(&id(3)), Verdict::Applied);
+        let mut u = unsure(&amounts, 10);
+        assert_eq!(u.judge(probe(0)), Judgement::Exact);
+        assert_eq!(u.take_verdict(&id(3)), Verdict::NotApplied);
+        let mut u = unsure(&amounts, 0);
+        assert_eq!(u.judge(probe(2_001)), Judgement::Undecided);
+    }
+
+    /// The kill -9 campaign's round 15 with `KILL9_SEED=1796635801240`: alike amounts, several of them applied
+    /// by a restarted legacy peer; the difference is made up by many sets. Before the transfers expire nothing is
+    /// decided; after, one set is taken and the balances agree to the unit.
+    #[test]
+    fn alike_amounts_are_decided_by_their_sum_once_all_have_expired() {
+        let applied = [1052u64, 1054, 1055, 1057, 1058, 1059, 1060, 1061, 1062];
+        let refused = [1053u64, 1056, 1063, 1064, 1065, 1066];
+        let mut amounts = Vec::new();
+        for (n, a) in applied.iter().chain(refused.iter()).enumerate() {
+            amounts.push((u8::try_from(n).unwrap(), *a));
+        }
+        let difference: i128 = applied.iter().map(|a| i128::from(*a)).sum();
+        let mut u = unsure(&amounts, 1_000);
+        let early = Probe {
+            now_ms: 999,
+            ..probe(difference)
+        };
+        assert_eq!(u.judge(early), Judgement::Undecided);
+        let late = Probe {
+            now_ms: 1_000,
+            ..probe(difference)
+        };
+        let Judgement::BySum { sets } = u.judge(late) else {
+            panic!("not decided by the sum")
+        };
+        assert!(sets > 1, "{sets}");
+        let mut sum = 0i128;
+        for (n, a) in &amounts {
+            match u.take_verdict(&id(*n)) {
+                Verdict::Applied => sum += i128::from(*a),
+                Verdict::NotApplied => {}
+                Verdict::Undecided => panic!("transfer {n} left undecided"),
+            }
+        }
+        assert_eq!(sum, difference);
+        // Nothing is left to decide; a transfer joining later starts a new set.
+        assert_eq!(u.pending_total(), 0);
+        u.insert(id(99), 3, 1_000);
+        assert_eq!(u.judge(probe(3)), Judgement::Exact);
+        assert_eq!(u.take_verdict(&id(99)), Verdict::Applied);
     }
 
     #[test]
-    fn two_sets_with_the_same_sum_decide_nothing() {
-        let mut u = UnsureFulfills::default();
-        u.insert(id(1), 5);
-        u.insert(id(2), 5);
-        assert_eq!(u.decide(&id(1), 5), Verdict::Undecided);
-        assert_eq!(u.decide(&id(1), 10), Verdict::Applied);
+    fn two_sets_with_the_same_sum_wait_until_expired() {
+        let mut u = unsure(&[(1, 5), (2, 5)], 10);
+        assert_eq!(u.judge(probe(5)), Judgement::Undecided);
+        assert_eq!(u.judge(probe(10)), Judgement::Exact);
+        assert_eq!(u.take_verdict(&id(1)), Verdict::Applied);
+        assert_eq!(u.take_verdict(&id(2)), Verdict::Applied);
+        let mut u = unsure(&[(1, 5), (2, 5)], 10);
         u.remove(&id(2));
-        assert_eq!(u.decide(&id(1), 5), Verdict::Applied);
+        assert_eq!(u.judge(probe(5)), Judgement::Exact);
+        assert_eq!(u.take_verdict(&id(1)), Verdict::Applied);
     }
 }
