@@ -7,8 +7,14 @@
 //
 // Usage: node --unhandled-rejections=warn bench/legacy_trustline.js [--in-flight 1,50] [--duration-ms 10000]
 //          [--warmup-ms 1000] [--processes 2|1] [--modules DIR]
+//          [--pg-url URL --pg-stores server|both [--pg-pool-connections N] [--pg-store-module FILE]]
 // --processes 2 (default) runs the server plugin in a child process, so each side has its own event loop (the
 // legacy plugin is single-threaded; this is the most favourable set-up for it on a 2-core machine).
+// --pg-url keeps stores in that PostgreSQL database the way ILP Kit kept them (tests/node/pg-store/store.js:
+// one Sequelize 3 style table "plugin_store_<prefix>s" per plugin, an upsert per put, one query per store call,
+// a pool of Sequelize 3's default 5 connections per process): `server` for the server plugin only (ILP Kit's
+// connector side, which held the store), `both` for both plugins (each its own table). Without it both stores
+// are in memory.
 'use strict'
 const path = require('path')
 const net = require('net')
@@ -17,7 +23,9 @@ const { fork } = require('child_process')
 
 function parseArgs (argv) {
   const o = { inFlight: [1, 50], durationMs: 10000, warmupMs: 1000, processes: 2, role: 'main', port: 0,
-    modules: path.join(__dirname, '..', 'tests', 'node', 'legacy-1.3.5', 'node_modules') }
+    modules: path.join(__dirname, '..', 'tests', 'node', 'legacy-1.3.5', 'node_modules'),
+    pgUrl: null, pgStores: 'none', pgPoolConnections: null,
+    pgStoreModule: path.join(__dirname, '..', 'tests', 'node', 'pg-store', 'store.js') }
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i]; const v = argv[i + 1]
     if (a === '--in-flight') { o.inFlight = v.split(',').map(Number); i++ }
@@ -27,9 +35,20 @@ function parseArgs (argv) {
     else if (a === '--modules') { o.modules = path.resolve(v); i++ }
     else if (a === '--role') { o.role = v; i++ }
     else if (a === '--port') { o.port = +v; i++ }
+    else if (a === '--pg-url') { o.pgUrl = v; i++ }
+    else if (a === '--pg-stores') { o.pgStores = v; i++ }
+    else if (a === '--pg-pool-connections') { o.pgPoolConnections = +v; i++ }
+    else if (a === '--pg-store-module') { o.pgStoreModule = path.resolve(v); i++ }
     else { console.error('unknown argument ' + a); process.exit(2) }
   }
   if (!o.inFlight.every((n) => Number.isInteger(n) && n > 0)) { console.error('bad --in-flight'); process.exit(2) }
+  if (!['none', 'server', 'both'].includes(o.pgStores)) { console.error('bad --pg-stores'); process.exit(2) }
+  if ((o.pgStores === 'none') !== (o.pgUrl === null)) {
+    console.error('--pg-url and --pg-stores server|both go together'); process.exit(2)
+  }
+  if (o.pgPoolConnections !== null && !(Number.isInteger(o.pgPoolConnections) && o.pgPoolConnections > 0)) {
+    console.error('bad --pg-pool-connections'); process.exit(2)
+  }
   return o
 }
 
@@ -39,6 +58,16 @@ const ilpPacket = require(path.join(opts.modules, 'ilp-packet'))
 
 const SECRET = 'bench-secret'
 const PREFIX = 'bench.legacy.'
+// The client plugin's table when its store is in PostgreSQL too: ILP Kit had one table per ledger, and the two
+// plugins here share one database, so the client side's ledger gets a prefix of its own.
+const CLIENT_TABLE_PREFIX = 'bench.legacy.client.'
+const SequelizeStore = opts.pgUrl === null ? null : require(opts.pgStoreModule)
+const pgPoolConnections = SequelizeStore === null ? null
+  : (opts.pgPoolConnections || SequelizeStore.SEQUELIZE3_POOL_MAX_CONNECTIONS)
+const serverStore = () => opts.pgUrl === null ? new MemStore()
+  : new SequelizeStore(opts.pgUrl, PREFIX, { poolMaxConnections: pgPoolConnections })
+const clientStore = () => opts.pgStores !== 'both' ? new MemStore()
+  : new SequelizeStore(opts.pgUrl, CLIENT_TABLE_PREFIX, { poolMaxConnections: pgPoolConnections })
 // Large enough that a 10 s run at any plausible rate never hits the balance limit (amount 1 per transfer).
 const MAX_BALANCE = '1000000000000000000'
 const TRANSFER_EXPIRY_MS = 30000
@@ -66,7 +95,7 @@ function freePort () {
 async function startServer (port) {
   const server = new Plugin({
     listener: { port }, prefix: PREFIX, info: { currencyCode: 'USD', currencyScale: 9, connectors: [] },
-    incomingSecret: SECRET, maxBalance: MAX_BALANCE, _store: new MemStore()
+    incomingSecret: SECRET, maxBalance: MAX_BALANCE, _store: serverStore()
   })
   let fulfillErrors = 0
   server.on('incoming_prepare', (t) => {
@@ -154,6 +183,30 @@ async function runLoad (client, inFlight, warmupMs, durationMs) {
   }
 }
 
+// What the PostgreSQL rows ran against, read from the server itself (so the output states it, not assumes it).
+async function pgSettings (poolConnections) {
+  const pgPaths = [path.dirname(opts.pgStoreModule), path.join(__dirname, '..', 'tests', 'node', 'pg-store')]
+  const { Client } = require(require.resolve('pg', { paths: pgPaths }))
+  const c = new Client({ connectionString: opts.pgUrl })
+  await c.connect()
+  try {
+    const show = async (name) => (await c.query('SHOW ' + name)).rows[0][name]
+    return {
+      server_version: await show('server_version'),
+      synchronous_commit: await show('synchronous_commit'),
+      fsync: await show('fsync'),
+      wal_sync_method: await show('wal_sync_method'),
+      tables: opts.pgStores === 'both'
+        ? ['plugin_store_' + PREFIX + 's', 'plugin_store_' + CLIENT_TABLE_PREFIX + 's']
+        : ['plugin_store_' + PREFIX + 's'],
+      pool_connections_per_process: poolConnections,
+      store: 'Sequelize 3 style table (key, value, "createdAt", "updatedAt"), INSERT ... ON CONFLICT upsert per put, one query per store call'
+    }
+  } finally {
+    await c.end()
+  }
+}
+
 async function mainRole () {
   const port = await freePort()
   let child = null
@@ -163,7 +216,10 @@ async function mainRole () {
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { cleanup(); process.exit(130) })
 
   if (opts.processes === 2) {
-    child = fork(__filename, ['--role', 'server', '--port', String(port), '--modules', opts.modules],
+    const pgArgs = opts.pgUrl === null ? []
+      : ['--pg-url', opts.pgUrl, '--pg-stores', opts.pgStores, '--pg-pool-connections', String(pgPoolConnections),
+          '--pg-store-module', opts.pgStoreModule]
+    child = fork(__filename, ['--role', 'server', '--port', String(port), '--modules', opts.modules, ...pgArgs],
       { execArgv: ['--unhandled-rejections=warn'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
     await new Promise((resolve, reject) => {
       child.once('message', (m) => m === 'ready' ? resolve() : reject(new Error('server: ' + m)))
@@ -174,7 +230,7 @@ async function mainRole () {
   }
 
   const client = new Plugin({ server: 'btp+ws://:' + SECRET + '@127.0.0.1:' + port, maxBalance: MAX_BALANCE,
-    _store: new MemStore() })
+    _store: clientStore() })
   await client.connect()
 
   const results = []
@@ -183,12 +239,14 @@ async function mainRole () {
   }
   const out = {
     implementation: 'legacy ilp-plugin-payment-channel-framework 1.3.5 (node ' + process.version + ')',
-    store: 'in-memory',
+    store: opts.pgStores === 'none' ? 'in-memory'
+      : opts.pgStores === 'server' ? 'server plugin in PostgreSQL, client in-memory' : 'both plugins in PostgreSQL',
     processes: opts.processes,
     transport: 'BTP/1.0, one loopback websocket',
     workload: 'prepare -> fulfill -> response, closed loop, amount 1',
     results
   }
+  if (opts.pgUrl !== null) out.postgres = await pgSettings(pgPoolConnections)
   if (serverHandle && serverHandle.fulfillErrors() > 0) out.server_fulfill_errors = serverHandle.fulfillErrors()
   process.stdout.write(JSON.stringify(out) + '\n')
   try { await client.disconnect() } catch (e) {}

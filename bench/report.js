@@ -7,6 +7,10 @@
 // Input files in DIR (each optional; a missing or unreadable file makes its rows "not available"):
 //   trustline.json  ilp-bridge trustline (format of bench/legacy_trustline.js: {results:[{in_flight,...}]})
 //   legacy.json     legacy JS plugin trustline (bench/legacy_trustline.js)
+//   legacy_pg_server.json, legacy_pg_both.json  the same with the server plugin's store, or both stores, in
+//                   PostgreSQL as ILP Kit kept it (bench/legacy_trustline.js --pg-stores server|both)
+//   pg_commit.json  {synchronous_commit, fsync, p50_ms, p99_ms, ...}: that PostgreSQL's commit latency
+//                   (bench/pg_commit_probe.js)
 //   bridge.json     bridge mode: ILPv4 through the bridge to a trustline peer (benches/harness_bridge.rs)
 //   settle.json     {connections, accepted_per_s, p50_ms, p99_ms, ...}
 //   idle.json       {idle_peers, per_peer_kib, ...}
@@ -106,6 +110,30 @@ for (const n of [1, 50]) {
     ', p99 ' + fmt(num(r && r.p99_ms), 'ms')])
 }
 
+// The legacy plugin with its store in PostgreSQL, as ILP Kit ran it: durable (synchronous_commit on), so compared
+// with ilp-bridge's durable trustline rows.
+const legacyPg = { server: read('legacy_pg_server.json'), both: read('legacy_pg_both.json') }
+const PG_LABEL = {
+  server: 'legacy: server plugin\'s store in PostgreSQL (ILP Kit\'s set-up), client\'s in memory',
+  both: 'legacy: both stores in PostgreSQL'
+}
+for (const stores of ['server', 'both']) {
+  for (const n of [1, 50]) {
+    const b = at(bridge, n); const l = at(legacyPg[stores], n)
+    const bRate = num(b && b.transfers_per_s); const lRate = num(l && l.transfers_per_s)
+    const bP99 = num(b && b.p99_ms); const lP99 = num(l && l.p99_ms)
+    const label = (n === 1 ? 'one at a time' : n + ' in flight') + ', durable (' + PG_LABEL[stores] + ')'
+    rows.push(['trustline transfers/s, ' + label, fmt(bRate), fmt(lRate), ratio(bRate, lRate, true),
+      l ? 'legacy p50 ' + fmt(num(l.p50_ms), 'ms') : ''])
+    rows.push(['trustline p99 latency, ' + label, fmt(bP99, 'ms'), fmt(lP99, 'ms'), ratio(bP99, lP99, false), ''])
+  }
+}
+const pgCommit = read('pg_commit.json')
+rows.push(['(context) PostgreSQL commit of a single-row upsert' +
+  (pgCommit ? ' (synchronous_commit ' + pgCommit.synchronous_commit + ', fsync ' + pgCommit.fsync + ')' : '') +
+  ', the legacy rows\' store, p50 / p99', '—',
+  pgCommit ? fmt(num(pgCommit.p50_ms), 'ms') + ' / ' + fmt(num(pgCommit.p99_ms), 'ms') : 'not available', '—', ''])
+
 for (const [name, when] of [['fsync_before', 'before'], ['fsync_after', 'after']]) {
   const f = read(name + '.json')
   rows.push(['(context) disk fdatasync of a 150-byte append, ' + when + ' the durable rows, p50 / p99',
@@ -135,17 +163,26 @@ lines.push('')
 lines.push('Machine: ' + o.machine + '. Commit: `' + o.commit + '`.' + (o.duration ? ' Load points: ' + o.duration + '.' : ''))
 if (bridge && bridge.implementation) lines.push('ilp-bridge side: ' + bridge.implementation + (bridge.store ? ', ' + bridge.store : '') + '.')
 if (legacy && legacy.implementation) lines.push('Legacy side: ' + legacy.implementation + ', ' + legacy.store + ' store, ' + legacy.processes + ' process(es).')
+const pgDoc = legacyPg.server || legacyPg.both
+if (pgDoc && pgDoc.postgres) {
+  const p = pgDoc.postgres
+  lines.push('Legacy store in PostgreSQL: PostgreSQL ' + p.server_version + ', synchronous_commit ' + p.synchronous_commit +
+    ', fsync ' + p.fsync + ' (' + p.wal_sync_method + '); ' + p.store + '; a pool of ' + p.pool_connections_per_process +
+    ' connections per process (Sequelize 3\'s default).')
+}
 lines.push('')
 lines.push('| ' + header.join(' | ') + ' |')
 lines.push('|' + header.map(() => '--').join('|') + '|')
 for (const r of rows) lines.push('| ' + r.join(' | ') + ' |')
 const notes = []
-for (const f of ['fsync_before', 'trustline', 'trustline_ram', 'bridge', 'fsync_after', 'legacy', 'settle', 'idle', 'legacy_idle', 'startup']) {
+for (const f of ['fsync_before', 'trustline', 'trustline_ram', 'bridge', 'fsync_after', 'legacy', 'pg_commit',
+  'legacy_pg_server', 'legacy_pg_both', 'settle', 'idle', 'legacy_idle', 'startup']) {
   const n = note(f)
   if (n) notes.push('- ' + f + ': ' + n)
 }
 const errs = []
-for (const [name, doc] of [['ilp-bridge', bridge], ['ilp-bridge (stores in RAM)', ram], ['legacy', legacy]]) {
+for (const [name, doc] of [['ilp-bridge', bridge], ['ilp-bridge (stores in RAM)', ram], ['legacy', legacy],
+  ['legacy (server store in PostgreSQL)', legacyPg.server], ['legacy (both stores in PostgreSQL)', legacyPg.both]]) {
   if (doc && Array.isArray(doc.results)) {
     for (const r of doc.results) if (r.errors) errs.push('- ' + name + ' at ' + r.in_flight + ' in flight: ' + r.errors + ' failed transfers')
   }
