@@ -78,6 +78,11 @@ impl Node {
         ))
     }
 
+    /// The node's process ID, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.0.id()
+    }
+
     pub(crate) fn signal(&self, signal: &str) -> R<()> {
         let pid = self.0.id().ok_or("the node has exited")?;
         std::process::Command::new("kill")
