@@ -17,25 +17,19 @@ mod harness_common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use channel_modules::amount::{LedgerAmount, LedgerSum};
-use channel_modules::store::{Direction, Limit, Transfer, TransferId, TransferLog};
+use channel_modules::store::Direction;
+use harness_common::history::{self, COMPLETE_MARKER};
 use harness_common::{fail, print_json, Args, ChildGuard};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{NodeOptions, PeerNode};
-use ilp_bridge::store::{Db, RocksStores};
-use sha2::{Digest, Sha256};
+use ilp_bridge::store::Db;
 
 /// Peer (and store namespace) name.
 const PEER: &str = "bench-server";
-/// Transfers written concurrently while generating the store (the store group-commits their syncs).
-const GENERATE_CONCURRENCY: usize = 512;
 /// Start-ups measured; the median is reported.
 const STARTS: usize = 3;
-/// Marker file written once the store is complete.
-const COMPLETE_MARKER: &str = "complete";
 
 #[derive(serde::Serialize)]
 struct StartupResult {
@@ -93,7 +87,12 @@ fn main() {
             .unwrap_or_else(|e| fail(&format!("{}: {e}", store.display())));
         let runtime =
             tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
-        runtime.block_on(generate(&store.join("db"), transfers));
+        runtime.block_on(history::generate(
+            &store.join("db"),
+            PEER,
+            Direction::Incoming,
+            transfers,
+        ));
         std::fs::write(store.join(COMPLETE_MARKER), b"")
             .unwrap_or_else(|e| fail(&format!("marker: {e}")));
         generate_s = Some(started.elapsed().as_secs_f64());
@@ -149,66 +148,6 @@ fn main() {
         generated_now: generate_s.is_some(),
         generate_s: generate_s.map(|s| (s * 10.0).round() / 10.0),
     });
-}
-
-/// Writes `transfers` incoming transfers of amount 1, each prepared then fulfilled, into `PEER`'s main log.
-async fn generate(path: &Path, transfers: u64) {
-    let db = Db::open(path).unwrap_or_else(|e| fail(&format!("open {}: {e}", path.display())));
-    let stores = RocksStores::new(Arc::clone(&db), PEER, Limit::Unbounded, Limit::Unbounded);
-    let log = stores
-        .rocks_log("")
-        .unwrap_or_else(|e| fail(&format!("log: {e}")));
-    let fulfillment: [u8; 32] = Sha256::digest(b"ilp-bridge benchmark preimage").into();
-    let condition: [u8; 32] = Sha256::digest(fulfillment).into();
-    let expires_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-        + Duration::from_secs(3600).as_millis() as i64;
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..GENERATE_CONCURRENCY {
-        let log = Arc::clone(&log);
-        let next = Arc::clone(&next);
-        tasks.spawn(async move {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= transfers {
-                    return;
-                }
-                let mut id = [0u8; 16];
-                id[8..].copy_from_slice(&n.to_be_bytes());
-                id[6] = 0x40; // UUID version 4 layout, deterministic
-                id[8] = (id[8] & 0x3f) | 0x80;
-                let transfer = Transfer {
-                    id: TransferId(id),
-                    amount: LedgerAmount(1),
-                    execution_condition: condition,
-                    expires_at_ms,
-                    ilp: Vec::new(),
-                    custom: None,
-                };
-                if let Err(e) = log.prepare(&transfer, Direction::Incoming).await {
-                    fail(&format!("prepare {n}: {e}"));
-                }
-                if let Err(e) = log.fulfill(&transfer.id, &fulfillment).await {
-                    fail(&format!("fulfill {n}: {e}"));
-                }
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done {
-            fail(&format!("generator task: {e}"));
-        }
-    }
-    let sums = log.sums();
-    if sums.incoming_fulfilled != LedgerSum(u128::from(transfers)) {
-        fail(&format!(
-            "generated store holds {} fulfilled, expected {transfers}",
-            sums.incoming_fulfilled
-        ));
-    }
 }
 
 /// The measured process: open the database, start the peer, print `READY <incoming fulfilled>`, stop.

@@ -11,8 +11,11 @@
 //! Closed loop: N workers each keep one transfer in flight, 1 s warm-up then 10 s per load point (1 and 50 in
 //! flight by default). Prints one JSON object in the format of the legacy script.
 //!
-//! `--bench [--in-flight 1,50] [--duration-ms 10000] [--warmup-ms 1000] [--data-dir DIR]`; without
-//! `--bench` (under `cargo test`) it runs a 300 ms smoke version.
+//! `--history N` first puts N finished transfers into each peer's log (generated once into `--cache-dir DIR` and
+//! reused; without it, into the data folder), to measure throughput against a store with a long history.
+//!
+//! `--bench [--in-flight 1,50] [--duration-ms 10000] [--warmup-ms 1000] [--data-dir DIR] [--history N]
+//! [--cache-dir DIR]`; without `--bench` (under `cargo test`) it runs a 300 ms smoke version.
 
 mod harness_common;
 
@@ -25,14 +28,18 @@ use async_trait::async_trait;
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
 use channel_modules::amount::LedgerAmount;
-use channel_modules::store::{Transfer, TransferId};
-use harness_common::{closed_loop, fail, print_json, Args, LoadPoint};
+use channel_modules::store::{Direction, Transfer, TransferId};
+use harness_common::{closed_loop, fail, history, print_json, Args, LoadPoint};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{NodeOptions, PeerNode, TransferHook, TransferOutcome, Trustline};
 use ilp_bridge::store::Db;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+/// The listening peer (and its store namespace).
+const SERVER: &str = "bench-server";
+/// The dialing peer.
+const CLIENT: &str = "bench-client";
 /// Shared secret of the benchmark trustline.
 const SECRET: &str = "bench-secret";
 /// Limits large enough that no run reaches them (amount 1 per transfer).
@@ -126,6 +133,8 @@ struct TrustlineResult {
     processes: u32,
     transport: &'static str,
     workload: &'static str,
+    /// Finished transfers each peer's log held before the run (`--history`).
+    finished_transfers_in_store: u64,
     results: Vec<LoadPoint>,
 }
 
@@ -150,6 +159,10 @@ fn main() {
         .get("data-dir")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    let history = History {
+        transfers: args.num("history", 0, 200),
+        cache_dir: args.get("cache-dir").map(PathBuf::from),
+    };
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
@@ -157,7 +170,7 @@ fn main() {
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
-    let results = runtime.block_on(run(in_flight, warmup, duration, data_dir));
+    let results = runtime.block_on(run(in_flight, warmup, duration, data_dir, &history));
     if !args.full {
         if let Some(p) = results.iter().find(|p| p.completed == 0 || p.errors > 0) {
             fail(&format!("smoke run: {p:?}"));
@@ -170,8 +183,56 @@ fn main() {
         processes: 1,
         transport: "BTP/1.0, one loopback websocket",
         workload: "prepare -> fulfill -> response, closed loop, amount 1",
+        finished_transfers_in_store: history.transfers,
         results,
     });
+}
+
+/// Finished transfers each peer's log holds before the run (`--history N`), generated once into `--cache-dir`.
+struct History {
+    transfers: u64,
+    cache_dir: Option<PathBuf>,
+}
+
+impl History {
+    /// Puts the history into the databases `server` and `client` (not yet open): a working copy of the cached
+    /// stores, generated first if the cache has none.
+    async fn prepare(&self, server: &std::path::Path, client: &std::path::Path) {
+        if self.transfers == 0 {
+            return;
+        }
+        let cache = match &self.cache_dir {
+            Some(dir) => dir.join(format!("trustline-history-{}", self.transfers)),
+            None => server.with_extension("history"),
+        };
+        if !cache.join(history::COMPLETE_MARKER).exists() {
+            let started = std::time::Instant::now();
+            let _ = std::fs::remove_dir_all(&cache);
+            history::generate(
+                &cache.join("server"),
+                SERVER,
+                Direction::Incoming,
+                self.transfers,
+            )
+            .await;
+            history::generate(
+                &cache.join("client"),
+                CLIENT,
+                Direction::Outgoing,
+                self.transfers,
+            )
+            .await;
+            std::fs::write(cache.join(history::COMPLETE_MARKER), b"")
+                .unwrap_or_else(|e| fail(&format!("marker: {e}")));
+            eprintln!(
+                "generated {} finished transfers per peer in {:.1} s",
+                self.transfers,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        history::working_copy(&cache.join("server"), server);
+        history::working_copy(&cache.join("client"), client);
+    }
 }
 
 async fn run(
@@ -179,6 +240,7 @@ async fn run(
     warmup: Duration,
     duration: Duration,
     data_dir: PathBuf,
+    history: &History,
 ) -> Vec<LoadPoint> {
     std::fs::create_dir_all(&data_dir)
         .unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
@@ -186,6 +248,9 @@ async fn run(
         .prefix("ilp-bridge-bench-trustline")
         .tempdir_in(&data_dir)
         .unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
+    history
+        .prepare(&dir.path().join("server"), &dir.path().join("client"))
+        .await;
     let open = |name: &str| {
         Db::open(dir.path().join(name)).unwrap_or_else(|e| fail(&format!("open {name}: {e}")))
     };
@@ -195,7 +260,7 @@ async fn run(
     };
 
     let server_cfg = peer_config(
-        "bench-server",
+        SERVER,
         serde_json::json!({
             "listener": {"port": 0},
             "prefix": "bench.bridge.",
@@ -212,7 +277,7 @@ async fn run(
         .unwrap_or_else(|| fail("server node has no listener"))
         .port();
     let server_tl = server
-        .trustline("bench-server")
+        .trustline(SERVER)
         .unwrap_or_else(|| fail("no server trustline"))
         .clone();
     server_tl.set_hook(Arc::new(FulfillEverything {
@@ -220,7 +285,7 @@ async fn run(
     }));
 
     let client_cfg = peer_config(
-        "bench-client",
+        CLIENT,
         serde_json::json!({
             "server": format!("btp+ws://:{SECRET}@127.0.0.1:{port}"),
             "maxBalance": MAX_BALANCE,
@@ -230,7 +295,7 @@ async fn run(
         .await
         .unwrap_or_else(|e| fail(&format!("client node: {e}")));
     let client_tl = client
-        .trustline("bench-client")
+        .trustline(CLIENT)
         .unwrap_or_else(|| fail("no client trustline"))
         .clone();
     let outcomes = Arc::new(Outcomes::default());

@@ -6,8 +6,11 @@
 //! * [`closed_loop`]: N workers each keeping one operation in flight for a bounded time, with latency
 //!   percentiles;
 //! * [`rss_kib`]: resident memory of a process from `/proc/<pid>/status`;
-//! * [`ChildGuard`]: a child process killed (by its PID) when dropped.
+//! * [`ChildGuard`]: a child process killed (by its PID) when dropped;
+//! * [`history`]: finished transfers written into a peer's log before a run, cached between runs.
 #![allow(dead_code)] // each benchmark binary uses a different subset
+
+pub(crate) mod history;
 
 use std::collections::HashMap;
 use std::future::Future;
