@@ -30,8 +30,11 @@ use serde_json::json;
 const EXPIRING_MS: i64 = 1_000;
 /// Expiry of the others.
 const TRANSFER_EXPIRY_MS: i64 = 5_000;
-/// Quiet time before the books are compared: every transfer has finished or expired.
-const QUIESCE: Duration = Duration::from_millis(2_500);
+/// Longest wait, once the load stops, for the node to hold nothing prepared (every transfer finished or
+/// expired); then a short quiet time for the peers' last answers.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(30);
+/// See [`QUIESCE_LIMIT`].
+const QUIESCE: Duration = Duration::from_millis(500);
 /// How often the node's resources are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Resident memory may grow this much over a lifetime after its warm-up (allocator noise, RocksDB memtables).
@@ -112,6 +115,27 @@ async fn start_memory_peers(ports: (u16, u16)) -> R<Peers> {
         alice: peer("alice", ports.0, "test.a.").await?,
         bob: peer("bob", ports.1, "test.b.").await?,
     })
+}
+
+/// Transfers the node holds prepared with either peer, from the admin API.
+async fn node_prepared(http: &reqwest::Client, admin: &str) -> R<u64> {
+    let peers: serde_json::Value = http
+        .get(format!("{admin}/peers"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(peers
+        .as_array()
+        .ok_or("peers")?
+        .iter()
+        .map(|p| {
+            p["prepared_incoming"].as_u64().unwrap_or(0)
+                + p["prepared_outgoing"].as_u64().unwrap_or(0)
+        })
+        .sum())
 }
 
 /// The node's balance with each peer, from the admin API.
@@ -249,6 +273,17 @@ async fn mixed_traffic_with_restarts_keeps_memory_descriptors_and_books_steady()
         stop.store(true, Ordering::Relaxed);
         let mut alice = tokio::time::timeout(WAIT, a).await???;
         let mut bob = tokio::time::timeout(WAIT, b).await???;
+        let deadline = Instant::now() + QUIESCE_LIMIT;
+        while node_prepared(&http, &admin).await? > 0 {
+            if Instant::now() > deadline {
+                problems.push(format!(
+                    "lifetime {life}: transfers still prepared {} s after the load stopped",
+                    QUIESCE_LIMIT.as_secs()
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tokio::time::sleep(QUIESCE).await;
         let (alice_after, bob_after) = node_balances(&http, &admin).await?;
         let alice_js = js_balance(&mut alice).await?;

@@ -58,10 +58,13 @@ pub(crate) async fn generate(path: &Path, peer: &str, direction: Direction, tran
                     ilp: Vec::new(),
                     custom: None,
                 };
-                if let Err(e) = log.prepare(&transfer, direction).await {
+                // Deferred durability: the same records, without waiting for a sync per change (the store
+                // syncs them with the next synced write or within its deferred delay; the last write below
+                // waits for all of them).
+                if let Err(e) = log.prepare_deferred(&transfer, direction).await {
                     fail(&format!("prepare {n}: {e}"));
                 }
-                if let Err(e) = log.fulfill(&transfer.id, &fulfillment).await {
+                if let Err(e) = log.fulfill_deferred(&transfer.id, &fulfillment).await {
                     fail(&format!("fulfill {n}: {e}"));
                 }
             }
@@ -72,6 +75,10 @@ pub(crate) async fn generate(path: &Path, peer: &str, direction: Direction, tran
             fail(&format!("generator task: {e}"));
         }
     }
+    // Everything written before it is durable once this synced write is.
+    db.write(rocksdb::WriteBatch::default())
+        .await
+        .unwrap_or_else(|e| fail(&format!("final sync: {e}")));
     let sums = log.sums();
     let fulfilled = match direction {
         Direction::Incoming => sums.incoming_fulfilled,
