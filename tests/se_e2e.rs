@@ -297,3 +297,135 @@ async fn a_settle_amount_the_module_cannot_settle_is_refused_before_anything_is_
     stop_all([a, b]).await;
     Ok(())
 }
+
+/// A [`MemorySeStore`](ilp_bridge::settlement::store::MemorySeStore) that, while `hold` is set, makes a write
+/// recording an incoming settlement (a pending credit) durable only once `release` is set: the write is in the
+/// store at once (as a queued RocksDB batch is on disk after a crash), its ticket waits.
+#[derive(Clone, Default)]
+struct HoldingStore {
+    inner: ilp_bridge::settlement::store::MemorySeStore,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Notified when a write is held.
+    held: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl ilp_bridge::settlement::store::SeStore for HoldingStore {
+    fn submit(
+        &self,
+        batch: ilp_bridge::settlement::store::SeBatch,
+    ) -> Result<ilp_bridge::settlement::store::SeTicket, channel_modules::store::StoreError> {
+        use ilp_bridge::settlement::store::{Family, Op};
+        let records_a_credit = batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, Op::Put(Family::Pending, k, _) if k.starts_with(b"se/c/")));
+        let ticket = self.inner.submit(batch)?;
+        if !(records_a_credit && self.hold.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Ok(ticket);
+        }
+        let mut release = self.release.subscribe();
+        self.held.notify_one();
+        Ok(Box::pin(async move {
+            let _ = release.wait_for(|released| *released).await;
+            ticket.await
+        }))
+    }
+
+    fn scan_prefix(
+        &self,
+        family: ilp_bridge::settlement::store::Family,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, channel_modules::store::StoreError> {
+        self.inner.scan_prefix(family, prefix)
+    }
+
+    fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, channel_modules::store::StoreError> {
+        self.inner.scan_page(prefix, after, limit)
+    }
+
+    fn get_main(&self, key: &str) -> Result<Option<Vec<u8>>, channel_modules::store::StoreError> {
+        self.inner.get_main(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_claim_whose_sender_hangs_up_mid_write_is_credited_once() -> TestResult {
+    // Found by tests/kill9_engine.rs: engine A killed while its claim was being handled by engine B. The HTTP
+    // server drops a request's future when its client hangs up; engine B's write of the claim (tracker, received
+    // total, pending credit) was already queued, but its memory was never updated. The next claim was credited
+    // from the old total under another key, and after a restart the stored credit of the first was credited
+    // again: connector B was paid twice for the same IOUs.
+    let mock = ilp_bridge::testing::mock_connector::MockConnector::start().await?;
+    let store = HoldingStore::default();
+    let logs = std::sync::Arc::new(ilp_bridge::settlement::host::MemoryModuleLogs::new());
+    let identities = ilp_bridge::identity::IdentityRegistry::memory();
+    let open = || {
+        ilp_bridge::settlement::Engine::open(
+            config(&mock.url(), "trustline", serde_json::json!({"scale": 6})),
+            std::sync::Arc::new(store.clone()),
+            logs.clone(),
+            identities.clone(),
+        )
+    };
+    let engine = open().await?;
+    let account = "0b6c3f2e-8d51-4a8e-9c57-3f1d2a4b5c6d";
+    engine.create_account(Some(account.to_owned())).await?;
+    mock.register_account(account, "http://127.0.0.1:9");
+    eventually("the account is set up", WAIT, || async {
+        engine.account_view(account).is_ok_and(|v| v.connected)
+    })
+    .await?;
+    let iou = |total: u64| {
+        bytes::Bytes::from(format!(
+            r#"{{"type":"claim","claim":{{"amount":"{total}"}}}}"#
+        ))
+    };
+
+    // The IOU for 1,000: its sender hangs up while the write is queued.
+    store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::select! {
+        answered = engine.handle_message(account, iou(1_000)) => {
+            return Err(format!("answered while its write was held: {answered:?}").into());
+        }
+        () = store.held.notified() => {}
+    }
+    store.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    // Stored even while nothing waits on it (`send` would drop it then).
+    store.release.send_replace(true);
+    // The IOU for 3,000 arrives: 3,000 in all.
+    engine.handle_message(account, iou(3_000)).await?;
+    let want = Scaled::new(BigUint::from(3_000u32), 6);
+    // Credited, and the engine has recorded that (a restart before would retry the credit and get 409).
+    eventually("connector credited 3,000", WAIT, || async {
+        value_eq(&mock.credited_total(account), &want)
+            && engine
+                .account_view(account)
+                .is_ok_and(|v| v.uncredited.is_empty())
+    })
+    .await?;
+
+    // After a restart nothing more is credited.
+    engine.shutdown().await;
+    let engine = open().await?;
+    eventually("nothing left to credit", WAIT, || async {
+        engine
+            .account_view(account)
+            .is_ok_and(|v| v.uncredited.is_empty())
+    })
+    .await?;
+    assert!(
+        value_eq(&mock.credited_total(account), &want),
+        "connector credited {} for IOUs totalling 3000e-6: {:?}",
+        mock.credited_total(account),
+        mock.credits()
+    );
+    assert_eq!(engine.account_view(account)?.received.amount, "3000");
+    engine.shutdown().await;
+    Ok(())
+}

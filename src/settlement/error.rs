@@ -61,7 +61,7 @@ pub enum EngineError {
     /// The task running a request ended without an answer (503).
     #[error("{task} task failed: {source}")]
     Task {
-        /// Which request: `create`, `delete` or `settle`.
+        /// Which request: `create`, `delete`, `settle` or `message`.
         task: &'static str,
         /// How it ended.
         source: tokio::task::JoinError,

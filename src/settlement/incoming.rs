@@ -20,7 +20,23 @@ use super::wire::{self, Message};
 
 impl Engine {
     /// `POST /accounts/{id}/messages`: handles a message from the peer engine and returns the reply bytes.
+    ///
+    /// The work runs in its own task: the HTTP server drops a request's future when its client hangs up (the
+    /// peer's engine killed, a connector's timeout), and a claim dropped after its write was queued would leave
+    /// the write on disk and memory behind it; the next claim would then be credited from the old total under
+    /// another key, and the stored credit credited again after a restart.
     pub async fn handle_message(&self, id: &str, body: Bytes) -> Result<Vec<u8>, EngineError> {
+        let engine = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { engine.handle_message_inner(&id, body).await })
+            .await
+            .map_err(|source| EngineError::Task {
+                task: "message",
+                source,
+            })?
+    }
+
+    async fn handle_message_inner(&self, id: &str, body: Bytes) -> Result<Vec<u8>, EngineError> {
         let acct = self.account(id)?;
         if body.is_empty() {
             return Ok(Vec::new());

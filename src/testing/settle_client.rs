@@ -71,6 +71,8 @@ pub struct SettleAttempt {
     pub key: String,
     /// The HTTP status, or `None` for a timeout or connection error.
     pub status: Option<u16>,
+    /// Why the attempt failed without an answer (timeout, connection error), when it did.
+    pub error: Option<String>,
 }
 
 /// How a settle call ended without a 2xx or 4xx answer.
@@ -133,6 +135,7 @@ pub async fn settle_with_fresh_keys(
                 observe(SettleAttempt {
                     key: key.clone(),
                     status: Some(status),
+                    error: None,
                 });
                 let body = resp.text().await.unwrap_or_default();
                 return Ok(SettleOutcome {
@@ -146,18 +149,28 @@ pub async fn settle_with_fresh_keys(
                 observe(SettleAttempt {
                     key,
                     status: Some(resp.status().as_u16()),
+                    error: None,
                 });
                 last_error = format!("status {}", resp.status());
                 tokio::time::sleep(policy.wait_after_error).await;
             }
             Err(e) if e.is_timeout() => {
-                observe(SettleAttempt { key, status: None });
                 last_error = "timeout".to_owned();
+                observe(SettleAttempt {
+                    key,
+                    status: None,
+                    error: Some(last_error.clone()),
+                });
                 tokio::time::sleep(policy.wait_after_error).await;
             }
             Err(e) => {
-                observe(SettleAttempt { key, status: None });
-                last_error = e.to_string();
+                // The whole chain: reqwest's own message is only "error sending request".
+                last_error = error_chain(&e);
+                observe(SettleAttempt {
+                    key,
+                    status: None,
+                    error: Some(last_error.clone()),
+                });
                 tokio::time::sleep(policy.wait_after_connect_error).await;
             }
         }
@@ -166,6 +179,18 @@ pub async fn settle_with_fresh_keys(
         attempts: policy.retries + 1,
         last_error,
     })
+}
+
+/// `e` and its sources, joined with `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]
