@@ -802,3 +802,44 @@ async fn the_cli_runs_a_bridged_peer_that_settles_through_the_bridge() -> TestRe
     s.m.shutdown();
     Ok(())
 }
+
+/// A settle request whose caller goes away (M's HTTP client times out and hangs up, and the server drops the
+/// request's future) after its record was queued for writing must still be counted: the next request must not
+/// be computed from the totals before it (that would lose the first from `requested`, while its key, already
+/// written, answers M's retry with 201).
+#[tokio::test]
+async fn a_settle_request_dropped_after_its_write_was_queued_is_still_counted() -> TestResult {
+    let (s, b) = set_up("1.3.5", false, 1_000_000_000, 0).await?;
+    let settlement = b.bridge.settlement("kit").ok_or("no settlement")?.clone();
+    let account = s.m.account("kit").ok_or("no account")?.id.to_string();
+    let before = units(&ledger(&s.se_url).await?["requested"])?;
+    // Polled once: it runs up to its durable write, which is queued, and is then dropped.
+    let dropped = tokio::time::timeout(
+        Duration::ZERO,
+        settlement.settle(&account, Some("dropped-1"), br#"{"amount":"7","scale":6}"#),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the first poll already finished: {dropped:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = settlement
+        .settle(&account, Some("second-2"), br#"{"amount":"5","scale":6}"#)
+        .await?;
+    assert_eq!(status, 201);
+    // M retries the first with its key: answered as accepted, so it must be in the totals.
+    let (status, _) = settlement
+        .settle(&account, Some("dropped-1"), br#"{"amount":"7","scale":6}"#)
+        .await?;
+    assert_eq!(status, 201);
+    let v = ledger(&s.se_url).await?;
+    assert_eq!(
+        units(&v["requested"])? - before,
+        12_000,
+        "7 and 5 at scale 6 are 12,000 units at scale 9: {v}"
+    );
+    b.stop().await;
+    s.m.shutdown();
+    Ok(())
+}

@@ -66,6 +66,9 @@ pub enum SettlementError {
     /// The module could not say what P paid.
     #[error("module: {0}")]
     Module(#[from] channel_modules::ModuleError),
+    /// The task running the request ended without an answer (503).
+    #[error("request task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl SettlementError {
@@ -77,9 +80,17 @@ impl SettlementError {
             SettlementError::KeyConflict(_) => 409,
             SettlementError::Store(_)
             | SettlementError::Connector(_)
-            | SettlementError::Module(_) => 503,
+            | SettlementError::Module(_)
+            | SettlementError::Task(_) => 503,
         }
     }
+}
+
+/// Runs `work` on a task of its own and waits for it: the work finishes even if the caller's future is dropped.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, SettlementError>> + Send + 'static,
+) -> Result<T, SettlementError> {
+    tokio::spawn(work).await?
 }
 
 /// The pair's reconciliation ledger as the operator sees it. Amounts are legacy ledger units (decimal strings in
@@ -275,6 +286,12 @@ impl PairSettlement {
     /// M set up its account for P (`POST /accounts`): the newest ID wins, as a connector re-creates an account
     /// under a new ID.
     pub async fn set_up_account(&self, id: &str) -> Result<(), SettlementError> {
+        let this = self.clone();
+        let id = id.to_owned();
+        detached(async move { this.set_up_account_now(&id).await }).await
+    }
+
+    async fn set_up_account_now(&self, id: &str) -> Result<(), SettlementError> {
         check_account_id(id)?;
         let mut rec = self.inner.record.lock().await;
         if rec.account.as_deref() == Some(id) {
@@ -296,6 +313,12 @@ impl PairSettlement {
 
     /// M deleted its account (`DELETE /accounts/:id`). The ledger stays (it is the pair's, not the account's).
     pub async fn delete_account(&self, id: &str) -> Result<(), SettlementError> {
+        let this = self.clone();
+        let id = id.to_owned();
+        detached(async move { this.delete_account_now(&id).await }).await
+    }
+
+    async fn delete_account_now(&self, id: &str) -> Result<(), SettlementError> {
         let mut rec = self.inner.record.lock().await;
         if rec.account.as_deref() != Some(id) {
             return Err(SettlementError::UnknownAccount(
@@ -315,7 +338,25 @@ impl PairSettlement {
     /// A settle request from M (`POST /accounts/:id/settlements`): recorded durably (with its key, when it has
     /// one) before it is answered, then the module is asked to pay what is owed. Returns the status and body to
     /// answer; a repeated key with the same request gets the same answer and changes nothing.
+    ///
+    /// Each of these calls runs on its own task: M's HTTP client hangs up on a slow answer, the server then
+    /// drops the request's future, and a call dropped after its record was queued for writing would leave the
+    /// write on disk and the totals in memory behind it (the next request would be computed from the old
+    /// totals, losing this one while its key answers M's retry with 201).
     pub async fn settle(
+        &self,
+        account: &str,
+        key: Option<&str>,
+        body: &[u8],
+    ) -> Result<(u16, String), SettlementError> {
+        let this = self.clone();
+        let account = account.to_owned();
+        let key = key.map(str::to_owned);
+        let body = body.to_vec();
+        detached(async move { this.settle_now(&account, key.as_deref(), &body).await }).await
+    }
+
+    async fn settle_now(
         &self,
         account: &str,
         key: Option<&str>,
