@@ -54,14 +54,8 @@ async fn killed_with_sigkill_under_load_the_books_still_agree() -> TestResult {
     if !available("1.3.5")? {
         return Ok(());
     }
-    let rounds: u64 = std::env::var("KILL9_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("KILL9_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| now_ms() as u64);
+    let rounds = env_u64("KILL9_ROUNDS", 20);
+    let seed = env_u64("KILL9_SEED", now_ms() as u64);
     eprintln!("kill -9 campaign: {rounds} rounds, KILL9_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir()?;
@@ -69,20 +63,7 @@ async fn killed_with_sigkill_under_load_the_books_still_agree() -> TestResult {
     let ports = (free_port()?, free_port()?);
     let config = dir.path().join("bridge.toml");
     let node_log = dir.path().join("bridge.log");
-    let peer = |name: &str, port: u16, prefix: &str| {
-        format!(
-            "[[peer]]\nname = \"{name}\"\noptions = {{ server = \"btp+ws://:{name}@127.0.0.1:{port}\", maxBalance = \"{MAX_BALANCE}\", prefix = \"{prefix}\", store = true, info = {{ currencyCode = \"USD\", currencyScale = 9 }} }}\n"
-        )
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n{}{}",
-            peer("alice", ports.0, "test.a."),
-            peer("bob", ports.1, "test.b.")
-        ),
-    )?;
-    let condition_fulfillment = preimage();
+    std::fs::write(&config, node_toml(&data, ports, ""))?;
     let mut tally = Tally::default();
 
     for round in 0..rounds {
@@ -90,27 +71,9 @@ async fn killed_with_sigkill_under_load_the_books_still_agree() -> TestResult {
         let node = Node::start(&config, &node_log)?;
         wait_connected(&mut peers).await?;
         // Alice pays Bob through the bridge until the kill.
-        let Peers { mut alice, bob } = peers;
+        let Peers { alice, bob } = peers;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let load = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut sent = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let amount = 1_000 + sent;
-                    let ilp = alice.payment("test.b.bob", amount).await?;
-                    let (_, t) = js_transfer(
-                        &condition_fulfillment,
-                        amount,
-                        TRANSFER_EXPIRY_MS,
-                        ilp.as_str().unwrap_or_default(),
-                    );
-                    let _ = alice.call("sendTransfer", t).await?;
-                    sent += 1;
-                }
-                R::Ok(alice)
-            })
-        };
+        let load = alice_pays_bob(alice, TRANSFER_EXPIRY_MS, stop.clone());
         let delay = rng.gen_range(50..800);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         node.kill().await?;
@@ -119,7 +82,7 @@ async fn killed_with_sigkill_under_load_the_books_still_agree() -> TestResult {
         // The legacy plugin writes a change as several store rows one after the other (the transfer, then the
         // balance): the peers finish what they started before they are stopped, so each store is one the plugin
         // itself could have left (the bridge is the one under test).
-        let alice = tokio::time::timeout(WAIT, load).await???;
+        let (alice, _) = tokio::time::timeout(WAIT, load).await???;
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop((alice, bob));
 

@@ -55,13 +55,6 @@ struct Sample {
     fulfilled: u64,
 }
 
-fn env_secs(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn rss_kib(pid: u32) -> R<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
@@ -199,8 +192,8 @@ async fn mixed_traffic_with_restarts_keeps_memory_descriptors_and_books_steady()
     if !available("1.3.5")? {
         return Ok(());
     }
-    let total = env_secs("SOAK_SECS", 60);
-    let lifetime = env_secs("SOAK_LIFETIME_SECS", 30).max(6);
+    let total = env_u64("SOAK_SECS", 60);
+    let lifetime = env_u64("SOAK_LIFETIME_SECS", 30).max(6);
     let lifetimes = (total / lifetime).max(1);
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
@@ -208,17 +201,12 @@ async fn mixed_traffic_with_restarts_keeps_memory_descriptors_and_books_steady()
     let ports = (free_port()?, free_port()?);
     let admin_port = free_port()?;
     let config = dir.path().join("bridge.toml");
-    let peer = |name: &str, port: u16, prefix: &str| {
-        format!(
-            "[[peer]]\nname = \"{name}\"\noptions = {{ server = \"btp+ws://:{name}@127.0.0.1:{port}\", maxBalance = \"{MAX_BALANCE}\", prefix = \"{prefix}\", store = true, info = {{ currencyCode = \"USD\", currencyScale = 9 }} }}\n"
-        )
-    };
     std::fs::write(
         &config,
-        format!(
-            "data_dir = {data:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n{}{}",
-            peer("alice", ports.0, "test.a."),
-            peer("bob", ports.1, "test.b.")
+        node_toml(
+            &data,
+            ports,
+            &format!("\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n"),
         ),
     )?;
     let http = reqwest::Client::new();

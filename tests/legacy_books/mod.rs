@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use channel_modules::store::{Limit, Sums};
@@ -15,6 +17,74 @@ use crate::legacy_common::*;
 
 /// Limits far above what a run moves.
 pub(crate) const MAX_BALANCE: &str = "1000000000000000";
+
+/// `name` from the environment as a number, else `default`.
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The node's configuration: its data folder, `extra` (top-level keys and tables, e.g. `[admin]`), and Alice and
+/// Bob as legacy servers on `ports` that the node dials.
+pub(crate) fn node_toml(data: &Path, ports: (u16, u16), extra: &str) -> String {
+    let peer = |name: &str, port: u16, prefix: &str| {
+        format!(
+            "[[peer]]\nname = \"{name}\"\noptions = {{ server = \"btp+ws://:{name}@127.0.0.1:{port}\", maxBalance = \"{MAX_BALANCE}\", prefix = \"{prefix}\", store = true, info = {{ currencyCode = \"USD\", currencyScale = 9 }} }}\n"
+        )
+    };
+    format!(
+        "data_dir = {data:?}\n{extra}\n{}{}",
+        peer("alice", ports.0, "test.a."),
+        peer("bob", ports.1, "test.b.")
+    )
+}
+
+/// What Alice's payments met (see [`alice_pays_bob`]).
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// `sendTransfer` succeeded (the node took the Prepare).
+    pub(crate) accepted: u64,
+    /// `sendTransfer` was refused.
+    pub(crate) refused: u64,
+    /// The last refusal's error.
+    pub(crate) last_refusal: String,
+}
+
+/// Alice pays `test.b.bob` through the node (amounts 1,000 + n, fulfilled with [`preimage`], expiring after
+/// `expiry_ms`), one transfer at a time, until `stop`; then gives Alice back with what her payments met.
+pub(crate) fn alice_pays_bob(
+    mut alice: JsPeer,
+    expiry_ms: i64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<R<(JsPeer, Load)>> {
+    tokio::spawn(async move {
+        let mut seen = Load::default();
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let amount = 1_000 + sent;
+            let ilp = alice.payment("test.b.bob", amount).await?;
+            let (_, t) = js_transfer(
+                &preimage(),
+                amount,
+                expiry_ms,
+                ilp.as_str().unwrap_or_default(),
+            );
+            match alice.call("sendTransfer", t).await? {
+                Ok(_) => seen.accepted += 1,
+                Err(e) => {
+                    seen.refused += 1;
+                    seen.last_refusal = e.to_string();
+                    // Refused at once (the node is gone or refuses work): do not spin.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            sent += 1;
+        }
+        R::Ok((alice, seen))
+    })
+}
 
 pub(crate) fn preimage() -> [u8; 32] {
     [7u8; 32]
