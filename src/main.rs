@@ -112,6 +112,10 @@ enum Command {
         /// Import into a data folder that already holds records, and replace a config file with other content.
         #[arg(long)]
         force: bool,
+        /// rippled's JSON-RPC endpoint for ilp-plugin-xrp-paychan ledgers [default: each ledger's
+        /// rippledServer, wss:// read as https:// and ws:// as http:// on the same host and port].
+        #[arg(long, value_name = "URL")]
+        rippled: Option<String>,
     },
 }
 
@@ -276,6 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config_out,
             dry_run,
             force,
+            rippled,
         } => {
             // Warnings only: the report is the output.
             init_tracing(&LogConfig {
@@ -289,6 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config_out,
                 dry_run,
                 force,
+                rippled,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let progress = migrate::progress::TerminalProgress::for_stderr();

@@ -10,12 +10,11 @@ mod poll_common;
 mod xrp_common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use btp::ilp_v1::{IlpV1Packet, Payment};
 use bytes::Bytes;
-use channel_modules::amount::{LedgerAmount, LedgerBalance, LedgerSum};
-use channel_modules::store::{Transfer, TransferId, TransferState};
+use channel_modules::amount::{LedgerBalance, LedgerSum};
+use channel_modules::store::{Transfer, TransferState};
 use channel_modules::xrp::crypto::ChannelId;
 use channel_modules::xrp::rpc::RippledClient;
 use channel_modules::xrp::{
@@ -28,7 +27,6 @@ use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
 use ilp_bridge::peer::{NodeOptions, PeerError, PeerNode, Trustline};
 use num_bigint::BigUint;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use xrp_common::*;
 
 const PREFIX: &str = "test.xrp.";
@@ -236,31 +234,9 @@ impl Net {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Transfer `n` of `drops` to Bob, with its fulfillment.
 fn transfer(n: u8, drops: u64) -> (Transfer, [u8; 32]) {
-    let fulfillment = [n; 32];
-    let t = Transfer {
-        id: TransferId([n; 16]),
-        amount: LedgerAmount(drops),
-        execution_condition: Sha256::digest(fulfillment).into(),
-        expires_at_ms: now_ms() + 60_000,
-        ilp: IlpV1Packet::Payment(Payment {
-            amount: drops,
-            account: format!("{PREFIX}server.bob"),
-            data: Bytes::new(),
-        })
-        .to_bytes()
-        .to_vec(),
-        custom: None,
-    };
-    (t, fulfillment)
+    transfer_to(n, drops, &format!("{PREFIX}server.bob"))
 }
 
 /// Alice's node sends `claim` to Bob's module as a `claim` Message (the trustline's side channel for claims).
@@ -901,5 +877,28 @@ async fn the_readme_example_configurations_run() -> TestResult {
     let mut options = engine.module_options.clone();
     for_test_ledger(&mut options, &n.ledger, ALICE_SEED)?;
     channel_modules::build_module(&engine.module, &options)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_in_the_2017_plugins_shape_is_taken_on_the_peers_channel() -> TestResult {
+    let mut n = net().await?;
+    n.pay(1, 200).await?;
+    let keys = &n.ledger.keys;
+    let a_to_b = n.ledger.a_to_b;
+    // The 2017 ilp-plugin-xrp-paychan sends only the amount and the signature (lowercase hex): the channel is
+    // the one it named with ripple_channel_id.
+    let forged =
+        json!({"amount": "260", "signature": hex::encode(keys.carol.sign_claim(&a_to_b, 260)?)});
+    refused_with(send_claim(&n, forged).await, "signature is invalid")?;
+    let legacy =
+        json!({"amount": "250", "signature": hex::encode(keys.alice.sign_claim(&a_to_b, 250)?)});
+    send_claim(&n, legacy).await?;
+    let best = n.bob.tracker_data(MVT_INCOMING_CLAIM).await?;
+    assert_eq!(best["amount"], json!("250"));
+    assert_eq!(best["channel"], json!(a_to_b.to_string()));
+    n.bob.stop().await;
+    assert_eq!(n.ledger.redeemed()?, 250);
+    n.alice.stop().await;
     Ok(())
 }

@@ -76,7 +76,7 @@ pub fn module_option_names(name: &str) -> Option<&'static [&'static str]> {
     ];
     const IOU: [&str; 3] = [SCALE[0], SCALE[1], iou::OPT_TRUST_LIMIT];
     const CLAIM_TEST: [&str; 4] = ["secret", "maxUnsecured", SCALE[0], SCALE[1]];
-    const XRP: [&str; 12] = [
+    const XRP: [&str; 13] = [
         "secret",
         "secretFile",
         "secretEnv",
@@ -88,6 +88,7 @@ pub fn module_option_names(name: &str) -> Option<&'static [&'static str]> {
         "expiryMargin",
         "expiryCheckInterval",
         "channel",
+        "channelSecret",
         "peerChannel",
     ];
     const ETH_PAYMENT: [&str; 11] = [

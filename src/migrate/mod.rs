@@ -1,5 +1,6 @@
 //! `ilp-bridge migrate-ilp-kit`: takes a whole ILP Kit deployment over in one run. It reads the `env.list`
-//! ([`crate::config::ilp_kit`]) and, for every `CONNECTOR_LEDGERS` entry using the legacy plugin, the ledger's
+//! ([`crate::config::ilp_kit`]) and, for every `CONNECTOR_LEDGERS` entry using the legacy plugin (or the 2017
+//! XRP paychan plugin built on it, whose channel records are converted: [`xrp_paychan`]), the ledger's
 //! plugin store table in ILP Kit's PostgreSQL ([`source`]); it imports each table with the rules of
 //! `import-legacy-store` ([`crate::store::legacy_import`], docs/ilp-kit.md §6) and writes a node TOML holding the
 //! peers ([`config_out`]); the [`report`] says, per ledger, what was read, imported and skipped and whether
@@ -20,6 +21,7 @@ pub mod config_out;
 pub mod progress;
 pub mod report;
 pub mod source;
+pub mod xrp_paychan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +44,7 @@ use report::{
     Outcome, TableSummary,
 };
 use source::{PgSource, SourceError};
+use xrp_paychan::XrpLedger;
 
 /// The variables naming ILP Kit's database, in the order ILP Kit's `env.js` reads them.
 pub const DATABASE_URL_VARIABLES: &[&str] = &["DB_URI", "API_DB_URI"];
@@ -61,6 +64,9 @@ pub struct MigrateOptions {
     pub dry_run: bool,
     /// Import into a data folder that already holds records, and replace a config file with other content.
     pub force: bool,
+    /// rippled's JSON-RPC endpoint for `ilp-plugin-xrp-paychan` ledgers; `None`: each ledger's `rippledServer`
+    /// ([`xrp_paychan::rippled_json_rpc_url`]).
+    pub rippled: Option<String>,
 }
 
 /// Why a migration could not even be planned. Nothing is written in any of these cases.
@@ -116,6 +122,10 @@ pub enum MigrateError {
 /// A ledger after phase 1.
 struct Planned {
     entry: LedgerEntry,
+    /// Whether ilp-bridge takes this ledger over (a framework ledger, or one of the XRP paychan plugin).
+    taken: bool,
+    /// The XRP paychan plugin's options, for its conversion.
+    xrp: Option<XrpLedger>,
     fate: Result<Ready, String>,
 }
 
@@ -123,6 +133,8 @@ struct Planned {
 struct Ready {
     peer: PeerConfig,
     table: Option<PlannedTable>,
+    /// What converting a payment-channel plugin's records found and did, one line each.
+    conversion: Vec<String>,
 }
 
 /// A stateful ledger's table: its name, the import plan of its rows, and the rows skipped before planning
@@ -150,15 +162,29 @@ pub async fn migrate(
     let mut planned: Vec<Planned> = entries
         .into_iter()
         .map(|entry| {
+            let ready = |peer| Ready {
+                peer,
+                table: None,
+                conversion: Vec::new(),
+            };
+            let mut xrp = None;
             let fate = if entry.is_legacy() {
-                entry
-                    .peer()
-                    .map(|peer| Ready { peer, table: None })
-                    .map_err(|e| format!("{e:#}"))
+                entry.peer().map(ready).map_err(|e| format!("{e:#}"))
+            } else if xrp_paychan::is_legacy_xrp(&entry) {
+                XrpLedger::from_entry(&entry, options.rippled.as_deref()).and_then(|x| {
+                    let peer = x.peer(&entry.prefix);
+                    xrp = Some(x);
+                    peer.map(ready)
+                })
             } else {
                 Err(String::new())
             };
-            Planned { entry, fate }
+            Planned {
+                taken: entry.is_legacy() || xrp_paychan::is_legacy_xrp(&entry),
+                entry,
+                xrp,
+                fate,
+            }
         })
         .collect();
     let peers: Vec<PeerConfig> = planned
@@ -222,6 +248,14 @@ pub async fn migrate(
         }
     }
     drop(source);
+    for p in &mut planned {
+        let (Some(xrp), Ok(ready)) = (&p.xrp, &mut p.fate) else {
+            continue;
+        };
+        if let Err(reason) = convert_xrp(&p.entry.prefix, xrp, ready).await {
+            p.fate = Err(reason);
+        }
+    }
 
     // The configuration, loaded with the node's loader before anything is written.
     let data_dir = std::path::absolute(&options.data_dir).unwrap_or(options.data_dir.clone());
@@ -255,7 +289,7 @@ pub async fn migrate(
         let prefix = p.entry.prefix.clone();
         let plugin = p.entry.plugin.clone();
         let fate = match p.fate {
-            Err(reason) if !p.entry.is_legacy() => {
+            Err(reason) if !p.taken => {
                 debug_assert!(reason.is_empty());
                 LedgerFate::NotTaken(not_taken_reason(&p.entry))
             }
@@ -385,6 +419,35 @@ pub async fn migrate(
     })
 }
 
+/// Converts an XRP paychan ledger's records ([`xrp_paychan`]): its trackers become the module's, its peer gets the
+/// module's channel options, and the module is built once from them so that options it would refuse at start
+/// fail the ledger now.
+async fn convert_xrp(prefix: &str, xrp: &XrpLedger, ready: &mut Ready) -> Result<(), String> {
+    let Some(table) = &mut ready.table else {
+        return Err("no store table was read".to_owned());
+    };
+    let (conversion, trackers) = xrp.convert(table.plan.trackers()).await?;
+    table.plan.replace_trackers(trackers);
+    let peer = PeerConfig::from_legacy_json(prefix, &xrp.peer_options(prefix, Some(&conversion)))
+        .map_err(|e| format!("the converted peer: {e:#}"))?;
+    if let Some(module) = &peer.module {
+        channel_modules::build_module(module, &peer.module_options()).map_err(|e| {
+            format!(
+                "the converted module options are refused: {e} (rippled endpoint {}; name another with --rippled)",
+                xrp.rippled
+            )
+        })?;
+    }
+    ready.peer = peer;
+    ready.conversion = conversion.findings;
+    ready.conversion.extend(
+        xrp.dropped
+            .iter()
+            .map(|d| format!("option not carried: {d}")),
+    );
+    Ok(())
+}
+
 /// Opens the data folder if it holds a database (RocksDB's `CURRENT` file); creates nothing.
 fn open_existing(dir: &Path) -> Result<Option<Arc<Db>>, MigrateError> {
     if !dir.join("CURRENT").exists() {
@@ -449,6 +512,7 @@ fn describe(ready: &Ready) -> LedgerMigration {
         logs: Vec::new(),
         trackers: Vec::new(),
         warnings: Vec::new(),
+        conversion: ready.conversion.clone(),
         already_imported: false,
     };
     let Some(PlannedTable {
@@ -558,9 +622,10 @@ fn not_taken_reason(entry: &LedgerEntry) -> String {
     let paychan = entry.plugin.contains("paychan") || entry.plugin.contains("payment-channel");
     if paychan {
         format!(
-            "plugin {} keeps payment-channel state that this version of migrate-ilp-kit does not convert; \
-             its channel and claims stay in ILP Kit's database{}",
+            "plugin {} keeps payment-channel state that migrate-ilp-kit does not convert (it converts \
+             {}); its channel and claims stay in ILP Kit's database{}",
             entry.plugin,
+            channel_modules::xrp::legacy::LEGACY_XRP_PLUGIN_NAME,
             if entry.store { " (its table was not read)" } else { "" }
         )
     } else {

@@ -99,6 +99,8 @@ pub struct LedgerMigration {
     pub trackers: Vec<(String, MaxValue)>,
     /// Findings that did not stop the import (balance rows that the records do not add up to).
     pub warnings: Vec<String>,
+    /// What converting a payment-channel plugin's records found and did (`ilp-plugin-xrp-paychan`), one line each.
+    pub conversion: Vec<String>,
     /// Whether the target already held exactly these rows.
     pub already_imported: bool,
 }
@@ -366,6 +368,9 @@ fn write_migration(
     for w in &m.warnings {
         writeln!(f, "  warning: {w}")?;
     }
+    for c in &m.conversion {
+        writeln!(f, "  paychan: {c}")?;
+    }
     if let Some(main) = m.logs.iter().find(|l| l.key.is_empty()) {
         write_bridge_opening(f, m, main)?;
     }
@@ -488,6 +493,7 @@ mod tests {
             table: None,
             logs: Vec::new(),
             trackers: Vec::new(),
+            conversion: Vec::new(),
             warnings: Vec::new(),
             already_imported: false,
         };

@@ -6,12 +6,17 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use btp::ilp_v1::{IlpV1Packet, Payment};
+use bytes::Bytes;
+use channel_modules::amount::LedgerAmount;
+use channel_modules::store::{Transfer, TransferId};
 use channel_modules::xrp::crypto::{ChannelId, KeyPair};
 use channel_modules::xrp::fake_rippled::FakeRippled;
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type TestResult = Result<(), BoxError>;
@@ -139,4 +144,32 @@ pub(crate) async fn open_db(path: &Path) -> Result<Arc<Db>, BoxError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("open db {}: {last:?}", path.display()).into())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Transfer `n` of `drops` to the ILP address `account` (expires in a minute), with its fulfillment.
+pub(crate) fn transfer_to(n: u8, drops: u64, account: &str) -> (Transfer, [u8; 32]) {
+    let fulfillment = [n; 32];
+    let t = Transfer {
+        id: TransferId([n; 16]),
+        amount: LedgerAmount(drops),
+        execution_condition: Sha256::digest(fulfillment).into(),
+        expires_at_ms: now_ms() + 60_000,
+        ilp: IlpV1Packet::Payment(Payment {
+            amount: drops,
+            account: account.to_owned(),
+            data: Bytes::new(),
+        })
+        .to_bytes()
+        .to_vec(),
+        custom: None,
+    };
+    (t, fulfillment)
 }

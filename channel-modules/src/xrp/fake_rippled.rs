@@ -224,12 +224,33 @@ impl FakeRippled {
         cancel_after: Option<u32>,
     ) -> ChannelId {
         let public_key = owner.public_key();
-        let account = public_key.address();
+        self.create_channel_with_key(
+            &public_key.address(),
+            public_key,
+            destination,
+            amount,
+            settle_delay,
+            cancel_after,
+        )
+    }
+
+    /// As [`FakeRippled::create_channel`], from the account `source` with claims signed by `public_key`, another
+    /// key than the account's (as the 2017 `ilp-plugin-xrp-paychan` created its channels).
+    pub fn create_channel_with_key(
+        &self,
+        source: &str,
+        public_key: PublicKey,
+        destination: &str,
+        amount: u64,
+        settle_delay: u32,
+        cancel_after: Option<u32>,
+    ) -> ChannelId {
+        let account = source.to_owned();
         let mut ledger = lock(&self.ledger);
         let sequence = ledger.sequences.entry(account.clone()).or_insert(1);
         let mut preimage = Vec::with_capacity(2 + 20 + 20 + 4);
         preimage.extend_from_slice(&PAYCHAN_NAMESPACE.to_be_bytes());
-        preimage.extend_from_slice(&public_key.account_id());
+        preimage.extend_from_slice(&decode_address(&account).unwrap_or([0u8; 20]));
         preimage.extend_from_slice(&decode_address(destination).unwrap_or([0u8; 20]));
         preimage.extend_from_slice(&sequence.to_be_bytes());
         *sequence += 1;
@@ -260,6 +281,13 @@ impl FakeRippled {
     pub fn fund_channel(&self, id: &ChannelId, drops: u64) {
         if let Some(channel) = lock(&self.ledger).channels.get_mut(id) {
             channel.amount += drops;
+        }
+    }
+
+    /// Sets the drops a channel has paid out (as if claims had been redeemed before the test).
+    pub fn set_balance(&self, id: &ChannelId, drops: u64) {
+        if let Some(channel) = lock(&self.ledger).channels.get_mut(id) {
+            channel.balance = drops;
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod crypto;
 #[cfg(feature = "testing")]
 pub mod fake_rippled;
+pub mod legacy;
 mod options;
 mod payee;
 mod payer;
@@ -135,9 +136,9 @@ pub fn channel_identity(id: &ChannelId) -> String {
 }
 
 impl XrpPaychan {
-    /// Our public key (the one our outgoing channel must name).
+    /// The public key our outgoing channel must name: `channelSecret`'s, else the account's.
     pub fn public_key(&self) -> PublicKey {
-        self.inner.opts.keys.public_key()
+        self.inner.opts.claim_keys().public_key()
     }
 
     /// How often the payee's watcher re-reads the peer's channel (see `expiryCheckInterval`).

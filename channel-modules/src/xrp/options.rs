@@ -20,6 +20,8 @@ use crate::error::ModuleError;
 pub(super) struct Options {
     pub(super) address: String,
     pub(super) keys: KeyPair,
+    /// The key that signs claims on our outgoing channel, when it is not `keys` (option `channelSecret`).
+    pub(super) channel_keys: Option<KeyPair>,
     pub(super) channel: Option<ChannelId>,
     pub(super) peer_channel: Option<ChannelId>,
     pub(super) max_unsecured: u128,
@@ -122,6 +124,23 @@ fn parse_channel(options: &Value, name: &str) -> Result<Option<ChannelId>, Modul
         .transpose()
 }
 
+impl Options {
+    /// The key that signs claims on our outgoing channel: `channelSecret`, else the account key.
+    pub(super) fn claim_keys(&self) -> &KeyPair {
+        self.channel_keys.as_ref().unwrap_or(&self.keys)
+    }
+}
+
+/// Reads `channelSecret`: a hex private key or a family seed that signs claims on our outgoing channel.
+fn read_channel_secret(options: &Value) -> Result<Option<KeyPair>, ModuleError> {
+    opt_str(options, "channelSecret")?
+        .map(|s| {
+            KeyPair::from_secret(s.trim())
+                .map_err(|e| invalid(format!("xrp-paychan option channelSecret: {e}")))
+        })
+        .transpose()
+}
+
 impl XrpPaychan {
     /// Builds the module from its options:
     ///
@@ -131,6 +150,7 @@ impl XrpPaychan {
     /// | `secret` / `secretFile` / `secretEnv` | our key: a family seed `s…` (needed to submit claims), or a hex private key (`ED`+64 hex: ed25519; 64 hex or `00`+64 hex: secp256k1), given inline, in a file, or in an environment variable (exactly one) |
     /// | `address` | our classic address (default: the key's master address) |
     /// | `channel` | our outgoing channel ID (we are its source); without it we cannot pay |
+    /// | `channelSecret` | the key that signs claims on `channel`, when the channel names another key than the account's (hex private key or family seed; channels of the 2017 `ilp-plugin-xrp-paychan` use a key derived per peer, written here by `migrate-ilp-kit`); default: the account key |
     /// | `peerChannel` | the peer's channel to us; default: asked with the `ripple_channel_id` RPC |
     /// | `maxUnsecured` | drops the peer may owe us beyond its best claim (string or number, default `0`) |
     /// | `claimInterval` | if set, milliseconds between submissions of the best incoming claim (default: none) |
@@ -214,6 +234,7 @@ impl XrpPaychan {
                 opts: Options {
                     address,
                     keys,
+                    channel_keys: read_channel_secret(options)?,
                     channel: parse_channel(options, "channel")?,
                     peer_channel: parse_channel(options, "peerChannel")?,
                     max_unsecured,

@@ -182,10 +182,11 @@ impl XrpPaychan {
         claim: &Claim,
     ) -> Result<Option<IncomingCredit>, ModuleError> {
         let inner = &self.inner;
-        let claim = IncomingClaim::from_claim(claim)?;
         let expected = inner.learn_peer_channel(ctx).await?.ok_or_else(|| {
             ModuleError::NotAccepted("the peer has no payment channel to us".to_owned())
         })?;
+        // A 2017 plugin's claim names no channel: it is on the channel the peer named.
+        let claim = IncomingClaim::from_claim(claim, Some(expected))?;
         if claim.channel != expected {
             tracing::warn!(account = ctx.account_id(), claimed = %claim.channel, %expected, "claim on a foreign channel");
             return Err(ModuleError::NotAccepted(format!(

@@ -35,9 +35,14 @@ impl Inner {
                 facts.account, self.opts.address
             )));
         }
-        if facts.public_key != self.opts.keys.public_key() {
+        if facts.public_key != self.opts.claim_keys().public_key() {
             return Err(invalid(format!(
-                "xrp-paychan: outgoing channel {id} is signed by another key than ours"
+                "xrp-paychan: outgoing channel {id} names another key than ours{}",
+                if self.opts.channel_keys.is_some() {
+                    " (channelSecret)"
+                } else {
+                    " (the account key; a channel created with another key needs channelSecret)"
+                }
             )));
         }
         let cached = Cached {
@@ -90,14 +95,14 @@ impl XrpPaychan {
         }
         let signature = inner
             .opts
-            .keys
+            .claim_keys()
             .sign_claim(&channel, drops)
             .map_err(|e| ModuleError::InvalidFields(e.to_string()))?;
         let claim = claim_json(
             &channel,
             drops,
             &signature,
-            &inner.opts.keys.public_key().to_hex(),
+            &inner.opts.claim_keys().public_key().to_hex(),
         );
         tracker
             .set_if_max(MaxValue {

@@ -221,6 +221,9 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// Most `account_channels` pages [`RippledClient::account_channels`] reads.
+pub const ACCOUNT_CHANNELS_MAX_PAGES: usize = 1_000;
+
 /// A rippled JSON-RPC endpoint.
 #[derive(Clone, Debug)]
 pub struct RippledClient {
@@ -308,6 +311,54 @@ impl RippledClient {
             Err(RippledError::Rpc { code, .. }) if code == "entryNotFound" => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The IDs of every channel from `account` to `destination` in the latest validated ledger
+    /// (`account_channels`, following its `marker` across pages).
+    pub async fn account_channels(
+        &self,
+        account: &str,
+        destination: &str,
+    ) -> Result<Vec<ChannelId>, RippledError> {
+        let mut ids = Vec::new();
+        let mut marker: Option<Value> = None;
+        // rippled pages at most 400 channels; a bound on pages keeps a server that repeats its marker finite.
+        for _ in 0..ACCOUNT_CHANNELS_MAX_PAGES {
+            let mut params = json!({
+                "account": account,
+                "destination_account": destination,
+                "ledger_index": "validated",
+            });
+            if let Some(m) = marker.take() {
+                params["marker"] = m;
+            }
+            let result = self.call("account_channels", params).await?;
+            let channels = result
+                .get("channels")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    RippledError::Decode("account_channels has no channels".to_owned())
+                })?;
+            for c in channels {
+                let id = c
+                    .get("channel_id")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<ChannelId>().ok())
+                    .ok_or_else(|| {
+                        RippledError::Decode(
+                            "account_channels entry without a channel_id".to_owned(),
+                        )
+                    })?;
+                ids.push(id);
+            }
+            match result.get("marker") {
+                None | Some(Value::Null) => return Ok(ids),
+                Some(m) => marker = Some(m.clone()),
+            }
+        }
+        Err(RippledError::Decode(format!(
+            "account_channels still paging after {ACCOUNT_CHANNELS_MAX_PAGES} pages"
+        )))
     }
 
     /// Submits `tx_json` in sign-and-submit mode with the account's family seed. Refused

@@ -53,7 +53,7 @@ impl Inner {
         if submitted_tracker.get_max().await?.value >= best.value {
             return Ok(Redemption::Nothing);
         }
-        let claim = IncomingClaim::from_json(&best.data)?;
+        let claim = IncomingClaim::from_json(&best.data, None)?;
         let on_ledger = self.fetch_channel(&claim.channel).await?;
         let Some(on_ledger) = on_ledger else {
             return Ok(Redemption::ChannelClosed(format!(

@@ -60,7 +60,9 @@ pub(super) fn same_channel_as_before(
     }
 }
 
-/// A claim as carried on the wire: `{"channel","amount","signature","publicKey"}`.
+/// A claim as carried on the wire: `{"channel","amount","signature","publicKey"}`. The 2017
+/// `ilp-plugin-xrp-paychan` sends only `{"amount","signature"}` (the channel is the one it named with
+/// `ripple_channel_id`): such a claim is read against the channel the reader expects.
 pub(super) struct IncomingClaim {
     /// The channel.
     pub(super) channel: ChannelId,
@@ -73,18 +75,26 @@ pub(super) struct IncomingClaim {
 }
 
 impl IncomingClaim {
-    /// Reads a claim object, strictly.
-    pub(super) fn from_json(value: &Value) -> Result<Self, ModuleError> {
+    /// Reads a claim object, strictly. A claim without `channel` is taken as one on `default_channel`, and
+    /// refused when there is none.
+    pub(super) fn from_json(
+        value: &Value,
+        default_channel: Option<ChannelId>,
+    ) -> Result<Self, ModuleError> {
         let field = |name: &str| -> Result<&str, ModuleError> {
             value
                 .get(name)
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid(format!("claim has no string field {name}")))
         };
-        Ok(IncomingClaim {
-            channel: field("channel")?
+        let channel = match (value.get("channel"), default_channel) {
+            (None | Some(Value::Null), Some(channel)) => channel,
+            _ => field("channel")?
                 .parse()
                 .map_err(|e| invalid(format!("claim channel: {e}")))?,
+        };
+        Ok(IncomingClaim {
+            channel,
             drops: field("amount")?
                 .parse()
                 .map_err(|_| invalid("claim amount is not a drops integer"))?,
@@ -97,19 +107,22 @@ impl IncomingClaim {
         })
     }
 
-    /// Reads a claim in any content type (a text or binary claim holds the JSON).
-    pub(super) fn from_claim(claim: &Claim) -> Result<Self, ModuleError> {
+    /// Reads a claim in any content type (a text or binary claim holds the JSON); see [`Self::from_json`].
+    pub(super) fn from_claim(
+        claim: &Claim,
+        default_channel: Option<ChannelId>,
+    ) -> Result<Self, ModuleError> {
         match claim {
-            Claim::Json(v) => Self::from_json(v),
+            Claim::Json(v) => Self::from_json(v, default_channel),
             Claim::Text(t) => {
                 let v: Value =
                     serde_json::from_str(t).map_err(|_| invalid("claim text is not JSON"))?;
-                Self::from_json(&v)
+                Self::from_json(&v, default_channel)
             }
             Claim::Binary(b) => {
                 let v: Value =
                     serde_json::from_slice(b).map_err(|_| invalid("claim bytes are not JSON"))?;
-                Self::from_json(&v)
+                Self::from_json(&v, default_channel)
             }
         }
     }

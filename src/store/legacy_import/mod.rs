@@ -341,6 +341,12 @@ impl LegacyPlan {
         &self.trackers
     }
 
+    /// Replaces the trackers to import (a converter's records in place of the plugin's), kept in key order.
+    pub fn replace_trackers(&mut self, mut trackers: Vec<(String, MaxValue)>) {
+        trackers.sort_by(|a, b| a.0.cmp(&b.0));
+        self.trackers = trackers;
+    }
+
     /// Findings that do not stop the import (unknown rows are skipped, balance mismatches reported).
     pub fn warnings(&self) -> &[ImportWarning] {
         &self.warnings
