@@ -15,7 +15,9 @@
 //! reused; without it, into the data folder), to measure throughput against a store with a long history.
 //!
 //! `--bench [--in-flight 1,50] [--duration-ms 10000] [--warmup-ms 1000] [--data-dir DIR] [--history N]
-//! [--cache-dir DIR]`; without `--bench` (under `cargo test`) it runs a 300 ms smoke version.
+//! [--cache-dir DIR] [--leader-writes 0|1]`; without `--bench` (under `cargo test`) it runs a 300 ms smoke version.
+//! `--leader-writes 0` opens the databases with `DbOptions::leader_writes` off (every group written by the writer
+//! thread), for A/B runs of the same binary.
 
 mod harness_common;
 
@@ -32,7 +34,7 @@ use channel_modules::store::{Direction, Transfer, TransferId};
 use harness_common::{closed_loop, fail, history, print_json, Args, LoadPoint};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{NodeOptions, PeerNode, TransferHook, TransferOutcome, Trustline};
-use ilp_bridge::store::Db;
+use ilp_bridge::store::{Db, DbOptions};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
@@ -159,6 +161,10 @@ fn main() {
         .get("data-dir")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    let db_options = DbOptions {
+        leader_writes: args.num("leader-writes", 1, 1) != 0,
+        ..DbOptions::default()
+    };
     let history = History {
         transfers: args.num("history", 0, 200),
         cache_dir: args.get("cache-dir").map(PathBuf::from),
@@ -170,7 +176,9 @@ fn main() {
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
-    let results = runtime.block_on(run(in_flight, warmup, duration, data_dir, &history));
+    let results = runtime.block_on(run(
+        in_flight, warmup, duration, data_dir, &history, db_options,
+    ));
     if !args.full {
         if let Some(p) = results.iter().find(|p| p.completed == 0 || p.errors > 0) {
             fail(&format!("smoke run: {p:?}"));
@@ -241,6 +249,7 @@ async fn run(
     duration: Duration,
     data_dir: PathBuf,
     history: &History,
+    db_options: DbOptions,
 ) -> Vec<LoadPoint> {
     std::fs::create_dir_all(&data_dir)
         .unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
@@ -252,7 +261,8 @@ async fn run(
         .prepare(&dir.path().join("server"), &dir.path().join("client"))
         .await;
     let open = |name: &str| {
-        Db::open(dir.path().join(name)).unwrap_or_else(|e| fail(&format!("open {name}: {e}")))
+        Db::open_with(dir.path().join(name), db_options)
+            .unwrap_or_else(|e| fail(&format!("open {name}: {e}")))
     };
     let options = NodeOptions {
         bind_host: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),

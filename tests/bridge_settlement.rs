@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bridge_common::*;
 use ilp_bridge::bridge::settlement::SettlementView;
+use ilp_bridge::store::DbOptions;
 use ilp_bridge::testing::ilp_node::{
     AccountDetails, IlpNode, NodeConfig as MockConfig, RoutingRelation, Via,
 };
@@ -70,6 +71,24 @@ async fn set_up(
     settle_threshold: i64,
     settle_to: i64,
 ) -> R<(Setup, Bridge)> {
+    set_up_with(
+        version,
+        module,
+        settle_threshold,
+        settle_to,
+        DbOptions::default(),
+    )
+    .await
+}
+
+/// [`set_up`] with the bridge's database opened with `db_options`.
+async fn set_up_with(
+    version: &str,
+    module: bool,
+    settle_threshold: i64,
+    settle_to: i64,
+    db_options: DbOptions,
+) -> R<(Setup, Bridge)> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -86,7 +105,7 @@ async fn set_up(
     m.add_account(AccountDetails::new("bob", "USD", 6)).await?;
     let m_btp = m.btp_url("kit").replacen("ws://", "btp+ws://:tok@", 1);
     let toml = settled_toml(p_port, &m_btp, se_port, &m.settlement_api_url(), module);
-    let b = Bridge::start(&toml, dir.path()).await?;
+    let b = Bridge::start_with(&toml, dir.path(), db_options).await?;
     // P dials the bridge, as a legacy client: it never redials on its own, so after a restart of the bridge
     // the test restarts P's plugin (its store kept), as P's operator would.
     let mut env = vec![
@@ -809,7 +828,19 @@ async fn the_cli_runs_a_bridged_peer_that_settles_through_the_bridge() -> TestRe
 /// written, answers M's retry with 201).
 #[tokio::test]
 async fn a_settle_request_dropped_after_its_write_was_queued_is_still_counted() -> TestResult {
-    let (s, b) = set_up("1.3.5", false, 1_000_000_000, 0).await?;
+    // Every write goes through the database's writer thread, so that one poll can queue a write and return
+    // before it is done (a lone waiter would write it itself within the poll: DbOptions::leader_writes).
+    let (s, b) = set_up_with(
+        "1.3.5",
+        false,
+        1_000_000_000,
+        0,
+        DbOptions {
+            leader_writes: false,
+            ..DbOptions::default()
+        },
+    )
+    .await?;
     let settlement = b.bridge.settlement("kit").ok_or("no settlement")?.clone();
     let account = s.m.account("kit").ok_or("no account")?.id.to_string();
     let before = units(&ledger(&s.se_url).await?["requested"])?;

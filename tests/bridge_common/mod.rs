@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ilp_bridge::bridge::run::{BridgeNode, ModernStores};
 use ilp_bridge::config::node::NodeConfig;
 use ilp_bridge::peer::{NodeOptions, PeerNode, PeerStores};
-use ilp_bridge::store::{Db, RocksStores};
+use ilp_bridge::store::{Db, DbOptions, RocksStores};
 use sha2::{Digest, Sha256};
 
 use crate::legacy_common::{now_ms, R, WAIT};
@@ -23,11 +23,20 @@ pub(crate) struct Bridge {
 
 impl Bridge {
     pub(crate) async fn start(toml: &str, dir: &std::path::Path) -> R<Bridge> {
+        Self::start_with(toml, dir, DbOptions::default()).await
+    }
+
+    /// [`Bridge::start`] on a database opened with `db_options`.
+    pub(crate) async fn start_with(
+        toml: &str,
+        dir: &std::path::Path,
+        db_options: DbOptions,
+    ) -> R<Bridge> {
         let config = NodeConfig::parse(toml)?;
         // After a stop, the tasks of the previous run let go of the database within moments.
         let deadline = tokio::time::Instant::now() + WAIT;
         let db = loop {
-            match Db::open(dir) {
+            match Db::open_with(dir, db_options) {
                 Ok(db) => break db,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     let _ = e;
