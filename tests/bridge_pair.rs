@@ -19,10 +19,9 @@ use ilp_bridge::bridge::modern::{IlpHandler, IlpReply, LinkError, ModernLink};
 use ilp_bridge::bridge::scale::Scales;
 use ilp_bridge::bridge::{BridgedPair, PairSettings, Relation};
 use ilp_bridge::config::legacy::PeerConfig;
-use ilp_bridge::peer::{MemoryLink, PeerEvent, Trustline, TrustlineOptions};
+use ilp_bridge::peer::{EventReceiver, MemoryLink, PeerEvent, Trustline, TrustlineOptions};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
 
 type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -181,10 +180,7 @@ fn now_ms() -> i64 {
 const EVENT_WAIT: Duration = Duration::from_secs(20);
 
 /// The next event of `rx` matching `pick`, within [`EVENT_WAIT`].
-async fn event<T>(
-    rx: &mut broadcast::Receiver<PeerEvent>,
-    mut pick: impl FnMut(PeerEvent) -> Option<T>,
-) -> R<T> {
+async fn event<T>(rx: &mut EventReceiver, mut pick: impl FnMut(PeerEvent) -> Option<T>) -> R<T> {
     // A bound on liveness, not a speed check: under the whole suite's load (disk-fault tests filling
     // filesystems, SIGKILL harnesses) a durable write can stall for seconds.
     let deadline = tokio::time::Instant::now() + EVENT_WAIT;

@@ -16,15 +16,15 @@ use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
 use ilp_bridge::peer::{
-    forward_id, IncomingRequestHandler, NodeOptions, PeerError, PeerEvent, PeerMessage, PeerNode,
-    Trustline,
+    forward_id, EventReceiver, IncomingRequestHandler, NodeOptions, PeerError, PeerEvent,
+    PeerMessage, PeerNode, Trustline,
 };
 use ilp_bridge::store::Db;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 mod legacy_common;
 use legacy_common::*;
@@ -53,7 +53,7 @@ fn rust_transfer(fulfillment: &[u8; 32], amount: u64, expires_in_ms: i64, dest: 
     }
 }
 
-async fn next_event(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> R<PeerEvent> {
+async fn next_event(rx: &mut EventReceiver, name: &str) -> R<PeerEvent> {
     loop {
         let e = tokio::time::timeout(WAIT, rx.recv())
             .await
@@ -65,7 +65,7 @@ async fn next_event(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> R<Pe
 }
 
 /// The transfer of the next `name` event (`incoming_prepare`, `incoming_cancel` or `outgoing_cancel`).
-async fn next_transfer(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> R<Transfer> {
+async fn next_transfer(rx: &mut EventReceiver, name: &str) -> R<Transfer> {
     match next_event(rx, name).await? {
         PeerEvent::IncomingPrepare(t)
         | PeerEvent::IncomingCancel(t)
@@ -77,7 +77,7 @@ async fn next_transfer(rx: &mut broadcast::Receiver<PeerEvent>, name: &str) -> R
 /// Waits for the bridge's next incoming Prepare, checks that it is the JS side's transfer `id` and fulfills it.
 async fn fulfill_at_bridge(
     tl: &Trustline,
-    events: &mut broadcast::Receiver<PeerEvent>,
+    events: &mut EventReceiver,
     id: &str,
     fulfillment: [u8; 32],
 ) -> TestResult {

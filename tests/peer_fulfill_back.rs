@@ -24,12 +24,12 @@ use channel_modules::store::{
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::routing::RoutingConfig;
 use ilp_bridge::peer::{
-    forward_id, MemoryLink, PeerEvent, PeerStores, Router, Trustline, TrustlineOptions,
+    forward_id, EventReceiver, MemoryLink, PeerEvent, PeerStores, Router, Trustline,
+    TrustlineOptions,
 };
 use ilp_bridge::testing::TokioClock;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 type R<T> = Result<T, Box<dyn std::error::Error>>;
@@ -297,11 +297,7 @@ fn payment(expires_at_ms: i64) -> Transfer {
 }
 
 /// The next event named `name` within `wait`; every other event seen meanwhile is named in the error.
-async fn event_within(
-    rx: &mut broadcast::Receiver<PeerEvent>,
-    name: &str,
-    wait: Duration,
-) -> R<PeerEvent> {
+async fn event_within(rx: &mut EventReceiver, name: &str, wait: Duration) -> R<PeerEvent> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut others = Vec::new();
     loop {

@@ -11,10 +11,11 @@ use channel_modules::memory::MemoryStores;
 use channel_modules::store::{Transfer, TransferId, TransferState};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::routing::{LocalPayments, Rate, RoutingConfig};
-use ilp_bridge::peer::{forward_id, MemoryLink, PeerEvent, Router, Trustline, TrustlineOptions};
+use ilp_bridge::peer::{
+    forward_id, EventReceiver, MemoryLink, PeerEvent, Router, Trustline, TrustlineOptions,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -154,7 +155,7 @@ fn transfer(
 }
 
 async fn next_event(
-    rx: &mut broadcast::Receiver<PeerEvent>,
+    rx: &mut EventReceiver,
     name: &str,
 ) -> Result<PeerEvent, Box<dyn std::error::Error>> {
     loop {
@@ -681,7 +682,7 @@ async fn recovery_fulfills_a_paid_source_before_any_peer_has_connected() -> Test
 
 /// The next `outgoing_reject` of `rx` within `wait`, or an error naming what happened instead.
 async fn reject_within(
-    rx: &mut broadcast::Receiver<PeerEvent>,
+    rx: &mut EventReceiver,
     wait: Duration,
 ) -> Result<IlpV1Error, Box<dyn std::error::Error>> {
     let deadline = tokio::time::Instant::now() + wait;

@@ -19,13 +19,12 @@ use channel_modules::store::{
 use channel_modules::{ChannelModule, ModuleError};
 use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::peer::{
-    IncomingRequestHandler, MemoryLink, PeerError, PeerEvent, PeerMessage, Trustline,
-    TrustlineOptions,
+    EventReceiver, IncomingRequestHandler, MemoryLink, PeerError, PeerEvent, PeerMessage,
+    Trustline, TrustlineOptions,
 };
 use ilp_bridge::testing::TokioClock;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -164,7 +163,7 @@ fn transfer(n: u8, amount: u64, fulfillment: &[u8; 32], expires_in: Duration) ->
 }
 
 async fn next_event(
-    rx: &mut broadcast::Receiver<PeerEvent>,
+    rx: &mut EventReceiver,
     name: &str,
 ) -> Result<PeerEvent, Box<dyn std::error::Error>> {
     loop {

@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, watch};
 
 use super::Sources;
-use crate::peer::{PeerEvent, Trustline};
+use crate::peer::{EventReceiver, PeerEvent, Trustline};
 use crate::store::db::WriteKind;
 use crate::store::Db;
 
@@ -194,7 +194,7 @@ impl Metrics {
     async fn count_events(
         self,
         peer: String,
-        mut events: broadcast::Receiver<PeerEvent>,
+        mut events: EventReceiver,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {

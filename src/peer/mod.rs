@@ -25,7 +25,7 @@ pub mod run;
 pub mod trustline;
 
 pub use error::{PeerError, ReplyError, WireError};
-pub use events::{PeerEvent, PeerMessage, RejectionMessage};
+pub use events::{EventReceiver, PeerEvent, PeerMessage, RejectionMessage};
 pub use host::PeerStores;
 pub use identities::NodeIdentities;
 #[cfg(any(test, feature = "testing"))]

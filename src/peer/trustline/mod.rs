@@ -36,7 +36,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::error::PeerError;
-use super::events::{PeerEvent, EVENT_CHANNEL_CAPACITY};
+use super::events::{EventReceiver, PeerEvent, EVENT_CHANNEL_CAPACITY};
 use super::host::{ModuleRpc, PeerStores, TrustlineHost};
 use super::identities::NodeIdentities;
 use super::link::PeerLink;
@@ -97,7 +97,7 @@ struct TrustlineInner {
     module: Option<Arc<dyn ChannelModule>>,
     ctx: ChannelContext,
     link: RwLock<Option<Arc<dyn PeerLink>>>,
-    events: broadcast::Sender<PeerEvent>,
+    events: broadcast::Sender<Arc<PeerEvent>>,
     request_handler: RwLock<Option<Arc<dyn IncomingRequestHandler>>>,
     hook: RwLock<Option<Arc<dyn TransferHook>>>,
     /// Deadlines of the prepared transfers, for the trustline's one expiry task.
@@ -370,8 +370,8 @@ impl Trustline {
     }
 
     /// Subscribes to the event stream.
-    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
-        self.inner.events.subscribe()
+    pub fn subscribe(&self) -> EventReceiver {
+        EventReceiver::new(self.inner.events.subscribe())
     }
 
     /// Whether [`Trustline::connect`] succeeded (and no disconnect since).
@@ -448,8 +448,10 @@ impl Trustline {
 
     fn emit(&self, event: PeerEvent) {
         tracing::debug!(peer = %self.inner.name, event = event.name(), "event");
-        // No subscriber is fine.
-        let _ = self.inner.events.send(event);
+        // No subscriber is fine (and costs no allocation).
+        if self.inner.events.receiver_count() > 0 {
+            let _ = self.inner.events.send(Arc::new(event));
+        }
     }
 
     /// Sends `packet` to the peer over the current link.
