@@ -177,6 +177,21 @@ mod tests {
         Ok(())
     }
 
+    /// A JSON number is read as JavaScript's `JSON.parse` reads it (the nearest double), so a result relayed
+    /// back is the number the peer sent. Found by the `quantity` fuzz target
+    /// (fuzz/regressions/quantity/json-number-rounding): this 127-digit integer was read one ulp above 1e127,
+    /// and the reply written from it read back as 1e127.
+    #[test]
+    fn json_numbers_are_read_as_javascript_reads_them() -> Result<(), Box<dyn std::error::Error>> {
+        let digits = "9999999999999999919999999999999999999199999999999999999999999000000000\
+                      009999999999999999999999000000000009999999999999999999991";
+        let reply = format!(r#"{{"type":"rpc-result","result":{{"a":{digits}}}}}"#);
+        let result = parse_rpc_reply(reply.as_bytes())?;
+        assert_eq!(result, serde_json::json!({ "a": 1e127 }));
+        assert_eq!(parse_rpc_reply(&rpc_reply(&Ok(result.clone())))?, result);
+        Ok(())
+    }
+
     #[test]
     fn rpc_round_trip() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(
