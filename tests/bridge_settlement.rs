@@ -828,8 +828,9 @@ async fn the_cli_runs_a_bridged_peer_that_settles_through_the_bridge() -> TestRe
 /// written, answers M's retry with 201).
 #[tokio::test]
 async fn a_settle_request_dropped_after_its_write_was_queued_is_still_counted() -> TestResult {
-    // Every write goes through the database's writer thread, so that one poll can queue a write and return
-    // before it is done (a lone waiter would write it itself within the poll: DbOptions::leader_writes).
+    // Every write goes through the database's writer thread, and the first one is slowed down, so that the
+    // request is dropped between queuing its write and its end (a lone waiter would write it itself within the
+    // poll: DbOptions::leader_writes; and an unslowed write may finish before the zero timeout fires).
     let (s, b) = set_up_with(
         "1.3.5",
         false,
@@ -844,7 +845,8 @@ async fn a_settle_request_dropped_after_its_write_was_queued_is_still_counted() 
     let settlement = b.bridge.settlement("kit").ok_or("no settlement")?.clone();
     let account = s.m.account("kit").ok_or("no account")?.id.to_string();
     let before = units(&ledger(&s.se_url).await?["requested"])?;
-    // Polled once: it runs up to its durable write, which is queued, and is then dropped.
+    // It runs up to its durable write, which is queued, and is then dropped.
+    b.db.inject_write_delay(Duration::from_millis(300));
     let dropped = tokio::time::timeout(
         Duration::ZERO,
         settlement.settle(&account, Some("dropped-1"), br#"{"amount":"7","scale":6}"#),
@@ -854,6 +856,7 @@ async fn a_settle_request_dropped_after_its_write_was_queued_is_still_counted() 
         dropped.is_err(),
         "the first poll already finished: {dropped:?}"
     );
+    b.db.inject_write_delay(Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = settlement
         .settle(&account, Some("second-2"), br#"{"amount":"5","scale":6}"#)

@@ -225,6 +225,9 @@ struct Shared {
     /// Failure injection: the next this-many group writes fail as if the disk did.
     #[cfg(any(test, feature = "testing"))]
     injected_failures: AtomicU64,
+    /// Delay injection: every group write first sleeps this many milliseconds (a slow disk).
+    #[cfg(any(test, feature = "testing"))]
+    injected_delay_ms: AtomicU64,
     /// Number of group writes done (for tests and benchmarks).
     groups: AtomicU64,
     /// Flush memtables when the database closes (see [`Db::set_flush_on_close`]).
@@ -397,6 +400,8 @@ impl Db {
             poisoned_by: Mutex::new(None),
             #[cfg(any(test, feature = "testing"))]
             injected_failures: AtomicU64::new(0),
+            #[cfg(any(test, feature = "testing"))]
+            injected_delay_ms: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             flush_on_close: AtomicBool::new(true),
             write_observer: std::sync::OnceLock::new(),
@@ -641,6 +646,14 @@ impl Db {
     #[cfg(any(test, feature = "testing"))]
     pub fn inject_write_failures(&self, n: u64) {
         self.shared.injected_failures.store(n, Ordering::Release);
+    }
+
+    /// Makes every group write from now on take `delay` longer (a slow disk; zero: back to normal). Only with
+    /// the `testing` feature (and in this crate's unit tests), so tests can hold a write between queued and done.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn inject_write_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.injected_delay_ms.store(ms, Ordering::Release);
     }
 
     /// Whether closing flushes the memtables (default: yes, so the next start replays little WAL). Benchmarks
@@ -1017,9 +1030,14 @@ fn observe(shared: &Shared, kind: WriteKind, started: std::time::Instant) {
     }
 }
 
-/// Takes one injected failure, if a test asked for one ([`Db::inject_write_failures`]).
+/// Sleeps the injected delay, if any ([`Db::inject_write_delay`]), then takes one injected failure, if a test
+/// asked for one ([`Db::inject_write_failures`]).
 #[cfg(any(test, feature = "testing"))]
 fn injected_failure(shared: &Shared) -> bool {
+    let delay = shared.injected_delay_ms.load(Ordering::Acquire);
+    if delay > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
     shared
         .injected_failures
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))

@@ -19,6 +19,8 @@ use crate::legacy_common::{now_ms, R, WAIT};
 pub(crate) struct Bridge {
     pub(crate) node: PeerNode,
     pub(crate) bridge: BridgeNode,
+    /// The node's database (tests inject slow writes through it).
+    pub(crate) db: Arc<Db>,
 }
 
 impl Bridge {
@@ -69,7 +71,7 @@ impl Bridge {
         .await?;
         node.launch().await?;
         bridge.launch().await;
-        Ok(Bridge { node, bridge })
+        Ok(Bridge { node, bridge, db })
     }
 
     pub(crate) async fn stop(self) {
