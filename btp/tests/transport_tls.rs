@@ -100,3 +100,24 @@ fn tls_config_errors_are_reported() {
     )
     .is_err());
 }
+
+/// A PEM path is read with a bound: a file far larger than any CA bundle (here a 64 MiB sparse file) is refused
+/// as such, without reading it whole, and a path that never ends (`/dev/zero`, as a configuration typo or a
+/// fuzzed value could name) is refused instead of growing memory until the process dies.
+#[test]
+fn pem_files_are_read_with_a_size_bound() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let huge = dir.path().join("huge.pem");
+    std::fs::File::create(&huge)?.set_len(64 << 20)?;
+    let refusal = |result: Result<TlsClientConfig, btp::transport::TlsError>| match result {
+        Err(e) => e.to_string(),
+        Ok(_) => "accepted".to_owned(),
+    };
+    let message = refusal(TlsClientConfig::with_extra_ca_file(&huge));
+    assert!(message.contains("larger than"), "{message}");
+    let message = refusal(TlsClientConfig::with_extra_ca_file(std::path::Path::new(
+        "/dev/zero",
+    )));
+    assert!(message.contains("larger than"), "{message}");
+    Ok(())
+}
