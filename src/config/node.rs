@@ -382,7 +382,9 @@ fn check_ca_bundle(peer: &PeerConfig, path: &Path, field: &str) -> Result<(), Co
     btp::transport::TlsClientConfig::with_extra_ca_file(path).map_err(|e| {
         let reason = match e {
             // Already names the file.
-            btp::transport::TlsError::Read { .. } => e.to_string(),
+            btp::transport::TlsError::Read { .. } | btp::transport::TlsError::TooLarge { .. } => {
+                e.to_string()
+            }
             _ => format!("{}: {e}", path.display()),
         };
         ConfigError::field(field, reason)
@@ -531,6 +533,11 @@ mod tests {
         refused(
             peer("btp+wss://:s@localhost:9000", &not_pem),
             "no certificate found",
+        );
+        // A path that never ends is refused after a bounded read, not read until memory runs out.
+        refused(
+            peer("btp+wss://:s@localhost:9000", Path::new("/dev/zero")),
+            "is larger than",
         );
         refused(
             peer("btp+ws://:s@localhost:9000", &good),

@@ -196,5 +196,5 @@ pub use registry::SessionFactory;
 pub use reply::{Reply, RpcError};
 pub use server::ServerConfig;
 pub use session::{BtpSession, ConnectionState, RequestHandler};
-pub use tls::{TlsClientConfig, TlsError, TlsServerConfig};
+pub use tls::{TlsClientConfig, TlsError, TlsServerConfig, MAX_PEM_FILE_BYTES};
 pub use url::{BtpUrl, UrlError};

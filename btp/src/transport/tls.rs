@@ -32,6 +32,13 @@ pub enum TlsError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A PEM file is larger than [`MAX_PEM_FILE_BYTES`] (or never ends, as `/dev/zero`): not a certificate or
+    /// key file.
+    #[error("{path} is larger than {MAX_PEM_FILE_BYTES} bytes: not a PEM certificate or key file")]
+    TooLarge {
+        /// The file.
+        path: String,
+    },
     /// PEM text could not be parsed.
     #[error("invalid pem in {what}: {source}")]
     Pem {
@@ -55,11 +62,30 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Largest PEM file read (certificate chains, keys, CA bundles): Mozilla's whole root set as PEM is about
+/// 220 KiB.
+pub const MAX_PEM_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a PEM file, at most [`MAX_PEM_FILE_BYTES`]: a larger file, or one that never ends, is refused after
+/// reading one byte more than that.
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    use std::io::Read as _;
+    let read_error = |source| TlsError::Read {
         path: path.display().to_string(),
         source,
-    })
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(read_error)?
+        .take(MAX_PEM_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_PEM_FILE_BYTES {
+        return Err(TlsError::TooLarge {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(bytes)
 }
 
 fn parse_certs(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
