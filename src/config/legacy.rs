@@ -620,6 +620,23 @@ mod tests {
         Ok(())
     }
 
+    /// The secret is decoded as the legacy client decodes it (`decodeURIComponent`), which throws on a `%` not
+    /// followed by two hex digits: such a URL is refused, not read some other way. Found by the fuzz campaign's
+    /// `legacy_options` target: `%+1` was read as the byte 1 (Rust's `from_str_radix` takes a sign).
+    #[test]
+    fn malformed_percent_escapes_in_the_secret_are_refused() -> Result<(), ConfigError> {
+        for bad in ["%+1", "%-1", "a%4", "%", "%g0", "tok%"] {
+            let r = parse_server_url(&format!("btp+ws://:{bad}@localhost:9000"));
+            assert!(
+                matches!(&r, Err(e) if e.to_string().contains("percent-encoded")),
+                "{bad:?}: {r:?}"
+            );
+        }
+        let s = parse_server_url("btp+ws://:%41%2b@localhost:9000")?;
+        assert_eq!(s.token.expose(), "A+");
+        Ok(())
+    }
+
     #[test]
     fn secrets_are_not_printed() -> Result<(), ConfigError> {
         let c = PeerConfig::from_legacy_json(
