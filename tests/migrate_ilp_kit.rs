@@ -8,6 +8,7 @@
 //! ways through it.
 
 mod legacy_common;
+mod migrate_common;
 mod pg_common;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use ilp_bridge::config::node::NodeConfig;
 use ilp_bridge::store::Db;
 use legacy_common::{available, b64u, free_port, JsPeer, TestResult, R};
+use migrate_common::{assert_has, cli, migrate};
 use pg_common::PgServer;
 use serde_json::{json, Value};
 
@@ -157,49 +159,6 @@ async fn wait_rows(pg: &tokio_postgres::Client, table: &str, rows: &[(&str, &str
     }
 }
 
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the ilp-bridge binary with `args` and a clean ILP Kit environment (the env.list alone decides).
-async fn cli(args: &[&str]) -> R<Output> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilp-bridge"))
-        .args(args)
-        .env_remove("DB_URI")
-        .env_remove("API_DB_URI")
-        .env_remove("CONNECTOR_LEDGERS")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .await?;
-    Ok(Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
-
-async fn migrate(env: &Path, data: &Path, config: &Path, extra: &[&str]) -> R<Output> {
-    let (env, data, config) = (
-        env.display().to_string(),
-        data.display().to_string(),
-        config.display().to_string(),
-    );
-    let mut args = vec![
-        "migrate-ilp-kit",
-        "--env-file",
-        &env,
-        "--data-dir",
-        &data,
-        "--config-out",
-        &config,
-    ];
-    args.extend_from_slice(extra);
-    cli(&args).await
-}
-
 /// Every record of the data folder (to prove a run wrote nothing).
 fn dump(dir: &Path) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
     let db = Db::open(dir)?;
@@ -217,15 +176,6 @@ fn dump(dir: &Path) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
         all.push((k.to_vec(), v.to_vec()));
     }
     Ok(all)
-}
-
-fn assert_has(out: &Output, text: &str) {
-    assert!(
-        out.stdout.contains(text),
-        "missing {text:?} in the report:\n{}\nstderr:\n{}",
-        out.stdout,
-        out.stderr
-    );
 }
 
 /// `ilp-bridge run`, killed by PID on drop.

@@ -11,13 +11,13 @@
 //! stop: no claim is lost. Ledgers whose records cannot be converted whole are refused with the reason.
 
 mod legacy_common;
+mod migrate_common;
 mod pg_common;
 mod poll_common;
 mod xrp_common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Stdio;
 
 use channel_modules::xrp::crypto::ChannelId;
 use channel_modules::xrp::legacy::{legacy_channel_key_candidates, ChannelKeyDerivation};
@@ -26,6 +26,8 @@ use ilp_bridge::config::legacy::PeerConfig;
 use ilp_bridge::config::node::NodeConfig;
 use ilp_bridge::config::routing::{LocalPayments, RoutingConfig};
 use ilp_bridge::peer::{NodeOptions, PeerNode};
+use legacy_common::R;
+use migrate_common::{assert_has, migrate};
 use num_bigint::BigUint;
 use pg_common::PgServer;
 use serde_json::{json, Value};
@@ -37,45 +39,6 @@ const INCOMING_SECRET: &str = "kit-secret";
 /// Drops of Bob's best claim the plugin kept, and of what it had redeemed.
 const BEST_CLAIM: u64 = 700;
 const REDEEMED: u64 = 200;
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-async fn migrate(env: &Path, data: &Path, config: &Path, extra: &[&str]) -> R<Output> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilp-bridge"))
-        .args(["migrate-ilp-kit", "--env-file"])
-        .arg(env)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--config-out")
-        .arg(config)
-        .args(extra)
-        .env_remove("DB_URI")
-        .env_remove("API_DB_URI")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .await?;
-    Ok(Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
-
-type R<T> = Result<T, BoxError>;
-
-fn assert_has(out: &Output, text: &str) {
-    assert!(
-        out.stdout.contains(text),
-        "missing {text:?} in the report:\n{}\nstderr:\n{}",
-        out.stdout,
-        out.stderr
-    );
-}
 
 /// The table ILP Kit's store made for `prefix`, holding `rows` (key, value).
 async fn write_table(sql: &tokio_postgres::Client, prefix: &str, rows: &[(&str, String)]) -> R<()> {
@@ -93,6 +56,15 @@ async fn write_table(sql: &tokio_postgres::Client, prefix: &str, rows: &[(&str, 
         .await?;
     }
     Ok(())
+}
+
+/// ILP Kit's PostgreSQL (`None` where it cannot run outside CI), a client to its database, and the XRP ledger.
+async fn ilp_kit_and_ledger() -> R<Option<(PgServer, tokio_postgres::Client, Ledger)>> {
+    let Some(pg) = PgServer::start().await? else {
+        return Ok(None);
+    };
+    let sql = pg.connect(pg_common::DATABASE).await?;
+    Ok(Some((pg, sql, Ledger::start().await?)))
 }
 
 /// A tracker row as the framework wrote it.
@@ -126,11 +98,9 @@ fn env_list(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_xrp_paychan_ledger_migrates_and_no_claim_is_lost() -> TestResult {
-    let Some(pg) = PgServer::start().await? else {
+    let Some((pg, sql, ledger)) = ilp_kit_and_ledger().await? else {
         return Ok(());
     };
-    let sql = pg.connect(pg_common::DATABASE).await?;
-    let ledger = Ledger::start().await?;
     let keys = &ledger.keys;
     let (kit_address, bob_address) = (keys.alice.public_key().address(), keys.bob_address());
 
@@ -320,11 +290,9 @@ type Case = (&'static str, Vec<(&'static str, String)>, &'static str);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xrp_paychan_records_that_cannot_be_converted_whole_are_refused() -> TestResult {
-    let Some(pg) = PgServer::start().await? else {
+    let Some((pg, sql, ledger)) = ilp_kit_and_ledger().await? else {
         return Ok(());
     };
-    let sql = pg.connect(pg_common::DATABASE).await?;
-    let ledger = Ledger::start().await?;
     let keys = &ledger.keys;
     let kit_address = keys.alice.public_key().address();
     let bob_to_kit = ledger.fake.create_channel(

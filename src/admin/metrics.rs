@@ -199,7 +199,7 @@ impl Metrics {
     ) {
         loop {
             let event = tokio::select! {
-                e = events.recv() => e,
+                e = events.recv_shared() => e,
                 _ = stop.wait_for(|s| *s) => return,
             };
             let event = match event {
@@ -214,7 +214,7 @@ impl Metrics {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            match &event {
+            match &*event {
                 PeerEvent::IncomingPrepare(t) => self.count(&peer, "incoming", "prepared", t),
                 PeerEvent::OutgoingPrepare(t) => self.count(&peer, "outgoing", "prepared", t),
                 PeerEvent::IncomingFulfill { transfer, .. } => {

@@ -23,18 +23,12 @@ use channel_modules::xrp::{DEFAULT_MIN_SETTLE_DELAY_SECS, XRP_PAYCHAN_MODULE_NAM
 
 use crate::config::ilp_kit::LedgerEntry;
 use crate::config::legacy::PeerConfig;
+use crate::config::legacy_options::PLUGIN_OPTIONS;
 
-/// Framework options kept as they are.
-const KEPT_OPTIONS: &[&str] = &[
-    "listener",
-    "server",
-    "incomingSecret",
-    "maxBalance",
-    "minBalance",
-    "prefix",
-    "info",
-    "token",
-];
+/// Framework options kept as they are: those ilp-bridge applies, and `token`, which it accepts and ignores.
+fn kept_option(name: &str) -> bool {
+    PLUGIN_OPTIONS.contains(&name) || name == "token"
+}
 
 /// Plugin options carried into the module's options, or read by the conversion.
 const CARRIED_OPTIONS: &[&str] = &[
@@ -146,7 +140,7 @@ impl XrpLedger {
         let mut kept = Map::new();
         let mut dropped = Vec::new();
         for (name, value) in options {
-            if KEPT_OPTIONS.contains(&name.as_str()) {
+            if kept_option(name) {
                 if !value.is_null() {
                     kept.insert(name.clone(), value.clone());
                 }

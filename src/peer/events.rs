@@ -136,10 +136,14 @@ impl EventReceiver {
     /// The next event, waiting for it; `Lagged(n)` when `n` events were missed, `Closed` when the trustline is
     /// gone.
     pub async fn recv(&mut self) -> Result<PeerEvent, broadcast::error::RecvError> {
-        self.inner
-            .recv()
+        self.recv_shared()
             .await
             .map(|event| PeerEvent::clone(&event))
+    }
+
+    /// As [`EventReceiver::recv`], without the copy: for subscribers that only read the event.
+    pub async fn recv_shared(&mut self) -> Result<Arc<PeerEvent>, broadcast::error::RecvError> {
+        self.inner.recv().await
     }
 
     /// The next event if one is waiting.

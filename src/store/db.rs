@@ -276,8 +276,8 @@ impl WriteTicket {
             .take()
             .and_then(|weak| weak.upgrade())
             .map(|shared| {
-                let waiting = Waiting::new(&shared);
-                shared.lead_or_wake(self.seq, &waiting);
+                let waiting = Waiting::new(shared);
+                waiting.shared.lead_or_wake(self.seq, &waiting);
                 waiting
             });
         let ack = self
@@ -295,11 +295,9 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn new(shared: &Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         shared.waiters.fetch_add(1, Ordering::AcqRel);
-        Waiting {
-            shared: Arc::clone(shared),
-        }
+        Waiting { shared }
     }
 
     /// Whether this is the only task waiting.
@@ -413,6 +411,12 @@ impl Db {
                     read_at: None,
                     free: 0,
                 },
+                synced: {
+                    let mut options = WriteOptions::default();
+                    options.set_sync(true);
+                    options
+                },
+                not_synced: WriteOptions::default(),
             }),
             leader_writes: options.leader_writes,
             waiters: AtomicUsize::new(0),
@@ -532,7 +536,7 @@ impl Db {
         let _waiting = (self.shared.leader_writes
             && self.shared.durable.load(Ordering::Acquire) < seq)
             .then(|| {
-                let waiting = Waiting::new(&self.shared);
+                let waiting = Waiting::new(Arc::clone(&self.shared));
                 self.shared.lead_or_wake(seq, &waiting);
                 waiting
             });
@@ -803,6 +807,9 @@ struct WriterState {
     unsynced: Option<Unsynced>,
     /// The free space on the data folder's filesystem ([`DbOptions::min_free_bytes`]).
     free_space: FreeSpace,
+    /// Write options with `sync` on, and off (made once: each is a RocksDB allocation).
+    synced: WriteOptions,
+    not_synced: WriteOptions,
 }
 
 /// Written deferred batches not yet synced.
@@ -958,12 +965,15 @@ fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>, forc
         Err(StoreError::Poisoned)
     } else {
         let started = std::time::Instant::now();
-        let mut options = WriteOptions::default();
-        options.set_sync(needs_sync);
+        let options = if needs_sync {
+            &state.synced
+        } else {
+            &state.not_synced
+        };
         let result = state
             .free_space
             .check()
-            .and_then(|()| write_group(shared, batches, &options));
+            .and_then(|()| write_group(shared, batches, options));
         let kind = if needs_sync {
             WriteKind::SyncedWrite
         } else {
