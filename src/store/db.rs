@@ -63,6 +63,17 @@ use super::schema::{self, SchemaCheck, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 /// family: on a vector memtable each one would sort it.
 pub const PENDING_CF: &str = "pending";
 
+/// What RocksDB holds in memory for one database ([`Db::memory`]), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DbMemory {
+    /// Data blocks in the block cache (bounded by the cache's capacity, 64 MiB).
+    pub block_cache_bytes: u64,
+    /// Memtables of both column families, including immutable ones waiting for their flush.
+    pub memtable_bytes: u64,
+    /// Index and filter blocks held by the open table files' readers (they grow with the stored history).
+    pub table_reader_bytes: u64,
+}
+
 /// A `(key, value)` pair as returned by the prefix scans.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -584,6 +595,28 @@ impl Db {
     /// Reads a key of the default column family (sees every batch the writer has applied).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.shared.db.get(key).map_err(io)
+    }
+
+    /// What RocksDB holds in memory for this database, read from its properties: the block cache, the
+    /// memtables of both column families (active, immutable and pinned) and the table readers (index and filter
+    /// blocks of the open table files, which are not kept in the block cache).
+    pub fn memory(&self) -> Result<DbMemory, StoreError> {
+        let db = &self.shared.db;
+        let read = |cf: Option<&ColumnFamily>, name: &str| -> Result<u64, StoreError> {
+            let value = match cf {
+                Some(cf) => db.property_int_value_cf(cf, name),
+                None => db.property_int_value(name),
+            };
+            Ok(value.map_err(io)?.unwrap_or(0))
+        };
+        let pending = self.pending_cf()?;
+        Ok(DbMemory {
+            block_cache_bytes: read(None, "rocksdb.block-cache-usage")?,
+            memtable_bytes: read(None, "rocksdb.size-all-mem-tables")?
+                + read(Some(pending), "rocksdb.size-all-mem-tables")?,
+            table_reader_bytes: read(None, "rocksdb.estimate-table-readers-mem")?
+                + read(Some(pending), "rocksdb.estimate-table-readers-mem")?,
+        })
     }
 
     /// Every `(key, value)` of the default column family whose key starts with `prefix`, in key order.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use channel_modules::store::{validate_key, Limit, MaxValueTracker, StoreError, TransferLog};
 
-pub use db::{Db, DbOptions, WriteTicket, DEFAULT_MIN_FREE_BYTES, DEFERRED_SYNC_DELAY};
+pub use db::{Db, DbMemory, DbOptions, WriteTicket, DEFAULT_MIN_FREE_BYTES, DEFERRED_SYNC_DELAY};
 pub use max_value::RocksMaxValueTracker;
 pub use transfer_log::RocksTransferLog;
 
