@@ -597,6 +597,15 @@ impl Db {
         self.shared.db.get(key).map_err(io)
     }
 
+    /// Reads a key of the default column family like [`get`](Self::get), without keeping the data block it
+    /// reads in the block cache: for keys read about once, such as a finished transfer looked up by a new ID
+    /// (a bloom filter's false positive reads a block of random IDs nobody asks for again).
+    pub fn get_once(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut read = ReadOptions::default();
+        read.fill_cache(false);
+        self.shared.db.get_opt(key, &read).map_err(io)
+    }
+
     /// What RocksDB holds in memory for this database, read from its properties: the block cache, the
     /// memtables of both column families (active, immutable and pinned) and the table readers (index and filter
     /// blocks of the open table files, which are not kept in the block cache).

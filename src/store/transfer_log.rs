@@ -233,10 +233,13 @@ impl RocksTransferLog {
         state
     }
 
+    /// The finished record of `id`, if there is one. Read without filling the block cache: almost every
+    /// lookup is a prepare's check for a re-used ID, whose block (read on a bloom filter's false positive)
+    /// holds random IDs nobody looks up again.
     fn load_finished(&self, id: &TransferId) -> Result<Option<TransferRecord>, StoreError> {
         let key = codec::sub_key(&self.prefix, tag::FINISHED, Some(id));
         self.db
-            .get(&key)?
+            .get_once(&key)?
             .map(|bytes| codec::decode_record(&key, &bytes))
             .transpose()
     }
