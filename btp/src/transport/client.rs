@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,7 +22,7 @@ use super::limits::{
     RECONNECT_BACKOFF_MIN,
 };
 use super::session::{ConnectionState, SessionInner};
-use super::socket::{spawn_socket, SocketOrigin};
+use super::socket::{spawn_socket, SocketControl, SocketOrigin};
 use super::stream::{ws_config, BtpStream, WsStream};
 use super::tls::TlsClientConfig;
 use super::url::BtpUrl;
@@ -118,22 +119,20 @@ async fn dial_loop(session: Arc<SessionInner>, url: BtpUrl, opts: ClientOptions,
             Ok(_) => {}
             Err(_) => return,
         }
-        match dial(&url, &opts, nonce).await {
-            Ok(ws) => {
+        // Boxed, and freed once the socket runs: the dial (TLS, the websocket handshake, auth) is most of the
+        // room this task's future needs, and the task lives as long as the session.
+        match Box::pin(dial_and_attach(&session, &url, &opts, nonce)).await {
+            Ok(Some((control, reader))) => {
                 backoff = opts.backoff_min;
-                match spawn_socket(&session, SocketOrigin::Dialed, ws, None, opts.keepalive) {
-                    Ok((control, reader)) => {
-                        let _ = reader.await;
-                        drop(control);
-                    }
-                    // The per-peer limit applies to accepted sockets only, so this does not happen; a
-                    // refused socket is simply dropped.
-                    Err(_ws) => debug!("dialed socket refused by the session"),
-                }
+                let _ = reader.await;
+                drop(control);
                 if session.is_closed() {
                     return;
                 }
             }
+            // The per-peer limit applies to accepted sockets only, so this does not happen; a refused socket
+            // is simply dropped.
+            Ok(None) => debug!("dialed socket refused by the session"),
             Err(err) => {
                 warn!(%err, retry_in_ms = backoff.as_millis() as u64, "dial failed");
             }
@@ -146,6 +145,18 @@ async fn dial_loop(session: Arc<SessionInner>, url: BtpUrl, opts: ClientOptions,
             _ = async { let _ = state.wait_for(|s| *s == ConnectionState::Closed).await; } => return,
         }
     }
+}
+
+/// Dials and, once authenticated, starts the socket's tasks on `session`: its control and reader task, or
+/// `None` when the session refused the socket.
+async fn dial_and_attach(
+    session: &Arc<SessionInner>,
+    url: &BtpUrl,
+    opts: &ClientOptions,
+    nonce: u64,
+) -> Result<Option<(Arc<SocketControl>, JoinHandle<()>)>, DialError> {
+    let ws = dial(url, opts, nonce).await?;
+    Ok(spawn_socket(session, SocketOrigin::Dialed, ws, None, opts.keepalive).ok())
 }
 
 /// Opens TCP (+ TLS) and the websocket, sends the auth Message and waits for its Response.

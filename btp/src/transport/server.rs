@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -32,7 +33,7 @@ use super::limits::{
 };
 use super::registry::{SessionFactory, SessionRegistry};
 use super::session::BtpSession;
-use super::socket::{signalled, spawn_socket, SocketOrigin};
+use super::socket::{signalled, spawn_socket, SocketControl, SocketOrigin};
 use super::stream::{ws_config, BtpStream, WsStream};
 use super::tls::TlsServerConfig;
 use crate::packet::{BtpError, BtpVersion, Frame, Packet, ProtocolData};
@@ -234,58 +235,88 @@ struct Authenticated {
     nonce: Option<u64>,
 }
 
-async fn handle_connection(shared: &Listener, tcp: TcpStream, mut slot: PreauthSlot) {
-    let address = slot.address();
+/// A socket that passed auth and took its place: its control, its reader task, and its place among the
+/// authenticated sockets (held as long as the socket lives).
+struct Admitted {
+    control: Arc<SocketControl>,
+    reader: JoinHandle<()>,
+    _place: OwnedSemaphorePermit,
+}
+
+async fn handle_connection(shared: &Listener, tcp: TcpStream, slot: PreauthSlot) {
     let mut shutdown = shared.shutdown.clone();
-    let authenticated = tokio::select! {
-        authenticated = authenticate(shared, tcp, address) => authenticated,
-        () = slot.evicted() => {
-            debug!("unauthenticated socket evicted to make room for a newer one");
-            return;
-        }
-        () = signalled(&mut shutdown) => return,
-    };
-    let Some(Authenticated {
-        mut ws,
-        request_id,
-        session,
-        nonce,
-    }) = authenticated
+    // Boxed, and freed once the socket is admitted: TLS, the websocket handshake and auth are most of the
+    // room this task's future needs, and the task lives as long as the socket (unboxed, each connected peer
+    // kept ≈ 3.5 KiB for a handshake long finished; BENCHMARKS.md, memory per idle peer).
+    let Some(Admitted {
+        control,
+        mut reader,
+        _place,
+    }) = Box::pin(admit(shared, tcp, slot, &mut shutdown)).await
     else {
         return;
-    };
-    let peer = session.peer().clone();
-    // The socket leaves the unauthenticated pool only once it has a place in the authenticated one (or has
-    // been refused and closed), so it is counted in one of them all along.
-    let Some(_authenticated_slot) = shared.admission.authenticated_slot() else {
-        warn!(%peer, limit = shared.admission.limits().max_authenticated, "authenticated sockets at their limit; refusing");
-        refuse(&mut ws, request_id, TOO_MANY_CONNECTIONS_DATA).await;
-        return;
-    };
-    drop(slot);
-    ws.get_mut().lift_preauth_limit();
-    let response = Frame::new(request_id, Packet::Response(ProtocolData::new())).to_bytes();
-    let origin = SocketOrigin::Accepted { nonce };
-    let (control, mut reader) = match spawn_socket(
-        &session.inner,
-        origin,
-        ws,
-        Some(response),
-        shared.config.keepalive,
-    ) {
-        Ok(socket) => socket,
-        Err(ws) => {
-            let mut ws = *ws;
-            warn!(%peer, limit = shared.admission.limits().max_sockets_per_peer, "peer has its most sockets already; refusing the new one");
-            refuse(&mut ws, request_id, TOO_MANY_PEER_SOCKETS_DATA).await;
-            return;
-        }
     };
     tokio::select! {
         _ = &mut reader => {}
         _ = signalled(&mut shutdown) => {
             control.close(false);
             let _ = reader.await;
+        }
+    }
+}
+
+/// Authenticates the socket and starts its tasks: `None` once it has been refused, evicted or has failed, or
+/// the listener is shutting down.
+async fn admit(
+    shared: &Listener,
+    tcp: TcpStream,
+    mut slot: PreauthSlot,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Admitted> {
+    let address = slot.address();
+    let authenticated = tokio::select! {
+        authenticated = authenticate(shared, tcp, address) => authenticated,
+        () = slot.evicted() => {
+            debug!("unauthenticated socket evicted to make room for a newer one");
+            return None;
+        }
+        () = signalled(shutdown) => return None,
+    };
+    let Authenticated {
+        mut ws,
+        request_id,
+        session,
+        nonce,
+    } = authenticated?;
+    let peer = session.peer().clone();
+    // The socket leaves the unauthenticated pool only once it has a place in the authenticated one (or has
+    // been refused and closed), so it is counted in one of them all along.
+    let Some(place) = shared.admission.authenticated_slot() else {
+        warn!(%peer, limit = shared.admission.limits().max_authenticated, "authenticated sockets at their limit; refusing");
+        refuse(&mut ws, request_id, TOO_MANY_CONNECTIONS_DATA).await;
+        return None;
+    };
+    drop(slot);
+    ws.get_mut().lift_preauth_limit();
+    let response = Frame::new(request_id, Packet::Response(ProtocolData::new())).to_bytes();
+    let origin = SocketOrigin::Accepted { nonce };
+    match spawn_socket(
+        &session.inner,
+        origin,
+        ws,
+        Some(response),
+        shared.config.keepalive,
+    ) {
+        Ok((control, reader)) => Some(Admitted {
+            control,
+            reader,
+            _place: place,
+        }),
+        Err(ws) => {
+            let mut ws = *ws;
+            warn!(%peer, limit = shared.admission.limits().max_sockets_per_peer, "peer has its most sockets already; refusing the new one");
+            refuse(&mut ws, request_id, TOO_MANY_PEER_SOCKETS_DATA).await;
+            None
         }
     }
 }

@@ -214,7 +214,9 @@ async fn run<O: SocketOwner>(
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(bytes))) => {
                     control.touch();
-                    owner.on_frame(id, bytes).await;
+                    // Boxed (one allocation per frame): inline, the frame's handling would be most of the
+                    // room this task keeps for the whole life of the socket, idle or not.
+                    Box::pin(owner.on_frame(id, bytes)).await;
                 }
                 Some(Ok(Message::Close(frame))) => {
                     debug!(?frame, "peer closed the socket");
@@ -238,7 +240,7 @@ async fn run<O: SocketOwner>(
             }
         }
     };
-    let _ = timeout(CLOSE_LINGER, linger).await;
+    let _ = Box::pin(timeout(CLOSE_LINGER, linger)).await;
     let _ = writer.await;
     owner.detach(id, control.by_election.load(Ordering::SeqCst));
     info!("socket closed");
