@@ -301,6 +301,20 @@ async fn probes_metrics_and_the_peer_admin_api_show_real_traffic() -> R<()> {
         Some(1.0)
     );
     assert_eq!(sample(&metrics, "ilp_bridge_store_poisoned"), Some(0.0));
+    // Memtables hold this test's transfers; resident memory and descriptors are the process's own.
+    let memtables = sample(
+        &metrics,
+        r#"ilp_bridge_store_memory_bytes{part="memtables"}"#,
+    );
+    assert!(memtables.is_some_and(|b| b > 0.0), "{memtables:?}");
+    for part in ["block_cache", "table_readers"] {
+        let line = format!(r#"ilp_bridge_store_memory_bytes{{part="{part}"}}"#);
+        assert!(sample(&metrics, &line).is_some_and(|b| b >= 0.0), "{line}");
+    }
+    let rss = sample(&metrics, "process_resident_memory_bytes");
+    assert!(rss.is_some_and(|b| b > f64::from(1u32 << 20)), "{rss:?}");
+    let fds = sample(&metrics, "process_open_fds");
+    assert!(fds.is_some_and(|n| n >= 3.0), "{fds:?}");
     assert_eq!(
         sample(&metrics, "ilp_bridge_btp_auth_failures_total"),
         Some(0.0)

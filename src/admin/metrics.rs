@@ -8,7 +8,8 @@
 //!   write and sync latencies (from [`Db::observe_writes`]);
 //! * **read at scrape time** from the parts themselves (`NodeCollector`): balances, limits, prepared
 //!   transfers and connection state per peer; per engine account its settle requests and credits; BTP auth
-//!   failures; the store's poisoned flag; the build.
+//!   failures; the store's poisoned flag and memory (RocksDB's caches); the process's resident memory and open
+//!   descriptors; the build.
 //!
 //! Labels are bounded: a peer name or an engine account ID (both configured or set up by the connector),
 //! a direction, a state or a write kind. Never a transfer ID.
@@ -324,6 +325,14 @@ fn encode_counters(
     Ok(())
 }
 
+/// The process's resident memory in KiB, from `VmRSS` in `/proc/self/status` (`None` where there is no such
+/// file, e.g. not Linux).
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A balance or limit as a gauge value (f64: exact up to 2^53 ledger units, close enough beyond).
 fn units(v: i128) -> f64 {
     v as f64
@@ -361,6 +370,40 @@ impl Collector for NodeCollector {
             poisoned.push(Vec::new(), bool_gauge(db.is_poisoned()));
         }
         encode_gauges(&mut encoder, poisoned)?;
+
+        let mut store_memory = FamilyOut::new(
+            "ilp_bridge_store_memory_bytes",
+            "What the store's RocksDB holds in memory: block_cache (bounded, 64 MiB), memtables (bounded by the \
+             write buffers), table_readers (index and filter blocks of the table files: grow with the history)",
+        );
+        if let Some(memory) = s.db.as_ref().and_then(|db| db.memory().ok()) {
+            for (part, bytes) in [
+                ("block_cache", memory.block_cache_bytes),
+                ("memtables", memory.memtable_bytes),
+                ("table_readers", memory.table_reader_bytes),
+            ] {
+                store_memory.push(vec![("part", part.to_owned())], bytes as f64);
+            }
+        }
+        encode_gauges(&mut encoder, store_memory)?;
+
+        let mut resident = FamilyOut::new(
+            "process_resident_memory_bytes",
+            "Resident memory of the node's process (VmRSS of /proc/self/status)",
+        );
+        if let Some(kib) = resident_kib() {
+            resident.push(Vec::new(), (kib * 1024) as f64);
+        }
+        encode_gauges(&mut encoder, resident)?;
+
+        let mut fds = FamilyOut::new(
+            "process_open_fds",
+            "Open file descriptors of the node's process (entries of /proc/self/fd)",
+        );
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            fds.push(Vec::new(), dir.count() as f64);
+        }
+        encode_gauges(&mut encoder, fds)?;
 
         let mut auth = FamilyOut::new(
             "ilp_bridge_btp_auth_failures",
