@@ -23,6 +23,9 @@ pub enum UrlError {
     /// The URL names no host.
     #[error("url has no host")]
     NoHost,
+    /// The host is not one a websocket client accepts (WHATWG host parsing of a `ws:` URL).
+    #[error("invalid host: {0}")]
+    Host(String),
     /// The username or secret holds a malformed percent escape or decodes to invalid UTF-8.
     #[error("malformed percent-encoding in the {0}")]
     PercentEncoding(&'static str),
@@ -166,6 +169,43 @@ fn percent_decode(input: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The host is read as a websocket client reads a `ws:`/`wss:` URL (WHATWG host parsing: percent-decoded,
+    /// lower-cased, IDNA to punycode, IPv4 in any of its legacy forms), as the legacy plugin's `ws` library
+    /// does; a host such a client refuses is refused here, at start, not at the first dial.
+    #[test]
+    fn the_host_is_read_as_a_websocket_client_reads_it() {
+        for (input, host) in [
+            ("btp+ws://EXAMPLE.com:1", "example.com"),
+            ("btp+ws://%41.com:1", "a.com"),
+            ("btp+ws://0x7f.1:1", "127.0.0.1"),
+            ("btp+ws://\u{fc}.com:1", "xn--tda.com"),
+            ("btp+ws://[::1]:1", "::1"),
+        ] {
+            let url = BtpUrl::parse(input).map(|u| (u.host().to_owned(), u.ws_url().to_owned()));
+            let ws_url = format!(
+                "ws://{}:1/",
+                if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.to_owned()
+                }
+            );
+            assert_eq!(url, Ok((host.to_owned(), ws_url)), "{input}");
+        }
+        for input in [
+            "btp+ws://a%20b:1",
+            "btp+ws://a%zz:1",
+            "btp+ws://1.2.3.256:1",
+            "btp+ws://xn--a.com:1",
+        ] {
+            assert!(
+                matches!(BtpUrl::parse(input), Err(UrlError::Host(_))),
+                "{input}: {:?}",
+                BtpUrl::parse(input)
+            );
+        }
+    }
     use super::*;
 
     #[test]
