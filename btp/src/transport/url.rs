@@ -59,16 +59,9 @@ impl BtpUrl {
             "btp+wss" => true,
             other => return Err(UrlError::Scheme(other.to_owned())),
         };
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or(UrlError::NoHost)?;
-        // `host_str` keeps the brackets of an IPv6 literal; sockets and TLS want the bare address.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = url.port().unwrap_or(if tls { 443 } else { 80 });
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(UrlError::NoHost);
+        }
         let username =
             percent_decode(url.username()).ok_or(UrlError::PercentEncoding("username"))?;
         let token = percent_decode(url.password().unwrap_or(""))
@@ -76,11 +69,19 @@ impl BtpUrl {
         // Removing user info cannot fail on a URL that has a host.
         let _ = url.set_username("");
         let _ = url.set_password(None);
-        let ws_url = url
-            .as_str()
-            .strip_prefix("btp+")
-            .unwrap_or(url.as_str())
-            .to_owned();
+        // `btp+ws` is not a special scheme, so its host is still opaque. The URL dialled is the `ws:`/`wss:` one,
+        // parsed again as the legacy plugin's websocket library parses it: the host percent-decoded,
+        // lower-cased, IDNA-mapped, IPv4 read in its legacy forms, and refused where a websocket client would.
+        let ws = url::Url::parse(url.as_str().strip_prefix("btp+").unwrap_or(url.as_str()))
+            .map_err(|e| UrlError::Host(e.to_string()))?;
+        let host = match ws.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(UrlError::NoHost),
+        };
+        let port = ws.port().unwrap_or(if tls { 443 } else { 80 });
+        let ws_url = String::from(ws);
         Ok(BtpUrl {
             ws_url,
             host,
@@ -169,6 +170,7 @@ fn percent_decode(input: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// The host is read as a websocket client reads a `ws:`/`wss:` URL (WHATWG host parsing: percent-decoded,
     /// lower-cased, IDNA to punycode, IPv4 in any of its legacy forms), as the legacy plugin's `ws` library
@@ -206,12 +208,12 @@ mod tests {
             );
         }
     }
-    use super::*;
 
     #[test]
     fn legacy_url_with_empty_user() -> Result<(), UrlError> {
         let url = BtpUrl::parse("btp+ws://:s%40cret@localhost:9000")?;
-        assert_eq!(url.ws_url(), "ws://localhost:9000");
+        // Normalised as a websocket client normalises it (an empty path is `/`).
+        assert_eq!(url.ws_url(), "ws://localhost:9000/");
         assert_eq!(url.username(), "");
         assert_eq!(url.token(), "s@cret");
         assert_eq!(url.host(), "localhost");
