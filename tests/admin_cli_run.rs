@@ -56,11 +56,23 @@ options = {{ listener = {{ port = {peer_port} }}, incomingSecret = "s", maxBalan
             .arg("--config")
             .arg(&config)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()?,
     );
+    // Read as the node writes (a full pipe would block it); kept for the checks after it exits.
+    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut text).await;
+            }
+            text
+        })
+    };
+    let stdout = drain(node.0.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(node.0.stderr.take().map(|p| Box::new(p) as _));
     let base = format!("http://127.0.0.1:{admin_port}");
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -158,5 +170,9 @@ options = {{ listener = {{ port = {peer_port} }}, incomingSecret = "s", maxBalan
         .status()?;
     let exit = tokio::time::timeout(WAIT, node.0.wait()).await??;
     assert!(exit.success(), "exited with {exit}");
+    // Logs go to stderr; stdout is left to what a command prints.
+    let (stdout, stderr) = (stdout.await?, stderr.await?);
+    assert_eq!(stdout, "", "the node wrote on stdout");
+    assert!(stderr.contains("INFO"), "no log lines on stderr: {stderr}");
     Ok(())
 }
