@@ -313,7 +313,11 @@ fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
         Ok(s) if !s.is_empty() => EnvFilter::try_new(s).context("RUST_LOG")?,
         _ => EnvFilter::try_new(&log.filter).context("log.filter")?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout carries what a command prints (a report, a status), so a script can read it
+    // without the log lines.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

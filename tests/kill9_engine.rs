@@ -150,7 +150,7 @@ impl EngineSpec {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        // The node logs on stdout.
+        // The node logs on stderr; both go to the log file.
         let out = log.try_clone()?;
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilp-bridge"))
             .arg("run")

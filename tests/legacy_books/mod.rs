@@ -133,7 +133,7 @@ impl Node {
             .create(true)
             .append(true)
             .open(log)?;
-        // The node logs on stdout.
+        // The node logs on stderr; both go to the log file.
         let out = log.try_clone()?;
         Ok(Node(
             tokio::process::Command::new(env!("CARGO_BIN_EXE_ilp-bridge"))
