@@ -648,3 +648,52 @@ async fn lookups_of_new_ids_leave_the_block_cache_empty() {
         after.block_cache_bytes
     );
 }
+
+/// Opening a log scans its prepared transfers in the pending family, whose table files also hold the
+/// tombstones of every transfer finished since their last compaction; the scan reads through them once. Kept in
+/// the block cache, those blocks made a restarted node's memory start higher the longer it had run (the soak:
+/// 601 KiB after a 30 s lifetime, 1,045 KiB after a 5 min one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_log_leaves_the_block_cache_empty() {
+    const TRANSFERS: u32 = 10_000;
+    const WRITERS: u32 = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Db::open(dir.path()).expect("open");
+        let log = RocksStores::new(Arc::clone(&db), "r", Limit::Unbounded, Limit::Unbounded)
+            .transfer_log("")
+            .expect("log");
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    for n in (w..TRANSFERS).step_by(WRITERS as usize) {
+                        let prepared = log.prepare(&transfer(n, 1), Direction::Incoming).await;
+                        assert_eq!(prepared, Ok(PrepareOutcome::Prepared), "transfer {n}");
+                        log.fulfill(&id(n), &[0; 32]).await.expect("fulfill");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+    }
+    // Closed with a flush: the pending family's puts and tombstones are in a table file now.
+    let db = Db::open(dir.path()).expect("reopen");
+    let before = db.memory().expect("memory");
+    let log = RocksStores::new(Arc::clone(&db), "r", Limit::Unbounded, Limit::Unbounded)
+        .transfer_log("")
+        .expect("log");
+    assert_eq!(
+        log.sums().incoming_fulfilled,
+        LedgerSum(u128::from(TRANSFERS))
+    );
+    let after = db.memory().expect("memory");
+    assert!(
+        after.block_cache_bytes <= before.block_cache_bytes + (16 << 10),
+        "opening the log grew the block cache from {} to {} bytes",
+        before.block_cache_bytes,
+        after.block_cache_bytes
+    );
+}
