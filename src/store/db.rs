@@ -658,6 +658,9 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
         let mut read = ReadOptions::default();
+        // Scans run at start-up and for rare operations, and read their blocks once (the pending family's
+        // mostly tombstones of finished transfers): caching them would only grow memory.
+        read.fill_cache(false);
         if let Some(upper) = prefix_upper_bound(prefix) {
             read.set_iterate_upper_bound(upper);
         }
