@@ -364,6 +364,7 @@ async fn run_node(node: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating data folder {}", node.data_dir.display()))?;
     let store = DbOptions {
         min_free_bytes: node.min_free_bytes,
+        keep_finished: node.keep_finished,
         ..budget.store
     };
     let db = Db::open_with(&node.data_dir, store)

@@ -354,6 +354,20 @@ fn an_option_no_module_reads_is_refused_by_name() {
 }
 
 #[test]
+fn keep_finished_secs_is_off_by_default_and_at_least_a_minute() -> Result<(), ConfigError> {
+    assert_eq!(NodeConfig::parse("")?.keep_finished, None);
+    assert_eq!(
+        NodeConfig::parse("keep_finished_secs = 2592000\n")?.keep_finished,
+        Some(std::time::Duration::from_secs(2_592_000))
+    );
+    assert_eq!(
+        refused_field(NodeConfig::parse("keep_finished_secs = 59\n")),
+        "keep_finished_secs"
+    );
+    Ok(())
+}
+
+#[test]
 fn min_free_mib_is_read_in_mib_and_a_byte_count_is_refused_by_name() -> Result<(), ConfigError> {
     let default = NodeConfig::parse("")?;
     assert_eq!(

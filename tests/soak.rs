@@ -10,6 +10,9 @@
 //!   with SIGTERM; the peers, whose stores are in memory, are started again with it (a legacy server keeps a dead
 //!   peer's socket, docs/legacy-btp.md §16.14).
 //!
+//! With `SOAK_KEEP_FINISHED_SECS` set the node drops finished transfers that long after they expired
+//! (`keep_finished_secs`), so its data folder stops growing with the history.
+//!
 //! Every `SAMPLE_EVERY` the node's resident memory, open file descriptors, data folder size and RocksDB memory (block
 //! cache, memtables, table readers, from its `/metrics`) are sampled; the block cache must stay near empty. Within
 //! each lifetime, after its warm-up (the first third), memory and descriptors must stay flat; the samples are
@@ -229,6 +232,11 @@ async fn mixed_traffic_with_restarts_keeps_memory_descriptors_and_books_steady()
     let total = env_u64("SOAK_SECS", 60);
     let lifetime = env_u64("SOAK_LIFETIME_SECS", 30).max(6);
     let lifetimes = (total / lifetime).max(1);
+    // SOAK_KEEP_FINISHED_SECS: the node drops finished transfers this long after they expired, so its data folder
+    // stops growing with the history (`keep_finished_secs`; absent, it keeps them all).
+    let keep_finished = std::env::var("SOAK_KEEP_FINISHED_SECS")
+        .map(|secs| format!("keep_finished_secs = {secs}"))
+        .unwrap_or_default();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let node_log = dir.path().join("bridge.log");
@@ -240,7 +248,7 @@ async fn mixed_traffic_with_restarts_keeps_memory_descriptors_and_books_steady()
         node_toml(
             &data,
             ports,
-            &format!("\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n"),
+            &format!("{keep_finished}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n"),
         ),
     )?;
     let http = reqwest::Client::new();

@@ -8,7 +8,7 @@ use channel_modules::store::{
     Direction, Limit, MaxValue, PrepareOutcome, StoreError, Sums, Transfer, TransferId,
     TransferLog, TransferLogError, TransferState,
 };
-use ilp_bridge::store::{Db, RocksStores};
+use ilp_bridge::store::{Db, DbOptions, RocksStores};
 use num_bigint::BigUint;
 
 const MAX: Limit = Limit::Finite(LedgerBalance(1_000));
@@ -696,4 +696,67 @@ async fn opening_a_log_leaves_the_block_cache_empty() {
         before.block_cache_bytes,
         after.block_cache_bytes
     );
+}
+
+/// `DbOptions::keep_finished`: a compaction drops the records of transfers that expired longer ago than that,
+/// and nothing else: recent finished transfers, prepared ones (however old), the sums. Without it nothing is
+/// dropped.
+#[tokio::test]
+async fn finished_transfers_older_than_the_retention_are_dropped_at_compaction() {
+    let far_future = 4_102_444_800_000; // 2100-01-01
+    for keep in [Some(std::time::Duration::from_secs(3600)), None] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_with(
+            dir.path(),
+            DbOptions {
+                keep_finished: keep,
+                ..DbOptions::default()
+            },
+        )
+        .expect("open");
+        let log = RocksStores::new(Arc::clone(&db), "k", Limit::Unbounded, Limit::Unbounded)
+            .transfer_log("")
+            .expect("log");
+        // 0..10 expired in 2017, 10..20 expire in 2100; even ones fulfilled, odd ones cancelled; 20 stays prepared.
+        for n in 0..21 {
+            let mut t = transfer(n, 1);
+            if n >= 10 {
+                t.expires_at_ms = far_future;
+            }
+            log.prepare(&t, Direction::Incoming).await.expect("prepare");
+            if n == 20 {
+                continue;
+            }
+            if n % 2 == 0 {
+                log.fulfill(&id(n), &[0; 32]).await.expect("fulfill");
+            } else {
+                log.cancel(&id(n), "rejected").await.expect("cancel");
+            }
+        }
+        let sums = log.sums();
+        db.rocks().flush().expect("flush");
+        db.rocks().compact_range::<&[u8], &[u8]>(None, None);
+        for n in 0..21 {
+            let found = log.get(&id(n)).await.expect("get").map(|r| r.state);
+            let dropped = keep.is_some() && n < 10;
+            assert_eq!(
+                found.is_none(),
+                dropped,
+                "transfer {n} (keep {keep:?}): {found:?}"
+            );
+        }
+        assert_eq!(
+            log.get(&id(20)).await.expect("get").map(|r| r.state),
+            Some(TransferState::Prepared)
+        );
+        assert_eq!(log.sums(), sums);
+        drop(log);
+        drop(db);
+        // The sums come back from the store, not from memory.
+        let db = Db::open(dir.path()).expect("reopen");
+        let log = RocksStores::new(Arc::clone(&db), "k", Limit::Unbounded, Limit::Unbounded)
+            .transfer_log("")
+            .expect("log");
+        assert_eq!(log.sums(), sums, "keep {keep:?}");
+    }
 }

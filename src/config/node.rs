@@ -4,6 +4,7 @@
 //! ```toml
 //! data_dir = "ilp-bridge-data"        # RocksDB folder (created if missing)
 //! min_free_mib = 64                   # free space kept on its filesystem; below it the node stops writing
+//! keep_finished_secs = 2592000        # drop finished transfers' records 30 days after they expired (default: keep)
 //!
 //! [log]
 //! filter = "info"                     # tracing EnvFilter syntax; RUST_LOG wins when set
@@ -131,12 +132,16 @@ impl RawPeer {
 pub const DEFAULT_MIN_FREE_MIB: u64 = 64;
 /// Largest `min_free_mib` taken (1 TiB): a larger value is almost surely a byte count.
 pub const MAX_MIN_FREE_MIB: u64 = 1 << 20;
+/// Shortest `keep_finished_secs` taken: a transfer's record is kept at least this long after it expired, longer
+/// than any peer's retry of it or clock difference with it.
+pub const MIN_KEEP_FINISHED_SECS: u64 = 60;
 
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawNode {
     data_dir: Option<PathBuf>,
     min_free_mib: Option<u64>,
+    keep_finished_secs: Option<u64>,
     log: LogConfig,
     routing: RawRouting,
     #[serde(rename = "peer")]
@@ -154,6 +159,9 @@ pub struct NodeConfig {
     /// Free space kept on the data folder's filesystem (`min_free_mib`; see
     /// [`DbOptions::min_free_bytes`](crate::store::DbOptions::min_free_bytes)).
     pub min_free_bytes: u64,
+    /// How long a finished transfer's record is kept after it expired (`keep_finished_secs`; `None`: for ever;
+    /// see [`DbOptions::keep_finished`](crate::store::DbOptions::keep_finished)).
+    pub keep_finished: Option<std::time::Duration>,
     /// Logging.
     pub log: LogConfig,
     /// Routing between peers.
@@ -175,6 +183,7 @@ impl Default for NodeConfig {
         NodeConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             min_free_bytes: DEFAULT_MIN_FREE_MIB << 20,
+            keep_finished: None,
             log: LogConfig::default(),
             routing: RoutingConfig::default(),
             peers: Vec::new(),
@@ -189,6 +198,8 @@ impl Default for NodeConfig {
 pub const EXAMPLE_CONFIG: &str = r#"# ilp-bridge configuration (TOML). Every section is optional.
 data_dir = "ilp-bridge-data"
 min_free_mib = 64     # free space kept on the data folder's filesystem: below it the node stops writing
+# keep_finished_secs = 2592000   # drop a finished transfer's record this long after it expired (at least 60);
+                                 # absent: keep every one (the store grows with the history, as the legacy plugin's)
 
 [log]
 filter = "info"       # RUST_LOG wins when set
@@ -346,11 +357,24 @@ impl NodeConfig {
                 format!("{min_free_mib} MiB is more than {MAX_MIN_FREE_MIB} (the value is in MiB, not bytes)"),
             ));
         }
+        let keep_finished = match raw.keep_finished_secs {
+            Some(secs) if secs < MIN_KEEP_FINISHED_SECS => {
+                return Err(ConfigError::field(
+                    "keep_finished_secs",
+                    format!(
+                        "{secs} s is less than {MIN_KEEP_FINISHED_SECS} s (a record must outlive every retry of its \
+                         transfer); leave it out to keep every finished transfer"
+                    ),
+                ))
+            }
+            other => other.map(std::time::Duration::from_secs),
+        };
         Ok(NodeConfig {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             min_free_bytes: min_free_mib << 20,
+            keep_finished,
             log: raw.log,
             routing,
             peers,

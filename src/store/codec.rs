@@ -172,6 +172,27 @@ pub fn encode_record(record: &TransferRecord) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// Byte offset of `expires_at_ms` in an encoded record: after the version, direction and state bytes, the
+/// 16-byte ID, the 8-byte amount and the 32-byte condition.
+const RECORD_EXPIRY_OFFSET: usize = 3 + 16 + 8 + 32;
+
+/// The expiry of the transfer in `value`, when `key` is a finished transfer's record (`tl/` ns key `t` id) and
+/// `value` one of [`encode_record`]'s of this version; `None` for any other key or value. Reads the 8 bytes it
+/// needs and decodes nothing else: RocksDB calls it for every record its compactions rewrite.
+pub fn finished_record_expiry(key: &[u8], value: &[u8]) -> Option<i64> {
+    fn skip_name(bytes: &[u8]) -> Option<&[u8]> {
+        let (len, rest) = bytes.split_at_checked(2)?;
+        rest.get(usize::from(u16::from_be_bytes([len[0], len[1]]))..)
+    }
+    let rest = skip_name(skip_name(key.strip_prefix(b"tl/")?)?)?;
+    let (&tag, id) = rest.split_first()?;
+    if tag != tag::FINISHED || id.len() != 16 || value.first() != Some(&RECORD_VERSION) {
+        return None;
+    }
+    let expiry = value.get(RECORD_EXPIRY_OFFSET..RECORD_EXPIRY_OFFSET + 8)?;
+    Some(i64::from_le_bytes(expiry.try_into().ok()?))
+}
+
 /// Decodes [`encode_record`]'s output; `key` names the record in errors.
 pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<TransferRecord, StoreError> {
     let mut r = Reader { bytes, key };
@@ -367,6 +388,48 @@ mod tests {
         };
         let bytes = encode_max_value(&entry).expect("encode");
         assert_eq!(decode_max_value(b"k", &bytes), Ok(entry));
+    }
+
+    #[test]
+    fn the_expiry_of_a_finished_record_is_read_from_its_key_and_value() {
+        let transfer = Transfer {
+            id: TransferId([7; 16]),
+            amount: LedgerAmount(5),
+            execution_condition: [1; 32],
+            expires_at_ms: 1_765_000_000_123,
+            ilp: vec![1, 2, 3],
+            custom: Some(serde_json::json!({"a": 1})),
+        };
+        let record = TransferRecord {
+            transfer: transfer.clone(),
+            direction: Direction::Outgoing,
+            state: TransferState::Cancelled {
+                reason: "expired".to_owned(),
+            },
+        };
+        let value = encode_record(&record).expect("encode");
+        let prefix = log_prefix("peer-t", "tt").expect("prefix");
+        let finished = sub_key(&prefix, tag::FINISHED, Some(&transfer.id));
+        assert_eq!(
+            finished_record_expiry(&finished, &value),
+            Some(1_765_000_000_123)
+        );
+        // Sums, a prepared record's key, another family's key, a short value: not a finished record.
+        assert_eq!(
+            finished_record_expiry(&sub_key(&prefix, tag::SUMS, None), &value),
+            None
+        );
+        assert_eq!(
+            finished_record_expiry(&sub_key(&prefix, tag::PREPARED, Some(&transfer.id)), &value),
+            None
+        );
+        let mvt = mvt_key("peer-t", "incoming_claim").expect("mvt");
+        assert_eq!(finished_record_expiry(&mvt, &value), None);
+        assert_eq!(finished_record_expiry(&finished, &value[..40]), None);
+        assert_eq!(
+            finished_record_expiry(&finished[..finished.len() - 1], &value),
+            None
+        );
     }
 
     #[test]
