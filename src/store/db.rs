@@ -31,7 +31,7 @@
 //!   the only safe recovery is a restart, which rereads what really reached the disk.
 //!
 //! Key space (one default column family plus [`PENDING_CF`]): the store module uses keys starting with `meta/`,
-//! `tl/` and `mvt/` (see [`codec`](super::codec)). Other users pick their own prefix (e.g. `se/`) and document it
+//! `tl/` and `mvt/` (see [`codec`]). Other users pick their own prefix (e.g. `se/`) and document it
 //! there; the admin listener's `/ready` writes `admin/ready-probe` ([`crate::admin::READY_PROBE_KEY`]). One schema version covers every record ([`schema`]); opening refuses a database of a version this
 //! build does not read.
 //!
