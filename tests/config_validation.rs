@@ -354,7 +354,8 @@ fn an_option_no_module_reads_is_refused_by_name() {
 }
 
 #[test]
-fn keep_finished_secs_is_off_by_default_and_at_least_a_minute() -> Result<(), ConfigError> {
+fn keep_finished_secs_is_off_by_default_and_outlives_retries_and_the_expiry_margin(
+) -> Result<(), ConfigError> {
     assert_eq!(NodeConfig::parse("")?.keep_finished, None);
     assert_eq!(
         NodeConfig::parse("keep_finished_secs = 2592000\n")?.keep_finished,
@@ -363,6 +364,16 @@ fn keep_finished_secs_is_off_by_default_and_at_least_a_minute() -> Result<(), Co
     assert_eq!(
         refused_field(NodeConfig::parse("keep_finished_secs = 59\n")),
         "keep_finished_secs"
+    );
+    // A source expires expiry_margin_ms after its forwarded transfer and is settled from that one's record.
+    assert_eq!(
+        refused_field(NodeConfig::parse(
+            "keep_finished_secs = 60\n[routing]\nexpiry_margin_ms = 60000\n"
+        )),
+        "keep_finished_secs"
+    );
+    assert!(
+        NodeConfig::parse("keep_finished_secs = 61\n[routing]\nexpiry_margin_ms = 60000\n").is_ok()
     );
     Ok(())
 }

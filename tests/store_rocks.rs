@@ -597,6 +597,30 @@ async fn one_instance_per_key() {
     );
 }
 
+/// Prepares transfer `n` (amount 1, incoming) for every `n` in `ns`, and fulfils it if `fulfil`, from 50
+/// concurrent tasks, so that group commit writes them in a few syncs.
+async fn prepare_concurrently(log: &Arc<dyn TransferLog>, ns: Vec<u32>, fulfil: bool) {
+    const WRITERS: usize = 50;
+    let ns = Arc::new(ns);
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (log, ns) = (Arc::clone(log), Arc::clone(&ns));
+            tokio::spawn(async move {
+                for &n in ns.iter().skip(w).step_by(WRITERS) {
+                    let prepared = log.prepare(&transfer(n, 1), Direction::Incoming).await;
+                    assert_eq!(prepared, Ok(PrepareOutcome::Prepared), "transfer {n}");
+                    if fulfil {
+                        log.fulfill(&id(n), &[0; 32]).await.expect("fulfill");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+}
+
 /// A prepare looks its ID up among the finished transfers (a re-used ID is refused). For a new ID the table files'
 /// bloom filters answer almost every lookup, but a false positive (≈ 1 % per file) reads a data block. Those
 /// blocks hold random IDs nobody will look up again; kept in the block cache, they filled it for nothing, which
@@ -604,7 +628,6 @@ async fn one_instance_per_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_of_new_ids_leave_the_block_cache_empty() {
     const HISTORY: u32 = 10_000;
-    const WRITERS: u32 = 50;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(dir.path()).expect("open");
     let log = RocksStores::new(Arc::clone(&db), "h", Limit::Unbounded, Limit::Unbounded)
@@ -612,28 +635,7 @@ async fn lookups_of_new_ids_leave_the_block_cache_empty() {
         .expect("log");
     // The new IDs fall between the finished ones, so no lookup is answered by a table file's key range alone.
     let run = |parity: u32, fulfil: bool| {
-        let tasks: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    for n in (w..HISTORY)
-                        .step_by(WRITERS as usize)
-                        .map(|n| 2 * n + parity)
-                    {
-                        let prepared = log.prepare(&transfer(n, 1), Direction::Incoming).await;
-                        assert_eq!(prepared, Ok(PrepareOutcome::Prepared), "transfer {n}");
-                        if fulfil {
-                            log.fulfill(&id(n), &[0; 32]).await.expect("fulfill");
-                        }
-                    }
-                })
-            })
-            .collect();
-        async move {
-            for task in tasks {
-                task.await.expect("task");
-            }
-        }
+        prepare_concurrently(&log, (0..HISTORY).map(|n| 2 * n + parity).collect(), fulfil)
     };
     run(0, true).await;
     // The history goes to a table file, as it does on a running node once the memtable fills.
@@ -656,28 +658,13 @@ async fn lookups_of_new_ids_leave_the_block_cache_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_a_log_leaves_the_block_cache_empty() {
     const TRANSFERS: u32 = 10_000;
-    const WRITERS: u32 = 50;
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let db = Db::open(dir.path()).expect("open");
         let log = RocksStores::new(Arc::clone(&db), "r", Limit::Unbounded, Limit::Unbounded)
             .transfer_log("")
             .expect("log");
-        let tasks: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    for n in (w..TRANSFERS).step_by(WRITERS as usize) {
-                        let prepared = log.prepare(&transfer(n, 1), Direction::Incoming).await;
-                        assert_eq!(prepared, Ok(PrepareOutcome::Prepared), "transfer {n}");
-                        log.fulfill(&id(n), &[0; 32]).await.expect("fulfill");
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("task");
-        }
+        prepare_concurrently(&log, (0..TRANSFERS).collect(), true).await;
     }
     // Closed with a flush: the pending family's puts and tombstones are in a table file now.
     let db = Db::open(dir.path()).expect("reopen");

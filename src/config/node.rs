@@ -198,7 +198,8 @@ impl Default for NodeConfig {
 pub const EXAMPLE_CONFIG: &str = r#"# ilp-bridge configuration (TOML). Every section is optional.
 data_dir = "ilp-bridge-data"
 min_free_mib = 64     # free space kept on the data folder's filesystem: below it the node stops writing
-# keep_finished_secs = 2592000   # drop a finished transfer's record this long after it expired (at least 60);
+# keep_finished_secs = 2592000   # drop a finished transfer's record this long after it expired (at least 60,
+                                 # and longer than routing.expiry_margin_ms);
                                  # absent: keep every one (the store grows with the history, as the legacy plugin's)
 
 [log]
@@ -364,6 +365,16 @@ impl NodeConfig {
                     format!(
                         "{secs} s is less than {MIN_KEEP_FINISHED_SECS} s (a record must outlive every retry of its \
                          transfer); leave it out to keep every finished transfer"
+                    ),
+                ))
+            }
+            Some(secs) if u128::from(secs) * 1000 <= routing.expiry_margin.as_millis() => {
+                return Err(ConfigError::field(
+                    "keep_finished_secs",
+                    format!(
+                        "{secs} s is not longer than routing.expiry_margin_ms ({} ms): a forwarded transfer's \
+                         record must outlive its source, which expires that much later and is settled from it",
+                        routing.expiry_margin.as_millis()
                     ),
                 ))
             }
