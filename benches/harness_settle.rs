@@ -48,6 +48,10 @@ struct SettleResult {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
+    /// Synced group writes (one WAL sync each) of engine A's and engine B's databases during the run, warm-up
+    /// included: how many settle requests share a sync.
+    synced_groups_a: u64,
+    synced_groups_b: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_error: Option<String>,
 }
@@ -67,7 +71,8 @@ fn main() {
             .try_init();
     }
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
-    let point = runtime.block_on(run(connections, warmup, duration, data_dir));
+    let (point, (synced_groups_a, synced_groups_b)) =
+        runtime.block_on(run(connections, warmup, duration, data_dir));
     if !args.full && (point.completed == 0 || point.errors > 0) {
         fail(&format!("smoke run: {point:?}"));
     }
@@ -83,6 +88,8 @@ fn main() {
         p50_ms: point.p50_ms,
         p99_ms: point.p99_ms,
         max_ms: point.max_ms,
+        synced_groups_a,
+        synced_groups_b,
         first_error: point.first_error,
     });
 }
@@ -184,8 +191,8 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Stri
     Ok(())
 }
 
-/// Starts one engine on its own database in `dir`, connected to `connector`.
-async fn start_engine(dir: &std::path::Path, connector: &MockConnector) -> SeHandle {
+/// Starts one engine on its own database in `dir`, connected to `connector`; returns it with its database.
+async fn start_engine(dir: &std::path::Path, connector: &MockConnector) -> (SeHandle, Arc<Db>) {
     let db = Db::open(dir).unwrap_or_else(|e| fail(&format!("open {}: {e}", dir.display())));
     let config = SeConfig {
         connector: connector.url(),
@@ -196,13 +203,14 @@ async fn start_engine(dir: &std::path::Path, connector: &MockConnector) -> SeHan
     };
     let store: Arc<dyn SeStore> = Arc::new(RocksSeStore::new(Arc::clone(&db)));
     let logs: Arc<dyn ModuleLogs> = Arc::new(RocksModuleLogs::new(Arc::clone(&db)));
-    let identities = ilp_bridge::identity::IdentityRegistry::on_db(db);
+    let identities = ilp_bridge::identity::IdentityRegistry::on_db(Arc::clone(&db));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| fail(&format!("bind: {e}")));
-    settlement::start(config, store, logs, identities, listener, None)
+    let engine = settlement::start(config, store, logs, identities, listener, None)
         .await
-        .unwrap_or_else(|e| fail(&format!("start engine: {e}")))
+        .unwrap_or_else(|e| fail(&format!("start engine: {e}")));
+    (engine, db)
 }
 
 async fn run(
@@ -210,7 +218,7 @@ async fn run(
     warmup: Duration,
     duration: Duration,
     data_dir: PathBuf,
-) -> LoadPoint {
+) -> (LoadPoint, (u64, u64)) {
     std::fs::create_dir_all(&data_dir)
         .unwrap_or_else(|e| fail(&format!("{}: {e}", data_dir.display())));
     let dir = tempfile::Builder::new()
@@ -223,8 +231,18 @@ async fn run(
     let connector_b = MockConnector::start()
         .await
         .unwrap_or_else(|e| fail(&format!("mock connector: {e}")));
-    let engine_a = start_engine(&dir.path().join("a"), &connector_a).await;
-    let engine_b = start_engine(&dir.path().join("b"), &connector_b).await;
+    let (engine_a, db_a) = start_engine(&dir.path().join("a"), &connector_a).await;
+    let (engine_b, db_b) = start_engine(&dir.path().join("b"), &connector_b).await;
+    let groups_before = (db_a.group_writes(), db_b.group_writes());
+    let write_times: Arc<std::sync::Mutex<Vec<u32>>> = Arc::default();
+    if std::env::var_os("SETTLE_GROUP_TIMES").is_some() {
+        let sink = Arc::clone(&write_times);
+        db_a.observe_writes(Arc::new(move |_, took| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(took.as_micros() as u32);
+            }
+        }));
+    }
     let url_a = format!("http://{}", engine_a.addr);
     let url_b = format!("http://{}", engine_b.addr);
     let account_a = connector_a
@@ -274,7 +292,24 @@ async fn run(
         }
     })
     .await;
+    let groups = (
+        db_a.group_writes() - groups_before.0,
+        db_b.group_writes() - groups_before.1,
+    );
+    if let Ok(mut v) = write_times.lock() {
+        if !v.is_empty() {
+            v.sort_unstable();
+            let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+            eprintln!(
+                "engine A group writes: {} , p50 {} us, p90 {} us, p99 {} us",
+                v.len(),
+                at(0.5),
+                at(0.9),
+                at(0.99)
+            );
+        }
+    }
     engine_a.stop().await;
     engine_b.stop().await;
-    point
+    (point, groups)
 }
