@@ -138,6 +138,16 @@ for (const n of [1, 50]) {
   }
 }
 
+// The same two rows with the runtime on one worker thread (the node's `worker_threads = 1`).
+for (const [file, where] of [['trustline_1w.json', 'durable'], ['trustline_ram_1w.json', 'stores in RAM']]) {
+  const doc = read(file)
+  for (const n of [1, 50]) {
+    const r = at(doc, n)
+    rows.push(['trustline transfers/s, ' + label(n) + ', ' + where + ', worker_threads = 1', fmt(num(r && r.transfers_per_s)),
+      '—', '—', 'p99 ' + fmt(num(r && r.p99_ms), 'ms') + ', CPU per transfer ' + fmt(num(r && r.cpu_us_per_op), 'µs')])
+  }
+}
+
 // Bridge mode: ILPv4 Prepares from a modern connector through the bridge to a trustline peer. Beside the direct
 // trustline row, the difference is the translation and the modern side's own log.
 const bridged = read('bridge.json')
@@ -215,7 +225,7 @@ lines.push('| ' + header.join(' | ') + ' |')
 lines.push('|' + header.map(() => '--').join('|') + '|')
 for (const r of rows) lines.push('| ' + r.join(' | ') + ' |')
 const notes = []
-for (const f of ['fsync_before', 'trustline', 'trustline_ram', 'bridge', 'fsync_after', 'legacy', 'pg_commit',
+for (const f of ['fsync_before', 'trustline', 'trustline_ram', 'trustline_1w', 'trustline_ram_1w', 'bridge', 'fsync_after', 'legacy', 'pg_commit',
   'legacy_pg_server', 'legacy_pg_both', 'settle', 'idle', 'legacy_idle', 'startup']) {
   const n = note(f)
   if (n) notes.push('- ' + f + ': ' + n)

@@ -15,9 +15,10 @@
 //! reused; without it, into the data folder), to measure throughput against a store with a long history.
 //!
 //! `--bench [--in-flight 1,50] [--duration-ms 10000] [--warmup-ms 1000] [--data-dir DIR] [--history N]
-//! [--cache-dir DIR] [--leader-writes 0|1]`; without `--bench` (under `cargo test`) it runs a 300 ms smoke version.
-//! `--leader-writes 0` opens the databases with `DbOptions::leader_writes` off (every group written by the writer
-//! thread), for A/B runs of the same binary.
+//! [--cache-dir DIR] [--leader-writes 0|1] [--worker-threads N]`; without `--bench` (under `cargo test`) it runs a
+//! 300 ms smoke version. `--leader-writes 0` opens the databases with `DbOptions::leader_writes` off (every group
+//! written by the writer thread), for A/B runs of the same binary. `--worker-threads N` runs the runtime on N
+//! threads, as the node's `worker_threads` does (default: one per core, as the node's default).
 
 mod harness_common;
 
@@ -131,6 +132,8 @@ impl TransferHook for Outcomes {
 #[derive(serde::Serialize)]
 struct TrustlineResult {
     implementation: &'static str,
+    /// Threads of the runtime both peers run on.
+    worker_threads: usize,
     store: &'static str,
     processes: u32,
     transport: &'static str,
@@ -175,7 +178,16 @@ fn main() {
             .try_init();
     }
 
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("tokio: {e}")));
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    let worker_threads = args.num("worker-threads", 0, 0);
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads as usize);
+    }
+    let runtime = builder
+        .build()
+        .unwrap_or_else(|e| fail(&format!("tokio: {e}")));
+    let worker_threads = runtime.metrics().num_workers();
     let results = runtime.block_on(run(
         in_flight, warmup, duration, data_dir, &history, db_options,
     ));
@@ -187,6 +199,7 @@ fn main() {
     print_json(&TrustlineResult {
         implementation:
             "ilp-bridge (release build, tokio multi-thread runtime, both peers in one process)",
+        worker_threads,
         store: "durable RocksDB store per peer (WAL synced, group commit)",
         processes: 1,
         transport: "BTP/1.0, one loopback websocket",

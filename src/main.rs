@@ -254,7 +254,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 node.data_dir = dir;
             }
             init_tracing(&node.log)?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.enable_all();
+            if let Some(threads) = node.worker_threads {
+                builder.worker_threads(threads);
+            }
+            let runtime = builder.build().context("starting the async runtime")?;
             runtime.block_on(run_node(node))
         }
         command @ (Command::Status { .. }

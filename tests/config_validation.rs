@@ -379,6 +379,40 @@ fn keep_finished_secs_is_off_by_default_and_outlives_retries_and_the_expiry_marg
 }
 
 #[test]
+fn worker_threads_defaults_to_one_per_core_and_takes_1_to_1024() -> Result<(), ConfigError> {
+    assert_eq!(NodeConfig::parse("")?.worker_threads, None);
+    assert_eq!(
+        NodeConfig::parse(
+            "worker_threads = 1
+"
+        )?
+        .worker_threads,
+        Some(1)
+    );
+    assert_eq!(
+        NodeConfig::parse(
+            "worker_threads = 1024
+"
+        )?
+        .worker_threads,
+        Some(1024)
+    );
+    for bad in [
+        "worker_threads = 0
+",
+        "worker_threads = 1025
+",
+    ] {
+        assert_eq!(
+            refused_field(NodeConfig::parse(bad)),
+            "worker_threads",
+            "{bad}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn min_free_mib_is_read_in_mib_and_a_byte_count_is_refused_by_name() -> Result<(), ConfigError> {
     let default = NodeConfig::parse("")?;
     assert_eq!(

@@ -5,6 +5,7 @@
 //! data_dir = "ilp-bridge-data"        # RocksDB folder (created if missing)
 //! min_free_mib = 64                   # free space kept on its filesystem; below it the node stops writing
 //! keep_finished_secs = 2592000        # drop finished transfers' records 30 days after they expired (default: keep)
+//! worker_threads = 1                  # runtime threads (default: one per core)
 //!
 //! [log]
 //! filter = "info"                     # tracing EnvFilter syntax; RUST_LOG wins when set
@@ -135,6 +136,8 @@ pub const MAX_MIN_FREE_MIB: u64 = 1 << 20;
 /// Shortest `keep_finished_secs` taken: a transfer's record is kept at least this long after it expired, longer
 /// than any peer's retry of it or clock difference with it.
 pub const MIN_KEEP_FINISHED_SECS: u64 = 60;
+/// Most `worker_threads` taken.
+pub const MAX_WORKER_THREADS: u64 = 1024;
 
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -142,6 +145,7 @@ struct RawNode {
     data_dir: Option<PathBuf>,
     min_free_mib: Option<u64>,
     keep_finished_secs: Option<u64>,
+    worker_threads: Option<u64>,
     log: LogConfig,
     routing: RawRouting,
     #[serde(rename = "peer")]
@@ -162,6 +166,10 @@ pub struct NodeConfig {
     /// How long a finished transfer's record is kept after it expired (`keep_finished_secs`; `None`: for ever;
     /// see [`DbOptions::keep_finished`](crate::store::DbOptions::keep_finished)).
     pub keep_finished: Option<std::time::Duration>,
+    /// Threads of the async runtime (`worker_threads`; `None`: one per core, tokio's default). One thread
+    /// saves the cross-core hand-offs of a lightly loaded node (measured in BENCHMARKS.md), more use more
+    /// cores under load.
+    pub worker_threads: Option<usize>,
     /// Logging.
     pub log: LogConfig,
     /// Routing between peers.
@@ -184,6 +192,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             min_free_bytes: DEFAULT_MIN_FREE_MIB << 20,
             keep_finished: None,
+            worker_threads: None,
             log: LogConfig::default(),
             routing: RoutingConfig::default(),
             peers: Vec::new(),
@@ -201,6 +210,8 @@ min_free_mib = 64     # free space kept on the data folder's filesystem: below i
 # keep_finished_secs = 2592000   # drop a finished transfer's record this long after it expired (at least 60,
                                  # and longer than routing.expiry_margin_ms);
                                  # absent: keep every one (the store grows with the history, as the legacy plugin's)
+# worker_threads = 1   # async runtime threads; absent: one per core. One thread halves the CPU per transfer of a
+                       # node with few transfers in flight (no cross-core hand-offs); more use more cores under load
 
 [log]
 filter = "info"       # RUST_LOG wins when set
@@ -380,12 +391,24 @@ impl NodeConfig {
             }
             other => other.map(std::time::Duration::from_secs),
         };
+        let worker_threads = match raw.worker_threads {
+            Some(n) if n == 0 || n > MAX_WORKER_THREADS => {
+                return Err(ConfigError::field(
+                    "worker_threads",
+                    format!(
+                        "{n} is not between 1 and {MAX_WORKER_THREADS}; leave it out for one thread per core"
+                    ),
+                ))
+            }
+            other => other.map(|n| n as usize),
+        };
         Ok(NodeConfig {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             min_free_bytes: min_free_mib << 20,
             keep_finished,
+            worker_threads,
             log: raw.log,
             routing,
             peers,

@@ -347,15 +347,20 @@ impl WriteTicket {
     /// Resolves when the batch is durable (`Ok`) or failed (`Io` for the failing group, then `Poisoned`).
     /// Writes the group itself when no group write is under way ([`DbOptions::leader_writes`]).
     pub async fn wait(mut self) -> Result<(), StoreError> {
-        let _waiting = self
-            .lead
-            .take()
-            .and_then(|weak| weak.upgrade())
-            .map(|shared| {
-                let waiting = Waiting::new(shared);
-                waiting.shared.lead_or_wake(self.seq, &waiting);
-                waiting
-            });
+        let mut _waiting = None;
+        if let Some(shared) = self.lead.as_ref().and_then(Weak::upgrade) {
+            let waiting = Waiting::new(shared);
+            if single_worker() {
+                // Every other task the one runtime thread can run goes first, up to its own write: queued
+                // together, their batches go to the writer thread as one group instead of one leader write
+                // (and sync) each while the only runtime thread waits. (Dropped meanwhile, the ticket still
+                // has `lead` and wakes the writer thread.)
+                tokio::task::yield_now().await;
+            }
+            self.lead = None;
+            waiting.shared.lead_or_wake(self.seq, &waiting);
+            _waiting = Some(waiting);
+        }
         let ack = self
             .ack
             .take()
@@ -363,6 +368,13 @@ impl WriteTicket {
         ack.await
             .map_err(|_| StoreError::Io("database writer stopped".to_owned()))?
     }
+}
+
+/// Whether the calling task runs on a runtime with one worker thread, where a leader write blocks every other
+/// task. Measured (BENCHMARKS.md): letting the others run first there keeps 50 transfers in flight grouped;
+/// with two worker threads the extra turn costs the one-at-a-time path ≈ 18 % and is not taken.
+fn single_worker() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|handle| handle.metrics().num_workers() == 1)
 }
 
 /// Counts a task in [`Shared::waiters`] while it lives.
@@ -641,6 +653,10 @@ impl Db {
             None
         } else if self.shared.leader_writes {
             let waiting = Waiting::new(Arc::clone(&self.shared));
+            if single_worker() {
+                // As in `WriteTicket::wait`: the other runnable tasks first.
+                tokio::task::yield_now().await;
+            }
             self.shared.lead_or_wake(seq, &waiting);
             Some(waiting)
         } else {
