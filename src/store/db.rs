@@ -957,6 +957,11 @@ fn merge_batches(batches: Vec<(WriteBatch, Option<Latest>)>) -> Result<WriteBatc
 /// writer thread writes them. A leader saves the hand-offs when writes come one at a time; when many come at
 /// once, the writer thread groups them while the runtime threads go on (measured in BENCHMARKS.md).
 const LEADER_MAX_QUEUED: usize = 1;
+/// Most batches in all, deferred ones included, that a leader writes: a payee carrying one transfer at a time
+/// has its previous fulfill and its next prepare queued deferred when its synced note comes (3); a longer queue
+/// means traffic the writer thread should group while the runtime threads go on (A/B in BENCHMARKS.md: without
+/// this bound 50 in flight on the disk lost ≈ 12 %, with a bound of 1 one at a time lost ≈ 5 %).
+const LEADER_MAX_BATCHES: usize = 3;
 
 /// What the group writer (thread or leader) keeps between groups.
 struct WriterState {
@@ -994,10 +999,9 @@ impl Shared {
             if queue.batches.first().is_none_or(|q| q.seq > seq) {
                 return;
             }
-            if queue.synced > LEADER_MAX_QUEUED {
-                // Others are waiting too: the writer thread groups them (and whatever comes meanwhile) while
-                // this runtime thread goes on with other tasks. (Deferred batches have nobody waiting; they go
-                // with whichever group comes next.)
+            if queue.synced > LEADER_MAX_QUEUED || queue.batches.len() > LEADER_MAX_BATCHES {
+                // Others are waiting too, or traffic is queueing: the writer thread groups it (and whatever
+                // comes meanwhile) while this runtime thread goes on with other tasks.
                 drop(queue);
                 self.want(seq);
                 return;
