@@ -149,6 +149,8 @@ impl Metrics {
         let set = db.observe_writes(Arc::new(move |kind, took| {
             let kind = match kind {
                 WriteKind::SyncedWrite => "synced_write",
+                WriteKind::UnsyncedWrite => "unsynced_write",
+                WriteKind::WalSync => "wal_sync",
             };
             hist.get_or_create(&WriteLabels { kind })
                 .observe(took.as_secs_f64());

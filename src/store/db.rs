@@ -11,9 +11,8 @@
 //!   into one `WriteBatch` and writes it with `sync = true`, so N concurrent writers share one fsync. Who writes
 //!   a group: the task that waits for a synced batch ([`WriteTicket::wait`], [`Db::wait_durable`]) when no group
 //!   write is under way (*leader write*: it takes the queue and writes and syncs it on its own thread, with no
-//!   hand-off to another thread and back), else the dedicated writer thread, which the waiting task wakes (only
-//!   when it waits: a busy writer thread looks at the queue again before it waits) and which also writes
-//!   deferred batches that fall due. Taking the queue and writing it happen under one
+//!   hand-off to another thread and back), else the dedicated writer thread, which the waiting task wakes and
+//!   which also writes deferred batches and times their syncs. Taking the queue and writing it happen under one
 //!   lock, so groups are written in submission order whoever writes them. A leader blocks its runtime thread for
 //!   one group write and sync (a fraction of a millisecond on a local disk), as RocksDB's own writers do;
 //!   [`DbOptions::leader_writes`] turns it off.
@@ -21,13 +20,11 @@
 //!   [`Db::submit_with_latest`]. Within a group only the last such put of each key is written, after the
 //!   group's other records: the group is one atomic `WriteBatch`, so the outcome is the same as writing every
 //!   put, with one memtable insert instead of one per batch.
-//! * **Deferred batches** ([`Db::submit_deferred`]) are written in the same order but do not ask for a write
-//!   of their own: they wait in the queue and go with the next group (written and synced with it), or, when
-//!   no synced batch comes, the writer thread writes and syncs them [`DEFERRED_SYNC_DELAY`] after the first
-//!   of them was queued. Callers use them only where losing the change in a power cut is harmless (see
-//!   `TransferLog::prepare_deferred`); they save the disk a flush, and the process a thread wake-up and a
-//!   write of their own (measured in BENCHMARKS.md). Until written, a deferred batch is not visible to reads
-//!   of the database; its submitter keeps the change in memory meanwhile (the transfer logs do).
+//! * **Deferred batches** ([`Db::submit_deferred`]) are written in the same order but do not ask for a sync
+//!   of their own: a group made only of them is written without one, and becomes durable with the next synced
+//!   group, or at most [`DEFERRED_SYNC_DELAY`] later when nothing else comes. Callers use them only where
+//!   losing the change in a power cut is harmless (see `TransferLog::prepare_deferred`); they save the disk a
+//!   flush that would delay the synced writes behind it.
 //! * **Poisoning:** if a write or sync ever fails, the database is poisoned: that group's writers get
 //!   [`StoreError::Io`], and every later write [`StoreError::Poisoned`]. After a failed fsync the kernel may have
 //!   dropped dirty pages while reporting later syncs as successful ("fsyncgate", Rebello et al., ATC '20), so
@@ -106,8 +103,7 @@ const MEMTABLE_BLOOM_RATIO: f64 = 0.05;
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// Header of a serialized RocksDB `WriteBatch`: 8-byte sequence number + 4-byte record count.
 const WRITE_BATCH_HEADER_BYTES: usize = 12;
-/// Longest time a deferred batch waits in the queue when no synced batch follows it: the writer thread then
-/// writes and syncs it.
+/// Longest time a deferred batch stays written but unsynced when no synced batch follows it.
 pub const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 /// Default [`DbOptions::max_open_files`]. RocksDB's own default keeps every table file open, so a growing
 /// database takes file descriptors without bound; a running out (`EMFILE`) during a WAL or SST switch fails
@@ -152,9 +148,6 @@ pub struct DbOptions {
     /// the store stops growing with the history; a transfer ID re-used after that is no longer refused, and
     /// the admin API no longer finds the transfer. Sums, prepared transfers and everything else are kept.
     pub keep_finished: Option<std::time::Duration>,
-    /// Longest time a deferred batch ([`Db::submit_deferred`]) waits for a synced group to take it before the
-    /// writer thread writes and syncs it ([`DEFERRED_SYNC_DELAY`]; tests lengthen it).
-    pub deferred_delay: std::time::Duration,
 }
 
 impl Default for DbOptions {
@@ -164,7 +157,6 @@ impl Default for DbOptions {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             leader_writes: true,
             keep_finished: None,
-            deferred_delay: DEFERRED_SYNC_DELAY,
         }
     }
 }
@@ -226,61 +218,17 @@ struct Queued {
     batch: WriteBatch,
     latest: Option<Latest>,
     seq: u64,
+    /// The submitter waits for this batch's sync (false: deferred, see [`Db::submit_deferred`]).
+    sync: bool,
     ack: oneshot::Sender<Result<(), StoreError>>,
 }
 
 #[derive(Default)]
 struct Queue {
     batches: Vec<Queued>,
-    /// How many of `batches` are synced ones (not deferred).
-    synced: usize,
-    /// When the first of `batches` was queued: deferred batches alone are due `deferred_delay` later.
-    oldest_at: Option<std::time::Instant>,
-    /// [`DbOptions::deferred_delay`].
-    deferred_delay: std::time::Duration,
-    /// Highest sequence number a task waits for without leading its write ([`Shared::want`]): the writer
-    /// thread writes the queue at once while it holds that batch, deferred or not.
-    wanted: u64,
-    /// What the writer thread does: submitters wake it only when it waits, and only when it would not find
-    /// their batch by itself in time.
-    writer: WriterWait,
     /// Sequence number given to the last submitted batch (1, 2, …).
     last_submitted: u64,
     shutdown: bool,
-}
-
-/// What the writer thread is doing, as the queue knows it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum WriterWait {
-    /// Writing, or about to look at the queue: it sees anything queued before it waits again.
-    #[default]
-    Busy,
-    /// Waiting until queued deferred batches are due.
-    Timed,
-    /// Waiting with nothing queued.
-    Idle,
-}
-
-impl Queue {
-    /// Takes every queued batch, in order.
-    fn take(&mut self) -> Vec<Queued> {
-        self.synced = 0;
-        self.oldest_at = None;
-        std::mem::take(&mut self.batches)
-    }
-
-    /// Whether the writer thread should write the queue now rather than wait.
-    fn due(&self, now: std::time::Instant) -> bool {
-        let Some(first) = self.batches.first() else {
-            return false;
-        };
-        self.synced > 0
-            || self.shutdown
-            || self.wanted >= first.seq
-            || self
-                .oldest_at
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.deferred_delay)
-    }
 }
 
 /// State shared by the [`Db`] handle and its writer thread.
@@ -318,9 +266,12 @@ struct Shared {
 /// What the writer thread did, as [`Db::observe_writes`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {
-    /// A group write that synced the WAL. Every group is synced: deferred batches wait in the queue for the
-    /// next group rather than being written without a sync.
+    /// A group write that synced the WAL (it held a batch waiting for durability).
     SyncedWrite,
+    /// A group write of deferred batches only, without a sync.
+    UnsyncedWrite,
+    /// A WAL sync of deferred batches already written.
+    WalSync,
 }
 
 /// A callback told of every group write and sync: what it was and how long it took (the node's metrics).
@@ -492,10 +443,7 @@ impl Db {
         let (durable_watch, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             db,
-            queue: Mutex::new(Queue {
-                deferred_delay: options.deferred_delay,
-                ..Queue::default()
-            }),
+            queue: Mutex::new(Queue::default()),
             wake_writer: Condvar::new(),
             durable: AtomicU64::new(0),
             durable_watch,
@@ -509,6 +457,7 @@ impl Db {
             flush_on_close: AtomicBool::new(true),
             write_observer: std::sync::OnceLock::new(),
             writing: Mutex::new(WriterState {
+                unsynced: None,
                 free_space: FreeSpace {
                     path: path.clone(),
                     min_free: options.min_free_bytes,
@@ -520,6 +469,7 @@ impl Db {
                     options.set_sync(true);
                     options
                 },
+                not_synced: WriteOptions::default(),
             }),
             leader_writes: options.leader_writes,
             waiters: AtomicUsize::new(0),
@@ -580,10 +530,9 @@ impl Db {
     }
 
     /// Like [`Db::submit`], for a batch whose submitter does not wait for its sync: it is written in order with
-    /// the others, and is durable once any batch submitted after it is, or at most
-    /// [`DbOptions::deferred_delay`] after it was submitted plus one group write (the ticket resolves then). It
-    /// never makes the disk flush on its own account while synced batches keep coming, and it is not visible to
-    /// reads until written.
+    /// the others, and is durable once any batch submitted after it is, or at most [`DEFERRED_SYNC_DELAY`]
+    /// after it was written (the ticket resolves then). It never makes the disk flush on its own account while
+    /// synced batches keep coming.
     pub fn submit_deferred(&self, batch: WriteBatch) -> Result<WriteTicket, StoreError> {
         self.enqueue(batch, None, false)
     }
@@ -598,38 +547,26 @@ impl Db {
             return Err(StoreError::Poisoned);
         }
         let (ack, rx) = oneshot::channel();
-        // A synced batch is written when its submitter waits (it leads, or wakes the writer thread then), or
-        // by the writer thread when its ticket is dropped. A deferred one waits in the queue for the next
-        // group, or for the writer thread once it is due; the thread is woken for it only when it waits with
-        // nothing queued (a thread already waiting for queued batches is due back no later).
-        let lead = sync && self.shared.leader_writes;
-        let (seq, wake) = {
+        let seq = {
             let mut queue = lock(&self.shared.queue);
             if queue.shutdown {
                 return Err(StoreError::Io("database is closing".to_owned()));
             }
             queue.last_submitted += 1;
             let seq = queue.last_submitted;
-            if queue.batches.is_empty() {
-                queue.oldest_at = Some(std::time::Instant::now());
-            }
-            if sync {
-                queue.synced += 1;
-            }
             queue.batches.push(Queued {
                 batch,
                 latest,
                 seq,
+                sync,
                 ack,
             });
-            let wake = match queue.writer {
-                WriterWait::Busy => false,
-                WriterWait::Timed => sync && !lead,
-                WriterWait::Idle => !lead,
-            };
-            (seq, wake)
+            seq
         };
-        if wake {
+        // A synced batch is written when its submitter waits (it leads, or wakes the writer thread then), or
+        // by the writer thread when its ticket is dropped; a deferred one has nobody waiting.
+        let lead = sync && self.shared.leader_writes;
+        if !lead {
             self.shared.wake_writer.notify_one();
         }
         Ok(WriteTicket {
@@ -649,20 +586,16 @@ impl Db {
     /// Returns once every batch up to sequence number `seq` is durable; [`StoreError::Poisoned`] if the database
     /// was poisoned before that. Returns at once if it already is.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
-        let _waiting = if self.shared.durable.load(Ordering::Acquire) >= seq {
-            None
-        } else if self.shared.leader_writes {
-            let waiting = Waiting::new(Arc::clone(&self.shared));
+        let _waiting = (self.shared.leader_writes
+            && self.shared.durable.load(Ordering::Acquire) < seq)
+            .then(|| Waiting::new(Arc::clone(&self.shared)));
+        if let Some(waiting) = &_waiting {
             if single_worker() {
                 // As in `WriteTicket::wait`: the other runnable tasks first.
                 tokio::task::yield_now().await;
             }
-            self.shared.lead_or_wake(seq, &waiting);
-            Some(waiting)
-        } else {
-            self.shared.want(seq);
-            None
-        };
+            self.shared.lead_or_wake(seq, waiting);
+        }
         let mut rx = self.shared.durable_watch.subscribe();
         loop {
             if self.shared.durable.load(Ordering::Acquire) >= seq {
@@ -957,18 +890,33 @@ fn merge_batches(batches: Vec<(WriteBatch, Option<Latest>)>) -> Result<WriteBatc
 /// writer thread writes them. A leader saves the hand-offs when writes come one at a time; when many come at
 /// once, the writer thread groups them while the runtime threads go on (measured in BENCHMARKS.md).
 const LEADER_MAX_QUEUED: usize = 1;
-/// Most batches in all, deferred ones included, that a leader writes: a payee carrying one transfer at a time
-/// has its previous fulfill and its next prepare queued deferred when its synced note comes (3); a longer queue
-/// means traffic the writer thread should group while the runtime threads go on (A/B in BENCHMARKS.md: without
-/// this bound 50 in flight on the disk lost ≈ 12 %, with a bound of 1 one at a time lost ≈ 5 %).
-const LEADER_MAX_BATCHES: usize = 3;
 
 /// What the group writer (thread or leader) keeps between groups.
 struct WriterState {
+    /// Deferred batches written but not synced yet.
+    unsynced: Option<Unsynced>,
     /// The free space on the data folder's filesystem ([`DbOptions::min_free_bytes`]).
     free_space: FreeSpace,
-    /// Write options with `sync` on (made once: a RocksDB allocation).
+    /// Write options with `sync` on, and off (made once: each is a RocksDB allocation).
     synced: WriteOptions,
+    not_synced: WriteOptions,
+}
+
+/// Written deferred batches not yet synced.
+struct Unsynced {
+    last_seq: u64,
+    since: std::time::Instant,
+    acks: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// What the writer thread does next.
+enum Step {
+    /// Batches are queued: write them as one group.
+    Write,
+    /// Deferred batches are written but unsynced since the delay (or the database is closing): sync them.
+    SyncDeferred,
+    /// The database is closing and everything is written and synced.
+    Exit,
 }
 
 impl Shared {
@@ -981,14 +929,14 @@ impl Shared {
         }
         if !waiting.alone() {
             // Others wait too: the writer thread groups their batches while this runtime thread goes on.
-            self.want(seq);
+            self.wake_writer.notify_one();
             return;
         }
         let mut state = match self.writing.try_lock() {
             Ok(state) => state,
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                self.want(seq);
+                self.wake_writer.notify_one();
                 return;
             }
         };
@@ -999,79 +947,104 @@ impl Shared {
             if queue.batches.first().is_none_or(|q| q.seq > seq) {
                 return;
             }
-            if queue.synced > LEADER_MAX_QUEUED || queue.batches.len() > LEADER_MAX_BATCHES {
-                // Others are waiting too, or traffic is queueing: the writer thread groups it (and whatever
-                // comes meanwhile) while this runtime thread goes on with other tasks.
+            if queue.batches.len() > LEADER_MAX_QUEUED {
+                // Others are waiting too: the writer thread groups them (and whatever comes meanwhile) while
+                // this runtime thread goes on with other tasks.
                 drop(queue);
-                self.want(seq);
+                self.wake_writer.notify_one();
                 return;
             }
-            queue.take()
+            std::mem::take(&mut queue.batches)
         };
-        write_step(self, &mut state, group);
-    }
-
-    /// Asks the writer thread to write the queue up to batch `seq` (which may be deferred) now, waking it if it
-    /// waits.
-    fn want(&self, seq: u64) {
-        let wake = {
-            let mut queue = lock(&self.queue);
-            queue.wanted = queue.wanted.max(seq);
-            queue.writer != WriterWait::Busy
-        };
-        if wake {
-            self.wake_writer.notify_one();
-        }
+        write_step(self, &mut state, group, true);
     }
 }
 
-/// Waits until the queue is due ([`Queue::due`]): true, or false once the database is closing and everything
-/// queued is written.
-fn next_step(shared: &Shared) -> bool {
+/// Waits until the writer thread has something to do. `deadline`: when the unsynced deferred batches are due.
+fn next_step(shared: &Shared, deadline: Option<std::time::Instant>) -> Step {
     let mut queue = lock(&shared.queue);
     loop {
-        let now = std::time::Instant::now();
-        if queue.due(now) {
-            return true;
+        if !queue.batches.is_empty() {
+            return Step::Write;
         }
-        if queue.batches.is_empty() {
-            if queue.shutdown {
-                return false;
+        match deadline {
+            Some(deadline) => {
+                let now = std::time::Instant::now();
+                if queue.shutdown || now >= deadline {
+                    return Step::SyncDeferred;
+                }
+                queue = shared
+                    .wake_writer
+                    .wait_timeout(queue, deadline - now)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
             }
-            queue.writer = WriterWait::Idle;
-            queue = shared
-                .wake_writer
-                .wait(queue)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        } else {
-            // Deferred batches only, not due yet: a synced group may take them before then.
-            let due_at = queue.oldest_at.map_or(now, |at| at + queue.deferred_delay);
-            queue.writer = WriterWait::Timed;
-            queue = shared
-                .wake_writer
-                .wait_timeout(queue, due_at.saturating_duration_since(now))
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            None if queue.shutdown => return Step::Exit, // everything queued is written and synced
+            None => {
+                queue = shared
+                    .wake_writer
+                    .wait(queue)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
         }
-        queue.writer = WriterWait::Busy;
     }
 }
 
 fn writer_loop(shared: &Shared) {
-    while next_step(shared) {
+    loop {
+        let deadline = lock(&shared.writing)
+            .unsynced
+            .as_ref()
+            .map(|tail| tail.since + DEFERRED_SYNC_DELAY);
+        let step = next_step(shared, deadline);
         let mut state = lock(&shared.writing);
-        // A leader may have taken the queue meanwhile.
-        let group = lock(&shared.queue).take();
-        if !group.is_empty() {
-            write_step(shared, &mut state, group);
+        match step {
+            // Leaders never leave unsynced batches behind, and nothing is queued after the shutdown.
+            Step::Exit => return,
+            Step::Write => {
+                let group = std::mem::take(&mut lock(&shared.queue).batches);
+                if !group.is_empty() {
+                    write_step(shared, &mut state, group, false);
+                }
+            }
+            Step::SyncDeferred => {
+                let shutdown = lock(&shared.queue).shutdown;
+                let due = state
+                    .unsynced
+                    .as_ref()
+                    .is_some_and(|tail| shutdown || tail.since.elapsed() >= DEFERRED_SYNC_DELAY);
+                if !due {
+                    continue;
+                }
+                let Some(tail) = state.unsynced.take() else {
+                    continue;
+                };
+                let result = if shared.poisoned.load(Ordering::Acquire) {
+                    Err(StoreError::Poisoned)
+                } else {
+                    let started = std::time::Instant::now();
+                    let result = state.free_space.check().and_then(|()| sync_wal(shared));
+                    observe(shared, WriteKind::WalSync, started);
+                    result
+                };
+                settle(shared, tail.last_seq, tail.acks, result);
+            }
         }
     }
 }
 
-/// Writes `group` (taken from the queue under the `writing` lock, whose state is `state`) as one synced batch,
-/// then acknowledges it.
-fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>) {
+/// Writes `group` (taken from the queue under the `writing` lock, whose state is `state`) as one batch, synced
+/// when any batch of it asks for a sync, when `force_sync` (a leader, whose caller waits for durability), or when
+/// the deferred batches written before it have waited [`DEFERRED_SYNC_DELAY`]; then acknowledges it.
+fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>, force_sync: bool) {
     let last_seq = group.last().map_or(0, |q| q.seq);
+    // Deferred batches that keep arriving back to back are still synced within the delay.
+    let needs_sync = force_sync
+        || group.iter().any(|q| q.sync)
+        || state
+            .unsynced
+            .as_ref()
+            .is_some_and(|tail| tail.since.elapsed() >= DEFERRED_SYNC_DELAY);
     let mut batches = Vec::with_capacity(group.len());
     let mut acks = Vec::with_capacity(group.len());
     for q in group {
@@ -1082,13 +1055,40 @@ fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>) {
         Err(StoreError::Poisoned)
     } else {
         let started = std::time::Instant::now();
+        let options = if needs_sync {
+            &state.synced
+        } else {
+            &state.not_synced
+        };
         let result = state
             .free_space
             .check()
-            .and_then(|()| write_group(shared, batches, &state.synced));
-        observe(shared, WriteKind::SyncedWrite, started);
+            .and_then(|()| write_group(shared, batches, options));
+        let kind = if needs_sync {
+            WriteKind::SyncedWrite
+        } else {
+            WriteKind::UnsyncedWrite
+        };
+        observe(shared, kind, started);
         result
     };
+    if result.is_ok() && !needs_sync {
+        // Written, durable with the next sync.
+        let tail = state.unsynced.get_or_insert_with(|| Unsynced {
+            last_seq,
+            since: std::time::Instant::now(),
+            acks: Vec::new(),
+        });
+        tail.last_seq = last_seq;
+        tail.acks.extend(acks);
+        return;
+    }
+    // A synced group (or a failure) settles every earlier deferred batch with it.
+    if let Some(tail) = state.unsynced.take() {
+        let mut all = tail.acks;
+        all.extend(acks);
+        acks = all;
+    }
     settle(shared, last_seq, acks, result);
 }
 
@@ -1150,6 +1150,14 @@ fn injected_failure(_shared: &Shared) -> bool {
     false
 }
 
+/// Syncs the WAL (every batch written so far becomes durable).
+fn sync_wal(shared: &Shared) -> Result<(), StoreError> {
+    if injected_failure(shared) {
+        return Err(StoreError::Io("injected sync failure".to_owned()));
+    }
+    shared.db.flush_wal(true).map_err(io)
+}
+
 fn write_group(
     shared: &Shared,
     mut batches: Vec<(WriteBatch, Option<Latest>)>,
@@ -1175,7 +1183,6 @@ fn write_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// The `max_open_files` RocksDB recorded in the newest OPTIONS file of the database in `dir`.
     fn recorded_max_open_files(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
@@ -1400,97 +1407,6 @@ mod tests {
             assert_eq!(db.get(b"k")?, Some(49u32.to_be_bytes().to_vec()));
         }
         assert_eq!(db.durable_seq(), 50);
-        Ok(())
-    }
-
-    /// Options with deferred batches kept waiting far longer than any test runs.
-    fn patient(leader_writes: bool) -> DbOptions {
-        DbOptions {
-            leader_writes,
-            deferred_delay: Duration::from_secs(600),
-            ..DbOptions::default()
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_deferred_batch_waits_for_the_next_synced_group(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        for leader_writes in [true, false] {
-            let dir = tempfile::tempdir()?;
-            let db = Db::open_with(dir.path(), patient(leader_writes))?;
-            let mut batch = WriteBatch::default();
-            batch.put(b"deferred", b"1");
-            let deferred = db.submit_deferred(batch)?;
-            // Not written on its own: no group, not readable yet.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert_eq!(db.group_writes(), 0, "leader writes {leader_writes}");
-            assert_eq!(db.get(b"deferred")?, None);
-            let mut batch = WriteBatch::default();
-            batch.put(b"synced", b"2");
-            db.write(batch).await?;
-            // One group carried both, in order.
-            assert_eq!(db.group_writes(), 1, "leader writes {leader_writes}");
-            assert_eq!(db.get(b"deferred")?, Some(b"1".to_vec()));
-            assert_eq!(db.durable_seq(), deferred.seq() + 1);
-            deferred.wait().await?;
-        }
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiting_for_a_deferred_batch_writes_it_at_once(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        for leader_writes in [true, false] {
-            let dir = tempfile::tempdir()?;
-            let db = Db::open_with(dir.path(), patient(leader_writes))?;
-            let mut batch = WriteBatch::default();
-            batch.put(b"deferred", b"1");
-            let deferred = db.submit_deferred(batch)?;
-            tokio::time::timeout(Duration::from_secs(30), db.wait_durable(deferred.seq()))
-                .await
-                .map_err(|_| format!("still not durable (leader writes {leader_writes})"))??;
-            assert_eq!(db.group_writes(), 1);
-            assert_eq!(db.get(b"deferred")?, Some(b"1".to_vec()));
-        }
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deferred_batches_alone_are_written_once_due_and_on_close(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        {
-            let db = Db::open_with(
-                dir.path(),
-                DbOptions {
-                    deferred_delay: Duration::from_millis(20),
-                    ..DbOptions::default()
-                },
-            )?;
-            let mut tickets = Vec::new();
-            for n in 0..10u32 {
-                let mut batch = WriteBatch::default();
-                batch.put(n.to_be_bytes(), b"v");
-                tickets.push(db.submit_deferred(batch)?);
-            }
-            for ticket in tickets {
-                tokio::time::timeout(Duration::from_secs(30), ticket.wait())
-                    .await
-                    .map_err(|_| "a deferred batch alone was never written")??;
-            }
-            assert_eq!(db.durable_seq(), 10);
-        }
-        {
-            let db = Db::open_with(dir.path(), patient(true))?;
-            let mut batch = WriteBatch::default();
-            batch.put(b"at-close", b"v");
-            drop(db.submit_deferred(batch)?);
-            // Closing writes what is queued, due or not.
-            db.set_flush_on_close(false);
-        }
-        let db = Db::open(dir.path())?;
-        assert_eq!(db.get(b"at-close")?, Some(b"v".to_vec()));
-        assert_eq!(db.get(&9u32.to_be_bytes())?, Some(b"v".to_vec()));
         Ok(())
     }
 }
