@@ -382,27 +382,14 @@ fn keep_finished_secs_is_off_by_default_and_outlives_retries_and_the_expiry_marg
 fn worker_threads_defaults_to_one_per_core_and_takes_1_to_1024() -> Result<(), ConfigError> {
     assert_eq!(NodeConfig::parse("")?.worker_threads, None);
     assert_eq!(
-        NodeConfig::parse(
-            "worker_threads = 1
-"
-        )?
-        .worker_threads,
+        NodeConfig::parse("worker_threads = 1\n")?.worker_threads,
         Some(1)
     );
     assert_eq!(
-        NodeConfig::parse(
-            "worker_threads = 1024
-"
-        )?
-        .worker_threads,
+        NodeConfig::parse("worker_threads = 1024\n")?.worker_threads,
         Some(1024)
     );
-    for bad in [
-        "worker_threads = 0
-",
-        "worker_threads = 1025
-",
-    ] {
+    for bad in ["worker_threads = 0\n", "worker_threads = 1025\n"] {
         assert_eq!(
             refused_field(NodeConfig::parse(bad)),
             "worker_threads",

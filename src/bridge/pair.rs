@@ -19,7 +19,7 @@ use btp::ilp_v1::IlpV1Packet;
 use btp::ilp_v4::{self, Address};
 use bytes::Bytes;
 use channel_modules::amount::{ConnectorAmount, LedgerAmount};
-use channel_modules::clock::{Clock, SystemClock};
+use channel_modules::clock::{unix_ms, Clock, SystemClock};
 use channel_modules::store::{Sums, Transfer, TransferId, TransferLog};
 use channel_modules::sync::lock;
 use sha2::{Digest, Sha256};
@@ -279,20 +279,12 @@ impl BridgedPair {
     }
 
     pub(super) fn now_ms(&self) -> i64 {
-        system_ms(self.now())
+        unix_ms(self.now())
     }
 
     /// The pair clock's time as an ILP timestamp (clamped to the range one can hold).
     pub(super) fn now_stamp(&self) -> btp::Timestamp {
         btp::Timestamp::from_system_time_clamped(self.now())
-    }
-}
-
-/// Unix milliseconds of `t`.
-pub(super) fn system_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
 

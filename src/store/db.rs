@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
+use channel_modules::clock::unix_ms;
 use channel_modules::store::StoreError;
 use channel_modules::sync::lock;
 use rocksdb::compaction_filter::Decision as CompactionDecision;
@@ -64,14 +65,6 @@ use super::schema::{self, SchemaCheck, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 /// `PENDING_WRITE_BUFFER_BYTES`, 4 MiB: a few milliseconds). There is deliberately no point read of this
 /// family: on a vector memtable each one would sort it.
 pub const PENDING_CF: &str = "pending";
-
-/// Milliseconds since the Unix epoch by the system clock (0 if the clock is before it), the time base of a
-/// transfer's expiry.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// What RocksDB holds in memory for one database ([`Db::memory`]), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -298,20 +291,22 @@ impl WriteTicket {
     /// Resolves when the batch is durable (`Ok`) or failed (`Io` for the failing group, then `Poisoned`).
     /// Writes the group itself when no group write is under way ([`DbOptions::leader_writes`]).
     pub async fn wait(mut self) -> Result<(), StoreError> {
-        let mut _waiting = None;
-        if let Some(shared) = self.lead.as_ref().and_then(Weak::upgrade) {
-            let waiting = Waiting::new(shared);
-            if single_worker() {
-                // Every other task the one runtime thread can run goes first, up to its own write: queued
-                // together, their batches go to the writer thread as one group instead of one leader write
-                // (and sync) each while the only runtime thread waits. (Dropped meanwhile, the ticket still
-                // has `lead` and wakes the writer thread.)
-                tokio::task::yield_now().await;
+        let _waiting = match self.lead.as_ref().and_then(Weak::upgrade) {
+            None => None,
+            Some(shared) => {
+                let waiting = Waiting::new(shared);
+                if single_worker() {
+                    // Every other task the one runtime thread can run goes first, up to its own write: queued
+                    // together, their batches go to the writer thread as one group instead of one leader write
+                    // (and sync) each while the only runtime thread waits. (Dropped meanwhile, the ticket still
+                    // has `lead` and wakes the writer thread.)
+                    tokio::task::yield_now().await;
+                }
+                self.lead = None;
+                waiting.shared.lead_or_wake(self.seq, &waiting);
+                Some(waiting)
             }
-            self.lead = None;
-            waiting.shared.lead_or_wake(self.seq, &waiting);
-            _waiting = Some(waiting);
-        }
+        };
         let ack = self
             .ack
             .take()
@@ -426,7 +421,10 @@ impl Db {
                 move |_level: u32, key: &[u8], value: &[u8]| match codec::finished_record_expiry(
                     key, value,
                 ) {
-                    Some(expires_at_ms) if expires_at_ms.saturating_add(keep_ms) < now_ms() => {
+                    Some(expires_at_ms)
+                        if expires_at_ms.saturating_add(keep_ms)
+                            < unix_ms(std::time::SystemTime::now()) =>
+                    {
                         CompactionDecision::Remove
                     }
                     _ => CompactionDecision::Keep,
@@ -586,10 +584,10 @@ impl Db {
     /// Returns once every batch up to sequence number `seq` is durable; [`StoreError::Poisoned`] if the database
     /// was poisoned before that. Returns at once if it already is.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
-        let _waiting = (self.shared.leader_writes
+        let waiting = (self.shared.leader_writes
             && self.shared.durable.load(Ordering::Acquire) < seq)
             .then(|| Waiting::new(Arc::clone(&self.shared)));
-        if let Some(waiting) = &_waiting {
+        if let Some(waiting) = &waiting {
             if single_worker() {
                 // As in `WriteTicket::wait`: the other runnable tasks first.
                 tokio::task::yield_now().await;

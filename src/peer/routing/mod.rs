@@ -6,13 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use btp::ilp_v1::{IlpV1Error, IlpV1Packet};
 use btp::Timestamp;
 use bytes::Bytes;
-use channel_modules::clock::Clock;
+use channel_modules::clock::{unix_ms, Clock};
 use channel_modules::store::{Transfer, TransferId};
 use sha2::{Digest, Sha256};
 
@@ -71,13 +70,9 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// `clock`'s time in Unix milliseconds (0 before 1970).
+/// `clock`'s time in Unix milliseconds.
 fn now_ms(clock: &dyn Clock) -> i64 {
-    clock
-        .now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    unix_ms(clock.now())
 }
 
 impl Router {

@@ -30,7 +30,7 @@ use tokio::task::AbortHandle;
 use super::guards::CancelGuard;
 use super::hooks::TransferOutcome;
 use super::side_protocols::names;
-use super::{read, system_ms, Trustline, TrustlineInner};
+use super::{read, unix_ms, Trustline, TrustlineInner};
 use crate::peer::events::PeerEvent;
 
 /// Longest single timer sleep; longer expiries sleep in chunks and re-read the clock, so a far expiry never
@@ -135,12 +135,12 @@ impl ExpiryQueue {
 /// trustline while it sleeps; the trustline aborts it when dropped.
 async fn run_expiries(weak: Weak<TrustlineInner>, queue: Arc<ExpiryQueue>, clock: Arc<dyn Clock>) {
     loop {
-        let (due, next) = queue.take_due(system_ms(clock.now()));
+        let (due, next) = queue.take_due(unix_ms(clock.now()));
         for id in due {
             tokio::spawn(expire_when_possible(weak.clone(), id));
         }
         let wait = next.map(|at| {
-            let ms = u64::try_from(at - system_ms(clock.now())).unwrap_or(0);
+            let ms = u64::try_from(at - unix_ms(clock.now())).unwrap_or(0);
             Duration::from_millis(ms).min(MAX_TIMER_CHUNK)
         });
         match wait {
@@ -164,7 +164,7 @@ async fn expire_when_possible(weak: Weak<TrustlineInner>, id: TransferId) {
     let Some(inner) = weak.upgrade() else { return };
     let tl = Trustline { inner };
     if !tl.expire(id).await {
-        let retry_at = system_ms(tl.inner.clock.now())
+        let retry_at = unix_ms(tl.inner.clock.now())
             .saturating_add(i64::try_from(EXPIRY_RETRY_DELAY.as_millis()).unwrap_or(i64::MAX));
         tl.arm_expiry(id, retry_at);
     }

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::guards::FulfillGuard;
 use super::side_protocols::{entry_claim, names};
 use super::unsure_fulfill::{Judgement, Probe, Verdict};
-use super::{system_ms, Trustline};
+use super::{unix_ms, Trustline};
 use crate::peer::error::{log_err_to_peer, PeerError};
 use crate::peer::events::PeerEvent;
 
@@ -110,7 +110,7 @@ impl Trustline {
             ));
         }
         let already = matches!(rec.state, TransferState::Fulfilled { .. });
-        if !already && rec.transfer.expires_at_ms < system_ms(self.now()) {
+        if !already && rec.transfer.expires_at_ms < unix_ms(self.now()) {
             return Err(PeerError::refused(
                 "AlreadyRolledBackError",
                 format!("{id} has already expired: {}", self.legacy_json(&rec)),
@@ -191,7 +191,7 @@ impl Trustline {
             }
         };
         // The payer refused it. Past its expiry here too, the transfer ends cancelled on both sides.
-        if rec.transfer.expires_at_ms <= system_ms(self.now()) {
+        if rec.transfer.expires_at_ms <= unix_ms(self.now()) {
             self.expire_unheld(id).await;
         }
         Err(PeerError::Remote(refused))
@@ -356,7 +356,7 @@ impl Trustline {
                             }
                             Err(e) => {
                                 tracing::warn!(peer = %tl.inner.name, transfer = %id, error = %e, "re-sent fulfill refused; the transfer expires here too");
-                                if rec.transfer.expires_at_ms <= system_ms(tl.now()) {
+                                if rec.transfer.expires_at_ms <= unix_ms(tl.now()) {
                                     tl.expire_unheld(id).await;
                                 }
                             }
@@ -415,7 +415,7 @@ impl Trustline {
         let judgement = unsure.judge(Probe {
             difference: theirs - after.balance().0,
             quiet,
-            now_ms: system_ms(self.now()),
+            now_ms: unix_ms(self.now()),
         });
         if let Judgement::BySum { sets } = judgement {
             tracing::warn!(

@@ -32,7 +32,7 @@ use super::legacy_format::{balance_to_int64, limit_string};
 use super::side_protocols::{
     claim_entry, entry_claim, entry_json, ilp_and_custom, names, INFO_REQUEST_FULL,
 };
-use super::{read, system_ms, Trustline, TrustlineInner};
+use super::{read, unix_ms, Trustline, TrustlineInner};
 use crate::peer::error::{
     fulfill_err_to_wire, handler_err_to_ilp, log_err_to_wire, prepare_err_to_wire, WireError,
 };
@@ -210,7 +210,7 @@ impl Trustline {
                 WireError::new("AlreadyRolledBackError", format!("{id} is being cancelled"))
             })?)
         };
-        if !already && rec.transfer.expires_at_ms < system_ms(self.now()) {
+        if !already && rec.transfer.expires_at_ms < unix_ms(self.now()) {
             return Err(WireError::new(
                 "AlreadyRolledBackError",
                 format!("{id} has already expired: {}", self.legacy_json(&rec)),

@@ -10,7 +10,7 @@ use channel_modules::sync::lock;
 
 use super::legacy_format::iso_time;
 use super::side_protocols::names;
-use super::{system_ms, Trustline};
+use super::{unix_ms, Trustline};
 use crate::config::prepare_limits::PrepareLimits;
 use crate::peer::error::WireError;
 
@@ -99,7 +99,7 @@ impl Trustline {
             ));
         }
         let expires_at_ms = p.expires_at.unix_millis();
-        let ahead_ms = expires_at_ms.saturating_sub(system_ms(self.now()));
+        let ahead_ms = expires_at_ms.saturating_sub(unix_ms(self.now()));
         if ahead_ms > limits.max_hold_ms() {
             tracing::info!(peer = %self.inner.name, transfer = %TransferId(p.transfer_id), ahead_ms, max_hold_ms = limits.max_hold_ms(), "prepare refused: expires too far ahead");
             return Err(WireError::new(

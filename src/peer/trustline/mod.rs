@@ -22,13 +22,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use btp::packet::{Packet, ProtocolData};
 use btp::transport::{Reply, RpcError, DEFAULT_REQUEST_TIMEOUT};
 use btp::Timestamp;
 use channel_modules::amount::{LedgerBalance, ModuleUnits};
-use channel_modules::clock::{Clock, SystemClock};
+use channel_modules::clock::{unix_ms, Clock, SystemClock};
 use channel_modules::store::{TransferId, TransferLog, TransferLogError, TransferRecord};
 use channel_modules::sync::lock;
 use channel_modules::{ChannelContext, ChannelModule, Claim, ModuleError};
@@ -184,14 +184,6 @@ fn write<T>(l: &RwLock<T>, v: T) {
     }
 }
 
-/// `t` in Unix milliseconds (negative before 1970), saturating.
-fn system_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
 impl Trustline {
     /// Builds a trustline for `config`, keeping its records in `stores` (namespaced for this peer), with an
     /// optional channel module. Call [`Trustline::set_link`], then [`Trustline::start`] and
@@ -267,7 +259,7 @@ impl Trustline {
 
     /// Now by the trustline's clock, in Unix milliseconds.
     pub(crate) fn clock_ms(&self) -> i64 {
-        system_ms(self.now())
+        unix_ms(self.now())
     }
 
     /// Whether the trustline runs in legacy stateful mode.
