@@ -12,7 +12,8 @@
 //!   a group: the task that waits for a synced batch ([`WriteTicket::wait`], [`Db::wait_durable`]) when no group
 //!   write is under way (*leader write*: it takes the queue and writes and syncs it on its own thread, with no
 //!   hand-off to another thread and back), else the dedicated writer thread, which the waiting task wakes and
-//!   which also writes deferred batches and times their syncs. Taking the queue and writing it happen under one
+//!   which also times the syncs of deferred batches. A deferred batch is written by its submitter when no group
+//!   write is under way and nothing synced is queued (see below), else by the writer thread. Taking the queue and writing it happen under one
 //!   lock, so groups are written in submission order whoever writes them. A leader blocks its runtime thread for
 //!   one group write and sync (a fraction of a millisecond on a local disk), as RocksDB's own writers do;
 //!   [`DbOptions::leader_writes`] turns it off.
@@ -22,7 +23,9 @@
 //!   put, with one memtable insert instead of one per batch.
 //! * **Deferred batches** ([`Db::submit_deferred`]) are written in the same order but do not ask for a sync
 //!   of their own: a group made only of them is written without one, and becomes durable with the next synced
-//!   group, or at most [`DEFERRED_SYNC_DELAY`] later when nothing else comes. Callers use them only where
+//!   group, or at most [`DEFERRED_SYNC_DELAY`] later when nothing else comes. Either way a deferred batch is
+//!   written (unsynced: into the page cache) as soon as no other group write is under way, never held back
+//!   for a later group: it survives a crash of the process, and only a power cut can lose it. Callers use them only where
 //!   losing the change in a power cut is harmless (see `TransferLog::prepare_deferred`); they save the disk a
 //!   flush that would delay the synced writes behind it.
 //! * **Poisoning:** if a write or sync ever fails, the database is poisoned: that group's writers get
@@ -134,7 +137,8 @@ pub struct DbOptions {
     pub min_free_bytes: u64,
     /// Leader writes (default on): a task waiting for its batch's durability writes the group itself when no
     /// group write is under way, instead of handing it to the writer thread and being woken by it (see the
-    /// module docs). Off: every group is written by the writer thread.
+    /// module docs); likewise a deferred batch's submitter writes it when writes come one at a time. Off: every
+    /// group is written by the writer thread.
     pub leader_writes: bool,
     /// How long a finished transfer's record is kept after the transfer's expiry (`None`, the default: for
     /// ever, as the legacy plugin keeps them). Older records are dropped when RocksDB next compacts them, so
@@ -222,6 +226,13 @@ struct Queue {
     /// Sequence number given to the last submitted batch (1, 2, …).
     last_submitted: u64,
     shutdown: bool,
+    /// When the written but unsynced deferred batches were first written ([`WriterState::unsynced`]'s
+    /// `since`), kept here too, so that the writer thread sees under this lock whether it has a sync to time.
+    unsynced_since: Option<std::time::Instant>,
+    /// The writer thread waits with nothing to time: whoever leaves an unsynced batch written must wake it.
+    writer_idle: bool,
+    /// The writer thread waits (with or without a sync to time), so it is not about to write a group.
+    writer_waiting: bool,
 }
 
 /// State shared by the [`Db`] handle and its writer thread.
@@ -233,6 +244,10 @@ struct Shared {
     writing: Mutex<WriterState>,
     /// [`DbOptions::leader_writes`].
     leader_writes: bool,
+    /// When the database was opened (the origin of `grouped_at_us`).
+    opened: std::time::Instant,
+    /// When the writer thread last wrote a group of several batches, in µs since `opened` (0: never).
+    grouped_at_us: AtomicU64,
     /// Tasks waiting for a batch's durability right now ([`WriteTicket::wait`], [`Db::wait_durable`]).
     waiters: AtomicUsize,
     /// Highest sequence number known durable; every lower one is durable too.
@@ -471,6 +486,8 @@ impl Db {
             }),
             leader_writes: options.leader_writes,
             waiters: AtomicUsize::new(0),
+            opened: std::time::Instant::now(),
+            grouped_at_us: AtomicU64::new(0),
         });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -562,9 +579,11 @@ impl Db {
             seq
         };
         // A synced batch is written when its submitter waits (it leads, or wakes the writer thread then), or
-        // by the writer thread when its ticket is dropped; a deferred one has nobody waiting.
+        // by the writer thread when its ticket is dropped; a deferred one has nobody waiting, so its submitter
+        // writes it now if it can, else the writer thread does.
         let lead = sync && self.shared.leader_writes;
-        if !lead {
+        let written_here = !sync && self.shared.leader_writes && self.shared.write_deferred_here();
+        if !lead && !written_here {
             self.shared.wake_writer.notify_one();
         }
         Ok(WriteTicket {
@@ -884,6 +903,12 @@ fn merge_batches(batches: Vec<(WriteBatch, Option<Latest>)>) -> Result<WriteBatc
     Ok(merged)
 }
 
+/// How long after the writer thread wrote a group of several synced batches a deferred batch's submitter
+/// leaves it to the writer thread rather than writing it alone (see [`Shared::write_deferred_here`]). Measured
+/// (BENCHMARKS.md): without it, 50 transfers in flight on the disk lost ≈ 18 % (a third of the deferred
+/// batches written one by one in the lulls, each a RocksDB write of its own, instead of grouped).
+const GROUPING_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Most batches queued for a waiting task to write them itself ([`DbOptions::leader_writes`]); with more, the
 /// writer thread writes them. A leader saves the hand-offs when writes come one at a time; when many come at
 /// once, the writer thread groups them while the runtime threads go on (measured in BENCHMARKS.md).
@@ -918,6 +943,78 @@ enum Step {
 }
 
 impl Shared {
+    /// Called by the submitter of a deferred batch. When writes come one at a time (nobody waits for a sync,
+    /// the writer thread waits and has not grouped synced batches lately, at most this batch is queued, and the
+    /// unsynced batches written before are not due for their sync), writes the queue without a sync on this
+    /// thread and returns true. The batch is then in the WAL before its submitter goes on (in the page cache:
+    /// it survives a crash of the process, not a power cut), with no hand-off to the writer thread, which is
+    /// woken only if it has no sync timed yet. Returns false when the writer thread must be woken; it groups the
+    /// batch with whatever else comes meanwhile.
+    fn write_deferred_here(&self) -> bool {
+        if self.waiters.load(Ordering::Acquire) > 0 || self.grouping() {
+            // Others wait for syncs, or batches come in bursts: the writer thread groups this one with others.
+            return false;
+        }
+        let mut state = match self.writing.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        if state
+            .unsynced
+            .as_ref()
+            .is_some_and(|tail| tail.since.elapsed() >= DEFERRED_SYNC_DELAY)
+        {
+            // Due: the sync is the writer thread's, not this runtime thread's.
+            return false;
+        }
+        let group = {
+            let mut queue = lock(&self.queue);
+            if !queue.writer_waiting
+                || queue.batches.len() > LEADER_MAX_QUEUED
+                || queue.batches.iter().any(|q| q.sync)
+            {
+                return false;
+            }
+            std::mem::take(&mut queue.batches)
+        };
+        if !group.is_empty() {
+            write_step(self, &mut state, group, false);
+        }
+        true
+    }
+
+    /// Microseconds since the database was opened (at least 1).
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Whether the writer thread wrote a group holding several synced batches in the last
+    /// [`GROUPING_WINDOW`]: several tasks wait for syncs at once, and batches are better grouped than written
+    /// one by one.
+    fn grouping(&self) -> bool {
+        let at = self.grouped_at_us.load(Ordering::Relaxed);
+        let window = u64::try_from(GROUPING_WINDOW.as_micros()).unwrap_or(u64::MAX);
+        at != 0 && self.now_us().saturating_sub(at) < window
+    }
+
+    /// Records in the queue when the unsynced tail began (after `state.unsynced` changed, under the `writing`
+    /// lock), waking the writer thread when a tail begins while it waits with nothing to time.
+    fn publish_tail(&self, state: &WriterState) {
+        let since = state.unsynced.as_ref().map(|tail| tail.since);
+        let mut queue = lock(&self.queue);
+        if queue.unsynced_since == since {
+            return;
+        }
+        queue.unsynced_since = since;
+        if since.is_some() && queue.writer_idle {
+            drop(queue);
+            self.wake_writer.notify_one();
+        }
+    }
+
     /// Called by a task about to wait for batch `seq`'s durability: if it is the only task waiting, no group
     /// write is under way, and the batch is still queued alone, writes it as a synced group on this thread (the
     /// leader); otherwise wakes the writer thread, which writes the queue (after the group under way, if any).
@@ -958,31 +1055,42 @@ impl Shared {
     }
 }
 
-/// Waits until the writer thread has something to do. `deadline`: when the unsynced deferred batches are due.
-fn next_step(shared: &Shared, deadline: Option<std::time::Instant>) -> Step {
+/// Waits until the writer thread has something to do: batches queued, or unsynced deferred batches due for
+/// their sync.
+fn next_step(shared: &Shared) -> Step {
     let mut queue = lock(&shared.queue);
+    queue.writer_idle = false;
     loop {
         if !queue.batches.is_empty() {
             return Step::Write;
         }
-        match deadline {
+        match queue
+            .unsynced_since
+            .map(|since| since + DEFERRED_SYNC_DELAY)
+        {
             Some(deadline) => {
                 let now = std::time::Instant::now();
                 if queue.shutdown || now >= deadline {
                     return Step::SyncDeferred;
                 }
+                queue.writer_waiting = true;
                 queue = shared
                     .wake_writer
                     .wait_timeout(queue, deadline - now)
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .0;
+                queue.writer_waiting = false;
             }
             None if queue.shutdown => return Step::Exit, // everything queued is written and synced
             None => {
+                queue.writer_idle = true;
+                queue.writer_waiting = true;
                 queue = shared
                     .wake_writer
                     .wait(queue)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue.writer_idle = false;
+                queue.writer_waiting = false;
             }
         }
     }
@@ -990,17 +1098,18 @@ fn next_step(shared: &Shared, deadline: Option<std::time::Instant>) -> Step {
 
 fn writer_loop(shared: &Shared) {
     loop {
-        let deadline = lock(&shared.writing)
-            .unsynced
-            .as_ref()
-            .map(|tail| tail.since + DEFERRED_SYNC_DELAY);
-        let step = next_step(shared, deadline);
+        let step = next_step(shared);
         let mut state = lock(&shared.writing);
         match step {
-            // Leaders never leave unsynced batches behind, and nothing is queued after the shutdown.
+            // Nothing is unsynced (whoever leaves a tail publishes it), and nothing is queued after the shutdown.
             Step::Exit => return,
             Step::Write => {
                 let group = std::mem::take(&mut lock(&shared.queue).batches);
+                if group.iter().filter(|q| q.sync).nth(1).is_some() {
+                    shared
+                        .grouped_at_us
+                        .store(shared.now_us(), Ordering::Relaxed);
+                }
                 if !group.is_empty() {
                     write_step(shared, &mut state, group, false);
                 }
@@ -1017,6 +1126,7 @@ fn writer_loop(shared: &Shared) {
                 let Some(tail) = state.unsynced.take() else {
                     continue;
                 };
+                shared.publish_tail(&state);
                 let result = if shared.poisoned.load(Ordering::Acquire) {
                     Err(StoreError::Poisoned)
                 } else {
@@ -1079,6 +1189,7 @@ fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>, forc
         });
         tail.last_seq = last_seq;
         tail.acks.extend(acks);
+        shared.publish_tail(state);
         return;
     }
     // A synced group (or a failure) settles every earlier deferred batch with it.
@@ -1086,6 +1197,7 @@ fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>, forc
         let mut all = tail.acks;
         all.extend(acks);
         acks = all;
+        shared.publish_tail(state);
     }
     settle(shared, last_seq, acks, result);
 }
@@ -1314,9 +1426,12 @@ mod tests {
             let seen = writer_threads(&db);
             // Several writes one after the other: the writer thread may still take one that it finds queued as
             // it starts or while it holds the writing lock for a moment (a lone waiter then hands over), but
-            // not all of them.
+            // not all of them. A pause before each lets a writer thread that took one go back to sleep (on a
+            // loaded machine it can otherwise stay in step with the writes, each acknowledgement waking the
+            // next submit before the writer thread has looked at the queue again).
             const WRITES: u64 = 20;
             for n in 0..WRITES {
+                std::thread::sleep(std::time::Duration::from_millis(1));
                 let mut batch = WriteBatch::default();
                 batch.put(n.to_be_bytes(), b"v");
                 db.write(batch).await?;
@@ -1385,6 +1500,83 @@ mod tests {
         for task in 0..8u8 {
             assert_eq!(db.get(&[task])?, Some(299u32.to_be_bytes().to_vec()));
         }
+        Ok(())
+    }
+
+    /// The kinds of write each thread did, as the write observer sees them.
+    fn writes_by_thread(db: &Db) -> Arc<Mutex<Vec<(String, WriteKind)>>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        db.observe_writes(Arc::new(move |kind, _| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            lock(&sink).push((name, kind));
+        }));
+        seen
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_deferred_batch_is_written_by_its_submitter_and_synced_by_the_writer_thread_within_the_delay(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(dir.path())?;
+        let seen = writes_by_thread(&db);
+        // Pauses around and beyond the delay: the writer thread is busy, waiting with a sync timed, or idle.
+        let pauses_us = [0u64, 500, 1_000, 1_900, 2_100, 3_000, 10_000];
+        let mut n = 0u64;
+        for round in 0..4 {
+            for pause in pauses_us {
+                n += 1;
+                let mut batch = WriteBatch::default();
+                batch.put(n.to_be_bytes(), b"v");
+                let ticket = db.submit_deferred(batch)?;
+                if round % 2 == 0 {
+                    // Nothing else comes: the writer thread still syncs it, shortly after the delay.
+                    tokio::time::timeout(std::time::Duration::from_secs(5), ticket.wait())
+                        .await
+                        .map_err(|_| format!("deferred batch {n} never synced"))??;
+                    assert!(db.durable_seq() >= n);
+                } else {
+                    drop(ticket);
+                    std::thread::sleep(std::time::Duration::from_micros(pause));
+                }
+            }
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(5), db.wait_durable(n))
+            .await
+            .map_err(|_| "the last deferred batches never synced")??;
+        // With the writer thread surely idle (everything synced, its timer long past), the submitter writes:
+        // the batch is in the database before `submit_deferred` returns.
+        for _ in 0..5 {
+            std::thread::sleep(DEFERRED_SYNC_DELAY * 10);
+            n += 1;
+            let mut batch = WriteBatch::default();
+            batch.put(n.to_be_bytes(), b"v");
+            let ticket = db.submit_deferred(batch)?;
+            assert_eq!(db.get(&n.to_be_bytes())?, Some(b"v".to_vec()));
+            tokio::time::timeout(std::time::Duration::from_secs(5), ticket.wait())
+                .await
+                .map_err(|_| format!("deferred batch {n} never synced"))??;
+        }
+        let writes = lock(&seen).clone();
+        let unsynced = |by_writer: bool| {
+            writes
+                .iter()
+                .filter(|(thread, kind)| {
+                    *kind == WriteKind::UnsyncedWrite && (thread == "db-writer") == by_writer
+                })
+                .count()
+        };
+        // Written by the submitter unless the writer thread was busy as it came (a sync, or finishing the group
+        // whose acknowledgement woke the submitter): then the writer thread writes it, maybe with others.
+        assert!(unsynced(false) >= 5, "{writes:?}");
+        assert!((unsynced(false) + unsynced(true)) as u64 <= n, "{writes:?}");
+        assert!(
+            writes
+                .iter()
+                .filter(|(_, kind)| *kind == WriteKind::WalSync)
+                .all(|(thread, _)| thread == "db-writer"),
+            "{writes:?}"
+        );
         Ok(())
     }
 
