@@ -12,9 +12,9 @@
 //!   a group: the task that waits for a synced batch ([`WriteTicket::wait`], [`Db::wait_durable`]) when no group
 //!   write is under way (*leader write*: it takes the queue and writes and syncs it on its own thread, with no
 //!   hand-off to another thread and back), else the dedicated writer thread, which the waiting task wakes and
-//!   which also times the syncs of deferred batches. A deferred batch is written by its submitter when no group
-//!   write is under way and nothing synced is queued (see below), else by the writer thread. Taking the queue and writing it happen under one
-//!   lock, so groups are written in submission order whoever writes them. A leader blocks its runtime thread for
+//!   which also times the syncs of deferred batches. A deferred batch is written by its submitter when writes
+//!   come one at a time (see below), else by the writer thread. Taking the queue and writing it happen under
+//!   one lock, so groups are written in submission order whoever writes them. A leader blocks its runtime thread for
 //!   one group write and sync (a fraction of a millisecond on a local disk), as RocksDB's own writers do;
 //!   [`DbOptions::leader_writes`] turns it off.
 //! * **Latest-value puts:** a batch may carry one put whose key holds a running value (a log's sums) through
@@ -25,9 +25,9 @@
 //!   of their own: a group made only of them is written without one, and becomes durable with the next synced
 //!   group, or at most [`DEFERRED_SYNC_DELAY`] later when nothing else comes. Either way a deferred batch is
 //!   written (unsynced: into the page cache) as soon as no other group write is under way, never held back
-//!   for a later group: it survives a crash of the process, and only a power cut can lose it. Callers use them only where
-//!   losing the change in a power cut is harmless (see `TransferLog::prepare_deferred`); they save the disk a
-//!   flush that would delay the synced writes behind it.
+//!   for a later group: it survives a crash of the process, and only a power cut can lose it. Callers use them
+//!   only where losing the change in a power cut is harmless (see `TransferLog::prepare_deferred`); they save
+//!   the disk a flush that would delay the synced writes behind it.
 //! * **Poisoning:** if a write or sync ever fails, the database is poisoned: that group's writers get
 //!   [`StoreError::Io`], and every later write [`StoreError::Poisoned`]. After a failed fsync the kernel may have
 //!   dropped dirty pages while reporting later syncs as successful ("fsyncgate", Rebello et al., ATC '20), so
@@ -35,8 +35,9 @@
 //!
 //! Key space (one default column family plus [`PENDING_CF`]): the store module uses keys starting with `meta/`,
 //! `tl/` and `mvt/` (see [`codec`]). Other users pick their own prefix (e.g. `se/`) and document it
-//! there; the admin listener's `/ready` writes `admin/ready-probe` ([`crate::admin::READY_PROBE_KEY`]). One schema version covers every record ([`schema`]); opening refuses a database of a version this
-//! build does not read.
+//! there; the admin listener's `/ready` writes `admin/ready-probe` ([`crate::admin::READY_PROBE_KEY`]). One
+//! schema version covers every record ([`schema`]); opening refuses a database of a version this build does
+//! not read.
 //!
 //! [`PENDING_CF`] is a small column family for records that are usually short-lived (prepared transfers). Kept
 //! apart, their deletion tombstones are compacted away quickly and never slow down a start-up scan of what is
@@ -246,7 +247,8 @@ struct Shared {
     leader_writes: bool,
     /// When the database was opened (the origin of `grouped_at_us`).
     opened: std::time::Instant,
-    /// When the writer thread last wrote a group of several batches, in µs since `opened` (0: never).
+    /// When the writer thread last wrote a group holding several synced batches, in µs since `opened` (0:
+    /// never). See [`GROUPING_WINDOW`].
     grouped_at_us: AtomicU64,
     /// Tasks waiting for a batch's durability right now ([`WriteTicket::wait`], [`Db::wait_durable`]).
     waiters: AtomicUsize,
