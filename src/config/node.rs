@@ -210,7 +210,7 @@ min_free_mib = 64     # free space kept on the data folder's filesystem: below i
 # keep_finished_secs = 2592000   # drop a finished transfer's record this long after it expired (at least 60,
                                  # and longer than routing.expiry_margin_ms);
                                  # absent: keep every one (the store grows with the history, as the legacy plugin's)
-# worker_threads = 1   # async runtime threads; absent: one per core. One thread halves the CPU per transfer of a
+# worker_threads = 1   # async runtime threads; absent: one per core. One thread spends less CPU per transfer on a
                        # node with few transfers in flight (no cross-core hand-offs); more use more cores under load
 
 [log]

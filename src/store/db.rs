@@ -230,10 +230,20 @@ struct Queue {
     /// When the written but unsynced deferred batches were first written ([`WriterState::unsynced`]'s
     /// `since`), kept here too, so that the writer thread sees under this lock whether it has a sync to time.
     unsynced_since: Option<std::time::Instant>,
-    /// The writer thread waits with nothing to time: whoever leaves an unsynced batch written must wake it.
-    writer_idle: bool,
-    /// The writer thread waits (with or without a sync to time), so it is not about to write a group.
-    writer_waiting: bool,
+    /// What the writer thread is doing, as far as a submitter needs to know.
+    writer: WriterWait,
+}
+
+/// Whether the writer thread waits, and for what ([`Queue::writer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum WriterWait {
+    /// Running (or about to look at the queue): it may be about to write a group.
+    #[default]
+    Busy,
+    /// Waiting for the unsynced batches' sync to fall due.
+    Timed,
+    /// Waiting with nothing to time: whoever leaves an unsynced batch written must wake it.
+    Idle,
 }
 
 /// State shared by the [`Db`] handle and its writer thread.
@@ -972,7 +982,7 @@ impl Shared {
         }
         let group = {
             let mut queue = lock(&self.queue);
-            if !queue.writer_waiting
+            if queue.writer == WriterWait::Busy
                 || queue.batches.len() > LEADER_MAX_QUEUED
                 || queue.batches.iter().any(|q| q.sync)
             {
@@ -1007,11 +1017,8 @@ impl Shared {
     fn publish_tail(&self, state: &WriterState) {
         let since = state.unsynced.as_ref().map(|tail| tail.since);
         let mut queue = lock(&self.queue);
-        if queue.unsynced_since == since {
-            return;
-        }
         queue.unsynced_since = since;
-        if since.is_some() && queue.writer_idle {
+        if since.is_some() && queue.writer == WriterWait::Idle {
             drop(queue);
             self.wake_writer.notify_one();
         }
@@ -1061,7 +1068,7 @@ impl Shared {
 /// their sync.
 fn next_step(shared: &Shared) -> Step {
     let mut queue = lock(&shared.queue);
-    queue.writer_idle = false;
+    queue.writer = WriterWait::Busy;
     loop {
         if !queue.batches.is_empty() {
             return Step::Write;
@@ -1075,24 +1082,22 @@ fn next_step(shared: &Shared) -> Step {
                 if queue.shutdown || now >= deadline {
                     return Step::SyncDeferred;
                 }
-                queue.writer_waiting = true;
+                queue.writer = WriterWait::Timed;
                 queue = shared
                     .wake_writer
                     .wait_timeout(queue, deadline - now)
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .0;
-                queue.writer_waiting = false;
+                queue.writer = WriterWait::Busy;
             }
             None if queue.shutdown => return Step::Exit, // everything queued is written and synced
             None => {
-                queue.writer_idle = true;
-                queue.writer_waiting = true;
+                queue.writer = WriterWait::Idle;
                 queue = shared
                     .wake_writer
                     .wait(queue)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                queue.writer_idle = false;
-                queue.writer_waiting = false;
+                queue.writer = WriterWait::Busy;
             }
         }
     }
@@ -1183,7 +1188,8 @@ fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>, forc
         result
     };
     if result.is_ok() && !needs_sync {
-        // Written, durable with the next sync.
+        // Written, durable with the next sync. Only a new tail changes what the writer thread times.
+        let begins = state.unsynced.is_none();
         let tail = state.unsynced.get_or_insert_with(|| Unsynced {
             last_seq,
             since: std::time::Instant::now(),
@@ -1191,7 +1197,9 @@ fn write_step(shared: &Shared, state: &mut WriterState, group: Vec<Queued>, forc
         });
         tail.last_seq = last_seq;
         tail.acks.extend(acks);
-        shared.publish_tail(state);
+        if begins {
+            shared.publish_tail(state);
+        }
         return;
     }
     // A synced group (or a failure) settles every earlier deferred batch with it.
