@@ -411,12 +411,13 @@ impl Trustline {
         let quiet = before == after
             && after.outgoing_fulfilled_and_prepared == after.outgoing_fulfilled
             && in_flight == Some(unsure.pending_total());
+        let Some(probe) = Probe::of_balances(theirs, after.balance().0, quiet, unix_ms(self.now()))
+        else {
+            tracing::warn!(peer = %self.inner.name, transfer = %id, balance = theirs, "peer's balance out of range; fulfill left undecided");
+            return Verdict::Undecided;
+        };
         let pending: Vec<String> = unsure.pending().map(ToString::to_string).collect();
-        let judgement = unsure.judge(Probe {
-            difference: theirs - after.balance().0,
-            quiet,
-            now_ms: unix_ms(self.now()),
-        });
+        let judgement = unsure.judge(probe);
         if let Judgement::BySum { sets } = judgement {
             tracing::warn!(
                 peer = %self.inner.name,

@@ -67,6 +67,18 @@ pub(crate) struct Probe {
     pub(crate) now_ms: i64,
 }
 
+impl Probe {
+    /// The probe of the peer's balance `theirs` (as it reports it) against ours; `None` when the difference
+    /// does not fit (a peer's figure that far off decides nothing).
+    pub(crate) fn of_balances(theirs: i128, ours: i128, quiet: bool, now_ms: i64) -> Option<Probe> {
+        Some(Probe {
+            difference: theirs.checked_sub(ours)?,
+            quiet,
+            now_ms,
+        })
+    }
+}
+
 /// What a [`Probe`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Judgement {
@@ -428,6 +440,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The peer's balance is read from its own answer: a figure whose difference with ours overflows is no
+    /// probe (the subtraction used to be unchecked: a panic in a debug build, a wrapped difference in release).
+    #[test]
+    fn a_balance_difference_that_overflows_is_no_probe() {
+        assert!(Probe::of_balances(i128::MAX, -1, true, 0).is_none());
+        assert!(Probe::of_balances(i128::MIN, 1, true, 0).is_none());
+        let probe = Probe::of_balances(-700, -1_500, true, 5);
+        assert_eq!(
+            probe.map(|p| (p.difference, p.quiet, p.now_ms)),
+            Some((800, true, 5))
+        );
     }
 
     #[test]
